@@ -1,0 +1,262 @@
+"""The one error table: what a failed call means and what leadscore does about it.
+
+Every HTTP failure, from Salesforce or Segment, and every per-record write error is classified here
+and nowhere
+else. A reviewer can read the whole policy on one screen: ``HTTP_ERRORS`` for calls,
+    ``RECORD_ERRORS`` for the
+per-record results of sObject Collections and Bulk API 2.0.
+
+Sources: Salesforce REST status codes
+(https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm), and the
+contract in ``docs/api-contracts.md`` sections 1.7 and 4.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+
+class Action(enum.Enum):
+    """What the caller does with a failed call."""
+
+    RETRY = "retry"  # transient: back off (honouring Retry-After) and send again
+    REFRESH = "refresh"  # the session expired: get a new token, then send again once
+    STOP = "stop"  # the API allowance is used up: end the run cleanly, resume after the window
+    FAIL = "fail"  # the request or the setup is wrong: retrying cannot help
+
+
+class Kind(enum.Enum):
+    """Who has to act."""
+
+    TRANSIENT = "transient"  # nobody: it heals by itself
+    CONFIG = "config"  # the operator: credentials, permissions, URLs, field mappings
+    REQUEST = "request"  # a developer: leadscore sent something malformed
+    BUDGET = "budget"  # the operator: raise the cap or wait for the daily window
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the error table.
+
+    Attributes:
+        status: HTTP status it matches, or None for any status.
+        code: Salesforce ``errorCode`` (or a transport error name) it matches, or None for any.
+        action: what to do.
+        kind: who has to act.
+        meaning: one human sentence, used in messages.
+        safe_to_resend: True when the server certainly did not process the request, so even a
+            non-idempotent POST may be sent again.
+    """
+
+    status: int | None
+    code: str | None
+    action: Action
+    kind: Kind
+    meaning: str
+    safe_to_resend: bool = False
+
+
+R, Rf, S, F = Action.RETRY, Action.REFRESH, Action.STOP, Action.FAIL
+T, C, Q, B = Kind.TRANSIENT, Kind.CONFIG, Kind.REQUEST, Kind.BUDGET
+
+# First match wins: specific (status, code) rows come before catch-all rows.
+HTTP_ERRORS: tuple[Rule, ...] = (
+    # transport errors (no status)
+    Rule(None, "ConnectionError", R, T, "the server could not be reached", safe_to_resend=True),
+    Rule(None, "ConnectTimeout", R, T, "the connection timed out", safe_to_resend=True),
+    Rule(None, "ReadTimeout", R, T, "the server did not answer in time"),
+    Rule(None, "ChunkedEncodingError", R, T, "the connection dropped mid-response"),
+    Rule(None, "SSLError", F, C, "TLS verification failed"),
+    # Salesforce
+    Rule(401, "INVALID_SESSION_ID", Rf, C, "the session expired or is invalid"),
+    Rule(
+        403,
+        "REQUEST_LIMIT_EXCEEDED:TotalRequests",
+        S,
+        B,
+        "the org's daily API allowance is used up",
+    ),
+    Rule(403, "REQUEST_LIMIT_EXCEEDED", R, T, "too many concurrent requests", safe_to_resend=True),
+    Rule(403, "INSUFFICIENT_ACCESS", F, C, "the integration user lacks a permission"),
+    Rule(403, "API_DISABLED_FOR_ORG", F, C, "the API is not enabled for this org or user"),
+    Rule(503, "SERVER_UNAVAILABLE", R, T, "the server is unavailable", safe_to_resend=True),
+    # generic HTTP
+    Rule(400, None, F, Q, "the request was rejected as malformed"),
+    Rule(401, None, F, C, "authentication failed"),
+    Rule(403, None, F, C, "the request was refused"),
+    Rule(404, None, F, Q, "the resource does not exist"),
+    Rule(408, None, R, T, "the server timed out waiting for the request", safe_to_resend=True),
+    Rule(429, None, R, T, "rate limited", safe_to_resend=True),
+    Rule(500, None, R, T, "the server failed"),
+    Rule(501, None, F, Q, "the server does not implement this"),
+    Rule(502, None, R, T, "a gateway failed"),
+    Rule(503, None, R, T, "the server is unavailable", safe_to_resend=True),
+    Rule(504, None, R, T, "a gateway timed out"),
+    Rule(505, None, F, Q, "HTTP version not supported"),
+    Rule(None, None, F, Q, "unexpected response"),
+)
+
+# Per-record results of sObject Collections and Bulk API 2.0. Transient ones are retried (smaller
+# batches, then
+# one by one); the rest are recorded with their message and not retried until the data or the setup
+# changes.
+RECORD_ERRORS: dict[str, Kind] = {
+    "UNABLE_TO_LOCK_ROW": Kind.TRANSIENT,
+    "SERVER_UNAVAILABLE": Kind.TRANSIENT,
+    "REQUEST_RUNNING_TOO_LONG": Kind.TRANSIENT,
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK": Kind.TRANSIENT,
+    # everything else (INVALID_FIELD, STRING_TOO_LONG, INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST,
+    # NUMBER_OUTSIDE_VALID_RANGE, ENTITY_IS_DELETED, MALFORMED_ID, ...) is permanent
+}
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+
+
+def classify_status(status: int, code: str | None = None, message: str = "") -> Rule:
+    """Find the rule for an HTTP status and an optional API error code.
+
+    Args:
+        status: HTTP status code.
+        code: the API's error code (Salesforce ``errorCode``), if any.
+        message: the API's message; distinguishes the daily limit from the concurrency limit.
+
+    Returns:
+        The first matching rule of ``HTTP_ERRORS``.
+    """
+    if code == "REQUEST_LIMIT_EXCEEDED" and "TotalRequests" in message:
+        code = "REQUEST_LIMIT_EXCEEDED:TotalRequests"
+    for rule in HTTP_ERRORS:
+        if rule.status is None and rule.code is not None:
+            continue  # transport rows never match a response
+        if rule.status not in (None, status):
+            continue
+        if rule.code is not None and rule.code != code:
+            continue
+        return rule
+    raise AssertionError("HTTP_ERRORS ends with a catch-all row")
+
+
+def classify_exception(exc: BaseException) -> Rule | None:
+    """Find the rule for a transport exception raised by requests.
+
+    Args:
+        exc: the exception.
+
+    Returns:
+        The matching rule, or None when the exception is not a transport error.
+    """
+    # Order matters: SSLError and ConnectTimeout are subclasses of ConnectionError.
+    for exc_type, name in (
+        (requests.exceptions.SSLError, "SSLError"),
+        (requests.exceptions.ConnectTimeout, "ConnectTimeout"),
+        (requests.exceptions.ReadTimeout, "ReadTimeout"),
+        (requests.exceptions.ChunkedEncodingError, "ChunkedEncodingError"),
+        (requests.exceptions.ConnectionError, "ConnectionError"),
+    ):
+        if isinstance(exc, exc_type):
+            return next(rule for rule in HTTP_ERRORS if rule.code == name)
+    return None
+
+
+def is_transient_record_error(code: str) -> bool:
+    """Tell whether a per-record write error heals by itself (and is worth retrying).
+
+    Args:
+        code: the Salesforce ``statusCode`` of a per-record error.
+
+    Returns:
+        True for transient codes such as ``UNABLE_TO_LOCK_ROW``.
+    """
+    return RECORD_ERRORS.get(code) is Kind.TRANSIENT
+
+
+def response_error(response: requests.Response) -> tuple[str | None, str]:
+    """Extract (error code, message) from a Salesforce, Segment or OAuth error response.
+
+    Args:
+        response: the failed response.
+
+    Returns:
+        The API error code (or None) and a short message; never the request's secrets.
+    """
+    try:
+        body: Any = response.json()
+    except (ValueError, json.JSONDecodeError):
+        text = response.text.strip().replace("\n", " ")
+        return None, text[:200]
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]  # Salesforce: always a JSON array of {message, errorCode}
+    if isinstance(body, dict):
+        if isinstance(
+            body.get("error"), dict
+        ):  # Segment Profile API: {"error": {"code", "message"}}
+            body = body["error"]
+        code = body.get("errorCode") or body.get("code") or body.get("error")
+        message = body.get("message") or body.get("error_description") or ""
+        return (str(code) if code else None), str(message)[:300]
+    return None, str(body)[:200]
+
+
+class LeadscoreError(Exception):
+    """An expected failure, shown to the user as one line: what, where, what to do.
+
+    Attributes:
+        exit_code: process exit status for the CLI.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class ConfigError(LeadscoreError):
+    """The setup is wrong: config file, credentials, URLs, permissions, field mappings."""
+
+    exit_code = 2
+
+
+class TransientError(LeadscoreError):
+    """A failure that heals by itself but outlasted the retries; the next run tries again."""
+
+
+class RequestError(LeadscoreError):
+    """The remote system rejected a request leadscore built; retrying cannot help."""
+
+
+class BudgetExceeded(LeadscoreError):
+    """The run stopped before exceeding the API allowance; nothing is lost, the next run resumes."""
+
+    exit_code = 3
+
+
+ERROR_CLASSES: dict[Kind, type[LeadscoreError]] = {
+    Kind.TRANSIENT: TransientError,
+    Kind.CONFIG: ConfigError,
+    Kind.REQUEST: RequestError,
+    Kind.BUDGET: BudgetExceeded,
+}
+
+
+def error_for(rule: Rule, message: str, *, hint: str | None = None) -> LeadscoreError:
+    """Build the user-facing exception for a classified failure.
+
+    Args:
+        rule: the classification.
+        message: what failed and where.
+        hint: what to do about it.
+
+    Returns:
+        An instance of the exception class for the rule's kind.
+    """
+    return ERROR_CLASSES[rule.kind](message, hint=hint)

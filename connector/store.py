@@ -1,0 +1,649 @@
+"""The local store: one DuckDB file.
+
+It holds raw source tables, sync cursors, the run log, score history and the write-back ledger.
+
+Layout (see ``docs/architecture.md``):
+
+- raw tables, one per stream, keyed by the source id (``sf_lead``, ``sf_task``,
+  ``sf_campaign_member``...), columns named exactly as in the source (``Industry``,
+  ``SystemModstamp``) so TOML field names are valid SQL;
+- ``source_field``: the source type of every raw column (from Salesforce describe);
+- ``sync_cursor``: per stream, the cursor value and how far the store is complete, committed in the
+  same transaction as the page it belongs to;
+- ``run_log``: one row per job run;
+- ``score_history``: every score ever computed, by prediction and scoring run;
+- ``writeback_ledger``: per target record and field, the last value the target confirmed, plus the
+  status and error of the latest attempt. Nothing is marked written until the target system
+  confirmed it.
+
+Timestamps are stored as naive ``TIMESTAMP`` in UTC. Identifiers in SQL are validated with
+:func:`quote_identifier`; values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from connector.errors import ConfigError
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def quote_identifier(name: str) -> str:
+    """Validate a table or column name and quote it for DuckDB.
+
+    Args:
+        name: an identifier from config or from a source schema.
+
+    Returns:
+        The identifier in double quotes.
+
+    Raises:
+        ValueError: the name is not a plain identifier (letters, digits, underscores).
+    """
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a valid identifier: {name!r}")
+    return f'"{name}"'
+
+
+_SYSTEM_PREFIX = {"salesforce": "sf", "segment": "seg"}
+
+
+def raw_table_name(system: str, stream: str) -> str:
+    """The raw table a stream is stored in (``sf_campaign_member`` for ``CampaignMember``).
+
+    Args:
+        system: source system (``salesforce``, ``segment``).
+        stream: stream or object name.
+
+    Returns:
+        The table name.
+    """
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", stream).lower()
+    return f"{_SYSTEM_PREFIX.get(system, system)}_{snake}"
+
+
+def utc_now() -> datetime:
+    """The current time as a naive UTC datetime, the store's convention."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# Each entry is one schema version; append, never edit, so existing stores migrate forward.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE sync_cursor (
+            stream VARCHAR PRIMARY KEY,
+            cursor_value TIMESTAMP,
+            synced_through TIMESTAMP,
+            updated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE source_field (
+            stream VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            source_type VARCHAR NOT NULL,
+            db_type VARCHAR NOT NULL,
+            PRIMARY KEY (stream, name))""",
+        "CREATE SEQUENCE run_id_seq START 1",
+        """CREATE TABLE run_log (
+            run_id BIGINT PRIMARY KEY,
+            job VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            status VARCHAR NOT NULL,
+            counts JSON,
+            api_calls BIGINT,
+            error VARCHAR)""",
+        "CREATE SEQUENCE score_run_seq START 1",
+        """CREATE TABLE score_history (
+            score_run_id BIGINT NOT NULL,
+            prediction VARCHAR NOT NULL,
+            entity_id VARCHAR NOT NULL,
+            model_version VARCHAR NOT NULL,
+            probability DOUBLE,
+            score INTEGER,
+            tier VARCHAR,
+            reasons VARCHAR,
+            scored_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE writeback_ledger (
+            target VARCHAR NOT NULL,
+            object VARCHAR NOT NULL,
+            record_id VARCHAR NOT NULL,
+            field VARCHAR NOT NULL,
+            value JSON,
+            attempted_value JSON,
+            status VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error VARCHAR,
+            last_attempt_at TIMESTAMP,
+            confirmed_at TIMESTAMP,
+            PRIMARY KEY (target, object, record_id, field))""",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class PageCounts:
+    """What one upserted page did to a raw table.
+
+    Attributes:
+        inserted: rows new to the store.
+        updated: rows whose cursor value changed.
+        unchanged: rows fetched again with the same cursor value (overlap or boundary rows).
+    """
+
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+class Store:
+    """One DuckDB file. Not safe for concurrent use from several threads; open one per job run."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open (and create or migrate) the store.
+
+        Args:
+            path: the DuckDB file; its directory is created when missing.
+            read_only: open without taking the write lock (for ``status`` while a run is going on).
+
+        Raises:
+            ConfigError: the file cannot be opened (unwritable directory, locked by another process,
+                not DuckDB).
+        """
+        self.path = Path(path)
+        try:
+            if not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except (duckdb.Error, OSError) as exc:
+            reason = str(exc).splitlines()[0]
+            if "lock" in reason.lower():
+                raise ConfigError(
+                    f"store {self.path} is in use by another leadscore process",
+                    hint="wait for it to finish, or stop it",
+                ) from None
+            raise ConfigError(
+                f"cannot open store {self.path}: {reason}",
+                hint="check store.path and that its directory is writable",
+            ) from None
+        self._lock = threading.RLock()
+        if not read_only:
+            self._migrate()
+
+    # -- lifecycle
+    # ------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] if row and row[0] is not None else 0
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            with self.transaction():
+                for statement in statements:
+                    self.con.execute(statement)
+                self.con.execute("INSERT INTO schema_version VALUES (?)", [version])
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run statements atomically: committed together or not at all.
+
+        Yields:
+            The connection.
+        """
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    # -- queries
+    # --------------------------------------------------------------------------------------------
+
+    def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run a read query and return a DataFrame.
+
+        Args:
+            sql: SQL with ``?`` placeholders.
+            params: bound values.
+
+        Returns:
+            The result.
+        """
+        with self._lock:
+            return self.con.execute(sql, params or []).df()
+
+    def table_exists(self, table: str) -> bool:
+        """Tell whether a table or view exists in the main schema.
+
+        Args:
+            table: its name.
+
+        Returns:
+            True when it exists.
+        """
+        row = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = 'main' AND table_name = ?",
+            [table],
+        ).fetchone()
+        return bool(row and row[0])
+
+    def table_columns(self, table: str) -> list[str]:
+        """List a table's columns in order.
+
+        Args:
+            table: its name.
+
+        Returns:
+            Column names; empty when the table does not exist.
+        """
+        rows = self.con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- raw tables and cursors
+    # -----------------------------------------------------------------------------
+
+    def ensure_table(
+        self, stream: str, table: str, columns: dict[str, tuple[str, str]], key: str
+    ) -> list[str]:
+        """Create a raw table, or add the columns it lacks.
+
+        Args:
+            stream: stream name (for ``source_field``).
+            table: table name.
+            columns: column name -> (source type, DuckDB type), in order.
+            key: primary-key column.
+
+        Returns:
+            Columns added to an existing table (its rows hold NULL there until re-pulled).
+        """
+        quoted = quote_identifier(table)
+        existing = {c.lower() for c in self.table_columns(table)}
+        added: list[str] = []
+        with self.transaction() as con:
+            if not existing:
+                cols = ", ".join(f"{quote_identifier(n)} {t}" for n, (_, t) in columns.items())
+                con.execute(
+                    f"CREATE TABLE {quoted} ({cols}, PRIMARY KEY ({quote_identifier(key)}))"
+                )
+            else:
+                for name, (_, db_type) in columns.items():
+                    if name.lower() not in existing:
+                        con.execute(
+                            f"ALTER TABLE {quoted} ADD COLUMN {quote_identifier(name)} {db_type}"
+                        )
+                        added.append(name)
+            for name, (source_type, db_type) in columns.items():
+                con.execute(
+                    "INSERT OR REPLACE INTO source_field VALUES (?, ?, ?, ?)",
+                    [stream, name, source_type, db_type],
+                )
+        return added
+
+    def read_cursor(self, stream: str) -> datetime | None:
+        """The cursor value committed for a stream.
+
+        Args:
+            stream: stream name.
+
+        Returns:
+            The last committed cursor value, or None before the first page.
+        """
+        row = self.con.execute(
+            "SELECT cursor_value FROM sync_cursor WHERE stream = ?", [stream]
+        ).fetchone()
+        return row[0] if row else None
+
+    def reset_cursor(self, stream: str) -> None:
+        """Forget a stream's cursor so the next pull reads it in full.
+
+        Args:
+            stream: stream name.
+        """
+        with self.transaction() as con:
+            con.execute("DELETE FROM sync_cursor WHERE stream = ?", [stream])
+
+    def upsert_page(
+        self,
+        stream: str,
+        table: str,
+        page: pd.DataFrame,
+        *,
+        key: str,
+        cursor_field: str,
+    ) -> PageCounts:
+        """Upsert one page of records and advance the stream's cursor, in one transaction.
+
+        The query behind the page is ordered by the cursor, so the page's maximum cursor value is a
+        safe
+        checkpoint: a crash after this commit resumes from it, and boundary rows fetched again are
+            recognised by
+        id and counted as unchanged.
+
+        Args:
+            stream: stream name.
+            table: raw table (created by :meth:`ensure_table`).
+            page: records with the table's columns.
+            key: primary-key column.
+            cursor_field: the column the stream is pulled by.
+
+        Returns:
+            Counts of new, changed and unchanged rows.
+        """
+        if page.empty:
+            return PageCounts(0, 0, 0)
+        t, k, c = quote_identifier(table), quote_identifier(key), quote_identifier(cursor_field)
+        types = dict(
+            self.con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'main' AND table_name = ?",
+                [table],
+            ).fetchall()
+        )
+        cols = ", ".join(quote_identifier(col) for col in page.columns)
+        # Cast explicitly: a column that is all NULL in this page arrives untyped from pandas.
+        casts = ", ".join(f"CAST({quote_identifier(col)} AS {types[col]})" for col in page.columns)
+        with self.transaction() as con:
+            con.register("_page", page)
+            try:
+                inserted, updated, unchanged = con.execute(
+                    f"""SELECT count(*) FILTER (WHERE t.{k} IS NULL),
+                               count(*) FILTER (WHERE t.{k} IS NOT NULL
+                                                AND t.{c} IS DISTINCT FROM p.{c}),
+                               count(*) FILTER (WHERE t.{k} IS NOT NULL
+                                                AND t.{c} IS NOT DISTINCT FROM p.{c})
+                        FROM _page p LEFT JOIN {t} t ON t.{k} = p.{k}"""
+                ).fetchone()  # type: ignore[misc]
+                con.execute(f"INSERT OR REPLACE INTO {t} ({cols}) SELECT {casts} FROM _page")
+                newest = page[cursor_field].max()
+                con.execute(
+                    """INSERT INTO sync_cursor VALUES (?, ?, NULL, ?)
+                       ON CONFLICT (stream) DO UPDATE SET
+                         cursor_value = greatest(sync_cursor.cursor_value, excluded.cursor_value),
+                         updated_at = excluded.updated_at""",
+                    [stream, _py(newest), utc_now()],
+                )
+            finally:
+                con.unregister("_page")
+        return PageCounts(int(inserted), int(updated), int(unchanged))
+
+    def mark_synced(self, stream: str, through: datetime) -> None:
+        """Record that a stream is complete up to ``through`` (when the finished pull started).
+
+        Args:
+            stream: stream name.
+            through: the data in the store reflects the source as of this time.
+        """
+        with self.transaction() as con:
+            con.execute(
+                """INSERT INTO sync_cursor VALUES (?, NULL, ?, ?)
+                   ON CONFLICT (stream) DO UPDATE SET synced_through = excluded.synced_through,
+                     updated_at = excluded.updated_at""",
+                [stream, through, utc_now()],
+            )
+
+    def synced_through(self, streams: Sequence[str]) -> datetime | None:
+        """How far all the given streams are complete: the earliest ``synced_through`` among them.
+
+        Args:
+            streams: stream names.
+
+        Returns:
+            The time up to which every stream is complete, or None when one was never fully pulled.
+        """
+        if not streams:
+            return None
+        rows = dict(
+            self.con.execute(
+                "SELECT stream, synced_through FROM sync_cursor WHERE stream IN "
+                f"({', '.join('?' for _ in streams)})",
+                list(streams),
+            ).fetchall()
+        )
+        values = [rows.get(s) for s in streams]
+        if any(v is None for v in values):
+            return None
+        return min(values)  # type: ignore[type-var]
+
+    def source_fields(self, stream: str) -> dict[str, str]:
+        """Source types of a stream's columns.
+
+        Args:
+            stream: stream name.
+
+        Returns:
+            Column name -> source type (e.g. ``picklist``, ``datetime``).
+        """
+        rows = self.con.execute(
+            "SELECT name, source_type FROM source_field WHERE stream = ?", [stream]
+        ).fetchall()
+        return dict(rows)
+
+    # -- run log
+    # --------------------------------------------------------------------------------------------
+
+    def start_run(self, job: str) -> int:
+        """Record that a job started.
+
+        Args:
+            job: job name (``pull``, ``train``...).
+
+        Returns:
+            The run id.
+        """
+        with self.transaction() as con:
+            row = con.execute(
+                "INSERT INTO run_log (run_id, job, started_at, status) "
+                "VALUES (nextval('run_id_seq'), ?, ?, 'running') RETURNING run_id",
+                [job, utc_now()],
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        counts: dict[str, Any] | None = None,
+        api_calls: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record how a job run ended.
+
+        Args:
+            run_id: from :meth:`start_run`.
+            status: ``ok``, ``partial``, ``failed`` or ``skipped``.
+            counts: job-specific counts (JSON-serialisable).
+            api_calls: calls made against remote API allowances.
+            error: the one-line error, when it failed.
+        """
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE run_log SET finished_at = ?, status = ?, counts = ?, api_calls = ?, "
+                "error = ? "
+                "WHERE run_id = ?",
+                [
+                    utc_now(),
+                    status,
+                    json.dumps(counts or {}, default=str),
+                    api_calls,
+                    error,
+                    run_id,
+                ],
+            )
+
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest job runs, newest first.
+
+        Args:
+            limit: how many.
+
+        Returns:
+            Run-log rows as dicts (``counts`` decoded).
+        """
+        df = self.query_df(
+            "SELECT run_id, job, started_at, finished_at, status, counts, api_calls, error "
+            "FROM run_log ORDER BY run_id DESC LIMIT ?",
+            [limit],
+        )
+        runs = df.astype(object).where(df.notna(), None).to_dict("records")
+        for run in runs:
+            run["counts"] = json.loads(run["counts"]) if run["counts"] else {}
+        return runs
+
+    # -- scores
+    # ---------------------------------------------------------------------------------------------
+
+    def append_scores(self, prediction: str, scores: pd.DataFrame) -> int:
+        """Append one scoring run to ``score_history``.
+
+        Args:
+            prediction: prediction name.
+            scores: columns ``entity_id, model_version, probability, score, tier, reasons,
+                scored_at``.
+
+        Returns:
+            The scoring run id.
+        """
+        with self.transaction() as con:
+            row = con.execute("SELECT nextval('score_run_seq')").fetchone()
+            assert row is not None
+            score_run_id = int(row[0])
+            frame = scores.assign(score_run_id=score_run_id, prediction=prediction)
+            con.register("_scores", frame)
+            try:
+                con.execute(
+                    "INSERT INTO score_history (score_run_id, prediction, entity_id, "
+                    "model_version, probability, score, tier, reasons, scored_at) "
+                    "SELECT score_run_id, prediction, entity_id, "
+                    "model_version, probability, score, tier, reasons, scored_at FROM _scores"
+                )
+            finally:
+                con.unregister("_scores")
+        return score_run_id
+
+    def latest_scores(self, prediction: str) -> pd.DataFrame:
+        """The scores of the latest scoring run of a prediction.
+
+        Args:
+            prediction: prediction name.
+
+        Returns:
+            One row per entity (empty when never scored).
+        """
+        return self.query_df(
+            """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at
+               FROM score_history WHERE prediction = ? AND score_run_id =
+                 (SELECT max(score_run_id) FROM score_history WHERE prediction = ?)""",
+            [prediction, prediction],
+        )
+
+    # -- write-back ledger
+    # ----------------------------------------------------------------------------------
+
+    def ledger(self, target: str, sobject: str) -> pd.DataFrame:
+        """Ledger rows of one target object.
+
+        Args:
+            target: target system (``salesforce``, ``segment``).
+            sobject: object name.
+
+        Returns:
+            Columns ``record_id, field, value, status, attempts, last_error`` (values JSON-encoded).
+        """
+        return self.query_df(
+            "SELECT record_id, field, value, status, attempts, last_error FROM writeback_ledger "
+            "WHERE target = ? AND object = ?",
+            [target, sobject],
+        )
+
+    def record_outcomes(self, target: str, sobject: str, outcomes: list[dict[str, Any]]) -> None:
+        """Record the confirmed outcome of one write batch, field by field, in one transaction.
+
+        A success stores the value as confirmed; a failure keeps the last confirmed value and
+        records the attempted value, the error and one more attempt.
+
+        Args:
+            target: target system.
+            sobject: object name.
+            outcomes: dicts with ``record_id, field, value, success, error`` (error: "CODE:
+                message").
+        """
+        if not outcomes:
+            return
+        now = utc_now()
+        frame = pd.DataFrame(
+            {
+                "record_id": [o["record_id"] for o in outcomes],
+                "field": [o["field"] for o in outcomes],
+                "value": [json.dumps(o["value"]) for o in outcomes],
+                "success": [bool(o["success"]) for o in outcomes],
+                "error": [o.get("error") for o in outcomes],
+            }
+        )
+        with self.transaction() as con:
+            con.register("_outcomes", frame)
+            try:
+                con.execute(
+                    """INSERT INTO writeback_ledger
+                         SELECT ?, ?, record_id, field,
+                                CASE WHEN success THEN value END, value,
+                                CASE WHEN success THEN 'written' ELSE 'failed' END,
+                                CASE WHEN success THEN 0 ELSE 1 END,
+                                error, ?, CASE WHEN success THEN ? END
+                         FROM _outcomes
+                       ON CONFLICT (target, object, record_id, field) DO UPDATE SET
+                         value = CASE WHEN excluded.status = 'written' THEN excluded.value
+                                      ELSE writeback_ledger.value END,
+                         attempted_value = excluded.attempted_value,
+                         status = excluded.status,
+                         attempts = CASE WHEN excluded.status = 'written' THEN 0
+                                         ELSE writeback_ledger.attempts + 1 END,
+                         last_error = excluded.last_error,
+                         last_attempt_at = excluded.last_attempt_at,
+                         confirmed_at = CASE WHEN excluded.status = 'written'
+                                             THEN excluded.confirmed_at
+                                             ELSE writeback_ledger.confirmed_at END""",
+                    [target, sobject, now, now],
+                )
+            finally:
+                con.unregister("_outcomes")
+
+
+def _py(value: Any) -> Any:
+    """Convert a pandas/numpy scalar to a plain Python value DuckDB binds."""
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item"):
+        return value.item()
+    return value

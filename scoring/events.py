@@ -1,0 +1,212 @@
+"""Entities and their events, as SQL over the raw tables of the store.
+
+Every prediction is phrased in events: an entity becomes scoreable at the first ``anchor`` event,
+    its label is
+whether the ``label`` event follows within N days, and its engagement features count events before
+the anchor. The ``<entity>_events(entity_id, event, ts)`` view unifies the sources below; a source
+whose table or columns are not in the store (stream not pulled, field not configured) is left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from connector.store import quote_identifier, raw_table_name
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A scoreable thing and where it lives in the store.
+
+    Attributes:
+        name: entity name used in config (``lead``).
+        table: raw table.
+        id_column: primary key.
+        created_column: creation timestamp.
+        stream: the stream that fills the table (its source types are in ``source_field``).
+        deleted_column: soft-delete flag, when the table has one.
+    """
+
+    name: str
+    table: str
+    id_column: str
+    created_column: str
+    stream: str
+    deleted_column: str | None = "IsDeleted"
+
+    @property
+    def events_view(self) -> str:
+        """Name of the entity's events view."""
+        return f"{self.name}_events"
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """One way events arise from a raw table.
+
+    Attributes:
+        table: raw table.
+        entity_column: column holding the entity id.
+        time_column: column holding the event time (dates are taken as midnight UTC).
+        name_sql: SQL expression naming the event (a literal, or derived from a column).
+        condition_column: boolean column that must be true, or None.
+        required: columns that must exist for the source to be used (besides the three above).
+        event_names: the fixed event name, when ``name_sql`` is a literal.
+        reveals: entity-table columns that encode the event itself: never features when it is the
+            label.
+    """
+
+    table: str
+    entity_column: str
+    time_column: str
+    name_sql: str
+    condition_column: str | None = None
+    required: tuple[str, ...] = ()
+    event_names: tuple[str, ...] = ()
+    reveals: tuple[str, ...] = ()
+
+
+ENTITIES: dict[str, Entity] = {
+    "lead": Entity("lead", raw_table_name("salesforce", "Lead"), "Id", "CreatedDate", "Lead"),
+}
+
+_LEAD = raw_table_name("salesforce", "Lead")
+
+EVENT_SOURCES: dict[str, tuple[EventSource, ...]] = {
+    "lead": (
+        EventSource(_LEAD, "Id", "CreatedDate", "'lead_created'", event_names=("lead_created",)),
+        EventSource(
+            _LEAD,
+            "Id",
+            "ConvertedDate",
+            "'converted'",
+            condition_column="IsConverted",
+            event_names=("converted",),
+            reveals=(
+                "IsConverted",
+                "ConvertedDate",
+                "ConvertedAccountId",
+                "ConvertedContactId",
+                "ConvertedOpportunityId",
+                "Status",  # "Closed - Converted"
+            ),
+        ),
+        EventSource(
+            raw_table_name("salesforce", "CampaignMember"),
+            "LeadId",
+            "FirstRespondedDate",
+            "'campaign_response'",
+            condition_column="HasResponded",
+            event_names=("campaign_response",),
+        ),
+        EventSource(
+            raw_table_name("salesforce", "Task"),
+            "WhoId",
+            "CreatedDate",
+            # one event per Task type: task_call, task_web_visit... (names are [a-z0-9_] by
+            # construction)
+            "'task_' || lower(regexp_replace(trim(coalesce(\"Type\", 'other')), "
+            "'[^A-Za-z0-9]+', '_', 'g'))",
+            required=("Type",),
+        ),
+    ),
+}
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name = ?",
+        [table],
+    ).fetchall()
+    return {r[0].lower() for r in rows}
+
+
+def available_sources(con: duckdb.DuckDBPyConnection, entity: Entity) -> list[EventSource]:
+    """The event sources whose table and columns exist in the store.
+
+    Args:
+        con: store connection.
+        entity: the entity.
+
+    Returns:
+        Usable sources.
+    """
+    usable = []
+    for source in EVENT_SOURCES[entity.name]:
+        present = _columns(con, source.table)
+        needed = {source.entity_column, source.time_column, *source.required}
+        if source.condition_column:
+            needed.add(source.condition_column)
+        if {c.lower() for c in needed} <= present:
+            usable.append(source)
+    return usable
+
+
+def create_events_view(con: duckdb.DuckDBPyConnection, entity: Entity) -> list[EventSource]:
+    """Create (or replace) the temporary ``<entity>_events(entity_id, event, ts)`` view.
+
+    Args:
+        con: store connection.
+        entity: the entity.
+
+    Returns:
+        The sources the view is built from.
+    """
+    sources = available_sources(con, entity)
+    parts = []
+    for s in sources:
+        where = f"WHERE {quote_identifier(s.condition_column)} " if s.condition_column else ""
+        time_col = quote_identifier(s.time_column)
+        parts.append(
+            f"SELECT CAST({quote_identifier(s.entity_column)} AS VARCHAR) AS entity_id, "
+            f"{s.name_sql} AS event, CAST({time_col} AS TIMESTAMP) AS ts "
+            f"FROM {quote_identifier(s.table)} {where}"
+        )
+    if not parts:
+        parts = [
+            "SELECT NULL::VARCHAR AS entity_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts "
+            "WHERE false"
+        ]
+    body = " UNION ALL ".join(parts)
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {quote_identifier(entity.events_view)} AS "
+        f"SELECT * FROM ({body}) WHERE entity_id IS NOT NULL AND ts IS NOT NULL"
+    )
+    return sources
+
+
+def event_names(con: duckdb.DuckDBPyConnection, entity: Entity) -> list[str]:
+    """Distinct event names present in the entity's events view.
+
+    Args:
+        con: store connection (the view must exist).
+        entity: the entity.
+
+    Returns:
+        Sorted event names.
+    """
+    rows = con.execute(
+        f"SELECT DISTINCT event FROM {quote_identifier(entity.events_view)} ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def columns_revealing(entity: Entity, event: str, sources: list[EventSource]) -> set[str]:
+    """Columns of the entity table that encode an event (never features of its label).
+
+    Args:
+        entity: the entity.
+        event: event name.
+        sources: the sources in use.
+
+    Returns:
+        Column names, lower-case.
+    """
+    out: set[str] = set()
+    for s in sources:
+        if s.table == entity.table and event in s.event_names:
+            out |= {c.lower() for c in s.reveals}
+    return out

@@ -1,0 +1,125 @@
+"""The files that let any client reach a running sandbox.
+
+They are ``config.toml``, ``secrets.toml`` and ``sandbox.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from connector.errors import ConfigError
+
+MARKER = ".leadscore-workdir"
+
+# The demo's prediction: conversion within 30 days of a lead's first campaign response, features
+# from
+# firmographics and engagement Tasks before it. Status and Rating are filled in by sales after
+# contact: leaky.
+CONFIG_TEMPLATE = """\
+# Written by `leadscore {command}` for the sandbox org at {url}.
+# Every key is documented in config.example.toml. Secrets are in secrets.toml (git-ignored).
+
+[store]
+path = "leadscore.duckdb"
+models_dir = "models"
+
+[salesforce]
+login_url = {url_json}
+ca_bundle = {ca_json}
+page_size = 2000
+
+[salesforce.streams.Lead]
+fields = ["Company", "Title", "Seniority__c", "Industry", "LeadSource", "Country",
+          "NumberOfEmployees", "AnnualRevenue", "Status", "Rating", "IsConverted", "ConvertedDate",
+          "CreatedDate", "IsDeleted"]
+
+[salesforce.streams.Task]
+fields = ["WhoId", "Type", "CreatedDate"]
+
+[salesforce.streams.CampaignMember]
+fields = ["CampaignId", "LeadId", "Status", "HasResponded", "FirstRespondedDate", "CreatedDate"]
+
+[[predictions]]
+name = "lead_conversion"
+entity = "lead"
+task = "binary"
+label = {{ event = "converted", within_days = 30 }}
+anchor = {{ event = "campaign_response" }}
+exclude_fields = ["Status", "Rating"]
+
+[predictions.tiers]
+A = 0.60
+B = 0.35
+C = 0.15
+
+[predictions.salesforce]
+object = "Lead"
+fields = {{ score = "Lead_Score__c", tier = "Lead_Tier__c" }}
+"""
+
+
+def prepare_workdir(workdir: Path, *, fresh: bool) -> None:
+    """Create a working directory, or clear the one a previous demo/sandbox left.
+
+    Args:
+        workdir: the directory.
+        fresh: remove what an earlier run left (store, models, sandbox data).
+
+    Raises:
+        ConfigError: the directory is not empty and was not created by leadscore.
+    """
+    if workdir.exists() and any(workdir.iterdir()) and not (workdir / MARKER).exists():
+        raise ConfigError(
+            f"{workdir} is not empty and was not created by leadscore",
+            hint="pass an empty or new --workdir",
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).touch()
+    if fresh:
+        for name in (
+            "leadscore.duckdb",
+            "leadscore.duckdb.wal",
+            "config.toml",
+            "secrets.toml",
+            "sandbox.json",
+        ):
+            (workdir / name).unlink(missing_ok=True)
+        for name in ("models", "sandbox"):
+            shutil.rmtree(workdir / name, ignore_errors=True)
+
+
+def write_sandbox_files(workdir: Path, info: dict[str, Any], *, command: str) -> Path:
+    """Write ``config.toml``, ``secrets.toml`` and ``sandbox.json`` (mode 600) for a sandbox.
+
+    Args:
+        workdir: where to write them.
+        info: the sandbox's connection info (URL, credentials, CA bundle).
+        command: the command writing them (for the header comment).
+
+    Returns:
+        The path of ``config.toml``.
+    """
+    config = workdir / "config.toml"
+    config.write_text(
+        CONFIG_TEMPLATE.format(
+            command=command,
+            url=info["salesforce_url"],
+            url_json=json.dumps(info["salesforce_url"]),
+            ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
+        )
+    )
+    secrets = workdir / "secrets.toml"
+    secrets.write_text(
+        "# Sandbox credentials; never commit a secrets.toml.\n[salesforce]\n"
+        f"client_id = {json.dumps(info['client_id'])}\n"
+        f"client_secret = {json.dumps(info['client_secret'])}\n"
+    )
+    os.chmod(secrets, 0o600)
+    sandbox_json = workdir / "sandbox.json"
+    sandbox_json.write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    os.chmod(sandbox_json, 0o600)
+    return config
