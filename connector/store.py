@@ -361,6 +361,8 @@ class Store:
         """
         if page.empty:
             return PageCounts(0, 0, 0)
+        # One row per id: the page is ordered by cursor, so the last occurrence is the newest.
+        page = page.drop_duplicates(subset=[key], keep="last")
         t, k, c = quote_identifier(table), quote_identifier(key), quote_identifier(cursor_field)
         types = dict(
             self.con.execute(

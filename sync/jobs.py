@@ -449,10 +449,10 @@ def read_status(settings: Settings, *, limit: int = 10) -> dict[str, Any]:
     Returns:
         ``runs`` (newest first) and ``models``.
     """
-    if not settings.store.path.exists():
-        return {"store": str(settings.store.path), "runs": [], "models": {}}
-    with Store(settings.store.path, read_only=True) as store:
-        runs = store.recent_runs(limit)
+    runs: list[dict[str, Any]] = []
+    if settings.store.path.exists():
+        with Store(settings.store.path, read_only=True) as store:
+            runs = store.recent_runs(limit)
     models = {}
     for spec in settings.predictions:
         champion = load_champion(settings.store.models_dir, spec.name)

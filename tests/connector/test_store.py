@@ -1,0 +1,109 @@
+"""The DuckDB store: raw tables, cursors committed with their page, run log, schema evolution."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pytest
+
+from connector.errors import ConfigError
+from connector.store import Store, quote_identifier, raw_table_name
+
+COLUMNS = {
+    "Id": ("id", "VARCHAR"),
+    "Industry": ("picklist", "VARCHAR"),
+    "SystemModstamp": ("datetime", "TIMESTAMP"),
+}
+
+
+def page(*rows: tuple[str, str | None, datetime]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["Id", "Industry", "SystemModstamp"])
+
+
+def test_upsert_counts_new_changed_and_unchanged_rows_and_advances_the_cursor(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")
+        first = store.upsert_page(
+            "Lead",
+            "sf_lead",
+            page(("a", "x", datetime(2024, 1, 1)), ("b", None, datetime(2024, 1, 2))),
+            key="Id",
+            cursor_field="SystemModstamp",
+        )
+        again = store.upsert_page(
+            "Lead",
+            "sf_lead",
+            page(("b", "y", datetime(2024, 1, 3)), ("a", "x", datetime(2024, 1, 1))),
+            key="Id",
+            cursor_field="SystemModstamp",
+        )
+        assert (first.inserted, first.updated, first.unchanged) == (2, 0, 0)
+        assert (again.inserted, again.updated, again.unchanged) == (0, 1, 1)
+        assert store.read_cursor("Lead") == datetime(2024, 1, 3)
+        assert store.query_df("SELECT Industry FROM sf_lead ORDER BY Id")["Industry"].tolist() == [
+            "x",
+            "y",
+        ]
+
+
+def test_a_failed_page_rolls_back_rows_and_cursor_together(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")
+        store.upsert_page(
+            "Lead",
+            "sf_lead",
+            page(("a", "x", datetime(2024, 1, 1))),
+            key="Id",
+            cursor_field="SystemModstamp",
+        )
+        bad = page(("c", "z", datetime(2024, 2, 1)))
+        bad["SystemModstamp"] = ["not a timestamp"]  # fails inside the transaction
+        with pytest.raises(duckdb.Error):
+            store.upsert_page("Lead", "sf_lead", bad, key="Id", cursor_field="SystemModstamp")
+        assert store.read_cursor("Lead") == datetime(2024, 1, 1)
+        assert store.query_df("SELECT count(*) AS n FROM sf_lead")["n"].item() == 1
+
+
+def test_new_columns_are_added_to_existing_tables(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")
+        added = store.ensure_table(
+            "Lead", "sf_lead", {**COLUMNS, "Country": ("string", "VARCHAR")}, key="Id"
+        )
+        assert added == ["Country"]
+        assert store.source_fields("Lead")["Country"] == "string"
+
+
+def test_run_log_records_start_and_end(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        run = store.start_run("pull")
+        store.finish_run(run, status="failed", counts={"fetched": 3}, api_calls=2, error="boom")
+        (last,) = store.recent_runs(1)
+    assert last["job"] == "pull" and last["status"] == "failed"
+    assert last["counts"] == {"fetched": 3} and last["api_calls"] == 2 and last["error"] == "boom"
+
+
+def test_the_store_reopens_with_its_data_and_migrations_applied_once(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.mark_synced("Lead", datetime(2024, 5, 1))
+    with Store(path) as store:
+        assert store.synced_through(["Lead"]) == datetime(2024, 5, 1)
+        assert store.synced_through(["Lead", "Task"]) is None
+
+
+def test_an_unopenable_store_is_a_config_error(tmp_path):
+    not_a_db = tmp_path / "junk.duckdb"
+    not_a_db.write_text("this is not a database")
+    with pytest.raises(ConfigError, match="cannot open store"):
+        Store(not_a_db)
+
+
+def test_identifiers_are_validated():
+    assert quote_identifier("Lead_Score__c") == '"Lead_Score__c"'
+    for bad in ('a"; DROP TABLE x; --', "1abc", "a b", ""):
+        with pytest.raises(ValueError):
+            quote_identifier(bad)
+    assert raw_table_name("salesforce", "CampaignMember") == "sf_campaign_member"

@@ -1,0 +1,87 @@
+"""The ``leadscore`` command as a user runs it: exit codes, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LEADSCORE = str(Path(sys.executable).parent / "leadscore")
+
+CONFIG = """
+[store]
+path = "store.duckdb"
+[salesforce]
+login_url = "{url}"
+[salesforce.streams.Lead]
+fields = ["Industry"]
+[[predictions]]
+name = "lead_conversion"
+label = {{ event = "converted", within_days = 30 }}
+"""
+
+
+def leadscore(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [LEADSCORE, *args], capture_output=True, text=True, timeout=120, env=environ, check=False
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_unknown_key_in_config(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.format(url="https://login.salesforce.com") + "\n[store.extra]\nx = 1\n"
+    )
+    result = leadscore("pull", "--config", str(config))
+    assert result.returncode == 2
+    assert_one_line_error(result, str(config), "store.extra", "unknown key")
+
+
+def test_missing_credentials(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(url="https://login.salesforce.com"))
+    result = leadscore("pull", "--config", str(config))
+    assert_one_line_error(result, "credentials are missing", "LEADSCORE_SALESFORCE__CLIENT_ID")
+    # the failed run is in the run log, and the store is usable afterwards
+    status = leadscore("status", "--config", str(config), "--json")
+    assert status.returncode == 0
+    runs = json.loads(status.stdout)["runs"]
+    assert runs[0]["job"] == "pull" and runs[0]["status"] == "failed"
+
+
+@pytest.mark.parametrize("secret_env", [{"LEADSCORE_SALESFORCE__CLIENT_SECRET": "hunter2-secret"}])
+def test_unreachable_salesforce_is_one_line_and_never_shows_secrets(tmp_path, secret_env):
+    config = tmp_path / "config.toml"
+    text = CONFIG.format(url="https://127.0.0.1:9").replace(
+        "[salesforce]\n", "[salesforce]\nmax_attempts = 1\n"
+    )
+    config.write_text(text)
+    env = {"LEADSCORE_SALESFORCE__CLIENT_ID": "id", **secret_env}
+    result = leadscore("pull", "--config", str(config), env=env)
+    assert_one_line_error(result, "127.0.0.1:9", "could not be reached", "salesforce.login_url")
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_status_of_a_fresh_config(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(url="https://login.salesforce.com"))
+    result = leadscore("status", "--config", str(config))
+    assert result.returncode == 0
+    assert "no runs yet" in result.stdout
+    assert "not trained yet" in result.stdout
