@@ -587,7 +587,7 @@ def test_update_records_simulates_ui_edit(writable):
 
 
 def test_sql_is_read_only(sandbox):
-    with pytest.raises(Exception, match="readonly|read-only|query_only"):
+    with pytest.raises(Exception, match=r"readonly|read-only|query_only"):
         sandbox.sql("DELETE FROM Lead")
 
 
