@@ -287,11 +287,14 @@ def test_conversions_create_records_and_reparent_activities(org):
 
 def test_sales_touches_and_leaky_fields(org):
     truth = frame(org, "SELECT lead_id, anchor_at, label FROM _ground_truth WHERE window_closed")
+    owners = frame(org, "SELECT Id, ConvertedContactId FROM Lead")
+    lead_of = dict(zip(owners["Id"], owners["Id"], strict=True))
+    converted = owners.dropna(subset=["ConvertedContactId"])
+    lead_of.update(zip(converted["ConvertedContactId"], converted["Id"], strict=True))
     touches = frame(
-        org,
-        "SELECT l.Id AS lead_id, t.CreatedDate FROM Task t JOIN Lead l "
-        "ON t.WhoId IN (l.Id, l.ConvertedContactId) WHERE t.Type IN ('Call','Email','Meeting')",
+        org, "SELECT WhoId, CreatedDate FROM Task WHERE Type IN ('Call', 'Email', 'Meeting')"
     )
+    touches["lead_id"] = touches["WhoId"].map(lead_of)
     merged = touches.merge(truth, on="lead_id")
     after = merged[merged["CreatedDate"] >= merged["anchor_at"]]
     first = after.groupby("lead_id")["CreatedDate"].min() - truth.set_index("lead_id")["anchor_at"]
