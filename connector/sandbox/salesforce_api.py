@@ -296,6 +296,12 @@ class SalesforceApi:
                 response = self._dispatch(request)
             except ApiError as error:
                 response = error.response(category)
+            except Exception as error:  # a sandbox bug must still answer like Salesforce
+                response = ApiError(
+                    500,
+                    "UNKNOWN_EXCEPTION",
+                    f"An unexpected error occurred in the sandbox: {type(error).__name__}: {error}",
+                ).response(category)
             response.category = category
         if request.path.startswith("/services/data"):
             response.headers.setdefault(

@@ -8,12 +8,13 @@ import json
 import pytest
 from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
+    SalesforceGeneralError,
     SalesforceMalformedRequest,
     SalesforceRefusedRequest,
     SalesforceResourceNotFound,
 )
 
-from connector.sandbox import Sandbox
+from connector.sandbox import Fault, FaultPlan, RecordFault, RequestInfo, Sandbox
 from connector.sandbox.ids import make_id
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -598,3 +599,44 @@ def test_request_log_categories(sandbox, sf):
     categories = [record.category for record in sandbox.request_log[-3:]]
     assert categories == ["query", "describe", "limits"]
     assert json.dumps([record.__dict__ for record in sandbox.request_log[-3:]])
+
+
+# --------------------------------------------------------------------------------------------
+# Fault plan hook
+
+
+class LockOneRecordAndRefuseLimits(FaultPlan):
+    def __init__(self, locked_id):
+        self.locked_id = locked_id
+
+    def on_request(self, request: RequestInfo) -> Fault | None:
+        if request.category == "limits":
+            body = [{"errorCode": "SERVER_UNAVAILABLE", "message": "try later"}]
+            return Fault(503, json.dumps(body).encode(), {"Retry-After": "1"})
+        return None
+
+    def on_record_write(self, sobject: str, record_id: str | None) -> RecordFault | None:
+        if record_id == self.locked_id:
+            return RecordFault(
+                "UNABLE_TO_LOCK_ROW",
+                f"unable to obtain exclusive access to this record or 1 records: {record_id}",
+            )
+        return None
+
+
+def test_fault_plan_hooks(wsf, writable):
+    first, second = [
+        row[0]
+        for row in writable.sql(
+            "SELECT Id FROM Lead WHERE IsConverted = 0 AND IsDeleted = 0 ORDER BY Id LIMIT 2"
+        )
+    ]
+    writable.faults = LockOneRecordAndRefuseLimits(second)
+    with pytest.raises(SalesforceGeneralError) as error:
+        wsf.limits()
+    assert error.value.status == 503
+    results = collection_update(wsf, [lead(first, Rating="Hot"), lead(second, Rating="Hot")])
+    assert results[0]["success"] is True
+    assert results[1]["errors"][0]["statusCode"] == "UNABLE_TO_LOCK_ROW"
+    writable.faults = FaultPlan()
+    assert "DailyApiRequests" in wsf.limits()
