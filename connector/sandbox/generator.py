@@ -338,8 +338,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def _insert(conn: sqlite3.Connection, sobject: str, columns: dict[str, Sequence[Any]]) -> None:
     """Insert column-oriented data into an object's table in chunks of ``_INSERT_ROWS``."""
     names = list(columns)
+    # sqlite3 binds Python scalars only: numpy arrays go through tolist(), not list().
     lists = [
-        list(values) if not isinstance(values, list) else values for values in columns.values()
+        values.tolist() if isinstance(values, np.ndarray) else list(values)
+        for values in columns.values()
     ]
     lengths = {len(values) for values in lists}
     if len(lengths) > 1:
