@@ -1,0 +1,1380 @@
+"""Synthetic Salesforce org with a known answer: leads, campaigns, activities and conversions.
+
+The generator is deterministic for a given ``(seed, leads, as_of)``: every random draw comes from
+a numpy ``Generator`` seeded with ``[seed, stream, chunk]``. It is vectorised, and it writes
+activities chunk by chunk (``TASK_CHUNK_LEADS`` leads at a time), so memory stays bounded at
+200,000 leads and ~2,000,000 tasks.
+
+The hidden model (``hidden_logit``) gives each anchored lead its probability of converting
+within 30 days of its first campaign response. It reads only what Salesforce shows at the anchor:
+firmographics and the marketing-engagement Task rows dated before the anchor. ``docs/sandbox.md``
+documents the formula, the constants and the window rule.
+
+As in a real org, converting a lead re-parents its activities to the new contact (``WhoId``) and
+opportunity (``WhatId``) and stamps its campaign memberships with the contact
+(https://help.salesforce.com/s/articleView?id=sf.leads_notes.htm).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from connector.sandbox.ids import make_ids
+from connector.sandbox.schema import (
+    CAMPAIGN_TYPES,
+    INDUSTRIES,
+    LEAD_SOURCES,
+    MARKETING_TASK_TYPES,
+    OPPORTUNITY_STAGES,
+    SALES_TASK_TYPES,
+    SENIORITIES,
+    get_object,
+)
+
+GENERATOR_VERSION = "1"
+DAY = 86_400
+HOUR = 3_600
+HISTORY_DAYS = 540
+"""Leads are created over the 540 days before ``as_of``."""
+LABEL_WINDOW_DAYS = 30
+"""A lead is positive when it converts within 30 days of its anchor."""
+TASK_CHUNK_LEADS = 20_000
+"""Leads per activity chunk: bounds memory and fixes the random streams (part of determinism)."""
+_INSERT_ROWS = 50_000
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Split a space-separated vocabulary into a tuple."""
+    return tuple(text.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Hidden model (documented in docs/sandbox.md; change both together).
+
+INTERCEPT = -2.35
+INDUSTRY_EFFECT = {
+    "Technology": 0.6,
+    "Software": 0.7,
+    "Financial Services": 0.33,
+    "Healthcare": 0.0,
+    "Manufacturing": -0.26,
+    "Retail": -0.45,
+    "Education": -0.78,
+    "Government": -0.9,
+    "Media": 0.05,
+    "Telecommunications": 0.2,
+    "Energy": -0.33,
+    "Consulting": 0.0,
+}
+SENIORITY_EFFECT = {
+    "C-Level": 0.52,
+    "VP": 0.65,
+    "Director": 0.4,
+    "Manager": 0.0,
+    "Individual Contributor": -0.7,
+}
+EMPLOYEE_BANDS = ("1-10", "11-50", "51-200", "201-1000", "1001-5000", "5001+")
+EMPLOYEE_BAND_LOWER = (1, 11, 51, 201, 1001, 5001)
+EMPLOYEE_BAND_EFFECT = {
+    "1-10": -0.9,
+    "11-50": -0.4,
+    "51-200": 0.0,
+    "201-1000": 0.4,
+    "1001-5000": 0.5,
+    "5001+": 0.2,
+}
+LEAD_SOURCE_EFFECT = {
+    "Web": 0.0,
+    "Webinar": 0.45,
+    "Trade Show": 0.2,
+    "Partner Referral": 1.05,
+    "Employee Referral": 1.25,
+    "Paid Search": -0.13,
+    "Content Syndication": -0.65,
+    "Cold Outreach": -1.05,
+}
+REGION_EFFECT = {"NA": 0.33, "EU": 0.0, "APAC": -0.2, "LATAM": -0.5}
+COUNTRY_REGION = {
+    "United States": "NA",
+    "Canada": "NA",
+    "United Kingdom": "EU",
+    "Germany": "EU",
+    "France": "EU",
+    "Netherlands": "EU",
+    "Spain": "EU",
+    "Sweden": "EU",
+    "Australia": "APAC",
+    "Japan": "APAC",
+    "Singapore": "APAC",
+    "India": "APAC",
+    "Brazil": "LATAM",
+    "Mexico": "LATAM",
+    "Argentina": "LATAM",
+}
+ENGAGEMENT_WINDOWS = {
+    "web_visits_7d": ("Web Visit", 7),
+    "web_visits_30d": ("Web Visit", 30),
+    "email_clicks_30d": ("Email Click", 30),
+    "webinars_30d": ("Webinar", 30),
+    "content_downloads_90d": ("Content Download", 90),
+}
+"""Feature -> (Task.Type, days): Tasks with CreatedDate in [anchor_at - days, anchor_at)."""
+W_WEB_7D = 0.55
+W_WEB_30D = 0.25
+W_EMAIL_30D = 0.35
+W_WEBINAR_30D = 0.5
+W_CONTENT_90D = 0.25
+SENIOR_LARGE_BONUS = 0.6
+TINY_COLD_PENALTY = -0.5
+TECH_ENGAGED_BONUS = 0.4
+OLD_LEAD_PENALTY = -0.4
+OLD_LEAD_DAYS = 180
+
+# ---------------------------------------------------------------------------------------------
+# Behaviour constants (not part of the hidden model: they shape the data around it).
+
+P_RESPOND = 0.83
+RESPONSE_GAP_MIX = (0.25, 0.45, 0.30)  # same day / mean 25 days / mean 120 days
+LATENT_SIGMA = 1.3
+BASE_RATE_PER_DAY = 0.014
+RAMP_EVENTS = 7.0
+RAMP_TAU_DAYS = 6.0
+POST_EVENTS = 2.0
+POST_TAU_DAYS = 12.0
+SYNC_SECONDS = 600  # marketing automation syncs activities every 10 minutes
+MARKETING_TYPE_P = (0.55, 0.25, 0.08, 0.12)  # Web Visit, Email Click, Webinar, Content Download
+P_FAST_FIRST_TOUCH = 0.7
+P_LATE_CONVERSION = 0.08
+P_UNANCHORED_CONVERSION = 0.02
+P_DELETED = 0.01
+CAMPAIGN_EVERY_DAYS = 15
+CAMPAIGN_DAYS = 30
+
+INDUSTRY_WEIGHTS = (0.14, 0.13, 0.1, 0.09, 0.09, 0.07, 0.06, 0.05, 0.06, 0.06, 0.06, 0.09)
+BAND_WEIGHTS = (0.15, 0.22, 0.25, 0.2, 0.11, 0.07)
+SENIORITY_WEIGHTS = (0.08, 0.14, 0.22, 0.28, 0.28)
+LEAD_SOURCE_WEIGHTS = (0.22, 0.12, 0.08, 0.07, 0.05, 0.16, 0.14, 0.16)
+COUNTRY_WEIGHTS = {
+    "United States": 0.34,
+    "Canada": 0.06,
+    "United Kingdom": 0.1,
+    "Germany": 0.07,
+    "France": 0.05,
+    "Netherlands": 0.03,
+    "Spain": 0.03,
+    "Sweden": 0.02,
+    "Australia": 0.05,
+    "Japan": 0.04,
+    "Singapore": 0.03,
+    "India": 0.06,
+    "Brazil": 0.06,
+    "Mexico": 0.04,
+    "Argentina": 0.02,
+}
+REGIONS = ("NA", "EU", "APAC", "LATAM")
+FUNCTIONS = (
+    ("Engineering", "CTO", "Software Engineer"),
+    ("Marketing", "CMO", "Marketing Specialist"),
+    ("Sales", "CRO", "Account Executive"),
+    ("Operations", "COO", "Operations Analyst"),
+    ("Finance", "CFO", "Financial Analyst"),
+    ("IT", "CIO", "Systems Administrator"),
+    ("Product", "CPO", "Product Designer"),
+    ("People", "CHRO", "HR Generalist"),
+    ("Data", "CDO", "Data Analyst"),
+    ("Security", "CISO", "Security Engineer"),
+)
+FUNCTION_WEIGHTS = (0.2, 0.14, 0.1, 0.1, 0.07, 0.12, 0.08, 0.04, 0.09, 0.06)
+FIRST_NAMES = _words(
+    "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara "
+    "Richard Susan Joseph Jessica Thomas Sarah Charles Karen Daniel Lisa Matthew Nancy "
+    "Anthony Sandra Mark Ashley Paul Emily Steven Kimberly Andrew Donna Joshua Michelle Kevin "
+    "Carol Brian Amanda George Melissa Timothy Deborah Ravi Priya Hiroshi Yuki Lucas Sofia "
+    "Mateo Camila Lukas Emma Noah Olivia Liam Mia Wei Mei Arjun Ananya Diego Valentina Lars "
+    "Ingrid"
+)
+LAST_NAMES = _words(
+    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez "
+    "Lopez Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson "
+    "White Harris Sanchez Clark Ramirez Lewis Robinson Walker Young Allen King Wright Scott "
+    "Torres Nguyen Hill Flores Green Adams Nelson Baker Hall Rivera Campbell Mitchell Carter "
+    "Roberts Muller Schmidt Schneider Fischer Dubois Moreau Laurent Rossi Bianchi Tanaka "
+    "Suzuki Sato Kumar Sharma Patel Singh Silva Santos Oliveira Costa Andersson Johansson "
+    "Larsen Jansen DeVries Kowalski Novak"
+)
+COMPANY_PREFIXES = _words(
+    "Blue Red Green Silver Golden Bright Swift North South East West Summit Apex Vertex Prime "
+    "Nova Stellar Quantum Atlas Orion Cedar Maple Oak Pine River Harbor Lake Stone Iron "
+    "Copper Crystal Falcon Eagle Hawk Fox Wolf Bear Lion Tiger"
+)
+COMPANY_ROOTS = _words(
+    "Data Cloud Logic Works Labs Point Path Bridge Gate Wave Stream Field Forge Line Grid "
+    "Core Sphere Scale Signal Pulse Shift Spring Peak Ridge Rock Wind Star Sky Sun Moon Leaf "
+    "Root Seed Trail Link Loop Mesh Node Port"
+)
+COMPANY_SUFFIXES = (
+    "Systems",
+    "Solutions",
+    "Technologies",
+    "Group",
+    "Partners",
+    "Industries",
+    "Holdings",
+    "Networks",
+    "Analytics",
+    "Inc",
+)
+CAMPAIGN_TOPICS = (
+    "Scaling Data Teams",
+    "Pipeline Acceleration",
+    "AI in Revenue Ops",
+    "Security Benchmarks",
+    "Cloud Cost Control",
+    "Customer 360",
+    "Modern Analytics",
+    "Buyer Intent Playbook",
+)
+WEB_PAGES = ("/pricing", "/product", "/customers", "/blog", "/docs", "/integrations", "/demo")
+SALES_REPS = (
+    ("Avery", "Chen", "NA"),
+    ("Jordan", "Blake", "NA"),
+    ("Taylor", "Reed", "NA"),
+    ("Sophie", "Keller", "EU"),
+    ("Luca", "Romano", "EU"),
+    ("Emma", "Visser", "EU"),
+    ("Kenji", "Mori", "APAC"),
+    ("Aisha", "Rahman", "APAC"),
+    ("Liam", "OConnor", "APAC"),
+    ("Camila", "Rocha", "LATAM"),
+    ("Diego", "Alvarez", "LATAM"),
+    ("Valeria", "Ortiz", "LATAM"),
+)
+USERNAME_DOMAIN = "leadscore-sandbox.example"
+INTEGRATION_USERNAME = f"integration@{USERNAME_DOMAIN}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hidden model
+
+
+def employee_band(employees: Any) -> np.ndarray:
+    """Map employee counts to band labels (``1-10`` ... ``5001+``); null counts map to ``51-200``.
+
+    Args:
+        employees: Array-like of NumberOfEmployees values.
+
+    Returns:
+        An object array of band labels.
+    """
+    values = pd.to_numeric(pd.Series(employees), errors="coerce").fillna(51).to_numpy(float)
+    index = np.searchsorted(np.array(EMPLOYEE_BAND_LOWER[1:]), values, side="right")
+    return np.array(EMPLOYEE_BANDS, dtype=object)[index]
+
+
+def hidden_logit(frame: pd.DataFrame) -> np.ndarray:
+    """Compute the hidden model's logit for each row.
+
+    Args:
+        frame: One row per lead with columns ``Industry``, ``Seniority__c``,
+            ``NumberOfEmployees``, ``LeadSource``, ``Country``, the five engagement counts of
+            ``ENGAGEMENT_WINDOWS`` and ``age_days`` (anchor_at minus CreatedDate, in days).
+
+    Returns:
+        The logits, as a float array.
+    """
+    band = employee_band(frame["NumberOfEmployees"])
+    employees = pd.to_numeric(frame["NumberOfEmployees"], errors="coerce").fillna(51).to_numpy()
+    region = frame["Country"].map(COUNTRY_REGION)
+    web7 = frame["web_visits_7d"].to_numpy(float)
+    logit = (
+        INTERCEPT
+        + frame["Industry"].map(INDUSTRY_EFFECT).fillna(0.0).to_numpy(float)
+        + frame["Seniority__c"].map(SENIORITY_EFFECT).fillna(0.0).to_numpy(float)
+        + pd.Series(band).map(EMPLOYEE_BAND_EFFECT).to_numpy(float)
+        + frame["LeadSource"].map(LEAD_SOURCE_EFFECT).fillna(0.0).to_numpy(float)
+        + region.map(REGION_EFFECT).fillna(0.0).to_numpy(float)
+        + W_WEB_7D * np.log1p(web7)
+        + W_WEB_30D * np.log1p(frame["web_visits_30d"].to_numpy(float))
+        + W_EMAIL_30D * np.log1p(frame["email_clicks_30d"].to_numpy(float))
+        + W_WEBINAR_30D * (frame["webinars_30d"].to_numpy(float) >= 1)
+        + W_CONTENT_90D * np.log1p(frame["content_downloads_90d"].to_numpy(float))
+    )
+    seniority = frame["Seniority__c"].to_numpy(object)
+    senior = (seniority == "C-Level") | (seniority == "VP")
+    logit += SENIOR_LARGE_BONUS * (senior & (employees >= 201))
+    logit += TINY_COLD_PENALTY * ((employees <= 10) & (frame["LeadSource"] == "Cold Outreach"))
+    industry = frame["Industry"].to_numpy(object)
+    tech = (industry == "Technology") | (industry == "Software")
+    logit += TECH_ENGAGED_BONUS * (tech & (web7 >= 3))
+    logit += OLD_LEAD_PENALTY * (frame["age_days"].to_numpy(float) > OLD_LEAD_DAYS)
+    return np.asarray(logit, dtype=float)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function.
+
+    Args:
+        x: Logits.
+
+    Returns:
+        Probabilities.
+    """
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _insert(conn: sqlite3.Connection, sobject: str, columns: dict[str, Sequence[Any]]) -> None:
+    """Insert column-oriented data into an object's table in chunks of ``_INSERT_ROWS``."""
+    names = list(columns)
+    # sqlite3 binds Python scalars only: numpy arrays go through tolist(), not list().
+    lists = [
+        values.tolist() if isinstance(values, np.ndarray) else list(values)
+        for values in columns.values()
+    ]
+    lengths = {len(values) for values in lists}
+    if len(lengths) > 1:
+        raise ValueError(f"ragged columns for {sobject}: {lengths}")
+    count = lengths.pop() if lengths else 0
+    quoted = ", ".join(f'"{name}"' for name in names)
+    sql = f'INSERT INTO "{sobject}" ({quoted}) VALUES ({", ".join("?" * len(names))})'
+    for start in range(0, count, _INSERT_ROWS):
+        conn.executemany(
+            sql, zip(*(values[start : start + _INSERT_ROWS] for values in lists), strict=True)
+        )
+
+
+def _date_strings(epoch: np.ndarray) -> list[str]:
+    """Render epoch seconds as ``YYYY-MM-DD`` strings (vectorised through a per-day table)."""
+    if len(epoch) == 0:
+        return []
+    days = np.asarray(epoch, dtype=np.int64) // DAY
+    low = int(days.min())
+    table = np.datetime_as_string(
+        np.arange(low, int(days.max()) + 1).astype("datetime64[D]"), unit="D"
+    ).astype(object)
+    return table[days - low].tolist()
+
+
+def _nullable(values: np.ndarray, mask: np.ndarray) -> list[Any]:
+    """Turn an array into a list with None where ``mask`` is False."""
+    result = np.asarray(values, dtype=object).copy()
+    result[~mask] = None
+    return result.tolist()
+
+
+def _pick(vocabulary: Sequence[str], index: np.ndarray) -> list[str]:
+    return np.asarray(vocabulary, dtype=object)[index].tolist()
+
+
+def _trunc_exponential(rng: np.random.Generator, tau: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """Draw Exp(tau) truncated to [0, limit] by inverting its CDF."""
+    u = rng.random(len(tau))
+    return -tau * np.log1p(-u * (-np.expm1(-limit / tau)))
+
+
+@dataclass
+class _Leads:
+    """Lead-level arrays, indexed by lead number (creation order)."""
+
+    ids: list[str]
+    created: np.ndarray
+    company: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    email: list[str]
+    title: np.ndarray
+    seniority: np.ndarray
+    source: np.ndarray
+    owner: np.ndarray
+    responds: np.ndarray
+    anchor_at: np.ndarray
+    anchored: np.ndarray
+    anchor_campaign: np.ndarray
+    member_created: np.ndarray
+    response_at: np.ndarray
+    latent: np.ndarray
+    deleted: np.ndarray
+    deleted_at: np.ndarray
+    unanchored_conversion: np.ndarray
+
+
+@dataclass
+class _Companies:
+    """Company-level arrays (leads belong to companies; accounts are created per company)."""
+
+    name: list[str]
+    domain: list[str]
+    industry: np.ndarray
+    employees: np.ndarray
+    revenue: np.ndarray
+    country: np.ndarray
+
+
+@dataclass
+class _Campaigns:
+    ids: list[str]
+    start: np.ndarray
+    kind: np.ndarray
+
+
+class _OrgGenerator:
+    """Builds one synthetic org into an empty database."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        seed: int,
+        n_leads: int,
+        as_of: int,
+        progress: ProgressCallback,
+    ) -> None:
+        self.conn = conn
+        self.seed = seed
+        self.n = n_leads
+        self.as_of = as_of
+        self.start = as_of - HISTORY_DAYS * DAY
+        self.progress = progress
+        self.countries = tuple(COUNTRY_WEIGHTS)
+        self.country_region = np.array(
+            [REGIONS.index(COUNTRY_REGION[c]) for c in self.countries], dtype=np.int64
+        )
+
+    def rng(self, stream: int, chunk: int = 0) -> np.random.Generator:
+        """One independent random stream per (stream, chunk): the basis of determinism."""
+        return np.random.default_rng([self.seed, stream, chunk])
+
+    # Users ------------------------------------------------------------------------------------
+
+    def users(self) -> None:
+        users = [
+            (first, last, f"Account Executive, {region}", "Sales")
+            for first, last, region in SALES_REPS
+        ]
+        users.append(("Marketing", "Automation", "Marketing Automation", "Marketing"))
+        users.append(("Integration", "User", "Integration User", "IT"))
+        self.user_ids = make_ids("005", 1, len(users))
+        self.rep_ids = np.array(self.user_ids[: len(SALES_REPS)], dtype=object)
+        self.marketing_user = self.user_ids[len(SALES_REPS)]
+        self.integration_user = self.user_ids[-1]
+        created = self.start - 400 * DAY
+        usernames = [f"{first}.{last}@{USERNAME_DOMAIN}".lower() for first, last, _, _ in users]
+        usernames[-1] = INTEGRATION_USERNAME
+        usernames[-2] = f"marketing.automation@{USERNAME_DOMAIN}"
+        _insert(
+            self.conn,
+            "User",
+            {
+                "Id": self.user_ids,
+                "Username": usernames,
+                "FirstName": [u[0] for u in users],
+                "LastName": [u[1] for u in users],
+                "Name": [f"{u[0]} {u[1]}" for u in users],
+                "Email": usernames,
+                "Title": [u[2] for u in users],
+                "Department": [u[3] for u in users],
+                "IsActive": [1] * len(users),
+                "CreatedDate": [created] * len(users),
+                "LastModifiedDate": [created] * len(users),
+                "SystemModstamp": [created] * len(users),
+            },
+        )
+
+    # Companies and leads ----------------------------------------------------------------------
+
+    def companies(self) -> _Companies:
+        rng = self.rng(1)
+        count = max(4, round(self.n / 2.5))
+        industry = rng.choice(len(INDUSTRIES), count, p=INDUSTRY_WEIGHTS)
+        band = rng.choice(len(EMPLOYEE_BANDS), count, p=BAND_WEIGHTS)
+        lower = np.array((*EMPLOYEE_BAND_LOWER, 100_001), dtype=float)
+        low, high = lower[band], lower[band + 1]
+        employees = np.floor(np.exp(rng.uniform(np.log(low), np.log(high)))).astype(np.int64)
+        employees = np.clip(employees, low.astype(np.int64), high.astype(np.int64) - 1)
+        revenue = np.round(employees * rng.lognormal(np.log(150_000), 0.5, count), -3)
+        weights = np.array(list(COUNTRY_WEIGHTS.values()))
+        country = rng.choice(len(self.countries), count, p=weights / weights.sum())
+        # Unique names: a shuffled walk through prefix x root x suffix, numbered once exhausted.
+        slots = len(COMPANY_PREFIXES) * len(COMPANY_ROOTS) * len(COMPANY_SUFFIXES)
+        order = rng.permutation(max(count, slots))[:count] if count <= slots else np.arange(count)
+        names: list[str] = []
+        domains: list[str] = []
+        for number in order.tolist():
+            prefix = COMPANY_PREFIXES[number % len(COMPANY_PREFIXES)]
+            root = COMPANY_ROOTS[(number // len(COMPANY_PREFIXES)) % len(COMPANY_ROOTS)]
+            suffix_index = number // (len(COMPANY_PREFIXES) * len(COMPANY_ROOTS))
+            suffix = COMPANY_SUFFIXES[suffix_index % len(COMPANY_SUFFIXES)]
+            generation = number // slots
+            tail = f" {generation + 1}" if generation else ""
+            names.append(f"{prefix} {root} {suffix}{tail}")
+            tld = ("com", "io", "net", "co")[suffix_index % 4]
+            domains.append(f"{prefix}{root}{suffix_index}{tail.strip()}.{tld}".lower())
+        return _Companies(names, domains, industry, employees, revenue, country)
+
+    def leads(self, companies: _Companies) -> _Leads:
+        rng = self.rng(2)
+        n = self.n
+        span = HISTORY_DAYS * DAY
+        # Volume rises linearly to twice the starting rate: density 1 + t/T, inverted CDF.
+        u = rng.random(n)
+        offset = span * (np.sqrt(1.0 + 3.0 * u) - 1.0)
+        created = self.start + offset.astype(np.int64)
+        source = rng.choice(len(LEAD_SOURCES), n, p=LEAD_SOURCE_WEIGHTS)
+        # List imports (trade shows, syndication) land in batches: many leads share a second.
+        imported = (source == LEAD_SOURCES.index("Trade Show")) | (
+            source == LEAD_SOURCES.index("Content Syndication")
+        )
+        created = np.where(imported, np.maximum(created // 900 * 900, self.start), created)
+        order = np.argsort(created, kind="stable")
+        created = created[order]
+        source = source[order]
+        company = rng.integers(0, len(companies.name), n)
+        seniority = rng.choice(len(SENIORITIES), n, p=SENIORITY_WEIGHTS)
+        function = rng.choice(len(FUNCTIONS), n, p=FUNCTION_WEIGHTS)
+        head_of = rng.random(n) < 0.3
+        titles = []
+        for level, func, head in zip(
+            seniority.tolist(), function.tolist(), head_of.tolist(), strict=True
+        ):
+            name, chief, individual = FUNCTIONS[func]
+            titles.append(
+                (
+                    chief,
+                    f"VP {name}",
+                    f"Head of {name}" if head else f"Director of {name}",
+                    f"{name} Manager",
+                    individual,
+                )[level]
+            )
+        first = np.array(FIRST_NAMES, dtype=object)[rng.integers(0, len(FIRST_NAMES), n)]
+        last = np.array(LAST_NAMES, dtype=object)[rng.integers(0, len(LAST_NAMES), n)]
+        region = self.country_region[companies.country[company]]
+        owner = self.rep_ids[region * 3 + rng.integers(0, 3, n)]
+        local = pd.Series(
+            [f"{f}.{s}".lower() for f, s in zip(first.tolist(), last.tolist(), strict=True)]
+        )
+        domain = pd.Series(np.asarray(companies.domain, dtype=object)[company])
+        address = local + "@" + domain
+        duplicate = address.groupby(address).cumcount()
+        numbered = local + duplicate.astype(str) + "@" + domain
+        email = [
+            str(value)
+            for value in np.where(
+                duplicate.to_numpy() > 0, numbered.to_numpy(object), address.to_numpy(object)
+            )
+        ]
+
+        # Anchors: the first campaign response day.
+        responds = rng.random(n) < P_RESPOND
+        mix = rng.choice(3, n, p=RESPONSE_GAP_MIX)
+        gap = np.where(
+            mix == 0,
+            0.0,
+            np.where(mix == 1, 1 + rng.exponential(25.0, n), 1 + rng.exponential(120.0, n)),
+        ).astype(np.int64)
+        anchor_at = (created // DAY + gap) * DAY
+        anchored = responds & (anchor_at + DAY <= self.as_of)
+        campaign_zero = (self.start // DAY - CAMPAIGN_DAYS) * DAY
+        latest = (anchor_at - campaign_zero) // (CAMPAIGN_EVERY_DAYS * DAY)
+        step_back = (rng.random(n) < 0.4) & (latest >= 1)
+        anchor_campaign = latest - step_back
+        campaign_start = campaign_zero + anchor_campaign * CAMPAIGN_EVERY_DAYS * DAY
+        member_created = np.maximum.reduce(
+            [
+                anchor_at - (rng.uniform(1, 6, n) * DAY).astype(np.int64),
+                campaign_start + 8 * HOUR,
+                created + 60,
+            ]
+        )
+        day_end = anchor_at + DAY - 1
+        member_created = np.minimum(member_created, day_end)
+        response_at = anchor_at + (rng.uniform(7, 19, n) * HOUR).astype(np.int64)
+        response_at = np.minimum(np.maximum(response_at, member_created + 60), day_end)
+        latent = rng.standard_normal(n)
+        # A few unanchored leads convert without a campaign response (sales-sourced deals).
+        unanchored_conversion = np.where(
+            ~responds & (rng.random(n) < P_UNANCHORED_CONVERSION),
+            created + (rng.uniform(10, 200, n) * DAY).astype(np.int64),
+            np.iinfo(np.int64).max,
+        )
+        deleted = ~responds & (unanchored_conversion > self.as_of) & (rng.random(n) < P_DELETED)
+        deleted_at = created + (rng.random(n) * (self.as_of - created)).astype(np.int64)
+        return _Leads(
+            ids=make_ids("00Q", 1, n),
+            created=created,
+            company=company,
+            first=first,
+            last=last,
+            email=email,
+            title=np.array(titles, dtype=object),
+            seniority=seniority,
+            source=source,
+            owner=owner,
+            responds=responds,
+            anchor_at=anchor_at,
+            anchored=anchored,
+            anchor_campaign=anchor_campaign,
+            member_created=member_created,
+            response_at=response_at,
+            latent=latent,
+            deleted=deleted,
+            deleted_at=deleted_at,
+            unanchored_conversion=unanchored_conversion,
+        )
+
+    def campaigns(self) -> _Campaigns:
+        rng = self.rng(3)
+        campaign_zero = (self.start // DAY - CAMPAIGN_DAYS) * DAY
+        count = int((self.as_of - campaign_zero) // (CAMPAIGN_EVERY_DAYS * DAY)) + 1
+        start = campaign_zero + np.arange(count, dtype=np.int64) * CAMPAIGN_EVERY_DAYS * DAY
+        kind = rng.choice(len(CAMPAIGN_TYPES), count)
+        topic = rng.integers(0, len(CAMPAIGN_TOPICS), count)
+        end = start + (CAMPAIGN_DAYS - 1) * DAY
+        status = np.where(end < self.as_of, "Completed", "In Progress")
+        ids = make_ids("701", 1, count)
+        months = _date_strings(start)
+        created = start - 10 * DAY
+        modified = np.where(end < self.as_of, end + 8 * HOUR, created)
+        _insert(
+            self.conn,
+            "Campaign",
+            {
+                "Id": ids,
+                "Name": [
+                    f"{month[:7]} {CAMPAIGN_TYPES[k]}: {CAMPAIGN_TOPICS[t]}"
+                    for month, k, t in zip(months, kind.tolist(), topic.tolist(), strict=True)
+                ],
+                "Type": _pick(CAMPAIGN_TYPES, kind),
+                "Status": status.tolist(),
+                "IsActive": (status == "In Progress").astype(int).tolist(),
+                "StartDate": months,
+                "EndDate": _date_strings(end),
+                "OwnerId": [self.marketing_user] * count,
+                "IsDeleted": [0] * count,
+                "CreatedDate": created.tolist(),
+                "LastModifiedDate": modified.tolist(),
+                "SystemModstamp": modified.tolist(),
+            },
+        )
+        return _Campaigns(ids, start, kind)
+
+    # Activities, outcomes -----------------------------------------------------------------------
+
+    def activities(self, leads: _Leads, companies: _Companies) -> dict[str, np.ndarray]:
+        """Generate tasks and events chunk by chunk; return per-lead outcomes and features."""
+        n = self.n
+        outcome = {
+            "p_true": np.full(n, np.nan),
+            "label": np.zeros(n, dtype=bool),
+            "conversion": leads.unanchored_conversion.copy(),
+            "first_touch": np.full(n, np.iinfo(np.int64).max, dtype=np.int64),
+            "contact_seq": np.full(n, -1, dtype=np.int64),
+            **{name: np.zeros(n, dtype=np.int64) for name in ENGAGEMENT_WINDOWS},
+        }
+        frame_static = pd.DataFrame(
+            {
+                "Industry": np.asarray(INDUSTRIES, dtype=object)[companies.industry[leads.company]],
+                "Seniority__c": np.asarray(SENIORITIES, dtype=object)[leads.seniority],
+                "NumberOfEmployees": companies.employees[leads.company],
+                "LeadSource": np.asarray(LEAD_SOURCES, dtype=object)[leads.source],
+                "Country": np.asarray(self.countries, dtype=object)[
+                    companies.country[leads.company]
+                ],
+            }
+        )
+        task_seq = 1
+        event_seq = 1
+        contact_seq = 0
+        chunks = math.ceil(n / TASK_CHUNK_LEADS)
+        for chunk in range(chunks):
+            low, high = chunk * TASK_CHUNK_LEADS, min(n, (chunk + 1) * TASK_CHUNK_LEADS)
+            rng = self.rng(10, chunk)
+            marketing = self._marketing_events(rng, leads, low, high)
+            counts = self._window_counts(leads, marketing, low, high)
+            for name, values in counts.items():
+                outcome[name][low:high] = values
+            frame = frame_static.iloc[low:high].reset_index(drop=True)
+            for name, values in counts.items():
+                frame[name] = values
+            frame["age_days"] = (leads.anchor_at[low:high] - leads.created[low:high]) / DAY
+            p_true = sigmoid(hidden_logit(frame))
+            anchored = leads.anchored[low:high]
+            outcome["p_true"][low:high] = np.where(anchored, p_true, np.nan)
+            conversion, label = self._outcomes(rng, leads, p_true, low, high)
+            outcome["label"][low:high] = label
+            outcome["conversion"][low:high] = np.where(
+                anchored, conversion, leads.unanchored_conversion[low:high]
+            )
+            converted = outcome["conversion"][low:high] <= self.as_of
+            # Contacts/opportunities are numbered in conversion order within the chunk.
+            converted_index = np.flatnonzero(converted)
+            converted_index = converted_index[
+                np.argsort(outcome["conversion"][low:high][converted_index], kind="stable")
+            ]
+            outcome["contact_seq"][low + converted_index] = contact_seq + np.arange(
+                len(converted_index)
+            )
+            contact_seq += len(converted_index)
+            sales = self._sales_touches(rng, leads, outcome, low, high, label)
+            task_seq, event_seq = self._write_activities(
+                rng, leads, outcome, marketing, sales, low, high, task_seq, event_seq
+            )
+            self.progress("activities", high, n)
+        self.contact_count = contact_seq
+        return outcome
+
+    def _marketing_events(
+        self, rng: np.random.Generator, leads: _Leads, low: int, high: int
+    ) -> dict[str, np.ndarray]:
+        """Marketing-engagement activity times for leads [low, high): baseline, ramp, burst."""
+        created = leads.created[low:high]
+        anchor_at = leads.anchor_at[low:high]
+        size = high - low
+        intensity = np.exp(LATENT_SIGMA * leads.latent[low:high] - LATENT_SIGMA**2 / 2)
+        life_days = (self.as_of - created) / DAY
+        base_n = rng.poisson(BASE_RATE_PER_DAY * intensity * life_days)
+        base_lead = np.repeat(np.arange(size), base_n)
+        base_t = created[base_lead] + (
+            rng.random(len(base_lead)) * (self.as_of - created[base_lead])
+        ).astype(np.int64)
+        # Interest ramps up in the weeks before the first response (also for responses that
+        # will only happen after as_of).
+        lead_days = np.maximum(anchor_at - created, 0) / DAY
+        ramp_mean = np.where(
+            leads.responds[low:high],
+            RAMP_EVENTS * intensity * -np.expm1(-lead_days / RAMP_TAU_DAYS),
+            0.0,
+        )
+        ramp_n = rng.poisson(ramp_mean)
+        ramp_lead = np.repeat(np.arange(size), ramp_n)
+        before = _trunc_exponential(
+            rng, np.full(len(ramp_lead), RAMP_TAU_DAYS), lead_days[ramp_lead]
+        )
+        ramp_t = anchor_at[ramp_lead] - (before * DAY).astype(np.int64)
+        post_n = rng.poisson(np.where(leads.anchored[low:high], POST_EVENTS * intensity, 0.0))
+        post_lead = np.repeat(np.arange(size), post_n)
+        post_t = anchor_at[post_lead] + (
+            (0.3 + rng.exponential(POST_TAU_DAYS, len(post_lead))) * DAY
+        ).astype(np.int64)
+        lead = np.concatenate([base_lead, ramp_lead, post_lead])
+        moment = np.concatenate([base_t, ramp_t, post_t])
+        moment = np.maximum(moment, created[lead])
+        # Activities arrive with the next marketing-automation sync: many share a second.
+        stored = -(-moment // SYNC_SECONDS) * SYNC_SECONDS
+        kind = rng.choice(len(MARKETING_TASK_TYPES), len(lead), p=MARKETING_TYPE_P)
+        page = rng.integers(0, len(WEB_PAGES), len(lead))
+        keep = stored <= self.as_of
+        return {"lead": lead[keep], "created": stored[keep], "kind": kind[keep], "page": page[keep]}
+
+    def _window_counts(
+        self, leads: _Leads, marketing: dict[str, np.ndarray], low: int, high: int
+    ) -> dict[str, np.ndarray]:
+        """Count marketing activities per lead in each hidden-model window before the anchor."""
+        lead = marketing["lead"]
+        before = leads.anchor_at[low:high][lead] - marketing["created"]
+        counts = {}
+        for name, (task_type, days) in ENGAGEMENT_WINDOWS.items():
+            mask = (
+                (marketing["kind"] == MARKETING_TASK_TYPES.index(task_type))
+                & (before > 0)
+                & (before <= days * DAY)
+            )
+            counts[name] = np.bincount(lead[mask], minlength=high - low).astype(np.int64)
+        return counts
+
+    def _outcomes(
+        self, rng: np.random.Generator, leads: _Leads, p_true: np.ndarray, low: int, high: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw each anchored lead's conversion time (int64 max = never) and 30-day label."""
+        size = high - low
+        anchored = leads.anchored[low:high]
+        anchor_at = leads.anchor_at[low:high]
+        label = anchored & (rng.random(size) < p_true)
+        late = anchored & ~label & (rng.random(size) < P_LATE_CONVERSION)
+        offset_days = np.where(
+            label,
+            rng.integers(0, LABEL_WINDOW_DAYS, size),
+            rng.integers(LABEL_WINDOW_DAYS, 151, size),
+        )
+        day_start = anchor_at + offset_days * DAY
+        moment = day_start + (rng.uniform(9, 18, size) * HOUR).astype(np.int64)
+        moment = np.minimum(
+            np.maximum(moment, leads.response_at[low:high] + HOUR), day_start + DAY - 1
+        )
+        conversion = np.where(label | late, moment, np.iinfo(np.int64).max)
+        return conversion, label
+
+    def _sales_touches(
+        self,
+        rng: np.random.Generator,
+        leads: _Leads,
+        outcome: dict[str, np.ndarray],
+        low: int,
+        high: int,
+        label: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Calls, emails and meetings by the owner: mostly right after the anchor."""
+        size = high - low
+        anchored = leads.anchored[low:high]
+        response = leads.response_at[low:high]
+        conversion = outcome["conversion"][low:high]
+        will_convert = conversion < np.iinfo(np.int64).max
+        late = will_convert & ~label & anchored
+        fast = rng.random(size) < P_FAST_FIRST_TOUCH
+        first = np.where(
+            fast,
+            response + (rng.uniform(0.5, 23.5, size) * HOUR).astype(np.int64),
+            response + ((1 + rng.exponential(6.0, size)) * DAY).astype(np.int64),
+        )
+        # Converters are contacted before they convert.
+        first = np.where(
+            will_convert, np.maximum(np.minimum(first, conversion - 600), response + 300), first
+        )
+        extra_n = rng.poisson(np.where(anchored, 1.2 + 2.5 * label + 1.5 * late, 0.0))
+        extra_lead = np.repeat(np.arange(size), extra_n)
+        extra_t = first[extra_lead] + (rng.random(len(extra_lead)) * 30 * DAY).astype(np.int64)
+        # Touches of leads that never responded: cold outreach mostly.
+        cold = leads.source[low:high] == LEAD_SOURCES.index("Cold Outreach")
+        created = leads.created[low:high]
+        other_n = rng.poisson(np.where(anchored, 0.8 * cold, np.where(cold, 1.0, 0.2)))
+        other_lead = np.repeat(np.arange(size), other_n)
+        other_end = np.where(anchored, leads.anchor_at[low:high], self.as_of)[other_lead]
+        other_end = np.maximum(other_end, created[other_lead] + 1)
+        other_t = created[other_lead] + (
+            rng.random(len(other_lead)) * (other_end - created[other_lead])
+        ).astype(np.int64)
+        first_lead = np.flatnonzero(anchored)
+        lead = np.concatenate([first_lead, extra_lead, other_lead])
+        moment = np.concatenate([first[first_lead], extra_t, other_t])
+        kind = np.concatenate(
+            [
+                rng.integers(0, 2, len(first_lead)),  # first touch: Call or Email
+                np.where(
+                    rng.random(len(extra_lead)) < np.where(label[extra_lead], 0.35, 0.2),
+                    2,
+                    rng.integers(0, 2, len(extra_lead)),
+                ),
+                rng.integers(0, 2, len(other_lead)),
+            ]
+        )
+        # Deleted leads took their activities to the recycle bin: nothing after the deletion.
+        keep = (moment <= self.as_of) & (
+            ~leads.deleted[low:high][lead] | (moment <= leads.deleted_at[low:high][lead])
+        )
+        lead, moment, kind = lead[keep], moment[keep], kind[keep]
+        first_touch = outcome["first_touch"][low:high]
+        np.minimum.at(first_touch, lead, moment)
+        return {"lead": lead, "created": moment, "kind": kind}
+
+    def _write_activities(
+        self,
+        rng: np.random.Generator,
+        leads: _Leads,
+        outcome: dict[str, np.ndarray],
+        marketing: dict[str, np.ndarray],
+        sales: dict[str, np.ndarray],
+        low: int,
+        high: int,
+        task_seq: int,
+        event_seq: int,
+    ) -> tuple[int, int]:
+        """Write one chunk's Task and Event rows (re-parented to contacts when converted)."""
+        deleted = leads.deleted[low:high]
+        m_keep = ~deleted[marketing["lead"]] | (
+            marketing["created"] <= leads.deleted_at[low:high][marketing["lead"]]
+        )
+        lead = np.concatenate([marketing["lead"][m_keep], sales["lead"]])
+        created = np.concatenate([marketing["created"][m_keep], sales["created"]])
+        # Type codes index TASK_TYPES = sales types then marketing types.
+        kind = np.concatenate([marketing["kind"][m_keep] + len(SALES_TASK_TYPES), sales["kind"]])
+        page = np.concatenate([marketing["page"][m_keep], np.zeros(len(sales["lead"]), int)])
+        order = np.argsort(created, kind="stable")
+        lead, created, kind, page = lead[order], created[order], kind[order], page[order]
+        count = len(lead)
+        global_lead = lead + low
+        conversion = outcome["conversion"][global_lead]
+        converted = conversion <= self.as_of
+        contact_ids = self.contact_ids_for(outcome["contact_seq"][global_lead], converted)
+        opportunity_ids = self.opportunity_ids_for(outcome["contact_seq"][global_lead], converted)
+        lead_ids = np.asarray(leads.ids, dtype=object)[global_lead]
+        who = np.where(converted, contact_ids, lead_ids)
+        modified = np.where(converted, np.maximum(created, conversion), created)
+        is_deleted = leads.deleted[global_lead]
+        modified = np.where(
+            is_deleted, np.maximum(modified, leads.deleted_at[global_lead]), modified
+        )
+        marketing_kind = kind >= len(SALES_TASK_TYPES)
+        owner = np.where(marketing_kind, self.marketing_user, leads.owner[global_lead])
+        subjects = np.array(
+            [
+                "Call",
+                "Email: Follow-up",
+                "Meeting: Discovery",
+                "",
+                "Email Click: Newsletter",
+                "Webinar: Attended",
+                "Content Download: Whitepaper",
+            ],
+            dtype=object,
+        )
+        subject = subjects[kind]
+        web = kind == len(SALES_TASK_TYPES)
+        subject[web] = np.char.add("Web Visit: ", np.asarray(WEB_PAGES)[page[web]]).astype(object)
+        subtype = np.array(["Call", "Email", "Task", "Task", "Task", "Task", "Task"], dtype=object)[
+            kind
+        ]
+        task_types = SALES_TASK_TYPES + MARKETING_TASK_TYPES
+        _insert(
+            self.conn,
+            "Task",
+            {
+                "Id": make_ids("00T", task_seq, count),
+                "WhoId": who.tolist(),
+                "WhatId": _nullable(opportunity_ids, converted),
+                "Subject": subject.tolist(),
+                "Type": _pick(task_types, kind),
+                "Status": ["Completed"] * count,
+                "Priority": ["Normal"] * count,
+                "IsClosed": [1] * count,
+                "ActivityDate": _date_strings(created),
+                "TaskSubtype": subtype.tolist(),
+                "OwnerId": owner.tolist(),
+                "IsDeleted": is_deleted.astype(int).tolist(),
+                "CreatedDate": created.tolist(),
+                "LastModifiedDate": modified.tolist(),
+                "SystemModstamp": modified.tolist(),
+            },
+        )
+        # Meetings also put an Event on the calendar a few days later.
+        meeting = kind == SALES_TASK_TYPES.index("Meeting")
+        meetings = int(meeting.sum())
+        if meetings:
+            start = (created[meeting] // DAY + 1 + rng.integers(0, 5, meetings)) * DAY + (
+                10 + rng.integers(0, 7, meetings)
+            ) * HOUR
+            duration = rng.choice([30, 60], meetings)
+            _insert(
+                self.conn,
+                "Event",
+                {
+                    "Id": make_ids("00U", event_seq, meetings),
+                    "WhoId": who[meeting].tolist(),
+                    "WhatId": _nullable(opportunity_ids[meeting], converted[meeting]),
+                    "Subject": ["Discovery meeting"] * meetings,
+                    "Type": ["Meeting"] * meetings,
+                    "ActivityDate": _date_strings(start),
+                    "ActivityDateTime": start.tolist(),
+                    "StartDateTime": start.tolist(),
+                    "EndDateTime": (start + duration * 60).tolist(),
+                    "DurationInMinutes": duration.tolist(),
+                    "OwnerId": owner[meeting].tolist(),
+                    "IsDeleted": is_deleted[meeting].astype(int).tolist(),
+                    "CreatedDate": created[meeting].tolist(),
+                    "LastModifiedDate": modified[meeting].tolist(),
+                    "SystemModstamp": modified[meeting].tolist(),
+                },
+            )
+        return task_seq + count, event_seq + meetings
+
+    @staticmethod
+    def contact_ids_for(sequence: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Contact ids for contact sequence numbers (None where ``mask`` is False)."""
+        return _ids_for("003", sequence, mask)
+
+    @staticmethod
+    def opportunity_ids_for(sequence: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Opportunity ids: one opportunity per conversion, numbered like the contacts."""
+        return _ids_for("006", sequence, mask)
+
+    # Records created by conversion, memberships, leads ------------------------------------------
+
+    def conversions(
+        self, leads: _Leads, companies: _Companies, outcome: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Write the accounts, contacts and opportunities created by lead conversions."""
+        rng = self.rng(4)
+        conversion = outcome["conversion"]
+        converted = np.flatnonzero(conversion <= self.as_of)
+        converted = converted[np.argsort(outcome["contact_seq"][converted], kind="stable")]
+        count = len(converted)
+        at = conversion[converted]
+        company = leads.company[converted]
+        # One account per company, created by its first conversion.
+        account_companies = np.unique(company)
+        company_first = pd.Series(at).groupby(company).min()
+        account_order = account_companies[
+            np.argsort(company_first.loc[account_companies].to_numpy(), kind="stable")
+        ]
+        account_seq = pd.Series(np.arange(len(account_order)), index=account_order)
+        account_ids = np.asarray(make_ids("001", 1, len(account_order)), dtype=object)
+        lead_account = account_ids[account_seq.loc[company].to_numpy()]
+        contact_ids = np.asarray(make_ids("003", 1, count), dtype=object)
+        opportunity_ids = np.asarray(make_ids("006", 1, count), dtype=object)
+        employees = companies.employees[company]
+        amount = np.round(1200 * employees**0.55 * rng.lognormal(0, 0.35, count), -2)
+        close_days = rng.uniform(20, 120, count)
+        age_days = (self.as_of - at) / DAY
+        closed = age_days >= close_days
+        won = closed & (rng.random(count) < 0.45)
+        progress = np.clip(age_days / close_days, 0, 0.999)
+        open_stage = np.searchsorted([0.25, 0.5, 0.7, 0.9], progress, side="right")
+        stage = np.where(closed, np.where(won, 5, 6), open_stage)
+        close_at = at + (close_days * DAY).astype(np.int64)
+        opp_modified = np.where(closed, close_at, at + (0.8 * age_days * DAY).astype(np.int64))
+        opp_modified = np.clip(opp_modified, at, self.as_of)
+        country = np.asarray(self.countries, dtype=object)[companies.country[company]]
+        owner = leads.owner[converted]
+        source = np.asarray(LEAD_SOURCES, dtype=object)[leads.source[converted]]
+        _insert(
+            self.conn,
+            "Opportunity",
+            {
+                "Id": opportunity_ids.tolist(),
+                "AccountId": lead_account.tolist(),
+                "Name": [f"{companies.name[c]} - New Business" for c in company.tolist()],
+                "StageName": _pick(OPPORTUNITY_STAGES, stage),
+                "IsClosed": closed.astype(int).tolist(),
+                "IsWon": won.astype(int).tolist(),
+                "Amount": amount.tolist(),
+                "CloseDate": _date_strings(close_at),
+                "LeadSource": source.tolist(),
+                "OwnerId": owner.tolist(),
+                "IsDeleted": [0] * count,
+                "CreatedDate": at.tolist(),
+                "LastModifiedDate": opp_modified.tolist(),
+                "SystemModstamp": opp_modified.tolist(),
+            },
+        )
+        _insert(
+            self.conn,
+            "Contact",
+            {
+                "Id": contact_ids.tolist(),
+                "AccountId": lead_account.tolist(),
+                "FirstName": leads.first[converted].tolist(),
+                "LastName": leads.last[converted].tolist(),
+                "Name": [
+                    f"{f} {s}"
+                    for f, s in zip(
+                        leads.first[converted].tolist(), leads.last[converted].tolist(), strict=True
+                    )
+                ],
+                "Email": np.asarray(leads.email, dtype=object)[converted].tolist(),
+                "Title": leads.title[converted].tolist(),
+                "LeadSource": source.tolist(),
+                "MailingCountry": country.tolist(),
+                "OwnerId": owner.tolist(),
+                "IsDeleted": [0] * count,
+                "CreatedDate": at.tolist(),
+                "LastModifiedDate": at.tolist(),
+                "SystemModstamp": at.tolist(),
+            },
+        )
+        won_company = pd.Series(won).groupby(company).any()
+        first_owner = pd.Series(owner).groupby(company).first()
+        accounts = account_order
+        created = company_first.loc[accounts].to_numpy()
+        _insert(
+            self.conn,
+            "Account",
+            {
+                "Id": account_ids.tolist(),
+                "Name": [companies.name[c] for c in accounts.tolist()],
+                "Type": np.where(
+                    won_company.loc[accounts].to_numpy(), "Customer - Direct", "Prospect"
+                ).tolist(),
+                "Industry": _pick(INDUSTRIES, companies.industry[accounts]),
+                "NumberOfEmployees": companies.employees[accounts].tolist(),
+                "AnnualRevenue": companies.revenue[accounts].tolist(),
+                "BillingCountry": np.asarray(self.countries, dtype=object)[
+                    companies.country[accounts]
+                ].tolist(),
+                "OwnerId": first_owner.loc[accounts].tolist(),
+                "IsDeleted": [0] * len(accounts),
+                "CreatedDate": created.tolist(),
+                "LastModifiedDate": created.tolist(),
+                "SystemModstamp": created.tolist(),
+            },
+        )
+        per_lead = np.full(self.n, None, dtype=object)
+        account_per_lead = per_lead.copy()
+        contact_per_lead = per_lead.copy()
+        opportunity_per_lead = per_lead.copy()
+        account_per_lead[converted] = lead_account
+        contact_per_lead[converted] = contact_ids
+        opportunity_per_lead[converted] = opportunity_ids
+        return {
+            "account": account_per_lead,
+            "contact": contact_per_lead,
+            "opportunity": opportunity_per_lead,
+        }
+
+    def members(
+        self,
+        leads: _Leads,
+        campaigns: _Campaigns,
+        outcome: dict[str, np.ndarray],
+        converted_ids: dict[str, np.ndarray],
+    ) -> None:
+        """Write campaign memberships: the anchor response, later responses, plain sends."""
+        rng = self.rng(5)
+        n = self.n
+        count = len(campaigns.ids)
+        anchored = np.flatnonzero(leads.anchored)
+        # Later responses to other campaigns by some responders.
+        again = anchored[rng.random(len(anchored)) < 0.25]
+        second_day = (
+            leads.anchor_at[again] // DAY + 1 + rng.exponential(60.0, len(again)).astype(np.int64)
+        ) * DAY
+        campaign_zero = int(campaigns.start[0])
+        second_campaign = (second_day - campaign_zero) // (CAMPAIGN_EVERY_DAYS * DAY)
+        valid = (second_day + DAY <= self.as_of) & (second_campaign != leads.anchor_campaign[again])
+        again, second_day, second_campaign = again[valid], second_day[valid], second_campaign[valid]
+        second_created = np.maximum(
+            second_day - (rng.uniform(1, 6, len(again)) * DAY).astype(np.int64),
+            campaigns.start[second_campaign] + 8 * HOUR,
+        )
+        second_response = np.maximum(
+            second_day + (rng.uniform(7, 19, len(again)) * HOUR).astype(np.int64),
+            second_created + 60,
+        )
+        # Plain sends: email blasts to leads that exist when the campaign starts.
+        sends = rng.poisson(1.3, n)
+        sent_lead = np.repeat(np.arange(n), sends)
+        first_campaign = np.searchsorted(campaigns.start, leads.created[sent_lead], side="left")
+        room = count - first_campaign
+        has_room = room > 0
+        sent_lead, first_campaign, room = (
+            sent_lead[has_room],
+            first_campaign[has_room],
+            room[has_room],
+        )
+        sent_campaign = first_campaign + (rng.random(len(sent_lead)) * room).astype(np.int64)
+        sent_created = np.maximum(
+            campaigns.start[sent_campaign]
+            + (rng.random(len(sent_lead)) * 3 * DAY).astype(np.int64),
+            leads.created[sent_lead] + 60,
+        )
+        # priority: 0 anchor response, 1 later response, 2 send (dedupe keeps the lowest).
+        lead = np.concatenate([anchored, again, sent_lead])
+        campaign = np.concatenate([leads.anchor_campaign[anchored], second_campaign, sent_campaign])
+        created = np.concatenate([leads.member_created[anchored], second_created, sent_created])
+        responded_on = np.concatenate(
+            [leads.anchor_at[anchored], second_day, np.zeros(len(sent_lead), np.int64)]
+        )
+        modified = np.concatenate([leads.response_at[anchored], second_response, sent_created])
+        priority = np.concatenate(
+            [np.zeros(len(anchored), int), np.ones(len(again), int), np.full(len(sent_lead), 2)]
+        )
+        order = np.lexsort((priority, campaign, lead))
+        lead, campaign, created, responded_on, modified, priority = (
+            values[order] for values in (lead, campaign, created, responded_on, modified, priority)
+        )
+        first_of_pair = np.ones(len(lead), dtype=bool)
+        first_of_pair[1:] = (lead[1:] != lead[:-1]) | (campaign[1:] != campaign[:-1])
+        conversion = outcome["conversion"][lead]
+        # A converted lead cannot join campaigns; deleted leads took their memberships along.
+        keep = first_of_pair & (created <= self.as_of) & (created <= conversion)
+        keep &= ~leads.deleted[lead] | (created <= leads.deleted_at[lead])
+        lead, campaign, created, responded_on, modified, priority = (
+            values[keep] for values in (lead, campaign, created, responded_on, modified, priority)
+        )
+        conversion = outcome["conversion"][lead]
+        converted = conversion <= self.as_of
+        modified = np.where(converted, np.maximum(modified, conversion), modified)
+        deleted = leads.deleted[lead]
+        modified = np.where(deleted, np.maximum(modified, leads.deleted_at[lead]), modified)
+        order = np.argsort(created, kind="stable")
+        lead, campaign, created, responded_on, modified, priority, converted, deleted = (
+            values[order]
+            for values in (
+                lead,
+                campaign,
+                created,
+                responded_on,
+                modified,
+                priority,
+                converted,
+                deleted,
+            )
+        )
+        responded = priority < 2
+        total = len(lead)
+        _insert(
+            self.conn,
+            "CampaignMember",
+            {
+                "Id": make_ids("00v", 1, total),
+                "CampaignId": np.asarray(campaigns.ids, dtype=object)[campaign].tolist(),
+                "LeadId": np.asarray(leads.ids, dtype=object)[lead].tolist(),
+                "ContactId": converted_ids["contact"][lead].tolist(),
+                "Status": np.where(responded, "Responded", "Sent").tolist(),
+                "HasResponded": responded.astype(int).tolist(),
+                "FirstRespondedDate": _nullable(
+                    np.asarray(_date_strings(responded_on), dtype=object), responded
+                ),
+                "IsDeleted": deleted.astype(int).tolist(),
+                "CreatedDate": created.tolist(),
+                "LastModifiedDate": modified.tolist(),
+                "SystemModstamp": modified.tolist(),
+            },
+        )
+
+    def write_leads(
+        self,
+        leads: _Leads,
+        companies: _Companies,
+        outcome: dict[str, np.ndarray],
+        converted_ids: dict[str, np.ndarray],
+    ) -> None:
+        """Write the Lead rows with their final state as of ``as_of``."""
+        rng = self.rng(6)
+        n = self.n
+        conversion = outcome["conversion"]
+        converted = conversion <= self.as_of
+        will_convert = conversion < np.iinfo(np.int64).max
+        first_touch = outcome["first_touch"]
+        touched = first_touch <= self.as_of
+        # Sales rates the lead after the first contact; converters look better (a leaky field).
+        rating_draw = rng.random(n)
+        hot_cut = np.where(will_convert, 0.55, 0.08)
+        warm_cut = hot_cut + np.where(will_convert, 0.35, 0.32)
+        rating = np.where(
+            rating_draw < hot_cut, "Hot", np.where(rating_draw < warm_cut, "Warm", "Cold")
+        ).astype(object)
+        rating[~touched] = None
+        closed_at = first_touch + 60 * DAY
+        closes = touched & ~will_convert & (closed_at <= self.as_of) & (rng.random(n) < 0.75)
+        status = np.full(n, "Open - Not Contacted", dtype=object)
+        status[touched] = "Working - Contacted"
+        status[closes] = "Closed - Not Converted"
+        status[converted] = "Closed - Converted"
+        modified = leads.created.copy()
+        modified = np.where(touched, np.maximum(modified, first_touch), modified)
+        modified = np.where(closes, np.maximum(modified, closed_at), modified)
+        modified = np.where(converted, np.maximum(modified, conversion), modified)
+        modified = np.where(leads.deleted, np.maximum(modified, leads.deleted_at), modified)
+        modified = np.minimum(modified, self.as_of)
+        company = leads.company
+        _insert(
+            self.conn,
+            "Lead",
+            {
+                "Id": leads.ids,
+                "FirstName": leads.first.tolist(),
+                "LastName": leads.last.tolist(),
+                "Name": [
+                    f"{f} {s}"
+                    for f, s in zip(leads.first.tolist(), leads.last.tolist(), strict=True)
+                ],
+                "Email": leads.email,
+                "Company": np.asarray(companies.name, dtype=object)[company].tolist(),
+                "Title": leads.title.tolist(),
+                "Seniority__c": _pick(SENIORITIES, leads.seniority),
+                "OwnerId": leads.owner.tolist(),
+                "Industry": _pick(INDUSTRIES, companies.industry[company]),
+                "LeadSource": _pick(LEAD_SOURCES, leads.source),
+                "Status": status.tolist(),
+                "Rating": rating.tolist(),
+                "Country": _pick(self.countries, companies.country[company]),
+                "NumberOfEmployees": companies.employees[company].tolist(),
+                "AnnualRevenue": companies.revenue[company].tolist(),
+                "IsConverted": converted.astype(int).tolist(),
+                "ConvertedDate": _nullable(
+                    np.asarray(_date_strings(np.where(converted, conversion, 0)), dtype=object),
+                    converted,
+                ),
+                "ConvertedAccountId": converted_ids["account"].tolist(),
+                "ConvertedContactId": converted_ids["contact"].tolist(),
+                "ConvertedOpportunityId": converted_ids["opportunity"].tolist(),
+                "IsDeleted": leads.deleted.astype(int).tolist(),
+                "CreatedDate": leads.created.tolist(),
+                "LastModifiedDate": modified.tolist(),
+                "SystemModstamp": modified.tolist(),
+            },
+        )
+
+    def ground_truth(self, leads: _Leads, outcome: dict[str, np.ndarray]) -> None:
+        """Store the hidden model's answer for every anchored lead."""
+        anchored = np.flatnonzero(leads.anchored)
+        conversion = outcome["conversion"][anchored]
+        columns = [
+            np.asarray(leads.ids, dtype=object)[anchored].tolist(),
+            leads.anchor_at[anchored].tolist(),
+            outcome["p_true"][anchored].tolist(),
+            outcome["label"][anchored].astype(int).tolist(),
+            (leads.anchor_at[anchored] + LABEL_WINDOW_DAYS * DAY <= self.as_of)
+            .astype(int)
+            .tolist(),
+            _nullable(conversion, conversion < np.iinfo(np.int64).max),
+            *(outcome[name][anchored].tolist() for name in ENGAGEMENT_WINDOWS),
+        ]
+        self.conn.executemany(
+            "INSERT INTO _ground_truth VALUES (?,?,?,?,?,?,?,?,?,?,?)", zip(*columns, strict=True)
+        )
+
+    def run(self) -> None:
+        """Generate the whole org."""
+        self.progress("users", 0, 1)
+        self.users()
+        companies = self.companies()
+        leads = self.leads(companies)
+        self.progress("leads", self.n, self.n)
+        campaigns = self.campaigns()
+        outcome = self.activities(leads, companies)
+        converted_ids = self.conversions(leads, companies, outcome)
+        self.members(leads, campaigns, outcome, converted_ids)
+        self.write_leads(leads, companies, outcome, converted_ids)
+        self.ground_truth(leads, outcome)
+        self.progress("records", self.n, self.n)
+
+
+def _ids_for(prefix: str, sequence: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Ids ``prefix`` + sequence + 1 for masked entries, None elsewhere (vectorised)."""
+    result = np.full(len(sequence), None, dtype=object)
+    if mask.any():
+        chosen = sequence[mask]
+        low = int(chosen.min())
+        table = np.asarray(make_ids(prefix, low + 1, int(chosen.max()) - low + 1), dtype=object)
+        result[mask] = table[chosen - low]
+    return result
+
+
+def generate_org(
+    conn: sqlite3.Connection,
+    *,
+    seed: int,
+    leads: int,
+    as_of: int,
+    on_progress: ProgressCallback | None = None,
+) -> None:
+    """Generate a synthetic org into an empty database that has the sandbox schema.
+
+    Args:
+        conn: Connection to the database (the caller commits).
+        seed: Random seed.
+        leads: Number of leads.
+        as_of: End of the generated history, UTC epoch seconds.
+        on_progress: Called as ``(stage, done, total)`` while generating.
+    """
+    if leads < 1:
+        raise ValueError("leads must be positive")
+    if get_object("Lead") is None:  # pragma: no cover - schema sanity
+        raise RuntimeError("schema has no Lead object")
+    _OrgGenerator(conn, seed, leads, as_of, on_progress or (lambda *_: None)).run()
+
+
+def integration_user_id() -> str:
+    """Return the Id of the integration user the API sessions act as."""
+    return make_ids("005", len(SALES_REPS) + 2, 1)[0]

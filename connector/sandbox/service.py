@@ -1,0 +1,382 @@
+"""The Sandbox: a generated org served over HTTPS on 127.0.0.1, plus inspection helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+
+from connector.sandbox.database import DATABASE_NAME, Database, create_indexes, create_schema
+from connector.sandbox.faults import FaultPlan
+from connector.sandbox.generator import (
+    GENERATOR_VERSION,
+    INTEGRATION_USERNAME,
+    generate_org,
+    integration_user_id,
+)
+from connector.sandbox.ids import make_id
+from connector.sandbox.salesforce_api import Credentials, RequestRecord, SalesforceApi
+from connector.sandbox.schema import API_VERSION
+from connector.sandbox.server import SandboxServer
+from connector.sandbox.tls import TlsFiles, ensure_tls_files, make_server_context
+
+HOST = "127.0.0.1"
+GROUND_TRUTH_COLUMNS = ("lead_id", "anchor_at", "p_true", "label", "window_closed", "converted_at")
+
+
+def _secret(seed: int, purpose: str, length: int) -> str:
+    """Derive a stable, seed-specific credential (local test credentials, not secrets)."""
+    digest = hashlib.sha256(f"leadscore-sandbox:{seed}:{purpose}".encode()).hexdigest()
+    return digest[:length]
+
+
+def _now_floored_to_minute() -> dt.datetime:
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(second=0, microsecond=0)
+
+
+def _epoch(moment: dt.datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp())
+
+
+class Sandbox:
+    """A local stand-in for a Salesforce org: generated data served over real HTTPS.
+
+    Args:
+        workdir: Directory for ``sandbox.sqlite``, ``tls/`` and the JWT key.
+        leads: Number of leads to generate.
+        seed: Random seed of the generator.
+        port: TCP port on 127.0.0.1 (0 picks a free one).
+        as_of: End of the generated history (UTC); default now, floored to the minute.
+        page_size: Cap on records per REST query page (may be below Salesforce's 200 minimum
+            so that tests exercise paging).
+        token_ttl_seconds: Lifetime of issued access tokens.
+        daily_api_limit: ``DailyApiRequests`` allowance; past it requests get 403.
+        regenerate: False reuses ``workdir/sandbox.sqlite`` when it holds an org generated with
+            the same seed and lead count (and ``as_of``, when given).
+        on_progress: Called as ``(stage, done, total)`` during generation.
+        faults: The fault plan requests and record writes pass through (default: none).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        leads: int = 20_000,
+        seed: int = 42,
+        port: int = 0,
+        as_of: dt.datetime | None = None,
+        page_size: int = 2000,
+        token_ttl_seconds: int = 7200,
+        daily_api_limit: int = 100_000,
+        regenerate: bool = True,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        faults: FaultPlan | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.leads = leads
+        self.seed = seed
+        self.port = port
+        self._as_of = as_of
+        self.page_size = page_size
+        self.token_ttl_seconds = token_ttl_seconds
+        self.daily_api_limit = daily_api_limit
+        self.regenerate = regenerate
+        self.on_progress = on_progress
+        self._faults = faults or FaultPlan()
+        self.credentials = Credentials(
+            org_id=make_id("00D", 1),
+            user_id=integration_user_id(),
+            username=INTEGRATION_USERNAME,
+            password=f"Sandbox-{_secret(seed, 'password', 12)}",
+            security_token=_secret(seed, "token", 24),
+            client_id=f"3MVG9{_secret(seed, 'client', 40)}",
+            client_secret=_secret(seed, "secret", 48).upper(),
+        )
+        self._db: Database | None = None
+        self._api: SalesforceApi | None = None
+        self._server: SandboxServer | None = None
+        self._thread: threading.Thread | None = None
+        self._tls: TlsFiles | None = None
+        self._as_of_epoch: int | None = None
+        self._stopped = threading.Event()
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Generate the org if needed, bind 127.0.0.1:port and serve in a daemon thread.
+
+        Returns:
+            The sandbox itself.
+        """
+        if self._server is not None:
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._tls = ensure_tls_files(self.workdir)
+        self._prepare_database()
+        self._db = Database(self.workdir / DATABASE_NAME)
+        self._api = SalesforceApi(
+            self._db,
+            self.credentials,
+            self._tls.jwt_cert.read_bytes(),
+            lambda: self.url,
+            page_size=self.page_size,
+            token_ttl_seconds=self.token_ttl_seconds,
+            daily_api_limit=self.daily_api_limit,
+            faults=self._faults,
+        )
+        self._server = SandboxServer((HOST, self.port), self._api, make_server_context(self._tls))
+        self._stopped.clear()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"sandbox-{self._server.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Start (if needed) and block until ``stop()`` or KeyboardInterrupt."""
+        self.start()
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop serving, close connections and the database. Safe to call twice."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.close_connections()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._stopped.set()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # Generation ----------------------------------------------------------------------------------
+
+    def _stored_meta(self, path: Path) -> dict[str, str] | None:
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                return dict(conn.execute("SELECT key, value FROM _meta").fetchall())
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+
+    def _prepare_database(self) -> None:
+        path = self.workdir / DATABASE_NAME
+        if not self.regenerate and path.exists():
+            meta = self._stored_meta(path)
+            wanted_as_of = None if self._as_of is None else str(_epoch(self._as_of))
+            if (
+                meta is not None
+                and meta.get("seed") == str(self.seed)
+                and meta.get("leads") == str(self.leads)
+                and meta.get("generator_version") == GENERATOR_VERSION
+                and wanted_as_of in (None, meta.get("as_of"))
+            ):
+                self._as_of_epoch = int(meta["as_of"])
+                return
+        as_of = self._as_of if self._as_of is not None else _now_floored_to_minute()
+        self._as_of_epoch = _epoch(as_of)
+        self._generate(path)
+
+    def _generate(self, path: Path) -> None:
+        """Generate into a temporary file, then move it into place (never a half-built org)."""
+        assert self._as_of_epoch is not None
+        partial = path.with_suffix(".sqlite.partial")
+        partial.unlink(missing_ok=True)
+        conn = sqlite3.connect(partial, isolation_level=None)
+        try:
+            # A fresh file we can rebuild: no journal, no fsync while loading.
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("BEGIN")
+            create_schema(conn)
+            generate_org(
+                conn,
+                seed=self.seed,
+                leads=self.leads,
+                as_of=self._as_of_epoch,
+                on_progress=self.on_progress,
+            )
+            if self.on_progress:
+                self.on_progress("indexes", 0, 1)
+            create_indexes(conn)
+            conn.executemany(
+                "INSERT INTO _meta (key, value) VALUES (?, ?)",
+                [
+                    ("seed", str(self.seed)),
+                    ("leads", str(self.leads)),
+                    ("as_of", str(self._as_of_epoch)),
+                    ("generator_version", GENERATOR_VERSION),
+                    ("generated_at", str(int(time.time()))),
+                ],
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        os.replace(partial, path)
+        if self.on_progress:
+            self.on_progress("indexes", 1, 1)
+
+    # Properties and inspection ---------------------------------------------------------------
+
+    def _require_api(self) -> SalesforceApi:
+        if self._api is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._api
+
+    def _require_db(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._db
+
+    @property
+    def faults(self) -> FaultPlan:
+        """The fault plan every request and record write passes through."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, plan: FaultPlan) -> None:
+        self._faults = plan
+        if self._api is not None:
+            self._api.faults = plan
+
+    @property
+    def url(self) -> str:
+        """The instance URL, ``https://127.0.0.1:PORT``."""
+        if self._server is None:
+            raise RuntimeError("the sandbox is not started")
+        return f"https://{HOST}:{self._server.port}"
+
+    @property
+    def as_of(self) -> dt.datetime:
+        """End of the generated history (UTC)."""
+        if self._as_of_epoch is None:
+            raise RuntimeError("the sandbox is not started")
+        return dt.datetime.fromtimestamp(self._as_of_epoch, dt.UTC)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Connection details for clients (JSON-safe)."""
+        tls = self._tls
+        if tls is None:
+            raise RuntimeError("the sandbox is not started")
+        return {
+            "salesforce_url": self.url,
+            "login_url": self.url,
+            "client_id": self.credentials.client_id,
+            "client_secret": self.credentials.client_secret,
+            "username": self.credentials.username,
+            "password": self.credentials.password,
+            "security_token": self.credentials.security_token,
+            "jwt_private_key": str(tls.jwt_private_key),
+            "ca_bundle": str(tls.ca_cert),
+            "api_version": API_VERSION,
+            "seed": self.seed,
+            "leads": self.leads,
+            "as_of": self.as_of.isoformat(),
+        }
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        """Every HTTP request served, in order."""
+        return self._require_api().request_log
+
+    def api_calls(self) -> int:
+        """Number of ``/services/data`` requests counted against the daily allowance.
+
+        Returns:
+            The count.
+        """
+        return self._require_api().api_used
+
+    def expire_sessions(self) -> None:
+        """Invalidate every issued token: the next call answers 401 ``INVALID_SESSION_ID``."""
+        self._require_api().expire_sessions()
+
+    def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only SQL statement against the sandbox database.
+
+        Datetimes are stored as UTC epoch seconds and dates as ``YYYY-MM-DD`` text (see
+        ``connector/sandbox/schema.py``).
+
+        Args:
+            query: SQL text.
+            params: Bound parameters.
+
+        Returns:
+            The rows.
+        """
+        return self._require_db().inspect(query, params)
+
+    def update_records(self, sobject: str, rows: list[dict[str, Any]]) -> None:
+        """Simulate a user editing records in the UI.
+
+        Sets the fields and bumps ``LastModifiedDate``/``SystemModstamp`` to now; such edits are
+        not API writes, so they do not appear in ``write_log``.
+
+        Args:
+            sobject: Object API name.
+            rows: Records with ``Id`` plus the fields to set.
+        """
+        self._require_api().update_records_as_user(sobject, rows)
+
+    def ground_truth(self) -> pd.DataFrame:
+        """The hidden model's answer, one row per lead with an anchor.
+
+        Returns:
+            Columns ``lead_id``, ``anchor_at`` (tz-naive UTC midnight of the first response),
+            ``p_true``, ``label`` (0/1: converts within 30 days of the anchor, as drawn by the
+            generator), ``window_closed`` (anchor_at + 30 days <= as_of) and ``converted_at``
+            (tz-naive UTC time of the drawn conversion, NaT if none; after as_of it has not
+            happened yet in Salesforce).
+        """
+        rows = self._require_db().inspect(
+            "SELECT lead_id, anchor_at, p_true, label, window_closed, converted_at "
+            "FROM _ground_truth ORDER BY lead_id"
+        )
+        frame = pd.DataFrame(rows, columns=list(GROUND_TRUTH_COLUMNS))
+        frame["lead_id"] = frame["lead_id"].astype(object)
+        frame["anchor_at"] = pd.to_datetime(frame["anchor_at"], unit="s")
+        frame["p_true"] = frame["p_true"].astype(float)
+        frame["label"] = frame["label"].astype(int)
+        frame["window_closed"] = frame["window_closed"].astype(bool)
+        frame["converted_at"] = pd.to_datetime(frame["converted_at"], unit="s")
+        return frame

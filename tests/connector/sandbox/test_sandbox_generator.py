@@ -1,0 +1,321 @@
+"""The synthetic org: determinism, realism, and agreement between ground truth and served data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from connector.sandbox.database import create_schema
+from connector.sandbox.generator import (
+    DAY,
+    ENGAGEMENT_WINDOWS,
+    generate_org,
+    hidden_logit,
+    sigmoid,
+)
+from connector.sandbox.schema import OBJECTS
+
+AS_OF = int(dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC).timestamp())
+
+
+def generate(leads: int, seed: int, as_of: int = AS_OF) -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    create_schema(conn)
+    conn.execute("BEGIN")
+    generate_org(conn, seed=seed, leads=leads, as_of=as_of)
+    conn.execute("COMMIT")
+    return conn
+
+
+def fingerprint(conn: sqlite3.Connection) -> str:
+    digest = hashlib.sha256()
+    for table in [obj.table for obj in OBJECTS.values()] + ["_ground_truth"]:
+        for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
+            digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def org() -> sqlite3.Connection:
+    return generate(5000, seed=11)
+
+
+def frame(conn: sqlite3.Connection, sql: str) -> pd.DataFrame:
+    cursor = conn.execute(sql)
+    return pd.DataFrame(cursor.fetchall(), columns=[d[0] for d in cursor.description])
+
+
+# --------------------------------------------------------------------------------------------
+# Determinism
+
+
+def test_generation_is_deterministic():
+    first, second = generate(400, seed=5), generate(400, seed=5)
+    assert fingerprint(first) == fingerprint(second)
+    assert fingerprint(generate(400, seed=6)) != fingerprint(first)
+    assert fingerprint(generate(400, seed=5, as_of=AS_OF + DAY)) != fingerprint(first)
+
+
+# --------------------------------------------------------------------------------------------
+# Hidden model
+
+
+def test_hidden_logit_matches_the_documented_formula():
+    row = pd.DataFrame(
+        [
+            {
+                "Industry": "Software",
+                "Seniority__c": "VP",
+                "NumberOfEmployees": 500,
+                "LeadSource": "Partner Referral",
+                "Country": "Germany",
+                "web_visits_7d": 3,
+                "web_visits_30d": 4,
+                "email_clicks_30d": 1,
+                "webinars_30d": 1,
+                "content_downloads_90d": 2,
+                "age_days": 200.0,
+            },
+            {
+                "Industry": "Government",
+                "Seniority__c": "Individual Contributor",
+                "NumberOfEmployees": 7,
+                "LeadSource": "Cold Outreach",
+                "Country": "Brazil",
+                "web_visits_7d": 0,
+                "web_visits_30d": 0,
+                "email_clicks_30d": 0,
+                "webinars_30d": 0,
+                "content_downloads_90d": 0,
+                "age_days": 3.0,
+            },
+        ]
+    )
+    expected_hot = (
+        -2.35
+        + 0.7
+        + 0.65
+        + 0.4
+        + 1.05
+        + 0.0  # intercept, industry, seniority, band, source, EU
+        + 0.55 * math.log(4)
+        + 0.25 * math.log(5)
+        + 0.35 * math.log(2)
+        + 0.5
+        + 0.25 * math.log(3)
+        + 0.6  # VP at a 201+ company
+        + 0.4  # Software with 3+ web visits in 7 days
+        - 0.4  # older than 180 days at the anchor
+    )
+    expected_cold = -2.35 - 0.9 - 0.7 - 0.9 - 1.05 - 0.5 - 0.5  # ... LATAM, tiny cold outreach
+    assert hidden_logit(row) == pytest.approx([expected_hot, expected_cold])
+
+
+def test_ground_truth_agrees_with_task_rows(sandbox):
+    """Recompute every anchored lead's features from the served data and re-derive p_true."""
+    truth = sandbox.ground_truth()
+    assert len(truth) > 150
+    leads = pd.DataFrame(
+        sandbox.sql(
+            "SELECT Id, Industry, Seniority__c, NumberOfEmployees, LeadSource, Country, "
+            "CreatedDate, ConvertedContactId, IsConverted, ConvertedDate FROM Lead"
+        ),
+        columns=[
+            "lead_id",
+            "Industry",
+            "Seniority__c",
+            "NumberOfEmployees",
+            "LeadSource",
+            "Country",
+            "CreatedDate",
+            "ConvertedContactId",
+            "IsConverted",
+            "ConvertedDate",
+        ],
+    )
+    # The anchor is the first response day over the lead's campaign memberships.
+    anchors = dict(
+        sandbox.sql(
+            "SELECT LeadId, MIN(FirstRespondedDate) FROM CampaignMember "
+            "WHERE HasResponded = 1 AND IsDeleted = 0 GROUP BY LeadId"
+        )
+    )
+    assert set(anchors) == set(truth["lead_id"])
+    merged = truth.merge(leads, on="lead_id")
+    counts = {name: [] for name in ENGAGEMENT_WINDOWS}
+    for lead in merged.itertuples():
+        anchor_at = int(pd.Timestamp(anchors[lead.lead_id]).timestamp())
+        assert anchor_at == int(lead.anchor_at.timestamp())
+        # Converting a lead moves its activities to the new contact, as Salesforce does.
+        who = [lead.lead_id] + ([lead.ConvertedContactId] if lead.ConvertedContactId else [])
+        placeholders = ",".join("?" * len(who))
+        for name, (task_type, days) in ENGAGEMENT_WINDOWS.items():
+            count = sandbox.sql(
+                f"SELECT COUNT(*) FROM Task WHERE WhoId IN ({placeholders}) AND Type = ? "
+                "AND CreatedDate >= ? AND CreatedDate < ? AND IsDeleted = 0",
+                [*who, task_type, anchor_at - days * DAY, anchor_at],
+            )[0][0]
+            counts[name].append(count)
+    for name, values in counts.items():
+        merged[name] = values
+    anchor_seconds = (merged["anchor_at"] - pd.Timestamp(0)).dt.total_seconds()
+    merged["age_days"] = (anchor_seconds - merged["CreatedDate"]) / DAY
+    assert sigmoid(hidden_logit(merged)) == pytest.approx(merged["p_true"].to_numpy(), abs=1e-12)
+    assert merged["web_visits_30d"].sum() > 0 and merged["webinars_30d"].sum() > 0
+    # Closed windows: the label is what Salesforce shows (converted within 30 days).
+    closed = merged[merged["window_closed"]]
+    converted_in_window = closed["IsConverted"].astype(bool) & (
+        pd.to_datetime(closed["ConvertedDate"]) < closed["anchor_at"] + pd.Timedelta(days=30)
+    )
+    assert (closed["label"] == converted_in_window.astype(int)).all()
+
+
+def test_engagement_counts_agree_over_the_api(sandbox, sf):
+    truth = sandbox.ground_truth().sort_values("p_true", ascending=False).head(3)
+    for lead in truth.itertuples():
+        contact = sf.query(f"SELECT ConvertedContactId FROM Lead WHERE Id = '{lead.lead_id}'")
+        who = [lead.lead_id, contact["records"][0]["ConvertedContactId"]]
+        who_list = ", ".join(f"'{value}'" for value in who if value)
+        anchor = lead.anchor_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        week_before = (lead.anchor_at - pd.Timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        served = sf.query(
+            f"SELECT COUNT() FROM Task WHERE WhoId IN ({who_list}) AND Type = 'Web Visit' "
+            f"AND CreatedDate >= {week_before} AND CreatedDate < {anchor}"
+        )["totalSize"]
+        stored = sandbox.sql(
+            "SELECT web_visits_7d FROM _ground_truth WHERE lead_id = ?", [lead.lead_id]
+        )[0][0]
+        assert served == stored
+
+
+def test_ground_truth_frame_types(sandbox):
+    truth = sandbox.ground_truth()
+    assert list(truth.columns)[:5] == ["lead_id", "anchor_at", "p_true", "label", "window_closed"]
+    assert truth["anchor_at"].dt.tz is None
+    assert (truth["anchor_at"] == truth["anchor_at"].dt.normalize()).all()
+    assert truth["window_closed"].dtype == bool
+    assert set(truth["label"].unique()) <= {0, 1}
+    assert truth["lead_id"].str.len().eq(18).all()
+    closed = truth["anchor_at"] + pd.Timedelta(days=30) <= pd.Timestamp("2025-06-01 12:00")
+    assert (truth["window_closed"] == closed).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Realism
+
+
+def test_org_statistics(org):
+    leads = frame(org, "SELECT * FROM Lead")
+    truth = frame(org, "SELECT * FROM _ground_truth")
+    tasks = org.execute("SELECT COUNT(*) FROM Task").fetchone()[0]
+    assert 0.68 <= len(truth) / len(leads) <= 0.80  # ~75 % respond
+    closed = truth[truth["window_closed"] == 1]
+    assert 0.18 <= closed["label"].mean() <= 0.32
+    assert roc_auc_score(closed["label"], closed["p_true"]) >= 0.78
+    assert 8 <= tasks / len(leads) <= 13
+    created = leads["CreatedDate"]
+    first, last = AS_OF - 540 * DAY, AS_OF
+    assert created.min() >= first and created.max() <= last
+    early = (created < first + 90 * DAY).sum()
+    late = (created >= last - 90 * DAY).sum()
+    assert 1.5 <= late / early <= 2.6  # volume roughly doubles
+    assert leads["Email"].str.lower().is_unique
+    assert leads["Industry"].nunique() == 12 and leads["Country"].nunique() == 15
+    assert 40 <= leads["Title"].nunique() <= 70
+    assert set(leads["NumberOfEmployees"]) and leads["NumberOfEmployees"].min() >= 1
+    for table in ("Lead", "Task", "CampaignMember", "Opportunity"):
+        stamps = frame(org, f'SELECT SystemModstamp, LastModifiedDate FROM "{table}"')
+        assert (stamps["SystemModstamp"] <= AS_OF).all()
+        assert (stamps["SystemModstamp"] == stamps["LastModifiedDate"]).all()
+    shared = org.execute(
+        "SELECT COUNT(*) FROM (SELECT SystemModstamp FROM Task GROUP BY 1 HAVING COUNT(*) > 1)"
+    ).fetchone()[0]
+    assert shared > 100  # many records share a second, as in real orgs
+
+
+def test_campaigns_and_memberships(org):
+    campaigns = frame(org, "SELECT * FROM Campaign")
+    assert 35 <= len(campaigns) <= 42
+    assert set(campaigns["Type"]) == {"Webinar", "Email", "Trade Show", "Content"}
+    members = frame(org, "SELECT * FROM CampaignMember")
+    assert not members.duplicated(["CampaignId", "LeadId"]).any()
+    responded = members[members["HasResponded"] == 1]
+    assert (responded["Status"] == "Responded").all()
+    assert responded["FirstRespondedDate"].notna().all()
+    sent = members[members["HasResponded"] == 0]
+    assert (sent["Status"] == "Sent").all() and sent["FirstRespondedDate"].isna().all()
+    # Members are created before (or on) the response day.
+    created_day = pd.to_datetime(responded["CreatedDate"], unit="s").dt.normalize()
+    assert (created_day <= pd.to_datetime(responded["FirstRespondedDate"])).all()
+    later = responded.groupby("LeadId").size()
+    assert (later > 1).any()  # some leads respond again later
+
+
+def test_conversions_create_records_and_reparent_activities(org):
+    converted = frame(org, "SELECT * FROM Lead WHERE IsConverted = 1")
+    assert len(converted) > 100
+    assert (converted["Status"] == "Closed - Converted").all()
+    for column, table in (
+        ("ConvertedContactId", "Contact"),
+        ("ConvertedAccountId", "Account"),
+        ("ConvertedOpportunityId", "Opportunity"),
+    ):
+        ids = set(r[0] for r in org.execute(f'SELECT Id FROM "{table}"'))
+        assert set(converted[column]) <= ids
+    on_lead = org.execute(
+        "SELECT COUNT(*) FROM Task t JOIN Lead l ON t.WhoId = l.Id WHERE l.IsConverted = 1"
+    ).fetchone()[0]
+    on_contact = org.execute(
+        "SELECT COUNT(*) FROM Task t JOIN Lead l ON t.WhoId = l.ConvertedContactId"
+    ).fetchone()[0]
+    assert on_lead == 0 and on_contact > 0
+    opportunities = frame(org, "SELECT * FROM Opportunity")
+    big = opportunities.merge(
+        frame(org, "SELECT Id AS AccountId, NumberOfEmployees FROM Account"), on="AccountId"
+    )
+    small = big["NumberOfEmployees"] <= 50
+    assert big.loc[~small, "Amount"].median() > 2 * big.loc[small, "Amount"].median()
+    assert ((opportunities["StageName"] == "Closed Won") == (opportunities["IsWon"] == 1)).all()
+
+
+def test_sales_touches_and_leaky_fields(org):
+    truth = frame(org, "SELECT lead_id, anchor_at, label FROM _ground_truth WHERE window_closed")
+    owners = frame(org, "SELECT Id, ConvertedContactId FROM Lead")
+    lead_of = dict(zip(owners["Id"], owners["Id"], strict=True))
+    converted = owners.dropna(subset=["ConvertedContactId"])
+    lead_of.update(zip(converted["ConvertedContactId"], converted["Id"], strict=True))
+    touches = frame(
+        org, "SELECT WhoId, CreatedDate FROM Task WHERE Type IN ('Call', 'Email', 'Meeting')"
+    )
+    touches["lead_id"] = touches["WhoId"].map(lead_of)
+    merged = touches.merge(truth, on="lead_id")
+    after = merged[merged["CreatedDate"] >= merged["anchor_at"]]
+    first = after.groupby("lead_id")["CreatedDate"].min() - truth.set_index("lead_id")["anchor_at"]
+    within_a_day = (first.dropna() < 2 * DAY).sum() / len(truth)
+    assert 0.55 <= within_a_day <= 0.85  # ~70 % are contacted within a day of responding
+    per_lead = after.groupby("lead_id").size().reindex(truth["lead_id"], fill_value=0)
+    labels = truth.set_index("lead_id")["label"]
+    assert per_lead[labels == 1].mean() > per_lead[labels == 0].mean() + 1  # leakage trap
+    leads = frame(org, "SELECT Id AS lead_id, Rating FROM Lead").merge(truth, on="lead_id")
+    hot = leads["Rating"] == "Hot"
+    assert hot[leads["label"] == 1].mean() > 3 * hot[leads["label"] == 0].mean()
+
+
+def test_no_latent_variable_leaks_into_p_true(org):
+    """p_true is a function of the visible features only: equal features give equal p_true."""
+    truth = frame(org, "SELECT * FROM _ground_truth")
+    leads = frame(
+        org,
+        "SELECT Id AS lead_id, Industry, Seniority__c, NumberOfEmployees, "
+        "LeadSource, Country, CreatedDate FROM Lead",
+    )
+    merged = truth.merge(leads, on="lead_id")
+    merged["age_days"] = (merged["anchor_at"] - merged["CreatedDate"]) / DAY
+    assert np.allclose(sigmoid(hidden_logit(merged)), merged["p_true"], atol=1e-12)
