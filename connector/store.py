@@ -137,8 +137,8 @@ class PageCounts:
 
     Attributes:
         inserted: rows new to the store.
-        updated: rows whose cursor value changed.
-        unchanged: rows fetched again with the same cursor value (overlap or boundary rows).
+        updated: rows already stored with at least one different value.
+        unchanged: rows fetched again with identical values (overlap or boundary rows).
     """
 
     inserted: int
@@ -195,7 +195,7 @@ class Store:
 
     def _migrate(self) -> None:
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+        row = self.con.execute("SELECT max(version) FROM schema_version").fetchall()[0]
         current = row[0] if row and row[0] is not None else 0
         for version, statements in enumerate(MIGRATIONS, start=1):
             if version <= current:
@@ -250,7 +250,7 @@ class Store:
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_schema = 'main' AND table_name = ?",
             [table],
-        ).fetchone()
+        ).fetchall()[0]
         return bool(row and row[0])
 
     def table_columns(self, table: str) -> list[str]:
@@ -318,10 +318,10 @@ class Store:
         Returns:
             The last committed cursor value, or None before the first page.
         """
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT cursor_value FROM sync_cursor WHERE stream = ?", [stream]
-        ).fetchone()
-        return row[0] if row else None
+        ).fetchall()
+        return rows[0][0] if rows else None
 
     def reset_cursor(self, stream: str) -> None:
         """Forget a stream's cursor so the next pull reads it in full.
@@ -363,7 +363,7 @@ class Store:
             return PageCounts(0, 0, 0)
         # One row per id: the page is ordered by cursor, so the last occurrence is the newest.
         page = page.drop_duplicates(subset=[key], keep="last")
-        t, k, c = quote_identifier(table), quote_identifier(key), quote_identifier(cursor_field)
+        t, k = quote_identifier(table), quote_identifier(key)
         types = dict(
             self.con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
@@ -371,21 +371,27 @@ class Store:
                 [table],
             ).fetchall()
         )
-        cols = ", ".join(quote_identifier(col) for col in page.columns)
+        quoted = [quote_identifier(col) for col in page.columns]
         # Cast explicitly: a column that is all NULL in this page arrives untyped from pandas.
-        casts = ", ".join(f"CAST({quote_identifier(col)} AS {types[col]})" for col in page.columns)
+        casts = ", ".join(
+            f"CAST({q} AS {types[col]}) AS {q}" for q, col in zip(quoted, page.columns, strict=True)
+        )
+        # Changed means any value changed: two edits within one second share a SystemModstamp
+        # (Salesforce timestamps have second resolution), so the cursor alone cannot tell.
+        differs = " OR ".join(f"t.{q} IS DISTINCT FROM p.{q}" for q in quoted if q != k) or "false"
         with self.transaction() as con:
             con.register("_page", page)
             try:
                 inserted, updated, unchanged = con.execute(
-                    f"""SELECT count(*) FILTER (WHERE t.{k} IS NULL),
-                               count(*) FILTER (WHERE t.{k} IS NOT NULL
-                                                AND t.{c} IS DISTINCT FROM p.{c}),
-                               count(*) FILTER (WHERE t.{k} IS NOT NULL
-                                                AND t.{c} IS NOT DISTINCT FROM p.{c})
-                        FROM _page p LEFT JOIN {t} t ON t.{k} = p.{k}"""
-                ).fetchone()  # type: ignore[misc]
-                con.execute(f"INSERT OR REPLACE INTO {t} ({cols}) SELECT {casts} FROM _page")
+                    f"""WITH p AS (SELECT {casts} FROM _page)
+                        SELECT count(*) FILTER (WHERE t.{k} IS NULL),
+                               count(*) FILTER (WHERE t.{k} IS NOT NULL AND ({differs})),
+                               count(*) FILTER (WHERE t.{k} IS NOT NULL AND NOT ({differs}))
+                        FROM p LEFT JOIN {t} t ON t.{k} = p.{k}"""
+                ).fetchall()[0]
+                con.execute(
+                    f"INSERT OR REPLACE INTO {t} ({', '.join(quoted)}) SELECT {casts} FROM _page"
+                )
                 newest = page[cursor_field].max()
                 con.execute(
                     """INSERT INTO sync_cursor VALUES (?, ?, NULL, ?)
@@ -467,7 +473,7 @@ class Store:
                 "INSERT INTO run_log (run_id, job, started_at, status) "
                 "VALUES (nextval('run_id_seq'), ?, ?, 'running') RETURNING run_id",
                 [job, utc_now()],
-            ).fetchone()
+            ).fetchall()[0]
         assert row is not None
         return int(row[0])
 
@@ -538,7 +544,7 @@ class Store:
             The scoring run id.
         """
         with self.transaction() as con:
-            row = con.execute("SELECT nextval('score_run_seq')").fetchone()
+            row = con.execute("SELECT nextval('score_run_seq')").fetchall()[0]
             assert row is not None
             score_run_id = int(row[0])
             frame = scores.assign(score_run_id=score_run_id, prediction=prediction)

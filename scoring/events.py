@@ -27,6 +27,10 @@ class Entity:
         created_column: creation timestamp.
         stream: the stream that fills the table (its source types are in ``source_field``).
         deleted_column: soft-delete flag, when the table has one.
+        alias_columns: columns holding other ids the entity is known by. Salesforce moves a
+            converted lead's Tasks and Events to the new Contact, so a Task's ``WhoId`` may be the
+            lead's ``ConvertedContactId``; without the alias, a converted lead would lose its
+            pre-conversion engagement.
     """
 
     name: str
@@ -35,6 +39,7 @@ class Entity:
     created_column: str
     stream: str
     deleted_column: str | None = "IsDeleted"
+    alias_columns: tuple[str, ...] = ()
 
     @property
     def events_view(self) -> str:
@@ -69,7 +74,14 @@ class EventSource:
 
 
 ENTITIES: dict[str, Entity] = {
-    "lead": Entity("lead", raw_table_name("salesforce", "Lead"), "Id", "CreatedDate", "Lead"),
+    "lead": Entity(
+        "lead",
+        raw_table_name("salesforce", "Lead"),
+        "Id",
+        "CreatedDate",
+        "Lead",
+        alias_columns=("ConvertedContactId",),
+    ),
 }
 
 _LEAD = raw_table_name("salesforce", "Lead")
@@ -156,24 +168,40 @@ def create_events_view(con: duckdb.DuckDBPyConnection, entity: Entity) -> list[E
         The sources the view is built from.
     """
     sources = available_sources(con, entity)
+    q = quote_identifier
     parts = []
     for s in sources:
-        where = f"WHERE {quote_identifier(s.condition_column)} " if s.condition_column else ""
-        time_col = quote_identifier(s.time_column)
+        where = f"WHERE {q(s.condition_column)} " if s.condition_column else ""
         parts.append(
-            f"SELECT CAST({quote_identifier(s.entity_column)} AS VARCHAR) AS entity_id, "
-            f"{s.name_sql} AS event, CAST({time_col} AS TIMESTAMP) AS ts "
-            f"FROM {quote_identifier(s.table)} {where}"
+            f"SELECT CAST({q(s.entity_column)} AS VARCHAR) AS source_id, "
+            f"{s.name_sql} AS event, CAST({q(s.time_column)} AS TIMESTAMP) AS ts "
+            f"FROM {q(s.table)} {where}"
         )
     if not parts:
         parts = [
-            "SELECT NULL::VARCHAR AS entity_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts "
+            "SELECT NULL::VARCHAR AS source_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts "
             "WHERE false"
         ]
-    body = " UNION ALL ".join(parts)
+    # Every id an entity is known by (its own, and e.g. the contact a lead was converted to) maps to
+    # the entity, so events recorded against any of them count for it.
+    present = _columns(con, entity.table)
+    aliases = [
+        f"SELECT CAST({q(entity.id_column)} AS VARCHAR) AS source_id, "
+        f"CAST({q(entity.id_column)} AS VARCHAR) AS entity_id FROM {q(entity.table)}"
+    ]
+    aliases += [
+        f"SELECT CAST({q(c)} AS VARCHAR), CAST({q(entity.id_column)} AS VARCHAR) "
+        f"FROM {q(entity.table)} WHERE {q(c)} IS NOT NULL"
+        for c in entity.alias_columns
+        if c.lower() in present
+    ]
+    if not present:
+        aliases = ["SELECT NULL::VARCHAR AS source_id, NULL::VARCHAR AS entity_id WHERE false"]
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {quote_identifier(entity.events_view)} AS "
-        f"SELECT * FROM ({body}) WHERE entity_id IS NOT NULL AND ts IS NOT NULL"
+        f"CREATE OR REPLACE TEMP VIEW {q(entity.events_view)} AS "
+        f"SELECT ids.entity_id, e.event, e.ts FROM ({' UNION ALL '.join(parts)}) e "
+        f"JOIN ({' UNION ALL '.join(aliases)}) ids ON ids.source_id = e.source_id "
+        "WHERE e.ts IS NOT NULL"
     )
     return sources
 

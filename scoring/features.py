@@ -149,7 +149,7 @@ def select_attributes(
             "SELECT count(*), "
             + ", ".join(f"approx_count_distinct({col(c)})" for c in categorical)
             + f" FROM {col(entity.table)}"
-        ).fetchone()
+        ).fetchall()[0]
         assert row is not None
         total = max(int(row[0]), 1)
         categorical = [

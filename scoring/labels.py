@@ -142,5 +142,5 @@ def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool
         "SELECT count(*) FROM information_schema.columns "
         "WHERE table_schema = 'main' AND table_name = ? AND lower(column_name) = lower(?)",
         [table, column],
-    ).fetchone()
+    ).fetchall()[0]
     return bool(row and row[0])

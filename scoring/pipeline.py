@@ -90,7 +90,6 @@ def train_prediction(
     """
     started = time.perf_counter()
     entity = ENTITIES[spec.entity]
-    progress("building the training set")
     sources = create_events_view(con, entity)
     examples = build_examples(con, entity, spec, as_of)
     frame = examples.frame

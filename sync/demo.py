@@ -35,7 +35,7 @@ page_size = 2000
 [salesforce.streams.Lead]
 fields = ["Company", "Title", "Seniority__c", "Industry", "LeadSource", "Country",
           "NumberOfEmployees", "AnnualRevenue", "Status", "Rating", "IsConverted", "ConvertedDate",
-          "CreatedDate", "IsDeleted"]
+          "ConvertedContactId", "CreatedDate", "IsDeleted"]
 
 [salesforce.streams.Task]
 fields = ["WhoId", "Type", "CreatedDate"]

@@ -242,8 +242,12 @@ class SalesforceApi:
         daily_api_limit: int = 100_000,
         faults: FaultPlan | None = None,
         clock: Callable[[], float] = time.time,
+        edit_converted_leads: bool = True,
     ) -> None:
         self.db = db
+        # The "View and Edit Converted Leads" user permission: without it, converted leads are
+        # read-only (https://help.salesforce.com/s/articleView?id=sf.leads_edit_converted.htm).
+        self.edit_converted_leads = edit_converted_leads
         self.credentials = credentials
         public_key = x509.load_pem_x509_certificate(jwt_certificate).public_key()
         if not isinstance(public_key, rsa.RSAPublicKey):
@@ -1071,7 +1075,7 @@ class SalesforceApi:
         log: bool,
     ) -> dict[str, Any]:
         obj, record_id, current = self._locate(conn, obj, raw_id)
-        if obj.name == "Lead" and current.get("IsConverted"):
+        if obj.name == "Lead" and current.get("IsConverted") and not self.edit_converted_leads:
             # Converted leads are read-only (error seen on every write to one).
             raise RecordError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead")
         changes = self._validate(conn, obj, values, "update")

@@ -67,6 +67,9 @@ class Sandbox:
             the same seed and lead count (and ``as_of``, when given).
         on_progress: Called as ``(stage, done, total)`` during generation.
         faults: The fault plan requests and record writes pass through (default: none).
+        edit_converted_leads: The integration user holds "View and Edit Converted Leads", so
+            scores can be written to converted leads; False makes them read-only
+            (``CANNOT_UPDATE_CONVERTED_LEAD``), as in an org without that permission.
     """
 
     def __init__(
@@ -83,8 +86,10 @@ class Sandbox:
         regenerate: bool = True,
         on_progress: Callable[[str, int, int], None] | None = None,
         faults: FaultPlan | None = None,
+        edit_converted_leads: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
+        self.edit_converted_leads = edit_converted_leads
         self.leads = leads
         self.seed = seed
         self.port = port
@@ -135,6 +140,7 @@ class Sandbox:
             token_ttl_seconds=self.token_ttl_seconds,
             daily_api_limit=self.daily_api_limit,
             faults=self._faults,
+            edit_converted_leads=self.edit_converted_leads,
         )
         self._server = SandboxServer((HOST, self.port), self._api, make_server_context(self._tls))
         self._stopped.clear()

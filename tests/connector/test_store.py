@@ -48,6 +48,21 @@ def test_upsert_counts_new_changed_and_unchanged_rows_and_advances_the_cursor(tm
         ]
 
 
+def test_a_value_change_within_the_same_second_counts_as_changed(tmp_path):
+    # Salesforce timestamps have second resolution: two edits in one second share a SystemModstamp
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")
+        stamp = datetime(2024, 1, 1, 12, 0, 0)
+        store.upsert_page(
+            "Lead", "sf_lead", page(("a", "x", stamp)), key="Id", cursor_field="SystemModstamp"
+        )
+        counts = store.upsert_page(
+            "Lead", "sf_lead", page(("a", "y", stamp)), key="Id", cursor_field="SystemModstamp"
+        )
+        assert (counts.updated, counts.unchanged) == (1, 0)
+        assert store.query_df("SELECT Industry FROM sf_lead")["Industry"].tolist() == ["y"]
+
+
 def test_a_failed_page_rolls_back_rows_and_cursor_together(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")

@@ -20,6 +20,7 @@ LEAD = {
     "Status": "picklist",
     "IsConverted": "boolean",
     "ConvertedDate": "date",
+    "ConvertedContactId": "reference",
     "CreatedDate": "datetime",
     "SystemModstamp": "datetime",
     "IsDeleted": "boolean",

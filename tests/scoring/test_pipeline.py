@@ -100,6 +100,19 @@ def test_features_only_see_events_strictly_before_the_anchor(tmp_path):
     assert at["days_since_created"].tolist() == [20.0]
 
 
+def test_activities_moved_to_the_converted_contact_still_count_for_the_lead(tmp_path):
+    contact = "003000000000000001"
+    with one_lead_store(
+        tmp_path, converted_on=ANCHOR.date() + timedelta(days=3), call_at=ANCHOR
+    ) as store:
+        # Salesforce re-parents a converted lead's Tasks to its new Contact
+        store.con.execute("UPDATE sf_lead SET ConvertedContactId = ?", [contact])
+        store.con.execute("UPDATE sf_task SET WhoId = ?", [contact])
+        examples, features = examples_and_features(store)
+    assert examples.frame["label"].tolist() == [1]
+    assert features["task_web_visit_7d"].tolist() == [1]
+
+
 def test_open_windows_are_left_out_not_counted_as_negatives(tmp_path):
     with one_lead_store(tmp_path, converted_on=None, call_at=ANCHOR) as store:
         create_events_view(store.con, LEAD)

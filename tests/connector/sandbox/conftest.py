@@ -69,8 +69,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 @pytest.fixture
 def writable(tmp_path: Path) -> Iterator[Sandbox]:
-    """A fresh tiny org per test, for tests that write."""
-    with Sandbox(tmp_path, leads=80, seed=3, as_of=AS_OF, page_size=PAGE_SIZE) as box:
+    """A fresh tiny org per test, for tests that write; its integration user may not edit converted
+    leads, so that ``CANNOT_UPDATE_CONVERTED_LEAD`` can be tested."""
+    with Sandbox(
+        tmp_path, leads=80, seed=3, as_of=AS_OF, page_size=PAGE_SIZE, edit_converted_leads=False
+    ) as box:
         yield box
 
 

@@ -16,6 +16,7 @@ from simple_salesforce.exceptions import (
 
 from connector.sandbox import Fault, FaultPlan, RecordFault, RequestInfo, Sandbox
 from connector.sandbox.ids import make_id
+from tests.connector.sandbox.conftest import connect
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 PAGE_SIZE = 50  # the shared sandbox's page size (conftest)
@@ -384,6 +385,14 @@ def test_converted_leads_are_read_only(wsf, writable):
     with pytest.raises(SalesforceMalformedRequest) as error:
         wsf.Lead.update(converted, {"Lead_Score__c": 10})
     assert error.value.content[0]["errorCode"] == "CANNOT_UPDATE_CONVERTED_LEAD"
+
+
+def test_converted_leads_are_writable_with_the_edit_converted_leads_permission(tmp_path):
+    with Sandbox(tmp_path, leads=80, seed=3, as_of=AS_OF, page_size=PAGE_SIZE) as box:
+        client = connect(box)
+        converted = box.sql("SELECT Id FROM Lead WHERE IsConverted = 1 LIMIT 1")[0][0]
+        client.Lead.update(converted, {"Lead_Score__c": 10})
+        assert box.sql("SELECT Lead_Score__c FROM Lead WHERE Id = ?", [converted])[0][0] == 10
 
 
 # --------------------------------------------------------------------------------------------
