@@ -10,8 +10,9 @@ and re-raised for the caller.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +22,8 @@ from typing import Any
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from connector.errors import ConfigError, LeadscoreError
+from connector.errors import ConfigError, Interrupted, LeadscoreError
+from connector.history import fail_abandoned_runs
 from connector.http import CallCounter
 from connector.salesforce import (
     SalesforceClient,
@@ -36,10 +38,16 @@ from scoring.pipeline import ScoringError, score_entities, train_prediction
 from scoring.registry import load_champion, save_version
 from sync.config import PredictionConfig, Settings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
+from sync.lock import LockHolder, RunLock, lock_path
+from sync.logs import run_context
 from sync.progress import Reporter, SilentReporter
 from sync.push import push_salesforce
 
 SILENT = SilentReporter()
+log = logging.getLogger("leadscore.jobs")
+
+# Checked between pages and batches: True asks the running job to stop at the next checkpoint.
+StopCheck = Callable[[], bool]
 
 
 @dataclass
@@ -84,35 +92,107 @@ def _recorded(store: Store, job: str, counter: CallCounter | None = None) -> Ite
     result.run_id = store.start_run(job)
     calls_before = counter.api_calls if counter else 0
     started = time.perf_counter()
-    try:
-        yield result
-    except BaseException as exc:
-        result.status = "failed"
-        message = (
-            str(exc)
-            if isinstance(exc, LeadscoreError | ScoringError)
-            else f"{type(exc).__name__}: {exc}"
-        )
-        if isinstance(exc, KeyboardInterrupt):
-            message = "interrupted"
+
+    def counts() -> dict[str, Any]:
+        # the org's allowance as last reported by Sforce-Limit-Info, for `status` and alerts
+        if counter is not None and counter.org_usage is not None:
+            used, limit = counter.org_usage
+            return {**result.counts, "api_usage": {"used": used, "max": limit}}
+        return result.counts
+
+    with run_context(job, result.run_id):
+        log.info("%s started", job)
+        try:
+            yield result
+        except BaseException as exc:
+            # A stop request ends the run at a checkpoint: what it did is committed (partial).
+            result.status = "partial" if isinstance(exc, Interrupted) else "failed"
+            message = (
+                str(exc)
+                if isinstance(exc, LeadscoreError | ScoringError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            if isinstance(exc, KeyboardInterrupt):
+                message = "interrupted"
+            result.seconds = time.perf_counter() - started
+            result.api_calls = (counter.api_calls - calls_before) if counter else 0
+            store.finish_run(
+                result.run_id,
+                status=result.status,
+                counts=counts(),
+                api_calls=result.api_calls,
+                error=message,
+            )
+            # INFO: the caller decides how loudly to report it (the CLI prints one line, the
+            # scheduler logs an error).
+            log.info(
+                "%s %s after %.1f s: %s",
+                job,
+                "stopped" if result.status == "partial" else "failed",
+                result.seconds,
+                message,
+            )
+            raise
+        result.seconds = time.perf_counter() - started
         result.api_calls = (counter.api_calls - calls_before) if counter else 0
         store.finish_run(
-            result.run_id,
-            status="failed",
-            counts=result.counts,
-            api_calls=result.api_calls,
-            error=message,
+            result.run_id, status=result.status, counts=counts(), api_calls=result.api_calls
         )
-        raise
-    result.seconds = time.perf_counter() - started
-    result.api_calls = (counter.api_calls - calls_before) if counter else 0
-    store.finish_run(
-        result.run_id, status=result.status, counts=result.counts, api_calls=result.api_calls
+        log.info(
+            "%s %s in %.1f s (%d API calls)", job, result.status, result.seconds, result.api_calls
+        )
+
+
+@contextmanager
+def _open_store(
+    settings: Settings,
+    job: str,
+    *,
+    should_stop: StopCheck | None = None,
+    reporter: Reporter = SILENT,
+) -> Iterator[Store]:
+    """Take the store's run lock for ``job``, then open the store.
+
+    Only one process may write a DuckDB file, and two runs of a job must never overlap, so every
+    job holds the lock (re-entrant: ``sync`` holds it around its pull, score and push). A run waits
+    up to ``schedule.lock_wait_seconds`` for another to finish, then gives up with :class:`Busy`.
+    """
+
+    def waiting(holder: LockHolder | None) -> None:
+        who = holder.describe() if holder else "another leadscore process"
+        wait = settings.schedule.lock_wait_seconds
+        reporter.stage(f"waiting up to {wait:g} s for {who} to finish")
+        log.info("%s: waiting up to %g s for %s to finish", job, wait, who)
+
+    lock = RunLock(
+        lock_path(settings.store.path),
+        job,
+        wait_seconds=settings.schedule.lock_wait_seconds,
+        should_stop=should_stop,
+        on_wait=waiting,
     )
+    with lock:
+        store = Store(settings.store.path)
+        try:
+            if lock.took_over is not None:
+                abandoned = fail_abandoned_runs(
+                    store,
+                    f"abandoned: {lock.took_over.describe()} ended without recording an outcome "
+                    "(killed or crashed); committed pages and batches are kept",
+                )
+                if abandoned:
+                    log.warning("marked %d abandoned run(s) as failed", abandoned)
+            yield store
+        finally:
+            store.close()
 
 
-def _open_store(settings: Settings) -> Store:
-    return Store(settings.store.path)
+def _check_stop(should_stop: StopCheck | None, job: str, where: str) -> None:
+    """Raise :class:`Interrupted` at a checkpoint when a stop was requested."""
+    if should_stop is not None and should_stop():
+        raise Interrupted(
+            f"{job}: stopped on request {where}; committed work is kept and the next run resumes"
+        )
 
 
 def _scoring_error(exc: ScoringError) -> LeadscoreError:
@@ -128,6 +208,7 @@ def run_pull(
     *,
     reporter: Reporter = SILENT,
     client: SalesforceClient | None = None,
+    should_stop: StopCheck | None = None,
 ) -> JobResult:
     """Pull every configured Salesforce stream incrementally into the store.
 
@@ -139,12 +220,20 @@ def run_pull(
         settings: configuration.
         reporter: progress.
         client: an already connected client (``run_all`` shares one).
+        should_stop: checked between pages; True stops the run after the committed page (the
+            stream is not marked complete, so the next pull resumes from its cursor).
 
     Returns:
         Counts per stream: fetched, new, changed, unchanged.
+
+    Raises:
+        Interrupted: a stop was requested (the run is recorded as partial).
     """
     sf = client or SalesforceClient(settings.salesforce)
-    with _open_store(settings) as store, _recorded(store, "pull", sf.counter) as result:
+    with (
+        _open_store(settings, "pull", should_stop=should_stop, reporter=reporter) as store,
+        _recorded(store, "pull", sf.counter) as result,
+    ):
         sf.connect()
         totals = {"fetched": 0, "new": 0, "changed": 0, "unchanged": 0}
         streams: dict[str, dict[str, int]] = {}
@@ -202,6 +291,8 @@ def run_pull(
                     counts["changed"] += page_counts.updated
                     counts["unchanged"] += page_counts.unchanged
                     task.advance(len(page))
+                    result.counts = {"streams": {**streams, description.name: counts}}
+                    _check_stop(should_stop, "pull", f"after a page of {description.name}")
             store.mark_synced(description.name, query_started)
             streams[description.name] = counts
             for key in totals:
@@ -253,7 +344,10 @@ def run_train(
         predictions by prediction name.
     """
     targets = [settings.prediction(prediction)] if prediction else list(settings.predictions)
-    with _open_store(settings) as store, _recorded(store, "train") as result:
+    with (
+        _open_store(settings, "train", reporter=reporter) as store,
+        _recorded(store, "train") as result,
+    ):
         as_of = _as_of(store, settings)
         trained: dict[str, Any] = {}
         holdouts: dict[str, pd.DataFrame] = {}
@@ -317,7 +411,10 @@ def run_score(
     Returns:
         Per prediction: model version, records scored and the tier distribution.
     """
-    with _open_store(settings) as store, _recorded(store, "score") as result:
+    with (
+        _open_store(settings, "score", reporter=reporter) as store,
+        _recorded(store, "score") as result,
+    ):
         as_of = _as_of(store, settings)
         score_time = score_time_for(as_of)
         scored: dict[str, Any] = {}
@@ -350,7 +447,11 @@ def run_score(
 
 
 def run_push(
-    settings: Settings, *, reporter: Reporter = SILENT, client: SalesforceClient | None = None
+    settings: Settings,
+    *,
+    reporter: Reporter = SILENT,
+    client: SalesforceClient | None = None,
+    should_stop: StopCheck | None = None,
 ) -> JobResult:
     """Write each prediction's latest scores to its configured Salesforce fields (changes only).
 
@@ -358,16 +459,24 @@ def run_push(
         settings: configuration.
         reporter: progress.
         client: an already connected client.
+        should_stop: checked after each batch is recorded in the ledger; True stops the run
+            before the next batch is sent.
 
     Returns:
         Per prediction: records considered, unchanged, sent, written, failed (with error codes).
+
+    Raises:
+        Interrupted: a stop was requested (the run is recorded as partial).
     """
     sf = client or SalesforceClient(settings.salesforce)
-    with _open_store(settings) as store, _recorded(store, "push", sf.counter) as result:
+    with (
+        _open_store(settings, "push", should_stop=should_stop, reporter=reporter) as store,
+        _recorded(store, "push", sf.counter) as result,
+    ):
         sf.connect()
         pushed: dict[str, Any] = {}
         for spec in settings.predictions:
-            counts = push_salesforce(sf, store, spec, reporter)
+            counts = push_salesforce(sf, store, spec, reporter, should_stop=should_stop)
             pushed[spec.name] = {
                 "records": counts.records,
                 "unchanged": counts.unchanged,
@@ -391,35 +500,58 @@ def run_push(
 # ---------
 
 
-def run_all(settings: Settings, *, reporter: Reporter = SILENT) -> JobResult:
-    """Pull, train the predictions that have no model yet, score, push.
+def run_all(
+    settings: Settings, *, reporter: Reporter = SILENT, should_stop: StopCheck | None = None
+) -> JobResult:
+    """Pull, train the predictions that have no model yet, score, push: the ``sync`` job.
+
+    The run log gets a ``sync`` row around the rows of its parts, and the store's run lock is held
+    throughout, so nothing else runs between the pull and the push.
 
     Args:
         settings: configuration.
         reporter: progress.
+        should_stop: checked between pages, batches and steps.
 
     Returns:
         The combined result; ``counts`` has one entry per job and the headline numbers.
+
+    Raises:
+        Interrupted: a stop was requested (the run is recorded as partial).
     """
-    started = time.perf_counter()
     client = SalesforceClient(settings.salesforce)
     jobs: dict[str, JobResult] = {}
     try:
-        jobs["pull"] = run_pull(settings, reporter=reporter, client=client)
-        missing = [
-            p.name
-            for p in settings.predictions
-            if load_champion(settings.store.models_dir, p.name) is None
-        ]
-        for name in missing:
-            jobs[f"train:{name}"] = run_train(settings, prediction=name, reporter=reporter)
-        jobs["score"] = run_score(settings, reporter=reporter)
-        jobs["push"] = run_push(settings, reporter=reporter, client=client)
+        with (
+            _open_store(settings, "sync", should_stop=should_stop, reporter=reporter) as store,
+            _recorded(store, "sync", client.counter) as result,
+        ):
+            jobs["pull"] = run_pull(
+                settings, reporter=reporter, client=client, should_stop=should_stop
+            )
+            missing = [
+                p.name
+                for p in settings.predictions
+                if load_champion(settings.store.models_dir, p.name) is None
+            ]
+            for name in missing:
+                _check_stop(should_stop, "sync", "before training")
+                jobs[f"train:{name}"] = run_train(settings, prediction=name, reporter=reporter)
+            _check_stop(should_stop, "sync", "before scoring")
+            jobs["score"] = run_score(settings, reporter=reporter)
+            _check_stop(should_stop, "sync", "before pushing")
+            jobs["push"] = run_push(
+                settings, reporter=reporter, client=client, should_stop=should_stop
+            )
+            _summarise_sync(result, jobs)
     finally:
         client.close()
-    result = JobResult("run", seconds=time.perf_counter() - started)
+    return result
+
+
+def _summarise_sync(result: JobResult, jobs: dict[str, JobResult]) -> None:
+    """Fill a sync result from the results of its parts."""
     result.status = "partial" if any(j.status != "ok" for j in jobs.values()) else "ok"
-    result.api_calls = client.counter.api_calls
     result.counts = {
         "pulled": jobs["pull"].counts["pulled"],
         "scored": jobs["score"].counts["scored"],
@@ -432,7 +564,6 @@ def run_all(settings: Settings, *, reporter: Reporter = SILENT) -> JobResult:
         if name.startswith("train:"):
             result.artifacts.setdefault("holdout", {}).update(job.artifacts.get("holdout", {}))
             result.counts.setdefault("models", {}).update(job.counts["predictions"])
-    return result
 
 
 # -- status
