@@ -10,20 +10,35 @@ and re-raised for the caller.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from connector.errors import ConfigError, Interrupted, LeadscoreError
-from connector.history import fail_abandoned_runs
+from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError
+from connector.history import (
+    JobHistory,
+    append_drift,
+    append_realized,
+    dead_letters,
+    drift_history,
+    evaluated_score_runs,
+    fail_abandoned_runs,
+    job_histories,
+    last_api_usage,
+    read_alert_states,
+    realized_history,
+    record_run,
+)
 from connector.http import CallCounter
 from connector.salesforce import (
     SalesforceClient,
@@ -34,9 +49,17 @@ from connector.salesforce import (
     since_with_overlap,
 )
 from connector.store import Store, raw_table_name, utc_now
+from scoring.monitor import (
+    measure_drift,
+    outcomes_after,
+    population,
+    realized_performance,
+    reference_profile,
+)
 from scoring.pipeline import ScoringError, score_entities, train_prediction
 from scoring.registry import load_champion, save_version
-from sync.config import PredictionConfig, Settings, load_settings
+from sync.alerts import Condition, evaluate, job_conditions
+from sync.config import JOB_NAMES, PredictionConfig, Settings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context
@@ -150,6 +173,7 @@ def _open_store(
     *,
     should_stop: StopCheck | None = None,
     reporter: Reporter = SILENT,
+    wait_seconds: float | None = None,
 ) -> Iterator[Store]:
     """Take the store's run lock for ``job``, then open the store.
 
@@ -160,14 +184,14 @@ def _open_store(
 
     def waiting(holder: LockHolder | None) -> None:
         who = holder.describe() if holder else "another leadscore process"
-        wait = settings.schedule.lock_wait_seconds
         reporter.stage(f"waiting up to {wait:g} s for {who} to finish")
         log.info("%s: waiting up to %g s for %s to finish", job, wait, who)
 
+    wait = settings.schedule.lock_wait_seconds if wait_seconds is None else wait_seconds
     lock = RunLock(
         lock_path(settings.store.path),
         job,
-        wait_seconds=settings.schedule.lock_wait_seconds,
+        wait_seconds=wait,
         should_stop=should_stop,
         on_wait=waiting,
     )
@@ -363,6 +387,11 @@ def run_train(
                 )
             except ScoringError as exc:
                 raise _scoring_error(exc) from None
+            # Reference for drift monitoring: the population this model would score at the cut-off.
+            reporter.stage(f"{spec.name}: profiling the scored population for drift monitoring")
+            outcome.metadata["monitoring_profile"] = reference_profile(
+                store.con, spec.entity, outcome.model, outcome.metadata, at=score_time_for(as_of)
+            )
             version = save_version(
                 settings.store.models_dir, spec.name, outcome.model, outcome.metadata, champion=True
             )
@@ -570,29 +599,503 @@ def _summarise_sync(result: JobResult, jobs: dict[str, JobResult]) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def read_status(settings: Settings, *, limit: int = 10) -> dict[str, Any]:
-    """The last runs from the run log and the champion model of each prediction.
+def _open_for_reading(path: Path, wait_seconds: float = 5.0) -> Store | None:
+    """Open the store read-only, waiting briefly while a run in another process has it open.
+
+    DuckDB lets one process write a file, or several read it, not both.
+
+    Returns:
+        The store, or None when it stayed busy.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return Store(path, read_only=True)
+        except ConfigError as exc:
+            if "in use" not in str(exc) or time.monotonic() >= deadline:
+                if "in use" in str(exc):
+                    return None
+                raise
+            time.sleep(0.2)
+
+
+def _model_age(champion: Any, now: datetime) -> dict[str, Any]:
+    """Version, holdout AUC and age of a champion model."""
+    trained = champion.metadata.get("trained_at")
+    if trained is None:
+        try:  # version ids start with the UTC training time: 20250601T120000Z-ab12
+            trained = datetime.strptime(champion.version[:16], "%Y%m%dT%H%M%SZ").isoformat()
+        except ValueError:
+            trained = datetime.fromtimestamp(champion.path.stat().st_mtime, UTC).isoformat()
+    trained_at = datetime.fromisoformat(str(trained)).replace(tzinfo=None)
+    return {
+        "version": champion.version,
+        "auc": champion.metadata.get("metrics", {}).get("auc"),
+        "trained_at": trained_at,
+        "age_days": round((now - trained_at).total_seconds() / 86400, 2),
+    }
+
+
+def next_run_times(settings: Settings, now: datetime) -> dict[str, datetime]:
+    """When each scheduled job runs next by the configured schedule.
+
+    An interval schedule counts from when ``serve`` starts, so its next time is ``now`` plus the
+    interval here.
 
     Args:
         settings: configuration.
-        limit: how many runs.
+        now: naive UTC.
 
     Returns:
-        ``runs`` (newest first) and ``models``.
+        Job -> next time (naive UTC).
     """
+    aware = now.replace(tzinfo=UTC)
+    out = {}
+    for job in settings.schedule.jobs():
+        trigger = settings.schedule.trigger(job)
+        nxt = trigger.get_next_fire_time(None, aware)
+        if nxt is not None:
+            out[job] = nxt.astimezone(UTC).replace(tzinfo=None)
+    return out
+
+
+def read_status(
+    settings: Settings, *, limit: int = 10, now: datetime | None = None
+) -> dict[str, Any]:
+    """Everything ``leadscore status`` shows: per job, the store's health, the models.
+
+    Args:
+        settings: configuration.
+        limit: how many recent runs to list.
+        now: reference time (naive UTC; default now).
+
+    Returns:
+        ``store``, ``busy`` (the holder of the run lock, when a run is going on), ``runs`` (newest
+        first), ``jobs`` (per job: schedule, last run, next run, failures), ``dead_letters``,
+        ``api_usage``, ``alerts`` (active conditions), ``models`` (champion, AUC, age).
+    """
+    now = now or utc_now()
+    holder = RunLock(lock_path(settings.store.path), "status").holder()
     runs: list[dict[str, Any]] = []
+    histories: dict[str, Any] = {}
+    dead, usage, alerts = None, None, []
+    readable = False
     if settings.store.path.exists():
-        with Store(settings.store.path, read_only=True) as store:
-            runs = store.recent_runs(limit)
-    models = {}
+        store = _open_for_reading(settings.store.path)
+        if store is not None:
+            readable = True
+            with store:
+                runs = store.recent_runs(limit)
+                histories = job_histories(store, now)
+                dead = dead_letters(store)
+                usage = last_api_usage(store)
+                alerts = [
+                    {"key": k, "since": v["since"], "message": v["message"]}
+                    for k, v in sorted(read_alert_states(store).items())
+                    if v["active"]
+                ]
+    upcoming = next_run_times(settings, now)
+    schedules = settings.schedule.jobs()
+    jobs_out: dict[str, Any] = {}
+    for job in [*JOB_NAMES, *sorted(set(histories) - set(JOB_NAMES))]:
+        history = histories.get(job)
+        if history is None and job not in schedules:
+            continue
+        last = history.last_run if history else None
+        jobs_out[job] = {
+            "schedule": schedules[job].describe() if job in schedules else None,
+            "last_run": (
+                {k: last[k] for k in ("run_id", "started_at", "finished_at", "status", "error")}
+                if last
+                else None
+            ),
+            "next_run": upcoming.get(job),
+            "last_ok_at": history.last_ok_at if history else None,
+            "consecutive_failures": history.consecutive_failures if history else 0,
+            "failures_24h": history.failures_24h if history else 0,
+        }
+    models: dict[str, Any] = {}
     for spec in settings.predictions:
         champion = load_champion(settings.store.models_dir, spec.name)
-        models[spec.name] = (
-            {"version": champion.version, "auc": champion.metadata.get("metrics", {}).get("auc")}
-            if champion
-            else None
+        models[spec.name] = _model_age(champion, now) if champion else None
+    return {
+        "store": str(settings.store.path),
+        "readable": readable or not settings.store.path.exists(),
+        "busy": holder.describe() if holder else None,
+        "runs": runs,
+        "jobs": jobs_out,
+        "dead_letters": dead,
+        "api_usage": usage,
+        "alerts": alerts,
+        "models": models,
+    }
+
+
+# -- monitor ---------------------------------------------------------------------------------------
+
+
+def _drift_level(report: Any, settings: Settings) -> str:
+    worst = max(report.score_psi, report.max_feature_psi)
+    if worst >= settings.monitor.psi_alert:
+        return "alert"
+    return "warn" if worst >= settings.monitor.psi_warn else "ok"
+
+
+def _written_ids(store: Store, spec: PredictionConfig) -> set[str] | None:
+    """Records whose score field Salesforce confirmed (None: the prediction writes nowhere)."""
+    if spec.salesforce is None:
+        return None
+    field_name = spec.salesforce.fields.get("score") or next(iter(spec.salesforce.fields.values()))
+    rows = store.con.execute(
+        "SELECT record_id FROM writeback_ledger WHERE lower(object) = lower(?) "
+        "AND lower(field) = lower(?) AND value IS NOT NULL",
+        [spec.salesforce.object, field_name],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _monitor_prediction(
+    store: Store, settings: Settings, spec: PredictionConfig, as_of: datetime, max_runs: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"drift": None, "realized": None}
+    champion = load_champion(settings.store.models_dir, spec.name)
+    latest = store.latest_scores(spec.name)
+    if champion is None or latest.empty:
+        out["drift"] = {"level": "unavailable", "reason": "no model or no scores yet"}
+    elif "monitoring_profile" not in champion.metadata:
+        out["drift"] = {
+            "level": "unavailable",
+            "reason": f"model {champion.version} has no reference profile; retrain it to "
+            "monitor drift",
+        }
+    else:
+        scored_at = pd.Timestamp(latest["scored_at"].max()).to_pydatetime()
+        data, _, _ = population(
+            store.con, spec.entity, champion.load(), champion.metadata, at=scored_at
         )
-    return {"store": str(settings.store.path), "runs": runs, "models": models}
+        report = measure_drift(
+            champion.metadata["monitoring_profile"], data, latest["probability"].to_numpy()
+        )
+        level = _drift_level(report, settings)
+        append_drift(
+            store,
+            {
+                "prediction": spec.name,
+                "measured_at": utc_now(),
+                "model_version": champion.version,
+                "scored_at": scored_at,
+                "rows": report.rows,
+                "score_psi": report.score_psi,
+                "max_feature_psi": report.max_feature_psi,
+                "max_feature": report.max_feature,
+                "features": report.features,
+            },
+        )
+        out["drift"] = {
+            "level": level,
+            "model_version": champion.version,
+            "scored_at": scored_at,
+            "rows": report.rows,
+            "reference_rows": report.reference_rows,
+            "score_psi": round(report.score_psi, 4),
+            "max_feature": report.max_feature,
+            "max_feature_psi": round(report.max_feature_psi, 4),
+            "features": {k: round(v, 4) for k, v in report.features.items()},
+            "score_bins": report.score_bins,
+        }
+    # Realized performance: the last scoring run of each day whose label window has closed.
+    days = int(spec.label.within_days)
+    runs = store.query_df(
+        """SELECT score_run_id, scored_at, model_version FROM (
+             SELECT score_run_id, max(scored_at) AS scored_at, any_value(model_version)
+                      AS model_version,
+                    row_number() OVER (PARTITION BY CAST(max(scored_at) AS DATE)
+                                       ORDER BY score_run_id DESC) AS nth
+             FROM score_history WHERE prediction = ? GROUP BY score_run_id)
+           WHERE nth = 1 AND scored_at + to_days(CAST(? AS INTEGER)) <= ?
+           ORDER BY scored_at""",
+        [spec.name, days, as_of],
+    )
+    done = evaluated_score_runs(store, spec.name)
+    pending = [r for r in runs.itertuples(index=False) if int(r.score_run_id) not in done]
+    written = _written_ids(store, spec)
+    bands = [*spec.tiers, spec.lowest_tier]
+    rows = []
+    for run in pending[-max_runs:]:
+        scores = store.query_df(
+            "SELECT entity_id, probability, tier FROM score_history "
+            "WHERE prediction = ? AND score_run_id = ?",
+            [spec.name, int(run.score_run_id)],
+        )
+        if written is not None:
+            scores = scores[scores["entity_id"].isin(written)]
+        at = pd.Timestamp(run.scored_at).to_pydatetime()
+        outcomes = outcomes_after(store.con, spec.entity, spec.label.event, at=at, within_days=days)
+        figures = realized_performance(scores, outcomes, bands)
+        rows.append(
+            {
+                "score_run_id": int(run.score_run_id),
+                "scored_at": at,
+                "model_version": run.model_version,
+                "window_days": days,
+                **figures,
+            }
+        )
+    append_realized(store, spec.name, rows)
+    history = realized_history(store, spec.name)
+    out["realized"] = {
+        "evaluated": len(rows),
+        "runs": len(history),
+        "latest": history[-1] if history else None,
+        "next_window_closes": (
+            None
+            if history or latest.empty
+            else pd.Timestamp(latest["scored_at"].min()).to_pydatetime() + timedelta(days=days)
+        ),
+    }
+    return out
+
+
+def run_monitor(
+    settings: Settings, *, reporter: Reporter = SILENT, max_runs: int = 60
+) -> JobResult:
+    """Measure drift of each prediction and record the realized performance of past scores.
+
+    Args:
+        settings: configuration (``[monitor]`` thresholds).
+        reporter: progress.
+        max_runs: most scoring runs whose realized performance is computed in one go (the backlog
+            is worked off over later runs).
+
+    Returns:
+        Per prediction: ``drift`` (level ``ok|warn|alert|unavailable``, score and feature PSIs) and
+        ``realized`` (latest conversion by band and AUC).
+    """
+    with (
+        _open_store(settings, "monitor", reporter=reporter) as store,
+        _recorded(store, "monitor") as result,
+    ):
+        as_of = _as_of(store, settings)
+        out = {}
+        for spec in settings.predictions:
+            reporter.stage(f"{spec.name}: drift and realized performance")
+            out[spec.name] = _monitor_prediction(store, settings, spec, as_of, max_runs)
+        result.counts = {"predictions": out}
+    return result
+
+
+def monitor_conditions(result: JobResult, settings: Settings) -> list[Condition]:
+    """Drift alert conditions from a monitor run.
+
+    Args:
+        result: the monitor job's result.
+        settings: configuration (thresholds).
+
+    Returns:
+        One condition per prediction whose drift could be measured.
+    """
+    out = []
+    for name, figures in result.counts.get("predictions", {}).items():
+        drift = figures.get("drift") or {}
+        if drift.get("level") in (None, "unavailable"):
+            continue
+        active = drift["level"] == "alert"
+        out.append(
+            Condition(
+                f"drift:{name}",
+                active,
+                f"{name}: the scored population drifted from the training data",
+                (
+                    f"score PSI {drift['score_psi']:.3f}, largest feature shift "
+                    f"{drift['max_feature']} PSI {drift['max_feature_psi']:.3f} "
+                    f"(monitor.psi_alert = {settings.monitor.psi_alert}); consider retraining"
+                )
+                if active
+                else f"score PSI {drift['score_psi']:.3f}",
+            )
+        )
+    return out
+
+
+def monitoring_html(settings: Settings, result: JobResult) -> str:
+    """A standalone HTML page of a monitor run: drift and realized performance per prediction.
+
+    Args:
+        settings: configuration.
+        result: the monitor job's result.
+
+    Returns:
+        The page (figures embedded).
+    """
+    from scoring.monitor_report import monitoring_section, standalone_page
+
+    sections = []
+    with _open_store(settings, "monitor report") as store:
+        for spec in settings.predictions:
+            figures = result.counts.get("predictions", {}).get(spec.name, {})
+            sections.append(
+                monitoring_section(
+                    spec.name,
+                    figures.get("drift"),
+                    drift_history(store, spec.name),
+                    realized_history(store, spec.name),
+                    psi_warn=settings.monitor.psi_warn,
+                    psi_alert=settings.monitor.psi_alert,
+                )
+            )
+    return standalone_page("leadscore monitoring", sections)
+
+
+# -- one entry point for the CLI and the scheduler -------------------------------------------------
+
+
+def run_job(
+    settings: Settings,
+    job: str,
+    *,
+    reporter: Reporter = SILENT,
+    should_stop: StopCheck | None = None,
+    prediction: str | None = None,
+) -> JobResult:
+    """Run a job by name and raise or clear the alerts its outcome settles.
+
+    Args:
+        settings: configuration.
+        job: ``pull``, ``score``, ``push``, ``sync``, ``train`` or ``monitor``.
+        reporter: progress.
+        should_stop: cooperative stop (pull, push and sync check it between pages and batches).
+        prediction: ``train`` only this prediction.
+
+    Returns:
+        The job's result.
+
+    Raises:
+        ConfigError: no such job.
+        Busy: another run held the store lock for longer than ``schedule.lock_wait_seconds``.
+        LeadscoreError: the job failed (recorded in the run log, alerts evaluated).
+    """
+    runners: dict[str, Callable[[], JobResult]] = {
+        "pull": lambda: run_pull(settings, reporter=reporter, should_stop=should_stop),
+        "score": lambda: run_score(settings, reporter=reporter),
+        "push": lambda: run_push(settings, reporter=reporter, should_stop=should_stop),
+        "sync": lambda: run_all(settings, reporter=reporter, should_stop=should_stop),
+        "train": lambda: run_train(settings, prediction=prediction, reporter=reporter),
+        "monitor": lambda: run_monitor(settings, reporter=reporter),
+    }
+    if job not in runners:
+        close = difflib.get_close_matches(job, JOB_NAMES, n=1)
+        raise ConfigError(
+            f"no job named '{job}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
+            hint=f"jobs are {', '.join(JOB_NAMES)}",
+        )
+    try:
+        result = runners[job]()
+    except (Busy, Interrupted):
+        raise
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, LeadscoreError) else f"{type(exc).__name__}: {exc}"
+        settle_alerts(settings, job, "failed", {}, message)
+        raise
+    conditions = monitor_conditions(result, settings) if job == "monitor" else []
+    settle_alerts(settings, job, result.status, result.counts, None, extra=conditions)
+    return result
+
+
+def read_job_histories(settings: Settings) -> dict[str, JobHistory]:
+    """The run log summarised per job (``serve`` seeds its state with it).
+
+    Args:
+        settings: configuration.
+
+    Returns:
+        Job -> history.
+
+    Raises:
+        ConfigError: the store directory is not writable.
+        Busy: another process held the store for longer than ``schedule.lock_wait_seconds``.
+    """
+    with _open_store(settings, "serve") as store:
+        return job_histories(store)
+
+
+def record_skipped(
+    settings: Settings,
+    skips: list[tuple[str, datetime, str]],
+    *,
+    wait_seconds: float | None = None,
+) -> None:
+    """Record runs that never started (missed, overlapping, store busy) in the run log.
+
+    Args:
+        settings: configuration.
+        skips: (job, when it was due, why).
+        wait_seconds: how long to wait for the store (default ``schedule.lock_wait_seconds``).
+
+    Raises:
+        Busy: the store stayed busy.
+    """
+    with _open_store(settings, "record skipped runs", wait_seconds=wait_seconds) as store:
+        now = utc_now()
+        for job, when, reason in skips:
+            due = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+            record_run(store, job, started_at=due, finished_at=now, status="skipped", error=reason)
+
+
+def settle_service_alerts(settings: Settings, conditions: list[Condition]) -> None:
+    """Evaluate conditions found by ``serve`` itself (missed schedules), without waiting.
+
+    The watchdog must work while a job runs: when the run lock is held by this very process (its
+    worker thread), the store is opened alongside the worker's connection; when another process
+    holds it, the pass is skipped and the next one catches up.
+
+    Args:
+        settings: configuration.
+        conditions: the conditions.
+    """
+    lock = RunLock(lock_path(settings.store.path), "alerts", wait_seconds=0)
+    try:
+        lock.acquire()
+    except Busy:
+        holder = lock.holder()
+        if holder is None or holder.pid != os.getpid():
+            return
+        with Store(settings.store.path) as store:
+            evaluate(store, settings, conditions)
+        return
+    try:
+        with Store(settings.store.path) as store:
+            evaluate(store, settings, conditions)
+    finally:
+        lock.release()
+
+
+def settle_alerts(
+    settings: Settings,
+    job: str,
+    status: str,
+    counts: dict[str, Any],
+    error: str | None,
+    *,
+    extra: list[Condition] | None = None,
+) -> None:
+    """Evaluate the alert conditions a run settles; never raises (alerts must not fail a job).
+
+    Args:
+        settings: configuration.
+        job: job name.
+        status: run status.
+        counts: run counts.
+        error: error line of a failed run.
+        extra: more conditions (drift from ``monitor``, missed schedules from ``serve``).
+    """
+    conditions = [*job_conditions(job, status, counts, error, settings), *(extra or [])]
+    if not conditions:
+        return
+    try:
+        with _open_store(settings, f"alerts after {job}") as store:
+            evaluate(store, settings, conditions)
+    except Exception as exc:  # an alert problem is logged, never raised into the job's outcome
+        log.warning("alerts after %s were not evaluated: %s", job, exc)
 
 
 # -- sandbox and demo

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, SecretStr
 
@@ -85,6 +86,10 @@ def secret_values(settings: BaseModel) -> list[str]:
             secret = value.get_secret_value()
             if secret:
                 found.append(secret)
+                # A webhook URL's token is its path: HTTP debug lines log paths without the host.
+                parsed = urlparse(secret)
+                if parsed.scheme and len(parsed.path) >= 8:
+                    found.append(parsed.path)
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name))
