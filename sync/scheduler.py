@@ -232,6 +232,11 @@ class Service:
             self._serve_lock = None
 
     @property
+    def scheduler(self) -> BackgroundScheduler | None:
+        """The APScheduler instance (None before :meth:`start`)."""
+        return self._scheduler
+
+    @property
     def stopping(self) -> bool:
         """Whether a stop was requested."""
         return self._stop.is_set()
