@@ -69,8 +69,19 @@ def numeric_profile(values: Sequence[float] | np.ndarray, quantiles: int = QUANT
     finite = array[~np.isnan(array)]
     if finite.size == 0:
         return {"kind": "numeric", "edges": [], "shares": [0.0], "missing": 1.0}
-    cuts = np.quantile(finite, np.linspace(0, 1, quantiles + 1)[1:-1])
-    edges = sorted({float(c) for c in cuts})
+    cuts = np.quantile(finite, np.linspace(0, 1, quantiles + 1)[1:-1], method="lower")
+    # Put each edge halfway into the gap after its quantile value: tied values (many leads share a
+    # probability) then never straddle an edge, and rounding the stored scores cannot move them.
+    distinct = np.unique(finite)
+    above = np.searchsorted(distinct, cuts, side="right")
+    edges = sorted(
+        {
+            float((c + distinct[i]) / 2) if i < distinct.size else float(c)
+            for c, i in zip(cuts, above, strict=True)
+        }
+    )
+    if edges and edges[-1] >= distinct[-1]:
+        edges = edges[:-1]  # a cut at the maximum would leave an empty top bin
     profile = {"kind": "numeric", "edges": edges, "shares": [], "missing": 0.0}
     profile["shares"], profile["missing"] = _numeric_shares(profile, array)
     return profile

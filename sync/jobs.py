@@ -513,6 +513,7 @@ def run_push(
                 "written": counts.written,
                 "failed": counts.failed,
                 "errors": dict(counts.errors),
+                "recovered": counts.recovered,
             }
         failed = sum(p["failed"] for p in pushed.values())
         result.counts = {
