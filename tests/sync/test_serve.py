@@ -117,7 +117,7 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(org):
     assert {s for _, s in book.values()} == {"written"}
     assert {(r, f) for r, f, _ in writes} == set(book)
     with Store(settings_for(config).store.path) as store:
-        push = [r for r in store.recent_runs(5) if r["job"] == "push"][0]
+        push = next(r for r in store.recent_runs(5) if r["job"] == "push")
     assert push["status"] == "partial" and "stopped on request" in push["error"]
 
 
@@ -158,7 +158,7 @@ def test_kill_9_mid_push_then_the_next_push_completes_without_writing_twice(org)
 
 
 def test_drift_in_the_org_raises_one_alert(org, webhook):
-    sandbox, plan, config = org
+    sandbox, _, config = org
     settings = settings_for(config)
     baseline = run_job(settings, "monitor").counts["predictions"]["lead_conversion"]["drift"]
     assert baseline["level"] == "ok", baseline
