@@ -294,7 +294,9 @@ def status(
                     j["schedule"] or "manual",
                     _when(last.get("started_at")),
                     last.get("status") or "never run",
-                    _when(j["next_run"]),
+                    f"overdue since {_when(j['overdue_since'])}"
+                    if j["overdue_since"]
+                    else _when(j["next_run"]),
                     failures,
                     (last.get("error") or "")[:80] if last.get("status") != "ok" else "",
                 )

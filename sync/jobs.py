@@ -61,6 +61,7 @@ from scoring.registry import load_champion, save_version
 from sync.alerts import Condition, evaluate, job_conditions
 from sync.config import JOB_NAMES, PredictionConfig, Settings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
+from sync.health import overdue_jobs
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context
 from sync.progress import Reporter, SilentReporter
@@ -697,6 +698,24 @@ def read_status(
                 ]
     upcoming = next_run_times(settings, now)
     schedules = settings.schedule.jobs()
+    # Overdue by the run log alone (serve may not be running at all): due at the first scheduled
+    # time after the job was last active, and not started within the misfire grace since.
+    active = {
+        name: max(t for t in (h.last_run["started_at"], h.last_run["finished_at"]) if t)
+        for name, h in histories.items()
+        if h.last_run is not None and h.last_run["status"] != "skipped"
+    }
+    overdue = {
+        name: when.replace(tzinfo=None)
+        for name, when in overdue_jobs(
+            settings.schedule,
+            {k: v.replace(tzinfo=UTC) for k, v in active.items() if k in schedules},
+            since=datetime(1970, 1, 1, tzinfo=UTC),
+            running=set() if holder is None else {holder.job},
+            now=now.replace(tzinfo=UTC),
+        ).items()
+        if name in active
+    }
     jobs_out: dict[str, Any] = {}
     for job in [*JOB_NAMES, *sorted(set(histories) - set(JOB_NAMES))]:
         history = histories.get(job)
@@ -711,6 +730,7 @@ def read_status(
                 else None
             ),
             "next_run": upcoming.get(job),
+            "overdue_since": overdue.get(job),
             "last_ok_at": history.last_ok_at if history else None,
             "consecutive_failures": history.consecutive_failures if history else 0,
             "failures_24h": history.failures_24h if history else 0,
