@@ -70,7 +70,7 @@ def _drift_figures(drift: dict[str, Any], warn: float, alert: float) -> str:
         axes[1].bar([i + 0.2 for i in x], bins["current"], width=0.4, label="now")
         axes[1].set_xlabel("score decile of the training population")
         axes[1].set_ylabel("share of leads")
-        axes[1].legend()
+        axes[1].legend(loc="lower right", framealpha=0.9)
     axes[1].set_title(f"Score distribution (PSI {drift['score_psi']:.3f})")
     fig.tight_layout()
     return _png(fig)
@@ -91,6 +91,9 @@ def _history_figure(history: pd.DataFrame, realized: list[dict[str, Any]], alert
         axes[1].plot(when, [r["auc"] for r in realized], marker="o", label="AUC")
         axes[1].set_ylim(0.4, 1.0)
         axes[1].legend()
+    else:
+        axes[1].text(0.5, 0.5, "no label window has closed yet", ha="center", va="center")
+        axes[1].set_axis_off()
     axes[1].set_title("Realized AUC of written scores, by scoring date")
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)

@@ -284,7 +284,6 @@ class Service:
                 api_calls=result.api_calls,
             )
         finally:
-            self.state.running.discard(name)
             self._refresh_schedule()
             self._idle.set()
 

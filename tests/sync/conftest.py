@@ -61,6 +61,7 @@ def webhook() -> Iterator[Webhook]:
 MINIMAL = """
 [store]
 path = "store/leadscore.duckdb"
+models_dir = "store/models"
 
 [salesforce]
 login_url = "https://login.salesforce.com"
