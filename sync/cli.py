@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connector.errors import LeadscoreError
@@ -66,7 +67,8 @@ def _global(
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", markup=True)
+    # escape: messages name config sections such as [schedule], which are not markup
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 

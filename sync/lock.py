@@ -170,6 +170,9 @@ class RunLock:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
+            blocking = next((p for p in self.path.parents if p.exists()), None)
+            if blocking is not None and not blocking.is_dir():
+                reason = f"{blocking} is a file, not a directory"
             raise ConfigError(
                 f"cannot create the lock file {self.path} ({reason})",
                 hint="the store's directory (store.path) must be writable by the user running "
