@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,11 @@ from sklearn.metrics import roc_auc_score
 from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError
 from connector.history import (
     JobHistory,
-    append_drift,
-    append_realized,
     dead_letters,
-    drift_history,
-    evaluated_score_runs,
     fail_abandoned_runs,
     job_histories,
     last_api_usage,
     read_alert_states,
-    realized_history,
     record_run,
 )
 from connector.http import CallCounter
@@ -50,10 +45,6 @@ from connector.salesforce import (
 )
 from connector.store import Store, raw_table_name, utc_now
 from scoring.monitor import (
-    measure_drift,
-    outcomes_after,
-    population,
-    realized_performance,
     reference_profile,
 )
 from scoring.pipeline import ScoringError, score_entities, train_prediction
@@ -64,6 +55,7 @@ from sync.demo import prepare_workdir, write_sandbox_files
 from sync.health import overdue_jobs
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context
+from sync.monitoring import monitor_conditions, monitor_prediction, monitoring_page
 from sync.progress import Reporter, SilentReporter
 from sync.push import push_salesforce
 
@@ -755,128 +747,6 @@ def read_status(
 # -- monitor ---------------------------------------------------------------------------------------
 
 
-def _drift_level(report: Any, settings: Settings) -> str:
-    worst = max(report.score_psi, report.max_feature_psi)
-    if worst >= settings.monitor.psi_alert:
-        return "alert"
-    return "warn" if worst >= settings.monitor.psi_warn else "ok"
-
-
-def _written_ids(store: Store, spec: PredictionConfig) -> set[str] | None:
-    """Records whose score field Salesforce confirmed (None: the prediction writes nowhere)."""
-    if spec.salesforce is None:
-        return None
-    field_name = spec.salesforce.fields.get("score") or next(iter(spec.salesforce.fields.values()))
-    rows = store.con.execute(
-        "SELECT record_id FROM writeback_ledger WHERE lower(object) = lower(?) "
-        "AND lower(field) = lower(?) AND value IS NOT NULL",
-        [spec.salesforce.object, field_name],
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def _monitor_prediction(
-    store: Store, settings: Settings, spec: PredictionConfig, as_of: datetime, max_runs: int
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"drift": None, "realized": None}
-    champion = load_champion(settings.store.models_dir, spec.name)
-    latest = store.latest_scores(spec.name)
-    if champion is None or latest.empty:
-        out["drift"] = {"level": "unavailable", "reason": "no model or no scores yet"}
-    elif "monitoring_profile" not in champion.metadata:
-        out["drift"] = {
-            "level": "unavailable",
-            "reason": f"model {champion.version} has no reference profile; retrain it to "
-            "monitor drift",
-        }
-    else:
-        scored_at = pd.Timestamp(latest["scored_at"].max()).to_pydatetime()
-        data, _, _ = population(
-            store.con, spec.entity, champion.load(), champion.metadata, at=scored_at
-        )
-        report = measure_drift(
-            champion.metadata["monitoring_profile"], data, latest["probability"].to_numpy()
-        )
-        level = _drift_level(report, settings)
-        append_drift(
-            store,
-            {
-                "prediction": spec.name,
-                "measured_at": utc_now(),
-                "model_version": champion.version,
-                "scored_at": scored_at,
-                "rows": report.rows,
-                "score_psi": report.score_psi,
-                "max_feature_psi": report.max_feature_psi,
-                "max_feature": report.max_feature,
-                "features": report.features,
-            },
-        )
-        out["drift"] = {
-            "level": level,
-            "model_version": champion.version,
-            "scored_at": scored_at,
-            "rows": report.rows,
-            "reference_rows": report.reference_rows,
-            "score_psi": round(report.score_psi, 4),
-            "max_feature": report.max_feature,
-            "max_feature_psi": round(report.max_feature_psi, 4),
-            "features": {k: round(v, 4) for k, v in report.features.items()},
-            "score_bins": report.score_bins,
-        }
-    # Realized performance: the last scoring run of each day whose label window has closed.
-    days = int(spec.label.within_days)
-    runs = store.query_df(
-        """SELECT score_run_id, scored_at, model_version FROM (
-             SELECT score_run_id, max(scored_at) AS scored_at, any_value(model_version)
-                      AS model_version,
-                    row_number() OVER (PARTITION BY CAST(max(scored_at) AS DATE)
-                                       ORDER BY score_run_id DESC) AS nth
-             FROM score_history WHERE prediction = ? GROUP BY score_run_id)
-           WHERE nth = 1 AND scored_at + to_days(CAST(? AS INTEGER)) <= ?
-           ORDER BY scored_at""",
-        [spec.name, days, as_of],
-    )
-    done = evaluated_score_runs(store, spec.name)
-    pending = [r for r in runs.itertuples(index=False) if int(r.score_run_id) not in done]
-    written = _written_ids(store, spec)
-    bands = [*spec.tiers, spec.lowest_tier]
-    rows = []
-    for run in pending[-max_runs:]:
-        scores = store.query_df(
-            "SELECT entity_id, probability, tier FROM score_history "
-            "WHERE prediction = ? AND score_run_id = ?",
-            [spec.name, int(run.score_run_id)],
-        )
-        if written is not None:
-            scores = scores[scores["entity_id"].isin(written)]
-        at = pd.Timestamp(run.scored_at).to_pydatetime()
-        outcomes = outcomes_after(store.con, spec.entity, spec.label.event, at=at, within_days=days)
-        figures = realized_performance(scores, outcomes, bands)
-        rows.append(
-            {
-                "score_run_id": int(run.score_run_id),
-                "scored_at": at,
-                "model_version": run.model_version,
-                "window_days": days,
-                **figures,
-            }
-        )
-    append_realized(store, spec.name, rows)
-    history = realized_history(store, spec.name)
-    out["realized"] = {
-        "evaluated": len(rows),
-        "runs": len(history),
-        "latest": history[-1] if history else None,
-        "next_window_closes": (
-            None
-            if history or latest.empty
-            else pd.Timestamp(latest["scored_at"].min()).to_pydatetime() + timedelta(days=days)
-        ),
-    }
-    return out
-
-
 def run_monitor(
     settings: Settings, *, reporter: Reporter = SILENT, max_runs: int = 60
 ) -> JobResult:
@@ -900,74 +770,26 @@ def run_monitor(
         out = {}
         for spec in settings.predictions:
             reporter.stage(f"{spec.name}: drift and realized performance")
-            out[spec.name] = _monitor_prediction(store, settings, spec, as_of, max_runs)
+            out[spec.name] = monitor_prediction(store, settings, spec, as_of, max_runs)
         result.counts = {"predictions": out}
     return result
 
 
-def monitor_conditions(result: JobResult, settings: Settings) -> list[Condition]:
-    """Drift alert conditions from a monitor run.
-
-    Args:
-        result: the monitor job's result.
-        settings: configuration (thresholds).
-
-    Returns:
-        One condition per prediction whose drift could be measured.
-    """
-    out = []
-    for name, figures in result.counts.get("predictions", {}).items():
-        drift = figures.get("drift") or {}
-        if drift.get("level") in (None, "unavailable"):
-            continue
-        active = drift["level"] == "alert"
-        out.append(
-            Condition(
-                f"drift:{name}",
-                active,
-                f"{name}: the scored population drifted from the training data",
-                (
-                    f"score PSI {drift['score_psi']:.3f}, largest feature shift "
-                    f"{drift['max_feature']} PSI {drift['max_feature_psi']:.3f} "
-                    f"(monitor.psi_alert = {settings.monitor.psi_alert}); consider retraining"
-                )
-                if active
-                else f"score PSI {drift['score_psi']:.3f}",
-            )
-        )
-    return out
+# -- one entry point for the CLI and the scheduler -------------------------------------------------
 
 
 def monitoring_html(settings: Settings, result: JobResult) -> str:
-    """A standalone HTML page of a monitor run: drift and realized performance per prediction.
+    """A standalone HTML page of a monitor run (``leadscore monitor --html``).
 
     Args:
         settings: configuration.
         result: the monitor job's result.
 
     Returns:
-        The page (figures embedded).
+        The page.
     """
-    from scoring.monitor_report import monitoring_section, standalone_page
-
-    sections = []
     with _open_store(settings, "monitor report") as store:
-        for spec in settings.predictions:
-            figures = result.counts.get("predictions", {}).get(spec.name, {})
-            sections.append(
-                monitoring_section(
-                    spec.name,
-                    figures.get("drift"),
-                    drift_history(store, spec.name),
-                    realized_history(store, spec.name),
-                    psi_warn=settings.monitor.psi_warn,
-                    psi_alert=settings.monitor.psi_alert,
-                )
-            )
-    return standalone_page("leadscore monitoring", sections)
-
-
-# -- one entry point for the CLI and the scheduler -------------------------------------------------
+        return monitoring_page(store, settings, result.counts)
 
 
 def run_job(
@@ -1017,7 +839,7 @@ def run_job(
         message = str(exc) if isinstance(exc, LeadscoreError) else f"{type(exc).__name__}: {exc}"
         settle_alerts(settings, job, "failed", {}, message)
         raise
-    conditions = monitor_conditions(result, settings) if job == "monitor" else []
+    conditions = monitor_conditions(result.counts, settings) if job == "monitor" else []
     settle_alerts(settings, job, result.status, result.counts, None, extra=conditions)
     return result
 
