@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from connector.sandbox import Sandbox
 from connector.sandbox.faults import Fault, FaultPlan, RequestInfo
 from connector.store import Store
+from sync.cli import app
 from sync.config import Settings, load_settings
 from sync.demo import write_sandbox_files
 from sync.jobs import run_job, run_pull, run_score, run_train
@@ -179,3 +181,12 @@ def test_drift_in_the_org_raises_one_alert(org, webhook):
     assert len(webhook.texts) == 1
     assert "FIRING: lead_conversion: the scored population drifted" in webhook.texts[0]
     assert "Industry" in webhook.texts[0]
+
+    # the report section and the CLI
+    page = config.parent / "monitoring.html"
+    result = CliRunner().invoke(app, ["monitor", "--config", str(config), "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    assert "drift alert" in " ".join(result.stdout.split())
+    html = page.read_text()
+    assert "Monitoring: lead_conversion" in html and html.count("data:image/png;base64") == 2
+    assert len(webhook.texts) == 1
