@@ -240,6 +240,18 @@ class BudgetExceeded(LeadscoreError):
     exit_code = 3
 
 
+class Busy(LeadscoreError):
+    """Another run holds the store's lock; nothing was done, the run can be retried later."""
+
+    exit_code = 5
+
+
+class Interrupted(LeadscoreError):
+    """A run stopped on request (SIGTERM/SIGINT) at a checkpoint; committed work is kept."""
+
+    exit_code = 130
+
+
 ERROR_CLASSES: dict[Kind, type[LeadscoreError]] = {
     Kind.TRANSIENT: TransientError,
     Kind.CONFIG: ConfigError,

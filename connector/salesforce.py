@@ -533,7 +533,11 @@ def _encode(value: Any) -> Any:
 
 
 def write_records(
-    client: SalesforceClient, sobject: str, records: Sequence[dict[str, Any]]
+    client: SalesforceClient,
+    sobject: str,
+    records: Sequence[dict[str, Any]],
+    *,
+    before_send: Callable[[Sequence[dict[str, Any]]], None] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Update records with sObject Collections, 200 per request, ``allOrNone=false``.
 
@@ -543,6 +547,8 @@ def write_records(
         client: connected client.
         sobject: object API name.
         records: dicts with ``Id`` and the fields to set (describe spelling).
+        before_send: called with each chunk just before its request goes out (the caller records
+            the attempt, so a crash mid-request can be reconciled).
 
     Yields:
         Per request, the per-record outcomes in input order: ``{"id", "success", "error"}`` where
@@ -567,6 +573,8 @@ def write_records(
                 for r in chunk
             ],
         }
+        if before_send is not None:
+            before_send(chunk)
         with _translate_errors(f"update of {len(chunk)} {name} records"):
             results = client.sf.restful("composite/sobjects", method="PATCH", json=body)
         outcomes = []
@@ -580,6 +588,38 @@ def write_records(
                 {"id": record["Id"], "success": bool(result.get("success")), "error": error}
             )
         yield outcomes
+
+
+def read_records_by_id(
+    client: SalesforceClient, sobject: str, ids: Sequence[str], fields: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Read the current values of some fields of records given by id (sObject Collections GET).
+
+    https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_retrieve.htm
+
+    Args:
+        client: connected client.
+        sobject: object API name.
+        ids: record ids (read 200 per request, which keeps the URL short).
+        fields: field API names (describe spelling).
+
+    Returns:
+        Record id -> ``{field: value}`` for the records that exist.
+    """
+    name = describe_object(client, sobject).name
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), COLLECTION_SIZE):
+        chunk = list(ids[start : start + COLLECTION_SIZE])
+        with _translate_errors(f"read of {len(chunk)} {name} records"):
+            records = client.sf.restful(
+                f"composite/sobjects/{name}",
+                method="GET",
+                params={"ids": ",".join(chunk), "fields": ",".join(["Id", *fields])},
+            )
+        for record in records or []:
+            if record:
+                out[str(record["Id"])] = {f: record.get(f) for f in fields}
+    return out
 
 
 def read_limits(client: SalesforceClient) -> dict[str, dict[str, int]]:

@@ -128,6 +128,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             confirmed_at TIMESTAMP,
             PRIMARY KEY (target, object, record_id, field))""",
     ),
+    # Operations (issue 7): alert state, drift and realized performance over time
+    # (connector/history.py reads and writes them).
+    (
+        """CREATE TABLE alert_state (
+            key VARCHAR PRIMARY KEY,
+            active BOOLEAN NOT NULL,
+            since TIMESTAMP NOT NULL,
+            message VARCHAR,
+            notified BOOLEAN NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE drift_history (
+            prediction VARCHAR NOT NULL,
+            measured_at TIMESTAMP NOT NULL,
+            model_version VARCHAR NOT NULL,
+            scored_at TIMESTAMP,
+            rows BIGINT,
+            score_psi DOUBLE,
+            max_feature_psi DOUBLE,
+            max_feature VARCHAR,
+            features JSON)""",
+        """CREATE TABLE realized_performance (
+            prediction VARCHAR NOT NULL,
+            score_run_id BIGINT NOT NULL,
+            scored_at TIMESTAMP NOT NULL,
+            model_version VARCHAR,
+            window_days INTEGER NOT NULL,
+            evaluated_at TIMESTAMP NOT NULL,
+            leads BIGINT NOT NULL,
+            conversions BIGINT NOT NULL,
+            auc DOUBLE,
+            bands JSON,
+            PRIMARY KEY (prediction, score_run_id))""",
+    ),
 )
 
 
@@ -594,6 +627,41 @@ class Store:
             "WHERE target = ? AND object = ?",
             [target, sobject],
         )
+
+    def record_attempts(self, target: str, sobject: str, attempts: list[dict[str, Any]]) -> None:
+        """Record that a batch is about to be sent (status ``sending``), before it goes out.
+
+        If the process dies before the target answers, the next push finds these rows still
+        ``sending`` and reads the records back instead of sending them blindly again.
+
+        Args:
+            target: target system.
+            sobject: object name.
+            attempts: dicts with ``record_id, field, value``.
+        """
+        if not attempts:
+            return
+        frame = pd.DataFrame(
+            {
+                "record_id": [a["record_id"] for a in attempts],
+                "field": [a["field"] for a in attempts],
+                "value": [json.dumps(a["value"]) for a in attempts],
+            }
+        )
+        with self.transaction() as con:
+            con.register("_attempts", frame)
+            try:
+                con.execute(
+                    """INSERT INTO writeback_ledger (target, object, record_id, field, value,
+                         attempted_value, status, attempts, last_attempt_at)
+                         SELECT ?, ?, record_id, field, NULL, value, 'sending', 0, ? FROM _attempts
+                       ON CONFLICT (target, object, record_id, field) DO UPDATE SET
+                         attempted_value = excluded.attempted_value, status = 'sending',
+                         last_attempt_at = excluded.last_attempt_at""",
+                    [target, sobject, utc_now()],
+                )
+            finally:
+                con.unregister("_attempts")
 
     def record_outcomes(self, target: str, sobject: str, outcomes: list[dict[str, Any]]) -> None:
         """Record the confirmed outcome of one write batch, field by field, in one transaction.

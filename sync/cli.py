@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from connector.errors import LeadscoreError
 from sync import jobs
-from sync.config import Settings, load_settings
+from sync.config import JOB_NAMES, Settings, load_settings
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
 
 app = typer.Typer(
@@ -36,7 +42,7 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object instead of a summary.")
 ]
 
-_state = {"debug": False}
+_state = {"debug": False, "verbose": False}
 
 
 @app.callback()
@@ -57,10 +63,12 @@ def _global(
     for noisy in ("urllib3", "simple_salesforce"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _state["debug"] = debug
+    _state["verbose"] = verbose
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", markup=True)
+    # escape: messages name config sections such as [schedule], which are not markup
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 
@@ -146,7 +154,7 @@ def _render_job(result: jobs.JobResult) -> None:
             if p["errors"]:
                 line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
             rows.append((name, line))
-    elif result.job == "run":
+    elif result.job == "sync":
         rows += [
             ("pulled", _fmt(counts["pulled"])),
             ("trained", ", ".join(counts["trained"]) or "-"),
@@ -158,11 +166,38 @@ def _render_job(result: jobs.JobResult) -> None:
     out.print(_kv_table(rows))
 
 
-def _job_command(
-    run: Callable[[Settings, Reporter], jobs.JobResult], config: Path, as_json: bool
-) -> None:
+@contextmanager
+def _cooperative_stop(reporter: Reporter) -> Iterator[threading.Event]:
+    """First SIGTERM/SIGINT: finish the current page or batch, commit, stop. Second: abort."""
+    stop = threading.Event()
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        reporter.stage(
+            f"{signal.Signals(signum).name}: stopping after the current page or batch "
+            "(again to abort)"
+        )
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _job_command(job: str, config: Path, as_json: bool, **options: Any) -> None:
     def body() -> None:
-        result = run(_settings(config), _reporter(as_json))
+        settings = _settings(config)
+        reporter = _reporter(as_json)
+        with _cooperative_stop(reporter) as stop:
+            result = jobs.run_job(
+                settings, job, reporter=reporter, should_stop=stop.is_set, **options
+            )
         if as_json:
             _print_json(result.to_json())
         else:
@@ -176,7 +211,7 @@ def _job_command(
 @app.command()
 def pull(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
     """Pull Salesforce records changed since the last pull into the store."""
-    _job_command(lambda s, r: jobs.run_pull(s, reporter=r), config, as_json)
+    _job_command("pull", config, as_json)
 
 
 @app.command()
@@ -186,44 +221,124 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train a model for each prediction on the store and make it the champion."""
-    _job_command(lambda s, r: jobs.run_train(s, prediction=prediction, reporter=r), config, as_json)
+    _job_command("train", config, as_json, prediction=prediction)
 
 
 @app.command()
 def score(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
     """Score every lead with the champion model."""
-    _job_command(lambda s, r: jobs.run_score(s, reporter=r), config, as_json)
+    _job_command("score", config, as_json)
 
 
 @app.command()
 def push(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
     """Write changed scores back to Salesforce."""
-    _job_command(lambda s, r: jobs.run_push(s, reporter=r), config, as_json)
+    _job_command("push", config, as_json)
 
 
 @app.command()
-def run(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
-    """Pull, train when no model exists, score and push."""
-    _job_command(lambda s, r: jobs.run_all(s, reporter=r), config, as_json)
+def run(
+    job: Annotated[
+        str, typer.Argument(help=f"The job: {', '.join(JOB_NAMES)}.", show_default=True)
+    ] = "sync",
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Run one job now (default sync: pull, train when no model exists, score, push)."""
+    _job_command(job, config, as_json)
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        value = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return str(value)
 
 
 @app.command()
 def status(
     config: ConfigOption = Path("config.toml"),
-    limit: Annotated[int, typer.Option(help="How many runs to show.")] = 10,
+    limit: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the last runs from the run log and the champion models."""
+    """Show each job's last and next run, failures, dead letters, API allowance and models."""
 
     def body() -> None:
         data = jobs.read_status(_settings(config), limit=limit)
         if as_json:
             _print_json(data)
             return
-        if not data["runs"]:
-            out.print(f"no runs yet in {data['store']}")
-        else:
+        if data["busy"]:
+            out.print(f"running now: {data['busy']}")
+        if not data["readable"]:
+            out.print(f"the store {data['store']} is in use by a run; its history is not shown")
+        if data["jobs"]:
             table = Table(box=None, padding=(0, 2, 0, 0))
+            for col in (
+                "job",
+                "schedule",
+                "last run (UTC)",
+                "status",
+                "next run (UTC)",
+                "failures (24h)",
+                "last error",
+            ):
+                table.add_column(col, justify="right" if col.startswith("failures") else "left")
+            for name, j in data["jobs"].items():
+                last = j["last_run"] or {}
+                failures = f"{j['failures_24h']}"
+                if j["consecutive_failures"]:
+                    failures += f" ({j['consecutive_failures']} in a row)"
+                table.add_row(
+                    name,
+                    j["schedule"] or "manual",
+                    _when(last.get("started_at")),
+                    last.get("status") or "never run",
+                    f"overdue since {_when(j['overdue_since'])}"
+                    if j["overdue_since"]
+                    else _when(j["next_run"]),
+                    failures,
+                    (last.get("error") or "")[:80] if last.get("status") != "ok" else "",
+                )
+            out.print(table)
+        elif not data["runs"]:
+            out.print(f"no runs yet in {data['store']}")
+        rows: list[tuple[str, Any]] = []
+        if data["dead_letters"] is not None:
+            rows.append(("dead letters", _fmt(data["dead_letters"])))
+        usage = data["api_usage"]
+        rows.append(
+            (
+                "API allowance",
+                f"{usage['remaining']:,} of {usage['max']:,} calls left "
+                f"(as of {_when(usage['as_of'])} UTC)"
+                if usage
+                else "not seen yet",
+            )
+        )
+        for name, model in data["models"].items():
+            rows.append(
+                (
+                    f"model {name}",
+                    f"{model['version']} (holdout AUC {model['auc']:.4f}), trained "
+                    f"{model['age_days']:.1f} days ago"
+                    if model and model["auc"] is not None
+                    else (f"{model['version']}" if model else "not trained yet"),
+                )
+            )
+        rows.append(
+            (
+                "alerts",
+                "; ".join(f"{a['key']} since {_when(a['since'])}" for a in data["alerts"])
+                or "none active",
+            )
+        )
+        out.print(_kv_table(rows))
+        if data["runs"]:
+            out.print()
+            table = Table(box=None, padding=(0, 2, 0, 0), title="recent runs", title_justify="left")
             for col in ("run", "job", "started (UTC)", "seconds", "status", "api calls", "summary"):
                 table.add_column(
                     col, justify="right" if col in ("run", "seconds", "api calls") else "left"
@@ -240,22 +355,125 @@ def status(
                 table.add_row(
                     str(r["run_id"]),
                     r["job"],
-                    f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+                    _when(r["started_at"]),
                     seconds,
                     r["status"],
                     _fmt(r["api_calls"]) if r["api_calls"] is not None else "-",
                     summary,
                 )
             out.print(table)
-        for name, model in data["models"].items():
-            out.print(
-                f"model {name}: "
-                + (
-                    f"{model['version']} (holdout AUC {model['auc']:.4f})"
-                    if model
-                    else "not trained yet"
+
+    _guard(body)
+
+
+@app.command()
+def monitor(
+    config: ConfigOption = Path("config.toml"),
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the monitoring report (HTML) here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure drift against the training data and the realized performance of written scores."""
+
+    def body() -> None:
+        settings = _settings(config)
+        result = jobs.run_job(settings, "monitor", reporter=_reporter(as_json))
+        if html is not None:
+            html.write_text(jobs.monitoring_html(settings, result), encoding="utf-8")
+        if as_json:
+            _print_json(result.to_json())
+            return
+        for name, figures in result.counts["predictions"].items():
+            drift = figures["drift"] or {}
+            if drift.get("level") == "unavailable":
+                out.print(f"{name}: drift not measured: {drift['reason']}")
+            else:
+                out.print(
+                    f"{name}: drift [bold]{drift['level']}[/bold]: score PSI "
+                    f"{drift['score_psi']:.3f}, largest feature shift {drift['max_feature']} "
+                    f"{drift['max_feature_psi']:.3f} ({drift['rows']:,} leads vs "
+                    f"{drift['reference_rows']:,} at training)",
+                    markup=True,
                 )
+                table = Table(box=None, padding=(0, 2, 0, 0))
+                table.add_column("feature")
+                table.add_column("PSI", justify="right")
+                for feature, value in list(drift["features"].items())[:8]:
+                    table.add_row(feature, f"{value:.3f}")
+                out.print(table)
+            realized = figures["realized"] or {}
+            latest = realized.get("latest")
+            if latest is None:
+                closes = realized.get("next_window_closes")
+                out.print(
+                    f"{name}: realized performance: no label window has closed yet"
+                    + (f" (the first closes {_when(closes)} UTC)" if closes else "")
+                )
+            else:
+                auc = f"{latest['auc']:.3f}" if latest["auc"] is not None else "n/a"
+                bands = "  ".join(
+                    f"{b['band']}: {b['rate']:.1%} of {b['leads']:,}"
+                    for b in latest["bands"]
+                    if b["rate"] is not None
+                )
+                out.print(
+                    f"{name}: realized on leads scored {_when(latest['scored_at'])}: AUC {auc}; "
+                    f"conversion by tier  {bands}"
+                )
+        if html is not None:
+            out.print(f"report: {html}")
+
+    _guard(body)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("config.toml"),
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="text or json (default: serve.log_format).")
+    ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve /healthz and /metrics on this port (0: any).")
+    ] = None,
+) -> None:
+    """Run the jobs on their [schedule] until stopped (SIGTERM/Ctrl-C: finish the batch, exit)."""
+    from sync.logs import configure_logging, secret_values
+    from sync.scheduler import Service
+
+    def body() -> None:
+        settings = _settings(config)
+        if health_port is not None:
+            settings = settings.model_copy(
+                update={"serve": settings.serve.model_copy(update={"health_port": health_port})}
             )
+        fmt = log_format or settings.serve.log_format
+        if fmt not in ("text", "json"):
+            _fail(f"--log-format: '{fmt}' is not text or json", 2)
+        configure_logging(
+            fmt=fmt,
+            level=logging.DEBUG if _state["verbose"] else logging.INFO,
+            secrets=secret_values(settings),
+        )
+        service = Service(settings)
+
+        def on_signal(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if service.stopping:
+                logging.getLogger("leadscore.serve").error("%s again: exiting now", name)
+                logging.shutdown()
+                os._exit(130)
+            service.request_stop(name)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        service.start()
+        clean = service.wait()
+        logging.getLogger("leadscore.serve").info("stopped")
+        logging.shutdown()
+        if not clean:
+            # The worker thread is still inside a request; leaving now is as safe as a crash.
+            os._exit(1)
 
     _guard(body)
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +32,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from connector.errors import ConfigError
@@ -81,6 +87,299 @@ class PredictionConfig(PredictionSpec):
     salesforce: SalesforceOutput | None = None
 
 
+# -- operations: [schedule], [serve], [alerts], [monitor] ------------------------------------------
+
+JOB_NAMES: tuple[str, ...] = ("pull", "score", "push", "sync", "train", "monitor")
+
+_EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_day_of_week(field: str) -> str:
+    """Translate a crontab day-of-week field to APScheduler's names.
+
+    Standard cron counts 0 (and 7) as Sunday; APScheduler 3's ``from_crontab`` counts 0 as Monday,
+    so ``1-5`` would silently mean Tuesday to Saturday. Expanding the field to day names keeps the
+    crontab meaning (https://github.com/agronholm/apscheduler/issues/286).
+    """
+    if field == "*":
+        return field
+    days: set[int] = set()
+    number = {name: i for i, name in enumerate(_DOW_NAMES)}
+    for part in field.lower().split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() else None
+        if step_text and step is None:
+            raise ValueError(f"bad step in day of week '{part}'")
+        if base == "*":
+            first, last = 0, 6
+        else:
+            lo, _, hi = base.partition("-")
+            try:
+                first = int(lo) if lo.isdigit() else number[lo[:3]]
+                last = (int(hi) if hi.isdigit() else number[hi[:3]]) if hi else first
+            except KeyError:
+                raise ValueError(f"unknown day of week '{part}'") from None
+            if not (0 <= first <= 7 and 0 <= last <= 7) or first > last:
+                raise ValueError(f"day of week '{part}' is out of range 0-7")
+            if step and not hi:
+                last = 6
+        days |= {d % 7 for d in range(first, last + 1, step or 1)}
+    return ",".join(_DOW_NAMES[d] for d in sorted(days))
+
+
+def cron_trigger(expression: str, timezone: ZoneInfo) -> CronTrigger:
+    """Build a trigger from a five-field crontab expression with standard cron meaning.
+
+    Args:
+        expression: ``minute hour day month day-of-week`` (``*/15 * * * *``, ``0 3 * * 1-5``).
+        timezone: the zone the expression is read in.
+
+    Returns:
+        The trigger.
+
+    Raises:
+        ValueError: the expression is not valid (the message says which field and why).
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"needs 5 fields (minute hour day month day-of-week), got {len(fields)}")
+    minute, hour, day, month, dow = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_cron_day_of_week(dow),
+        timezone=timezone,
+    )
+
+
+class JobSchedule(BaseModel):
+    """When one job runs: a cron expression or a fixed interval (``[schedule]`` entries).
+
+    Attributes:
+        cron: five-field crontab expression read in ``schedule.timezone``
+            (``"*/15 * * * *"``, ``"0 3 * * sun"``); day 0 and 7 are Sunday, as in crontab.
+        every: a fixed interval: a number and a unit, ``s``, ``m``, ``h`` or ``d`` (``"15m"``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str | None = None
+    every: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            cron_trigger(value, ZoneInfo("UTC"))  # validity does not depend on the zone
+        except ValueError as exc:
+            raise ValueError(f"not a valid cron expression: {exc}") from None
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _check_every(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = _EVERY.match(value)
+        if not match or int(match.group(1)) == 0:
+            raise ValueError("not an interval; write a number and a unit s, m, h or d, e.g. '15m'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> JobSchedule:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError('give exactly one of cron = "..." or every = "..."')
+        return self
+
+    @property
+    def interval_seconds(self) -> int | None:
+        """The interval in seconds, or None for a cron schedule."""
+        if self.every is None:
+            return None
+        match = _EVERY.match(self.every)
+        assert match is not None
+        return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+    def describe(self) -> str:
+        """A short human description (``every 15m``, ``cron */15 * * * *``)."""
+        return f"every {self.every.strip()}" if self.every else f"cron {self.cron}"
+
+
+class ScheduleSettings(BaseModel):
+    """The ``[schedule]`` section: when ``leadscore serve`` runs each job.
+
+    Attributes:
+        timezone: IANA time zone cron expressions are read in (``Europe/Paris``).
+        misfire_grace_seconds: a run that could not start within this many seconds of its time (the
+            machine slept, the previous run was still going) is skipped and reported as missed;
+            overdue runs are coalesced into one.
+        lock_wait_seconds: how long a job waits for another run on the same store to finish before
+            it gives up with a clear message (scheduled runs are recorded as skipped).
+        pull: schedule of the ``pull`` job.
+        score: schedule of the ``score`` job.
+        push: schedule of the ``push`` job.
+        sync: schedule of ``sync`` (pull, score, push; trains first when no model exists).
+        train: schedule of ``train`` (retrain; the new model becomes champion).
+        monitor: schedule of ``monitor`` (drift and realized performance).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str = "UTC"
+    misfire_grace_seconds: int = Field(600, ge=1, le=86400)
+    lock_wait_seconds: float = Field(120.0, ge=0, le=86400)
+    pull: JobSchedule | None = None
+    score: JobSchedule | None = None
+    push: JobSchedule | None = None
+    sync: JobSchedule | None = None
+    train: JobSchedule | None = None
+    monitor: JobSchedule | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_jobs(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            options = {"timezone", "misfire_grace_seconds", "lock_wait_seconds"}
+            for key in data:
+                if key not in options and key not in JOB_NAMES:
+                    close = difflib.get_close_matches(str(key), [*JOB_NAMES, *options], n=1)
+                    raise ValueError(
+                        f"'{key}' is not a job"
+                        + (f" (did you mean '{close[0]}'?)" if close else "")
+                        + f"; jobs are {', '.join(JOB_NAMES)}"
+                    )
+        return data
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            raise ValueError(
+                "unknown time zone"
+                + (f" (did you mean '{close[0]}'?)" if close else "")
+                + "; use an IANA name such as 'UTC' or 'Europe/Paris'"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The configured time zone."""
+        return ZoneInfo(self.timezone)
+
+    def jobs(self) -> dict[str, JobSchedule]:
+        """The scheduled jobs, in pipeline order.
+
+        Returns:
+            Job name -> its schedule, for the jobs that have one.
+        """
+        return {n: getattr(self, n) for n in JOB_NAMES if getattr(self, n) is not None}
+
+    def trigger(self, job: str) -> BaseTrigger:
+        """The APScheduler trigger of a scheduled job.
+
+        Args:
+            job: job name.
+
+        Returns:
+            A cron or interval trigger in the configured time zone.
+        """
+        entry = self.jobs()[job]
+        if entry.cron is not None:
+            return cron_trigger(entry.cron, self.zone)
+        return IntervalTrigger(seconds=entry.interval_seconds or 0, timezone=self.zone)
+
+
+class ServeSettings(BaseModel):
+    """The ``[serve]`` section: how ``leadscore serve`` runs.
+
+    Attributes:
+        health_port: port of the ``/healthz`` and ``/metrics`` endpoint; None disables it.
+        health_host: address the endpoint binds to (loopback by default: put a reverse proxy in
+            front rather than exposing it).
+        stop_timeout_seconds: after SIGTERM/SIGINT, how long the running job may take to reach its
+            next checkpoint (page or batch) before the process exits anyway.
+        log_format: ``text`` for people, ``json`` for log shippers (one object per line).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    health_port: int | None = Field(None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+    stop_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    log_format: Literal["text", "json"] = "text"
+
+
+class AlertSettings(BaseModel):
+    """The ``[alerts]`` section: where alerts go and when a partial run is worth one.
+
+    Attributes:
+        webhook_url: Slack-compatible incoming webhook (secret: it embeds a token).
+        email_to: recipients of alert emails.
+        email_from: sender address.
+        smtp_host: SMTP server.
+        smtp_port: SMTP port.
+        smtp_security: ``starttls``, ``ssl`` (implicit TLS) or ``none`` (local relays only).
+        smtp_username: SMTP login, if the server needs one.
+        smtp_password: SMTP password (secret).
+        timeout_seconds: per delivery attempt.
+        max_rejected_share: a partial run alerts when more than this share of the records it sent
+            was rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook_url: SecretStr | None = None
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    max_rejected_share: float = Field(0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _email_complete(self) -> AlertSettings:
+        if self.email_to and (not self.smtp_host or not self.email_from):
+            raise ValueError("email_to needs smtp_host and email_from")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any channel is configured."""
+        return self.webhook_url is not None or bool(self.email_to)
+
+
+class MonitorSettings(BaseModel):
+    """The ``[monitor]`` section: drift thresholds.
+
+    Attributes:
+        psi_warn: population stability index from which a feature or the score is flagged.
+        psi_alert: PSI from which drift raises an alert (0.25 is the usual "significant shift").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorSettings:
+        if self.psi_warn > self.psi_alert:
+            raise ValueError("psi_warn must not exceed psi_alert")
+        return self
+
+
 class Settings(BaseModel):
     """The whole configuration."""
 
@@ -89,6 +388,10 @@ class Settings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     salesforce: SalesforceSettings
     predictions: list[PredictionConfig] = Field(min_length=1)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("predictions")

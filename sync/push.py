@@ -10,18 +10,28 @@ idempotent.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from connector.salesforce import SalesforceClient, describe_object, resolve_fields, write_records
+from connector.errors import Interrupted
+from connector.salesforce import (
+    SalesforceClient,
+    describe_object,
+    read_records_by_id,
+    resolve_fields,
+    write_records,
+)
 from connector.store import Store
 from sync.config import PredictionConfig
 from sync.progress import Reporter
 
 TARGET = "salesforce"
+log = logging.getLogger("leadscore.push")
 
 
 @dataclass
@@ -35,6 +45,7 @@ class PushCounts:
         written: records the target confirmed.
         failed: records the target rejected (recorded in the ledger with their error).
         errors: failed records by error code.
+        recovered: fields of an interrupted batch found already written on read-back.
     """
 
     records: int = 0
@@ -43,6 +54,7 @@ class PushCounts:
     written: int = 0
     failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    recovered: int = 0
 
 
 def output_values(scores: pd.DataFrame, fields: dict[str, str]) -> pd.DataFrame:
@@ -108,22 +120,88 @@ def changed_values(desired: pd.DataFrame, ledger: pd.DataFrame) -> pd.DataFrame:
     return merged.loc[[not s for s in same], ["record_id", "field", "value"]].reset_index(drop=True)
 
 
+def _same_value(confirmed: Any, current: Any) -> bool:
+    """Whether a value read back from Salesforce is the one sent (numbers come back as floats)."""
+    if isinstance(confirmed, int | float) and isinstance(current, int | float):
+        return float(confirmed) == float(current)
+    return confirmed == current
+
+
+def reconcile_in_flight(client: SalesforceClient, store: Store, sobject: str) -> int:
+    """Settle the ledger rows of a batch whose answer never arrived (the process died mid-push).
+
+    Each such row is still ``sending``. The record is read back: a field that already holds the
+    value we sent is recorded as written (so it is not sent twice); any other is recorded as failed
+    and goes out again with the next push.
+
+    Args:
+        client: connected client.
+        store: the store.
+        sobject: object name (describe spelling).
+
+    Returns:
+        Fields found already written.
+    """
+    pending = store.query_df(
+        "SELECT record_id, field, attempted_value FROM writeback_ledger "
+        "WHERE target = ? AND object = ? AND status = 'sending'",
+        [TARGET, sobject],
+    )
+    if pending.empty:
+        return 0
+    fields = sorted(set(pending["field"]))
+    current = read_records_by_id(client, sobject, sorted(set(pending["record_id"])), fields)
+    rows, recovered = [], 0
+    for record_id, name, attempted in pending.itertuples(index=False):
+        value = json.loads(attempted)
+        written = record_id in current and _same_value(value, current[record_id].get(name))
+        recovered += written
+        rows.append(
+            {
+                "record_id": record_id,
+                "field": name,
+                "value": value,
+                "success": written,
+                "error": None
+                if written
+                else "UNCONFIRMED: the batch was interrupted before Salesforce answered",
+            }
+        )
+    store.record_outcomes(TARGET, sobject, rows)
+    log.warning(
+        "%s: %d field(s) of an interrupted batch were already written, %d will be sent again",
+        sobject,
+        recovered,
+        len(rows) - recovered,
+    )
+    return recovered
+
+
 def push_salesforce(
     client: SalesforceClient,
     store: Store,
     prediction: PredictionConfig,
     reporter: Reporter,
+    *,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PushCounts:
     """Write a prediction's latest scores to Salesforce, sending only changes.
+
+    Each batch is recorded as ``sending`` before it goes out and with its outcome when Salesforce
+    answers; a batch interrupted in between is settled by :func:`reconcile_in_flight` first.
 
     Args:
         client: connected Salesforce client.
         store: the store (scores and ledger).
         prediction: the prediction and its output mapping.
         reporter: progress.
+        should_stop: checked after each batch is recorded; True stops before the next one.
 
     Returns:
         Counts.
+
+    Raises:
+        Interrupted: a stop was requested between batches.
     """
     counts = PushCounts()
     output = prediction.salesforce
@@ -136,6 +214,7 @@ def push_salesforce(
         setting=f"predictions.{prediction.name}.salesforce.fields",
     )
     fields = dict(zip(output.fields, names, strict=True))
+    counts.recovered = reconcile_in_flight(client, store, description.name)
     scores = store.latest_scores(prediction.name)
     counts.records = len(scores)
     if scores.empty:
@@ -147,9 +226,25 @@ def push_salesforce(
         records.setdefault(record_id, {"Id": record_id})[name] = json.loads(value)
     counts.unchanged = counts.records - len(records)
     batch = list(records.values())
+
+    def intents(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {"record_id": r["Id"], "field": k, "value": v}
+            for r in chunk
+            for k, v in r.items()
+            if k != "Id"
+        ]
+
     with reporter.track(f"push {description.name}", total=len(batch)) as task:
         sent = 0
-        for outcomes in write_records(client, description.name, batch):
+        for outcomes in write_records(
+            client,
+            description.name,
+            batch,
+            before_send=lambda chunk: store.record_attempts(
+                TARGET, description.name, intents(chunk)
+            ),
+        ):
             sent_records = batch[sent : sent + len(outcomes)]
             sent += len(outcomes)
             rows = []
@@ -173,4 +268,9 @@ def push_salesforce(
             store.record_outcomes(TARGET, description.name, rows)
             counts.sent += len(outcomes)
             task.advance(len(outcomes))
+            if should_stop is not None and should_stop() and sent < len(batch):
+                raise Interrupted(
+                    f"push: stopped on request after {sent:,} of {len(batch):,} records; every "
+                    "answered batch is in the ledger and the next push sends the rest"
+                )
     return counts
