@@ -428,11 +428,8 @@ class Settings(BaseModel):
 
 
 # Paths that are resolved relative to the config file.
-_PATH_KEYS: tuple[tuple[str, str], ...] = (
-    ("store", "path"),
-    ("store", "models_dir"),
-    ("salesforce", "ca_bundle"),
-)
+# (Store paths are resolved after validation, so that their defaults are relative to the file too.)
+_PATH_KEYS: tuple[tuple[str, str], ...] = (("salesforce", "ca_bundle"),)
 
 
 def _is_secret(annotation: Any) -> bool:
@@ -600,5 +597,11 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
             hint=(f"{more} more problem(s) after this one; " if more else "")
             + "see config.example.toml for every key",
         ) from None
+    store = settings.store
+    resolved = {
+        name: value if value.is_absolute() else path.parent / value.expanduser()
+        for name, value in (("path", store.path), ("models_dir", store.models_dir))
+    }
+    settings = settings.model_copy(update={"store": store.model_copy(update=resolved)})
     settings._path = path
     return settings

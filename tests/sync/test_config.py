@@ -36,6 +36,12 @@ def test_the_example_config_is_valid():
     assert settings.store.path == ROOT / "leadscore.duckdb"  # relative to the config file
 
 
+def test_default_store_paths_are_relative_to_the_config_file(tmp_path):
+    settings = load_settings(write(tmp_path, MINIMAL), environ={})
+    assert settings.store.path == tmp_path / "leadscore.duckdb"
+    assert settings.store.models_dir == tmp_path / "models"
+
+
 def test_secrets_come_from_secrets_toml_and_env_wins(tmp_path):
     config = write(tmp_path, MINIMAL)
     write(
