@@ -129,6 +129,7 @@ _PATH_KEYS: tuple[tuple[str, str], ...] = (
     ("store", "path"),
     ("store", "models_dir"),
     ("salesforce", "ca_bundle"),
+    ("salesforce", "private_key_file"),
 )
 
 

@@ -16,7 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from connector.salesforce import SalesforceClient, describe_object, resolve_fields, write_records
+from connector.salesforce import (
+    LARGE_RUN_CALLS,
+    SalesforceClient,
+    check_allowance,
+    describe_object,
+    estimate_write_calls,
+    resolve_fields,
+    write_records,
+)
 from connector.store import Store
 from sync.config import PredictionConfig
 from sync.progress import Reporter
@@ -147,13 +155,18 @@ def push_salesforce(
         records.setdefault(record_id, {"Id": record_id})[name] = json.loads(value)
     counts.unchanged = counts.records - len(records)
     batch = list(records.values())
+    planned = estimate_write_calls(
+        len(batch), bulk_write_threshold=client.settings.bulk_write_threshold
+    )
+    if planned and (planned > LARGE_RUN_CALLS or len(batch) > client.settings.bulk_write_threshold):
+        check_allowance(client, planned_calls=planned, what=f"write of {len(batch):,} records")
     with reporter.track(f"push {description.name}", total=len(batch)) as task:
-        sent = 0
+        # Outcomes come per batch, each record exactly once with its final outcome (transient
+        # failures after their retries), matched back by id.
         for outcomes in write_records(client, description.name, batch):
-            sent_records = batch[sent : sent + len(outcomes)]
-            sent += len(outcomes)
             rows = []
-            for record, outcome in zip(sent_records, outcomes, strict=True):
+            for outcome in outcomes:
+                record = records[outcome["id"]]
                 if outcome["success"]:
                     counts.written += 1
                 else:
