@@ -129,8 +129,10 @@ class SalesforceSettings(BaseModel):
         page_size: records per REST query page (``Sforce-Query-Options: batchSize``), 200-2000.
         overlap_seconds: incremental pulls re-read this many seconds before the cursor, because a
             record's SystemModstamp can be earlier than the moment its transaction became visible.
-        bulk_read_threshold: a stream with more rows than this to read is pulled with a Bulk API
-            2.0 query job instead of REST query pages.
+        bulk_first_sync: read a stream's first sync with a Bulk API 2.0 query job, whatever its
+            size (no ``COUNT()`` needed).
+        bulk_read_threshold: an incremental read of more rows than this (``SELECT COUNT()``)
+            uses a Bulk API 2.0 query job instead of REST query pages.
         bulk_page_size: records per Bulk API 2.0 result page (``maxRecords``).
         bulk_write_threshold: a write of more records than this uses Bulk API 2.0 ingest instead
             of sObject Collections.
@@ -160,6 +162,7 @@ class SalesforceSettings(BaseModel):
     max_attempts: int = Field(5, ge=1, le=20)
     page_size: int = Field(2000, ge=200, le=2000)
     overlap_seconds: int = Field(5, ge=0, le=3600)
+    bulk_first_sync: bool = True
     bulk_read_threshold: int = Field(10_000, ge=0)
     bulk_page_size: int = Field(50_000, ge=1, le=1_000_000)
     bulk_write_threshold: int = Field(2_000, ge=0)
@@ -956,6 +959,7 @@ def read_bulk(
     *,
     locator: str | None = None,
     workdir: Path | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> Iterator[BulkPage]:
     """Wait for a query job, then download its results page by page (``Sforce-Locator``).
 
@@ -968,11 +972,14 @@ def read_bulk(
         job: the query job (new, or resumed from a checkpoint).
         locator: resume from this page (None: from the first page).
         workdir: directory for the temporary page files (default: the system's).
+        on_total: called with the job's record count once it completed.
 
     Yields:
         Pages; a page's file is removed when the next page is requested.
     """
-    _wait_for_job(client, "query", job.id)
+    info = _wait_for_job(client, "query", job.id)
+    if on_total is not None:
+        on_total(int(info.get("numberRecordsProcessed") or 0))
     url = _bulk_url(client, "query", job.id, "results")
     while True:
         params: dict[str, Any] = {"maxRecords": client.settings.bulk_page_size}
@@ -1313,7 +1320,7 @@ def _write(
             )
             final = []
             for index, outcome in zip(indexes, outcomes, strict=True):
-                if outcome.transient or outcome.code == "UNPROCESSED":
+                if outcome.transient:
                     pending.append(index)
                 else:
                     final.append((index, outcome))
@@ -1359,7 +1366,7 @@ def _write(
         pending = []
         final = []
         for index, outcome in retried:
-            if outcome.transient or outcome.code == "UNPROCESSED":
+            if outcome.transient:
                 pending.append(index)
                 last[index] = outcome
             else:

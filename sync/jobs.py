@@ -150,7 +150,7 @@ def _pull_stream(
 
     - REST (up to ``bulk_read_threshold`` rows): pages ordered by (cursor, Id); each page is
       upserted with the cursor in one transaction, so a crash resumes after the last page.
-    - Bulk API 2.0 (more rows, e.g. a first sync): results are unordered, so each page is
+    - Bulk API 2.0 (a first sync, or more rows): results are unordered, so each page is
       upserted with the job id and the next page's locator (``bulk_checkpoint``); a crash
       resumes the same job at that page, and the cursor moves only when the job is read to the
       end, to ``min(newest row, job created)`` (:func:`connector.salesforce.bulk_cursor`).
@@ -206,7 +206,9 @@ def _pull_stream(
         counts["path"] = "bulk"
         if locator != "null":  # "null": every page is stored already
             with reporter.track(f"pull {name} (bulk)") as task:
-                for page in read_bulk(sf, job, locator=locator, workdir=store.path.parent):
+                for page in read_bulk(
+                    sf, job, locator=locator, workdir=store.path.parent, on_total=task.set_total
+                ):
                     page_counts = store.upsert_csv(
                         name,
                         table,
@@ -244,16 +246,19 @@ def _pull_stream(
     current = store.read_cursor(name)
     since = since_with_overlap(current, s.overlap_seconds)
     include_deleted = deleted_field is not None and current is not None
-    total = count_records(
-        sf, name, cursor_field=cursor.name, since=since, include_deleted=include_deleted
-    )
-    if total > s.bulk_read_threshold:
+    if current is None and s.bulk_first_sync:
+        total = None  # a first sync is read in bulk whatever its size: no COUNT() needed
+    else:
+        total = count_records(
+            sf, name, cursor_field=cursor.name, since=since, include_deleted=include_deleted
+        )
+    if total is None or total > s.bulk_read_threshold:
         # create + one poll + result pages; /limits tells whether the org can afford it
         check_allowance(
             sf,
-            planned_calls=2 + math.ceil(total / s.bulk_page_size),
+            planned_calls=2 + math.ceil((total or 0) / s.bulk_page_size),
             bulk_query_jobs=1,
-            what=f"bulk pull of {total:,} {name} records",
+            what=f"bulk pull of {name}",
         )
         job = start_bulk_query(
             sf,
