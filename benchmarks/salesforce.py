@@ -104,21 +104,19 @@ def minimum_calls(result: dict[str, Any], *, first_sync: bool) -> int:
     return total
 
 
-def change_one_percent(sandbox: Sandbox, round_number: int) -> dict[str, int]:
-    """Edit 1 % of the Leads and Tasks (as a user would): a different slice per round."""
+def change_one_percent(sandbox: Sandbox, part: int, label: str) -> dict[str, int]:
+    """Edit one hundredth of the Leads and Tasks (as a user would): slice ``part`` of 100."""
     changed = {}
     for sobject, field in (("Lead", "Title"), ("Task", "Subject")):
         ids = [
             r[0]
             for r in sandbox.sql(
-                f"SELECT Id FROM {sobject} WHERE IsDeleted = 0 AND (rowid % 100) = ?",
-                [round_number],
+                f"SELECT Id FROM {sobject} WHERE IsDeleted = 0 AND (rowid % 100) = ?", [part]
             )
         ]
         for start in range(0, len(ids), 20_000):
             sandbox.update_records(
-                sobject,
-                [{"Id": i, field: f"Changed {round_number}"} for i in ids[start : start + 20_000]],
+                sobject, [{"Id": i, field: label} for i in ids[start : start + 20_000]]
             )
         changed[sobject] = len(ids)
     return changed
@@ -222,11 +220,14 @@ def main() -> None:
                 r["counts"]["streams"][name]["fetched"] == org[name] for r in first for name in org
             )
 
-            # 2. incremental after 1 % changes, on the first run's store
+            # 2. incremental after 1 % changes. Each run starts from a store of its own, synced
+            # before any change, and the same 1 % of the records change again each time. (A
+            # pull re-reads rows modified up to overlap_seconds before its cursor: chaining the
+            # runs on one store would read each earlier run's one-second burst again.)
             incremental = []
             for run in range(args.runs):
-                changed = change_one_percent(sandbox, run + 1)
-                result = run_child(root / "first-0" / "config.toml")
+                changed = change_one_percent(sandbox, 1, f"Changed {run}")
+                result = run_child(root / f"first-{run}" / "config.toml")
                 result["minimum"] = minimum_calls(result, first_sync=False)
                 result["changed"] = changed
                 incremental.append(result)
@@ -265,7 +266,7 @@ def main() -> None:
             sandbox.faults = plan
             run_child(config)
             sandbox.faults = InjectedFaults()  # the edits below are a user's, not the API's
-            changed = change_one_percent(sandbox, 50)
+            changed = change_one_percent(sandbox, 50, "Changed 50")
             sandbox.faults = plan
             run_child(config)
             pull_faults = dict(plan.injected)

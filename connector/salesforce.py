@@ -1249,10 +1249,20 @@ def _bulk_ingest(
     failed_count = int(done.get("numberRecordsFailed") or 0)
     processed = int(done.get("numberRecordsProcessed") or 0)
 
-    # Results echo the uploaded columns verbatim: match them back to input rows by value.
+    # Result rows come in any order and echo the uploaded columns: match them back to the input
+    # by the record's key (Id, or the upsert key, case-insensitive) or, for inserts, by all values.
+    key_column = {"update": "Id", "delete": "Id", "upsert": external_id_field}.get(operation)
+
+    def key_of(values: dict[str, str]) -> tuple[str, ...]:
+        if key_column == "Id":
+            return (values.get("Id", "")[:15],)  # 15- and 18-character forms are one record
+        if key_column:
+            return (values.get(key_column, "").lower(),)
+        return tuple(values.get(c, "") for c in columns)
+
     waiting: dict[tuple[str, ...], deque[int]] = defaultdict(deque)
     for index, row in enumerate(rows):
-        waiting[tuple(row)].append(index)
+        waiting[key_of(dict(zip(columns, row, strict=True)))].append(index)
     outcomes: list[_Outcome | None] = [None] * len(records)
 
     def results(kind: str) -> Iterator[dict[str, str]]:
@@ -1266,8 +1276,7 @@ def _bulk_ingest(
         yield from csv.DictReader(io.StringIO(text))
 
     def claim(row: dict[str, str]) -> int | None:
-        key = tuple(row.get(c, "") for c in columns)
-        queue = waiting.get(key)
+        queue = waiting.get(key_of(row))
         return queue.popleft() if queue else None
 
     if processed - failed_count > 0:

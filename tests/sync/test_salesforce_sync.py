@@ -28,7 +28,6 @@ AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 TUNING = """page_size = 200
 bulk_read_threshold = 400
 bulk_page_size = 500
-bulk_poll_seconds = 0
 max_attempts = 2
 """
 
