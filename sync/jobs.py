@@ -245,7 +245,8 @@ def _pull_stream(
     started = utc_now()
     current = store.read_cursor(name)
     since = since_with_overlap(current, s.overlap_seconds)
-    include_deleted = deleted_field is not None and current is not None
+    # queryAll whenever the store may hold rows deleted since (a re-read after new fields too)
+    include_deleted = deleted_field is not None and (current is not None or bool(added))
     if current is None and s.bulk_first_sync:
         total = None  # a first sync is read in bulk whatever its size: no COUNT() needed
     else:

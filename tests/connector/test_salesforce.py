@@ -179,6 +179,19 @@ def test_session_expiry_in_the_middle_of_a_bulk_job_and_of_its_download(tmp_path
         assert not list(tmp_path.glob("leadscore-bulk-*"))  # page files are removed
 
 
+def test_session_expiry_in_the_middle_of_a_bulk_ingest_job(box):
+    ids = writable_leads(box)[:30]
+    with client_for(box, "soap", bulk_write_threshold=10) as client:
+        client.connect()
+        # expired between the job's creation and its upload, and again before its results
+        box.faults = ExpireSessions(box, [("/batches", 1), ("/successfulResults", 1)])
+        records = [{"Id": i, "Lead_Score__c": 3} for i in ids]
+        outcomes = [o for b in write_records(client, "Lead", records) for o in b]
+    assert len(outcomes) == 30 and all(o["success"] for o in outcomes)
+    assert client.logins == 3
+    assert set(scores(box, ids).values()) == {3.0} and written_twice(box) == 0
+
+
 @pytest.mark.parametrize(
     ("rule", "timeout"),
     [
