@@ -84,12 +84,14 @@ HTTP_ERRORS: tuple[Rule, ...] = (
     Rule(403, "REQUEST_LIMIT_EXCEEDED", R, T, "too many concurrent requests", safe_to_resend=True),
     Rule(403, "INSUFFICIENT_ACCESS", F, C, "the integration user lacks a permission"),
     Rule(403, "API_DISABLED_FOR_ORG", F, C, "the API is not enabled for this org or user"),
+    Rule(403, "INSUFFICIENT_ACCESS_OR_READONLY", F, C, "the integration user may not edit this"),
     Rule(503, "SERVER_UNAVAILABLE", R, T, "the server is unavailable", safe_to_resend=True),
     # generic HTTP
     Rule(400, None, F, Q, "the request was rejected as malformed"),
     Rule(401, None, F, C, "authentication failed"),
     Rule(403, None, F, C, "the request was refused"),
     Rule(404, None, F, Q, "the resource does not exist"),
+    Rule(409, None, F, Q, "the bulk job is not in a state that allows this"),
     Rule(408, None, R, T, "the server timed out waiting for the request", safe_to_resend=True),
     Rule(429, None, R, T, "rate limited", safe_to_resend=True),
     Rule(500, None, R, T, "the server failed"),
@@ -110,6 +112,7 @@ RECORD_ERRORS: dict[str, Kind] = {
     "SERVER_UNAVAILABLE": Kind.TRANSIENT,
     "REQUEST_RUNNING_TOO_LONG": Kind.TRANSIENT,
     "ALL_OR_NONE_OPERATION_ROLLED_BACK": Kind.TRANSIENT,
+    "UNPROCESSED": Kind.TRANSIENT,  # leadscore's code for rows a bulk job left unprocessed
     # everything else (INVALID_FIELD, STRING_TOO_LONG, INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST,
     # NUMBER_OUTSIDE_VALID_RANGE, ENTITY_IS_DELETED, MALFORMED_ID, ...) is permanent
 }

@@ -161,6 +161,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             bands JSON,
             PRIMARY KEY (prediction, score_run_id))""",
     ),
+    # Bulk API 2.0 pulls in progress: the job and the next page to read, committed with each
+    # page, so that a crash resumes the download instead of starting over (issue 3).
+    (
+        """CREATE TABLE bulk_checkpoint (
+            stream VARCHAR PRIMARY KEY,
+            job_id VARCHAR NOT NULL,
+            job_created TIMESTAMP NOT NULL,
+            fields JSON NOT NULL,
+            include_deleted BOOLEAN NOT NULL,
+            locator VARCHAR,
+            max_cursor TIMESTAMP,
+            rows_stored BIGINT NOT NULL DEFAULT 0,
+            started_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""",
+    ),
 )
 
 
@@ -172,11 +187,13 @@ class PageCounts:
         inserted: rows new to the store.
         updated: rows already stored with at least one different value.
         unchanged: rows fetched again with identical values (overlap or boundary rows).
+        deleted: stored rows removed because the source reports them deleted.
     """
 
     inserted: int
     updated: int
     unchanged: int
+    deleted: int = 0
 
 
 class Store:
@@ -373,69 +390,279 @@ class Store:
         *,
         key: str,
         cursor_field: str,
+        deleted_field: str | None = None,
     ) -> PageCounts:
         """Upsert one page of records and advance the stream's cursor, in one transaction.
 
         The query behind the page is ordered by the cursor, so the page's maximum cursor value is a
-        safe
-        checkpoint: a crash after this commit resumes from it, and boundary rows fetched again are
-            recognised by
-        id and counted as unchanged.
+        safe checkpoint: a crash after this commit resumes from it, and boundary rows fetched again
+        are recognised by id and counted as unchanged.
 
         Args:
             stream: stream name.
             table: raw table (created by :meth:`ensure_table`).
-            page: records with the table's columns.
+            page: records with the table's columns (plus ``deleted_field`` if it is not one).
             key: primary-key column.
             cursor_field: the column the stream is pulled by.
+            deleted_field: boolean column marking records deleted at the source; they are removed
+                from the table instead of upserted.
 
         Returns:
-            Counts of new, changed and unchanged rows.
+            Counts of new, changed, unchanged and deleted rows.
         """
         if page.empty:
             return PageCounts(0, 0, 0)
-        # One row per id: the page is ordered by cursor, so the last occurrence is the newest.
-        page = page.drop_duplicates(subset=[key], keep="last")
+        with self.transaction() as con:
+            con.register("_page", page)
+            try:
+                counts, newest = self._merge(
+                    con, table, "_page", list(page.columns), key, cursor_field, deleted_field
+                )
+                self._advance_cursor(con, stream, newest)
+            finally:
+                con.unregister("_page")
+        return counts
+
+    def upsert_csv(
+        self,
+        stream: str,
+        table: str,
+        path: Path,
+        *,
+        key: str,
+        cursor_field: str,
+        deleted_field: str | None = None,
+        locator: str | None = None,
+    ) -> PageCounts:
+        """Upsert one Bulk API 2.0 result page (a CSV file) and checkpoint the download.
+
+        Bulk results are unordered, so the stream's cursor does not move; the page's rows, the
+        newest cursor value seen and the locator of the next page are committed together in the
+        stream's ``bulk_checkpoint`` (see :meth:`start_bulk`, :meth:`finish_bulk`).
+
+        Args:
+            stream: stream name.
+            table: raw table.
+            path: CSV file with a header row of column names; every value text, empty for null.
+            key: primary-key column.
+            cursor_field: the column the stream is pulled by.
+            deleted_field: boolean column marking deleted records (removed from the table).
+            locator: the next page's locator (None after the last page).
+
+        Returns:
+            Counts of new, changed, unchanged and deleted rows.
+        """
+        with self.transaction() as con:
+            # DuckDB reads the file itself: no row passes through Python.
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _csv_page AS SELECT * FROM read_csv(?, "
+                "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"')",
+                [str(path)],
+            )
+            try:
+                columns = [r[0] for r in con.execute("DESCRIBE _csv_page").fetchall()]
+                counts, newest = self._merge(
+                    con, table, "_csv_page", columns, key, cursor_field, deleted_field, text=True
+                )
+            finally:
+                con.execute("DROP TABLE IF EXISTS _csv_page")
+            con.execute(
+                """UPDATE bulk_checkpoint SET locator = ?,
+                     max_cursor = greatest(max_cursor, CAST(? AS TIMESTAMP)),
+                     rows_stored = rows_stored + ?, updated_at = ?
+                   WHERE stream = ?""",
+                [
+                    locator,
+                    _py(newest),
+                    counts.inserted + counts.updated + counts.unchanged,
+                    utc_now(),
+                    stream,
+                ],
+            )
+        return counts
+
+    def _merge(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        source: str,
+        source_columns: list[str],
+        key: str,
+        cursor_field: str,
+        deleted_field: str | None,
+        *,
+        text: bool = False,
+    ) -> tuple[PageCounts, Any]:
+        """Merge a registered page into a raw table (caller holds the transaction).
+
+        Returns:
+            The counts and the page's newest cursor value (deleted rows included).
+        """
         t, k = quote_identifier(table), quote_identifier(key)
         types = dict(
-            self.con.execute(
+            con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = 'main' AND table_name = ?",
                 [table],
             ).fetchall()
         )
-        quoted = [quote_identifier(col) for col in page.columns]
-        # Cast explicitly: a column that is all NULL in this page arrives untyped from pandas.
+        columns = [c for c in source_columns if c in types]
+
+        def cast(column: str, to: str) -> str:
+            q = quote_identifier(column)
+            if text and to.startswith("TIMESTAMP"):
+                # Bulk CSV datetimes carry their offset (2024-05-20T20:49:32.000Z): read as UTC.
+                return f"timezone('UTC', CAST({q} AS TIMESTAMPTZ))"
+            # Cast explicitly: a column that is all NULL in a page arrives untyped from pandas.
+            return f"CAST({q} AS {to})"
+
+        quoted = [quote_identifier(c) for c in columns]
         casts = ", ".join(
-            f"CAST({q} AS {types[col]}) AS {q}" for q, col in zip(quoted, page.columns, strict=True)
+            f"{cast(c, types[c])} AS {q}" for c, q in zip(columns, quoted, strict=True)
         )
-        # Changed means any value changed: two edits within one second share a SystemModstamp
-        # (Salesforce timestamps have second resolution), so the cursor alone cannot tell.
-        differs = " OR ".join(f"t.{q} IS DISTINCT FROM p.{q}" for q in quoted if q != k) or "false"
+        flag = (
+            f"coalesce(CAST({quote_identifier(deleted_field)} AS BOOLEAN), false)"
+            if deleted_field and deleted_field in source_columns
+            else "false"
+        )
+        cursor = quote_identifier(cursor_field)
+        # One row per id: the newest version wins.
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _merge_page AS
+                SELECT {casts}, {flag} AS _ls_deleted FROM {quote_identifier(source)}
+                QUALIFY row_number() OVER (
+                    PARTITION BY {k} ORDER BY {cursor} DESC NULLS LAST) = 1"""
+        )
+        try:
+            # Changed means any value changed: two edits within one second share a SystemModstamp
+            # (Salesforce timestamps have second resolution), so the cursor alone cannot tell.
+            differs = (
+                " OR ".join(f"t.{q} IS DISTINCT FROM p.{q}" for q in quoted if q != k) or "false"
+            )
+            inserted, updated, unchanged, deleted, newest = con.execute(
+                f"""SELECT
+                      count(*) FILTER (WHERE NOT p._ls_deleted AND t.{k} IS NULL),
+                      count(*) FILTER (WHERE NOT p._ls_deleted AND t.{k} IS NOT NULL
+                                       AND ({differs})),
+                      count(*) FILTER (WHERE NOT p._ls_deleted AND t.{k} IS NOT NULL
+                                       AND NOT ({differs})),
+                      count(*) FILTER (WHERE p._ls_deleted AND t.{k} IS NOT NULL),
+                      max(p.{cursor})
+                    FROM _merge_page p LEFT JOIN {t} t ON t.{k} = p.{k}"""
+            ).fetchall()[0]
+            if deleted_field:
+                con.execute(
+                    f"DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM _merge_page WHERE _ls_deleted)"
+                )
+            con.execute(
+                f"INSERT OR REPLACE INTO {t} ({', '.join(quoted)}) "
+                f"SELECT {', '.join(quoted)} FROM _merge_page WHERE NOT _ls_deleted"
+            )
+        finally:
+            con.execute("DROP TABLE IF EXISTS _merge_page")
+        counts = PageCounts(int(inserted), int(updated), int(unchanged), int(deleted))
+        return counts, newest
+
+    @staticmethod
+    def _advance_cursor(con: duckdb.DuckDBPyConnection, stream: str, newest: Any) -> None:
+        if newest is None:
+            return
+        con.execute(
+            """INSERT INTO sync_cursor VALUES (?, ?, NULL, ?)
+               ON CONFLICT (stream) DO UPDATE SET
+                 cursor_value = greatest(sync_cursor.cursor_value, excluded.cursor_value),
+                 updated_at = excluded.updated_at""",
+            [stream, _py(newest), utc_now()],
+        )
+
+    # -- Bulk API 2.0 downloads in progress
+
+    def start_bulk(
+        self,
+        stream: str,
+        *,
+        job_id: str,
+        job_created: datetime,
+        fields: Sequence[str],
+        include_deleted: bool,
+        started_at: datetime,
+    ) -> None:
+        """Record that a stream is being read by a bulk query job (before its first page).
+
+        Args:
+            stream: stream name.
+            job_id: the job.
+            job_created: the job's creation time (server clock, naive UTC).
+            fields: the fields the job selects (a resumed job must select the same).
+            include_deleted: whether the job is a ``queryAll``.
+            started_at: when the pull started (becomes ``synced_through`` when it finishes).
+        """
+        now = utc_now()
         with self.transaction() as con:
-            con.register("_page", page)
-            try:
-                inserted, updated, unchanged = con.execute(
-                    f"""WITH p AS (SELECT {casts} FROM _page)
-                        SELECT count(*) FILTER (WHERE t.{k} IS NULL),
-                               count(*) FILTER (WHERE t.{k} IS NOT NULL AND ({differs})),
-                               count(*) FILTER (WHERE t.{k} IS NOT NULL AND NOT ({differs}))
-                        FROM p LEFT JOIN {t} t ON t.{k} = p.{k}"""
-                ).fetchall()[0]
-                con.execute(
-                    f"INSERT OR REPLACE INTO {t} ({', '.join(quoted)}) SELECT {casts} FROM _page"
-                )
-                newest = page[cursor_field].max()
-                con.execute(
-                    """INSERT INTO sync_cursor VALUES (?, ?, NULL, ?)
-                       ON CONFLICT (stream) DO UPDATE SET
-                         cursor_value = greatest(sync_cursor.cursor_value, excluded.cursor_value),
-                         updated_at = excluded.updated_at""",
-                    [stream, _py(newest), utc_now()],
-                )
-            finally:
-                con.unregister("_page")
-        return PageCounts(int(inserted), int(updated), int(unchanged))
+            con.execute(
+                "INSERT OR REPLACE INTO bulk_checkpoint "
+                "VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, ?, ?)",
+                [
+                    stream,
+                    job_id,
+                    job_created,
+                    json.dumps(list(fields)),
+                    include_deleted,
+                    started_at,
+                    now,
+                ],
+            )
+
+    def bulk_checkpoint(self, stream: str) -> dict[str, Any] | None:
+        """The bulk download in progress for a stream, if any.
+
+        Args:
+            stream: stream name.
+
+        Returns:
+            ``job_id, job_created, fields, include_deleted, locator, max_cursor, rows_stored,
+            started_at``, or None.
+        """
+        rows = self.con.execute(
+            "SELECT job_id, job_created, fields, include_deleted, locator, max_cursor, "
+            "rows_stored, started_at FROM bulk_checkpoint WHERE stream = ?",
+            [stream],
+        ).fetchall()
+        if not rows:
+            return None
+        names = (
+            "job_id",
+            "job_created",
+            "fields",
+            "include_deleted",
+            "locator",
+            "max_cursor",
+            "rows_stored",
+            "started_at",
+        )
+        checkpoint = dict(zip(names, rows[0], strict=True))
+        checkpoint["fields"] = json.loads(checkpoint["fields"])
+        return checkpoint
+
+    def finish_bulk(self, stream: str, cursor: datetime | None) -> None:
+        """Close a finished bulk download: advance the cursor and drop the checkpoint, atomically.
+
+        Args:
+            stream: stream name.
+            cursor: the cursor the finished job allows (None: keep the current one).
+        """
+        with self.transaction() as con:
+            self._advance_cursor(con, stream, cursor)
+            con.execute("DELETE FROM bulk_checkpoint WHERE stream = ?", [stream])
+
+    def drop_bulk(self, stream: str) -> None:
+        """Forget a bulk download that cannot be resumed (the job is gone or selects other fields).
+
+        Args:
+            stream: stream name.
+        """
+        with self.transaction() as con:
+            con.execute("DELETE FROM bulk_checkpoint WHERE stream = ?", [stream])
 
     def mark_synced(self, stream: str, through: datetime) -> None:
         """Record that a stream is complete up to ``through`` (when the finished pull started).

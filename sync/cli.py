@@ -123,10 +123,11 @@ def _render_job(result: jobs.JobResult) -> None:
     rows: list[tuple[str, Any]] = [("status", result.status)]
     if result.job == "pull":
         table = Table(box=None, padding=(0, 2, 0, 0))
-        for col in ("stream", "fetched", "new", "changed", "unchanged"):
-            table.add_column(col, justify="left" if col == "stream" else "right")
+        keys = ("fetched", "new", "changed", "unchanged", "deleted")
+        for col in ("stream", "path", *keys):
+            table.add_column(col, justify="left" if col in ("stream", "path") else "right")
         for stream, c in counts["streams"].items():
-            table.add_row(stream, *(_fmt(c[k]) for k in ("fetched", "new", "changed", "unchanged")))
+            table.add_row(stream, c.get("path", "rest"), *(_fmt(c.get(k, 0)) for k in keys))
         out.print(table)
     elif result.job == "train":
         table = Table(box=None, padding=(0, 2, 0, 0))
@@ -154,6 +155,28 @@ def _render_job(result: jobs.JobResult) -> None:
             if p["errors"]:
                 line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
             rows.append((name, line))
+    elif result.job == "setup":
+        table = Table(box=None, padding=(0, 2, 0, 0))
+        for col in ("field", "output", "action", "detail", "how to fix"):
+            table.add_column(col)
+        for row in counts["fields"]:
+            style = "red" if row["action"] == "problem" else None
+            table.add_row(
+                f"{row['object']}.{row['field']}",
+                row["kind"],
+                row["action"],
+                row["detail"],
+                row["fix"],
+                style=style,
+            )
+        out.print(table)
+        rows.append(
+            (
+                "fields",
+                f"{counts['created']} created, {counts['would_create']} to create, "
+                f"{counts['problems']} with problems",
+            )
+        )
     elif result.job == "sync":
         rows += [
             ("pulled", _fmt(counts["pulled"])),
@@ -255,6 +278,56 @@ def _when(value: Any) -> str:
         value = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
         return f"{value:%Y-%m-%d %H:%M:%S}"
     return str(value)
+
+
+@app.command()
+def setup(
+    config: ConfigOption = Path("config.toml"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what would be created.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the Salesforce fields the predictions write to (Tooling API); skip existing ones."""
+
+    def body() -> None:
+        result = jobs.run_setup(_settings(config), dry_run=dry_run, reporter=_reporter(as_json))
+        if as_json:
+            _print_json(result.to_json())
+        else:
+            _render_job(result)
+        if result.status == "partial":
+            raise typer.Exit(2)  # a field needs fixing in Salesforce: a setup problem
+
+    _guard(body)
+
+
+@app.command()
+def doctor(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+    """Check login, API allowance, objects, fields and campaigns; say how to fix problems."""
+
+    def body() -> None:
+        data = jobs.run_doctor(_settings(config), reporter=_reporter(as_json))
+        if as_json:
+            _print_json(data)
+        else:
+            table = Table(box=None, padding=(0, 2, 0, 0))
+            for col in ("check", "", "detail", "how to fix"):
+                table.add_column(col)
+            for c in data["checks"]:
+                table.add_row(
+                    c["check"],
+                    "[green]OK[/green]" if c["ok"] else "[red]problem[/red]",
+                    c["detail"],
+                    c["fix"],
+                )
+            out.print(table)
+            summary = "no problems found" if data["ok"] else f"{data['problems']} problem(s) found"
+            out.print(_kv_table([("result", summary), ("api calls", _fmt(data["api_calls"]))]))
+        if not data["ok"]:
+            raise typer.Exit(2)
+
+    _guard(body)
 
 
 @app.command()

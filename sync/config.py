@@ -429,7 +429,10 @@ class Settings(BaseModel):
 
 # Paths that are resolved relative to the config file.
 # (Store paths are resolved after validation, so that their defaults are relative to the file too.)
-_PATH_KEYS: tuple[tuple[str, str], ...] = (("salesforce", "ca_bundle"),)
+_PATH_KEYS: tuple[tuple[str, str], ...] = (
+    ("salesforce", "ca_bundle"),
+    ("salesforce", "private_key_file"),
+)
 
 
 def _is_secret(annotation: Any) -> bool:

@@ -31,6 +31,8 @@ models_dir = "models"
 login_url = {url_json}
 ca_bundle = {ca_json}
 page_size = 2000
+# The sandbox finishes Bulk API 2.0 jobs at once; real orgs keep the default (2 s).
+bulk_poll_seconds = 0.1
 
 [salesforce.streams.Lead]
 fields = ["Company", "Title", "Seniority__c", "Industry", "LeadSource", "Country",

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from typing import Any
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError
+from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError, RequestError
 from connector.history import (
     JobHistory,
     dead_letters,
@@ -36,14 +37,29 @@ from connector.history import (
 )
 from connector.http import CallCounter
 from connector.salesforce import (
+    LARGE_RUN_CALLS,
+    OUTPUT_FIELD_TYPES,
+    BulkJob,
+    FieldDescription,
     SalesforceClient,
+    StreamSettings,
+    bulk_cursor,
+    check_allowance,
+    count_records,
+    create_custom_field,
     db_type,
     describe_object,
+    field_metadata,
+    read_bulk,
+    read_campaigns,
+    read_limits,
     read_records,
     resolve_fields,
     since_with_overlap,
+    start_bulk_query,
+    suggest_field,
 )
-from connector.store import Store, raw_table_name, utc_now
+from connector.store import PageCounts, Store, raw_table_name, utc_now
 from scoring.monitor import (
     reference_profile,
 )
@@ -220,6 +236,180 @@ def _scoring_error(exc: ScoringError) -> LeadscoreError:
 # ---------
 
 
+def _pull_stream(
+    sf: SalesforceClient,
+    store: Store,
+    settings: Settings,
+    sobject: str,
+    stream: StreamSettings,
+    reporter: Reporter,
+    after_page: Callable[[dict[str, Any]], None] = lambda counts: None,
+) -> dict[str, Any]:
+    """Pull one stream: resume a bulk download, or read the changes by REST or Bulk API 2.0.
+
+    - REST (up to ``bulk_read_threshold`` rows): pages ordered by (cursor, Id); each page is
+      upserted with the cursor in one transaction, so a crash resumes after the last page.
+    - Bulk API 2.0 (a first sync, or more rows): results are unordered, so each page is
+      upserted with the job id and the next page's locator (``bulk_checkpoint``); a crash
+      resumes the same job at that page, and the cursor moves only when the job is read to the
+      end, to ``min(newest row, job created)`` (:func:`connector.salesforce.bulk_cursor`).
+    - Deletions: incremental reads use ``queryAll`` and remove rows whose ``IsDeleted`` is true
+      from the store (a first read skips deleted records).
+
+    ``after_page`` is called with the stream's counts after every committed page (run_pull
+    records progress and honours a stop request there: the checkpoint makes stopping safe).
+    """
+    s = settings.salesforce
+    setting = f"salesforce.streams.{sobject}"
+    description = describe_object(sf, sobject)
+    name = description.name
+    fields = resolve_fields(
+        description, ["Id", stream.cursor_field, *stream.fields], setting=f"{setting}.fields"
+    )
+    cursor = description.field(stream.cursor_field)
+    if cursor is None or cursor.type != "datetime":
+        raise ConfigError(
+            f"{setting}.cursor_field: '{stream.cursor_field}' is not a datetime field of {name}",
+            hint="use SystemModstamp",
+        )
+    table = raw_table_name("salesforce", name)
+    columns = {
+        f: (description.fields[f.lower()].type, db_type(description.fields[f.lower()].type))
+        for f in fields
+    }
+    added = store.ensure_table(name, table, columns, key="Id")
+    if added:
+        # New columns are empty for rows already stored: read the stream again in full to fill them.
+        reporter.stage(f"{name}: new fields {', '.join(added)}; re-reading it in full")
+        store.reset_cursor(name)
+        store.drop_bulk(name)
+    deleted_field = "IsDeleted" if description.field("IsDeleted") is not None else None
+    query_fields = [
+        *fields,
+        *([deleted_field] if deleted_field and deleted_field not in fields else []),
+    ]
+    counts: dict[str, Any] = {
+        "path": "rest",
+        "fetched": 0,
+        "new": 0,
+        "changed": 0,
+        "unchanged": 0,
+        "deleted": 0,
+    }
+
+    def add(page_counts: PageCounts, fetched: int) -> None:
+        counts["fetched"] += fetched
+        counts["new"] += page_counts.inserted
+        counts["changed"] += page_counts.updated
+        counts["unchanged"] += page_counts.unchanged
+        counts["deleted"] += page_counts.deleted
+
+    def read_job(job: BulkJob, locator: str | None) -> None:
+        counts["path"] = "bulk"
+        if locator != "null":  # "null": every page is stored already
+            with reporter.track(f"pull {name} (bulk)") as task:
+                for page in read_bulk(
+                    sf, job, locator=locator, workdir=store.path.parent, on_total=task.set_total
+                ):
+                    page_counts = store.upsert_csv(
+                        name,
+                        table,
+                        page.path,
+                        key="Id",
+                        cursor_field=cursor.name,
+                        deleted_field=deleted_field,
+                        locator=page.next_locator or "null",
+                    )
+                    add(page_counts, page.records)
+                    task.advance(page.records)
+                    after_page(counts)
+        checkpoint = store.bulk_checkpoint(name)
+        store.finish_bulk(name, bulk_cursor(checkpoint["max_cursor"] if checkpoint else None, job))
+
+    checkpoint = store.bulk_checkpoint(name)
+    if checkpoint is not None and checkpoint["fields"] != query_fields:
+        store.drop_bulk(name)  # the configured fields changed: the job selects the old ones
+        checkpoint = None
+    if checkpoint is not None:
+        job = BulkJob(checkpoint["job_id"], checkpoint["job_created"])
+        reporter.stage(
+            f"{name}: resuming bulk job {job.id} after {checkpoint['rows_stored']:,} stored rows"
+        )
+        try:
+            read_job(job, checkpoint["locator"])
+        except RequestError as exc:
+            # The job is gone (results expire after 7 days) or failed: start a new one below.
+            reporter.stage(f"{name}: cannot resume bulk job {job.id} ({exc.message}); restarting")
+            store.drop_bulk(name)
+        else:
+            store.mark_synced(name, checkpoint["started_at"])
+            return counts
+
+    started = utc_now()
+    current = store.read_cursor(name)
+    since = since_with_overlap(current, s.overlap_seconds)
+    # queryAll whenever the store may hold rows deleted since (a re-read after new fields too)
+    include_deleted = deleted_field is not None and (current is not None or bool(added))
+    if current is None and s.bulk_first_sync:
+        total = None  # a first sync is read in bulk whatever its size: no COUNT() needed
+    else:
+        total = count_records(
+            sf, name, cursor_field=cursor.name, since=since, include_deleted=include_deleted
+        )
+    if total is None or total > s.bulk_read_threshold:
+        # create + one poll + result pages; /limits tells whether the org can afford it
+        check_allowance(
+            sf,
+            planned_calls=2 + math.ceil((total or 0) / s.bulk_page_size),
+            bulk_query_jobs=1,
+            what=f"bulk pull of {name}",
+        )
+        job = start_bulk_query(
+            sf,
+            name,
+            query_fields,
+            cursor_field=cursor.name,
+            since=since,
+            include_deleted=include_deleted,
+        )
+        store.start_bulk(
+            name,
+            job_id=job.id,
+            job_created=job.created,
+            fields=query_fields,
+            include_deleted=include_deleted,
+            started_at=started,
+        )
+        read_job(job, None)
+    elif total > 0:
+        planned = math.ceil(total / s.page_size)
+        if planned > LARGE_RUN_CALLS:
+            check_allowance(sf, planned_calls=planned, what=f"pull of {total:,} {name} records")
+        with reporter.track(f"pull {name}", total=total) as task:
+            for page in read_records(
+                sf,
+                name,
+                query_fields,
+                cursor_field=cursor.name,
+                since=since,
+                include_deleted=include_deleted,
+            ):
+                frame = pd.DataFrame.from_records(page, columns=query_fields)
+                page_counts = store.upsert_page(
+                    name,
+                    table,
+                    frame,
+                    key="Id",
+                    cursor_field=cursor.name,
+                    deleted_field=deleted_field,
+                )
+                add(page_counts, len(page))
+                task.advance(len(page))
+                after_page(counts)
+    store.mark_synced(name, started)
+    return counts
+
+
 def run_pull(
     settings: Settings,
     *,
@@ -230,8 +420,10 @@ def run_pull(
     """Pull every configured Salesforce stream incrementally into the store.
 
     Each stream is read by ``SystemModstamp`` (or its configured cursor field) from the committed
-    cursor minus the overlap window; every page is upserted together with its cursor in one
-    transaction.
+    cursor minus the overlap window, by REST pages or a Bulk API 2.0 job depending on how many
+    rows changed (``SELECT COUNT()``); see :func:`_pull_stream` for the checkpoint rules. A run
+    stopped by the API budget, an outage or a stop request keeps every committed page; the next
+    run resumes.
 
     Args:
         settings: configuration.
@@ -241,7 +433,7 @@ def run_pull(
             stream is not marked complete, so the next pull resumes from its cursor).
 
     Returns:
-        Counts per stream: fetched, new, changed, unchanged.
+        Counts per stream: path (rest or bulk), fetched, new, changed, unchanged, deleted.
 
     Raises:
         Interrupted: a stop was requested (the run is recorded as partial).
@@ -252,69 +444,25 @@ def run_pull(
         _recorded(store, "pull", sf.counter) as result,
     ):
         sf.connect()
-        totals = {"fetched": 0, "new": 0, "changed": 0, "unchanged": 0}
-        streams: dict[str, dict[str, int]] = {}
+        keys = ("fetched", "new", "changed", "unchanged", "deleted")
+        totals = dict.fromkeys(keys, 0)
+        streams: dict[str, dict[str, Any]] = {}
+        result.counts = {**totals, "pulled": 0, "streams": streams}
         for sobject, stream in settings.salesforce.streams.items():
-            setting = f"salesforce.streams.{sobject}"
-            description = describe_object(sf, sobject)
-            fields = resolve_fields(
-                description,
-                ["Id", stream.cursor_field, *stream.fields],
-                setting=f"{setting}.fields",
-            )
-            cursor = description.field(stream.cursor_field)
-            if cursor is None or cursor.type != "datetime":
-                raise ConfigError(
-                    f"{setting}.cursor_field: '{stream.cursor_field}' is not a datetime field "
-                    f"of {description.name}",
-                    hint="use SystemModstamp",
-                )
-            table = raw_table_name("salesforce", description.name)
-            columns = {
-                name: (
-                    description.fields[name.lower()].type,
-                    db_type(description.fields[name.lower()].type),
-                )
-                for name in fields
-            }
-            added = store.ensure_table(description.name, table, columns, key="Id")
-            if added:
-                # New columns are empty for rows already stored: read the stream again in full to
-                # fill them.
-                reporter.stage(
-                    f"{description.name}: new fields {', '.join(added)}; re-reading it in full"
-                )
-                store.reset_cursor(description.name)
-            since = since_with_overlap(
-                store.read_cursor(description.name), settings.salesforce.overlap_seconds
-            )
-            query_started = utc_now()
-            counts = {"fetched": 0, "new": 0, "changed": 0, "unchanged": 0}
-            with reporter.track(f"pull {description.name}") as task:
-                for page in read_records(
-                    sf,
-                    description.name,
-                    fields,
-                    cursor_field=cursor.name,
-                    since=since,
-                    on_total=task.set_total,
-                ):
-                    frame = pd.DataFrame.from_records(page, columns=fields)
-                    page_counts = store.upsert_page(
-                        description.name, table, frame, key="Id", cursor_field=cursor.name
-                    )
-                    counts["fetched"] += len(page)
-                    counts["new"] += page_counts.inserted
-                    counts["changed"] += page_counts.updated
-                    counts["unchanged"] += page_counts.unchanged
-                    task.advance(len(page))
-                    result.counts = {"streams": {**streams, description.name: counts}}
-                    _check_stop(should_stop, "pull", f"after a page of {description.name}")
-            store.mark_synced(description.name, query_started)
-            streams[description.name] = counts
-            for key in totals:
+
+            def progress(counts: dict[str, Any], sobject: str = sobject) -> None:
+                result.counts = {**result.counts, "streams": {**streams, sobject: counts}}
+                _check_stop(should_stop, "pull", f"after a page of {sobject}")
+
+            counts = _pull_stream(sf, store, settings, sobject, stream, reporter, progress)
+            streams[sobject] = counts
+            for key in keys:
                 totals[key] += counts[key]
-        result.counts = {**totals, "pulled": totals["new"] + totals["changed"], "streams": streams}
+            result.counts = {
+                **totals,
+                "pulled": totals["new"] + totals["changed"],
+                "streams": streams,
+            }
     return result
 
 
@@ -587,6 +735,359 @@ def _summarise_sync(result: JobResult, jobs: dict[str, JobResult]) -> None:
         if name.startswith("train:"):
             result.artifacts.setdefault("holdout", {}).update(job.artifacts.get("holdout", {}))
             result.counts.setdefault("models", {}).update(job.counts["predictions"])
+
+
+# -- setup and doctor ------------------------------------------------------------------------
+
+
+def _tier_values(prediction: PredictionConfig) -> list[str]:
+    """Tier names, best first, then the lowest tier: the values of a tier picklist."""
+    best_first = sorted(prediction.tiers, key=lambda tier: -prediction.tiers[tier])
+    return [*best_first, prediction.lowest_tier]
+
+
+def _output_fields_of(settings: Settings) -> list[tuple[PredictionConfig, str, str, str]]:
+    """(prediction, object, output kind, field) for every configured Salesforce output."""
+    out = []
+    for prediction in settings.predictions:
+        if prediction.salesforce is not None:
+            for kind, name in prediction.salesforce.fields.items():
+                out.append((prediction, prediction.salesforce.object, kind, name))
+    return out
+
+
+def _field_problem(
+    prediction: PredictionConfig, kind: str, found: FieldDescription
+) -> tuple[str, str] | None:
+    """What is wrong with an existing output field, and how to fix it (None: nothing)."""
+    spec = OUTPUT_FIELD_TYPES.get(kind)
+    if spec is not None and found.type not in spec.describe_types:
+        wanted = " or ".join(spec.describe_types)
+        return (
+            f"is a {found.type} field; {kind} needs {wanted}",
+            f"map {kind} to another field in [predictions.salesforce] fields, or change its type",
+        )
+    if not found.updateable:
+        return (
+            "the integration user cannot edit it",
+            "grant Edit in the field's field-level security to the integration user's profile "
+            "or permission set",
+        )
+    if spec is not None and spec.picklist and found.restricted_picklist:
+        missing = [v for v in _tier_values(prediction) if v not in found.picklist_values]
+        if missing:
+            return (
+                f"the restricted picklist lacks the values {', '.join(missing)}",
+                "add them to the field's values in Setup, or unrestrict the picklist",
+            )
+    return None
+
+
+def run_setup(
+    settings: Settings, *, dry_run: bool = False, reporter: Reporter = SILENT
+) -> JobResult:
+    """Create the Salesforce custom fields the predictions write to, through the Tooling API.
+
+    Fields that exist are checked and left alone; missing ones are created with the type their
+    output kind needs (``connector.salesforce.OUTPUT_FIELD_TYPES``); describe is read again
+    afterwards, because a real org also needs field-level security granted before the
+    integration user can see a new field.
+
+    Args:
+        settings: configuration.
+        dry_run: only report what would be created.
+        reporter: progress.
+
+    Returns:
+        ``fields``: one row per output field (object, field, kind, action, detail, fix), with
+        action ``exists``, ``created``, ``would create`` or ``problem``; status ``partial`` when
+        any field has a problem.
+    """
+    sf = SalesforceClient(settings.salesforce)
+    try:
+        with (
+            _open_store(settings, "setup", reporter=reporter) as store,
+            _recorded(store, "setup", sf.counter) as result,
+        ):
+            sf.connect()
+            rows: list[dict[str, Any]] = []
+            created: list[dict[str, Any]] = []
+            for prediction, sobject, kind, name in _output_fields_of(settings):
+                description = describe_object(sf, sobject)
+                row: dict[str, Any] = {
+                    "object": description.name,
+                    "field": name,
+                    "kind": kind,
+                    "action": "exists",
+                    "detail": "",
+                    "fix": "",
+                }
+                rows.append(row)
+                found = description.field(name)
+                if found is not None:
+                    row["field"] = found.name
+                    problem = _field_problem(prediction, kind, found)
+                    row["detail"] = found.type
+                    if problem is not None:
+                        row["action"] = "problem"
+                        row["detail"], row["fix"] = problem
+                    continue
+                spec = OUTPUT_FIELD_TYPES.get(kind)
+                if spec is None:
+                    row.update(action="problem", detail=f"no field type is known for {kind}")
+                    continue
+                metadata = field_metadata(kind, name, picklist=_tier_values(prediction))
+                row["detail"] = _describe_metadata(metadata)
+                if dry_run:
+                    row["action"] = "would create"
+                    continue
+                reporter.stage(f"creating {description.name}.{name} ({row['detail']})")
+                create_custom_field(sf, description.name, name, metadata)
+                row["action"] = "created"
+                created.append(row)
+            if created:
+                # Real orgs: a new field is invisible until field-level security grants it.
+                sf.forget_describes()
+                for row in created:
+                    found = describe_object(sf, row["object"]).field(row["field"])
+                    if found is None:
+                        row.update(
+                            action="problem",
+                            detail="created, but the integration user cannot see it",
+                            fix="grant field-level security on it to the integration user's "
+                            "profile or permission set, then run setup again",
+                        )
+                    elif not found.updateable:
+                        row.update(
+                            action="problem",
+                            detail="created, but the integration user cannot edit it",
+                            fix="grant Edit in its field-level security",
+                        )
+            problems = sum(1 for row in rows if row["action"] == "problem")
+            result.counts = {
+                "fields": rows,
+                "created": sum(1 for row in rows if row["action"] == "created"),
+                "would_create": sum(1 for row in rows if row["action"] == "would create"),
+                "problems": problems,
+                "dry_run": dry_run,
+            }
+            if problems:
+                result.status = "partial"
+    finally:
+        sf.close()
+    return result
+
+
+def _describe_metadata(metadata: dict[str, Any]) -> str:
+    """A short type description: ``Number(3,0)``, ``Text(255)``, ``Picklist(A,B,C,D)``."""
+    kind = metadata["type"]
+    if kind == "Number":
+        return f"Number({metadata['precision']},{metadata['scale']})"
+    if kind == "Text":
+        return f"Text({metadata['length']})"
+    if kind == "Picklist":
+        values = [v["fullName"] for v in metadata["valueSet"]["valueSetDefinition"]["value"]]
+        return f"Picklist({','.join(values)})"
+    return str(kind)
+
+
+@dataclass
+class Check:
+    """One line of ``leadscore doctor``.
+
+    Attributes:
+        check: what was checked.
+        ok: whether it passed.
+        detail: what was found.
+        fix: how to fix it (empty when ok).
+    """
+
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def run_doctor(
+    settings: Settings, *, campaigns: Sequence[str] = (), reporter: Reporter = SILENT
+) -> dict[str, Any]:
+    """Check the Salesforce setup: login, allowance, streams, output fields and campaigns.
+
+    Nothing is written (to Salesforce or the store).
+
+    Args:
+        settings: configuration.
+        campaigns: Campaign ids the configuration writes members to.
+        reporter: progress.
+
+    Returns:
+        ``ok`` (no problem found), ``checks`` (``check, ok, detail, fix`` each) and
+        ``api_calls``.
+    """
+    s = settings.salesforce
+    checks: list[Check] = []
+    sf = SalesforceClient(s)
+    try:
+        reporter.stage(f"logging in to {s.login_url} ({s.auth})")
+        try:
+            sf.connect()
+        except LeadscoreError as exc:
+            checks.append(Check("login", False, exc.message, exc.hint or ""))
+            return _doctor_result(checks, sf)
+        checks.append(Check("login", True, f"{s.auth} login to {sf.instance_url}"))
+        checks.append(_check_allowance(sf))
+        for sobject, stream in s.streams.items():
+            checks.extend(_check_stream(sf, sobject, stream))
+        for prediction, sobject, kind, name in _output_fields_of(settings):
+            checks.append(_check_output(sf, prediction, sobject, kind, name))
+        checks.extend(_check_campaigns(sf, campaigns))
+        return _doctor_result(checks, sf)
+    finally:
+        sf.close()
+
+
+def _doctor_result(checks: list[Check], sf: SalesforceClient) -> dict[str, Any]:
+    return {
+        "ok": all(c.ok for c in checks),
+        "problems": sum(1 for c in checks if not c.ok),
+        "checks": [c.__dict__ for c in checks],
+        "api_calls": sf.counter.api_calls,
+    }
+
+
+def _check_allowance(sf: SalesforceClient) -> Check:
+    try:
+        limits = read_limits(sf)
+    except LeadscoreError as exc:
+        return Check("API allowance", False, exc.message, exc.hint or "")
+    daily = limits.get("DailyApiRequests") or {}
+    total, left = int(daily.get("Max") or 0), int(daily.get("Remaining") or 0)
+    share = sf.settings.max_share_of_daily_limit
+    detail = f"{left:,} of {total:,} daily API calls left"
+    jobs = limits.get("DailyBulkV2QueryJobs")
+    if jobs:
+        detail += f"; {int(jobs.get('Remaining') or 0):,} bulk query jobs"
+    if share is not None and total and total - left >= share * total:
+        return Check(
+            "API allowance",
+            False,
+            detail + f"; runs stop at {share:.0%} used (salesforce.max_share_of_daily_limit)",
+            "wait for the 24-hour window, or raise salesforce.max_share_of_daily_limit",
+        )
+    if jobs and int(jobs.get("Remaining") or 0) == 0:
+        return Check(
+            "API allowance", False, detail, "bulk pulls wait for the 24-hour window to pass"
+        )
+    return Check("API allowance", True, detail)
+
+
+def _check_stream(sf: SalesforceClient, sobject: str, stream: StreamSettings) -> list[Check]:
+    setting = f"salesforce.streams.{sobject}"
+    try:
+        description = describe_object(sf, sobject)
+    except LeadscoreError as exc:
+        return [Check(f"stream {sobject}", False, exc.message, exc.hint or "")]
+    problems = []
+    for name in stream.fields:
+        if description.field(name) is None:
+            problems.append(
+                Check(
+                    f"{description.name}.{name}",
+                    False,
+                    f"does not exist or is not visible ({setting}.fields)",
+                    suggest_field(description, name)
+                    + " Otherwise grant read access in field-level security.",
+                )
+            )
+    cursor = description.field(stream.cursor_field)
+    if cursor is None or cursor.type != "datetime":
+        problems.append(
+            Check(
+                f"{description.name}.{stream.cursor_field}",
+                False,
+                f"is not a datetime field ({setting}.cursor_field)",
+                "use SystemModstamp",
+            )
+        )
+    if problems:
+        return problems
+    return [Check(f"stream {description.name}", True, f"{len(stream.fields)} fields readable")]
+
+
+def _check_output(
+    sf: SalesforceClient, prediction: PredictionConfig, sobject: str, kind: str, name: str
+) -> Check:
+    label = f"{sobject}.{name}"
+    try:
+        description = describe_object(sf, sobject)
+    except LeadscoreError as exc:
+        return Check(label, False, exc.message, exc.hint or "")
+    found = description.field(name)
+    if found is None:
+        return Check(
+            label,
+            False,
+            f"the {kind} field does not exist or is not visible to the integration user",
+            "run `leadscore setup --config FILE`, or grant field-level security on it",
+        )
+    problem = _field_problem(prediction, kind, found)
+    if problem is not None:
+        return Check(label, False, *problem)
+    return Check(label, True, f"{kind}: {found.type}, editable")
+
+
+def _check_campaigns(sf: SalesforceClient, campaigns: Sequence[str]) -> list[Check]:
+    try:
+        member = describe_object(sf, "CampaignMember")
+    except LeadscoreError as exc:
+        return [Check("campaign members", False, exc.message, exc.hint or "")]
+    locked = [
+        f
+        for f in ("CampaignId", "LeadId", "ContactId")
+        if member.field(f) is None or not member.field(f).createable  # type: ignore[union-attr]
+    ]
+    checks = [
+        Check(
+            "campaign members",
+            not locked,
+            "the integration user can add and remove campaign members"
+            if not locked
+            else f"cannot set CampaignMember {', '.join(locked)}",
+            ""
+            if not locked
+            else "grant Create and Delete on Campaign Members and Edit on "
+            "Campaigns (Marketing User) to the integration user",
+        )
+    ]
+    if not campaigns:
+        return checks
+    try:
+        found = read_campaigns(sf, campaigns)
+    except LeadscoreError as exc:
+        return [*checks, Check("campaigns", False, exc.message, exc.hint or "")]
+    for campaign in campaigns:
+        record = found.get(campaign)
+        if record is None:
+            checks.append(
+                Check(
+                    f"campaign {campaign}",
+                    False,
+                    "does not exist or is not visible",
+                    "check the campaign id",
+                )
+            )
+        elif not record["IsActive"]:
+            checks.append(
+                Check(
+                    f"campaign {campaign}",
+                    False,
+                    f"'{record['Name']}' is not active",
+                    "activate the campaign in Salesforce",
+                )
+            )
+        else:
+            checks.append(Check(f"campaign {campaign}", True, f"'{record['Name']}', active"))
+    return checks
 
 
 # -- status

@@ -20,8 +20,11 @@ import pandas as pd
 
 from connector.errors import Interrupted
 from connector.salesforce import (
+    LARGE_RUN_CALLS,
     SalesforceClient,
+    check_allowance,
     describe_object,
+    estimate_write_calls,
     read_records_by_id,
     resolve_fields,
     write_records,
@@ -235,8 +238,16 @@ def push_salesforce(
             if k != "Id"
         ]
 
+    planned = estimate_write_calls(
+        len(batch), bulk_write_threshold=client.settings.bulk_write_threshold
+    )
+    if planned and (planned > LARGE_RUN_CALLS or len(batch) > client.settings.bulk_write_threshold):
+        check_allowance(client, planned_calls=planned, what=f"write of {len(batch):,} records")
     with reporter.track(f"push {description.name}", total=len(batch)) as task:
-        sent = 0
+        # Outcomes come per batch, each record exactly once with its final outcome (transient
+        # failures after their retries), matched back by id. Each request's records are recorded
+        # as in flight first (write-ahead), so that a crash mid-request is reconciled by reading
+        # back rather than by writing again.
         for outcomes in write_records(
             client,
             description.name,
@@ -245,10 +256,9 @@ def push_salesforce(
                 TARGET, description.name, intents(chunk)
             ),
         ):
-            sent_records = batch[sent : sent + len(outcomes)]
-            sent += len(outcomes)
             rows = []
-            for record, outcome in zip(sent_records, outcomes, strict=True):
+            for outcome in outcomes:
+                record = records[outcome["id"]]
                 if outcome["success"]:
                     counts.written += 1
                 else:
@@ -268,9 +278,10 @@ def push_salesforce(
             store.record_outcomes(TARGET, description.name, rows)
             counts.sent += len(outcomes)
             task.advance(len(outcomes))
-            if should_stop is not None and should_stop() and sent < len(batch):
+            if should_stop is not None and should_stop() and counts.sent < len(batch):
                 raise Interrupted(
-                    f"push: stopped on request after {sent:,} of {len(batch):,} records; every "
+                    f"push: stopped on request after {counts.sent:,} of {len(batch):,} records; "
+                    "every "
                     "answered batch is in the ledger and the next push sends the rest"
                 )
     return counts

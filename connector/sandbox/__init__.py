@@ -5,8 +5,28 @@ model, and serves the subset of the Salesforce REST API that leadscore uses over
 127.0.0.1. See ``docs/sandbox.md``.
 """
 
-from connector.sandbox.faults import Fault, FaultPlan, RecordFault, RequestInfo
+from connector.sandbox.faults import (
+    Drop,
+    Fault,
+    FaultPlan,
+    FaultRule,
+    InjectedFaults,
+    RecordFault,
+    RequestInfo,
+    Slow,
+)
 from connector.sandbox.salesforce_api import RequestRecord
 from connector.sandbox.service import Sandbox
 
-__all__ = ["Fault", "FaultPlan", "RecordFault", "RequestInfo", "RequestRecord", "Sandbox"]
+__all__ = [
+    "Drop",
+    "Fault",
+    "FaultPlan",
+    "FaultRule",
+    "InjectedFaults",
+    "RecordFault",
+    "RequestInfo",
+    "RequestRecord",
+    "Sandbox",
+    "Slow",
+]

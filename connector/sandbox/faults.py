@@ -1,12 +1,37 @@
-"""Fault injection hook: every sandbox request and record write passes through one FaultPlan.
+"""Fault injection: every sandbox request and record write passes through one FaultPlan.
 
-The plan is empty for now. Later issues subclass or configure it to inject 503
-``SERVER_UNAVAILABLE``, slow responses, dropped connections and per-record ``UNABLE_TO_LOCK_ROW``
-without touching the request handlers.
+The base :class:`FaultPlan` injects nothing. :class:`InjectedFaults` is the switchable plan the
+tests and benchmarks use: a rate or a schedule of
+
+- ``unavailable``: 503 ``SERVER_UNAVAILABLE`` (the request is not processed);
+- ``request_limit``: 403 ``REQUEST_LIMIT_EXCEEDED`` for too many concurrent requests (transient;
+  the daily allowance is enforced by the sandbox itself);
+- ``expired_session``: 401 ``INVALID_SESSION_ID`` (the client must log in again);
+- ``slow``: the answer is delayed by ``seconds``, then served normally;
+- ``drop``: the request is served (and applied) normally, but the connection is closed after
+  ``after_bytes`` bytes of the body;
+
+plus ``UNABLE_TO_LOCK_ROW`` per record write (sObject Collections and Bulk API 2.0 ingest alike).
+
+Decisions are drawn from one seeded random generator under a lock, so a run with the same
+requests in the same order injects the same faults.
+
+```python
+sandbox.faults = InjectedFaults(
+    [FaultRule("unavailable", rate=0.05), FaultRule("drop", at=(3,), methods=("GET",))],
+    lock_rate=0.02,
+    seed=1,
+)
+```
 """
 
 from __future__ import annotations
 
+import json
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -17,7 +42,7 @@ class RequestInfo:
     Attributes:
         method: HTTP method.
         path: URL path without the query string.
-        category: Request category (``auth``, ``query``, ``composite``, ...).
+        category: Request category (``auth``, ``query``, ``composite``, ``bulk``, ...).
     """
 
     method: str
@@ -27,7 +52,7 @@ class RequestInfo:
 
 @dataclass(frozen=True)
 class Fault:
-    """A canned HTTP answer that replaces the real one.
+    """A canned HTTP answer that replaces the real one (the request is not processed).
 
     Attributes:
         status: HTTP status code.
@@ -40,6 +65,29 @@ class Fault:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json;charset=UTF-8"
+
+
+@dataclass(frozen=True)
+class Slow:
+    """Delay the answer by ``seconds``, then serve the request normally.
+
+    Attributes:
+        seconds: The delay.
+    """
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Serve the request normally, but close the connection after ``after_bytes`` body bytes.
+
+    Attributes:
+        after_bytes: Body bytes sent before the connection is dropped (the headers announce the
+            full length, so the client sees an incomplete body).
+    """
+
+    after_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,19 +106,20 @@ class RecordFault:
 class FaultPlan:
     """Decides, request by request and record by record, whether to inject a fault.
 
-    The base plan injects nothing. Both hooks are called with the sandbox's locks *not* held for
-    requests and held for records, so implementations must be quick and must not call back into
-    the sandbox.
+    The base plan injects nothing. ``on_request`` is called with no sandbox lock held (it may
+    call ``Sandbox.expire_sessions``); ``on_record_write`` is called with the database lock held,
+    so it must be quick and must not call back into the sandbox.
     """
 
-    def on_request(self, request: RequestInfo) -> Fault | None:
+    def on_request(self, request: RequestInfo) -> Fault | Slow | Drop | None:
         """Return a fault to answer ``request`` with, or None to serve it normally.
 
         Args:
             request: The incoming request.
 
         Returns:
-            The fault to send, or None.
+            A :class:`Fault` (answer instead), :class:`Slow` (serve late), :class:`Drop` (serve,
+            then cut the connection), or None.
         """
         del request
         return None
@@ -87,3 +136,146 @@ class FaultPlan:
         """
         del sobject, record_id
         return None
+
+
+FAULT_KINDS = ("unavailable", "request_limit", "expired_session", "slow", "drop")
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps([{"message": message, "errorCode": code}]).encode()
+
+
+_CANNED: dict[str, Fault] = {
+    "unavailable": Fault(
+        503, _error_body("SERVER_UNAVAILABLE", "Server is temporarily unavailable.")
+    ),
+    "request_limit": Fault(
+        403, _error_body("REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.")
+    ),
+    "expired_session": Fault(401, _error_body("INVALID_SESSION_ID", "Session expired or invalid")),
+}
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    """When to inject one kind of request fault.
+
+    A request matches when its method, category and path pass the filters; matching requests
+    are numbered from 1. The rule fires for the numbers in ``at``, for every number above
+    ``after``, and otherwise with probability ``rate``.
+
+    Attributes:
+        kind: One of ``FAULT_KINDS``.
+        rate: Probability per matching request.
+        at: Matching request numbers that fail (a schedule).
+        after: Every matching request after this many fails (a lasting outage).
+        methods: Only these HTTP methods (None: any).
+        categories: Only these request categories (None: any); login requests (``auth``) never
+            match unless listed.
+        path_contains: Only paths containing this text.
+        seconds: Delay of a ``slow`` fault.
+        after_bytes: Body bytes sent before a ``drop`` fault closes the connection.
+    """
+
+    kind: str
+    rate: float = 0.0
+    at: tuple[int, ...] = ()
+    after: int | None = None
+    methods: tuple[str, ...] | None = None
+    categories: tuple[str, ...] | None = None
+    path_contains: str | None = None
+    seconds: float = 1.0
+    after_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+
+    def matches(self, request: RequestInfo) -> bool:
+        """Tell whether the rule applies to a request (before counting it)."""
+        if self.methods is not None and request.method not in self.methods:
+            return False
+        if self.categories is None:
+            if request.category == "auth":
+                return False
+        elif request.category not in self.categories:
+            return False
+        return self.path_contains is None or self.path_contains in request.path
+
+    def fault(self) -> Fault | Slow | Drop:
+        """The fault this rule injects."""
+        if self.kind == "slow":
+            return Slow(self.seconds)
+        if self.kind == "drop":
+            return Drop(self.after_bytes)
+        return _CANNED[self.kind]
+
+
+class InjectedFaults(FaultPlan):
+    """A switchable fault plan: request faults by rule, ``UNABLE_TO_LOCK_ROW`` per record.
+
+    Args:
+        rules: Request fault rules; the first that fires wins.
+        lock_rate: Probability that a record write fails with ``UNABLE_TO_LOCK_ROW``.
+        lock_at: Record-write numbers (from 1, over the whole run) that fail that way.
+        lock_objects: Only writes to these objects (None: any).
+        seed: Seed of the random draws.
+
+    Attributes:
+        injected: Faults injected so far, by kind (``unable_to_lock_row`` for records).
+    """
+
+    def __init__(
+        self,
+        rules: Iterable[FaultRule] = (),
+        *,
+        lock_rate: float = 0.0,
+        lock_at: Iterable[int] = (),
+        lock_objects: Iterable[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.rules = tuple(rules)
+        self.lock_rate = lock_rate
+        self.lock_at = frozenset(lock_at)
+        self.lock_objects = None if lock_objects is None else frozenset(lock_objects)
+        self.injected: Counter[str] = Counter()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._seen = [0] * len(self.rules)
+        self._record_writes = 0
+
+    def on_request(self, request: RequestInfo) -> Fault | Slow | Drop | None:
+        """Inject the first rule that fires for this request (see :class:`FaultRule`)."""
+        with self._lock:
+            for index, rule in enumerate(self.rules):
+                if not rule.matches(request):
+                    continue
+                self._seen[index] += 1
+                number = self._seen[index]
+                fires = (
+                    number in rule.at
+                    or (rule.after is not None and number > rule.after)
+                    or (rule.rate > 0 and self._random.random() < rule.rate)
+                )
+                if fires:
+                    self.injected[rule.kind] += 1
+                    return rule.fault()
+        return None
+
+    def on_record_write(self, sobject: str, record_id: str | None) -> RecordFault | None:
+        """Fail a record write with ``UNABLE_TO_LOCK_ROW`` by schedule or rate."""
+        if self.lock_objects is not None and sobject not in self.lock_objects:
+            return None
+        with self._lock:
+            self._record_writes += 1
+            fires = self._record_writes in self.lock_at or (
+                self.lock_rate > 0 and self._random.random() < self.lock_rate
+            )
+            if not fires:
+                return None
+            self.injected["unable_to_lock_row"] += 1
+        return RecordFault(
+            "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records"
+        )

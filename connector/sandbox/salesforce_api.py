@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -37,18 +38,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from connector.sandbox.database import Database
-from connector.sandbox.faults import FaultPlan, RequestInfo
+from connector.sandbox.faults import Drop, FaultPlan, RequestInfo, Slow
 from connector.sandbox.ids import BASE62, SEQUENCE_DIGITS, make_id, normalize_id
 from connector.sandbox.schema import (
     API_VERSION,
     ID_TYPES,
-    KEY_PREFIXES,
-    OBJECTS,
     RESPONDED_STATUSES,
     TEXT_TYPES,
     FieldDef,
     ObjectDef,
-    get_object,
+    copy_schema,
 )
 from connector.sandbox.soql import CompiledQuery, SoqlError, compile_query, converter_for
 
@@ -96,6 +95,7 @@ class ApiResponse:
         content_type: Content-Type header.
         headers: Extra headers.
         category: Request category for the request log.
+        truncate_at: Fault injection: send only this many body bytes, then drop the connection.
     """
 
     status: int
@@ -103,6 +103,7 @@ class ApiResponse:
     content_type: str = JSON_TYPE
     headers: dict[str, str] = field(default_factory=dict)
     category: str = "other"
+    truncate_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,11 @@ class SalesforceApi:
         daily_api_limit: ``DailyApiRequests`` allowance.
         faults: The fault plan every request and record write passes through.
         clock: Time source (seconds since the epoch).
+        edit_converted_leads: Whether the integration user may edit converted leads.
+        bulk_polls_to_complete: Bulk API 2.0 jobs report ``JobComplete`` from this job-info poll
+            on (1: the first poll after the upload or the query already sees it).
+        new_field_access: Whether fields created through the Tooling API are visible and
+            editable to the integration user at once.
     """
 
     def __init__(
@@ -243,8 +249,15 @@ class SalesforceApi:
         faults: FaultPlan | None = None,
         clock: Callable[[], float] = time.time,
         edit_converted_leads: bool = True,
+        bulk_polls_to_complete: int = 1,
+        new_field_access: bool = True,
     ) -> None:
         self.db = db
+        # This org's own schema: the Tooling API adds fields to it, tests remove or lock fields.
+        self.objects: dict[str, ObjectDef] = copy_schema()
+        self.key_prefixes: dict[str, ObjectDef] = {
+            obj.key_prefix: obj for obj in self.objects.values()
+        }
         # The "View and Edit Converted Leads" user permission: without it, converted leads are
         # read-only (https://help.salesforce.com/s/articleView?id=sf.leads_edit_converted.htm).
         self.edit_converted_leads = edit_converted_leads
@@ -266,6 +279,45 @@ class SalesforceApi:
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._cursor_numbers = itertools.count(1)
         self._sequences: dict[str, int] = {}
+        # Imported here: both modules call back into this class.
+        from connector.sandbox.bulk_api import BulkApi
+        from connector.sandbox.tooling_api import ToolingApi
+
+        self.bulk = BulkApi(self, polls_to_complete=bulk_polls_to_complete)
+        self.tooling = ToolingApi(self, grant_access=new_field_access)
+
+    def set_field(self, sobject: str, field_name: str, **changes: Any) -> None:
+        """Change or remove a field of this org's schema (tests model misconfigured orgs).
+
+        Args:
+            sobject: Object API name.
+            field_name: Field API name.
+            **changes: FieldDef attributes to change (``updateable=False``), or ``remove=True``
+                to drop the field from describe and SOQL (its column stays, unused).
+
+        Raises:
+            ValueError: Unknown object or field.
+        """
+        obj = self.get_object(sobject)
+        definition = obj.field(field_name) if obj is not None else None
+        if obj is None or definition is None:
+            raise ValueError(f"unknown field {sobject}.{field_name}")
+        with self.db.lock:
+            if changes.pop("remove", False):
+                del obj.fields[definition.name.lower()]
+            else:
+                obj.fields[definition.name.lower()] = dataclasses.replace(definition, **changes)
+
+    def get_object(self, name: str) -> ObjectDef | None:
+        """Look an sObject type of this org up case-insensitively.
+
+        Args:
+            name: Object API name in any letter case.
+
+        Returns:
+            The object, or None when the org has no such object.
+        """
+        return self.objects.get(name.lower())
 
     # -------------------------------------------------------------------------------------------
     # Entry point
@@ -291,6 +343,13 @@ class SalesforceApi:
         """
         category = _categorize(request)
         fault = self.faults.on_request(RequestInfo(request.method, request.path, category))
+        truncate_at: int | None = None
+        if isinstance(fault, Slow):
+            time.sleep(fault.seconds)  # then serve normally: the client may have timed out
+            fault = None
+        elif isinstance(fault, Drop):
+            truncate_at = fault.after_bytes  # served (and applied) normally, then cut off
+            fault = None
         if fault is not None:
             response = ApiResponse(
                 fault.status, fault.body, fault.content_type, dict(fault.headers), category
@@ -307,6 +366,7 @@ class SalesforceApi:
                     f"An unexpected error occurred in the sandbox: {type(error).__name__}: {error}",
                 ).response(category)
             response.category = category
+        response.truncate_at = truncate_at
         if request.path.startswith("/services/data"):
             response.headers.setdefault(
                 "Sforce-Limit-Info", f"api-usage={self._api_used}/{self.daily_api_limit}"
@@ -553,19 +613,29 @@ class SalesforceApi:
         if head == "limits" and len(rest) == 1:
             self._require_method(request, "GET")
             return self._limits()
+        if head == "jobs" and len(rest) >= 2:
+            return self.bulk.handle(request, version, rest[1:])
+        if head == "tooling" and len(rest) >= 2:
+            return self.tooling.handle(request, version, rest[1:])
         raise _not_found()
 
     def _resources(self, version: str) -> ApiResponse:
         base = f"/services/data/v{version}"
-        names = ("sobjects", "query", "queryAll", "limits", "composite")
+        names = ("sobjects", "query", "queryAll", "limits", "composite", "jobs", "tooling")
         return ApiResponse(200, _json({name: f"{base}/{name}" for name in names}))
 
     def _limits(self) -> ApiResponse:
         limit = self.daily_api_limit
         body = {
             "DailyApiRequests": {"Max": limit, "Remaining": max(0, limit - self._api_used)},
-            "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
-            "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+            "DailyBulkV2QueryJobs": {
+                "Max": self.bulk.MAX_QUERY_JOBS,
+                "Remaining": max(0, self.bulk.MAX_QUERY_JOBS - self.bulk.query_jobs_used),
+            },
+            "DailyBulkApiBatches": {
+                "Max": self.bulk.MAX_BATCHES,
+                "Remaining": max(0, self.bulk.MAX_BATCHES - self.bulk.batches_used),
+            },
             "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
         }
         return ApiResponse(200, _json(body))
@@ -578,10 +648,10 @@ class SalesforceApi:
             body = {
                 "encoding": "UTF-8",
                 "maxBatchSize": MAX_COLLECTION_RECORDS,
-                "sobjects": [obj.describe_global_entry(version) for obj in OBJECTS.values()],
+                "sobjects": [obj.describe_global_entry(version) for obj in self.objects.values()],
             }
             return ApiResponse(200, _json(body))
-        obj = get_object(rest[0])
+        obj = self.get_object(rest[0])
         if obj is None:
             raise _not_found()
         if len(rest) == 1:
@@ -755,7 +825,7 @@ class SalesforceApi:
         if not source.strip():
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
         try:
-            compiled = compile_query(source, include_deleted=include_deleted)
+            compiled = compile_query(source, include_deleted=include_deleted, objects=self.objects)
         except SoqlError as error:
             raise ApiError(400, error.error_code, error.message) from error
         batch_size = self._batch_size(request)
@@ -851,7 +921,7 @@ class SalesforceApi:
         elif method == "PATCH" and not rest:
             writes = [self._collection_write("update", record, None) for record in records]
         elif method == "PATCH" and len(rest) == 2:
-            obj = get_object(rest[0])
+            obj = self.get_object(rest[0])
             if obj is None:
                 raise _not_found()
             definition = self._external_id_field(obj, rest[1])
@@ -878,7 +948,7 @@ class SalesforceApi:
         attributes = record.get("attributes")
         type_name = attributes.get("type") if isinstance(attributes, dict) else None
         values = {key: value for key, value in record.items() if key != "attributes"}
-        obj = get_object(type_name) if isinstance(type_name, str) else None
+        obj = self.get_object(type_name) if isinstance(type_name, str) else None
         write = _Write(op, obj, values)
         if path_obj is not None:
             if obj is not None and obj is not path_obj:
@@ -900,7 +970,7 @@ class SalesforceApi:
         return write
 
     def _retrieve(self, request: ApiRequest, version: str, name: str) -> ApiResponse:
-        obj = get_object(name)
+        obj = self.get_object(name)
         if obj is None:
             raise _not_found()
         raw_ids = [value for value in ",".join(request.query.get("ids", [])).split(",") if value]
@@ -931,7 +1001,7 @@ class SalesforceApi:
         Raises:
             ValueError: When the object is unknown or any record fails (nothing is applied).
         """
-        obj = get_object(sobject)
+        obj = self.get_object(sobject)
         if obj is None:
             raise ValueError(f"unknown sObject {sobject!r}")
         writes = []
@@ -945,12 +1015,19 @@ class SalesforceApi:
             raise ValueError(f"update_records failed: {failures}")
 
     def _apply_writes(
-        self, writes: list[_Write], all_or_none: bool, *, log: bool = True
+        self,
+        writes: list[_Write],
+        all_or_none: bool,
+        *,
+        log: bool = True,
+        per_record_parse_errors: bool = False,
     ) -> list[dict[str, Any]]:
         """Apply writes in one transaction, record by record (a savepoint each).
 
         A failing record never aborts the others unless ``all_or_none``; then nothing is
         committed and the records that passed report ``ALL_OR_NONE_OPERATION_ROLLED_BACK``.
+        With ``per_record_parse_errors`` (Bulk API CSV rows), a value that cannot be read is that
+        record's error instead of failing the whole request.
         """
         now = int(self.clock())
         results: list[dict[str, Any]] = []
@@ -961,7 +1038,12 @@ class SalesforceApi:
                 for write in writes:
                     conn.execute("SAVEPOINT record")
                     try:
-                        results.append(self._apply_one(conn, write, now, log))
+                        try:
+                            results.append(self._apply_one(conn, write, now, log))
+                        except ApiError as error:
+                            if not per_record_parse_errors:
+                                raise
+                            raise RecordError(error.error_code, error.message) from error
                         conn.execute("RELEASE record")
                     except RecordError as error:
                         conn.execute("ROLLBACK TO record")
@@ -1046,7 +1128,7 @@ class SalesforceApi:
         record_id = normalize_id(raw_id) if isinstance(raw_id, str) else None
         if record_id is None:
             raise RecordError("MALFORMED_ID", f"malformed id {raw_id}")
-        target = KEY_PREFIXES.get(record_id[:3])
+        target = self.key_prefixes.get(record_id[:3])
         if obj is not None and target is not obj:
             raise RecordError(
                 "MALFORMED_ID", f"{obj.label} ID: id value of incorrect type: {raw_id}", ["Id"]
@@ -1274,7 +1356,7 @@ class SalesforceApi:
             if value == "":
                 return None
             record_id = normalize_id(value)
-            target = KEY_PREFIXES.get(record_id[:3]) if record_id else None
+            target = self.key_prefixes.get(record_id[:3]) if record_id else None
             if record_id is None or target is None or target.name not in definition.reference_to:
                 raise RecordError(
                     "MALFORMED_ID",
@@ -1413,6 +1495,10 @@ def _categorize(request: ApiRequest) -> str:
         return "composite"
     if head == "limits":
         return "limits"
+    if head == "jobs":
+        return "bulk"
+    if head == "tooling":
+        return "tooling"
     if head == "sobjects":
         if (
             len(segments) <= 2

@@ -14,6 +14,7 @@ object whose columns carry the describe spelling of each field:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -720,6 +721,18 @@ def _build_objects() -> dict[str, ObjectDef]:
 OBJECTS: dict[str, ObjectDef] = _build_objects()
 """Every sObject, keyed by lower-case API name."""
 KEY_PREFIXES: dict[str, ObjectDef] = {obj.key_prefix: obj for obj in OBJECTS.values()}
+
+
+def copy_schema() -> dict[str, ObjectDef]:
+    """A private copy of the base schema that one sandbox may change.
+
+    Fields created through the Tooling API, removed fields and field access changes apply to the
+    copy only, so sandboxes in one process never see each other's changes.
+
+    Returns:
+        Every sObject, keyed by lower-case API name (fields are immutable and shared).
+    """
+    return {key: dataclasses.replace(obj, fields=dict(obj.fields)) for key, obj in OBJECTS.items()}
 
 
 def get_object(name: str) -> ObjectDef | None:

@@ -161,6 +161,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         payload = b"" if response.status in (204, 304) else response.body
         self.send_header("Content-Length", str(len(payload)))
+        if response.truncate_at is not None:
+            # Fault injection: announce the full body, send part of it, drop the connection.
+            payload = payload[: response.truncate_at]
+            self.close_connection = True
         # Headers and body leave in one write (one TLS record train, no extra round trip).
         self._headers_buffer.append(b"\r\n")
         self._headers_buffer.append(payload)

@@ -70,6 +70,11 @@ class Sandbox:
         edit_converted_leads: The integration user holds "View and Edit Converted Leads", so
             scores can be written to converted leads; False makes them read-only
             (``CANNOT_UPDATE_CONVERTED_LEAD``), as in an org without that permission.
+        bulk_polls_to_complete: Bulk API 2.0 jobs report ``JobComplete`` from this job-info
+            request on (1: the first poll).
+        new_field_access: Fields created through the Tooling API are visible and editable to the
+            integration user at once; False models an org where field-level security must be
+            granted first (``grant_field_access``).
     """
 
     def __init__(
@@ -87,8 +92,12 @@ class Sandbox:
         on_progress: Callable[[str, int, int], None] | None = None,
         faults: FaultPlan | None = None,
         edit_converted_leads: bool = True,
+        bulk_polls_to_complete: int = 1,
+        new_field_access: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
+        self.bulk_polls_to_complete = bulk_polls_to_complete
+        self.new_field_access = new_field_access
         self.edit_converted_leads = edit_converted_leads
         self.leads = leads
         self.seed = seed
@@ -141,6 +150,8 @@ class Sandbox:
             daily_api_limit=self.daily_api_limit,
             faults=self._faults,
             edit_converted_leads=self.edit_converted_leads,
+            bulk_polls_to_complete=self.bulk_polls_to_complete,
+            new_field_access=self.new_field_access,
         )
         self._server = SandboxServer((HOST, self.port), self._api, make_server_context(self._tls))
         self._stopped.clear()
@@ -336,6 +347,35 @@ class Sandbox:
     def expire_sessions(self) -> None:
         """Invalidate every issued token: the next call answers 401 ``INVALID_SESSION_ID``."""
         self._require_api().expire_sessions()
+
+    def remove_field(self, sobject: str, field_name: str) -> None:
+        """Make a field disappear from describe and SOQL, as in an org that lacks it.
+
+        Args:
+            sobject: Object API name.
+            field_name: Field API name (e.g. ``Lead_Score__c``).
+        """
+        self._require_api().set_field(sobject, field_name, remove=True)
+
+    def set_field_access(self, sobject: str, field_name: str, *, updateable: bool) -> None:
+        """Change the integration user's field-level security on a field.
+
+        Args:
+            sobject: Object API name.
+            field_name: Field API name.
+            updateable: False makes the field read-only (describe ``updateable: false``; writes
+                fail with ``INVALID_FIELD_FOR_INSERT_UPDATE``).
+        """
+        self._require_api().set_field(sobject, field_name, updateable=updateable)
+
+    def grant_field_access(self, sobject: str, field_name: str) -> None:
+        """Grant access to a field created through the Tooling API with ``new_field_access=False``.
+
+        Args:
+            sobject: Object API name.
+            field_name: Field API name.
+        """
+        self._require_api().tooling.grant(sobject, field_name)
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only SQL statement against the sandbox database.

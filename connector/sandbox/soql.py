@@ -31,7 +31,7 @@ import datetime as dt
 import functools
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from typing import Literal as TypingLiteral
@@ -40,10 +40,10 @@ from connector.sandbox.ids import normalize_id
 from connector.sandbox.schema import (
     ID_TYPES,
     NUMBER_TYPES,
+    OBJECTS,
     TEXT_TYPES,
     FieldDef,
     ObjectDef,
-    get_object,
 )
 
 MAX_OFFSET = 2000
@@ -830,11 +830,19 @@ _SOQL_TYPE_NAMES = {
 class _Compiler:
     """Compiles one parsed query against the schema."""
 
-    def __init__(self, source: str, query: Query, include_deleted: bool) -> None:
+    def __init__(
+        self,
+        source: str,
+        query: Query,
+        include_deleted: bool,
+        objects: Mapping[str, ObjectDef] | None = None,
+    ) -> None:
         self.source = source
         self.query = query
         self.include_deleted = include_deleted
-        obj = get_object(query.sobject)
+        # A sandbox's own schema (fields added through the Tooling API), or the base schema.
+        self.objects = OBJECTS if objects is None else objects
+        obj = self.objects.get(query.sobject.lower())
         if obj is None:
             raise SoqlError(
                 "INVALID_TYPE",
@@ -876,7 +884,7 @@ class _Compiler:
                     "call for the appropriate names.",
                 ),
             )
-        target = get_object(reference.reference_to[0])
+        target = self.objects.get(reference.reference_to[0].lower())
         assert target is not None
         definition = target.field(parts[1])
         if definition is None:
@@ -1125,12 +1133,19 @@ class _Compiler:
         )
 
 
-def compile_query(source: str, *, include_deleted: bool = False) -> CompiledQuery:
+def compile_query(
+    source: str,
+    *,
+    include_deleted: bool = False,
+    objects: Mapping[str, ObjectDef] | None = None,
+) -> CompiledQuery:
     """Parse and compile a SOQL query against the sandbox schema.
 
     Args:
         source: The SOQL text.
         include_deleted: ``queryAll``: include soft-deleted (``IsDeleted``) records.
+        objects: The schema to compile against, keyed by lower-case object name (default: the
+            base schema).
 
     Returns:
         The compiled query.
@@ -1139,4 +1154,4 @@ def compile_query(source: str, *, include_deleted: bool = False) -> CompiledQuer
         SoqlError: For malformed queries, unknown objects or fields, and type mismatches.
     """
     parsed = parse(source)
-    return _Compiler(source, parsed, include_deleted).compile()
+    return _Compiler(source, parsed, include_deleted, objects).compile()
