@@ -192,8 +192,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             detail VARCHAR)""",
         # Identity resolution output (sync/identity.py), rebuilt after every pull: one row per
         # profile (matched or not, and why), and one row per identity of a matched person.
+        # entity is NULL for a profile that matched no record of any entity.
         """CREATE TABLE identity_profile (
-            entity VARCHAR NOT NULL,
+            entity VARCHAR,
             profile_id VARCHAR NOT NULL,
             entity_id VARCHAR,
             status VARCHAR NOT NULL,

@@ -27,11 +27,14 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from connector.errors import ConfigError
 from connector.salesforce import SalesforceSettings
+from connector.segment import SegmentSettings
 from scoring.spec import PredictionSpec
+from scoring.traits import TraitSpec
 
 ENV_PREFIX = "LEADSCORE_"
 SECRETS_FILE = "secrets.toml"
@@ -75,10 +78,39 @@ class SalesforceOutput(BaseModel):
         return value
 
 
+SegmentOutputKind = Literal["score", "tier", "probability", "model_version", "scored_at", "reasons"]
+
+
+class SegmentOutput(BaseModel):
+    """Where a prediction's results go in Segment (``[predictions.segment]``): profile traits.
+
+    Attributes:
+        traits: output -> trait name, e.g. ``{ score = "lead_score", tier = "lead_tier" }``.
+        unmatched: records whose person has no Segment user id are ``skip``-ped (counted), or
+            identified by their ``record_id`` (which creates profiles keyed by the CRM id).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    traits: dict[SegmentOutputKind, str] = Field(min_length=1)
+    unmatched: Literal["skip", "record_id"] = "skip"
+
+    @field_validator("traits")
+    @classmethod
+    def _trait_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for kind, name in value.items():
+            if not name or len(name) > 100 or any(not c.isprintable() for c in name):
+                raise ValueError(f"{kind}: '{name}' is not a usable Segment trait name")
+        if len(set(value.values())) != len(value):
+            raise ValueError("two outputs are written to the same trait")
+        return value
+
+
 class PredictionConfig(PredictionSpec):
     """A ``[[predictions]]`` entry: the ML spec plus where its results go."""
 
     salesforce: SalesforceOutput | None = None
+    segment: SegmentOutput | None = None
 
 
 class Settings(BaseModel):
@@ -88,8 +120,29 @@ class Settings(BaseModel):
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     salesforce: SalesforceSettings
+    segment: SegmentSettings | None = None
+    traits: list[TraitSpec] = Field(default_factory=list)
     predictions: list[PredictionConfig] = Field(min_length=1)
     _path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("traits")
+    @classmethod
+    def _unique_traits(cls, value: list[TraitSpec]) -> list[TraitSpec]:
+        names = [t.name for t in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"trait names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _segment_section(self) -> Settings:
+        for index, p in enumerate(self.predictions):
+            if p.segment is not None and self.segment is None:
+                raise ValueError(
+                    f"predictions[{index}].segment writes to Segment, but there is no [segment] "
+                    "section"
+                )
+        return self
 
     @field_validator("predictions")
     @classmethod
@@ -129,6 +182,7 @@ _PATH_KEYS: tuple[tuple[str, str], ...] = (
     ("store", "path"),
     ("store", "models_dir"),
     ("salesforce", "ca_bundle"),
+    ("segment", "ca_bundle"),
 )
 
 
@@ -148,8 +202,8 @@ def secret_keys() -> list[tuple[str, str]]:
     """
     keys = []
     for section, info in Settings.model_fields.items():
-        model = info.annotation
-        if isinstance(model, type) and issubclass(model, BaseModel):
+        model = _inner_model(info.annotation)  # also optional sections (``Model | None``)
+        if model is not None:
             keys += [
                 (section, k) for k, f in model.model_fields.items() if _is_secret(f.annotation)
             ]
@@ -269,6 +323,8 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
                     f"other keys belong in {path.name}",
                 )
     for section, key in secrets:
+        if section not in raw and not Settings.model_fields[section].is_required():
+            continue  # a secret alone does not switch an optional section (e.g. [segment]) on
         value = env.get(_env_name(section, key)) or (from_file.get(section) or {}).get(key)
         if value is not None and isinstance(raw.get(section, {}), dict):
             raw.setdefault(section, {})[key] = value
