@@ -201,6 +201,8 @@ class TokenBucket:
         self._lock = threading.Lock()
         self.waited_seconds = 0.0
         """Total time callers spent waiting for a token."""
+        self.pauses = 0
+        """429s that made the bucket back off."""
 
     def acquire(self) -> None:
         """Take one token, waiting until one is available."""
@@ -216,6 +218,24 @@ class TokenBucket:
         if wait > 0:
             self._sleep(wait)
 
+    def pause(self, seconds: float) -> None:
+        """Back off after the server answered 429: hold every caller back and halve the rate.
+
+        The bucket goes ``seconds`` into debt, so concurrent callers sharing it wait too instead of
+        each provoking its own 429; and the rate halves (down to one per second) for the rest of
+        its life, so a configured rate above what the server allows converges within a few 429s.
+
+        Args:
+            seconds: how long nobody may send (the server's Retry-After).
+        """
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self.rate = max(1.0, self.rate / 2)
+            self._tokens = min(self._tokens, -seconds * self.rate)
+            self.pauses += 1
+
 
 class _RateLimitedAdapter(requests.adapters.HTTPAdapter):
     """Transport adapter that takes a token from a bucket before every request it sends."""
@@ -225,9 +245,12 @@ class _RateLimitedAdapter(requests.adapters.HTTPAdapter):
         self.bucket = bucket
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        """Wait for a token, then send."""
+        """Wait for a token, then send; a 429 holds back every caller of the bucket."""
         self.bucket.acquire()
-        return super().send(request, **kwargs)
+        response = super().send(request, **kwargs)
+        if response.status_code == 429:
+            self.bucket.pause(retry_after_seconds(response) or 1.0 / self.bucket.rate)
+        return response
 
 
 class _Retryable(Exception):

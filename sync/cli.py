@@ -110,6 +110,49 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _segment_rows(counts: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Summary lines of a Segment pull or import: imports, Profile API, identity resolution."""
+    rows: list[tuple[str, Any]] = []
+    imports = counts.get("imports")
+    if imports and imports["files"]:
+        line = (
+            f"{imports['files']} file(s), {imports['lines']:,} lines: {imports['imported']:,} "
+            f"imported, {imports['duplicates']:,} duplicates, {imports['skipped']:,} skipped"
+        )
+        if imports["already_imported"]:
+            line += f" ({imports['already_imported']} file(s) imported before)"
+        rows.append(("segment files", line))
+        if imports["skipped_by_reason"]:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in imports["skipped_by_reason"].items())
+            rows.append(("skipped lines", reasons))
+            rows += [("", example) for example in imports["examples"]]
+    api = counts.get("profile_api")
+    if api and api.get("lookups"):
+        line = (
+            f"{api['lookups']:,} lookups: {api.get('found', 0):,} found, "
+            f"{api.get('not_found', 0):,} not found, {api.get('failed', 0):,} failed; "
+            f"{api.get('requests', 0):,} requests in {api.get('seconds', 0):.1f} s"
+        )
+        rows.append(("profile api", line))
+        if api.get("unknown_identity_types"):
+            unknown = ", ".join(f"{k} {v}" for k, v in api["unknown_identity_types"].items())
+            rows.append(("", f"skipped identities of unknown types: {unknown}"))
+    identity = counts.get("identity")
+    if identity:
+        matched = sum(identity["matched"].values())
+        line = f"{matched:,} of {identity['profiles']:,} profiles matched to " + ", ".join(
+            f"{n:,} {entity}s" for entity, n in identity["records"].items()
+        )
+        rows.append(("identity", line or "-"))
+        unmatched = ", ".join(f"{k} {v:,}" for k, v in identity["unmatched"].items())
+        if unmatched:
+            rows.append(("unmatched", unmatched))
+        ambiguous = sum(identity["ambiguous"].values())
+        if ambiguous:
+            rows.append(("ambiguous", f"{ambiguous:,} profiles matched several records"))
+    return rows
+
+
 def _render_job(result: jobs.JobResult) -> None:
     counts = result.counts
     rows: list[tuple[str, Any]] = [("status", result.status)]
@@ -120,6 +163,9 @@ def _render_job(result: jobs.JobResult) -> None:
         for stream, c in counts["streams"].items():
             table.add_row(stream, *(_fmt(c[k]) for k in ("fetched", "new", "changed", "unchanged")))
         out.print(table)
+        rows += _segment_rows(counts.get("segment") or {})
+    elif result.job == "import":
+        rows += _segment_rows(counts)
     elif result.job == "train":
         table = Table(box=None, padding=(0, 2, 0, 0))
         for col in ("prediction", "version", "examples", "AUC", "PR-AUC", "log loss", "seconds"):
@@ -136,6 +182,9 @@ def _render_job(result: jobs.JobResult) -> None:
                 f"{p['seconds']:.1f}",
             )
         out.print(table)
+        for name, p in counts["predictions"].items():
+            for trait, reason in (p.get("skipped_traits") or {}).items():
+                rows.append((f"{name}", f"trait {trait} skipped: {reason}"))
     elif result.job == "score":
         for name, p in counts["predictions"].items():
             tiers = "  ".join(f"{t}:{n:,}" for t, n in p["tiers"].items())
@@ -146,6 +195,15 @@ def _render_job(result: jobs.JobResult) -> None:
             if p["errors"]:
                 line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
             rows.append((name, line))
+        for name, p in (counts.get("segment") or {}).items():
+            line = (
+                f"{p['written']:,} profiles written ({p['requests']:,} requests), "
+                f"{p['failed']:,} failed, {p['unchanged']:,} unchanged, "
+                f"{p['no_segment_user']:,} without a Segment user"
+            )
+            if p["errors"]:
+                line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
+            rows.append((f"{name} → segment", line))
     elif result.job == "run":
         rows += [
             ("pulled", _fmt(counts["pulled"])),
@@ -154,6 +212,8 @@ def _render_job(result: jobs.JobResult) -> None:
             ("written", _fmt(counts["written"])),
             ("failed", _fmt(counts["failed"])),
         ]
+        if "segment_written" in counts:
+            rows.append(("segment", f"{_fmt(counts['segment_written'])} profiles written"))
     rows += [("api calls", _fmt(result.api_calls)), ("seconds", f"{result.seconds:.1f}")]
     out.print(_kv_table(rows))
 
@@ -205,6 +265,22 @@ def push(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False
 def run(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
     """Pull, train when no model exists, score and push."""
     _job_command(lambda s, r: jobs.run_all(s, reporter=r), config, as_json)
+
+
+@app.command("import")
+def import_files(
+    paths: Annotated[list[Path], typer.Argument(help="JSON-lines (.jsonl[.gz]) or Parquet files.")],
+    kind: Annotated[
+        str, typer.Option(help="What the files hold: tracks, identifies or id_graph.")
+    ] = "tracks",
+    config: ConfigOption = Path("config.toml"),
+    force: Annotated[bool, typer.Option(help="Import files again that were imported.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Import Segment warehouse / Profiles Sync exports; bad lines are skipped and counted."""
+    _job_command(
+        lambda s, r: jobs.run_import(s, paths, kind=kind, force=force, reporter=r), config, as_json
+    )
 
 
 @app.command()
@@ -315,6 +391,7 @@ def demo(
                     ("pulled", _fmt(data["pulled"])),
                     ("scored", _fmt(data["scored"])),
                     ("written", _fmt(data["written"])),
+                    ("segment", f"{_fmt(data['segment_written'])} profiles got score traits"),
                     ("api calls", _fmt(data["api_calls"])),
                     (
                         "model AUC",

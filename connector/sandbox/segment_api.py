@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import random
 import sqlite3
 import threading
@@ -75,12 +76,16 @@ class SegmentOptions:
             second's worth).
         tracking_429_rate: share of Tracking API requests answered 429 (seeded, deterministic).
         retry_after_seconds: ``Retry-After`` sent with those 429s.
-        seed: seed of the 429 draws.
+        lost_response_rate: share of Tracking API requests that are applied and then answered
+            503, as when a gateway times out after Segment accepted the batch: the client cannot
+            tell, sends it again, and only ``messageId`` de-duplication prevents a double write.
+        seed: seed of the random draws.
     """
 
     profile_rate_limit: float = 100.0
     tracking_429_rate: float = 0.0
     retry_after_seconds: float = 0.0
+    lost_response_rate: float = 0.0
     seed: int = 0
 
 
@@ -287,6 +292,10 @@ class SegmentApi:
         for index, message in enumerate(messages):
             self._validate(index, message)
         applied = self._apply(messages)
+        with self._lock:
+            lost = self._random.random() < self.options.lost_response_rate
+        if lost:
+            raise _Error(503, "service_unavailable", "upstream timed out")
         return ApiResponse(200, _json({"success": True, "applied": applied}), JSON_TYPE)
 
     @staticmethod
@@ -432,7 +441,7 @@ class SegmentApi:
                 429,
                 "rate_limit_error",
                 "rate limit exceeded",
-                {"Retry-After": f"{max(wait, 0.001):.3f}"},
+                {"Retry-After": f"{math.ceil(wait * 1000) / 1000:.3f}"},
             )
         parts = request.path.removeprefix(_PROFILES_PREFIX).split("/")
         # {space}/collections/users/profiles/{identifier}/{resource}
