@@ -124,8 +124,7 @@ def _segment_rows(counts: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.append(("segment files", line))
         if imports["skipped_by_reason"]:
             reasons = ", ".join(f"{k} {v:,}" for k, v in imports["skipped_by_reason"].items())
-            rows.append(("skipped lines", reasons))
-            rows += [("", example) for example in imports["examples"]]
+            rows.append(("skipped lines", reasons + " (first ones below)"))
     api = counts.get("profile_api")
     if api and api.get("lookups"):
         line = (
@@ -216,6 +215,10 @@ def _render_job(result: jobs.JobResult) -> None:
             rows.append(("segment", f"{_fmt(counts['segment_written'])} profiles written"))
     rows += [("api calls", _fmt(result.api_calls)), ("seconds", f"{result.seconds:.1f}")]
     out.print(_kv_table(rows))
+    # Skipped lines as ``file:line: reason (detail)``, one per line and never truncated.
+    segment = counts.get("segment") if result.job == "pull" else counts
+    for example in ((segment or {}).get("imports") or {}).get("examples", []):
+        out.print(f"  {example}", soft_wrap=True, markup=False)
 
 
 def _job_command(

@@ -38,7 +38,16 @@ from connector.sandbox.server import SandboxServer
 from connector.sandbox.tls import TlsFiles, ensure_tls_files, make_server_context
 
 HOST = "127.0.0.1"
-GROUND_TRUTH_COLUMNS = ("lead_id", "anchor_at", "p_true", "label", "window_closed", "converted_at")
+GROUND_TRUTH_COLUMNS = (
+    "lead_id",
+    "anchor_at",
+    "p_true",
+    "label",
+    "window_closed",
+    "converted_at",
+    "product_usage_14d",
+    "order_revenue_90d",
+)
 
 
 def _secret(seed: int, purpose: str, length: int) -> str:
@@ -462,8 +471,8 @@ class Sandbox:
             happened yet in Salesforce).
         """
         rows = self._require_db().inspect(
-            "SELECT lead_id, anchor_at, p_true, label, window_closed, converted_at "
-            "FROM _ground_truth ORDER BY lead_id"
+            "SELECT lead_id, anchor_at, p_true, label, window_closed, converted_at, "
+            "product_usage_14d, order_revenue_90d FROM _ground_truth ORDER BY lead_id"
         )
         frame = pd.DataFrame(rows, columns=list(GROUND_TRUTH_COLUMNS))
         frame["lead_id"] = frame["lead_id"].astype(object)
@@ -472,4 +481,6 @@ class Sandbox:
         frame["label"] = frame["label"].astype(int)
         frame["window_closed"] = frame["window_closed"].astype(bool)
         frame["converted_at"] = pd.to_datetime(frame["converted_at"], unit="s")
+        for name in ("product_usage_14d", "order_revenue_90d"):
+            frame[name] = frame[name].astype(float)
         return frame
