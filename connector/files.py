@@ -206,20 +206,20 @@ def _segment_format(path: Path) -> str:
     )
 
 
-def _lines_sql(fmt: str) -> str:
+def _lines_sql(fmt: str, *, numbered: bool = True) -> str:
     """SQL yielding ``(line, text)``: one row per physical line (or Parquet row), numbered from 1.
 
     JSON lines are read by DuckDB's CSV reader as one VARCHAR column: the delimiter is byte 0x01,
     which valid JSON never contains raw (control characters must be escaped), and quoting is off.
-    The numbering relies on DuckDB keeping insertion order, which it does by default.
+    The numbering relies on DuckDB keeping insertion order, which it does by default. It also
+    makes the scan single-threaded, so only the pass that reports skipped lines numbers them
+    (``numbered``); the import pass reads in parallel.
     """
+    line = "row_number() OVER ()" if numbered else "NULL::BIGINT"
     if fmt == "parquet":
-        return (
-            "SELECT row_number() OVER () AS line, CAST(to_json(p) AS VARCHAR) AS text "
-            "FROM read_parquet(?) p"
-        )
+        return f"SELECT {line} AS line, CAST(to_json(p) AS VARCHAR) AS text FROM read_parquet(?) p"
     return (
-        "SELECT row_number() OVER () AS line, text FROM read_csv(?, "
+        f"SELECT {line} AS line, text FROM read_csv(?, "
         "columns = {'text': 'VARCHAR'}, delim = '\\x01', quote = '', escape = '', header = false, "
         f"auto_detect = false, strict_mode = false, max_line_size = {MAX_LINE_BYTES}, "
         f"buffer_size = {2 * MAX_LINE_BYTES})"
@@ -263,7 +263,7 @@ _ID_GRAPH_FIELDS = (
 )
 
 
-def _parsed_sql(kind: str, fmt: str) -> str:
+def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
     """A query of every non-blank line with its skip reason (NULL when importable).
 
     Each line is parsed once: ``json_extract_string`` with a list of paths returns all fields.
@@ -273,7 +273,7 @@ def _parsed_sql(kind: str, fmt: str) -> str:
     """
     fields = {"tracks": _TRACK_FIELDS, "identifies": _IDENTIFY_FIELDS, "id_graph": _ID_GRAPH_FIELDS}
     paths = ", ".join(f"'{p}'" for p in fields[kind])
-    head = f"""WITH raw AS ({_lines_sql(fmt)}),
+    head = f"""WITH raw AS ({_lines_sql(fmt, numbered=numbered)}),
         p AS (
           SELECT line, text, strlen(text) AS size,
                  -- an object, not an array or a scalar (cheaper than json_type)
@@ -529,7 +529,8 @@ def _import_segment(
     *,
     source: str,
 ) -> SegmentImportResult:
-    parsed = _parsed_sql(kind, fmt)
+    parsed = _parsed_sql(kind, fmt, numbered=False)
+    numbered = _parsed_sql(kind, fmt, numbered=True)
     params: list[Any] = [str(read_path)]
     if kind == "id_graph":
         params.append(sorted(id_types))
@@ -554,7 +555,7 @@ def _import_segment(
             # Only files with skipped lines pay for this second pass.
             con.execute(
                 f"INSERT INTO seg_import_reject SELECT {file_id}, line, reason, "
-                f"{_reject_detail(kind)} FROM ({parsed}) t WHERE reason IS NOT NULL",
+                f"{_reject_detail(kind)} FROM ({numbered}) t WHERE reason IS NOT NULL",
                 params,
             )
             reasons = con.execute(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -161,7 +162,7 @@ class SegmentSettings(BaseModel):
 
     tracking_url: str = "https://api.segment.io"
     profile_api_url: str = "https://profiles.segment.com"
-    space_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    space_id: str | None = None
     ca_bundle: Path | None = None
     timeout_seconds: float = Field(30.0, gt=0, le=600)
     max_attempts: int = Field(5, ge=1, le=20)
@@ -185,6 +186,13 @@ class SegmentSettings(BaseModel):
     @classmethod
     def _check_url(cls, value: str) -> str:
         return _https_url(value)
+
+    @field_validator("space_id")
+    @classmethod
+    def _check_space(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", value):
+            raise ValueError("must be a Segment space id such as spa_9aXyQ4bLmN2cRt7e")
+        return value or None
 
     def id_types(self) -> frozenset[str]:
         """Identity types leadscore accepts: Segment's defaults plus the configured mappings."""

@@ -256,6 +256,9 @@ class Store:
                 f"cannot open store {self.path}: {reason}",
                 hint="check store.path and that its directory is writable",
             ) from None
+        # DuckDB draws its own progress bar on stdout for long queries (a big import), which would
+        # corrupt --json output; leadscore reports progress itself.
+        self.con.execute("SET enable_progress_bar = false")
         self._lock = threading.RLock()
         if not read_only:
             self._migrate()

@@ -348,13 +348,14 @@ def sandbox(
     leads: Annotated[int, typer.Option(min=1, help="Leads to generate for a new org.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
 ) -> None:
-    """Serve a generated Salesforce org on https://127.0.0.1 until stopped (Ctrl-C)."""
+    """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
     def ready(info: dict[str, Any]) -> None:
         err.print(
             _kv_table(
                 [
                     ("salesforce", info["salesforce_url"]),
+                    ("segment", f"{info['segment_url']}/v1/ (space {info['space_id']})"),
                     ("config", workdir / "config.toml"),
                     ("connection", workdir / "sandbox.json"),
                     ("try", f"leadscore run --config {workdir / 'config.toml'}"),

@@ -468,6 +468,9 @@ class SegmentGenerator:
             if salesforce_id[i]:
                 trait_values["salesforce_id"] = people.ids[g]
             for name, value in trait_values.items():
+                if name == "email" and second[i]:
+                    # the personal email is identified later: the trait holds the latest email
+                    value = f"{first}.{last}.{g + 1}@mail.example".lower()
                 traits.append((pid, name, json.dumps(value), first_seen))
             # identify at sign-up (user id + first device) or at the first form fill (device only)
             device0 = device_ids[device_start[i]]
