@@ -268,7 +268,7 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _describe_error(error: dict[str, Any]) -> str:
+def _describe_error(error: dict[str, Any], *, hide_value: bool = False) -> str:
     loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "missing":
@@ -282,6 +282,8 @@ def _describe_error(error: dict[str, Any]) -> str:
         return f"must be a path string (got {error.get('input')!r})"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
+    if hide_value:  # a secret is never echoed, not even a malformed one
+        return message
     if isinstance(value, str | int | float | bool) and len(repr(value)) <= 60:
         message += f" (got {value!r})"
     return message
@@ -348,8 +350,9 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
         if len(loc) >= 2 and (str(loc[0]), str(loc[1])) in secrets:
             origin = secrets_path if (from_file.get(str(loc[0])) or {}).get(str(loc[1])) else path
         more = len(errors) - 1
+        secret = len(loc) >= 2 and (str(loc[0]), str(loc[-1])) in secrets
         raise ConfigError(
-            f"{origin}: {_format_location(loc)}: {_describe_error(first)}",
+            f"{origin}: {_format_location(loc)}: {_describe_error(first, hide_value=secret)}",
             hint=(f"{more} more problem(s) after this one; " if more else "")
             + "see config.example.toml for every key",
         ) from None

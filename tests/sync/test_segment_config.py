@@ -95,3 +95,11 @@ def test_writing_to_segment_needs_the_segment_section(tmp_path):
     config.write_text(text[: text.index("# -- Segment (optional")])
     with pytest.raises(ConfigError, match=r"predictions\[0\].segment writes to Segment"):
         load_settings(config, environ={})
+
+
+def test_a_malformed_secret_is_reported_without_its_value(tmp_path):
+    config = example_with_segment(tmp_path)
+    (tmp_path / "secrets.toml").write_text("[segment]\nwrite_key = 987654321\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={})
+    assert "segment.write_key" in str(info.value) and "987654321" not in str(info.value)
