@@ -302,7 +302,7 @@ def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
                 WHEN size > {MAX_MESSAGE_BYTES} THEN 'oversize_message'"""
     if kind == "tracks":
         return f"""{head},
-        y AS (SELECT *, {_utc('f[7]')} AS ts FROM x)
+        y AS (SELECT *, {_utc("f[7]")} AS ts FROM x)
         SELECT line, text, size, ts,
                CASE {early}
                     WHEN f[1] IS NOT NULL AND f[1] <> 'track' THEN 'other_type'
@@ -316,7 +316,7 @@ def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
         FROM y"""
     if kind == "identifies":
         return f"""{head},
-        y AS (SELECT *, {_utc('f[6]')} AS ts FROM x)
+        y AS (SELECT *, {_utc("f[6]")} AS ts FROM x)
         SELECT line, text, size, ts,
                CASE {early}
                     WHEN f[1] IS NOT NULL AND f[1] <> 'identify' THEN 'other_type'
@@ -330,7 +330,7 @@ def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
                f[6] AS raw_ts
         FROM y"""
     return f"""{head},
-        y AS (SELECT *, {_utc('f[5]')} AS ts,
+        y AS (SELECT *, {_utc("f[5]")} AS ts,
                      coalesce(f[1], f[2]) AS profile_id,
                      -- a row without an external id records a merge: segment_id -> canonical
                      CASE WHEN f[3] IS NULL AND f[1] IS NOT NULL AND f[2] IS NOT NULL
