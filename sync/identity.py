@@ -13,8 +13,9 @@ joins the two sides in SQL over the store and materialises the result, rebuilt a
 
 Where profiles and identities come from: Profile API reads (``seg_external_id``, ``seg_trait``),
 imported id graphs (``seg_external_id``), and imported identify calls (``seg_identify``: each
-identify links its user id, anonymous id and ``traits.email``; such a profile is keyed
-``user_id:<id>``, or ``anonymous_id:<id>`` when it has no user id).
+identify links its user id, anonymous id and ``traits.email``). A Profile API read or an identify
+whose user or anonymous id the id graph knows joins that profile; otherwise it is a profile of its
+own (keyed by its lookup, ``user_id:<id>`` or ``anonymous_id:<id>``).
 
 The match rules, strongest first (a profile is matched to exactly one record per entity):
 
@@ -128,6 +129,14 @@ def _salesforce_key(sql: str) -> str:
     )
 
 
+# A profile read through the Profile API is keyed by its lookup (``email:...``); when the id graph
+# knows one of its user or anonymous ids, it is the same person and takes that profile's id.
+_ALIASES = """SELECT a.profile_id AS alias, min(b.profile_id) AS canonical
+               FROM seg_external_id a JOIN seg_external_id b
+                 ON b.id_type = a.id_type AND b.id_value = a.id_value
+                AND b.source <> 'profile_api'
+               WHERE a.source = 'profile_api' AND a.id_type IN ('user_id', 'anonymous_id')
+               GROUP BY a.profile_id"""
 # An identify call belongs to the profile that already owns its user id or anonymous id (from the
 # id graph or the Profile API); only identities no profile knows form a profile of their own.
 _OWNERS = """SELECT id_type, id_value, min(profile_id) AS profile_id FROM seg_external_id
@@ -175,21 +184,25 @@ def _profile_ids_sql(settings: IdentitySettings) -> tuple[str, list[object]]:
         params.append(external)
     union = " UNION ".join(f"({p})" for p in parts)
     return (
-        f"SELECT DISTINCT * FROM ({union}) t(profile_id, id_type, id_value) "
-        "WHERE id_value IS NOT NULL AND id_value <> ''",
+        "SELECT DISTINCT coalesce(a.canonical, t.profile_id) AS profile_id, t.id_type, "
+        f"t.id_value FROM ({union}) t(profile_id, id_type, id_value) "
+        "LEFT JOIN _aliases a ON a.alias = t.profile_id "
+        "WHERE t.id_value IS NOT NULL AND t.id_value <> ''",
         params,
     )
 
 
 def _primary_email_sql() -> str:
     """The profile's primary email: its latest ``email`` trait (last write wins, as in Segment)."""
-    return """SELECT profile_id, arg_max(email, updated_at) AS email FROM (
+    return """SELECT coalesce(a.canonical, e.profile_id) AS profile_id,
+                      arg_max(e.email, e.updated_at) AS email FROM (
                  SELECT profile_id, lower(trim(json_extract_string(value, '$'))) AS email,
                         updated_at
                  FROM seg_trait WHERE name = 'email'
                  UNION ALL
-                 SELECT profile_id, email, ts FROM _identifies WHERE email IS NOT NULL)
-               GROUP BY profile_id"""
+                 SELECT profile_id, email, ts FROM _identifies WHERE email IS NOT NULL) e
+               LEFT JOIN _aliases a ON a.alias = e.profile_id
+               GROUP BY 1"""
 
 
 def _crm_sql(con: duckdb.DuckDBPyConnection, settings: IdentitySettings) -> tuple[str, list[str]]:
@@ -274,6 +287,7 @@ def resolve_identities(store: Store, settings: IdentitySettings) -> IdentityResu
         )
     order = "strength, live DESC, created DESC NULLS LAST, entity_id"
     with store.transaction():
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _aliases AS {_ALIASES}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _identifies AS {_IDENTIFIES}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE _ids AS {ids_sql}", params)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _crm AS {crm_sql}")
@@ -320,7 +334,7 @@ def resolve_identities(store: Store, settings: IdentitySettings) -> IdentityResu
                  GROUP BY ALL HAVING count(DISTINCT c.entity_id) > 1) c
                GROUP BY c.entity"""
         ).fetchall()
-        for temp in ("_identifies", "_ids", "_crm", "_primary", "_choice"):
+        for temp in ("_aliases", "_identifies", "_ids", "_crm", "_primary", "_choice"):
             con.execute(f"DROP TABLE IF EXISTS {temp}")
     return _summary(store, dict(conflicts))
 

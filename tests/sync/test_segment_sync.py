@@ -73,6 +73,8 @@ def test_pull_imports_the_history_reads_profiles_and_resolves_every_person(org):
             "SELECT rule, count(*) AS n FROM identity_profile WHERE status = 'unmatched' GROUP BY 1"
         )
     assert set(matched["entity_id"]) == set(persons(box))
+    # a profile read through the Profile API is recognised as the id graph's profile: one each
+    assert segment["identity"]["matched"] == {"lead": len(persons(box))}
     anonymous = box.sql("SELECT count(*) FROM seg_profile WHERE kind IN ('stray', 'visitor')")
     assert dict(zip(unmatched["rule"], unmatched["n"], strict=True)) == {
         "anonymous_only": anonymous[0][0]
