@@ -56,8 +56,6 @@ MAX_REQUEST_BYTES = 500 * 1024
 """Segment rejects a ``/v1/batch`` request over 500 KB."""
 MAX_BATCH_MESSAGES = 2500
 """Segment drops the events of a batch beyond 2,500 (with a 200), so never send more."""
-EVENTS_HISTORY_DAYS = 14
-"""The Profile API returns at most 14 days of events."""
 LIBRARY = {"name": "leadscore", "version": "0.1.0"}
 
 # Segment's default identifiers (https://www.twilio.com/docs/segment/unify/identity-resolution/

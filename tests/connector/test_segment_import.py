@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from connector.errors import ConfigError
-from connector.files import import_segment_export
+from connector.files import SKIP_REASONS, import_segment_export
 from connector.segment import DEFAULT_ID_TYPES
 from connector.store import Store
 
@@ -78,6 +78,7 @@ def test_every_kind_of_bad_line_is_counted_reported_with_its_line_and_skipped(st
             expected[reason] = expected.get(reason, 0) + 1
     expected["bad_encoding"] = 1
     assert result.skipped == dict(sorted(expected.items()))
+    assert set(result.skipped) == set(SKIP_REASONS) - {"unknown_identity_type"}
     assert result.lines == len(LINES) - 1 + 1  # non-blank lines, the undecodable one included
     assert result.imported == 3 and result.duplicates == 1
     # every skipped line is kept with its file line number and reason
