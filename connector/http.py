@@ -174,6 +174,85 @@ class TokenAuth(requests.auth.AuthBase):
         return request
 
 
+class TokenBucket:
+    """A thread-safe token bucket: at most ``rate`` requests per second, bursts up to ``capacity``.
+
+    Applied to every attempt a session sends (retries included), so the client stays within an
+    API's published rate limit instead of provoking 429s (e.g. the Segment Profile API: 100
+    requests per second per space).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        capacity: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0 or capacity < 1:
+            raise ValueError("rate must be positive and capacity at least 1")
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = capacity
+        self._updated = clock()
+        self._lock = threading.Lock()
+        self.waited_seconds = 0.0
+        """Total time callers spent waiting for a token."""
+        self.pauses = 0
+        """429s that made the bucket back off."""
+
+    def acquire(self) -> None:
+        """Take one token, waiting until one is available."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            self.waited_seconds += wait
+        # Sleeping outside the lock: the token is already reserved (the balance went negative), so
+        # later callers queue up behind this one at 1/rate intervals.
+        if wait > 0:
+            self._sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Back off after the server answered 429: hold every caller back and halve the rate.
+
+        The bucket goes ``seconds`` into debt, so concurrent callers sharing it wait too instead of
+        each provoking its own 429; and the rate halves (down to one per second) for the rest of
+        its life, so a configured rate above what the server allows converges within a few 429s.
+
+        Args:
+            seconds: how long nobody may send (the server's Retry-After).
+        """
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            self.rate = max(1.0, self.rate / 2)
+            self._tokens = min(self._tokens, -seconds * self.rate)
+            self.pauses += 1
+
+
+class _RateLimitedAdapter(requests.adapters.HTTPAdapter):
+    """Transport adapter that takes a token from a bucket before every request it sends."""
+
+    def __init__(self, bucket: TokenBucket, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bucket = bucket
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Wait for a token, then send; a 429 holds back every caller of the bucket."""
+        self.bucket.acquire()
+        response = super().send(request, **kwargs)
+        if response.status_code == 429:
+            self.bucket.pause(retry_after_seconds(response) or 1.0 / self.bucket.rate)
+        return response
+
+
 class _Retryable(Exception):
     """Internal: one attempt failed in a way the policy retries."""
 
@@ -335,6 +414,8 @@ def make_session(
     auth: requests.auth.AuthBase | None = None,
     is_auth_url: Callable[[str], bool] = lambda url: False,
     sleep: Callable[[float], None] = time.sleep,
+    rate_limit: TokenBucket | None = None,
+    pool_size: int = 10,
 ) -> Session:
     """Build the session every connector uses.
 
@@ -345,6 +426,8 @@ def make_session(
         auth: auth applied to every request (e.g. :class:`TokenAuth`).
         is_auth_url: tells login requests apart; they do not count against the API allowance.
         sleep: how to wait between attempts (tests pass a no-op).
+        rate_limit: a token bucket every attempt waits on (the API's requests-per-second limit).
+        pool_size: connections kept per host (raise it for concurrent callers).
 
     Returns:
         A configured :class:`Session`.
@@ -352,6 +435,14 @@ def make_session(
     session = Session(
         settings, counter=counter, budget=budget, is_auth_url=is_auth_url, sleep=sleep
     )
+    if rate_limit is not None or pool_size != 10:
+        adapter: requests.adapters.HTTPAdapter = (
+            _RateLimitedAdapter(rate_limit, pool_connections=pool_size, pool_maxsize=pool_size)
+            if rate_limit is not None
+            else requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
     session.auth = auth
     session.headers["User-Agent"] = "leadscore/0.1 (+https://github.com/leadscore/leadscore)"
     return session

@@ -176,6 +176,86 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             started_at TIMESTAMP NOT NULL,
             updated_at TIMESTAMP NOT NULL)""",
     ),
+    # Segment (issue 4): profiles read through the Profile API, events and identities imported from
+    # warehouse / Profiles Sync exports, and the identity map joining CDP profiles to CRM records.
+    (
+        # One row per Profile API lookup (e.g. ``email:jane@acme.com``): found or not, and when.
+        """CREATE TABLE seg_profile (
+            lookup VARCHAR PRIMARY KEY,
+            found BOOLEAN NOT NULL,
+            fetched_at TIMESTAMP NOT NULL)""",
+        # Identities of a profile. profile_id is the lookup for Profile API reads and the
+        # canonical_segment_id for id-graph imports.
+        """CREATE TABLE seg_external_id (
+            profile_id VARCHAR NOT NULL,
+            id_type VARCHAR NOT NULL,
+            id_value VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            created_at TIMESTAMP,
+            PRIMARY KEY (profile_id, id_type, id_value))""",
+        """CREATE TABLE seg_trait (
+            profile_id VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            value JSON,
+            updated_at TIMESTAMP,
+            source VARCHAR NOT NULL,
+            PRIMARY KEY (profile_id, name))""",
+        # Track events. No primary key: an ART index over millions of message ids costs more than
+        # the import itself; imports de-duplicate on message_id instead (connector/files.py).
+        """CREATE TABLE seg_event (
+            message_id VARCHAR NOT NULL,
+            event VARCHAR NOT NULL,
+            user_id VARCHAR,
+            anonymous_id VARCHAR,
+            segment_id VARCHAR,
+            ts TIMESTAMP NOT NULL,
+            properties JSON,
+            file_id INTEGER)""",
+        """CREATE TABLE seg_identify (
+            message_id VARCHAR NOT NULL,
+            user_id VARCHAR,
+            anonymous_id VARCHAR,
+            segment_id VARCHAR,
+            email VARCHAR,
+            ts TIMESTAMP NOT NULL,
+            traits JSON,
+            file_id INTEGER)""",
+        "CREATE SEQUENCE seg_import_file_seq START 1",
+        """CREATE TABLE seg_import_file (
+            file_id INTEGER PRIMARY KEY,
+            path VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            size BIGINT NOT NULL,
+            modified_at TIMESTAMP NOT NULL,
+            imported_at TIMESTAMP NOT NULL,
+            lines BIGINT NOT NULL,
+            imported BIGINT NOT NULL,
+            duplicates BIGINT NOT NULL,
+            skipped JSON NOT NULL)""",
+        # Every skipped line of every import, with its reason: nothing is dropped silently.
+        """CREATE TABLE seg_import_reject (
+            file_id INTEGER NOT NULL,
+            line BIGINT NOT NULL,
+            reason VARCHAR NOT NULL,
+            detail VARCHAR)""",
+        # Identity resolution output (sync/identity.py), rebuilt after every pull: one row per
+        # profile (matched or not, and why), and one row per identity of a matched person.
+        # entity is NULL for a profile that matched no record of any entity.
+        """CREATE TABLE identity_profile (
+            entity VARCHAR,
+            profile_id VARCHAR NOT NULL,
+            entity_id VARCHAR,
+            status VARCHAR NOT NULL,
+            rule VARCHAR,
+            candidates INTEGER NOT NULL)""",
+        """CREATE TABLE identity_map (
+            entity VARCHAR NOT NULL,
+            id_type VARCHAR NOT NULL,
+            id_value VARCHAR NOT NULL,
+            entity_id VARCHAR NOT NULL,
+            profile_id VARCHAR NOT NULL,
+            rule VARCHAR NOT NULL)""",
+    ),
 )
 
 
@@ -226,6 +306,9 @@ class Store:
                 f"cannot open store {self.path}: {reason}",
                 hint="check store.path and that its directory is writable",
             ) from None
+        # DuckDB draws its own progress bar on stdout for long queries (a big import), which would
+        # corrupt --json output; leadscore reports progress itself.
+        self.con.execute("SET enable_progress_bar = false")
         self._lock = threading.RLock()
         if not read_only:
             self._migrate()

@@ -9,6 +9,7 @@ whose table or columns are not in the store (stream not pulled, field not config
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
@@ -61,6 +62,10 @@ class EventSource:
         event_names: the fixed event name, when ``name_sql`` is a literal.
         reveals: entity-table columns that encode the event itself: never features when it is the
             label.
+        identity_columns: ``(column, id_type)`` pairs: the row's entity is found by looking the
+            column up in the identity map (``sync/identity.py``) under that identity type, the
+            first pair that resolves wins. Used for sources that know people by CDP identities
+            (user id, anonymous id) rather than by the entity's id.
     """
 
     table: str
@@ -71,6 +76,41 @@ class EventSource:
     required: tuple[str, ...] = ()
     event_names: tuple[str, ...] = ()
     reveals: tuple[str, ...] = ()
+    identity_columns: tuple[tuple[str, str], ...] = ()
+
+
+IDENTITY_MAP = "identity_map"
+"""(entity, id_type, id_value, entity_id, ...): every identity of every person, by entity."""
+_PLAIN = re.compile(r"^[a-z][a-z0-9_.]*$")
+
+
+def identity_join_sql(
+    entity: str, pairs: tuple[tuple[str, str], ...], alias: str
+) -> tuple[str, str]:
+    """SQL resolving a row to its entity through the identity map.
+
+    Args:
+        entity: entity name.
+        pairs: ``(column, id_type)`` pairs tried in order.
+        alias: the alias of the table holding the columns.
+
+    Returns:
+        ``(LEFT JOIN clauses, expression of the entity id)``; the expression is NULL for rows no
+        identity resolves.
+    """
+    for name in (entity, *(t for _, t in pairs)):
+        if not _PLAIN.match(name):  # code-defined names, but never pasted into SQL unchecked
+            raise ValueError(f"not a plain name: {name!r}")
+    q = quote_identifier
+    joins, ids = [], []
+    for index, (column, id_type) in enumerate(pairs):
+        m = f"_id{index}"
+        joins.append(
+            f"LEFT JOIN {IDENTITY_MAP} {m} ON {m}.entity = '{entity}' AND "
+            f"{m}.id_type = '{id_type}' AND {m}.id_value = {alias}.{q(column)}"
+        )
+        ids.append(f"{m}.entity_id")
+    return " ".join(joins), f"coalesce({', '.join(ids)})"
 
 
 ENTITIES: dict[str, Entity] = {
@@ -123,6 +163,22 @@ EVENT_SOURCES: dict[str, tuple[EventSource, ...]] = {
             "'[^A-Za-z0-9]+', '_', 'g'))",
             required=("Type",),
         ),
+        # Segment track events, one event per name: seg_feature_used, seg_order_completed...,
+        # counted for the lead through every identity of the person (user id, anonymous ids, the
+        # profile's segment id), so anonymous usage before sign-up counts too.
+        EventSource(
+            raw_table_name("segment", "Event"),
+            "user_id",
+            "ts",
+            "'seg_' || trim(lower(regexp_replace(trim(e.\"event\"), '[^A-Za-z0-9]+', '_', 'g')), "
+            "'_')",
+            required=("event", "anonymous_id", "segment_id"),
+            identity_columns=(
+                ("user_id", "user_id"),
+                ("anonymous_id", "anonymous_id"),
+                ("segment_id", "segment_id"),
+            ),
+        ),
     ),
 }
 
@@ -149,6 +205,8 @@ def available_sources(con: duckdb.DuckDBPyConnection, entity: Entity) -> list[Ev
     usable = []
     for source in EVENT_SOURCES[entity.name]:
         present = _columns(con, source.table)
+        if source.identity_columns and not _columns(con, IDENTITY_MAP):
+            continue
         needed = {source.entity_column, source.time_column, *source.required}
         if source.condition_column:
             needed.add(source.condition_column)
@@ -172,6 +230,14 @@ def create_events_view(con: duckdb.DuckDBPyConnection, entity: Entity) -> list[E
     parts = []
     for s in sources:
         where = f"WHERE {q(s.condition_column)} " if s.condition_column else ""
+        if s.identity_columns:
+            joins, entity_id = identity_join_sql(entity.name, s.identity_columns, "e")
+            parts.append(
+                f"SELECT {entity_id} AS source_id, {s.name_sql} AS event, "
+                f"CAST(e.{q(s.time_column)} AS TIMESTAMP) AS ts FROM {q(s.table)} e {joins} "
+                f"WHERE {entity_id} IS NOT NULL"
+            )
+            continue
         parts.append(
             f"SELECT CAST({q(s.entity_column)} AS VARCHAR) AS source_id, "
             f"{s.name_sql} AS event, CAST({q(s.time_column)} AS TIMESTAMP) AS ts "

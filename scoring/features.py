@@ -15,12 +15,14 @@ prediction's ``exclude_fields``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import pandas as pd
 
 from connector.store import quote_identifier
 from scoring.events import Entity
+from scoring.traits import TraitSpec, compute_traits
 
 # Source types that are never features by themselves.
 _SKIP_TYPES = frozenset(
@@ -83,6 +85,8 @@ class FeatureColumns:
         numeric: numeric attribute columns of the entity table.
         events: event types counted over windows.
         windows_days: the windows.
+        derived: recency features.
+        traits: computed engagement traits (``TraitSpec`` as dicts, so they store in metadata).
     """
 
     categorical: list[str]
@@ -92,12 +96,14 @@ class FeatureColumns:
     derived: list[str] = field(
         default_factory=lambda: ["days_since_created", "days_since_last_event"]
     )
+    traits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
         """All feature column names, in model order."""
         counts = [f"{e}_{w}d" for e in self.events for w in self.windows_days]
-        return [*self.categorical, *self.numeric, *counts, *self.derived]
+        traits = [t["name"] for t in self.traits]
+        return [*self.categorical, *self.numeric, *counts, *self.derived, *traits]
 
     @property
     def cat_features(self) -> list[str]:
@@ -224,6 +230,12 @@ def build_features(
     finally:
         con.unregister("_anchors")
     result = result.drop(columns="_row")
+    if columns.traits:
+        traits = compute_traits(
+            con, entity, frame, [TraitSpec.model_validate(t) for t in columns.traits]
+        )
+        for name in traits.columns:
+            result[name] = traits[name].to_numpy()
     for c in columns.categorical:
         result[c] = result[c].astype(object).where(result[c].notna(), MISSING).astype(str)
     numeric_cols = [c for c in columns.names if c not in columns.categorical]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from scoring.labels import build_examples, current_entity_ids
 from scoring.model import binary_metrics, predict_proba, split_by_time, train_classifier
 from scoring.spec import PredictionSpec
 from scoring.tiers import assign_tiers, to_score
+from scoring.traits import TraitSpec, check_traits
 
 # Below these counts a model is noise; the job stops with a clear message instead.
 MIN_EXAMPLES = 100
@@ -71,6 +72,7 @@ def train_prediction(
     as_of: datetime,
     exclude_fields: set[str] = frozenset(),  # type: ignore[assignment]
     progress: Progress = lambda stage: None,
+    traits: Sequence[TraitSpec] = (),
 ) -> TrainOutcome:
     """Build the point-in-time training set, train CatBoost and evaluate it on the newest examples.
 
@@ -81,6 +83,8 @@ def train_prediction(
         exclude_fields: more entity fields never to use as features (e.g. the fields scores are
             written to).
         progress: called with a short description of each stage.
+        traits: computed engagement traits to use as features (those whose event never occurs
+            in the store are skipped and listed in ``metadata["traits"]["skipped"]``).
 
     Returns:
         The model, its metadata and the holdout predictions.
@@ -113,7 +117,14 @@ def train_prediction(
         and e not in _NOT_FEATURES
         and e not in spec.features.exclude_events
     ]
-    columns = FeatureColumns(categorical, numeric, events, list(spec.features.windows_days))
+    usable, skipped_traits = check_traits(con, traits)
+    columns = FeatureColumns(
+        categorical,
+        numeric,
+        events,
+        list(spec.features.windows_days),
+        traits=[t.model_dump() for t in usable],
+    )
     progress("computing point-in-time features")
     data = build_features(con, entity, frame, columns)
     split = split_by_time(
@@ -146,6 +157,7 @@ def train_prediction(
         "as_of": as_of.isoformat(),
         "features": asdict(columns),
         "feature_importance": importance,
+        "traits": {"used": [t.name for t in usable], "skipped": skipped_traits},
         "examples": {
             "anchored": examples.anchored,
             "censored": examples.censored,

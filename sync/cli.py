@@ -118,6 +118,48 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _segment_rows(counts: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Summary lines of a Segment pull or import: imports, Profile API, identity resolution."""
+    rows: list[tuple[str, Any]] = []
+    imports = counts.get("imports")
+    if imports and imports["files"]:
+        line = (
+            f"{imports['files']} file(s), {imports['lines']:,} lines: {imports['imported']:,} "
+            f"imported, {imports['duplicates']:,} duplicates, {imports['skipped']:,} skipped"
+        )
+        if imports["already_imported"]:
+            line += f" ({imports['already_imported']} file(s) imported before)"
+        rows.append(("segment files", line))
+        if imports["skipped_by_reason"]:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in imports["skipped_by_reason"].items())
+            rows.append(("skipped lines", reasons + " (first ones below)"))
+    api = counts.get("profile_api")
+    if api and api.get("lookups"):
+        line = (
+            f"{api['lookups']:,} lookups: {api.get('found', 0):,} found, "
+            f"{api.get('not_found', 0):,} not found, {api.get('failed', 0):,} failed; "
+            f"{api.get('requests', 0):,} requests in {api.get('seconds', 0):.1f} s"
+        )
+        rows.append(("profile api", line))
+        if api.get("unknown_identity_types"):
+            unknown = ", ".join(f"{k} {v}" for k, v in api["unknown_identity_types"].items())
+            rows.append(("", f"skipped identities of unknown types: {unknown}"))
+    identity = counts.get("identity")
+    if identity:
+        matched = sum(identity["matched"].values())
+        line = f"{matched:,} of {identity['profiles']:,} profiles matched to " + ", ".join(
+            f"{n:,} {entity}s" for entity, n in identity["records"].items()
+        )
+        rows.append(("identity", line or "-"))
+        unmatched = ", ".join(f"{k} {v:,}" for k, v in identity["unmatched"].items())
+        if unmatched:
+            rows.append(("unmatched", unmatched))
+        ambiguous = sum(identity["ambiguous"].values())
+        if ambiguous:
+            rows.append(("ambiguous", f"{ambiguous:,} profiles matched several records"))
+    return rows
+
+
 def _render_job(result: jobs.JobResult) -> None:
     counts = result.counts
     rows: list[tuple[str, Any]] = [("status", result.status)]
@@ -129,6 +171,9 @@ def _render_job(result: jobs.JobResult) -> None:
         for stream, c in counts["streams"].items():
             table.add_row(stream, c.get("path", "rest"), *(_fmt(c.get(k, 0)) for k in keys))
         out.print(table)
+        rows += _segment_rows(counts.get("segment") or {})
+    elif result.job == "import":
+        rows += _segment_rows(counts)
     elif result.job == "train":
         table = Table(box=None, padding=(0, 2, 0, 0))
         for col in ("prediction", "version", "examples", "AUC", "PR-AUC", "log loss", "seconds"):
@@ -145,6 +190,9 @@ def _render_job(result: jobs.JobResult) -> None:
                 f"{p['seconds']:.1f}",
             )
         out.print(table)
+        for name, p in counts["predictions"].items():
+            for trait, reason in (p.get("skipped_traits") or {}).items():
+                rows.append((f"{name}", f"trait {trait} skipped: {reason}"))
     elif result.job == "score":
         for name, p in counts["predictions"].items():
             tiers = "  ".join(f"{t}:{n:,}" for t, n in p["tiers"].items())
@@ -155,6 +203,15 @@ def _render_job(result: jobs.JobResult) -> None:
             if p["errors"]:
                 line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
             rows.append((name, line))
+        for name, p in (counts.get("segment") or {}).items():
+            line = (
+                f"{p['written']:,} profiles written ({p['requests']:,} requests), "
+                f"{p['failed']:,} failed, {p['unchanged']:,} unchanged, "
+                f"{p['no_segment_user']:,} without a Segment user"
+            )
+            if p["errors"]:
+                line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
+            rows.append((f"{name} → segment", line))
     elif result.job == "setup":
         table = Table(box=None, padding=(0, 2, 0, 0))
         for col in ("field", "output", "action", "detail", "how to fix"):
@@ -185,8 +242,14 @@ def _render_job(result: jobs.JobResult) -> None:
             ("written", _fmt(counts["written"])),
             ("failed", _fmt(counts["failed"])),
         ]
+        if "segment_written" in counts:
+            rows.append(("segment", f"{_fmt(counts['segment_written'])} profiles written"))
     rows += [("api calls", _fmt(result.api_calls)), ("seconds", f"{result.seconds:.1f}")]
     out.print(_kv_table(rows))
+    # Skipped lines as ``file:line: reason (detail)``, one per line and never truncated.
+    segment = counts.get("segment") if result.job == "pull" else counts
+    for example in ((segment or {}).get("imports") or {}).get("examples", []):
+        out.print(f"  {example}", soft_wrap=True, markup=False)
 
 
 @contextmanager
@@ -213,6 +276,16 @@ def _cooperative_stop(reporter: Reporter) -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+def _show_result(result: jobs.JobResult, as_json: bool, *, partial_exit: int = 4) -> None:
+    """Print a job's result (JSON or a summary); a partial result exits with ``partial_exit``."""
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        _render_job(result)
+    if result.status == "partial":
+        raise typer.Exit(partial_exit)
+
+
 def _job_command(job: str, config: Path, as_json: bool, **options: Any) -> None:
     def body() -> None:
         settings = _settings(config)
@@ -221,12 +294,7 @@ def _job_command(job: str, config: Path, as_json: bool, **options: Any) -> None:
             result = jobs.run_job(
                 settings, job, reporter=reporter, should_stop=stop.is_set, **options
             )
-        if as_json:
-            _print_json(result.to_json())
-        else:
-            _render_job(result)
-        if result.status == "partial":
-            raise typer.Exit(4)
+        _show_result(result, as_json)
 
     _guard(body)
 
@@ -292,12 +360,8 @@ def setup(
 
     def body() -> None:
         result = jobs.run_setup(_settings(config), dry_run=dry_run, reporter=_reporter(as_json))
-        if as_json:
-            _print_json(result.to_json())
-        else:
-            _render_job(result)
-        if result.status == "partial":
-            raise typer.Exit(2)  # a field needs fixing in Salesforce: a setup problem
+        # a field that needs fixing in Salesforce is a setup problem: exit 2
+        _show_result(result, as_json, partial_exit=2)
 
     _guard(body)
 
@@ -326,6 +390,28 @@ def doctor(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fal
             out.print(_kv_table([("result", summary), ("api calls", _fmt(data["api_calls"]))]))
         if not data["ok"]:
             raise typer.Exit(2)
+
+    _guard(body)
+
+
+@app.command("import")
+def import_files(
+    paths: Annotated[list[Path], typer.Argument(help="JSON-lines (.jsonl[.gz]) or Parquet files.")],
+    kind: Annotated[
+        str, typer.Option(help="What the files hold: tracks, identifies or id_graph.")
+    ] = "tracks",
+    config: ConfigOption = Path("config.toml"),
+    force: Annotated[bool, typer.Option(help="Import files again that were imported.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Import Segment warehouse / Profiles Sync exports; bad lines are skipped and counted."""
+
+    def body() -> None:
+        settings = _settings(config)
+        result = jobs.run_import(
+            settings, paths, kind=kind, force=force, reporter=_reporter(as_json)
+        )
+        _show_result(result, as_json)
 
     _guard(body)
 
@@ -560,13 +646,14 @@ def sandbox(
     leads: Annotated[int, typer.Option(min=1, help="Leads to generate for a new org.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
 ) -> None:
-    """Serve a generated Salesforce org on https://127.0.0.1 until stopped (Ctrl-C)."""
+    """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
     def ready(info: dict[str, Any]) -> None:
         err.print(
             _kv_table(
                 [
                     ("salesforce", info["salesforce_url"]),
+                    ("segment", f"{info['segment_url']}/v1/ (space {info['space_id']})"),
                     ("config", workdir / "config.toml"),
                     ("connection", workdir / "sandbox.json"),
                     ("try", f"leadscore run --config {workdir / 'config.toml'}"),
@@ -606,6 +693,7 @@ def demo(
                     ("pulled", _fmt(data["pulled"])),
                     ("scored", _fmt(data["scored"])),
                     ("written", _fmt(data["written"])),
+                    ("segment", f"{_fmt(data['segment_written'])} profiles got score traits"),
                     ("api calls", _fmt(data["api_calls"])),
                     (
                         "model AUC",

@@ -37,7 +37,9 @@ from pydantic import (
 
 from connector.errors import ConfigError
 from connector.salesforce import SalesforceSettings
+from connector.segment import SegmentSettings
 from scoring.spec import PredictionSpec
+from scoring.traits import TraitSpec
 
 ENV_PREFIX = "LEADSCORE_"
 SECRETS_FILE = "secrets.toml"
@@ -81,10 +83,39 @@ class SalesforceOutput(BaseModel):
         return value
 
 
+SegmentOutputKind = Literal["score", "tier", "probability", "model_version", "scored_at", "reasons"]
+
+
+class SegmentOutput(BaseModel):
+    """Where a prediction's results go in Segment (``[predictions.segment]``): profile traits.
+
+    Attributes:
+        traits: output -> trait name, e.g. ``{ score = "lead_score", tier = "lead_tier" }``.
+        unmatched: records whose person has no Segment user id are ``skip``-ped (counted), or
+            identified by their ``record_id`` (which creates profiles keyed by the CRM id).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    traits: dict[SegmentOutputKind, str] = Field(min_length=1)
+    unmatched: Literal["skip", "record_id"] = "skip"
+
+    @field_validator("traits")
+    @classmethod
+    def _trait_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for kind, name in value.items():
+            if not name or len(name) > 100 or any(not c.isprintable() for c in name):
+                raise ValueError(f"{kind}: '{name}' is not a usable Segment trait name")
+        if len(set(value.values())) != len(value):
+            raise ValueError("two outputs are written to the same trait")
+        return value
+
+
 class PredictionConfig(PredictionSpec):
     """A ``[[predictions]]`` entry: the ML spec plus where its results go."""
 
     salesforce: SalesforceOutput | None = None
+    segment: SegmentOutput | None = None
 
 
 # -- operations: [schedule], [serve], [alerts], [monitor] ------------------------------------------
@@ -387,12 +418,33 @@ class Settings(BaseModel):
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     salesforce: SalesforceSettings
+    segment: SegmentSettings | None = None
+    traits: list[TraitSpec] = Field(default_factory=list)
     predictions: list[PredictionConfig] = Field(min_length=1)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     _path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("traits")
+    @classmethod
+    def _unique_traits(cls, value: list[TraitSpec]) -> list[TraitSpec]:
+        names = [t.name for t in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"trait names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _segment_section(self) -> Settings:
+        for index, p in enumerate(self.predictions):
+            if p.segment is not None and self.segment is None:
+                raise ValueError(
+                    f"predictions[{index}].segment writes to Segment, but there is no [segment] "
+                    "section"
+                )
+        return self
 
     @field_validator("predictions")
     @classmethod
@@ -432,6 +484,7 @@ class Settings(BaseModel):
 _PATH_KEYS: tuple[tuple[str, str], ...] = (
     ("salesforce", "ca_bundle"),
     ("salesforce", "private_key_file"),
+    ("segment", "ca_bundle"),
 )
 
 
@@ -451,8 +504,8 @@ def secret_keys() -> list[tuple[str, str]]:
     """
     keys = []
     for section, info in Settings.model_fields.items():
-        model = info.annotation
-        if isinstance(model, type) and issubclass(model, BaseModel):
+        model = _inner_model(info.annotation)  # also optional sections (``Model | None``)
+        if model is not None:
             keys += [
                 (section, k) for k, f in model.model_fields.items() if _is_secret(f.annotation)
             ]
@@ -517,7 +570,7 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _describe_error(error: dict[str, Any]) -> str:
+def _describe_error(error: dict[str, Any], *, hide_value: bool = False) -> str:
     loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "missing":
@@ -531,6 +584,8 @@ def _describe_error(error: dict[str, Any]) -> str:
         return f"must be a path string (got {error.get('input')!r})"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
+    if hide_value:  # a secret is never echoed, not even a malformed one
+        return message
     if isinstance(value, str | int | float | bool) and len(repr(value)) <= 60:
         message += f" (got {value!r})"
     return message
@@ -572,6 +627,11 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
                     f"other keys belong in {path.name}",
                 )
     for section, key in secrets:
+        field = Settings.model_fields[section]
+        if section not in raw and not field.is_required() and field.default is None:
+            # A secret alone does not switch on a section that is off unless configured
+            # ([segment]); sections that always exist with defaults ([alerts]) take their secrets.
+            continue
         value = env.get(_env_name(section, key)) or (from_file.get(section) or {}).get(key)
         if value is not None and isinstance(raw.get(section, {}), dict):
             raw.setdefault(section, {})[key] = value
@@ -595,8 +655,9 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
         if len(loc) >= 2 and (str(loc[0]), str(loc[1])) in secrets:
             origin = secrets_path if (from_file.get(str(loc[0])) or {}).get(str(loc[1])) else path
         more = len(errors) - 1
+        secret = len(loc) >= 2 and (str(loc[0]), str(loc[-1])) in secrets
         raise ConfigError(
-            f"{origin}: {_format_location(loc)}: {_describe_error(first)}",
+            f"{origin}: {_format_location(loc)}: {_describe_error(first, hide_value=secret)}",
             hint=(f"{more} more problem(s) after this one; " if more else "")
             + "see config.example.toml for every key",
         ) from None

@@ -35,7 +35,7 @@ page_size = 2000
 bulk_poll_seconds = 0.1
 
 [salesforce.streams.Lead]
-fields = ["Company", "Title", "Seniority__c", "Industry", "LeadSource", "Country",
+fields = ["Email", "Company", "Title", "Seniority__c", "Industry", "LeadSource", "Country",
           "NumberOfEmployees", "AnnualRevenue", "Status", "Rating", "IsConverted", "ConvertedDate",
           "ConvertedContactId", "CreatedDate", "IsDeleted"]
 
@@ -61,6 +61,59 @@ C = 0.15
 [predictions.salesforce]
 object = "Lead"
 fields = {{ score = "Lead_Score__c", tier = "Lead_Tier__c" }}
+"""
+
+
+# Appended when the sandbox was generated with Segment data: the profiles are read through the
+# Profile API (newest leads first), the history is imported from the sandbox's warehouse export,
+# and computed traits become features. [predictions.segment] extends the last [[predictions]].
+SEGMENT_TEMPLATE = """
+[predictions.segment]
+traits = {{ score = "lead_score", tier = "lead_tier" }}
+
+[segment]
+tracking_url = {url_json}
+profile_api_url = {url_json}
+space_id = {space_json}
+ca_bundle = {ca_json}
+max_profiles_per_run = 100
+
+[segment.identity]
+external_ids = {{ salesforce_id = "Id" }}
+
+[[segment.exports]]
+path = "sandbox/segment_export/tracks.jsonl"
+kind = "tracks"
+
+[[segment.exports]]
+path = "sandbox/segment_export/identifies.jsonl"
+kind = "identifies"
+
+[[segment.exports]]
+path = "sandbox/segment_export/id_graph.jsonl"
+kind = "id_graph"
+
+[[traits]]
+name = "product_usage_14d"
+event = "Feature Used"
+window_days = 14
+
+[[traits]]
+name = "order_value_90d"
+event = "Order Completed"
+window_days = 90
+aggregate = "sum"
+property = "revenue"
+
+[[traits]]
+name = "product_added_90d"
+event = "Product Added"
+window_days = 90
+
+[[traits]]
+name = "emails_clicked_30d"
+event = "Email Clicked"
+window_days = 30
 """
 
 
@@ -106,19 +159,32 @@ def write_sandbox_files(workdir: Path, info: dict[str, Any], *, command: str) ->
         The path of ``config.toml``.
     """
     config = workdir / "config.toml"
-    config.write_text(
-        CONFIG_TEMPLATE.format(
-            command=command,
-            url=info["salesforce_url"],
-            url_json=json.dumps(info["salesforce_url"]),
+    text = CONFIG_TEMPLATE.format(
+        command=command,
+        url=info["salesforce_url"],
+        url_json=json.dumps(info["salesforce_url"]),
+        ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
+    )
+    segment = bool(info.get("segment_data"))
+    if segment:
+        text += SEGMENT_TEMPLATE.format(
+            url_json=json.dumps(info["segment_url"]),
+            space_json=json.dumps(info["space_id"]),
             ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
         )
-    )
+    config.write_text(text)
     secrets = workdir / "secrets.toml"
     secrets.write_text(
         "# Sandbox credentials; never commit a secrets.toml.\n[salesforce]\n"
         f"client_id = {json.dumps(info['client_id'])}\n"
         f"client_secret = {json.dumps(info['client_secret'])}\n"
+        + (
+            "[segment]\n"
+            f"write_key = {json.dumps(info['segment_write_key'])}\n"
+            f"profile_api_token = {json.dumps(info['profile_api_token'])}\n"
+            if segment
+            else ""
+        )
     )
     os.chmod(secrets, 0o600)
     sandbox_json = workdir / "sandbox.json"

@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError, RequestError
+from connector.files import import_segment_export
 from connector.history import (
     JobHistory,
     dead_letters,
@@ -74,6 +75,7 @@ from sync.logs import run_context
 from sync.monitoring import monitor_conditions, monitor_prediction, monitoring_page
 from sync.progress import Reporter, SilentReporter
 from sync.push import push_salesforce
+from sync.segment import pull_segment, push_segment, summarise_imports
 
 SILENT = SilentReporter()
 log = logging.getLogger("leadscore.jobs")
@@ -463,6 +465,65 @@ def run_pull(
                 "pulled": totals["new"] + totals["changed"],
                 "streams": streams,
             }
+        if settings.segment is not None:
+            result.counts["segment"] = pull_segment(
+                settings.segment, store, reporter, base=_config_dir(settings)
+            )
+    return result
+
+
+def _config_dir(settings: Settings) -> Path:
+    """The directory relative paths in the config file start from."""
+    return settings.path.parent if settings.path is not None else Path.cwd()
+
+
+def run_import(
+    settings: Settings,
+    paths: list[Path],
+    *,
+    kind: str,
+    force: bool = False,
+    reporter: Reporter = SILENT,
+) -> JobResult:
+    """Import Segment export files (warehouse / Profiles Sync) and rebuild the identity map.
+
+    Bad lines are skipped and counted by reason (with file and line); the rest is imported.
+
+    Args:
+        settings: configuration (needs a ``[segment]`` section).
+        paths: JSON-lines or Parquet files.
+        kind: ``tracks``, ``identifies`` or ``id_graph``.
+        force: import files again that were imported before.
+        reporter: progress.
+
+    Returns:
+        ``imports`` (totals, skipped lines by reason, examples) and ``identity``.
+
+    Raises:
+        ConfigError: no ``[segment]`` section, or an unreadable file.
+    """
+    if settings.segment is None:
+        raise ConfigError(
+            "importing Segment exports needs a [segment] section in the config file",
+            hint="add [segment] (see config.example.toml)",
+        )
+    from sync.identity import resolve_identities
+
+    with (
+        _open_store(settings, "import", reporter=reporter) as store,
+        _recorded(store, "import") as result,
+    ):
+        results = []
+        for path in paths:
+            reporter.stage(f"importing {kind} from {path}")
+            results.append(
+                import_segment_export(
+                    store, path, kind, id_types=settings.segment.id_types(), force=force
+                )
+            )
+        result.counts = {"imports": summarise_imports(results)}
+        reporter.stage("resolving identities")
+        result.counts["identity"] = resolve_identities(store, settings.segment.identity).to_json()
     return result
 
 
@@ -525,6 +586,7 @@ def run_train(
                     as_of=as_of,
                     exclude_fields={f.lower() for f in _output_fields(settings, spec)},
                     progress=lambda stage, name=spec.name: reporter.stage(f"{name}: {stage}"),
+                    traits=settings.traits,
                 )
             except ScoringError as exc:
                 raise _scoring_error(exc) from None
@@ -543,6 +605,7 @@ def run_train(
                 "examples": outcome.metadata["examples"]["used"],
                 "metrics": outcome.metadata["metrics"],
                 "seconds": outcome.metadata["seconds"],
+                "skipped_traits": outcome.metadata["traits"]["skipped"],
             }
         result.counts = {"predictions": trained}
         result.artifacts["holdout"] = holdouts
@@ -662,9 +725,28 @@ def run_push(
             "failed": failed,
             "predictions": pushed,
         }
+        if settings.segment is not None and any(p.segment for p in settings.predictions):
+            result.counts["segment"] = _push_segment(settings, store, reporter)
+            failed += sum(p["failed"] for p in result.counts["segment"].values())
         if failed:
             result.status = "partial"
     return result
+
+
+def _push_segment(settings: Settings, store: Store, reporter: Reporter) -> dict[str, Any]:
+    """Each prediction's changed traits to Segment (see ``sync/segment.py``)."""
+    from connector.segment import TrackingClient
+
+    assert settings.segment is not None
+    client = TrackingClient(settings.segment)
+    try:
+        return {
+            spec.name: push_segment(client, store, spec, reporter).to_json()
+            for spec in settings.predictions
+            if spec.segment is not None
+        }
+    finally:
+        client.close()
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -731,6 +813,10 @@ def _summarise_sync(result: JobResult, jobs: dict[str, JobResult]) -> None:
         "trained": [name.split(":", 1)[1] for name in jobs if name.startswith("train:")],
         "jobs": {name: job.to_json() for name, job in jobs.items()},
     }
+    if "segment" in jobs["push"].counts:
+        result.counts["segment_written"] = sum(
+            p["written"] for p in jobs["push"].counts["segment"].values()
+        )
     for name, job in jobs.items():
         if name.startswith("train:"):
             result.artifacts.setdefault("holdout", {}).update(job.artifacts.get("holdout", {}))
@@ -1489,9 +1575,11 @@ def run_sandbox(
         port=port,
         regenerate=False,
         on_progress=_generation_progress(reporter),
+        segment=True,
     )
     sandbox.start()
     try:
+        sandbox.export_segment()
         write_sandbox_files(workdir, sandbox.info, command="sandbox")
         if ready is not None:
             ready(sandbox.info)
@@ -1522,10 +1610,16 @@ def run_demo(
     prepare_workdir(workdir, fresh=True)
     reporter.stage(f"generating a synthetic org with {leads:,} leads (seed {seed})")
     sandbox = Sandbox(
-        workdir / "sandbox", leads=leads, seed=seed, on_progress=_generation_progress(reporter)
+        workdir / "sandbox",
+        leads=leads,
+        seed=seed,
+        on_progress=_generation_progress(reporter),
+        segment=True,
     )
     sandbox.start()
     try:
+        # The CDP history as a warehouse export, imported by the pull (docs/sandbox.md).
+        sandbox.export_segment()
         config = write_sandbox_files(workdir, sandbox.info, command="demo")
         reporter.stage(f"sandbox serving at {sandbox.url}")
         settings = load_settings(config)
@@ -1547,6 +1641,7 @@ def run_demo(
         "pulled": result.counts["pulled"],
         "scored": result.counts["scored"],
         "written": result.counts["written"],
+        "segment_written": result.counts.get("segment_written", 0),
         "failed": result.counts["failed"],
         "api_calls": result.api_calls,
         "model_auc": round(model_auc, 4),

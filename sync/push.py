@@ -78,6 +78,9 @@ def output_values(scores: pd.DataFrame, fields: dict[str, str]) -> pd.DataFrame:
         "scored_at": lambda s: (
             pd.to_datetime(s["scored_at"]).dt.strftime("%Y-%m-%dT%H:%M:%SZ").map(json.dumps)
         ),
+        "reasons": lambda s: s["reasons"].map(
+            lambda v: json.dumps(v if isinstance(v, str) else None)
+        ),
     }
     parts = [
         pd.DataFrame(

@@ -11,6 +11,8 @@ Bookkeeping tables (names start with an underscore, except ``write_log`` which t
 - ``_ground_truth``: the hidden model's per-lead answer (see ``docs/sandbox.md``).
 - ``write_log(object, record_id, field, value, at)``: one row per field written through the API;
   ``value`` is JSON text, ``at`` epoch seconds.
+- ``seg_*``: the Segment side (profiles, identities, traits, events, identifies, received
+  messages), see ``connector/sandbox/profiles.py``; empty unless generated with Segment.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from connector.sandbox.profiles import INDEXES as SEGMENT_INDEXES
+from connector.sandbox.profiles import SCHEMA as SEGMENT_SCHEMA
 from connector.sandbox.schema import OBJECTS, create_table_sql
 
 DATABASE_NAME = "sandbox.sqlite"
@@ -31,7 +35,7 @@ _BOOKKEEPING = (
     "CREATE TABLE _ground_truth (lead_id TEXT PRIMARY KEY, anchor_at INTEGER, p_true REAL, "
     "label INTEGER, window_closed INTEGER, converted_at INTEGER, web_visits_7d INTEGER, "
     "web_visits_30d INTEGER, email_clicks_30d INTEGER, webinars_30d INTEGER, "
-    "content_downloads_90d INTEGER)",
+    "content_downloads_90d INTEGER, product_usage_14d INTEGER, order_revenue_90d REAL)",
     "CREATE TABLE write_log (object TEXT, record_id TEXT, field TEXT, value TEXT, at INTEGER)",
 )
 
@@ -140,7 +144,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     """
     for obj in OBJECTS.values():
         conn.execute(create_table_sql(obj))
-    for statement in _BOOKKEEPING:
+    for statement in (*_BOOKKEEPING, *SEGMENT_SCHEMA):
         conn.execute(statement)
 
 
@@ -154,7 +158,7 @@ def create_indexes(conn: sqlite3.Connection) -> None:
         deleted = ', "IsDeleted"' if obj.has_is_deleted else ""
         for template in _INDEXES:
             conn.execute(template.format(t=obj.table, deleted=deleted))
-    for statement in _EXTRA_INDEXES:
+    for statement in (*_EXTRA_INDEXES, *SEGMENT_INDEXES):
         conn.execute(statement)
     conn.execute("CREATE INDEX write_log_record ON write_log (object, record_id)")
     conn.execute("ANALYZE")

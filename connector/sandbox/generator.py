@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from connector.sandbox.ids import make_ids
+from connector.sandbox.profiles import CDP_WINDOWS, People, SegmentGenerator, cdp_logit
 from connector.sandbox.schema import (
     CAMPAIGN_TYPES,
     INDUSTRIES,
@@ -38,7 +39,7 @@ from connector.sandbox.schema import (
     get_object,
 )
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 DAY = 86_400
 HOUR = 3_600
 HISTORY_DAYS = 540
@@ -286,7 +287,9 @@ def hidden_logit(frame: pd.DataFrame) -> np.ndarray:
     Args:
         frame: One row per lead with columns ``Industry``, ``Seniority__c``,
             ``NumberOfEmployees``, ``LeadSource``, ``Country``, the five engagement counts of
-            ``ENGAGEMENT_WINDOWS`` and ``age_days`` (anchor_at minus CreatedDate, in days).
+            ``ENGAGEMENT_WINDOWS`` and ``age_days`` (anchor_at minus CreatedDate, in days). When
+            the org is generated with Segment, also the CDP counts of
+            ``connector.sandbox.profiles.CDP_WINDOWS``, which add the CDP term.
 
     Returns:
         The logits, as a float array.
@@ -316,6 +319,9 @@ def hidden_logit(frame: pd.DataFrame) -> np.ndarray:
     tech = (industry == "Technology") | (industry == "Software")
     logit += TECH_ENGAGED_BONUS * (tech & (web7 >= 3))
     logit += OLD_LEAD_PENALTY * (frame["age_days"].to_numpy(float) > OLD_LEAD_DAYS)
+    if all(name in frame.columns for name in CDP_WINDOWS):
+        # NULL counts (ground truth of an org generated without Segment) add nothing.
+        logit += np.nan_to_num(cdp_logit(frame), nan=0.0)
     return np.asarray(logit, dtype=float)
 
 
@@ -439,8 +445,10 @@ class _OrgGenerator:
         n_leads: int,
         as_of: int,
         progress: ProgressCallback,
+        segment: bool = False,
     ) -> None:
         self.conn = conn
+        self.segment = SegmentGenerator(conn, seed, as_of) if segment else None
         self.seed = seed
         self.n = n_leads
         self.as_of = as_of
@@ -681,7 +689,18 @@ class _OrgGenerator:
             "first_touch": np.full(n, np.iinfo(np.int64).max, dtype=np.int64),
             "contact_seq": np.full(n, -1, dtype=np.int64),
             **{name: np.zeros(n, dtype=np.int64) for name in ENGAGEMENT_WINDOWS},
+            **{name: np.zeros(n, dtype=float) for name in CDP_WINDOWS},
         }
+        people = People(
+            ids=leads.ids,
+            email=leads.email,
+            first=leads.first,
+            last=leads.last,
+            company=np.asarray(companies.name, dtype=object)[leads.company],
+            created=leads.created,
+            anchor_at=leads.anchor_at,
+            responds=leads.responds,
+        )
         frame_static = pd.DataFrame(
             {
                 "Industry": np.asarray(INDUSTRIES, dtype=object)[companies.industry[leads.company]],
@@ -708,6 +727,11 @@ class _OrgGenerator:
             for name, values in counts.items():
                 frame[name] = values
             frame["age_days"] = (leads.anchor_at[low:high] - leads.created[low:high]) / DAY
+            if self.segment is not None:
+                # The CDP side of the same people; its usage counts enter the hidden model.
+                for name, values in self.segment.chunk(chunk, people, low, high).items():
+                    outcome[name][low:high] = values
+                    frame[name] = values
             p_true = sigmoid(hidden_logit(frame))
             anchored = leads.anchored[low:high]
             outcome["p_true"][low:high] = np.where(anchored, p_true, np.nan)
@@ -1319,9 +1343,16 @@ class _OrgGenerator:
             .tolist(),
             _nullable(conversion, conversion < np.iinfo(np.int64).max),
             *(outcome[name][anchored].tolist() for name in ENGAGEMENT_WINDOWS),
+            *(
+                outcome[name][anchored].tolist()
+                if self.segment is not None
+                else [None] * len(anchored)
+                for name in CDP_WINDOWS
+            ),
         ]
         self.conn.executemany(
-            "INSERT INTO _ground_truth VALUES (?,?,?,?,?,?,?,?,?,?,?)", zip(*columns, strict=True)
+            f"INSERT INTO _ground_truth VALUES ({', '.join('?' * len(columns))})",
+            zip(*columns, strict=True),
         )
 
     def run(self) -> None:
@@ -1358,6 +1389,7 @@ def generate_org(
     leads: int,
     as_of: int,
     on_progress: ProgressCallback | None = None,
+    segment: bool = False,
 ) -> None:
     """Generate a synthetic org into an empty database that has the sandbox schema.
 
@@ -1367,12 +1399,14 @@ def generate_org(
         leads: Number of leads.
         as_of: End of the generated history, UTC epoch seconds.
         on_progress: Called as ``(stage, done, total)`` while generating.
+        segment: Also generate the people's Segment profiles and events; their product usage then
+            enters the hidden model (``connector/sandbox/profiles.py``).
     """
     if leads < 1:
         raise ValueError("leads must be positive")
     if get_object("Lead") is None:  # pragma: no cover - schema sanity
         raise RuntimeError("schema has no Lead object")
-    _OrgGenerator(conn, seed, leads, as_of, on_progress or (lambda *_: None)).run()
+    _OrgGenerator(conn, seed, leads, as_of, on_progress or (lambda *_: None), segment).run()
 
 
 def integration_user_id() -> str:

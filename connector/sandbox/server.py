@@ -13,18 +13,26 @@ import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from connector.sandbox.salesforce_api import ApiRequest, SalesforceApi
+from connector.sandbox.salesforce_api import ApiRequest, ApiResponse
 
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 IDLE_TIMEOUT_SECONDS = 120.0
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
+class Handler(Protocol):
+    """What the server routes requests to (the Salesforce and Segment APIs, see service.py)."""
+
+    def handle(self, request: ApiRequest) -> ApiResponse:
+        """Answer one request."""
+        ...
+
+
 class SandboxServer(ThreadingHTTPServer):
-    """A threading HTTPS server that routes every request to one :class:`SalesforceApi`.
+    """A threading HTTPS server that routes every request to one handler.
 
     Args:
         address: ``(host, port)`` to bind; port 0 picks a free port.
@@ -36,9 +44,7 @@ class SandboxServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(
-        self, address: tuple[str, int], api: SalesforceApi, context: ssl.SSLContext
-    ) -> None:
+    def __init__(self, address: tuple[str, int], api: Handler, context: ssl.SSLContext) -> None:
         self.api = api
         self.context = context
         self._connections: set[socket.socket] = set()

@@ -24,19 +24,50 @@ from connector.sandbox.generator import (
     integration_user_id,
 )
 from connector.sandbox.ids import make_id
-from connector.sandbox.salesforce_api import Credentials, RequestRecord, SalesforceApi
+from connector.sandbox.profiles import export_segment
+from connector.sandbox.salesforce_api import (
+    ApiRequest,
+    ApiResponse,
+    Credentials,
+    RequestRecord,
+    SalesforceApi,
+)
 from connector.sandbox.schema import API_VERSION
+from connector.sandbox.segment_api import SegmentApi, SegmentCredentials, SegmentOptions
 from connector.sandbox.server import SandboxServer
 from connector.sandbox.tls import TlsFiles, ensure_tls_files, make_server_context
 
 HOST = "127.0.0.1"
-GROUND_TRUTH_COLUMNS = ("lead_id", "anchor_at", "p_true", "label", "window_closed", "converted_at")
+GROUND_TRUTH_COLUMNS = (
+    "lead_id",
+    "anchor_at",
+    "p_true",
+    "label",
+    "window_closed",
+    "converted_at",
+    "product_usage_14d",
+    "order_revenue_90d",
+)
 
 
 def _secret(seed: int, purpose: str, length: int) -> str:
     """Derive a stable, seed-specific credential (local test credentials, not secrets)."""
     digest = hashlib.sha256(f"leadscore-sandbox:{seed}:{purpose}".encode()).hexdigest()
     return digest[:length]
+
+
+class _Routes:
+    """Sends ``/v1/...`` to the Segment APIs and everything else to Salesforce (one HTTPS port)."""
+
+    def __init__(self, salesforce: SalesforceApi, segment: SegmentApi) -> None:
+        self.salesforce = salesforce
+        self.segment = segment
+
+    def handle(self, request: ApiRequest) -> ApiResponse:
+        """Route one request."""
+        if self.segment.handles(request.path):
+            return self.segment.handle(request)
+        return self.salesforce.handle(request)
 
 
 def _now_floored_to_minute() -> dt.datetime:
@@ -75,6 +106,9 @@ class Sandbox:
         new_field_access: Fields created through the Tooling API are visible and editable to the
             integration user at once; False models an org where field-level security must be
             granted first (``grant_field_access``).
+        segment: Also generate the people's Segment profiles and events (their product usage
+            then enters the hidden model). The Segment APIs are served either way.
+        segment_options: Profile API rate limit and Tracking API 429 injection.
     """
 
     def __init__(
@@ -94,10 +128,19 @@ class Sandbox:
         edit_converted_leads: bool = True,
         bulk_polls_to_complete: int = 1,
         new_field_access: bool = True,
+        segment: bool = False,
+        segment_options: SegmentOptions | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.bulk_polls_to_complete = bulk_polls_to_complete
         self.new_field_access = new_field_access
+        self.segment = segment
+        self.segment_options = segment_options or SegmentOptions(seed=seed)
+        self.segment_credentials = SegmentCredentials(
+            write_key=_secret(seed, "segment-write-key", 32),
+            access_token=_secret(seed, "segment-profile-token", 40),
+            space_id=f"spa_{_secret(seed, 'segment-space', 16)}",
+        )
         self.edit_converted_leads = edit_converted_leads
         self.leads = leads
         self.seed = seed
@@ -120,6 +163,7 @@ class Sandbox:
         )
         self._db: Database | None = None
         self._api: SalesforceApi | None = None
+        self._segment_api: SegmentApi | None = None
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
         self._tls: TlsFiles | None = None
@@ -153,7 +197,16 @@ class Sandbox:
             bulk_polls_to_complete=self.bulk_polls_to_complete,
             new_field_access=self.new_field_access,
         )
-        self._server = SandboxServer((HOST, self.port), self._api, make_server_context(self._tls))
+        self._segment_api = SegmentApi(
+            self._db,
+            self.segment_credentials,
+            self.segment_options,
+            lambda: float(self._as_of_epoch or time.time()),
+            faults=self._faults,
+        )
+        self._server = SandboxServer(
+            (HOST, self.port), _Routes(self._api, self._segment_api), make_server_context(self._tls)
+        )
         self._stopped.clear()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -223,6 +276,7 @@ class Sandbox:
                 and meta.get("seed") == str(self.seed)
                 and meta.get("leads") == str(self.leads)
                 and meta.get("generator_version") == GENERATOR_VERSION
+                and meta.get("segment") == str(int(self.segment))
                 and wanted_as_of in (None, meta.get("as_of"))
             ):
                 self._as_of_epoch = int(meta["as_of"])
@@ -249,6 +303,7 @@ class Sandbox:
                 leads=self.leads,
                 as_of=self._as_of_epoch,
                 on_progress=self.on_progress,
+                segment=self.segment,
             )
             if self.on_progress:
                 self.on_progress("indexes", 0, 1)
@@ -260,6 +315,7 @@ class Sandbox:
                     ("leads", str(self.leads)),
                     ("as_of", str(self._as_of_epoch)),
                     ("generator_version", GENERATOR_VERSION),
+                    ("segment", str(int(self.segment))),
                     ("generated_at", str(int(time.time()))),
                 ],
             )
@@ -294,6 +350,8 @@ class Sandbox:
         self._faults = plan
         if self._api is not None:
             self._api.faults = plan
+        if self._segment_api is not None:
+            self._segment_api.faults = plan
 
     @property
     def url(self) -> str:
@@ -329,12 +387,50 @@ class Sandbox:
             "seed": self.seed,
             "leads": self.leads,
             "as_of": self.as_of.isoformat(),
+            # Segment: both APIs are served on the same port, under /v1/.
+            "segment_url": self.url,
+            "segment_write_key": self.segment_credentials.write_key,
+            "profile_api_url": self.url,
+            "profile_api_token": self.segment_credentials.access_token,
+            "space_id": self.segment_credentials.space_id,
+            "segment_data": self.segment,
         }
 
     @property
     def request_log(self) -> list[RequestRecord]:
         """Every HTTP request served, in order."""
         return self._require_api().request_log
+
+    @property
+    def segment_requests(self) -> list[RequestRecord]:
+        """Every Segment request served (categories ``tracking`` and ``profiles``), in order."""
+        if self._segment_api is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._segment_api.request_log
+
+    @property
+    def segment_api(self) -> SegmentApi:
+        """The Segment stand-in (counters such as ``rate_limited``)."""
+        if self._segment_api is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._segment_api
+
+    def export_segment(self, directory: Path | None = None) -> dict[str, Path]:
+        """Write the CDP history as a warehouse / Profiles Sync export (JSON lines).
+
+        Args:
+            directory: where to write (default ``workdir/segment_export``).
+
+        Returns:
+            ``{"tracks": path, "identifies": path, "id_graph": path}``.
+        """
+        self._require_db()
+        target = Path(directory) if directory is not None else self.workdir / "segment_export"
+        reader = sqlite3.connect(f"file:{self.workdir / DATABASE_NAME}?mode=ro", uri=True)
+        try:
+            return export_segment(reader, target)
+        finally:
+            reader.close()
 
     def api_calls(self) -> int:
         """Number of ``/services/data`` requests counted against the daily allowance.
@@ -415,8 +511,8 @@ class Sandbox:
             happened yet in Salesforce).
         """
         rows = self._require_db().inspect(
-            "SELECT lead_id, anchor_at, p_true, label, window_closed, converted_at "
-            "FROM _ground_truth ORDER BY lead_id"
+            "SELECT lead_id, anchor_at, p_true, label, window_closed, converted_at, "
+            "product_usage_14d, order_revenue_90d FROM _ground_truth ORDER BY lead_id"
         )
         frame = pd.DataFrame(rows, columns=list(GROUND_TRUTH_COLUMNS))
         frame["lead_id"] = frame["lead_id"].astype(object)
@@ -425,4 +521,6 @@ class Sandbox:
         frame["label"] = frame["label"].astype(int)
         frame["window_closed"] = frame["window_closed"].astype(bool)
         frame["converted_at"] = pd.to_datetime(frame["converted_at"], unit="s")
+        for name in ("product_usage_14d", "order_revenue_90d"):
+            frame[name] = frame[name].astype(float)
         return frame

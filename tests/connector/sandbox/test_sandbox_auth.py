@@ -293,6 +293,12 @@ def test_info_is_json_safe_and_complete(sandbox):
         "seed",
         "leads",
         "as_of",
+        "segment_url",
+        "segment_write_key",
+        "profile_api_url",
+        "profile_api_token",
+        "space_id",
+        "segment_data",
     }
     assert info["api_version"] == "59.0" and info["login_url"] == info["salesforce_url"]
     assert info["as_of"] == "2025-06-01T12:00:00+00:00"

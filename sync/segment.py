@@ -1,0 +1,465 @@
+"""Segment in a run: pull (exports, Profile API, identity resolution) and push (traits, audiences).
+
+- **Pull**: import the configured warehouse / Profiles Sync export files that are new since the
+  last run; read the Profile API for CRM records that have not been read recently (newest records
+  first, up to ``segment.max_profiles_per_run``); then rebuild the identity map
+  (``sync/identity.py``). Every skipped line and every unmatched profile is counted with its reason.
+- **Push**: for each prediction with ``[predictions.segment]``, send identify calls that set the
+  changed traits (score, tier, ...) on the person's profile, diffed against the write-back ledger
+  (target ``segment``, object ``profile``); and, for audiences, ``Audience Entered`` /
+  ``Audience Exited`` track events when membership changes (ledger object ``audience``). Nothing is
+  marked written until Segment answered 200 for the batch that carried it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from connector.errors import ConfigError
+from connector.files import SegmentImportResult, import_segment_export
+from connector.segment import (
+    ProfileClient,
+    SegmentSettings,
+    TrackingClient,
+    identify_message,
+    message_id,
+    read_profiles,
+    save_profiles,
+    track_message,
+)
+from connector.store import Store, quote_identifier, utc_now
+from sync.config import PredictionConfig
+from sync.identity import CRM_RECORDS, resolve_identities, segment_user_ids
+from sync.progress import Reporter
+from sync.push import changed_values, output_values
+
+TARGET = "segment"
+PROFILE_OBJECT = "profile"
+AUDIENCE_OBJECT = "audience"
+AUDIENCE_ENTERED = "Audience Entered"
+AUDIENCE_EXITED = "Audience Exited"
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+
+def export_files(settings: SegmentSettings, base: Path) -> list[tuple[Path, str]]:
+    """The export files configured in ``[[segment.exports]]``, globs expanded.
+
+    Args:
+        settings: the ``[segment]`` section.
+        base: the directory relative paths are relative to (the config file's).
+
+    Returns:
+        (file, kind) pairs, in a stable order.
+
+    Raises:
+        ConfigError: a configured path matches no file.
+    """
+    found: list[tuple[Path, str]] = []
+    for index, export in enumerate(settings.exports):
+        pattern = Path(export.path).expanduser()
+        pattern = pattern if pattern.is_absolute() else base / pattern
+        matches = sorted(Path(p) for p in glob.glob(str(pattern)))
+        if not matches:
+            raise ConfigError(
+                f"segment.exports[{index}].path: no file matches '{export.path}'",
+                hint=f"check the path (relative paths start at {base})",
+            )
+        found += [(path, export.kind) for path in matches if path.is_file()]
+    return found
+
+
+def summarise_imports(results: Iterable[SegmentImportResult]) -> dict[str, Any]:
+    """Fold import results into the run summary: totals, skipped lines by reason, examples.
+
+    Args:
+        results: one per file.
+
+    Returns:
+        ``files, already_imported, lines, imported, duplicates, skipped, skipped_by_reason,
+        examples``.
+    """
+    summary: dict[str, Any] = {
+        "files": 0,
+        "already_imported": 0,
+        "lines": 0,
+        "imported": 0,
+        "duplicates": 0,
+        "skipped": 0,
+        "skipped_by_reason": {},
+        "examples": [],
+    }
+    reasons: Counter[str] = Counter()
+    for result in results:
+        summary["files"] += 1
+        summary["already_imported"] += int(result.already_imported)
+        summary["lines"] += result.lines
+        summary["imported"] += result.imported
+        summary["duplicates"] += result.duplicates
+        reasons.update(result.skipped)
+        summary["examples"] += result.examples[: max(0, 10 - len(summary["examples"]))]
+    summary["skipped"] = sum(reasons.values())
+    summary["skipped_by_reason"] = dict(sorted(reasons.items()))
+    return summary
+
+
+def lookups_to_read(store: Store, settings: SegmentSettings) -> list[str]:
+    """Profile API identifiers of the CRM records to read in this run.
+
+    Records with an email whose profile was not read within ``refresh_hours``, newest first, at
+    most ``max_profiles_per_run``.
+
+    Args:
+        store: the store.
+        settings: the ``[segment]`` section.
+
+    Returns:
+        Identifiers such as ``email:jane@acme.com``.
+    """
+    q = quote_identifier
+    parts = []
+    for records in CRM_RECORDS:
+        columns = {c.lower(): c for c in store.table_columns(records.table)}
+        if records.email_column.lower() not in columns:
+            continue
+        email = q(columns[records.email_column.lower()])
+        created = (
+            f"CAST({q(columns[records.created_column.lower()])} AS TIMESTAMP)"
+            if records.created_column.lower() in columns
+            else "NULL::TIMESTAMP"
+        )
+        live = (
+            f"NOT coalesce({q(columns[records.deleted_column.lower()])}, false)"
+            if records.deleted_column.lower() in columns
+            else "true"
+        )
+        parts.append(
+            f"SELECT 'email:' || lower(trim({email})) AS lookup, {created} AS created "
+            f"FROM {q(records.table)} WHERE {email} IS NOT NULL AND trim({email}) <> '' "
+            f"AND {live}"
+        )
+    if not parts or settings.max_profiles_per_run == 0:
+        return []
+    fresh_after = utc_now() - timedelta(hours=settings.refresh_hours)
+    rows = store.con.execute(
+        f"""SELECT lookup FROM ({" UNION ALL ".join(parts)}) r
+            WHERE lookup NOT IN (SELECT lookup FROM seg_profile WHERE fetched_at >= ?)
+            GROUP BY lookup ORDER BY max(created) DESC NULLS LAST, lookup LIMIT ?""",
+        [fresh_after, settings.max_profiles_per_run],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def pull_segment(
+    settings: SegmentSettings,
+    store: Store,
+    reporter: Reporter,
+    *,
+    base: Path,
+    profile_client: ProfileClient | None = None,
+) -> dict[str, Any]:
+    """Import new export files, read the Profile API, and rebuild the identity map.
+
+    Args:
+        settings: the ``[segment]`` section.
+        store: the store.
+        reporter: progress.
+        base: the directory export paths are relative to.
+        profile_client: a Profile API client (default: one from ``settings``).
+
+    Returns:
+        ``imports`` (see :func:`summarise_imports`), ``profile_api`` (lookups, found, not found,
+        failed, requests, unknown identity types) and ``identity`` (see ``IdentityResult``).
+    """
+    results = []
+    files = export_files(settings, base)
+    id_types = settings.id_types()
+    for path, kind in files:
+        reporter.stage(f"segment: importing {kind} from {path.name}")
+        results.append(import_segment_export(store, path, kind, id_types=id_types))
+    summary: dict[str, Any] = {"imports": summarise_imports(results)}
+    api: dict[str, Any] = {"lookups": 0}
+    if settings.space_id and settings.read and settings.max_profiles_per_run:
+        lookups = lookups_to_read(store, settings)
+        client = profile_client or ProfileClient(settings)
+        unknown: Counter[str] = Counter()
+        totals: Counter[str] = Counter()
+        calls_before = client.counter.api_calls
+        started = time.perf_counter()
+        try:
+            with reporter.track("segment profiles", total=len(lookups)) as task:
+                for chunk in read_profiles(client, lookups, on_read=lambda: None):
+                    totals.update(save_profiles(store, chunk))
+                    for read in chunk:
+                        unknown.update(read.unknown_id_types)
+                    task.advance(len(chunk))
+        finally:
+            if profile_client is None:
+                client.close()
+        api = {
+            "lookups": len(lookups),
+            **{k: int(v) for k, v in totals.items()},
+            "requests": client.counter.api_calls - calls_before,
+            "seconds": round(time.perf_counter() - started, 2),
+            "unknown_identity_types": dict(unknown),
+        }
+    summary["profile_api"] = api
+    reporter.stage("segment: resolving identities")
+    summary["identity"] = resolve_identities(store, settings.identity).to_json()
+    return summary
+
+
+# -- push ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SegmentPushCounts:
+    """What a Segment push did for one prediction or audience.
+
+    Attributes:
+        records: records considered.
+        unchanged: records whose values all equal what Segment confirmed.
+        no_segment_user: changed records with no Segment user id (not sent; see
+            ``predictions.segment.unmatched``).
+        messages: messages built.
+        requests: ``/v1/batch`` requests sent.
+        written: records whose messages Segment accepted.
+        failed: records whose messages were rejected or could not be delivered.
+        not_sent: records left unsent after repeated transient failures (sent by the next run).
+        errors: failed records by error code.
+    """
+
+    records: int = 0
+    unchanged: int = 0
+    no_segment_user: int = 0
+    messages: int = 0
+    requests: int = 0
+    written: int = 0
+    failed: int = 0
+    not_sent: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-serialisable counts."""
+        return {
+            "records": self.records,
+            "unchanged": self.unchanged,
+            "no_segment_user": self.no_segment_user,
+            "messages": self.messages,
+            "requests": self.requests,
+            "written": self.written,
+            "failed": self.failed,
+            "not_sent": self.not_sent,
+            "errors": dict(self.errors),
+        }
+
+
+def _send(
+    client: TrackingClient,
+    store: Store,
+    sobject: str,
+    messages: list[dict[str, Any]],
+    owners: list[tuple[str, dict[str, Any]]],
+    counts: SegmentPushCounts,
+    reporter: Reporter,
+    label: str,
+) -> None:
+    """Send messages and ledger each record's fields once all of its messages have an outcome.
+
+    ``owners[i]`` is ``(record id, {field: value})`` of ``messages[i]``; a record succeeds when all
+    of its messages were accepted.
+    """
+    counts.messages += len(messages)
+    requests_before = client.requests
+    pending: dict[str, int] = Counter(owner for owner, _ in owners)
+    failures: dict[str, str] = {}
+    values: dict[str, dict[str, Any]] = {}
+    for (owner, fields), _ in zip(owners, messages, strict=True):
+        values.setdefault(owner, {}).update(fields)
+    with reporter.track(label, total=len(pending)) as task:
+        for indexes, outcomes in client.send(messages):
+            done: list[str] = []
+            for index, outcome in zip(indexes, outcomes, strict=True):
+                owner = owners[index][0]
+                if not outcome.success:
+                    failures.setdefault(owner, outcome.error or "UNKNOWN: no detail")
+                pending[owner] -= 1
+                if pending[owner] == 0:
+                    done.append(owner)
+            rows = []
+            for owner in done:
+                error = failures.get(owner)
+                if error:
+                    counts.failed += 1
+                    counts.errors[error.split(":")[0]] += 1
+                else:
+                    counts.written += 1
+                rows += [
+                    {
+                        "record_id": owner,
+                        "field": name,
+                        "value": value,
+                        "success": error is None,
+                        "error": error,
+                    }
+                    for name, value in values[owner].items()
+                ]
+            store.record_outcomes(TARGET, sobject, rows)
+            task.advance(len(done))
+    counts.not_sent += sum(1 for left in pending.values() if left > 0)
+    counts.requests += client.requests - requests_before
+
+
+def push_segment(
+    client: TrackingClient,
+    store: Store,
+    prediction: PredictionConfig,
+    reporter: Reporter,
+) -> SegmentPushCounts:
+    """Set a prediction's latest outputs as traits on each person's Segment profile (changes only).
+
+    Each record with a changed trait gets one identify call holding its changed traits. Its
+    ``messageId`` is derived from (record, prediction, model version, traits), so a batch sent again
+    after a lost answer is de-duplicated by Segment.
+
+    Args:
+        client: Tracking API client.
+        store: the store (scores, identity map, ledger).
+        prediction: the prediction and its ``[predictions.segment]`` mapping.
+        reporter: progress.
+
+    Returns:
+        Counts.
+    """
+    counts = SegmentPushCounts()
+    output = prediction.segment
+    if output is None:
+        return counts
+    scores = store.latest_scores(prediction.name)
+    counts.records = len(scores)
+    if scores.empty:
+        return counts
+    desired = output_values(scores, dict(output.traits))
+    desired = desired[desired["value"] != "null"]  # an unset output is not sent as a null trait
+    changes = changed_values(desired, store.ledger(TARGET, PROFILE_OBJECT))
+    traits: dict[str, dict[str, Any]] = {}
+    for record_id, name, value in changes.itertuples(index=False):
+        traits.setdefault(record_id, {})[name] = json.loads(value)
+    counts.unchanged = counts.records - len(traits)
+    users = segment_user_ids(store, prediction.entity, list(traits))
+    by_record = scores.set_index(scores["entity_id"].astype(str))
+    messages: list[dict[str, Any]] = []
+    owners: list[tuple[str, dict[str, Any]]] = []
+    for record_id, changed in traits.items():
+        user_id = users.get(record_id)
+        if user_id is None:
+            if output.unmatched == "skip":
+                counts.no_segment_user += 1
+                continue
+            user_id = record_id
+        row = by_record.loc[record_id]
+        stamp = pd.Timestamp(row["scored_at"]).to_pydatetime()
+        messages.append(
+            identify_message(
+                user_id,
+                changed,
+                timestamp=stamp,
+                message_id=message_id(
+                    record_id, prediction.name, str(row["model_version"]), changed
+                ),
+            )
+        )
+        owners.append((record_id, changed))
+    _send(client, store, PROFILE_OBJECT, messages, owners, counts, reporter, "push Segment traits")
+    return counts
+
+
+def push_audience(
+    client: TrackingClient,
+    store: Store,
+    *,
+    audience: str,
+    entity: str,
+    members: Iterable[str],
+    at: datetime,
+    trait: str | None = None,
+    unmatched: str = "skip",
+    reporter: Reporter,
+) -> SegmentPushCounts:
+    """Send ``Audience Entered`` / ``Audience Exited`` when a record's membership changed.
+
+    Membership is diffed against the ledger (object ``audience``, field = the audience name,
+    value = true or false). A record entering gets ``Audience Entered``, one leaving gets
+    ``Audience Exited``, each with ``properties.audience``; with ``trait`` set, an identify call
+    also sets that boolean trait. Message ids are derived from (record, audience, change,
+    ``at``), so a retried batch is de-duplicated while a later re-entry is a new event.
+
+    Args:
+        client: Tracking API client.
+        store: the store (identity map, ledger).
+        audience: audience name.
+        entity: the members' entity (``lead``).
+        members: ids of the records in the audience now.
+        at: when membership was evaluated (the events' timestamp).
+        trait: optional boolean trait mirroring membership.
+        unmatched: ``skip`` records without a Segment user id, or use the ``record_id`` as user id.
+        reporter: progress.
+
+    Returns:
+        Counts (``records`` is the number of membership changes).
+    """
+    counts = SegmentPushCounts()
+    now_in = {str(m) for m in members}
+    ledger = store.ledger(TARGET, AUDIENCE_OBJECT)
+    ledger = ledger[ledger["field"] == audience]
+    confirmed = {
+        r: json.loads(v) for r, v in zip(ledger["record_id"], ledger["value"], strict=True) if v
+    }
+    was_in = {r for r, v in confirmed.items() if v is True}
+    changes = sorted((r, True) for r in now_in - was_in)
+    changes += sorted((r, False) for r in was_in - now_in)
+    counts.records = len(changes)
+    users = segment_user_ids(store, entity, [r for r, _ in changes])
+    messages: list[dict[str, Any]] = []
+    owners: list[tuple[str, dict[str, Any]]] = []
+    for record_id, entered in changes:
+        user_id = users.get(record_id) or (record_id if unmatched == "record_id" else None)
+        if user_id is None:
+            counts.no_segment_user += 1
+            continue
+        event = AUDIENCE_ENTERED if entered else AUDIENCE_EXITED
+        messages.append(
+            track_message(
+                user_id,
+                event,
+                {"audience": audience, "entity": entity, "record_id": record_id},
+                timestamp=at,
+                message_id=message_id(record_id, audience, event, at.isoformat()),
+            )
+        )
+        owners.append((record_id, {audience: entered}))
+        if trait:
+            messages.append(
+                identify_message(
+                    user_id,
+                    {trait: entered},
+                    timestamp=at,
+                    message_id=message_id(record_id, audience, trait, entered, at.isoformat()),
+                )
+            )
+            owners.append((record_id, {audience: entered}))
+    _send(
+        client, store, AUDIENCE_OBJECT, messages, owners, counts, reporter, f"audience {audience}"
+    )
+    return counts
