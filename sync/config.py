@@ -16,6 +16,7 @@ import os
 import tomllib
 import types
 import typing
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from scoring.spec import PredictionSpec
 ENV_PREFIX = "LEADSCORE_"
 SECRETS_FILE = "secrets.toml"
 
-OutputKind = Literal["score", "tier", "probability", "model_version", "scored_at"]
+OutputKind = Literal["score", "tier", "probability", "model_version", "scored_at", "reasons"]
 
 
 class StoreSettings(BaseModel):
@@ -51,6 +52,32 @@ class StoreSettings(BaseModel):
 
     path: Path = Path("leadscore.duckdb")
     models_dir: Path = Path("models")
+
+
+class SourceSettings(BaseModel):
+    """A ``[[sources]]`` entry: a CSV or Parquet file imported into a store table.
+
+    Column names that are not plain identifiers are cleaned on import (``Lead Origin`` becomes
+    ``Lead_Origin``), so predictions can name them.
+
+    Attributes:
+        path: the file (relative to the config file).
+        table: the store table it is imported into (replaced on each import).
+        id_column: a column that must hold unique, non-empty values.
+        delimiter: CSV delimiter (default: detected).
+        null_values: CSV strings that mean "missing" (e.g. ``"Select"``).
+        as_of: how recent the export is (its data is complete up to then); default: the file's
+            modification time. Label windows ending later are not used.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    id_column: str | None = None
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    null_values: list[str] = Field(default_factory=list)
+    as_of: datetime | None = None
 
 
 class SalesforceOutput(BaseModel):
@@ -87,7 +114,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     store: StoreSettings = Field(default_factory=StoreSettings)
-    salesforce: SalesforceSettings
+    salesforce: SalesforceSettings | None = None
+    sources: list[SourceSettings] = Field(default_factory=list)
     predictions: list[PredictionConfig] = Field(min_length=1)
     _path: Path | None = PrivateAttr(default=None)
 
@@ -148,8 +176,8 @@ def secret_keys() -> list[tuple[str, str]]:
     """
     keys = []
     for section, info in Settings.model_fields.items():
-        model = info.annotation
-        if isinstance(model, type) and issubclass(model, BaseModel):
+        model = _inner_model(info.annotation)  # sections may be optional (``Model | None``)
+        if model is not None:
             keys += [
                 (section, k) for k, f in model.model_fields.items() if _is_secret(f.annotation)
             ]
@@ -270,8 +298,13 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
                 )
     for section, key in secrets:
         value = env.get(_env_name(section, key)) or (from_file.get(section) or {}).get(key)
-        if value is not None and isinstance(raw.get(section, {}), dict):
+        # only sections the config has: a secret in the environment does not create one
+        if value is not None and isinstance(raw.get(section), dict):
             raw.setdefault(section, {})[key] = value
+    for source in raw.get("sources") or []:
+        if isinstance(source, dict) and isinstance(source.get("path"), str) and source["path"]:
+            candidate = Path(source["path"]).expanduser()
+            source["path"] = str(candidate if candidate.is_absolute() else path.parent / candidate)
     for section, key in _PATH_KEYS:
         block = raw.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str) and block[key]:

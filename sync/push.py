@@ -60,6 +60,8 @@ def output_values(scores: pd.DataFrame, fields: dict[str, str]) -> pd.DataFrame:
         "tier": lambda s: s["tier"].astype(str).map(json.dumps),
         "probability": lambda s: s["probability"].astype(float).round(4).map(json.dumps),
         "model_version": lambda s: s["model_version"].astype(str).map(json.dumps),
+        # reasons fit a 255-character text field by construction (scoring.explain)
+        "reasons": lambda s: s["reasons"].fillna("").astype(str).str.slice(0, 255).map(json.dumps),
         "scored_at": lambda s: (
             pd.to_datetime(s["scored_at"]).dt.strftime("%Y-%m-%dT%H:%M:%SZ").map(json.dumps)
         ),
