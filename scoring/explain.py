@@ -42,6 +42,22 @@ def humanize(name: str) -> str:
     return " ".join([words[0][:1].upper() + words[0][1:], *(w.lower() for w in words[1:])])
 
 
+def feature_label(feature: str) -> str:
+    """A feature's name for charts: ``task_web_visit_7d`` -> ``Web visits in 7d``.
+
+    Args:
+        feature: feature name.
+
+    Returns:
+        The label.
+    """
+    match = _COUNT.match(feature)
+    if match:
+        words = _event_words(match["event"])
+        return f"{words[:1].upper()}{words[1:]} in {match['days']}d"
+    return humanize(feature)
+
+
 def _event_words(event: str) -> str:
     words = event.removeprefix("task_").replace("_", " ")
     return words if words.endswith("s") else words + "s"
@@ -75,7 +91,7 @@ def describe(feature: str, value: Any, counts: frozenset[str]) -> str:
             what = what[:-1]
         return f"{n if n else 'no'} {what} in {match['days']}d"
     if feature == "days_since_created":
-        return "created " + (f"{_number(float(value))} days before" if pd.notna(value) else "?")
+        return "created " + (f"{_number(float(value))} days ago" if pd.notna(value) else "?")
     if feature == "days_since_last_event":
         if value is None or not math.isfinite(float(value)):
             return "no activity yet"

@@ -234,16 +234,19 @@ class Fitted:
     """A trained CatBoost model and how its settings were chosen.
 
     Attributes:
-        model: the model.
+        model: the deployed model (refitted on training + validation rows when ``refit``).
         params: the chosen settings.
         search: one row per tried setting with its validation loss.
         seconds: training wall time.
+        selection_model: the model trained on training rows only; its validation predictions are
+            what calibration and blending are fitted on (the refitted model has seen them).
     """
 
     model: CatBoost
     params: dict[str, Any]
     search: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    selection_model: CatBoost | None = None
 
 
 def fit_catboost(
@@ -344,7 +347,25 @@ def fit_catboost(
     chosen = {k: v for k, v in params.items() if k not in ("verbose", "allow_writing_files")}
     chosen["best_iteration"] = int(model.get_best_iteration() or 0)
     chosen["tree_count"] = int(model.tree_count_)
-    return Fitted(model, chosen, trace, round(time.perf_counter() - started, 3))
+    deployed = model
+    if spec.refit:
+        # the same settings on training + validation rows, with as many trees as early stopping
+        # chose, scaled by the larger data: AutoML's "refit full"; the test rows stay untouched
+        trees = max(1, round(int(model.tree_count_) * (len(train) + len(valid)) / len(train)))
+        refit = {**params, "iterations": trees, "use_best_model": False}
+        refit.pop("od_type")
+        refit.pop("od_wait")
+        deployed = _new_model(task, refit)
+        deployed.fit(
+            make_pool(
+                pd.concat([train, valid], ignore_index=True),
+                features,
+                cat_features,
+                np.concatenate([y_train, y_valid]),
+            )
+        )
+        chosen["refit_trees"] = trees
+    return Fitted(deployed, chosen, trace, round(time.perf_counter() - started, 3), model)
 
 
 # -- calibration -----------------------------------------------------------------------------------

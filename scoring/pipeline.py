@@ -376,7 +376,8 @@ def train_prediction(
     tree, tree_depth = fit_tree(
         split.train, y_train, split.valid, y_valid, linear.encoder, task, score_fn, classes
     )
-    cb_valid = predictor.raw(split.valid)
+    selection = Predictor(spec.task, fitted.selection_model or fitted.model, names, cats, classes)
+    cb_valid = selection.raw(split.valid)
     lin_valid = linear.predict(split.valid)
     # calibration and blending, chosen on validation
     decision: dict[str, Any] = {"model": "catboost", "weight": 1.0, "calibrator": None}
@@ -403,10 +404,10 @@ def train_prediction(
             if lin_loss >= cb_loss
             else "blending disabled (training.blend = false)"
         )
-    predictor.linear = linear
     threshold = 0.5
     if task == "binary":
-        raw_valid = predictor.raw(split.valid)
+        # fitted on predictions of models that did not see the validation rows
+        raw_valid = predictor.weight * cb_valid + (1 - predictor.weight) * lin_valid
         method = spec.training.calibration
         if method != "none":
             candidate = fit_calibrator("platt" if method == "auto" else method, y_valid, raw_valid)
@@ -422,8 +423,15 @@ def train_prediction(
                 "valid_log_loss_after": round(after, 6),
             }
         threshold = spec.training.threshold or best_f1_threshold(
-            y_valid, predictor.predict(split.valid)
+            y_valid, calibrate(predictor.calibrator, raw_valid)
         )
+    deployed_linear = linear
+    if spec.training.refit:
+        both = pd.concat([split.train, split.valid], ignore_index=True)
+        deployed_linear = LinearModel.fit(
+            both, np.concatenate([y_train, y_valid]), names, cats, spec.task, classes or None
+        )
+    predictor.linear = deployed_linear
     progress("evaluating on the holdout")
     prediction = predictor.predict(split.test)
     metrics = _metrics(task, y_test, prediction, classes, threshold, tables=True)
@@ -431,7 +439,7 @@ def train_prediction(
     baselines: dict[str, dict[str, Any]] = {}
     baseline_preds: dict[str, np.ndarray] = {}
     lin_name = "ridge" if task == "regression" else "logistic"
-    baseline_preds[lin_name] = linear.predict(split.test)
+    baseline_preds[lin_name] = deployed_linear.predict(split.test)
     baseline_preds["tree"] = tree_predict(
         tree, linear.encoder.transform(split.test), task, len(classes)
     )

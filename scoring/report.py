@@ -383,9 +383,9 @@ def section_importance(report: ReportInput) -> Section | None:
     importance = report.metadata.get("feature_importance", {})
     if not importance:
         return None
-    top = list(importance.items())[:15][::-1]
+    top = sorted(importance.items(), key=lambda kv: -kv[1])[:15][::-1]
     fig, ax = _figure(6.8, 0.32 * len(top) + 1)
-    ax.barh([humanize(k) for k, _ in top], [v for _, v in top], color=MODEL_COLOR)
+    ax.barh([feature_label(k) for k, _ in top], [v for _, v in top], color=MODEL_COLOR)
     ax.set_xlabel("importance (share of the model's decisions, %)")
     ax.set_title("What the model looks at")
     return Section(

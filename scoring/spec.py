@@ -266,6 +266,9 @@ class TrainingSpec(_Spec):
             ``platt``, ``isotonic`` or ``none``.
         blend: allow blending with (or falling back to) logistic regression when it wins on
             validation.
+        refit: once settings, tree count, calibration and blend are chosen, train the deployed
+            models again on training + validation rows (more, and more recent, data); the test
+            rows are never used for training.
         min_examples: minimum-data guard: labelled examples needed to train.
         min_per_class: minimum-data guard: examples needed of each class.
         leakage_auc: warn when one feature alone reaches this AUC on validation.
@@ -286,6 +289,7 @@ class TrainingSpec(_Spec):
     random_seed: int = 0
     calibration: Literal["auto", "platt", "isotonic", "none"] = "auto"
     blend: bool = True
+    refit: bool = True
     min_examples: int = Field(100, ge=10)
     min_per_class: int = Field(20, ge=5)
     leakage_auc: float = Field(0.97, gt=0.5, le=1.0)

@@ -304,7 +304,8 @@ def models_show(
                     ),
                 )
             )
-        top = list((meta.get("feature_importance") or {}).items())[:8]
+        importance = (meta.get("feature_importance") or {}).items()
+        top = sorted(importance, key=lambda kv: -kv[1])[:8]
         rows.append(("top features", ", ".join(f"{k} ({v:.1f})" for k, v in top)))
         rows += [("warning", w) for w in meta.get("warnings", [])]
         out.print(_kv_table(rows))

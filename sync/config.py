@@ -66,6 +66,7 @@ class SourceSettings(BaseModel):
         id_column: a column that must hold unique, non-empty values.
         delimiter: CSV delimiter (default: detected).
         null_values: CSV strings that mean "missing" (e.g. ``"Select"``).
+        row_id: add a column of this name numbering the rows 1..n, for files without an id.
         as_of: how recent the export is (its data is complete up to then); default: the file's
             modification time. Label windows ending later are not used.
     """
@@ -77,6 +78,7 @@ class SourceSettings(BaseModel):
     id_column: str | None = None
     delimiter: str | None = Field(None, min_length=1, max_length=1)
     null_values: list[str] = Field(default_factory=list)
+    row_id: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     as_of: datetime | None = None
 
 

@@ -33,7 +33,7 @@ from connector.salesforce import (
     resolve_fields,
     since_with_overlap,
 )
-from connector.store import Store, raw_table_name, utc_now
+from connector.store import Store, quote_identifier, raw_table_name, utc_now
 from scoring.metrics import headline
 from scoring.pipeline import (
     ScoringError,
@@ -298,6 +298,13 @@ def _import_sources(
             null_values=tuple(source.null_values),
             clean_names=True,
         )
+        if source.row_id:
+            table, row_id = quote_identifier(source.table), quote_identifier(source.row_id)
+            with store.transaction() as con:
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {table} AS "
+                    f"SELECT row_number() OVER () AS {row_id}, * FROM {table}"
+                )
         as_of = source.as_of or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
         if as_of.tzinfo is not None:
             as_of = as_of.astimezone(UTC).replace(tzinfo=None)
