@@ -115,13 +115,19 @@ class Encoder:
         return np.hstack(blocks) if blocks else np.zeros((len(frame), 0))
 
     def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"categorical": self.categorical, "numeric": self.numeric}
+        """JSON form: lists of pairs, because column order matters and JSON writers sort keys."""
+        return {
+            "categorical": [[c, levels] for c, levels in self.categorical.items()],
+            "numeric": [[c, info] for c, info in self.numeric.items()],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Encoder:
         """Inverse of :meth:`to_json`."""
-        return cls(data["categorical"], data["numeric"])
+        return cls(
+            {c: list(levels) for c, levels in data["categorical"]},
+            {c: dict(info) for c, info in data["numeric"]},
+        )
 
 
 @dataclass
@@ -156,7 +162,7 @@ class LinearModel:
 
         Args:
             frame: training rows.
-            y: labels (0/1, class names, or numbers).
+            y: labels (0/1, class codes, or numbers).
             features: feature columns.
             cat_features: the categorical ones.
             task: the task.
@@ -173,8 +179,7 @@ class LinearModel:
         model = LogisticRegression(C=1.0, max_iter=2000)
         if task == "multiclass":
             assert classes is not None
-            codes = pd.Categorical(y, categories=classes).codes
-            model.fit(x, codes)
+            model.fit(x, np.asarray(y, dtype=int))  # class codes, indexes into ``classes``
             coef = np.zeros((len(classes), x.shape[1]))
             intercept = np.full(len(classes), -30.0)  # classes absent from training: ~0
             coef[model.classes_] = (

@@ -268,11 +268,14 @@ def _feature_columns(
     )
     events: list[str] = []
     derived: list[str] = []
+    # a one-time label event (conversion) never happened before the anchor of a kept example, so
+    # counting it would only leak; repeated label events (orders) before the anchor are history
+    one_time = spec.label.aggregate == "exists" and spec.label.comparison == ">="
     if timed:
         events = [
             e
             for e in event_names(con, entity)
-            if e != spec.label.event
+            if not (one_time and e == spec.label.event)
             and e not in _NOT_FEATURES
             and e != entity.created_event
             and e not in spec.features.exclude_events

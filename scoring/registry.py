@@ -142,7 +142,13 @@ def save_version(
         _write_json(staging / LINEAR_FILE, predictor.linear.to_json())
     if holdout is not None:
         holdout.to_parquet(staging / HOLDOUT_FILE, index=False)
-    data = {**metadata, "version": version, "prediction": prediction}
+    # the blend weight and calibrator are read back from here: take them from the predictor itself
+    deployed = {
+        **metadata.get("deployed", {}),
+        "weight": predictor.weight,
+        "calibrator": predictor.calibrator,
+    }
+    data = {**metadata, "deployed": deployed, "version": version, "prediction": prediction}
     _write_json(staging / METADATA_FILE, data)
     os.replace(staging, final)
     if champion:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from scoring.explain import humanize
+from scoring.explain import feature_label
 
 MODEL_COLOR = "#1f5fa8"
 BASELINE_COLORS = {
