@@ -112,4 +112,6 @@ def test_scoring_errors_are_one_line(tmp_path):
         leadscore("models", "rollback", "upsell", "--config", config),
         "no earlier champion",
     )
-    assert_one_line_error(leadscore("report", "--config", config), "no prediction has a trained")
+    assert_one_line_error(
+        leadscore("report", "--config", config, "--json"), "no prediction has a trained"
+    )
