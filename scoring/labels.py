@@ -16,7 +16,7 @@ Point-in-time rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -60,7 +60,6 @@ class Examples:
     filtered: int = 0
     unlabelled: int = 0
     timed: bool = True
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _not_deleted(con: duckdb.DuckDBPyConnection, entity: Entity) -> str:

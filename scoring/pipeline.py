@@ -341,7 +341,6 @@ def train_prediction(
     progress(f"computing point-in-time features for {len(frame):,} examples")
     data = build_features(con, entity, frame, columns)
     split = split_examples(data, spec.task, spec.training)
-    y_all, classes = _encode_labels(spec, data)
     y_train, classes = _encode_labels(spec, split.train)
     y_valid, _ = _encode_labels(spec, split.valid)
     y_test, _ = _encode_labels(spec, split.test)
@@ -554,7 +553,6 @@ def train_prediction(
         "catboost_version": catboost.__version__,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    del y_all
     return TrainOutcome(predictor, metadata, holdout, warnings, split.test.reset_index(drop=True))
 
 

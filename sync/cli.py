@@ -410,7 +410,7 @@ def status(
             out.print(
                 f"model {name}: "
                 + (
-                    f"{model['version']} (holdout AUC {model['auc']:.4f})"
+                    f"{model['version']} (holdout {model['metric']} {_fmt(model['value'])})"
                     if model
                     else "not trained yet"
                 )

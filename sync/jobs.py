@@ -780,8 +780,15 @@ def read_status(settings: Settings, *, limit: int = 10) -> dict[str, Any]:
     models = {}
     for spec in settings.predictions:
         champion = load_champion(settings.store.models_dir, spec.name)
+        metric, _ = headline(spec.task)
+        metrics = champion.metadata.get("metrics", {}) if champion else {}
         models[spec.name] = (
-            {"version": champion.version, "auc": champion.metadata.get("metrics", {}).get("auc")}
+            {
+                "version": champion.version,
+                "auc": metrics.get("auc"),
+                "metric": metric,
+                "value": metrics.get(metric),
+            }
             if champion
             else None
         )
