@@ -255,56 +255,52 @@ def build_features(
         missing (also for values that are not numbers).
     """
     q = quote_identifier
-    counts = []
+    # The window test uses the age of each event in seconds, computed once per joined row:
+    # e.ts in [anchor - W days, anchor)  <=>  0 < age <= W * 86400.
+    counts, outer = [], []
     params: list[object] = []
     for event in columns.events:
         for w in columns.windows_days:
+            name = q(f"{event}_{w}d")
             counts.append(
-                "count(e.ts) FILTER (WHERE e.event = ? "
-                f"AND e.ts >= a.anchor_at - INTERVAL {int(w)} DAY) "
-                f"AS {q(f'{event}_{w}d')}"
+                f"count(*) FILTER (WHERE j.event = ? AND j.age <= {int(w) * 86400}) AS {name}"
             )
+            outer.append(f"coalesce(agg.{name}, 0) AS {name}")
             params.append(event)
-    event_filter = (
-        f"AND e.event IN ({', '.join('?' for _ in columns.events)})"
-        if columns.events
-        else "AND false"
-    )
+    event_filter = ", ".join("?" for _ in columns.events)
     params.extend(columns.events)
     attrs = [f"CAST(x.{q(c)} AS VARCHAR) AS {q(c)}" for c in columns.categorical]
     attrs += [f"TRY_CAST(x.{q(c)} AS DOUBLE) AS {q(c)}" for c in columns.numeric]
     if "days_since_created" in columns.derived and entity.created_column:
         attrs.append(
-            f"epoch(agg.anchor_at - CAST(x.{q(entity.created_column)} AS TIMESTAMP)) / 86400.0 "
+            f"epoch(a.anchor_at - CAST(x.{q(entity.created_column)} AS TIMESTAMP)) / 86400.0 "
             "AS days_since_created"
         )
     if "days_since_last_event" in columns.derived:
-        attrs.append("epoch(agg.anchor_at - agg.last_ts) / 86400.0 AS days_since_last_event")
+        attrs.append("epoch(a.anchor_at - agg.last_ts) / 86400.0 AS days_since_last_event")
     frame = anchors[["entity_id", "anchor_at"]].reset_index(drop=True).copy()
     frame["anchor_at"] = pd.to_datetime(frame["anchor_at"])
     frame["_row"] = range(len(frame))
-    events = (
-        f"{q(entity.events_view)} e"
-        if columns.events
-        else "(SELECT NULL::VARCHAR AS entity_id, NULL::VARCHAR AS event, "
-        "NULL::TIMESTAMP AS ts WHERE false) e"
-    )
+    if columns.events:
+        aggregate = f"""SELECT j._row, {", ".join(counts)}, max(j.ts) AS last_ts
+            FROM (SELECT a._row, e.event, e.ts, epoch(a.anchor_at) - epoch(e.ts) AS age
+                  FROM _anchors a JOIN {q(entity.events_view)} e
+                    ON e.entity_id = a.entity_id AND e.ts < a.anchor_at
+                   AND e.event IN ({event_filter})) j
+            GROUP BY j._row"""
+    else:
+        aggregate = "SELECT NULL::BIGINT AS _row, NULL::TIMESTAMP AS last_ts WHERE false"
+    selected = [*outer, *attrs]
     con.register("_anchors", frame)
     try:
         result = con.execute(
-            f"""WITH agg AS (
-                  SELECT a._row, a.entity_id, a.anchor_at,
-                         {", ".join(counts) + "," if counts else ""}
-                         max(e.ts) AS last_ts
-                  FROM _anchors a
-                  LEFT JOIN {events}
-                    ON e.entity_id = a.entity_id AND e.ts < a.anchor_at {event_filter}
-                  GROUP BY a._row, a.entity_id, a.anchor_at)
-                SELECT agg.* EXCLUDE (last_ts, entity_id, anchor_at)
-                       {", " + ", ".join(attrs) if attrs else ""}
-                FROM agg LEFT JOIN {q(entity.table)} x
-                  ON CAST(x.{q(entity.id_column)} AS VARCHAR) = agg.entity_id
-                ORDER BY agg._row""",
+            f"""WITH agg AS ({aggregate})
+                SELECT a._row {", " + ", ".join(selected) if selected else ""}
+                FROM _anchors a
+                LEFT JOIN agg ON agg._row = a._row
+                LEFT JOIN {q(entity.table)} x
+                  ON CAST(x.{q(entity.id_column)} AS VARCHAR) = a.entity_id
+                ORDER BY a._row""",
             params,
         ).df()
     finally:
