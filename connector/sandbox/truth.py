@@ -45,12 +45,26 @@ PLAN_WEIGHTS = (0.55, 0.33, 0.12)
 PLAN_RATE = {"Starter": 0.0, "Growth": 0.45, "Enterprise": 0.9}  # log order rate
 PLAN_VALUE = {"Starter": 120.0, "Growth": 350.0, "Enterprise": 1100.0}  # mean order value
 PLAN_HAZARD = {"Starter": 0.5, "Growth": 0.0, "Enterprise": -0.6}  # log churn hazard
-INDUSTRY_RATE = {"Retail": 0.35, "Software": 0.2, "Technology": 0.15, "Healthcare": 0.0,
-                 "Education": -0.25, "Government": -0.4}
+INDUSTRY_RATE = {
+    "Retail": 0.35,
+    "Software": 0.2,
+    "Technology": 0.15,
+    "Healthcare": 0.0,
+    "Education": -0.25,
+    "Government": -0.4,
+}
 REGION_HAZARD = {"NA": -0.2, "EU": 0.0, "APAC": 0.15, "LATAM": 0.35}
-COUNTRIES = {"United States": "NA", "Canada": "NA", "United Kingdom": "EU", "Germany": "EU",
-             "France": "EU", "Australia": "APAC", "Japan": "APAC", "Brazil": "LATAM",
-             "Mexico": "LATAM"}
+COUNTRIES = {
+    "United States": "NA",
+    "Canada": "NA",
+    "United Kingdom": "EU",
+    "Germany": "EU",
+    "France": "EU",
+    "Australia": "APAC",
+    "Japan": "APAC",
+    "Brazil": "LATAM",
+    "Mexico": "LATAM",
+}
 BASE_RATE = -3.4  # log orders per day: about one order a month for a typical customer
 BASE_HAZARD = -6.2  # log churn hazard per day: a typical customer stays about 16 months
 LATENT_SIGMA = 0.5
@@ -168,8 +182,9 @@ def generate_customers(seed: int, n: int, as_of: int) -> dict[str, pd.DataFrame]
     o_time = orders["ordered_at"].to_numpy()
     in_ltv = (o_time >= anchor[o_owner]) & (o_time < anchor[o_owner] + LTV_DAYS * DAY)
     in_churn = (o_time >= anchor[o_owner]) & (o_time < anchor[o_owner] + CHURN_DAYS * DAY)
-    ltv_actual = np.bincount(o_owner[in_ltv], weights=orders["amount"].to_numpy()[in_ltv],
-                             minlength=n)
+    ltv_actual = np.bincount(
+        o_owner[in_ltv], weights=orders["amount"].to_numpy()[in_ltv], minlength=n
+    )
     churn_orders = np.bincount(o_owner[in_churn], minlength=n)
 
     def expected_alive(days: float) -> np.ndarray:
