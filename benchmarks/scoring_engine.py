@@ -1,5 +1,8 @@
 """Scoring-engine targets (issue 5), printed as one table.
 
+(Named ``scoring_engine.py``, not ``scoring.py``: a script's directory comes first on ``sys.path``,
+so a ``benchmarks/scoring.py`` would hide the ``scoring`` package from every benchmark script.)
+
 Datasets (each described by config, nothing dataset-specific in the code):
 
 - the synthetic org (``--leads``, default 100,000), pulled from the sandbox over HTTPS: holdout AUC
@@ -15,7 +18,7 @@ Datasets (each described by config, nothing dataset-specific in the code):
 Times are medians of ``--runs`` runs; quality figures come from the first run (training is
 deterministic for a seed).
 
-Usage: python benchmarks/scoring.py [--leads 100000] [--runs 3] [--datasets DIR] [--only NAME]
+Usage: python benchmarks/scoring_engine.py [--leads N] [--runs 3] [--datasets DIR] [--only NAME]
 """
 
 from __future__ import annotations
@@ -29,28 +32,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's directory comes first on sys.path, and this file's name would hide
-# the `scoring` package: drop the directory.
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, r2_score, roc_auc_score
+
+from connector.sandbox import Sandbox
+from connector.sandbox.truth import customer_truth, export_customers
+from connector.store import Store
+from scoring.events import create_events_view, entity_sources, resolve_entity
+from scoring.explain import explain
+from scoring.features import FeatureColumns, build_features
+from scoring.labels import current_entity_ids
+from scoring.pipeline import TrainOutcome, score_entities, train_prediction
+from sync.config import Settings, load_settings
+from sync.demo import prepare_workdir, write_sandbox_files
+from sync.jobs import _as_of, _import_sources, run_pull
+from sync.progress import SilentReporter
+
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, r2_score, roc_auc_score  # noqa: E402
-
-from connector.sandbox import Sandbox  # noqa: E402
-from connector.sandbox.truth import customer_truth, export_customers  # noqa: E402
-from connector.store import Store  # noqa: E402
-from scoring.events import create_events_view, entity_sources, resolve_entity  # noqa: E402
-from scoring.explain import explain  # noqa: E402
-from scoring.features import FeatureColumns, build_features  # noqa: E402
-from scoring.labels import current_entity_ids  # noqa: E402
-from scoring.pipeline import TrainOutcome, score_entities, train_prediction  # noqa: E402
-from sync.config import Settings, load_settings  # noqa: E402
-from sync.demo import prepare_workdir, write_sandbox_files  # noqa: E402
-from sync.jobs import _as_of, _import_sources, run_pull  # noqa: E402
-from sync.progress import SilentReporter  # noqa: E402
-
 DEFAULT_DATASETS = HERE.parents[1] / "shared" / "datasets"
 ROWS: list[dict[str, Any]] = []
 
