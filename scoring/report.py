@@ -236,7 +236,10 @@ def section_baselines(report: ReportInput) -> Section:
     threshold = meta.get("metrics", {}).get("threshold")
     if report.task == "binary" and threshold is not None:
         text += f"<p>Precision, recall and F1 use the threshold {threshold:.3f}.</p>"
-    return Section("Model vs. simple alternatives", text + _table(rows, [("name", ""), *columns]))
+    digits = 2 if report.task == "regression" else 3
+    return Section(
+        "Model vs. simple alternatives", text + _table(rows, [("name", ""), *columns], digits)
+    )
 
 
 def section_lift(report: ReportInput) -> Section | None:
