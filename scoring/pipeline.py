@@ -600,9 +600,9 @@ def compare_with_champion(
     if old_value is None or new_value is None:
         ok = True
     elif higher:
-        ok = new_value >= old_value - tolerance
+        ok = new_value >= old_value - tolerance  # AUC: absolute
     else:
-        ok = new_value <= old_value + tolerance
+        ok = new_value <= old_value * (1 + tolerance)  # log loss, RMSE: relative to their scale
     direction = "higher" if higher else "lower"
     reason = (
         f"holdout {metric} {new_value:.4f} vs champion {old_value:.4f} on the same holdout "

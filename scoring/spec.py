@@ -273,7 +273,8 @@ class TrainingSpec(_Spec):
         min_per_class: minimum-data guard: examples needed of each class.
         leakage_auc: warn when one feature alone reaches this AUC on validation.
         quality_tolerance: a new model becomes champion only if its holdout metric is at most
-            this much worse than the champion's on the same holdout.
+            this much worse than the champion's on the same holdout (AUC: absolute; multiclass
+            log loss and regression RMSE: relative, 0.005 = 0.5%).
         threshold: decision threshold for precision/recall/F1 (default: best F1 on validation).
     """
 
