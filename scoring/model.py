@@ -22,13 +22,13 @@ from sklearn.model_selection import train_test_split
 
 from scoring.baselines import LinearModel
 from scoring.metrics import loss
-from scoring.spec import TrainingSpec
+from scoring.spec import REFIT_AUTO_ROWS, TrainingSpec
 
 EPS = 1e-7
 # Below this many distinct anchor times, the data has no usable time order.
 MIN_DISTINCT_TIMES = 10
 # Rows used by the settings search (the final model uses every training row).
-SEARCH_ROWS = 40_000
+SEARCH_ROWS = 20_000
 SEARCH_LEARNING_RATE = 0.12
 
 
@@ -255,6 +255,21 @@ class Fitted:
     selection_model: CatBoost | None = None
 
 
+def refit_wanted(spec: TrainingSpec, train_rows: int) -> bool:
+    """Whether to retrain on training + validation rows once everything is chosen.
+
+    Args:
+        spec: training settings.
+        train_rows: rows in the training part.
+
+    Returns:
+        True to refit.
+    """
+    if spec.refit == "auto":
+        return train_rows < REFIT_AUTO_ROWS
+    return spec.refit == "always"
+
+
 def fit_catboost(
     split: Split,
     y_train: np.ndarray,
@@ -312,7 +327,7 @@ def fit_catboost(
                 "one_hot_max_size": one_hot,
                 "learning_rate": max(spec.learning_rate, SEARCH_LEARNING_RATE),
                 "iterations": min(spec.max_iterations, 1000),
-                "od_wait": min(spec.early_stopping_rounds, 50),
+                "od_wait": min(spec.early_stopping_rounds, 30),
             }
             model = _new_model(task, params)
             model.fit(search_pool, eval_set=valid_pool)
@@ -354,7 +369,7 @@ def fit_catboost(
     chosen["best_iteration"] = int(model.get_best_iteration() or 0)
     chosen["tree_count"] = int(model.tree_count_)
     deployed = model
-    if spec.refit:
+    if refit_wanted(spec, len(train)):
         # the same settings on training + validation rows, with as many trees as early stopping
         # chose, scaled by the larger data: AutoML's "refit full"; the test rows stay untouched
         trees = max(1, round(int(model.tree_count_) * (len(train) + len(valid)) / len(train)))

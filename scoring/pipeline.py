@@ -51,6 +51,7 @@ from scoring.model import (
     calibrate,
     fit_calibrator,
     fit_catboost,
+    refit_wanted,
     split_examples,
 )
 from scoring.spec import PredictionSpec
@@ -428,7 +429,7 @@ def train_prediction(
             y_valid, calibrate(predictor.calibrator, raw_valid)
         )
     deployed_linear = linear
-    if spec.training.refit:
+    if refit_wanted(spec.training, len(split.train)):
         both = pd.concat([split.train, split.valid], ignore_index=True)
         deployed_linear = LinearModel.fit(
             both, np.concatenate([y_train, y_valid]), names, cats, spec.task, classes or None

@@ -19,6 +19,8 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 Scalar = str | int | float | bool
+# training.refit = "auto" retrains on training + validation rows below this many training rows
+REFIT_AUTO_ROWS = 20_000
 
 
 class _Spec(BaseModel):
@@ -268,7 +270,9 @@ class TrainingSpec(_Spec):
             validation.
         refit: once settings, tree count, calibration and blend are chosen, train the deployed
             models again on training + validation rows (more, and more recent, data); the test
-            rows are never used for training.
+            rows are never used for training. ``auto`` refits when there are fewer than
+            ``REFIT_AUTO_ROWS`` training rows (on more, a refit doubles the training time and
+            measured +0.0005 AUC on the 100,000-lead org); ``always``; ``never``.
         min_examples: minimum-data guard: labelled examples needed to train.
         min_per_class: minimum-data guard: examples needed of each class.
         leakage_auc: warn when one feature alone reaches this AUC on validation.
@@ -286,11 +290,11 @@ class TrainingSpec(_Spec):
     depths: list[int] = Field(default_factory=lambda: [4, 6, 8], min_length=1)
     l2_leaf_regs: list[float] = Field(default_factory=lambda: [1.0, 3.0, 10.0], min_length=1)
     one_hot_max_sizes: list[int] = Field(default_factory=lambda: [2, 10], min_length=1)
-    early_stopping_rounds: int = Field(100, ge=5)
+    early_stopping_rounds: int = Field(50, ge=5)
     random_seed: int = 0
     calibration: Literal["auto", "platt", "isotonic", "none"] = "auto"
     blend: bool = True
-    refit: bool = True
+    refit: Literal["auto", "always", "never"] = "auto"
     min_examples: int = Field(100, ge=10)
     min_per_class: int = Field(20, ge=5)
     leakage_auc: float = Field(0.97, gt=0.5, le=1.0)
