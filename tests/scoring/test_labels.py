@@ -72,13 +72,28 @@ def test_sum_label_counts_only_the_window_after_the_anchor(tmp_path):
     assert ex.frame["anchor_at"].tolist() == [pd.Timestamp(JOINED + timedelta(days=10))]
 
 
-def test_moving_an_order_into_the_window_changes_the_label_not_the_features(tmp_path):
-    s = spec()
+@pytest.mark.parametrize(
+    "anchor",
+    [{"offset_days": 10}, {"date": datetime(2025, 1, 11)}, {"event": "signup", "offset_days": 0}],
+    ids=["creation+offset", "fixed date", "event"],
+)
+def test_moving_an_order_into_the_window_changes_the_label_not_the_features(tmp_path, anchor):
+    signup = {
+        "table": "signups",
+        "entity_column": "customer_id",
+        "time_column": "at",
+        "event": "signup",
+    }
+    s = spec(anchor=anchor, events=[ORDERS, signup])
     columns = FeatureColumns(["plan"], [], ["order"], [30], ["days_since_created"])
     frames = []
     for day, name in ((45, "late.duckdb"), (20, "inside.duckdb")):
         with store_with(tmp_path, [order(3, 10), order(day, 80)], name=name) as store:
+            # every anchor kind lands on day 10 after joining
+            signups = pd.DataFrame({"customer_id": ["C1"], "at": [JOINED + timedelta(days=10)]})
+            load_table(store, "signups", signups)
             entity, ex = examples(store, s)
+            assert ex.frame["anchor_at"].tolist() == [pd.Timestamp(JOINED + timedelta(days=10))]
             frames.append((ex.frame, build_features(store.con, entity, ex.frame, columns)))
     (late, late_features), (inside, inside_features) = frames
     assert late["label"].tolist() == [0.0] and inside["label"].tolist() == [80.0]
