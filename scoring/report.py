@@ -112,10 +112,29 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return _e(value)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], digits: int = 3) -> str:
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
+
+
+def _times(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}x"
+
+
+def _table(
+    rows: list[dict[str, Any]],
+    columns: list[tuple[str, str]],
+    digits: int = 3,
+    formats: dict[str, Callable[[Any], str]] | None = None,
+) -> str:
+    formats = formats or {}
     head = "".join(f"<th>{_e(label)}</th>" for _, label in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(r.get(key), digits)}</td>" for key, _ in columns) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{formats[key](r.get(key)) if key in formats else _fmt(r.get(key), digits)}</td>"
+            for key, _ in columns
+        )
+        + "</tr>"
         for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -297,6 +316,12 @@ def section_lift(report: ReportInput) -> Section | None:
             ("lift", "lift"),
             ("cumulative_gain", "cumulative gain"),
         ],
+        formats={
+            "min_score": _pct,
+            "actual": _pct,
+            "lift": _times,
+            "cumulative_gain": _pct,
+        },
     )
     return Section(
         "Lift and gain",
@@ -347,6 +372,7 @@ def section_curves(report: ReportInput) -> Section | None:
             ("recall", "recall"),
             ("f1", "F1"),
         ],
+        formats={"flagged_share": _pct, "precision": _pct, "recall": _pct},
     )
     return Section("ROC and precision-recall", f"{_png(fig)}<h3>Threshold table</h3>{table}")
 
@@ -429,6 +455,7 @@ def section_distribution(report: ReportInput) -> Section | None:
                 for k, v in counts.items()
             ],
             [("tier", "tier"), ("records", "records"), ("share", "share")],
+            formats={"share": _pct},
         )
     return Section("Score distribution", body)
 
