@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -63,6 +64,24 @@ def detect_format(path: Path) -> str:
     )
 
 
+def clean_column_name(name: str) -> str:
+    """A plain identifier for a column name: ``Lead Origin`` -> ``Lead_Origin``.
+
+    Args:
+        name: the name in the file.
+
+    Returns:
+        Letters, digits and underscores, not starting with a digit.
+    """
+    clean = re.sub(r"[^A-Za-z0-9_]+", "_", name.strip()).strip("_") or "column"
+    return f"_{clean}" if clean[0].isdigit() else clean[:127]
+
+
+def _quote_any(name: str) -> str:
+    """Quote a column name read from a file (it may hold spaces or quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def import_table(
     store: Store,
     path: str | Path,
@@ -71,6 +90,7 @@ def import_table(
     id_column: str | None = None,
     delimiter: str | None = None,
     null_values: tuple[str, ...] = (),
+    clean_names: bool = False,
 ) -> ImportResult:
     """Load a CSV or Parquet file into a store table, replacing the table.
 
@@ -84,6 +104,9 @@ def import_table(
         id_column: a column that must exist and hold unique, non-null values.
         delimiter: CSV delimiter (default: detected).
         null_values: CSV strings that mean "missing" (e.g. ``"Select"`` in some CRM exports).
+        clean_names: rename columns that are not plain identifiers (``Lead Origin`` ->
+            ``Lead_Origin``) so that SQL and config can name them; ``id_column`` may be given
+            either way.
 
     Returns:
         The table's row count and columns.
@@ -114,6 +137,22 @@ def import_table(
         with store.transaction() as con:
             con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}", params)
             columns = [r[0] for r in con.execute(f"DESCRIBE {target}").fetchall()]
+            if clean_names:
+                renamed: dict[str, str] = {}
+                for column in columns:
+                    new = clean_column_name(column)
+                    while new.lower() in {v.lower() for v in renamed.values()}:
+                        new += "_"
+                    renamed[column] = new
+                for old, new in renamed.items():
+                    if old != new:
+                        con.execute(
+                            f"ALTER TABLE {target} RENAME COLUMN {_quote_any(old)} TO "
+                            f"{quote_identifier(new)}"
+                        )
+                if id_column is not None and id_column not in renamed.values():
+                    id_column = renamed.get(id_column, id_column)
+                columns = list(renamed.values())
             if id_column is not None:
                 if id_column not in columns:
                     raise ConfigError(

@@ -111,59 +111,134 @@ class FeatureColumns:
         return list(self.categorical)
 
 
+_NUMERIC_DB = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "REAL",
+    "DECIMAL",
+)
+# A text column whose values are numbers at least this often is numeric with a few stray values.
+NUMERIC_SHARE = 0.95
+
+
+def _db_kind(db_type: str) -> str | None:
+    upper = db_type.upper()
+    if upper.startswith(_NUMERIC_DB):
+        return "double"
+    if upper in ("VARCHAR", "BOOLEAN") or upper.startswith("ENUM"):
+        return "string" if upper != "BOOLEAN" else "boolean"
+    return None
+
+
 def select_attributes(
-    con: duckdb.DuckDBPyConnection, entity: Entity, stream: str, exclude: set[str]
+    con: duckdb.DuckDBPyConnection,
+    entity: Entity,
+    exclude: set[str],
+    *,
+    categorical_fields: set[str] = frozenset(),  # type: ignore[assignment]
+    notes: list[str] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Choose the entity's attribute features from the source types of its columns.
+    """Choose the entity's attribute features from the types of its columns.
+
+    Salesforce tables use the source types from describe (``source_field``); other tables (e.g.
+    imported from CSV) use their DuckDB types. Identifiers, free text with one value per row,
+    constant columns, dates and system fields are left out. A text column whose values are almost
+    all numbers is used as a number (the stray values become missing); a numeric column declared in
+    ``categorical_fields`` is used as a category.
 
     Args:
         con: store connection.
         entity: the entity.
-        stream: the stream the entity table is pulled by (for ``source_field``).
         exclude: lower-case column names never to use (configured exclusions, output fields, label
             columns).
+        categorical_fields: lower-case names of numeric-coded categories.
+        notes: receives one line per column that was left out or converted, for the metadata.
 
     Returns:
         (categorical columns, numeric columns).
     """
-    types = dict(
-        con.execute(
-            "SELECT name, source_type FROM source_field WHERE stream = ?", [stream]
-        ).fetchall()
-    )
-    present = {
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'main' AND table_name = ?",
-            [entity.table],
-        ).fetchall()
-    }
-    skip = exclude | _SKIP_FIELDS | {entity.id_column.lower(), entity.created_column.lower()}
-    categorical, numeric = [], []
-    for name in sorted(present):
-        kind = types.get(name)
+    notes = notes if notes is not None else []
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [entity.table],
+    ).fetchall()
+    db_types = {r[0]: r[1] for r in rows}
+    source_types: dict[str, str] = {}
+    if entity.stream:
+        source_types = dict(
+            con.execute(
+                "SELECT name, source_type FROM source_field WHERE stream = ?", [entity.stream]
+            ).fetchall()
+        )
+    skip = exclude | _SKIP_FIELDS | {entity.id_column.lower()}
+    if entity.created_column:
+        skip.add(entity.created_column.lower())
+    categorical, numeric, text = [], [], []
+    for name, db_type in db_types.items():
+        kind = source_types.get(name) if entity.stream else _db_kind(db_type)
         if kind is None or name.lower() in skip or kind in _SKIP_TYPES:
             continue
-        if kind in _NUMERIC_TYPES:
+        if name.lower() in categorical_fields:
+            categorical.append(name)
+        elif kind in _NUMERIC_TYPES:
             numeric.append(name)
         elif kind in _CATEGORICAL_TYPES:
-            categorical.append(name)
-    if categorical:
-        col = quote_identifier
-        row = con.execute(
-            "SELECT count(*), "
-            + ", ".join(f"approx_count_distinct({col(c)})" for c in categorical)
-            + f" FROM {col(entity.table)}"
-        ).fetchall()[0]
-        assert row is not None
-        total = max(int(row[0]), 1)
-        categorical = [
-            c
-            for c, distinct in zip(categorical, row[1:], strict=True)
-            if total < 20 or distinct / total <= MAX_CATEGORY_SHARE
-        ]
-    return categorical, numeric
+            (text if kind != "boolean" and db_type.upper() == "VARCHAR" else categorical).append(
+                name
+            )
+    col = quote_identifier
+    candidates = categorical + text + numeric
+    if not candidates:
+        return [], []
+    stats = con.execute(
+        "SELECT count(*), "
+        + ", ".join(
+            f"approx_count_distinct({col(c)}), count({col(c)}), count(TRY_CAST({col(c)} AS DOUBLE))"
+            for c in candidates
+        )
+        + f" FROM {col(entity.table)}"
+    ).fetchall()[0]
+    total = max(int(stats[0]), 1)
+    per = {
+        c: (int(stats[1 + 3 * i]), int(stats[2 + 3 * i]), int(stats[3 + 3 * i]))
+        for i, c in enumerate(candidates)
+    }
+    keep_cat, keep_num = [], []
+    for c in categorical + text:
+        distinct, present, numbers = per[c]
+        if present and distinct <= 1:
+            notes.append(f"{c}: left out (one value only)")
+        elif not present:
+            notes.append(f"{c}: left out (always empty)")
+        elif c in text and numbers >= NUMERIC_SHARE * present and distinct > 20:
+            keep_num.append(c)
+            if numbers < present:
+                notes.append(
+                    f"{c}: mixed types; used as a number, {present - numbers} non-numeric "
+                    "values treated as missing"
+                )
+        elif total >= 20 and distinct / total > MAX_CATEGORY_SHARE:
+            notes.append(f"{c}: left out (nearly one value per row: an identifier or free text)")
+        else:
+            keep_cat.append(c)
+    for c in numeric:
+        distinct, present, _ = per[c]
+        if not present or distinct <= 1:
+            notes.append(f"{c}: left out ({'always empty' if not present else 'one value only'})")
+        else:
+            keep_num.append(c)
+    order = {c: i for i, c in enumerate(db_types)}
+    return sorted(keep_cat, key=order.get), sorted(keep_num, key=order.get)  # type: ignore[arg-type]
 
 
 def build_features(
@@ -183,48 +258,55 @@ def build_features(
     Returns:
         ``anchors`` joined with one column per feature, in the same row order. Categorical values
         are strings with missing values as ``(missing)``; numeric values are floats with NaN for
-        missing.
+        missing (also for values that are not numbers).
     """
     q = quote_identifier
-    counts = []
+    # The window test uses the age of each event in seconds, computed once per joined row:
+    # e.ts in [anchor - W days, anchor)  <=>  0 < age <= W * 86400.
+    counts, outer = [], []
     params: list[object] = []
     for event in columns.events:
         for w in columns.windows_days:
+            name = q(f"{event}_{w}d")
             counts.append(
-                "count(e.ts) FILTER (WHERE e.event = ? "
-                f"AND e.ts >= a.anchor_at - INTERVAL {int(w)} DAY) "
-                f"AS {q(f'{event}_{w}d')}"
+                f"count(*) FILTER (WHERE j.event = ? AND j.age <= {int(w) * 86400}) AS {name}"
             )
+            outer.append(f"coalesce(agg.{name}, 0) AS {name}")
             params.append(event)
-    event_filter = (
-        f"AND e.event IN ({', '.join('?' for _ in columns.events)})"
-        if columns.events
-        else "AND false"
-    )
+    event_filter = ", ".join("?" for _ in columns.events)
     params.extend(columns.events)
     attrs = [f"CAST(x.{q(c)} AS VARCHAR) AS {q(c)}" for c in columns.categorical]
-    attrs += [f"CAST(x.{q(c)} AS DOUBLE) AS {q(c)}" for c in columns.numeric]
+    attrs += [f"TRY_CAST(x.{q(c)} AS DOUBLE) AS {q(c)}" for c in columns.numeric]
+    if "days_since_created" in columns.derived and entity.created_column:
+        attrs.append(
+            f"epoch(a.anchor_at - CAST(x.{q(entity.created_column)} AS TIMESTAMP)) / 86400.0 "
+            "AS days_since_created"
+        )
+    if "days_since_last_event" in columns.derived:
+        attrs.append("epoch(a.anchor_at - agg.last_ts) / 86400.0 AS days_since_last_event")
     frame = anchors[["entity_id", "anchor_at"]].reset_index(drop=True).copy()
+    frame["anchor_at"] = pd.to_datetime(frame["anchor_at"])
     frame["_row"] = range(len(frame))
+    if columns.events:
+        aggregate = f"""SELECT j._row, {", ".join(counts)}, max(j.ts) AS last_ts
+            FROM (SELECT a._row, e.event, e.ts, epoch(a.anchor_at) - epoch(e.ts) AS age
+                  FROM _anchors a JOIN {q(entity.events_view)} e
+                    ON e.entity_id = a.entity_id AND e.ts < a.anchor_at
+                   AND e.event IN ({event_filter})) j
+            GROUP BY j._row"""
+    else:
+        aggregate = "SELECT NULL::BIGINT AS _row, NULL::TIMESTAMP AS last_ts WHERE false"
+    selected = [*outer, *attrs]
     con.register("_anchors", frame)
     try:
         result = con.execute(
-            f"""WITH agg AS (
-                  SELECT a._row, a.entity_id, a.anchor_at,
-                         {", ".join(counts) + "," if counts else ""}
-                         max(e.ts) AS last_ts
-                  FROM _anchors a
-                  LEFT JOIN {q(entity.events_view)} e
-                    ON e.entity_id = a.entity_id AND e.ts < a.anchor_at {event_filter}
-                  GROUP BY a._row, a.entity_id, a.anchor_at)
-                SELECT agg.* EXCLUDE (last_ts, entity_id, anchor_at),
-                       {", ".join(attrs) + "," if attrs else ""}
-                       epoch(agg.anchor_at - CAST(x.{q(entity.created_column)} AS TIMESTAMP))
-                         / 86400.0
-                         AS days_since_created,
-                       epoch(agg.anchor_at - agg.last_ts) / 86400.0 AS days_since_last_event
-                FROM agg LEFT JOIN {q(entity.table)} x ON x.{q(entity.id_column)} = agg.entity_id
-                ORDER BY agg._row""",
+            f"""WITH agg AS ({aggregate})
+                SELECT a._row {", " + ", ".join(selected) if selected else ""}
+                FROM _anchors a
+                LEFT JOIN agg ON agg._row = a._row
+                LEFT JOIN {q(entity.table)} x
+                  ON CAST(x.{q(entity.id_column)} AS VARCHAR) = a.entity_id
+                ORDER BY a._row""",
             params,
         ).df()
     finally:
@@ -239,7 +321,8 @@ def build_features(
     for c in columns.categorical:
         result[c] = result[c].astype(object).where(result[c].notna(), MISSING).astype(str)
     numeric_cols = [c for c in columns.names if c not in columns.categorical]
-    result[numeric_cols] = result[numeric_cols].astype(float)
+    if numeric_cols:
+        result[numeric_cols] = result[numeric_cols].astype(float)
     out = anchors.reset_index(drop=True).copy()
     for c in columns.names:
         out[c] = result[c].to_numpy()

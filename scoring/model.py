@@ -1,32 +1,52 @@
-"""CatBoost: time-ordered split, training with early stopping, prediction and holdout metrics."""
+"""CatBoost: splits, settings chosen on validation, calibration, blending, prediction.
+
+The split is by time when the examples have anchor times (train on the oldest, choose settings on
+the next, test on the newest), stratified otherwise. CatBoost's settings are chosen on the
+validation split: the number of trees by early stopping, then a small search over depth,
+``l2_leaf_reg`` and ``one_hot_max_size`` (one-hot encoding for categoricals with few values,
+ordered target statistics for the others).
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from catboost import CatBoostClassifier, Pool
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from catboost import CatBoost, CatBoostClassifier, CatBoostRegressor, Pool
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 
-from scoring.spec import TrainingSpec
+from scoring.baselines import LinearModel
+from scoring.metrics import loss
+from scoring.spec import REFIT_AUTO_ROWS, TrainingSpec
+
+EPS = 1e-7
+# Below this many distinct anchor times, the data has no usable time order.
+MIN_DISTINCT_TIMES = 10
+# Rows used by the settings search (the final model uses every training row).
+SEARCH_ROWS = 20_000
+SEARCH_LEARNING_RATE = 0.12
 
 
 @dataclass(frozen=True)
 class Split:
-    """Examples split by time: train on the oldest, stop early on the next, test on the newest.
+    """Examples split for training, model selection and the final evaluation.
 
     Attributes:
-        train: oldest examples.
-        valid: examples after ``train``, for early stopping.
-        test: newest examples, touched once for the reported metrics.
+        train: examples to learn from (the oldest, for a time split).
+        valid: examples for early stopping, the settings search, calibration and blending.
+        test: held-out examples (the newest), touched once for the reported metrics.
+        method: ``time`` or ``stratified``.
     """
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    method: str = "time"
 
 
 def split_by_time(
@@ -64,47 +84,108 @@ def split_by_time(
         train=ordered.iloc[:valid_start],
         valid=ordered.iloc[valid_start:test_start],
         test=ordered.iloc[test_start:],
+        method="time",
     )
 
 
-def _pool(
-    frame: pd.DataFrame, features: list[str], cat_features: list[str], label: str | None
+def split_stratified(
+    frame: pd.DataFrame,
+    *,
+    test_fraction: float,
+    validation_fraction: float,
+    stratify: bool,
+    seed: int = 0,
+) -> Split:
+    """A random split, stratified by label for classification.
+
+    Args:
+        frame: examples with a ``label`` column.
+        test_fraction: share for the test set.
+        validation_fraction: share for validation.
+        stratify: keep class shares equal across the parts.
+        seed: random seed.
+
+    Returns:
+        The split.
+    """
+    rest, test = train_test_split(
+        frame,
+        test_size=test_fraction,
+        random_state=seed,
+        stratify=frame["label"] if stratify else None,
+    )
+    train, valid = train_test_split(
+        rest,
+        test_size=validation_fraction / (1 - test_fraction),
+        random_state=seed + 1,
+        stratify=rest["label"] if stratify else None,
+    )
+    return Split(
+        train.reset_index(drop=True),
+        valid.reset_index(drop=True),
+        test.reset_index(drop=True),
+        method="stratified",
+    )
+
+
+def split_examples(frame: pd.DataFrame, task: str, spec: TrainingSpec) -> Split:
+    """Time split when the examples have enough distinct anchor times, stratified otherwise.
+
+    Args:
+        frame: examples (``anchor_at``, ``label``, features).
+        task: the task (stratification applies to classification).
+        spec: training settings.
+
+    Returns:
+        The split.
+    """
+    times = frame["anchor_at"]
+    if times.notna().all() and times.nunique() >= MIN_DISTINCT_TIMES:
+        return split_by_time(
+            frame,
+            "anchor_at",
+            test_fraction=spec.test_fraction,
+            validation_fraction=spec.validation_fraction,
+        )
+    return split_stratified(
+        frame,
+        test_fraction=spec.test_fraction,
+        validation_fraction=spec.validation_fraction,
+        stratify=task != "regression",
+        seed=spec.random_seed,
+    )
+
+
+def make_pool(
+    frame: pd.DataFrame,
+    features: list[str],
+    cat_features: list[str],
+    label: np.ndarray | None = None,
 ) -> Pool:
+    """A CatBoost pool of the feature columns.
+
+    Args:
+        frame: rows.
+        features: feature columns in model order.
+        cat_features: the categorical ones.
+        label: labels (class codes for multiclass), or None to predict.
+
+    Returns:
+        The pool.
+    """
     return Pool(
         frame[features],
-        label=frame[label].to_numpy() if label else None,
+        label=label,
         cat_features=[features.index(c) for c in cat_features],
     )
 
 
-def train_classifier(
-    split: Split,
-    features: list[str],
-    cat_features: list[str],
-    spec: TrainingSpec,
-    *,
-    label: str = "label",
-    thread_count: int = -1,
-) -> tuple[CatBoostClassifier, dict[str, Any]]:
-    """Train a binary CatBoost classifier; early stopping on ``valid`` picks the tree count.
-
-    Args:
-        split: time-ordered split.
-        features: feature columns in model order.
-        cat_features: the categorical ones (native CatBoost categorical handling).
-        spec: training settings.
-        label: label column.
-        thread_count: CPU threads (-1: all cores).
-
-    Returns:
-        The model and training facts (best iteration, seconds, parameters).
-    """
+def _params(task: str, spec: TrainingSpec, n_classes: int, thread_count: int) -> dict[str, Any]:
+    loss_function = {"binary": "Logloss", "multiclass": "MultiClass", "regression": "RMSE"}[task]
     params: dict[str, Any] = {
-        "loss_function": "Logloss",
-        "eval_metric": "AUC",
+        "loss_function": loss_function,
         "iterations": spec.max_iterations,
         "learning_rate": spec.learning_rate,
-        "depth": spec.depth,
         "random_seed": spec.random_seed,
         "od_type": "Iter",
         "od_wait": spec.early_stopping_rounds,
@@ -112,60 +193,298 @@ def train_classifier(
         "thread_count": thread_count,
         "allow_writing_files": False,
         "verbose": False,
+        # Plain boosting: CatBoost picks the slower Ordered scheme for small data by default; the
+        # target statistics of categoricals stay ordered (no target leakage) either way
+        "boosting_type": "Plain",
+        # categorical combinations of at most 2 features: 4 (the default) costs more time than it
+        # buys on CRM data
+        "max_ctr_complexity": 2,
     }
-    model = CatBoostClassifier(**params)
-    started = time.perf_counter()
-    model.fit(
-        _pool(split.train, features, cat_features, label),
-        eval_set=_pool(split.valid, features, cat_features, label),
-    )
-    info = {
-        "best_iteration": int(model.get_best_iteration() or 0),
-        "tree_count": int(model.tree_count_),
-        "train_seconds": round(time.perf_counter() - started, 3),
-        "params": {k: v for k, v in params.items() if k not in ("verbose", "allow_writing_files")},
-    }
-    return model, info
+    if task == "multiclass":
+        params["classes_count"] = n_classes
+    return params
 
 
-def predict_proba(
-    model: CatBoostClassifier, frame: pd.DataFrame, features: list[str], cat_features: list[str]
+def _new_model(task: str, params: dict[str, Any]) -> CatBoost:
+    if task == "regression":
+        return CatBoostRegressor(**params)
+    return CatBoostClassifier(**params)
+
+
+def catboost_predict(
+    model: CatBoost, frame: pd.DataFrame, features: list[str], cat_features: list[str], task: str
 ) -> np.ndarray:
-    """Probability of the positive class for each row.
+    """Raw CatBoost predictions: P(positive), class probabilities, or values.
 
     Args:
-        model: trained classifier.
-        frame: rows with the feature columns.
+        model: the model.
+        frame: rows.
         features: feature columns in model order.
         cat_features: the categorical ones.
+        task: the task.
 
     Returns:
-        Probabilities, one per row.
+        Predictions.
     """
     if frame.empty:
-        return np.zeros(0)
-    return model.predict_proba(_pool(frame, features, cat_features, None))[:, 1]
+        return np.zeros((0, 0)) if task == "multiclass" else np.zeros(0)
+    pool = make_pool(frame, features, cat_features)
+    if task == "regression":
+        return np.asarray(model.predict(pool), dtype=float)
+    proba = np.asarray(model.predict_proba(pool), dtype=float)
+    return proba[:, 1] if task == "binary" else proba
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | int | None]:
-    """Holdout metrics of a binary score.
+@dataclass
+class Fitted:
+    """A trained CatBoost model and how its settings were chosen.
+
+    Attributes:
+        model: the deployed model (refitted on training + validation rows when ``refit``).
+        params: the chosen settings.
+        search: one row per tried setting with its validation loss.
+        seconds: training wall time.
+        selection_model: the model trained on training rows only; its validation predictions are
+            what calibration and blending are fitted on (the refitted model has seen them).
+    """
+
+    model: CatBoost
+    params: dict[str, Any]
+    search: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    selection_model: CatBoost | None = None
+
+
+def refit_wanted(spec: TrainingSpec, train_rows: int) -> bool:
+    """Whether to retrain on training + validation rows once everything is chosen.
 
     Args:
-        y: labels (0/1).
-        p: predicted probabilities.
+        spec: training settings.
+        train_rows: rows in the training part.
 
     Returns:
-        ``n, positive_rate, auc, pr_auc, log_loss, brier``; AUCs are None when only one class is
-        present.
+        True to refit.
     """
-    y = np.asarray(y, dtype=int)
-    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
-    both = len(np.unique(y)) == 2
+    if spec.refit == "auto":
+        return train_rows < REFIT_AUTO_ROWS
+    return spec.refit == "always"
+
+
+def fit_catboost(
+    split: Split,
+    y_train: np.ndarray,
+    y_valid: np.ndarray,
+    features: list[str],
+    cat_features: list[str],
+    task: str,
+    spec: TrainingSpec,
+    *,
+    n_classes: int = 0,
+    thread_count: int = -1,
+) -> Fitted:
+    """Train CatBoost with settings chosen on the validation split.
+
+    The search runs at a higher learning rate on at most ``SEARCH_ROWS`` training rows: depth
+    first (``l2_leaf_reg`` = 3), then ``l2_leaf_reg`` at the best depth, then ``one_hot_max_size``
+    when some categorical has more values than the smallest candidate. The final model is trained
+    on every training row at the configured learning rate, with early stopping on validation.
+
+    Args:
+        split: the split.
+        y_train: training labels (class codes for multiclass).
+        y_valid: validation labels.
+        features: feature columns in model order.
+        cat_features: the categorical ones.
+        task: the task.
+        spec: training settings.
+        n_classes: classes (multiclass).
+        thread_count: CPU threads (-1: all cores).
+
+    Returns:
+        The fitted model and the search trace.
+    """
+    started = time.perf_counter()
+    base = _params(task, spec, n_classes, thread_count)
+    train, valid = split.train, split.valid
+    if len(train) > SEARCH_ROWS:
+        rng = np.random.default_rng(spec.random_seed)
+        rows = np.sort(rng.choice(len(train), SEARCH_ROWS, replace=False))
+        search_train, search_y = train.iloc[rows], y_train[rows]
+    else:
+        search_train, search_y = train, y_train
+    search_pool = make_pool(search_train, features, cat_features, search_y)
+    valid_pool = make_pool(valid, features, cat_features, y_valid)
+    trace: list[dict[str, Any]] = []
+    tried: dict[tuple[int, float, int], float] = {}
+
+    def trial(depth: int, l2: float, one_hot: int) -> float:
+        key = (depth, l2, one_hot)
+        if key not in tried:
+            params = {
+                **base,
+                "depth": depth,
+                "l2_leaf_reg": l2,
+                "one_hot_max_size": one_hot,
+                "learning_rate": max(spec.learning_rate, SEARCH_LEARNING_RATE),
+                "iterations": min(spec.max_iterations, 1000),
+                "od_wait": min(spec.early_stopping_rounds, 30),
+            }
+            model = _new_model(task, params)
+            model.fit(search_pool, eval_set=valid_pool)
+            value = loss(
+                task, y_valid, catboost_predict(model, valid, features, cat_features, task)
+            )
+            tried[key] = value
+            trace.append(
+                {
+                    "depth": depth,
+                    "l2_leaf_reg": l2,
+                    "one_hot_max_size": one_hot,
+                    "trees": int(model.tree_count_),
+                    "valid_loss": round(value, 6),
+                }
+            )
+        return tried[key]
+
+    one_hots = sorted(set(spec.one_hot_max_sizes))
+    one_hot = one_hots[0]
+    depths = [spec.depth] if spec.depth is not None else list(dict.fromkeys(spec.depths))
+    l2s = list(dict.fromkeys(spec.l2_leaf_regs))
+    first_l2 = 3.0 if 3.0 in l2s else l2s[0]
+    if len(depths) == 1 and len(l2s) == 1 and len(one_hots) == 1:
+        depth, l2 = depths[0], l2s[0]
+    else:
+        depth = min(depths, key=lambda d: trial(d, first_l2, one_hot))
+        l2 = min(l2s, key=lambda r: trial(depth, r, one_hot))
+        cardinality = max((train[c].nunique() for c in cat_features), default=0)
+        if cardinality > one_hots[0]:
+            one_hot = min(one_hots, key=lambda o: trial(depth, l2, o))
+    params = {**base, "depth": depth, "l2_leaf_reg": l2, "one_hot_max_size": one_hot}
+    model = _new_model(task, params)
+    model.fit(
+        make_pool(train, features, cat_features, y_train),
+        eval_set=valid_pool,
+    )
+    chosen = {k: v for k, v in params.items() if k not in ("verbose", "allow_writing_files")}
+    chosen["best_iteration"] = int(model.get_best_iteration() or 0)
+    chosen["tree_count"] = int(model.tree_count_)
+    deployed = model
+    if refit_wanted(spec, len(train)):
+        # the same settings on training + validation rows, with as many trees as early stopping
+        # chose, scaled by the larger data: AutoML's "refit full"; the test rows stay untouched
+        trees = max(1, round(int(model.tree_count_) * (len(train) + len(valid)) / len(train)))
+        refit = {**params, "iterations": trees, "use_best_model": False}
+        refit.pop("od_type")
+        refit.pop("od_wait")
+        deployed = _new_model(task, refit)
+        deployed.fit(
+            make_pool(
+                pd.concat([train, valid], ignore_index=True),
+                features,
+                cat_features,
+                np.concatenate([y_train, y_valid]),
+            )
+        )
+        chosen["refit_trees"] = trees
+    return Fitted(deployed, chosen, trace, round(time.perf_counter() - started, 3), model)
+
+
+# -- calibration -----------------------------------------------------------------------------------
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def fit_calibrator(method: str, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    """Fit a probability calibrator on validation rows, as JSON.
+
+    Args:
+        method: ``platt`` (logistic on the logit) or ``isotonic``.
+        y: labels.
+        p: raw probabilities.
+
+    Returns:
+        ``{"method": "platt", "a": ..., "b": ...}`` or ``{"method": "isotonic", "x": [...],
+        "y": [...]}``.
+    """
+    if method == "platt":
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], y)
+        return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=EPS, y_max=1 - EPS).fit(p, y)
     return {
-        "n": len(y),
-        "positive_rate": float(y.mean()) if len(y) else None,
-        "auc": float(roc_auc_score(y, p)) if both else None,
-        "pr_auc": float(average_precision_score(y, p)) if both else None,
-        "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else None,
-        "brier": float(brier_score_loss(y, p)) if len(y) else None,
+        "method": "isotonic",
+        "x": [float(v) for v in iso.X_thresholds_],
+        "y": [float(v) for v in iso.y_thresholds_],
     }
+
+
+def calibrate(calibrator: dict[str, Any] | None, p: np.ndarray) -> np.ndarray:
+    """Apply a stored calibrator (None: unchanged).
+
+    Args:
+        calibrator: from :func:`fit_calibrator`.
+        p: raw probabilities.
+
+    Returns:
+        Calibrated probabilities.
+    """
+    if not calibrator or len(p) == 0:
+        return np.asarray(p, dtype=float)
+    if calibrator["method"] == "platt":
+        z = calibrator["a"] * _logit(p) + calibrator["b"]
+        return 1.0 / (1.0 + np.exp(-z))
+    return np.clip(np.interp(p, calibrator["x"], calibrator["y"]), EPS, 1 - EPS)
+
+
+# -- the deployed predictor --------------------------------------------------------------------
+
+
+@dataclass
+class Predictor:
+    """What scoring applies: CatBoost, optionally blended with the linear model, then calibrated.
+
+    ``p = calibrate(weight * catboost + (1 - weight) * linear)``; weight 1 is CatBoost alone,
+    weight 0 a fall-back to the linear model.
+
+    Attributes:
+        task: the task.
+        model: the CatBoost model.
+        features: feature columns in model order.
+        cat_features: the categorical ones.
+        classes: class names (multiclass).
+        weight: CatBoost's weight in the blend.
+        linear: the linear model (needed when weight < 1).
+        calibrator: binary calibration, or None.
+    """
+
+    task: str
+    model: CatBoost
+    features: list[str]
+    cat_features: list[str]
+    classes: list[str] = field(default_factory=list)
+    weight: float = 1.0
+    linear: LinearModel | None = None
+    calibrator: dict[str, Any] | None = None
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        """The blend before calibration."""
+        out = catboost_predict(self.model, frame, self.features, self.cat_features, self.task)
+        if self.weight < 1.0 and self.linear is not None and len(frame):
+            out = self.weight * out + (1 - self.weight) * self.linear.predict(frame)
+        return out
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predictions: P(positive), class probabilities, or values.
+
+        Args:
+            frame: rows with the feature columns (missing values and unseen categories are fine).
+
+        Returns:
+            Predictions.
+        """
+        out = self.raw(frame)
+        if self.task == "binary":
+            return calibrate(self.calibrator, out)
+        return out

@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import catboost
 import duckdb
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from connector.store import quote_identifier
-from scoring.events import ENTITIES, create_events_view
+from scoring.events import SpecError, create_events_view, entity_sources, resolve_entity
 from scoring.features import MISSING, FeatureColumns, build_features
 from scoring.labels import current_entity_ids
-from scoring.model import predict_proba
+from scoring.model import Predictor
+from scoring.spec import PredictionSpec
 
 PROFILE_VERSION = 1
 QUANTILES = 10
@@ -274,38 +274,48 @@ def measure_drift(
 
 def population(
     con: duckdb.DuckDBPyConnection,
-    entity_name: str,
-    model: catboost.CatBoostClassifier,
+    spec: PredictionSpec,
+    predictor: Predictor,
     metadata: dict[str, Any],
     *,
     at: datetime,
 ) -> tuple[pd.DataFrame, np.ndarray, FeatureColumns]:
-    """Every current entity's features as of ``at``, and the model's probabilities for them.
+    """Every current entity's features as of ``at``, and the model's scores for them.
+
+    The score is what ``score_history.probability`` holds for the task: P(positive) for binary,
+    the predicted class's probability for multiclass, the predicted value for regression.
 
     Args:
         con: store connection.
-        entity_name: entity (``lead``).
-        model: the model.
+        spec: the prediction (its entity and event sources).
+        predictor: the deployed predictor (CatBoost, blend, calibration).
         metadata: its metadata (feature columns).
         at: features use only data strictly before this time.
 
     Returns:
-        Features, probabilities and the feature columns.
+        Features, scores and the feature columns.
+
+    Raises:
+        ValueError: the prediction's entity or events are not in the store.
     """
-    entity = ENTITIES[entity_name]
-    create_events_view(con, entity)
+    try:
+        entity = resolve_entity(con, spec)
+        create_events_view(con, entity, entity_sources(con, entity, spec))
+    except SpecError as exc:
+        raise ValueError(str(exc)) from None
     columns = FeatureColumns(**metadata["features"])
     ids = current_entity_ids(con, entity)
     anchors = pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(at)})
     data = build_features(con, entity, anchors, columns)
-    p = predict_proba(model, data, columns.names, columns.cat_features) if len(data) else []
-    return data, np.asarray(p, dtype=float), columns
+    out = np.asarray(predictor.predict(data) if len(data) else [], dtype=float)
+    scores = out.max(axis=1) if out.ndim == 2 else out
+    return data, scores, columns
 
 
 def reference_profile(
     con: duckdb.DuckDBPyConnection,
-    entity_name: str,
-    model: catboost.CatBoostClassifier,
+    spec: PredictionSpec,
+    predictor: Predictor,
     metadata: dict[str, Any],
     *,
     at: datetime,
@@ -314,15 +324,15 @@ def reference_profile(
 
     Args:
         con: store connection.
-        entity_name: entity.
-        model: the new model.
+        spec: the prediction.
+        predictor: the new predictor.
         metadata: its metadata.
         at: the training cut-off's scoring time.
 
     Returns:
         The profile, with ``at`` recorded.
     """
-    data, p, columns = population(con, entity_name, model, metadata, at=at)
+    data, p, columns = population(con, spec, predictor, metadata, at=at)
     return {**build_profile(data, columns, p), "at": pd.Timestamp(at).isoformat()}
 
 
@@ -330,34 +340,36 @@ def reference_profile(
 
 
 def outcomes_after(
-    con: duckdb.DuckDBPyConnection,
-    entity_name: str,
-    label_event: str,
-    *,
-    at: datetime,
-    within_days: int,
+    con: duckdb.DuckDBPyConnection, spec: PredictionSpec, *, at: datetime
 ) -> pd.DataFrame:
     """For every entity with the label event, whether it happened before ``at`` or in the window.
 
     Args:
         con: store connection.
-        entity_name: entity.
-        label_event: event name (``converted``).
+        spec: a prediction whose label is an event (``converted``) within ``within_days``.
         at: the scoring time.
-        within_days: the label window.
 
     Returns:
         ``entity_id, before, label`` for entities that have the event at all.
+
+    Raises:
+        ValueError: the label is not an event, or the entity is not in the store.
     """
-    entity = ENTITIES[entity_name]
-    create_events_view(con, entity)
+    if not spec.label.event:
+        raise ValueError(f"prediction '{spec.name}' has no label event")
+    try:
+        entity = resolve_entity(con, spec)
+        create_events_view(con, entity, entity_sources(con, entity, spec))
+    except SpecError as exc:
+        raise ValueError(str(exc)) from None
     return con.execute(
         f"""SELECT entity_id,
                    bool_or(ts < ?) AS before,
-                   bool_or(ts >= ? AND ts < ? + INTERVAL {int(within_days)} DAY) AS label
+                   bool_or(ts >= ? AND ts < ? + INTERVAL {int(spec.label.within_days)} DAY)
+                     AS label
             FROM {quote_identifier(entity.events_view)} WHERE event = ?
             GROUP BY entity_id""",
-        [at, at, at, label_event],
+        [at, at, at, spec.label.event],
     ).df()
 
 

@@ -1,8 +1,18 @@
-"""Model versions on disk: ``<models_dir>/<prediction>/<version>/{model.cbm, metadata.json}``.
+"""Model versions on disk: ``<models_dir>/<prediction>/<version>/``.
 
-Models are stored in CatBoost's own format plus JSON, never pickle. ``champion.json`` names the
-version used for scoring. Files are written to a temporary name and renamed, so a crash never leaves
-half a version behind.
+Each version holds:
+
+- ``model.cbm``: the CatBoost model in CatBoost's own format;
+- ``metadata.json``: config hash, data window, feature list, metrics, baseline metrics, training
+  time, the blend weight and the probability calibrator (a few numbers);
+- ``linear.json``: the logistic/ridge regression as JSON (encoders and coefficients), used when
+  the run blended with it or fell back to it;
+- ``holdout.parquet``: the holdout rows with the predictions of the model and of each baseline,
+  from which the report draws its curves.
+
+Nothing is pickled. ``champion.json`` names the version used for scoring and the champions before
+it (for ``rollback``); ``challenger.json`` names a newer version that did not pass the quality gate.
+Files are written to a temporary name and renamed, so a crash never leaves half a version behind.
 """
 
 from __future__ import annotations
@@ -15,11 +25,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from catboost import CatBoostClassifier
+import pandas as pd
+from catboost import CatBoost, CatBoostClassifier, CatBoostRegressor
+
+from scoring.baselines import LinearModel
+from scoring.model import Predictor
 
 MODEL_FILE = "model.cbm"
 METADATA_FILE = "metadata.json"
+LINEAR_FILE = "linear.json"
+HOLDOUT_FILE = "holdout.parquet"
 CHAMPION_FILE = "champion.json"
+CHALLENGER_FILE = "challenger.json"
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be done (unknown version, nothing to roll back to)."""
 
 
 @dataclass(frozen=True)
@@ -30,11 +51,45 @@ class ModelVersion:
     path: Path
     metadata: dict[str, Any]
 
-    def load(self) -> CatBoostClassifier:
-        """Load the CatBoost model."""
-        model = CatBoostClassifier()
+    def load(self) -> Predictor:
+        """Load the predictor: CatBoost model, blend and calibrator.
+
+        Returns:
+            The predictor.
+        """
+        meta = self.metadata
+        task = meta.get("task", "binary")
+        model: CatBoost = CatBoostRegressor() if task == "regression" else CatBoostClassifier()
         model.load_model(str(self.path / MODEL_FILE))
-        return model
+        linear_path = self.path / LINEAR_FILE
+        linear = (
+            LinearModel.from_json(json.loads(linear_path.read_text()))
+            if linear_path.exists()
+            else None
+        )
+        deployed = meta.get("deployed", {})
+        features = meta["features"]
+        names = _feature_names(features)
+        return Predictor(
+            task=task,
+            model=model,
+            features=names,
+            cat_features=list(features["categorical"]),
+            classes=list(meta.get("classes", [])),
+            weight=float(deployed.get("weight", 1.0)),
+            linear=linear,
+            calibrator=deployed.get("calibrator"),
+        )
+
+    def holdout(self) -> pd.DataFrame | None:
+        """The stored holdout predictions, if any."""
+        path = self.path / HOLDOUT_FILE
+        return pd.read_parquet(path) if path.exists() else None
+
+
+def _feature_names(features: dict[str, Any]) -> list[str]:
+    counts = [f"{e}_{w}d" for e in features["events"] for w in features["windows_days"]]
+    return [*features["categorical"], *features["numeric"], *counts, *features["derived"]]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -59,19 +114,21 @@ def new_version_id(now: datetime | None = None) -> str:
 def save_version(
     models_dir: Path,
     prediction: str,
-    model: CatBoostClassifier,
+    predictor: Predictor,
     metadata: dict[str, Any],
     *,
     champion: bool,
+    holdout: pd.DataFrame | None = None,
 ) -> ModelVersion:
-    """Store a trained model as a new version.
+    """Store a trained model as a new version (the champion, or a challenger).
 
     Args:
         models_dir: registry root.
         prediction: prediction name.
-        model: trained model.
+        predictor: the trained predictor.
         metadata: JSON-serialisable facts (features, metrics, data window...).
-        champion: make it the champion.
+        champion: make it the champion; otherwise it becomes the challenger.
+        holdout: holdout predictions for the report.
 
     Returns:
         The stored version.
@@ -80,17 +137,61 @@ def save_version(
     final = Path(models_dir) / prediction / version
     staging = final.with_name(f".{version}.tmp")
     staging.mkdir(parents=True, exist_ok=False)
-    model.save_model(str(staging / MODEL_FILE))
-    data = {**metadata, "version": version, "prediction": prediction}
+    predictor.model.save_model(str(staging / MODEL_FILE))
+    if predictor.linear is not None:
+        _write_json(staging / LINEAR_FILE, predictor.linear.to_json())
+    if holdout is not None:
+        holdout.to_parquet(staging / HOLDOUT_FILE, index=False)
+    # the blend weight and calibrator are read back from here: take them from the predictor itself
+    deployed = {
+        **metadata.get("deployed", {}),
+        "weight": predictor.weight,
+        "calibrator": predictor.calibrator,
+    }
+    data = {**metadata, "deployed": deployed, "version": version, "prediction": prediction}
     _write_json(staging / METADATA_FILE, data)
     os.replace(staging, final)
     if champion:
         set_champion(models_dir, prediction, version)
+    else:
+        _write_json(
+            Path(models_dir) / prediction / CHALLENGER_FILE,
+            {"version": version, "since": datetime.now(UTC).isoformat()},
+        )
     return ModelVersion(version, final, data)
 
 
+def _pointer(models_dir: Path, prediction: str, name: str) -> dict[str, Any] | None:
+    path = Path(models_dir) / prediction / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_version(models_dir: Path, prediction: str, version: str) -> ModelVersion:
+    """A stored version by id.
+
+    Args:
+        models_dir: registry root.
+        prediction: prediction name.
+        version: version id.
+
+    Returns:
+        The version.
+
+    Raises:
+        RegistryError: no such version.
+    """
+    path = Path(models_dir) / prediction / version
+    meta = path / METADATA_FILE
+    if not meta.exists():
+        known = ", ".join(v.version for v in list_versions(models_dir, prediction)) or "none"
+        raise RegistryError(
+            f"prediction '{prediction}' has no model version '{version}' (versions: {known})"
+        )
+    return ModelVersion(version, path, json.loads(meta.read_text()))
+
+
 def set_champion(models_dir: Path, prediction: str, version: str) -> None:
-    """Make a stored version the one used for scoring.
+    """Make a stored version the one used for scoring; the previous champion is remembered.
 
     Args:
         models_dir: registry root.
@@ -98,15 +199,20 @@ def set_champion(models_dir: Path, prediction: str, version: str) -> None:
         version: an existing version.
 
     Raises:
-        FileNotFoundError: the version does not exist.
+        RegistryError: the version does not exist.
     """
-    path = Path(models_dir) / prediction / version / MODEL_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"model version {version} of {prediction} does not exist")
+    load_version(models_dir, prediction, version)
+    current = _pointer(models_dir, prediction, CHAMPION_FILE)
+    history = list(current.get("history", [])) if current else []
+    if current and current["version"] != version:
+        history.append(current["version"])
     _write_json(
         Path(models_dir) / prediction / CHAMPION_FILE,
-        {"version": version, "since": datetime.now(UTC).isoformat()},
+        {"version": version, "since": datetime.now(UTC).isoformat(), "history": history},
     )
+    challenger = _pointer(models_dir, prediction, CHALLENGER_FILE)
+    if challenger and challenger["version"] == version:
+        (Path(models_dir) / prediction / CHALLENGER_FILE).unlink()
 
 
 def load_champion(models_dir: Path, prediction: str) -> ModelVersion | None:
@@ -119,12 +225,73 @@ def load_champion(models_dir: Path, prediction: str) -> ModelVersion | None:
     Returns:
         The version, or None when no model was trained yet.
     """
-    pointer = Path(models_dir) / prediction / CHAMPION_FILE
-    if not pointer.exists():
-        return None
-    version = json.loads(pointer.read_text())["version"]
-    path = Path(models_dir) / prediction / version
-    return ModelVersion(version, path, json.loads((path / METADATA_FILE).read_text()))
+    pointer = _pointer(models_dir, prediction, CHAMPION_FILE)
+    return load_version(models_dir, prediction, pointer["version"]) if pointer else None
+
+
+def load_challenger(models_dir: Path, prediction: str) -> ModelVersion | None:
+    """The challenger: the newest version that did not pass the quality gate, if any.
+
+    Args:
+        models_dir: registry root.
+        prediction: prediction name.
+
+    Returns:
+        The version, or None.
+    """
+    pointer = _pointer(models_dir, prediction, CHALLENGER_FILE)
+    return load_version(models_dir, prediction, pointer["version"]) if pointer else None
+
+
+def promote(models_dir: Path, prediction: str, version: str | None = None) -> ModelVersion:
+    """Make a version (default: the challenger) the champion.
+
+    Args:
+        models_dir: registry root.
+        prediction: prediction name.
+        version: the version to promote.
+
+    Returns:
+        The new champion.
+
+    Raises:
+        RegistryError: no version given and no challenger, or an unknown version.
+    """
+    if version is None:
+        challenger = load_challenger(models_dir, prediction)
+        if challenger is None:
+            raise RegistryError(
+                f"prediction '{prediction}' has no challenger; name a version to promote"
+            )
+        version = challenger.version
+    set_champion(models_dir, prediction, version)
+    return load_version(models_dir, prediction, version)
+
+
+def rollback(models_dir: Path, prediction: str) -> ModelVersion:
+    """Make the previous champion the champion again.
+
+    Args:
+        models_dir: registry root.
+        prediction: prediction name.
+
+    Returns:
+        The restored champion.
+
+    Raises:
+        RegistryError: there is no earlier champion.
+    """
+    current = _pointer(models_dir, prediction, CHAMPION_FILE)
+    history = list(current.get("history", [])) if current else []
+    if not current or not history:
+        raise RegistryError(f"prediction '{prediction}' has no earlier champion to roll back to")
+    previous = history.pop()
+    load_version(models_dir, prediction, previous)
+    _write_json(
+        Path(models_dir) / prediction / CHAMPION_FILE,
+        {"version": previous, "since": datetime.now(UTC).isoformat(), "history": history},
+    )
+    return load_version(models_dir, prediction, previous)
 
 
 def list_versions(models_dir: Path, prediction: str) -> list[ModelVersion]:

@@ -160,6 +160,36 @@ def _segment_rows(counts: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+_TRAIN_METRICS = {
+    "binary": [("auc", "AUC"), ("pr_auc", "PR-AUC"), ("log_loss", "log loss"), ("brier", "Brier")],
+    "multiclass": [("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("log_loss", "log loss")],
+    "regression": [("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R2")],
+}
+
+
+def _render_train(counts: dict[str, Any]) -> None:
+    """Per prediction: model and baselines side by side, the choice made, the gate, warnings."""
+    for name, p in counts["predictions"].items():
+        columns = _TRAIN_METRICS[p["task"]]
+        table = Table(box=None, padding=(0, 2, 0, 0), title_justify="left")
+        table.add_column(name, justify="left", style="bold")
+        for _, label in columns:
+            table.add_column(label, justify="right")
+        table.add_row("model", *(_fmt(p["metrics"].get(k)) for k, _ in columns))
+        for baseline, m in p["baselines"].items():
+            table.add_row(f"  {baseline}", *(_fmt(m.get(k)) for k, _ in columns))
+        out.print(table)
+        role = "champion" if p["champion"] else "challenger (not promoted)"
+        lines = [
+            ("version", f"{p['version']}  {role}"),
+            ("examples", f"{p['examples']:,} ({p['split']} split), {p['seconds']:.1f} s"),
+            ("deployed", f"{p['deployed'].get('model')}: {p['deployed'].get('reason', '')}"),
+            ("gate", p["gate"].get("reason", "")),
+        ]
+        lines += [("warning", w) for w in p["warnings"]]
+        out.print(_kv_table(lines))
+
+
 def _render_job(result: jobs.JobResult) -> None:
     counts = result.counts
     rows: list[tuple[str, Any]] = [("status", result.status)]
@@ -172,27 +202,18 @@ def _render_job(result: jobs.JobResult) -> None:
             table.add_row(stream, c.get("path", "rest"), *(_fmt(c.get(k, 0)) for k in keys))
         out.print(table)
         rows += _segment_rows(counts.get("segment") or {})
-    elif result.job == "import":
+    elif result.job == "segment_import":
         rows += _segment_rows(counts)
     elif result.job == "train":
-        table = Table(box=None, padding=(0, 2, 0, 0))
-        for col in ("prediction", "version", "examples", "AUC", "PR-AUC", "log loss", "seconds"):
-            table.add_column(col, justify="left" if col in ("prediction", "version") else "right")
-        for name, p in counts["predictions"].items():
-            m = p["metrics"]
-            table.add_row(
-                name,
-                p["version"],
-                _fmt(p["examples"]),
-                _fmt(m["auc"]),
-                _fmt(m["pr_auc"]),
-                _fmt(m["log_loss"]),
-                f"{p['seconds']:.1f}",
-            )
-        out.print(table)
+        _render_train(counts)
         for name, p in counts["predictions"].items():
             for trait, reason in (p.get("skipped_traits") or {}).items():
                 rows.append((f"{name}", f"trait {trait} skipped: {reason}"))
+    elif result.job == "import":
+        for table, c in counts["tables"].items():
+            rows.append((table, f"{c['rows']:,} rows, {c['columns']} columns"))
+    elif result.job == "report":
+        rows.append(("report", counts["path"]))
     elif result.job == "score":
         for name, p in counts["predictions"].items():
             tiers = "  ".join(f"{t}:{n:,}" for t, n in p["tiers"].items())
@@ -311,8 +332,145 @@ def train(
     prediction: Annotated[str | None, typer.Option(help="Train only this prediction.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Train a model for each prediction on the store and make it the champion."""
+    """Train each prediction and compare it with baselines; gate it against the champion."""
     _job_command("train", config, as_json, prediction=prediction)
+
+
+@app.command()
+def report(
+    config: ConfigOption = Path("config.toml"),
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="HTML file to write (default: report.html beside the config)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a self-contained HTML report of every champion model (plots included)."""
+
+    def body() -> None:
+        result = jobs.run_report(_settings(config), out=out_path, reporter=_reporter(as_json))
+        _show_result(result, as_json)
+
+    _guard(body)
+
+
+models_app = typer.Typer(help="List, inspect, promote and roll back model versions.")
+app.add_typer(models_app, name="models")
+PredictionArgument = Annotated[str, typer.Argument(help="Prediction name.")]
+
+
+@models_app.command("list")
+def models_list(
+    config: ConfigOption = Path("config.toml"),
+    prediction: Annotated[str | None, typer.Option(help="Only this prediction.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every stored version with its role (champion / challenger) and holdout metric."""
+
+    def body() -> None:
+        data = jobs.list_models(_settings(config), prediction=prediction)
+        if as_json:
+            _print_json(data)
+            return
+        for name, versions in data.items():
+            table = Table(box=None, padding=(0, 2, 0, 0))
+            for col in ("version", "role", "model", "metric", "value", "examples"):
+                table.add_column(col, justify="right" if col in ("value", "examples") else "left")
+            for v in versions:
+                table.add_row(
+                    v["version"],
+                    v["role"],
+                    v["deployed"],
+                    v["metric"],
+                    _fmt(v["value"]),
+                    _fmt(v["examples"]),
+                )
+            out.print(f"[bold]{name}[/bold]" + ("" if versions else ": no models yet"))
+            if versions:
+                out.print(table)
+
+    _guard(body)
+
+
+@models_app.command("show")
+def models_show(
+    prediction: PredictionArgument,
+    config: ConfigOption = Path("config.toml"),
+    version: Annotated[str | None, typer.Option(help="Version (default: the champion).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A version's metadata: data window, features, metrics, baselines, choices."""
+
+    def body() -> None:
+        meta = jobs.show_model(_settings(config), prediction, version)
+        if as_json:
+            _print_json(meta)
+            return
+        metric = meta.get("metrics", {})
+        rows: list[tuple[str, Any]] = [
+            ("version", meta.get("version")),
+            ("task", meta.get("task")),
+            ("data as of", meta.get("as_of")),
+            ("split", (meta.get("split") or {}).get("method")),
+            ("examples", _fmt((meta.get("examples") or {}).get("used"))),
+            ("deployed", (meta.get("deployed") or {}).get("model")),
+            ("config hash", meta.get("config_hash")),
+            ("seconds", meta.get("seconds")),
+        ]
+        rows += [(k, _fmt(v)) for k, v in metric.items() if v is not None]
+        for name, m in (meta.get("baselines") or {}).items():
+            rows.append(
+                (
+                    f"baseline {name}",
+                    ", ".join(
+                        f"{k} {_fmt(v)}"
+                        for k, v in m.items()
+                        if k in ("auc", "log_loss", "accuracy", "rmse", "r2")
+                    ),
+                )
+            )
+        importance = (meta.get("feature_importance") or {}).items()
+        top = sorted(importance, key=lambda kv: -kv[1])[:8]
+        rows.append(("top features", ", ".join(f"{k} ({v:.1f})" for k, v in top)))
+        rows += [("warning", w) for w in meta.get("warnings", [])]
+        out.print(_kv_table(rows))
+
+    _guard(body)
+
+
+@models_app.command("promote")
+def models_promote(
+    prediction: PredictionArgument,
+    config: ConfigOption = Path("config.toml"),
+    version: Annotated[str | None, typer.Option(help="Version (default: the challenger).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a version (default: the challenger) the champion."""
+
+    def body() -> None:
+        data = jobs.promote_model(_settings(config), prediction, version)
+        _print_json(data) if as_json else out.print(
+            f"{data['prediction']}: champion is now {data['champion']}"
+        )
+
+    _guard(body)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    prediction: PredictionArgument,
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Make the previous champion the champion again."""
+
+    def body() -> None:
+        data = jobs.rollback_model(_settings(config), prediction)
+        _print_json(data) if as_json else out.print(
+            f"{data['prediction']}: rolled back; champion is now {data['champion']}"
+        )
+
+    _guard(body)
 
 
 @app.command()
@@ -396,21 +554,31 @@ def doctor(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fal
 
 @app.command("import")
 def import_files(
-    paths: Annotated[list[Path], typer.Argument(help="JSON-lines (.jsonl[.gz]) or Parquet files.")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Segment exports: JSON-lines (.jsonl[.gz]) or Parquet files. Without files, "
+            "every [[sources]] file of the config is imported."
+        ),
+    ] = None,
     kind: Annotated[
-        str, typer.Option(help="What the files hold: tracks, identifies or id_graph.")
+        str, typer.Option(help="What the Segment files hold: tracks, identifies or id_graph.")
     ] = "tracks",
     config: ConfigOption = Path("config.toml"),
-    force: Annotated[bool, typer.Option(help="Import files again that were imported.")] = False,
+    force: Annotated[bool, typer.Option(help="Import Segment files again.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import Segment warehouse / Profiles Sync exports; bad lines are skipped and counted."""
+    """Import files into the store: Segment exports, or the [[sources]] tables (CSV/Parquet)."""
 
     def body() -> None:
         settings = _settings(config)
-        result = jobs.run_import(
-            settings, paths, kind=kind, force=force, reporter=_reporter(as_json)
-        )
+        reporter = _reporter(as_json)
+        if paths:
+            result = jobs.run_segment_import(
+                settings, paths, kind=kind, force=force, reporter=reporter
+            )
+        else:
+            result = jobs.run_import(settings, reporter=reporter)
         _show_result(result, as_json)
 
     _guard(body)
@@ -481,9 +649,9 @@ def status(
             rows.append(
                 (
                     f"model {name}",
-                    f"{model['version']} (holdout AUC {model['auc']:.4f}), trained "
-                    f"{model['age_days']:.1f} days ago"
-                    if model and model["auc"] is not None
+                    f"{model['version']} (holdout {model['metric']} {_fmt(model['value'])}), "
+                    f"trained {model['age_days']:.1f} days ago"
+                    if model and model.get("value") is not None
                     else (f"{model['version']}" if model else "not trained yet"),
                 )
             )

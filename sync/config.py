@@ -17,6 +17,7 @@ import re
 import tomllib
 import types
 import typing
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -44,7 +45,7 @@ from scoring.traits import TraitSpec
 ENV_PREFIX = "LEADSCORE_"
 SECRETS_FILE = "secrets.toml"
 
-OutputKind = Literal["score", "tier", "probability", "model_version", "scored_at"]
+OutputKind = Literal["score", "tier", "probability", "model_version", "scored_at", "reasons"]
 
 
 class StoreSettings(BaseModel):
@@ -59,6 +60,34 @@ class StoreSettings(BaseModel):
 
     path: Path = Path("leadscore.duckdb")
     models_dir: Path = Path("models")
+
+
+class SourceSettings(BaseModel):
+    """A ``[[sources]]`` entry: a CSV or Parquet file imported into a store table.
+
+    Column names that are not plain identifiers are cleaned on import (``Lead Origin`` becomes
+    ``Lead_Origin``), so predictions can name them.
+
+    Attributes:
+        path: the file (relative to the config file).
+        table: the store table it is imported into (replaced on each import).
+        id_column: a column that must hold unique, non-empty values.
+        delimiter: CSV delimiter (default: detected).
+        null_values: CSV strings that mean "missing" (e.g. ``"Select"``).
+        row_id: add a column of this name numbering the rows 1..n, for files without an id.
+        as_of: how recent the export is (its data is complete up to then); default: the file's
+            modification time. Label windows ending later are not used.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    id_column: str | None = None
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    null_values: list[str] = Field(default_factory=list)
+    row_id: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    as_of: datetime | None = None
 
 
 class SalesforceOutput(BaseModel):
@@ -417,9 +446,10 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     store: StoreSettings = Field(default_factory=StoreSettings)
-    salesforce: SalesforceSettings
+    salesforce: SalesforceSettings | None = None
     segment: SegmentSettings | None = None
     traits: list[TraitSpec] = Field(default_factory=list)
+    sources: list[SourceSettings] = Field(default_factory=list)
     predictions: list[PredictionConfig] = Field(min_length=1)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
@@ -635,6 +665,10 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
         value = env.get(_env_name(section, key)) or (from_file.get(section) or {}).get(key)
         if value is not None and isinstance(raw.get(section, {}), dict):
             raw.setdefault(section, {})[key] = value
+    for source in raw.get("sources") or []:
+        if isinstance(source, dict) and isinstance(source.get("path"), str) and source["path"]:
+            candidate = Path(source["path"]).expanduser()
+            source["path"] = str(candidate if candidate.is_absolute() else path.parent / candidate)
     for section, key in _PATH_KEYS:
         block = raw.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str) and block[key]:

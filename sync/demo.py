@@ -53,6 +53,21 @@ label = {{ event = "converted", within_days = 30 }}
 anchor = {{ event = "campaign_response" }}
 exclude_fields = ["Status", "Rating"]
 
+# A rep's rule of thumb, scored beside the model as a baseline: senior people at bigger companies
+# who visited the site last week.
+[[predictions.rule]]
+feature = "task_web_visit_7d"
+ge = 2
+points = 2
+[[predictions.rule]]
+feature = "Seniority__c"
+in = ["C-Level", "VP"]
+points = 1
+[[predictions.rule]]
+feature = "NumberOfEmployees"
+ge = 200
+points = 1
+
 [predictions.tiers]
 A = 0.60
 B = 0.35
@@ -60,7 +75,7 @@ C = 0.15
 
 [predictions.salesforce]
 object = "Lead"
-fields = {{ score = "Lead_Score__c", tier = "Lead_Tier__c" }}
+fields = {{ score = "Lead_Score__c", tier = "Lead_Tier__c", reasons = "Lead_Score_Reasons__c" }}
 """
 
 

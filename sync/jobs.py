@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError, RequestError
-from connector.files import import_segment_export
+from connector.files import import_segment_export, import_table
 from connector.history import (
     JobHistory,
     dead_letters,
@@ -43,6 +43,7 @@ from connector.salesforce import (
     BulkJob,
     FieldDescription,
     SalesforceClient,
+    SalesforceSettings,
     StreamSettings,
     bulk_cursor,
     check_allowance,
@@ -60,12 +61,29 @@ from connector.salesforce import (
     start_bulk_query,
     suggest_field,
 )
-from connector.store import PageCounts, Store, raw_table_name, utc_now
+from connector.store import PageCounts, Store, quote_identifier, raw_table_name, utc_now
+from scoring.metrics import headline
 from scoring.monitor import (
     reference_profile,
 )
-from scoring.pipeline import ScoringError, score_entities, train_prediction
-from scoring.registry import load_champion, save_version
+from scoring.pipeline import (
+    ScoringError,
+    compare_with_champion,
+    score_entities,
+    train_prediction,
+)
+from scoring.registry import (
+    ModelVersion,
+    RegistryError,
+    list_versions,
+    load_challenger,
+    load_champion,
+    load_version,
+    promote,
+    rollback,
+    save_version,
+)
+from scoring.report import ReportInput, build_report
 from sync.alerts import Condition, evaluate, job_conditions
 from sync.config import JOB_NAMES, PredictionConfig, Settings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
@@ -228,6 +246,15 @@ def _check_stop(should_stop: StopCheck | None, job: str, where: str) -> None:
         raise Interrupted(
             f"{job}: stopped on request {where}; committed work is kept and the next run resumes"
         )
+
+
+def _salesforce(settings: Settings) -> SalesforceSettings:
+    if settings.salesforce is None:
+        raise ConfigError(
+            "this configuration has no [salesforce] section",
+            hint="add one (see config.example.toml) to pull from or push to Salesforce",
+        )
+    return settings.salesforce
 
 
 def _scoring_error(exc: ScoringError) -> LeadscoreError:
@@ -440,7 +467,8 @@ def run_pull(
     Raises:
         Interrupted: a stop was requested (the run is recorded as partial).
     """
-    sf = client or SalesforceClient(settings.salesforce)
+    salesforce = _salesforce(settings)
+    sf = client or SalesforceClient(salesforce)
     with (
         _open_store(settings, "pull", should_stop=should_stop, reporter=reporter) as store,
         _recorded(store, "pull", sf.counter) as result,
@@ -450,7 +478,7 @@ def run_pull(
         totals = dict.fromkeys(keys, 0)
         streams: dict[str, dict[str, Any]] = {}
         result.counts = {**totals, "pulled": 0, "streams": streams}
-        for sobject, stream in settings.salesforce.streams.items():
+        for sobject, stream in salesforce.streams.items():
 
             def progress(counts: dict[str, Any], sobject: str = sobject) -> None:
                 result.counts = {**result.counts, "streams": {**streams, sobject: counts}}
@@ -477,7 +505,7 @@ def _config_dir(settings: Settings) -> Path:
     return settings.path.parent if settings.path is not None else Path.cwd()
 
 
-def run_import(
+def run_segment_import(
     settings: Settings,
     paths: list[Path],
     *,
@@ -510,8 +538,8 @@ def run_import(
     from sync.identity import resolve_identities
 
     with (
-        _open_store(settings, "import", reporter=reporter) as store,
-        _recorded(store, "import") as result,
+        _open_store(settings, "segment_import", reporter=reporter) as store,
+        _recorded(store, "segment_import") as result,
     ):
         results = []
         for path in paths:
@@ -533,6 +561,11 @@ def run_import(
 
 def _as_of(store: Store, settings: Settings) -> datetime:
     """How far the store is complete: the earliest ``synced_through`` of the configured streams."""
+    if settings.salesforce is None:
+        raise ConfigError(
+            "this configuration has no [salesforce] section",
+            hint="add one, or describe the entity with entity_table and [[sources]]",
+        )
     streams = [describe_name for describe_name in settings.salesforce.streams]
     rows = store.query_df("SELECT stream FROM sync_cursor")
     known = {s.lower(): s for s in rows["stream"]}
@@ -545,6 +578,82 @@ def _as_of(store: Store, settings: Settings) -> datetime:
     return through
 
 
+def _source_stream(table: str) -> str:
+    """The sync-cursor stream name recording how recent an imported table is."""
+    return f"file:{table}"
+
+
+def _prediction_as_of(store: Store, settings: Settings, spec: PredictionConfig) -> datetime | None:
+    """How far the data of one prediction is complete.
+
+    Built-in entities read pulled streams; an entity table (and its event tables) imported from
+    files is complete up to each source's ``as_of``; other tables count as complete now.
+    """
+    if spec.entity_table is None:
+        return _as_of(store, settings)
+    tables = {spec.entity_table.table, *(e.table for e in spec.events)}
+    streams = [_source_stream(t) for t in tables if store.read_cursor(_source_stream(t))]
+    through = store.synced_through(streams) if streams else None
+    return through or utc_now()
+
+
+def _import_sources(
+    store: Store, settings: Settings, reporter: Reporter, *, only_missing: bool
+) -> dict[str, Any]:
+    imported: dict[str, Any] = {}
+    for source in settings.sources:
+        if only_missing and store.table_exists(source.table):
+            continue
+        reporter.stage(f"importing {source.path.name} into {source.table}")
+        result = import_table(
+            store,
+            source.path,
+            source.table,
+            id_column=source.id_column,
+            delimiter=source.delimiter,
+            null_values=tuple(source.null_values),
+            clean_names=True,
+        )
+        if source.row_id:
+            table, row_id = quote_identifier(source.table), quote_identifier(source.row_id)
+            with store.transaction() as con:
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {table} AS "
+                    f"SELECT row_number() OVER () AS {row_id}, * FROM {table}"
+                )
+        as_of = source.as_of or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
+        if as_of.tzinfo is not None:
+            as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+        stream = _source_stream(source.table)
+        with store.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO sync_cursor (stream, cursor_value, synced_through, "
+                "updated_at) VALUES (?, ?, ?, ?)",
+                [stream, as_of, as_of, utc_now()],
+            )
+        imported[source.table] = {"rows": result.rows, "columns": len(result.columns)}
+    return imported
+
+
+def run_import(settings: Settings, *, reporter: Reporter = SILENT) -> JobResult:
+    """Import every ``[[sources]]`` file into its store table (replacing the table).
+
+    Args:
+        settings: configuration.
+        reporter: progress.
+
+    Returns:
+        Rows and columns per table.
+    """
+    with (
+        _open_store(settings, "import", reporter=reporter) as store,
+        _recorded(store, "import") as result,
+    ):
+        tables = _import_sources(store, settings, reporter, only_missing=False)
+        result.counts = {"rows": sum(t["rows"] for t in tables.values()), "tables": tables}
+    return result
+
+
 def _output_fields(settings: Settings, prediction: PredictionConfig) -> set[str]:
     """Fields any prediction writes to the scored object: never features."""
     out: set[str] = set()
@@ -554,10 +663,19 @@ def _output_fields(settings: Settings, prediction: PredictionConfig) -> set[str]
     return out
 
 
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Headline metrics without the tables."""
+    return {k: v for k, v in metrics.items() if k != "tables"}
+
+
 def run_train(
     settings: Settings, *, prediction: str | None = None, reporter: Reporter = SILENT
 ) -> JobResult:
-    """Train a model per prediction (or the named one) and store it as the champion.
+    """Train a model per prediction (or the named one); it becomes champion if it passes the gate.
+
+    The quality gate scores the current champion on the new model's holdout: the new model becomes
+    champion only if its holdout metric is not worse (within ``training.quality_tolerance``);
+    otherwise it is stored as the challenger (``leadscore models promote`` makes it champion).
 
     Args:
         settings: configuration.
@@ -565,20 +683,23 @@ def run_train(
         reporter: progress.
 
     Returns:
-        Per prediction: version, examples and holdout metrics. ``artifacts["holdout"]`` holds the
-            holdout
-        predictions by prediction name.
+        Per prediction: ``version``, ``champion``, ``metrics``, ``baselines``, ``deployed`` (the
+        model / blend / fall-back choice and why), ``gate``, ``warnings``, ``examples``.
+        ``artifacts["holdout"]`` holds the holdout predictions by prediction name.
     """
     targets = [settings.prediction(prediction)] if prediction else list(settings.predictions)
     with (
         _open_store(settings, "train", reporter=reporter) as store,
         _recorded(store, "train") as result,
     ):
-        as_of = _as_of(store, settings)
+        if settings.sources:
+            _import_sources(store, settings, reporter, only_missing=True)
         trained: dict[str, Any] = {}
         holdouts: dict[str, pd.DataFrame] = {}
         for spec in targets:
-            reporter.stage(f"{spec.name}: training set as of {as_of:%Y-%m-%d %H:%M} UTC")
+            as_of = _prediction_as_of(store, settings, spec)
+            when = f" as of {as_of:%Y-%m-%d %H:%M} UTC" if as_of else ""
+            reporter.stage(f"{spec.name}: training set{when}")
             try:
                 outcome = train_prediction(
                     store.con,
@@ -588,22 +709,53 @@ def run_train(
                     progress=lambda stage, name=spec.name: reporter.stage(f"{name}: {stage}"),
                     traits=settings.traits,
                 )
+                current = load_champion(settings.store.models_dir, spec.name)
+                gate = (
+                    compare_with_champion(
+                        store.con, spec, outcome, current.load(), current.metadata
+                    )
+                    if current is not None
+                    else {"promote": True, "reason": "no champion yet"}
+                )
+                # Reference for drift monitoring: the population this model would score at the
+                # cut-off (static tables have no time: their scoring time is now).
+                reporter.stage(f"{spec.name}: profiling the scored population for drift monitoring")
+                profile = reference_profile(
+                    store.con,
+                    spec,
+                    outcome.predictor,
+                    outcome.metadata,
+                    at=score_time_for(as_of or utc_now()),
+                )
             except ScoringError as exc:
                 raise _scoring_error(exc) from None
-            # Reference for drift monitoring: the population this model would score at the cut-off.
-            reporter.stage(f"{spec.name}: profiling the scored population for drift monitoring")
-            outcome.metadata["monitoring_profile"] = reference_profile(
-                store.con, spec.entity, outcome.model, outcome.metadata, at=score_time_for(as_of)
-            )
+            metadata = {**outcome.metadata, "gate": gate, "monitoring_profile": profile}
             version = save_version(
-                settings.store.models_dir, spec.name, outcome.model, outcome.metadata, champion=True
+                settings.store.models_dir,
+                spec.name,
+                outcome.predictor,
+                metadata,
+                champion=bool(gate["promote"]),
+                holdout=outcome.holdout,
             )
+            for warning in outcome.warnings:
+                reporter.stage(f"{spec.name}: warning: {warning}")
+            if not gate["promote"]:
+                reporter.stage(f"{spec.name}: kept as challenger, not champion: {gate['reason']}")
             holdouts[spec.name] = outcome.holdout
             trained[spec.name] = {
                 "version": version.version,
-                "champion": True,
+                "champion": bool(gate["promote"]),
+                "task": spec.task,
                 "examples": outcome.metadata["examples"]["used"],
-                "metrics": outcome.metadata["metrics"],
+                "metrics": _summary(outcome.metadata["metrics"]),
+                "baselines": outcome.metadata["baselines"],
+                "deployed": {
+                    k: v for k, v in outcome.metadata["deployed"].items() if k != "calibrator"
+                },
+                "gate": gate,
+                "warnings": outcome.warnings,
+                "split": outcome.metadata["split"]["method"],
                 "seconds": outcome.metadata["seconds"],
                 "skipped_traits": outcome.metadata["traits"]["skipped"],
             }
@@ -634,7 +786,7 @@ def score_time_for(as_of: datetime) -> datetime:
 def run_score(
     settings: Settings, *, reporter: Reporter = SILENT, train_missing: bool = False
 ) -> JobResult:
-    """Score every current entity of each prediction with its champion model.
+    """Score every current entity of each prediction with its champion model, with reasons.
 
     Args:
         settings: configuration.
@@ -648,10 +800,10 @@ def run_score(
         _open_store(settings, "score", reporter=reporter) as store,
         _recorded(store, "score") as result,
     ):
-        as_of = _as_of(store, settings)
-        score_time = score_time_for(as_of)
         scored: dict[str, Any] = {}
         for spec in settings.predictions:
+            as_of = _prediction_as_of(store, settings, spec) or utc_now()
+            score_time = score_time_for(as_of)
             champion = load_champion(settings.store.models_dir, spec.name)
             if champion is None:
                 raise LeadscoreError(
@@ -659,19 +811,201 @@ def run_score(
                     hint="run `leadscore train --config FILE` first",
                 )
             reporter.stage(f"{spec.name}: scoring with model {champion.version}")
-            scores = score_entities(
-                store.con, spec, champion.load(), champion.metadata, score_time=score_time
-            )
+            try:
+                scores = score_entities(
+                    store.con, spec, champion.load(), champion.metadata, score_time=score_time
+                )
+            except ScoringError as exc:
+                raise _scoring_error(exc) from None
             store.append_scores(spec.name, scores)
             scored[spec.name] = {
                 "version": champion.version,
                 "scored": len(scores),
                 "tiers": {
-                    str(k): int(v) for k, v in scores["tier"].value_counts().sort_index().items()
+                    str(k): int(v)
+                    for k, v in scores["tier"].dropna().value_counts().sort_index().items()
                 },
                 "score_time": score_time.isoformat(),
             }
         result.counts = {"scored": sum(s["scored"] for s in scored.values()), "predictions": scored}
+    return result
+
+
+# -- models and report
+# ---------------------------------------------------------------------------------------
+
+
+def _registry_error(exc: RegistryError) -> ConfigError:
+    return ConfigError(str(exc), hint="`leadscore models list --config FILE` shows the versions")
+
+
+def _version_row(version: ModelVersion, champion: str | None, challenger: str | None) -> dict:
+    meta = version.metadata
+    metric, _ = headline(meta.get("task", "binary"))
+    return {
+        "version": version.version,
+        "role": "champion"
+        if version.version == champion
+        else ("challenger" if version.version == challenger else ""),
+        "task": meta.get("task", "binary"),
+        "metric": metric,
+        "value": meta.get("metrics", {}).get(metric),
+        "deployed": meta.get("deployed", {}).get("model", "catboost"),
+        "examples": meta.get("examples", {}).get("used"),
+        "config_hash": meta.get("config_hash"),
+        "trained_seconds": meta.get("seconds"),
+    }
+
+
+def list_models(settings: Settings, *, prediction: str | None = None) -> dict[str, list[dict]]:
+    """Every stored model version per prediction, with its role and headline metric.
+
+    Args:
+        settings: configuration.
+        prediction: only this prediction.
+
+    Returns:
+        Prediction name -> versions (oldest first).
+    """
+    names = (
+        [settings.prediction(prediction).name]
+        if prediction
+        else [p.name for p in settings.predictions]
+    )
+    out: dict[str, list[dict]] = {}
+    root = settings.store.models_dir
+    for name in names:
+        champion = load_champion(root, name)
+        challenger = load_challenger(root, name)
+        out[name] = [
+            _version_row(
+                v,
+                champion.version if champion else None,
+                challenger.version if challenger else None,
+            )
+            for v in list_versions(root, name)
+        ]
+    return out
+
+
+def show_model(settings: Settings, prediction: str, version: str | None = None) -> dict[str, Any]:
+    """The metadata of a model version (default: the champion).
+
+    Args:
+        settings: configuration.
+        prediction: prediction name.
+        version: version id.
+
+    Returns:
+        The metadata (without the bulky tables).
+
+    Raises:
+        ConfigError: unknown prediction or version, or no model yet.
+    """
+    name = settings.prediction(prediction).name
+    root = settings.store.models_dir
+    try:
+        model = load_version(root, name, version) if version else load_champion(root, name)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    if model is None:
+        raise ConfigError(
+            f"prediction '{name}' has no trained model", hint="run `leadscore train` first"
+        )
+    meta = dict(model.metadata)
+    meta["metrics"] = _summary(meta.get("metrics", {}))
+    meta.pop("spec", None)
+    return meta
+
+
+def promote_model(settings: Settings, prediction: str, version: str | None = None) -> dict:
+    """Make a version (default: the challenger) the champion.
+
+    Args:
+        settings: configuration.
+        prediction: prediction name.
+        version: version id.
+
+    Returns:
+        ``prediction, champion``.
+    """
+    name = settings.prediction(prediction).name
+    try:
+        model = promote(settings.store.models_dir, name, version)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    return {"prediction": name, "champion": model.version}
+
+
+def rollback_model(settings: Settings, prediction: str) -> dict:
+    """Make the previous champion the champion again.
+
+    Args:
+        settings: configuration.
+        prediction: prediction name.
+
+    Returns:
+        ``prediction, champion``.
+    """
+    name = settings.prediction(prediction).name
+    try:
+        model = rollback(settings.store.models_dir, name)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    return {"prediction": name, "champion": model.version}
+
+
+def run_report(
+    settings: Settings, *, out: Path | None = None, reporter: Reporter = SILENT
+) -> JobResult:
+    """Write the self-contained HTML report of every prediction's champion.
+
+    Args:
+        settings: configuration.
+        out: the HTML file (default: ``report.html`` beside the config file).
+        reporter: progress.
+
+    Returns:
+        ``path`` and the predictions in the report.
+    """
+    path = (
+        Path(out)
+        if out
+        else ((settings.path.parent if settings.path else Path.cwd()) / "report.html")
+    )
+    with (
+        _open_store(settings, "report", reporter=reporter) as store,
+        _recorded(store, "report") as result,
+    ):
+        inputs = []
+        for spec in settings.predictions:
+            champion = load_champion(settings.store.models_dir, spec.name)
+            if champion is None:
+                reporter.stage(f"{spec.name}: no model yet; left out of the report")
+                continue
+            reporter.stage(f"{spec.name}: drawing the report of model {champion.version}")
+            inputs.append(
+                ReportInput(
+                    name=spec.name,
+                    metadata=champion.metadata,
+                    holdout=champion.holdout(),
+                    scores=store.latest_scores(spec.name),
+                    challenger=(
+                        c.metadata
+                        if (c := load_challenger(settings.store.models_dir, spec.name))
+                        else None
+                    ),
+                )
+            )
+        if not inputs:
+            raise LeadscoreError(
+                "no prediction has a trained model", hint="run `leadscore train` first"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(build_report(inputs), encoding="utf-8")
+        tmp.replace(path)
+        result.counts = {"path": str(path), "predictions": [i.name for i in inputs]}
     return result
 
 
@@ -701,7 +1035,7 @@ def run_push(
     Raises:
         Interrupted: a stop was requested (the run is recorded as partial).
     """
-    sf = client or SalesforceClient(settings.salesforce)
+    sf = client or SalesforceClient(_salesforce(settings))
     with (
         _open_store(settings, "push", should_stop=should_stop, reporter=reporter) as store,
         _recorded(store, "push", sf.counter) as result,
@@ -772,7 +1106,7 @@ def run_all(
     Raises:
         Interrupted: a stop was requested (the run is recorded as partial).
     """
-    client = SalesforceClient(settings.salesforce)
+    client = SalesforceClient(_salesforce(settings))
     jobs: dict[str, JobResult] = {}
     try:
         with (
@@ -1201,7 +1535,7 @@ def _open_for_reading(path: Path, wait_seconds: float = 5.0) -> Store | None:
 
 
 def _model_age(champion: Any, now: datetime) -> dict[str, Any]:
-    """Version, holdout AUC and age of a champion model."""
+    """Version, headline holdout metric (AUC for binary) and age of a champion model."""
     trained = champion.metadata.get("trained_at")
     if trained is None:
         try:  # version ids start with the UTC training time: 20250601T120000Z-ab12
@@ -1209,9 +1543,13 @@ def _model_age(champion: Any, now: datetime) -> dict[str, Any]:
         except ValueError:
             trained = datetime.fromtimestamp(champion.path.stat().st_mtime, UTC).isoformat()
     trained_at = datetime.fromisoformat(str(trained)).replace(tzinfo=None)
+    metrics = champion.metadata.get("metrics", {})
+    metric, _ = headline(champion.metadata.get("task", "binary"))
     return {
         "version": champion.version,
-        "auc": champion.metadata.get("metrics", {}).get("auc"),
+        "auc": metrics.get("auc"),
+        "metric": metric,
+        "value": metrics.get(metric),
         "trained_at": trained_at,
         "age_days": round((now - trained_at).total_seconds() / 86400, 2),
     }

@@ -73,9 +73,7 @@ def monitor_prediction(
         }
     else:
         scored_at = pd.Timestamp(latest["scored_at"].max()).to_pydatetime()
-        data, _, _ = population(
-            store.con, spec.entity, champion.load(), champion.metadata, at=scored_at
-        )
+        data, _, _ = population(store.con, spec, champion.load(), champion.metadata, at=scored_at)
         report = measure_drift(
             champion.metadata["monitoring_profile"], data, latest["probability"].to_numpy()
         )
@@ -106,7 +104,11 @@ def monitor_prediction(
             "features": {k: round(v, 4) for k, v in report.features.items()},
             "score_bins": report.score_bins,
         }
-    # Realized performance: the last scoring run of each day whose label window has closed.
+    # Realized performance: the last scoring run of each day whose label window has closed. It is
+    # defined for binary predictions of an event ("converted within 30 days of scoring").
+    if spec.task != "binary" or not spec.label.event:
+        out["realized"] = {"unavailable": "realized performance needs a binary event label"}
+        return out
     days = int(spec.label.within_days)
     runs = store.query_df(
         """SELECT score_run_id, scored_at, model_version FROM (
@@ -133,7 +135,7 @@ def monitor_prediction(
         if written is not None:
             scores = scores[scores["entity_id"].isin(written)]
         at = pd.Timestamp(run.scored_at).to_pydatetime()
-        outcomes = outcomes_after(store.con, spec.entity, spec.label.event, at=at, within_days=days)
+        outcomes = outcomes_after(store.con, spec, at=at)
         figures = realized_performance(scores, outcomes, bands)
         rows.append(
             {

@@ -78,8 +78,10 @@ def output_values(scores: pd.DataFrame, fields: dict[str, str]) -> pd.DataFrame:
         "scored_at": lambda s: (
             pd.to_datetime(s["scored_at"]).dt.strftime("%Y-%m-%dT%H:%M:%SZ").map(json.dumps)
         ),
+        # reasons fit a 255-character text field by construction (scoring.explain); the cut is
+        # a guard. No reasons is null, not an empty string (an empty Segment trait is a value).
         "reasons": lambda s: s["reasons"].map(
-            lambda v: json.dumps(v if isinstance(v, str) else None)
+            lambda v: json.dumps(v[:255] if isinstance(v, str) else None)
         ),
     }
     parts = [

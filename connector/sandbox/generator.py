@@ -38,8 +38,9 @@ from connector.sandbox.schema import (
     SENIORITIES,
     get_object,
 )
+from connector.sandbox.truth import write_customers
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"  # 2: Segment people (profiles.py); 3: customers and orders (truth.py)
 DAY = 86_400
 HOUR = 3_600
 HISTORY_DAYS = 540
@@ -1368,6 +1369,8 @@ class _OrgGenerator:
         self.members(leads, campaigns, outcome, converted_ids)
         self.write_leads(leads, companies, outcome, converted_ids)
         self.ground_truth(leads, outcome)
+        # customers with known order values and churn, for the other predictions (truth.py)
+        write_customers(self.conn, seed=self.seed, leads=self.n, as_of=self.as_of)
         self.progress("records", self.n, self.n)
 
 

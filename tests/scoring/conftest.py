@@ -148,3 +148,67 @@ def org_store(tmp_path: Path):
 @pytest.fixture
 def day() -> date:
     return date(2025, 3, 10)
+
+
+PLAN_RATE = {"basic": 0.5, "pro": 1.2, "enterprise": 2.5}  # orders per 30 days
+PLAN_AMOUNT = {"basic": 40.0, "pro": 120.0, "enterprise": 400.0}
+
+
+def customer_frames(
+    n: int, seed: int = 0, end: datetime = datetime(2025, 6, 30)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Customers (as an imported table would hold them) and their orders.
+
+    Order frequency depends on plan and region, order value on plan; a customer stops ordering
+    after a random churn time (hazard higher for basic plans).
+    """
+    rng = np.random.default_rng(seed)
+    plans = rng.choice(list(PLAN_RATE), size=n, p=[0.5, 0.35, 0.15])
+    region = rng.integers(1, 5, size=n)  # a numeric-coded category
+    joined = [end - timedelta(days=int(d)) for d in rng.integers(200, 700, size=n)]
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "joined_at": joined,
+            "plan": plans,
+            "region_code": region,
+            "seats": rng.integers(1, 50, size=n),
+            "industry": rng.choice(["Software", "Retail", "Health"], size=n),
+        }
+    )
+    orders = []
+    for i in range(n):
+        rate = PLAN_RATE[plans[i]] * (1.4 if region[i] == 1 else 1.0) / 30.0
+        life = float(rng.exponential(300 if plans[i] != "basic" else 120))
+        horizon = min((end - joined[i]).days, life)
+        k = rng.poisson(rate * horizon)
+        for j, day in enumerate(np.sort(rng.uniform(0, horizon, size=k))):
+            orders.append(
+                {
+                    "order_id": f"O{i:05d}{j:04d}",
+                    "customer_id": f"C{i:05d}",
+                    "ordered_at": joined[i] + timedelta(days=float(day)),
+                    "amount": round(float(rng.lognormal(np.log(PLAN_AMOUNT[plans[i]]), 0.3)), 2),
+                    "status": "refunded" if rng.random() < 0.1 else "paid",
+                }
+            )
+    return customers, pd.DataFrame(orders)
+
+
+def load_table(store: Store, table: str, frame: pd.DataFrame) -> None:
+    """Write a frame as a store table (what an import leaves behind)."""
+    store.con.register("_frame", frame)
+    try:
+        store.con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM _frame')
+    finally:
+        store.con.unregister("_frame")
+
+
+@pytest.fixture
+def customer_store(tmp_path: Path):
+    customers, orders = customer_frames(700)
+    store = Store(tmp_path / "customers.duckdb")
+    load_table(store, "customers", customers)
+    load_table(store, "orders", orders)
+    yield store
+    store.close()

@@ -159,7 +159,7 @@ def test_train_score_and_registry_round_trip(org_store, tmp_path):
     )  # one value per lead: an identifier, not a category
     assert "Lead_Score__c" not in features["numeric"]  # the model never reads its own output
     assert "converted_7d" not in outcome.metadata["feature_importance"]
-    version = save_version(tmp_path / "models", SPEC.name, outcome.model, meta, champion=True)
+    version = save_version(tmp_path / "models", SPEC.name, outcome.predictor, meta, champion=True)
     champion = load_champion(tmp_path / "models", SPEC.name)
     assert champion is not None and champion.version == version.version
     assert list_versions(tmp_path / "models", SPEC.name)[0].version == version.version

@@ -263,7 +263,11 @@ def test_setup_and_doctor_on_a_misconfigured_org(org):
     assert len([r for r in sandbox.request_log if r.category == "tooling"]) == 1
     again = json.loads(runner.invoke(app, ["setup", "--config", str(config), "--json"]).output)
     actions = {f["field"]: f["action"] for f in again["counts"]["fields"]}
-    assert actions == {"Lead_Score__c": "exists", "Lead_Tier__c": "problem"}
+    assert actions == {
+        "Lead_Score__c": "exists",
+        "Lead_Tier__c": "problem",
+        "Lead_Score_Reasons__c": "exists",  # the sandbox org has it already
+    }
 
     sandbox.set_field_access("Lead", "Lead_Tier__c", updateable=True)
     config.write_text(config.read_text().replace('"Industy"', '"Industry"'))

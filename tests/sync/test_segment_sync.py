@@ -23,7 +23,7 @@ from scoring.events import ENTITIES
 from scoring.traits import TraitSpec, compute_traits
 from sync.config import Settings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
-from sync.jobs import run_import, run_pull, run_push
+from sync.jobs import run_pull, run_push, run_segment_import
 from sync.progress import SilentReporter
 from sync.segment import push_audience
 from tests.conftest import SEGMENT_AS_OF
@@ -155,7 +155,7 @@ def test_ambiguous_matches_follow_the_documented_rule(tmp_path):
             + "\n"
         )
         run_pull(settings)
-        result = run_import(settings, [crafted], kind="id_graph")
+        result = run_segment_import(settings, [crafted], kind="id_graph")
         with Store(settings.store.path, read_only=True) as store:
             profiles = store.query_df("SELECT * FROM identity_profile").set_index("profile_id")
     finally:

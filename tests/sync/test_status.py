@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from connector.history import record_run, write_alert_state
 from connector.store import Store
+from scoring.model import Predictor
 from scoring.registry import save_version
 from sync.cli import app
 from sync.config import load_settings
@@ -60,8 +61,8 @@ def test_status_per_job(tmp_path):
     version = save_version(
         settings.store.models_dir,
         "lead_conversion",
-        model,
-        {"metrics": {"auc": 0.8123}},
+        Predictor(task="binary", model=model, features=["x"], cat_features=[]),
+        {"task": "binary", "metrics": {"auc": 0.8123}},
         champion=True,
     )
 

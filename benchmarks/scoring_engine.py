@@ -1,0 +1,342 @@
+"""Scoring-engine targets (issue 5), printed as one table.
+
+(Named ``scoring_engine.py``, not ``scoring.py``: a script's directory comes first on ``sys.path``,
+so a ``benchmarks/scoring.py`` would hide the ``scoring`` package from every benchmark script.)
+
+Datasets (each described by config, nothing dataset-specific in the code):
+
+- the synthetic org (``--leads``, default 100,000), pulled from the sandbox over HTTPS: holdout AUC
+  >= 0.98 x the generator's oracle AUC; training < 60 s; scoring >= 100,000 leads/s; reasons for
+  every lead < 30 s; the model beats every baseline on AUC and log loss;
+- the same org's customers (``benchmarks/datasets/sandbox_customers.toml``): lifetime value,
+  value tier and churn, model vs. oracle (the generator's true parameters) and baselines;
+- ``x_education_leads/Leads.csv`` (``benchmarks/datasets/x_education.toml``, leaky columns
+  excluded): AUC >= 0.90 and better than every baseline;
+- ``uci_online_shoppers_intention`` (``benchmarks/datasets/online_shoppers.toml``): AUC >= 0.93
+  and better than every baseline.
+
+Times are medians of ``--runs`` runs; quality figures come from the first run (training is
+deterministic for a seed).
+
+Usage: python benchmarks/scoring_engine.py [--leads N] [--runs 3] [--datasets DIR] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, r2_score, roc_auc_score
+
+from connector.sandbox import Sandbox
+from connector.sandbox.truth import customer_truth, export_customers
+from connector.store import Store
+from scoring.events import create_events_view, entity_sources, resolve_entity
+from scoring.explain import explain
+from scoring.features import FeatureColumns, build_features
+from scoring.labels import current_entity_ids
+from scoring.pipeline import TrainOutcome, score_entities, train_prediction
+from sync.config import Settings, load_settings
+from sync.demo import prepare_workdir, write_sandbox_files
+from sync.jobs import _as_of, _import_sources, run_pull
+from sync.progress import SilentReporter
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATASETS = HERE.parents[1] / "shared" / "datasets"
+ROWS: list[dict[str, Any]] = []
+
+
+def median_time(runs: int, action: Callable[[], Any]) -> tuple[float, Any]:
+    times, first = [], None
+    for i in range(runs):
+        started = time.perf_counter()
+        value = action()
+        times.append(time.perf_counter() - started)
+        if i == 0:
+            first = value
+    return statistics.median(times), first
+
+
+def row(dataset: str, what: str, measured: str, target: str, ok: bool | None) -> None:
+    status = "" if ok is None else ("OK" if ok else "MISSED")
+    ROWS.append(
+        {"dataset": dataset, "what": what, "measured": measured, "target": target, "status": status}
+    )
+
+
+def baseline_rows(dataset: str, meta: dict[str, Any]) -> None:
+    """Model vs each baseline on the task's metrics; a check that the model wins."""
+    m, task = meta["metrics"], meta["task"]
+    metrics = {
+        "binary": [("auc", True), ("log_loss", False)],
+        "multiclass": [("log_loss", False), ("accuracy", True)],
+        "regression": [("rmse", False), ("r2", True)],
+    }[task]
+    for metric, higher in metrics:
+        cells = [f"model {m[metric]:.4f}"]
+        wins = True
+        for name, b in meta["baselines"].items():
+            cells.append(f"{name} {b[metric]:.4f}")
+            if b[metric] is not None:
+                wins &= m[metric] > b[metric] if higher else m[metric] < b[metric]
+        row(dataset, f"{metric}: model vs baselines", "  ".join(cells), "model best", wins)
+    deployed = meta["deployed"]
+    row(dataset, "deployed", f"{deployed['model']} (weight {deployed['weight']:.1f})", "", None)
+
+
+def configured(path: Path, replacements: dict[str, str], workdir: Path) -> Settings:
+    text = path.read_text()
+    for key, value in replacements.items():
+        text = text.replace("{" + key + "}", value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.toml").write_text(text)
+    return load_settings(workdir / "config.toml", environ={})
+
+
+def train_all(settings: Settings, runs: int, dataset: str) -> dict[str, TrainOutcome]:
+    out = {}
+    with Store(settings.store.path) as store:
+        _import_sources(store, settings, SilentReporter(), only_missing=False)
+        for spec in settings.predictions:
+            seconds, outcome = median_time(
+                runs, lambda spec=spec: train_prediction(store.con, spec, as_of=None)
+            )
+            out[spec.name] = outcome
+            meta = outcome.metadata
+            name = f"{dataset}:{spec.name}" if len(settings.predictions) > 1 else dataset
+            row(
+                name,
+                "examples / split",
+                f"{meta['examples']['used']:,} / {meta['split']['method']}",
+                "",
+                None,
+            )
+            row(name, "train seconds (median)", f"{seconds:.1f}", "", None)
+            baseline_rows(name, meta)
+    return out
+
+
+def real_dataset(name: str, target_auc: float, datasets: Path, runs: int, root: Path) -> None:
+    settings = configured(
+        HERE / "datasets" / f"{name}.toml", {"datasets": str(datasets)}, root / name
+    )
+    outcome = next(iter(train_all(settings, runs, name).values()))
+    auc = outcome.metadata["metrics"]["auc"]
+    row(name, "holdout AUC", f"{auc:.4f}", f">= {target_auc}", auc >= target_auc)
+
+
+def synthetic_org(leads: int, seed: int, runs: int, root: Path) -> Path:
+    """The org's lead conversion; returns the sandbox database for the customer tasks."""
+    dataset = f"org {leads // 1000}k leads"
+    workdir = root / "org"
+    prepare_workdir(workdir, fresh=True)
+    started = time.perf_counter()
+    sandbox = Sandbox(workdir / "sandbox", leads=leads, seed=seed)
+    sandbox.start()
+    try:
+        settings = load_settings(
+            write_sandbox_files(workdir, sandbox.info, command="benchmark"), environ={}
+        )
+        run_pull(settings)
+        truth = sandbox.ground_truth()
+        as_of = sandbox.as_of
+    finally:
+        sandbox.stop()
+    row(dataset, "generate + pull seconds", f"{time.perf_counter() - started:.1f}", "", None)
+    spec = settings.predictions[0]
+    exclude = {v.lower() for v in spec.salesforce.fields.values()} if spec.salesforce else set()
+    with Store(settings.store.path) as store:
+        store_as_of = _as_of(store, settings)
+        seconds, outcome = median_time(
+            runs,
+            lambda: train_prediction(store.con, spec, as_of=store_as_of, exclude_fields=exclude),
+        )
+        meta = {**outcome.metadata, "version": "benchmark"}
+        holdout = outcome.holdout.merge(
+            truth[["lead_id", "p_true"]], left_on="entity_id", right_on="lead_id"
+        )
+        oracle = roc_auc_score(holdout["label"], holdout["p_true"])
+        auc = meta["metrics"]["auc"]
+        row(
+            dataset,
+            "examples / split",
+            f"{meta['examples']['used']:,} / {meta['split']['method']}",
+            "",
+            None,
+        )
+        row(
+            dataset,
+            "holdout AUC / oracle AUC",
+            f"{auc:.4f} / {oracle:.4f} = {auc / oracle:.3f}",
+            ">= 0.98",
+            auc / oracle >= 0.98,
+        )
+        row(dataset, "train seconds (median)", f"{seconds:.1f}", "< 60", seconds < 60)
+        baseline_rows(dataset, meta)
+        score_time = as_of.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+        scoring, scores = median_time(
+            runs,
+            lambda: score_entities(
+                store.con, spec, outcome.predictor, meta, score_time=score_time, reasons=False
+            ),
+        )
+        rate = len(scores) / scoring
+        row(
+            dataset,
+            "scoring (features + model), leads/s",
+            f"{rate:,.0f} ({len(scores):,} in {scoring:.2f} s)",
+            ">= 100,000",
+            rate >= 100_000,
+        )
+        entity = resolve_entity(store.con, spec)
+        create_events_view(store.con, entity, entity_sources(store.con, entity, spec))
+        ids = current_entity_ids(store.con, entity)
+        data = build_features(
+            store.con,
+            entity,
+            pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(score_time)}),
+            FeatureColumns(**meta["features"]),
+        )
+        reasons_s, reasons = median_time(runs, lambda: explain(outcome.predictor, data))
+        longest = max(len(r) for r in reasons)
+        row(
+            dataset,
+            f"reasons for {len(data):,} leads, seconds",
+            f"{reasons_s:.1f} (longest {longest} chars)",
+            "< 30, <= 255 chars",
+            reasons_s < 30 and longest <= 255,
+        )
+    return workdir / "sandbox" / "sandbox.sqlite"
+
+
+def customers(db: Path, runs: int, root: Path) -> None:
+    truth = customer_truth(db)
+    exports = export_customers(db, root / "customers" / "exports")
+    as_of = pd.read_parquet(exports["orders"])["ordered_at"].max()
+    settings = configured(
+        HERE / "datasets" / "sandbox_customers.toml",
+        {
+            "exports": str(exports["customers"].parent),
+            "as_of": (as_of + pd.Timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        root / "customers",
+    )
+    with Store(settings.store.path) as store:
+        _import_sources(store, settings, SilentReporter(), only_missing=False)
+        results = {}
+        for spec in settings.predictions:
+            through = settings.sources[0].as_of.replace(tzinfo=None)
+            seconds, outcome = median_time(
+                runs,
+                lambda spec=spec, through=through: train_prediction(store.con, spec, as_of=through),
+            )
+            results[spec.name] = (outcome, seconds)
+    for name, (outcome, seconds) in results.items():
+        meta, h = outcome.metadata, outcome.holdout
+        dataset = f"customers:{name}"
+        merged = h.merge(truth, left_on="entity_id", right_on="customer_id")
+        row(
+            dataset,
+            "examples / split / train s",
+            f"{meta['examples']['used']:,} / {meta['split']['method']} / {seconds:.1f}",
+            "",
+            None,
+        )
+        if meta["task"] == "binary":
+            oracle_auc = roc_auc_score(merged["label"], merged["p_churn"])
+            oracle_ll = log_loss(merged["label"], np.clip(merged["p_churn"], 1e-6, 1 - 1e-6))
+            row(
+                dataset,
+                "AUC / log loss: model vs oracle",
+                f"{meta['metrics']['auc']:.4f} / {meta['metrics']['log_loss']:.4f} vs "
+                f"{oracle_auc:.4f} / {oracle_ll:.4f}",
+                "",
+                None,
+            )
+        elif meta["task"] == "regression":
+            rmse = mean_squared_error(merged["label"], merged["ltv_expected"]) ** 0.5
+            r2 = r2_score(merged["label"], merged["ltv_expected"])
+            row(
+                dataset,
+                "RMSE / R2: model vs oracle",
+                f"{meta['metrics']['rmse']:.0f} / {meta['metrics']['r2']:.3f} vs "
+                f"{rmse:.0f} / {r2:.3f}",
+                "",
+                None,
+            )
+        else:
+            p = merged[["p_bronze", "p_silver", "p_gold"]].to_numpy()
+            codes = pd.Categorical(merged["label"], categories=["BRONZE", "SILVER", "GOLD"]).codes
+            p = np.clip(p, 1e-6, 1)
+            ll = log_loss(codes, p / p.sum(axis=1, keepdims=True), labels=[0, 1, 2])
+            acc = accuracy_score(codes, p.argmax(axis=1))
+            row(
+                dataset,
+                "log loss / accuracy: model vs oracle",
+                f"{meta['metrics']['log_loss']:.4f} / {meta['metrics']['accuracy']:.3f} vs "
+                f"{ll:.4f} / {acc:.3f}",
+                "",
+                None,
+            )
+        baseline_rows(dataset, meta)
+
+
+def print_table() -> None:
+    headers = ["dataset", "what", "measured", "target", "status"]
+    widths = {h: max(len(h), *(len(r[h]) for r in ROWS)) for h in headers}
+    print("  ".join(h.ljust(widths[h]) for h in headers))
+    print("  ".join("-" * widths[h] for h in headers))
+    for r in ROWS:
+        print("  ".join(r[h].ljust(widths[h]) for h in headers))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--datasets",
+        type=Path,
+        default=DEFAULT_DATASETS,
+        help="directory holding x_education_leads/ and "
+        "uci_online_shoppers_intention/ (default: ../shared/datasets)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["org", "customers", "x_education", "online_shoppers"],
+        help="run only these (repeatable); customers needs org",
+    )
+    args = parser.parse_args()
+    only = set(args.only or ["org", "customers", "x_education", "online_shoppers"])
+    if only & {"x_education", "online_shoppers"} and not args.datasets.is_dir():
+        sys.exit(
+            f"error: datasets directory {args.datasets} not found; pass --datasets DIR "
+            "(it holds x_education_leads/ and uci_online_shoppers_intention/)"
+        )
+    with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
+        root = Path(tmp)
+        if "org" in only:
+            db = synthetic_org(args.leads, args.seed, args.runs, root)
+            if "customers" in only:
+                customers(db, args.runs, root)
+        if "x_education" in only:
+            real_dataset("x_education", 0.90, args.datasets, args.runs, root)
+        if "online_shoppers" in only:
+            real_dataset("online_shoppers", 0.93, args.datasets, args.runs, root)
+    print_table()
+    if any(r["status"] == "MISSED" for r in ROWS):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
