@@ -29,6 +29,7 @@ import pandas as pd
 from catboost import CatBoost, CatBoostClassifier, CatBoostRegressor
 
 from scoring.baselines import LinearModel
+from scoring.features import FeatureColumns
 from scoring.model import Predictor
 
 MODEL_FILE = "model.cbm"
@@ -68,13 +69,13 @@ class ModelVersion:
             else None
         )
         deployed = meta.get("deployed", {})
-        features = meta["features"]
-        names = _feature_names(features)
+        # the model's column order is defined once, by FeatureColumns (traits included)
+        columns = FeatureColumns(**meta["features"])
         return Predictor(
             task=task,
             model=model,
-            features=names,
-            cat_features=list(features["categorical"]),
+            features=columns.names,
+            cat_features=columns.cat_features,
             classes=list(meta.get("classes", [])),
             weight=float(deployed.get("weight", 1.0)),
             linear=linear,
@@ -85,11 +86,6 @@ class ModelVersion:
         """The stored holdout predictions, if any."""
         path = self.path / HOLDOUT_FILE
         return pd.read_parquet(path) if path.exists() else None
-
-
-def _feature_names(features: dict[str, Any]) -> list[str]:
-    counts = [f"{e}_{w}d" for e in features["events"] for w in features["windows_days"]]
-    return [*features["categorical"], *features["numeric"], *counts, *features["derived"]]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
