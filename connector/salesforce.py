@@ -1327,36 +1327,23 @@ def _write(
         if before_send is not None:
             before_send([records[i] for i in indexes])
 
+    # First pass: one path for the whole set, in the chunks that path takes.
     if choose_write_path(len(records), settings.bulk_write_threshold) == "bulk":
-        pending: list[int] = []
-        for start in range(0, len(records), BULK_RECORDS_PER_JOB):
-            indexes = list(range(start, min(start + BULK_RECORDS_PER_JOB, len(records))))
-            announce(indexes)
-            outcomes = _bulk_ingest(
-                client, name, [records[i] for i in indexes], operation, external_id_field
-            )
-            final = []
-            for index, outcome in zip(indexes, outcomes, strict=True):
-                if outcome.transient:
-                    pending.append(index)
-                else:
-                    final.append((index, outcome))
-            yield final
+        chunk, send = BULK_RECORDS_PER_JOB, _bulk_ingest
     else:
-        pending = []
-        for start in range(0, len(records), COLLECTION_SIZE):
-            indexes = list(range(start, min(start + COLLECTION_SIZE, len(records))))
-            announce(indexes)
-            outcomes = _collections_request(
-                client, name, [records[i] for i in indexes], operation, external_id_field
-            )
-            final = []
-            for index, outcome in zip(indexes, outcomes, strict=True):
-                if outcome.transient:
-                    pending.append(index)
-                else:
-                    final.append((index, outcome))
-            yield final
+        chunk, send = COLLECTION_SIZE, _collections_request
+    pending: list[int] = []
+    for start in range(0, len(records), chunk):
+        indexes = list(range(start, min(start + chunk, len(records))))
+        announce(indexes)
+        outcomes = send(client, name, [records[i] for i in indexes], operation, external_id_field)
+        final = []
+        for index, outcome in zip(indexes, outcomes, strict=True):
+            if outcome.transient:
+                pending.append(index)
+            else:
+                final.append((index, outcome))
+        yield final
     last: dict[int, _Outcome] = {}
     for round_number, size in enumerate(RETRY_BATCH_SIZES, start=1):
         if not pending:
