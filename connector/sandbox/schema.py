@@ -295,6 +295,27 @@ def _id_field() -> FieldDef:
     )
 
 
+def _activity_fields() -> list[FieldDef]:
+    """Who, what and subject: the fields Tasks and Events share (both are activities)."""
+    return [
+        _f(
+            "WhoId",
+            "reference",
+            label="Name ID",
+            reference_to=("Contact", "Lead"),
+            relationship_name="Who",
+        ),
+        _f(
+            "WhatId",
+            "reference",
+            label="Related To ID",
+            reference_to=("Account", "Opportunity", "Campaign"),
+            relationship_name="What",
+        ),
+        _f("Subject", "combobox", length=255),
+    ]
+
+
 def _owner_field() -> FieldDef:
     # Real Lead/Task owners are polymorphic (User or Queue); the sandbox only has users.
     return _f(
@@ -590,21 +611,7 @@ def _build_objects() -> dict[str, ObjectDef]:
             ObjectDef("Task", "Task", "Tasks", "00T"),
             [
                 _id_field(),
-                _f(
-                    "WhoId",
-                    "reference",
-                    label="Name ID",
-                    reference_to=("Contact", "Lead"),
-                    relationship_name="Who",
-                ),
-                _f(
-                    "WhatId",
-                    "reference",
-                    label="Related To ID",
-                    reference_to=("Account", "Opportunity", "Campaign"),
-                    relationship_name="What",
-                ),
-                _f("Subject", "combobox", length=255),
+                *_activity_fields(),
                 _f("Type", "picklist", picklist=TASK_TYPES),
                 _f(
                     "Status",
@@ -642,21 +649,7 @@ def _build_objects() -> dict[str, ObjectDef]:
             ObjectDef("Event", "Event", "Events", "00U"),
             [
                 _id_field(),
-                _f(
-                    "WhoId",
-                    "reference",
-                    label="Name ID",
-                    reference_to=("Contact", "Lead"),
-                    relationship_name="Who",
-                ),
-                _f(
-                    "WhatId",
-                    "reference",
-                    label="Related To ID",
-                    reference_to=("Account", "Opportunity", "Campaign"),
-                    relationship_name="What",
-                ),
-                _f("Subject", "combobox", length=255),
+                *_activity_fields(),
                 _f("Type", "picklist", picklist=("Call", "Email", "Meeting", "Other")),
                 _f("ActivityDate", "date", label="Due Date Only", **readonly),
                 _f("ActivityDateTime", "datetime", label="Due Date Time"),
