@@ -73,6 +73,10 @@ _SKIP_FIELDS = frozenset(
 # A text column with more distinct values than this share of rows is an identifier (names,
 # companies).
 MAX_CATEGORY_SHARE = 0.5
+# ...and so is one with many values that are each rare (company names: a few leads per company).
+# Categories that generalise (titles, industries, countries) repeat far more often than this.
+MIN_ROWS_PER_CATEGORY = 5
+MANY_CATEGORIES = 100
 MISSING = "(missing)"
 
 
@@ -229,6 +233,11 @@ def select_attributes(
                 )
         elif total >= 20 and distinct / total > MAX_CATEGORY_SHARE:
             notes.append(f"{c}: left out (nearly one value per row: an identifier or free text)")
+        elif distinct > MANY_CATEGORIES and present / distinct < MIN_ROWS_PER_CATEGORY:
+            notes.append(
+                f"{c}: left out ({distinct:,} values, {present / distinct:.1f} rows each on "
+                "average: an identifier or free text)"
+            )
         else:
             keep_cat.append(c)
     for c in numeric:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -184,3 +185,19 @@ def test_tiers_and_scores():
     tiers = assign_tiers([0.95, 0.8, 0.55, 0.2, 0.01], {"B": 0.5, "A": 0.8, "C": 0.2}, "D")
     assert tiers.tolist() == ["A", "A", "B", "C", "D"]
     assert to_score([0.0, 0.126, 0.5, 1.0]).tolist() == [0, 13, 50, 100]
+
+
+def test_categories_of_rare_values_are_left_out_as_identifiers(org_store):
+    from scoring.features import select_attributes
+
+    con = org_store.con
+    # 900 leads at 300 companies (3 leads each): company names identify, they do not generalise
+    con.execute("ALTER TABLE sf_lead ADD COLUMN Company VARCHAR")
+    con.execute("UPDATE sf_lead SET Company = 'Company ' || (CAST(substr(Id, 4) AS BIGINT) % 300)")
+    con.execute("INSERT INTO source_field VALUES ('Lead', 'Company', 'string', 'VARCHAR')")
+    notes: list[str] = []
+    categorical, _ = select_attributes(con, LEAD, set(), notes=notes)
+    assert "Company" not in categorical
+    assert "Industry" in categorical  # 4 values, 225 leads each
+    # the distinct count is DuckDB's approximation (about 300)
+    assert any(re.match(r"Company: left out \(\d+ values, [23]\.\d rows each", n) for n in notes)
