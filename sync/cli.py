@@ -219,11 +219,38 @@ def _render_job(result: jobs.JobResult) -> None:
             tiers = "  ".join(f"{t}:{n:,}" for t, n in p["tiers"].items())
             rows.append((name, f"{p['scored']:,} scored with {p['version']}   {tiers}"))
     elif result.job == "push":
+        if "revived" in counts:
+            rows.append(("dead letters", f"{counts['revived']:,} ledger row(s) due again"))
         for name, p in counts["predictions"].items():
             line = f"{p['written']:,} written, {p['failed']:,} failed, {p['unchanged']:,} unchanged"
+            held = [
+                f"{p[k]:,} {label}"
+                for k, label in (
+                    ("hysteresis", "held by hysteresis"),
+                    ("invalid", "invalid"),
+                    ("deferred", "waiting to retry"),
+                    ("dead", "dead"),
+                    ("gone", "gone"),
+                )
+                if p.get(k)
+            ]
+            if held:
+                line += ", " + ", ".join(held)
             if p["errors"]:
                 line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
             rows.append((name, line))
+        for name, c in (counts.get("campaigns") or {}).items():
+            line = (
+                f"campaign {c['campaign_id']}: {c['members']:,} members, {c['added']:,} added, "
+                f"{c['removed']:,} removed, {c['failed']:,} failed"
+            )
+            rows.append((f"audience {name}", line))
+        for name, c in (counts.get("segment_audiences") or {}).items():
+            line = (
+                f"segment: {c['written']:,} entered/exited ({c['requests']:,} requests), "
+                f"{c['failed']:,} failed, {c['no_segment_user']:,} without a Segment user"
+            )
+            rows.append((f"audience {name}", line))
         for name, p in (counts.get("segment") or {}).items():
             line = (
                 f"{p['written']:,} profiles written ({p['requests']:,} requests), "
@@ -479,10 +506,141 @@ def score(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fals
     _job_command("score", config, as_json)
 
 
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Show what would be written and its API calls; write nothing."),
+]
+
+
+def _render_plan(data: dict[str, Any]) -> None:
+    """Per target: counts, audience changes, estimated calls, then a sample of changes."""
+    table = Table(box=None, padding=(0, 2, 0, 0))
+    columns = ("target", "create", "update", "unchanged", "hysteresis", "invalid", "waiting")
+    for col in (*columns, "estimated calls"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    samples: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
+    for t in data["targets"]:
+        kind = t["target"]
+        if kind in ("salesforce", "segment"):
+            c = t["counts"]
+            where = f"{kind} {t.get('object', 'traits')}"
+            label = f"{t['prediction']} → {where}"
+            if kind == "salesforce":
+                label += f" ({t['mode']}" + (f", {t['path']})" if t["path"] else ")")
+                calls = f"{t['estimated_calls']['total']:,}"
+            else:
+                calls = f"{t['estimated_requests']:,} requests"
+                if t["no_segment_user"]:
+                    notes.append(f"{label}: {t['no_segment_user']:,} without a Segment user")
+            waiting = c.get("deferred", 0) + c.get("dead", 0) + c.get("gone", 0)
+            table.add_row(
+                label,
+                *(_fmt(c.get(k, 0)) for k in columns[1:-1]),
+                _fmt(waiting),
+                calls,
+            )
+            samples += [(label, s) for s in t["sample"]]
+            for bad in t.get("invalid") or []:
+                notes.append(f"{label}: {bad['record_id']} {bad['field']}: {bad['error']}")
+        elif kind == "salesforce campaign":
+            table.add_row(
+                f"{t['audience']} → campaign {t['campaign_id']}",
+                f"+{t['enter']:,}",
+                f"-{t['exit']:,}",
+                f"{t['members'] - t['enter']:,}",
+                "",
+                "",
+                "",
+                f"{t['estimated_calls']:,}",
+            )
+        else:
+            table.add_row(
+                f"{t['audience']} → segment audience",
+                "",
+                f"{t['changes']:,} enter/exit",
+                "",
+                "",
+                "",
+                "",
+                f"{t['estimated_requests']:,} requests",
+            )
+    out.print(table)
+    if samples:
+        out.print()
+        for label, s in samples:
+            changes = ", ".join(
+                f"{name} {before!r} → {after!r}" for name, (before, after) in s["changes"].items()
+            )
+            out.print(f"  {label}  {s['record_id']}: {changes}", markup=False)
+    for note in notes:
+        out.print(f"  {note}", markup=False)
+    out.print(
+        _kv_table(
+            [
+                ("estimated api calls", _fmt(data["estimated_api_calls"])),
+                ("segment requests", _fmt(data["estimated_segment_requests"])),
+                ("calls this plan made", _fmt(data["api_calls"])),
+            ]
+        )
+    )
+
+
+def _plan_command(config: Path, as_json: bool) -> None:
+    def body() -> None:
+        data = jobs.run_plan(_settings(config), reporter=_reporter(as_json))
+        if as_json:
+            _print_json(data)
+        else:
+            _render_plan(data)
+
+    _guard(body)
+
+
 @app.command()
-def push(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
-    """Write changed scores back to Salesforce."""
+def push(
+    config: ConfigOption = Path("config.toml"),
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write changed scores and audiences back (--dry-run: show the plan, write nothing)."""
+    if dry_run:
+        _plan_command(config, as_json)
+        return
     _job_command("push", config, as_json)
+
+
+@app.command()
+def plan(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+    """Show what the next push would write, per target, and its price in API calls."""
+    _plan_command(config, as_json)
+
+
+@app.command()
+def retry(
+    config: ConfigOption = Path("config.toml"),
+    dead: Annotated[
+        bool, typer.Option("--dead", help="Send the dead letters again (after fixing the cause).")
+    ] = False,
+    gone: Annotated[
+        bool,
+        typer.Option("--gone", help="Also records that were deleted or merged (restored since)."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send dead-letter ledger rows again, then push."""
+
+    def body() -> None:
+        if not dead and not gone:
+            raise LeadscoreError(
+                "nothing to retry: pass --dead (and --gone for deleted records restored since)",
+                hint="`leadscore status` lists the dead letters and their reasons",
+            )
+        reporter = _reporter(as_json)
+        result = jobs.run_retry(_settings(config), dead=dead, gone=gone, reporter=reporter)
+        _show_result(result, as_json)
+
+    _guard(body)
 
 
 @app.command()
@@ -635,6 +793,16 @@ def status(
         rows: list[tuple[str, Any]] = []
         if data["dead_letters"] is not None:
             rows.append(("dead letters", _fmt(data["dead_letters"])))
+        for d in data.get("dead_letter_rows") or []:
+            rows.append(
+                (
+                    f"  {d['status']}",
+                    f"{d['target']} {d['object']}: {d['records']:,} record(s), "
+                    f"e.g. {d['example']}: {d['reason'][:100]}",
+                )
+            )
+        if any(d["status"] == "dead" for d in data.get("dead_letter_rows") or []):
+            rows.append(("", "fix the cause, then `leadscore retry --dead --config FILE`"))
         usage = data["api_usage"]
         rows.append(
             (
