@@ -170,9 +170,9 @@ def validate_expression(expression: str, columns: Iterable[str] | None = None) -
     lowered = {c.lower() for c in used}
     if columns is not None:
         known = {c.lower(): c for c in columns}
-        for name in sorted(lowered):
-            if name not in known:
-                close = difflib.get_close_matches(name, list(known), n=1)
+        for name in sorted(used, key=str.lower):
+            if name.lower() not in known:
+                close = difflib.get_close_matches(name.lower(), list(known), n=1)
                 raise AudienceError(
                     f"unknown column '{name}'"
                     + (f" (did you mean '{known[close[0]]}'?)" if close else "")
@@ -238,6 +238,10 @@ def evaluate_audiences(
             [entity.table],
         ).fetchall()
     ]
+    if not table_columns:
+        raise AudienceError(
+            f"the store has no table {entity.table} to evaluate audiences over (pull first)"
+        )
     taken = {c.lower() for c in (*SCORE_COLUMNS, CREATED_AT)}
     extra = [c for c in table_columns if c.lower() not in taken]
     created = f"e.{q(entity.created_column)}" if entity.created_column else "NULL::TIMESTAMP"
