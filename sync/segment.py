@@ -515,7 +515,9 @@ def audience_messages(
     ledger = store.ledger(TARGET, AUDIENCE_OBJECT)
     ledger = ledger[ledger["field"] == audience]
     confirmed = {
-        r: json.loads(v) for r, v in zip(ledger["record_id"], ledger["value"], strict=True) if v
+        r: json.loads(v)
+        for r, v in zip(ledger["record_id"], ledger["value"], strict=True)
+        if isinstance(v, str)
     }
     was_in = {r for r, v in confirmed.items() if v is True}
     changes = sorted((r, True) for r in now_in - was_in)

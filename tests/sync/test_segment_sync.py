@@ -297,7 +297,7 @@ def test_audience_membership_changes_become_entered_and_exited_events(org):
     assert (moved.records, moved.written) == (2, 2)
     events = box.sql(
         "SELECT user_id, event, properties FROM seg_event WHERE event LIKE 'Audience %' "
-        "ORDER BY seq"
+        "AND json_extract(properties, '$.audience') = 'hot_leads' ORDER BY seq"
     )
     assert [(u, e) for u, e, _ in events] == [
         (users[a], "Audience Entered"),
