@@ -14,6 +14,11 @@ On one generated org of 100,000 leads (about 8 s to generate, reused for every m
   ``write_log`` shows no (record, field, value) written twice.
 
 Usage: python benchmarks/writeback.py [--leads 100000] [--runs 3] [--seed 42] [--tmp DIR]
+       [--fault-path collections|bulk]
+
+The fault runs write on sObject Collections by default (200 records per request, so that 10 % of
+~500 requests per run fail); ``--fault-path bulk`` runs them on Bulk API 2.0 (a handful of
+requests per run).
 
 Everything lives in a temporary directory that is removed at the end.
 """
@@ -140,13 +145,18 @@ def measure_changes(sandbox: Sandbox, base: Path, runs: int, seed: int) -> dict[
     }
 
 
-def measure_faults(sandbox: Sandbox, base: Path, seed: int) -> dict[str, Any]:
+def measure_faults(sandbox: Sandbox, base: Path, seed: int, path: str) -> dict[str, Any]:
     """Four runs, the first two under transient and permanent faults."""
     settings = configure(
         base / "faults",
         sandbox.info,
         "\n[writeback]\nretry_backoff_seconds = 0\nmax_attempts = 5\n",
     )
+    if path == "collections":  # every write on sObject Collections: 200 records per request
+        threshold = {"bulk_write_threshold": 10_000_000}
+        settings = settings.model_copy(
+            update={"salesforce": settings.salesforce.model_copy(update=threshold)}
+        )
     leads = [r[0] for r in sandbox.sql("SELECT Id FROM Lead WHERE IsDeleted = 0 ORDER BY Id")]
     rng = np.random.default_rng(seed + 1)
     rejected = list(rng.choice(leads, size=int(len(leads) * 0.03), replace=False))
@@ -223,6 +233,7 @@ def measure_faults(sandbox: Sandbox, base: Path, seed: int) -> dict[str, Any]:
     )[0][0]
     statuses = ledger["status"].value_counts().to_dict()
     return {
+        "path": path,
         "leads": len(leads),
         "rejected": len(rejected),
         "runs": runs,
@@ -246,6 +257,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--tmp", type=Path, default=None, help="where the temporary files go")
+    parser.add_argument(
+        "--fault-path",
+        choices=("bulk", "collections"),
+        default="collections",
+        help="write path of the fault runs (collections: many requests for the 503s to hit)",
+    )
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="leadscore-writeback-", dir=args.tmp))
     try:
@@ -254,7 +271,7 @@ def main() -> None:
         generated = time.perf_counter() - started
         try:
             changes = measure_changes(sandbox, base, args.runs, args.seed)
-            faults = measure_faults(sandbox, base, args.seed)
+            faults = measure_faults(sandbox, base, args.seed, args.fault_path)
         finally:
             sandbox.stop()
     finally:
@@ -302,7 +319,7 @@ def main() -> None:
         ),
         row("nothing changed: push", "< 5 s", f"{again:.2f} s (median)", again < 5),
         row(
-            "faults: runs 1-4 written / failed",
+            f"faults ({faults['path']}): runs 1-4 written / failed",
             "",
             ", ".join(f"{r['written']:,}/{r['failed']:,}" for r in runs),
             None,
