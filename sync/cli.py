@@ -512,78 +512,76 @@ DryRunOption = Annotated[
 ]
 
 
-def _render_plan(data: dict[str, Any]) -> None:
-    """Per target: counts, audience changes, estimated calls, then a sample of changes."""
-    table = Table(box=None, padding=(0, 2, 0, 0))
-    columns = ("target", "create", "update", "unchanged", "hysteresis", "invalid", "waiting")
-    for col in (*columns, "estimated calls"):
-        table.add_column(col, justify="left" if col == "target" else "right")
-    samples: list[tuple[str, dict[str, Any]]] = []
-    notes: list[str] = []
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _plan_counts(c: dict[str, Any]) -> str:
+    parts = [
+        f"{c.get('create', 0):,} create",
+        f"{c.get('update', 0):,} update",
+        f"{c.get('unchanged', 0):,} unchanged",
+    ]
+    for key, label in (
+        ("hysteresis", "held by hysteresis"),
+        ("invalid", "invalid"),
+        ("deferred", "waiting to retry"),
+        ("dead", "dead"),
+        ("gone", "gone"),
+    ):
+        if c.get(key):
+            parts.append(f"{c[key]:,} {label}")
+    return ", ".join(parts)
+
+
+def _render_plan(data: dict[str, Any], sample: int = 3) -> None:
+    """Per target: what would be sent, audience entries and exits, the price; then the totals."""
+    rows: list[tuple[str, Any]] = []
     for t in data["targets"]:
         kind = t["target"]
-        if kind in ("salesforce", "segment"):
-            c = t["counts"]
-            where = f"{kind} {t.get('object', 'traits')}"
-            label = f"{t['prediction']} → {where}"
-            if kind == "salesforce":
-                label += f" ({t['mode']}" + (f", {t['path']})" if t["path"] else ")")
-                calls = f"{t['estimated_calls']['total']:,}"
-            else:
-                calls = f"{t['estimated_requests']:,} requests"
-                if t["no_segment_user"]:
-                    notes.append(f"{label}: {t['no_segment_user']:,} without a Segment user")
-            waiting = c.get("deferred", 0) + c.get("dead", 0) + c.get("gone", 0)
-            table.add_row(
-                label,
-                *(_fmt(c.get(k, 0)) for k in columns[1:-1]),
-                _fmt(waiting),
-                calls,
-            )
-            samples += [(label, s) for s in t["sample"]]
-            for bad in t.get("invalid") or []:
-                notes.append(f"{label}: {bad['record_id']} {bad['field']}: {bad['error']}")
+        if kind == "salesforce":
+            path = {"bulk": "Bulk API 2.0", "collections": "sObject Collections"}.get(t["path"])
+            how = f"{t['mode']} by {t['key']}" + (f", {path}" if path else "")
+            rows.append((f"{t['prediction']} → {t['object']}", how))
+            rows.append(("  records", _plan_counts(t["counts"])))
+            calls = t["estimated_calls"]
+            detail = ", ".join(f"{k} {v}" for k, v in calls.items() if k != "total" and v)
+            rows.append(("  api calls", f"{calls['total']:,} ({detail})"))
+        elif kind == "segment":
+            rows.append((f"{t['prediction']} → Segment traits", ""))
+            rows.append(("  records", _plan_counts(t["counts"])))
+            line = f"{t['estimated_requests']:,} ({t['messages']:,} identify calls)"
+            if t["no_segment_user"]:
+                line += f"; {t['no_segment_user']:,} records without a Segment user"
+            rows.append(("  requests", line))
         elif kind == "salesforce campaign":
-            table.add_row(
-                f"{t['audience']} → campaign {t['campaign_id']}",
-                f"+{t['enter']:,}",
-                f"-{t['exit']:,}",
-                f"{t['members'] - t['enter']:,}",
-                "",
-                "",
-                "",
-                f"{t['estimated_calls']:,}",
+            rows.append((f"{t['audience']} → Campaign {t['campaign_id']}", "mirror"))
+            rows.append(
+                ("  members", f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave")
             )
+            rows.append(("  api calls", f"{t['estimated_calls']:,}"))
         else:
-            table.add_row(
-                f"{t['audience']} → segment audience",
-                "",
-                f"{t['changes']:,} enter/exit",
-                "",
-                "",
-                "",
-                "",
-                f"{t['estimated_requests']:,} requests",
-            )
-    out.print(table)
-    if samples:
-        out.print()
-        for label, s in samples:
+            rows.append((f"{t['audience']} → Segment audience", ""))
+            line = f"{t['members']:,} now: {t['changes']:,} enter or leave"
+            if t["no_segment_user"]:
+                line += f" ({t['no_segment_user']:,} without a Segment user)"
+            rows.append(("  members", line))
+            rows.append(("  requests", f"{t['estimated_requests']:,}"))
+        for s in (t.get("sample") or [])[:sample]:
             changes = ", ".join(
-                f"{name} {before!r} → {after!r}" for name, (before, after) in s["changes"].items()
+                f"{name} {_short(before)} → {_short(after)}"
+                for name, (before, after) in s["changes"].items()
             )
-            out.print(f"  {label}  {s['record_id']}: {changes}", markup=False)
-    for note in notes:
-        out.print(f"  {note}", markup=False)
-    out.print(
-        _kv_table(
-            [
-                ("estimated api calls", _fmt(data["estimated_api_calls"])),
-                ("segment requests", _fmt(data["estimated_segment_requests"])),
-                ("calls this plan made", _fmt(data["api_calls"])),
-            ]
-        )
-    )
+            rows.append(("  " + s["record_id"], changes))
+        for bad in (t.get("invalid") or [])[:sample]:
+            rows.append(("  " + bad["record_id"], f"invalid: {bad['field']}: {bad['error']}"))
+    rows += [
+        ("estimated api calls", _fmt(data["estimated_api_calls"])),
+        ("segment requests", _fmt(data["estimated_segment_requests"])),
+        ("this plan used", f"{_fmt(data['api_calls'])} API call(s) (describes); wrote nothing"),
+    ]
+    out.print(_kv_table(rows))
 
 
 def _plan_command(config: Path, as_json: bool) -> None:

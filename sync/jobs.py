@@ -1044,6 +1044,11 @@ def _audience_members(
             continue
         try:
             entity = resolve_entity(store.con, spec)
+            if not store.table_exists(entity.table):
+                raise LeadscoreError(
+                    f"audiences of '{name}': the store has no {entity.table} table yet",
+                    hint="run `leadscore pull --config FILE` first",
+                )
             members = evaluate_audiences(store.con, score_frame(scores, spec.task), entity, mine)
         except (AudienceError, SpecError) as exc:
             raise ConfigError(str(exc), hint="fix the audience's where expression") from None

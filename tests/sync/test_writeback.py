@@ -38,7 +38,9 @@ def org(tmp_path: Path) -> Iterator[tuple[Sandbox, Path]]:
         tmp_path, sandbox.info, command="test", campaign_id=ensure_audience_campaign(sandbox)
     )
     # a small request size limit, so that Segment traits take several /v1/batch requests
-    text = config.read_text().replace("max_profiles_per_run = 100", "max_request_bytes = 4096")
+    text = config.read_text().replace(
+        "max_profiles_per_run = 100", "max_profiles_per_run = 0\nmax_request_bytes = 4096"
+    )
     config.write_text(text + "\n[writeback]\nretry_backoff_seconds = 0\nmax_attempts = 2\n")
     yield sandbox, config
     sandbox.stop()
@@ -268,3 +270,32 @@ def test_upsert_by_external_id_and_a_campaign_that_mirrors_its_audience(org):
     }
     assert now_in <= set(latest.loc[latest["tier"] == "A", "entity_id"])
     assert len(now_in) == second["members"]
+
+
+def test_setup_creates_the_fields_of_every_new_output_kind(org):
+    sandbox, config = org
+    text = config.read_text().replace(
+        'fields = { score = "Lead_Score__c", tier = "Lead_Tier__c", '
+        'reasons = "Lead_Score_Reasons__c" }',
+        'fields = { score = "Lead_Score__c", percentile = "Lead_Percentile__c", '
+        'probability = "Lead_Probability__c", score_change = "Lead_Score_Change__c", '
+        'trend = "Lead_Trend__c" }',
+    )
+    config.write_text(text)
+    result = CliRunner().invoke(app, ["setup", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    fields = {f["field"]: f for f in json.loads(result.output)["counts"]["fields"]}
+    assert {k: v["action"] for k, v in fields.items()} == {
+        "Lead_Score__c": "exists",
+        "Lead_Percentile__c": "created",
+        "Lead_Probability__c": "created",
+        "Lead_Score_Change__c": "created",
+        "Lead_Trend__c": "created",
+    }
+    assert fields["Lead_Percentile__c"]["detail"] == "Number(3,0)"
+    assert fields["Lead_Trend__c"]["detail"] == "Text(16)"
+    settings = load_settings(config, environ={})
+    run_pull(settings)
+    add_scores(settings, live_leads(sandbox))
+    pushed = run_push(settings).counts["predictions"]["lead_conversion"]
+    assert pushed["failed"] == 0 and pushed["written"] == len(live_leads(sandbox))
