@@ -563,7 +563,7 @@ def _render_plan(data: dict[str, Any], sample: int = 3) -> None:
             rows.append(("  api calls", f"{t['estimated_calls']:,}"))
         else:
             rows.append((f"{t['audience']} → Segment audience", ""))
-            line = f"{t['members']:,} now: {t['changes']:,} enter or leave"
+            line = f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave"
             if t["no_segment_user"]:
                 line += f" ({t['no_segment_user']:,} without a Segment user)"
             rows.append(("  members", line))

@@ -1255,7 +1255,6 @@ def run_plan(
                         trait=audience.segment.trait,
                         unmatched=audience.segment.unmatched,
                     )
-                    entering = sum(1 for _, v in built.owners if next(iter(v.values())) is True)
                     requests = estimate_batch_requests(built.messages, settings.segment)
                     segment_requests += requests
                     targets.append(
@@ -1263,10 +1262,10 @@ def run_plan(
                             "target": "segment audience",
                             "audience": audience.name,
                             "members": len(ids),
-                            "changes": built.counts.records,
+                            "enter": built.enter,
+                            "exit": built.exit,
                             "no_segment_user": built.counts.no_segment_user,
                             "messages": len(built.messages),
-                            "entering_messages": entering,
                             "estimated_requests": requests,
                         }
                     )

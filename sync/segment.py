@@ -334,12 +334,16 @@ class SegmentMessages:
         owners: ``owners[i]`` is ``(record id, {field: value})`` of ``messages[i]``.
         counts: counts so far (records, unchanged, no Segment user).
         diff: the diff behind it (trait pushes only).
+        enter: records entering the audience (audience pushes only).
+        exit: records leaving it.
     """
 
     messages: list[dict[str, Any]]
     owners: list[tuple[str, dict[str, Any]]]
     counts: SegmentPushCounts
     diff: Diff | None = None
+    enter: int = 0
+    exit: int = 0
 
 
 def segment_messages(
@@ -524,6 +528,8 @@ def audience_messages(
     changes += sorted((r, False) for r in was_in - now_in)
     counts.records = len(changes)
     counts.unchanged = len(now_in & was_in)
+    built.enter = sum(1 for _, entered in changes if entered)
+    built.exit = len(changes) - built.enter
     users = segment_user_ids(store, entity, [r for r, _ in changes])
     for record_id, entered in changes:
         user_id = users.get(record_id) or (record_id if unmatched == "record_id" else None)

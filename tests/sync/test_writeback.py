@@ -120,7 +120,8 @@ def test_a_plan_writes_nothing_and_prices_the_push_exactly(org, threshold):
     assert fields["counts"]["create"] == len(live_leads(sandbox))
     campaign = targets[("salesforce campaign", "hot_new_leads")]
     assert campaign["enter"] > 0 and campaign["exit"] == 0
-    assert targets[("segment audience", "likely_buyers")]["changes"] > 0
+    segment_audience = targets[("segment audience", "likely_buyers")]
+    assert segment_audience["enter"] > 0 and segment_audience["exit"] == 0
 
     calls_before = sandbox.api_calls()
     tracking_before = sum(1 for r in sandbox.segment_requests if r.category == "tracking")
