@@ -214,7 +214,8 @@ class SalesforceWrite:
         diff: the diff against the ledger.
         records: request records (``{key: ..., field: value, ...}``), one per record to send.
         record_ids: write key -> the entity's record id (the ledger's ``record_id``).
-        in_flight: ledger rows still ``sending`` (read back before anything is sent).
+        in_flight: records with ledger rows still ``sending`` (an update push reads them back
+            before anything is sent; an upsert sends them again).
     """
 
     object: str
@@ -245,7 +246,9 @@ class SalesforceWrite:
         )
         calls = {
             "describe": int(describe),
-            "read_back": math.ceil(self.in_flight / COLLECTION_SIZE),
+            "read_back": math.ceil(self.in_flight / COLLECTION_SIZE)
+            if self.mode == "update"
+            else 0,
             "limits": int(bool(checks)),
             "writes": writes,
         }
@@ -368,7 +371,11 @@ def prepare_salesforce(
         records = [{key: keys[r], **values} for r, values in wanted.items()]
     else:
         records = [{"Id": r, **values} for r, values in wanted.items()]
-    in_flight = int((ledger["status"] == "sending").sum()) if not ledger.empty else 0
+    in_flight = (
+        int(ledger.loc[ledger["status"] == "sending", "record_id"].nunique())
+        if not ledger.empty
+        else 0
+    )
     return SalesforceWrite(
         object=description.name,
         mode=output.mode,
