@@ -37,6 +37,7 @@ class Kind(enum.Enum):
     CONFIG = "config"  # the operator: credentials, permissions, URLs, field mappings
     REQUEST = "request"  # a developer: leadscore sent something malformed
     BUDGET = "budget"  # the operator: raise the cap or wait for the daily window
+    GONE = "gone"  # nobody can: the record was deleted or merged away; stop writing to it
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,12 @@ RECORD_ERRORS: dict[str, Kind] = {
     "REQUEST_RUNNING_TOO_LONG": Kind.TRANSIENT,
     "ALL_OR_NONE_OPERATION_ROLLED_BACK": Kind.TRANSIENT,
     "UNPROCESSED": Kind.TRANSIENT,  # leadscore's code for rows a bulk job left unprocessed
+    # The record is not there any more: deleted (in the recycle bin), merged into another record
+    # (the loser is deleted), or an id that does not exist. The write-back ledger records these as
+    # ``gone`` and never retries them on its own.
+    "ENTITY_IS_DELETED": Kind.GONE,
+    "INVALID_CROSS_REFERENCE_KEY": Kind.GONE,
+    "NOT_FOUND": Kind.GONE,
     # everything else (INVALID_FIELD, STRING_TOO_LONG, INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST,
     # NUMBER_OUTSIDE_VALID_RANGE, ENTITY_IS_DELETED, MALFORMED_ID, ...) is permanent
 }
@@ -176,6 +183,19 @@ def is_transient_record_error(code: str) -> bool:
         True for transient codes such as ``UNABLE_TO_LOCK_ROW``.
     """
     return RECORD_ERRORS.get(code) is Kind.TRANSIENT
+
+
+def is_gone_record_error(code: str) -> bool:
+    """Tell whether a per-record write error means the record no longer exists.
+
+    Args:
+        code: the Salesforce ``statusCode`` of a per-record error (or the code part of
+            ``"CODE: message"``).
+
+    Returns:
+        True for ``ENTITY_IS_DELETED``, a missing id and the like.
+    """
+    return RECORD_ERRORS.get(code) is Kind.GONE
 
 
 def response_error(response: requests.Response) -> tuple[str | None, str]:

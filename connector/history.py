@@ -204,6 +204,51 @@ def dead_letters(store: Store) -> int:
     return int(rows[0][0])
 
 
+def dead_letter_rows(store: Store, limit: int = 20) -> list[dict[str, Any]]:
+    """The dead and gone ledger rows, grouped by target, object and reason.
+
+    Args:
+        store: the store.
+        limit: most groups returned (largest first).
+
+    Returns:
+        Dicts ``target, object, status, reason, records, fields, example`` where ``reason`` is the
+        error code and message of the last attempt and ``example`` one record id.
+    """
+    rows = store.query_df(
+        """SELECT target, object, status, coalesce(last_error, 'UNKNOWN') AS reason,
+                  count(DISTINCT record_id) AS records, count(*) AS fields,
+                  min(record_id) AS example
+           FROM writeback_ledger WHERE status IN ('dead', 'gone')
+           GROUP BY ALL ORDER BY records DESC, target, object, reason LIMIT ?""",
+        [limit],
+    )
+    return _records(rows)
+
+
+def revive_dead_letters(store: Store, *, include_gone: bool = False) -> int:
+    """Make dead ledger rows due again (``leadscore retry --dead``), once their cause is fixed.
+
+    Their attempts start again from zero; the next push sends them (if their value still differs
+    from the last confirmed one).
+
+    Args:
+        store: the store.
+        include_gone: also rows of records that were deleted or merged (restored since).
+
+    Returns:
+        How many rows were revived.
+    """
+    statuses = ["dead", "gone"] if include_gone else ["dead"]
+    with store.transaction() as con:
+        rows = con.execute(
+            "UPDATE writeback_ledger SET status = 'failed', attempts = 0, next_attempt_at = NULL "
+            "WHERE list_contains(?, status) RETURNING record_id",
+            [statuses],
+        ).fetchall()
+    return len(rows)
+
+
 # -- alert state -----------------------------------------------------------------------------------
 
 

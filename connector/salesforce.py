@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import json
 import logging
 import math
 import os
@@ -1071,6 +1072,91 @@ def estimate_write_calls(
     return math.ceil(n_records / BULK_RECORDS_PER_JOB) * (4 + polls)
 
 
+def estimate_campaign_sync_calls(
+    current_members: int,
+    adds: int,
+    removes: int,
+    *,
+    bulk_write_threshold: int = 2_000,
+    page_size: int = 2_000,
+) -> int:
+    """The API calls :func:`sync_campaign_members` makes for a membership change.
+
+    One query of the campaign's current members (pages of ``page_size``), then the creates and
+    the deletes on the path :func:`choose_write_path` picks for each (describe excluded).
+
+    Args:
+        current_members: members the campaign has now.
+        adds: members to add.
+        removes: members to remove.
+        bulk_write_threshold: ``salesforce.bulk_write_threshold``.
+        page_size: records per query page (2,000 unless the org says otherwise).
+
+    Returns:
+        The number of API calls.
+    """
+    reads = max(1, math.ceil(current_members / page_size))
+    return (
+        reads
+        + estimate_write_calls(adds, bulk_write_threshold=bulk_write_threshold)
+        + estimate_write_calls(removes, bulk_write_threshold=bulk_write_threshold)
+    )
+
+
+_NUMBER_TYPES = frozenset({"double", "int", "percent", "currency"})
+_TEXT_TYPES = frozenset({"string", "textarea", "picklist", "email", "phone", "url"})
+
+
+def check_field_value(found: FieldDescription, value: Any) -> str | None:
+    """What Salesforce would say about writing ``value`` to a field, judged from describe.
+
+    Checks what a write would be rejected for, with Salesforce's own error codes: a field the
+    user may not edit, a value outside a restricted picklist, a text over the field's length, a
+    number with more integer digits than ``precision - scale`` (after rounding to ``scale``, as
+    Salesforce does), a value of the wrong type.
+
+    Args:
+        found: the field's describe.
+        value: the value to write (None clears the field).
+
+    Returns:
+        ``"CODE: message"``, or None when the value is acceptable.
+    """
+    if not found.updateable:
+        return (
+            f"INVALID_FIELD_FOR_INSERT_UPDATE: {found.name} is not editable by the integration user"
+        )
+    if value is None:
+        return None
+    if found.type in _NUMBER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"INVALID_TYPE: {found.name} takes a number, not {value!r}"
+        if found.precision:
+            scale = found.scale or 0
+            digits = len(str(int(abs(round(float(value), scale)))))
+            if digits > found.precision - scale:
+                return (
+                    f"NUMBER_OUTSIDE_VALID_RANGE: {value} has more than "
+                    f"{found.precision - scale} integer digits for {found.name}"
+                )
+        return None
+    if found.type == "boolean":
+        return None if isinstance(value, bool) else f"INVALID_TYPE: {found.name} takes true/false"
+    if found.type in _TEXT_TYPES:
+        text = value if isinstance(value, str) else json.dumps(value)
+        restricted = found.type == "picklist" and found.restricted_picklist
+        if restricted and text not in found.picklist_values:
+            return (
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: "
+                f"{found.name}: '{text[:40]}' is not one of its values"
+            )
+        if found.length and len(text) > found.length:
+            return (
+                f"STRING_TOO_LONG: {found.name}: {len(text)} characters, max length {found.length}"
+            )
+    return None
+
+
 def _encode(value: Any) -> Any:
     """JSON-encode a value the way the REST API expects it."""
     if isinstance(value, datetime):
@@ -1452,6 +1538,18 @@ def _id18(record_id: str) -> str:
     return record_id + suffix
 
 
+def id18(record_id: str) -> str:
+    """The 18-character form of a Salesforce id (what the API returns), for matching ids.
+
+    Args:
+        record_id: a 15- or 18-character id.
+
+    Returns:
+        The 18-character id (other strings unchanged).
+    """
+    return _id18(record_id)
+
+
 _ID = re.compile(r"^[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?$")
 
 
@@ -1694,7 +1792,14 @@ OUTPUT_FIELD_TYPES: dict[str, FieldSpec] = {
     "tier": FieldSpec("Picklist", ("picklist", "string"), picklist=True),
     "probability": FieldSpec("Number", ("double", "percent"), {"precision": 5, "scale": 4}),
     "reasons": FieldSpec("Text", ("string", "textarea"), {"length": 255}),
-    "trend": FieldSpec("Number", ("double", "int"), {"precision": 4, "scale": 0}),
+    "percentile": FieldSpec("Number", ("double", "int", "percent"), {"precision": 3, "scale": 0}),
+    "predicted_class": FieldSpec("Text", ("string", "picklist"), {"length": 64}),
+    "class_probabilities": FieldSpec("Text", ("string", "textarea"), {"length": 255}),
+    "predicted_value": FieldSpec(
+        "Number", ("double", "currency", "int"), {"precision": 18, "scale": 2}
+    ),
+    "score_change": FieldSpec("Number", ("double", "int"), {"precision": 4, "scale": 0}),
+    "trend": FieldSpec("Text", ("string", "picklist"), {"length": 16}),
     "model_version": FieldSpec("Text", ("string",), {"length": 64}),
     "scored_at": FieldSpec("DateTime", ("datetime",)),
 }

@@ -692,6 +692,24 @@ def pack_batches(sizes: Sequence[int], max_request_bytes: int, max_messages: int
     return batches
 
 
+def estimate_batch_requests(messages: Sequence[dict[str, Any]], settings: SegmentSettings) -> int:
+    """The ``/v1/batch`` requests :meth:`TrackingClient.send` makes for these messages.
+
+    The same packing as the send (oversize messages are never sent), so a plan prices a push
+    exactly when no batch fails.
+
+    Args:
+        messages: identify / track messages.
+        settings: the ``[segment]`` section (its size and count limits).
+
+    Returns:
+        The number of requests.
+    """
+    sizes = [len(encode_message(m)) for m in messages]
+    sendable = [size for size in sizes if size <= settings.max_message_bytes]
+    return len(pack_batches(sendable, settings.max_request_bytes, settings.max_batch_messages))
+
+
 @dataclass(frozen=True)
 class MessageOutcome:
     """What Segment said about one message.

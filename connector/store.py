@@ -256,6 +256,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             profile_id VARCHAR NOT NULL,
             rule VARCHAR NOT NULL)""",
     ),
+    # Write-back (issue 6): a failed ledger row waits until next_attempt_at before it is sent
+    # again (backoff); multiclass scores keep every class's probability (JSON object).
+    (
+        "ALTER TABLE writeback_ledger ADD COLUMN next_attempt_at TIMESTAMP",
+        "ALTER TABLE score_history ADD COLUMN class_probabilities JSON",
+    ),
 )
 
 
@@ -881,7 +887,7 @@ class Store:
         Args:
             prediction: prediction name.
             scores: columns ``entity_id, model_version, probability, score, tier, reasons,
-                scored_at``.
+                scored_at`` and optionally ``class_probabilities`` (JSON text, multiclass).
 
         Returns:
             The scoring run id.
@@ -891,13 +897,18 @@ class Store:
             assert row is not None
             score_run_id = int(row[0])
             frame = scores.assign(score_run_id=score_run_id, prediction=prediction)
+            if "class_probabilities" not in frame.columns:
+                frame = frame.assign(class_probabilities=None)
+            frame["class_probabilities"] = frame["class_probabilities"].astype(object)
             con.register("_scores", frame)
             try:
                 con.execute(
                     "INSERT INTO score_history (score_run_id, prediction, entity_id, "
-                    "model_version, probability, score, tier, reasons, scored_at) "
+                    "model_version, probability, score, tier, reasons, scored_at, "
+                    "class_probabilities) "
                     "SELECT score_run_id, prediction, entity_id, "
-                    "model_version, probability, score, tier, reasons, scored_at FROM _scores"
+                    "model_version, probability, score, tier, reasons, scored_at, "
+                    "CAST(class_probabilities AS JSON) FROM _scores"
                 )
             finally:
                 con.unregister("_scores")
@@ -910,10 +921,12 @@ class Store:
             prediction: prediction name.
 
         Returns:
-            One row per entity (empty when never scored).
+            One row per entity (empty when never scored), with ``class_probabilities`` as JSON
+            text (NULL but for multiclass).
         """
         return self.query_df(
-            """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at
+            """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
+                      CAST(class_probabilities AS VARCHAR) AS class_probabilities
                FROM score_history WHERE prediction = ? AND score_run_id =
                  (SELECT max(score_run_id) FROM score_history WHERE prediction = ?)""",
             [prediction, prediction],
@@ -930,11 +943,12 @@ class Store:
             sobject: object name.
 
         Returns:
-            Columns ``record_id, field, value, status, attempts, last_error`` (values JSON-encoded).
+            Columns ``record_id, field, value, status, attempts, last_error, attempted_value,
+            next_attempt_at`` (values JSON-encoded; ``value`` is the last confirmed one).
         """
         return self.query_df(
-            "SELECT record_id, field, value, status, attempts, last_error FROM writeback_ledger "
-            "WHERE target = ? AND object = ?",
+            "SELECT record_id, field, value, status, attempts, last_error, attempted_value, "
+            "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ?",
             [target, sobject],
         )
 
@@ -973,17 +987,34 @@ class Store:
             finally:
                 con.unregister("_attempts")
 
-    def record_outcomes(self, target: str, sobject: str, outcomes: list[dict[str, Any]]) -> None:
+    def record_outcomes(
+        self,
+        target: str,
+        sobject: str,
+        outcomes: list[dict[str, Any]],
+        *,
+        max_attempts: int | None = None,
+        backoff_seconds: float = 0.0,
+        max_backoff_seconds: float = 86_400.0,
+    ) -> None:
         """Record the confirmed outcome of one write batch, field by field, in one transaction.
 
-        A success stores the value as confirmed; a failure keeps the last confirmed value and
-        records the attempted value, the error and one more attempt.
+        A success stores the value as confirmed (``written``). A failure keeps the last confirmed
+        value and records the attempted value, the error and one more attempt; the row is sent
+        again from ``next_attempt_at`` on (``backoff_seconds`` doubled per attempt, at most
+        ``max_backoff_seconds``). A failure of a record that no longer exists (``gone`` in the
+        outcome: deleted, merged) is ``gone`` and never retried automatically; a row that failed
+        ``max_attempts`` times is ``dead`` (a dead letter: ``leadscore retry --dead`` sends it
+        again).
 
         Args:
             target: target system.
             sobject: object name.
             outcomes: dicts with ``record_id, field, value, success, error`` (error: "CODE:
-                message").
+                message") and optionally ``gone``.
+            max_attempts: attempts after which a failing row is dead (None: never).
+            backoff_seconds: wait before the first retry.
+            max_backoff_seconds: longest wait between retries.
         """
         if not outcomes:
             return
@@ -994,33 +1025,59 @@ class Store:
                 "field": [o["field"] for o in outcomes],
                 "value": [json.dumps(o["value"]) for o in outcomes],
                 "success": [bool(o["success"]) for o in outcomes],
+                "gone": [bool(o.get("gone")) for o in outcomes],
                 "error": [o.get("error") for o in outcomes],
             }
         )
+        # The status of a row after this outcome, given its attempts so far (``{a}``).
+        status = """CASE WHEN {s}.success THEN 'written' WHEN {s}.gone THEN 'gone'
+                         WHEN $max IS NOT NULL AND {a} + 1 >= $max THEN 'dead'
+                         ELSE 'failed' END"""
+        retry_at = """CASE WHEN {s}.success OR {s}.gone THEN NULL
+                           ELSE $now + to_seconds(least($cap, $backoff * pow(2, {a}))) END"""
         with self.transaction() as con:
             con.register("_outcomes", frame)
             try:
                 con.execute(
-                    """INSERT INTO writeback_ledger
-                         SELECT ?, ?, record_id, field,
+                    f"""INSERT INTO writeback_ledger (target, object, record_id, field, value,
+                           attempted_value, status, attempts, last_error, last_attempt_at,
+                           confirmed_at, next_attempt_at)
+                         SELECT $target, $object, record_id, field,
                                 CASE WHEN success THEN value END, value,
-                                CASE WHEN success THEN 'written' ELSE 'failed' END,
+                                {status.format(s="o", a="0")},
                                 CASE WHEN success THEN 0 ELSE 1 END,
-                                error, ?, CASE WHEN success THEN ? END
-                         FROM _outcomes
+                                error, $now, CASE WHEN success THEN $now END,
+                                {retry_at.format(s="o", a="0")}
+                         FROM _outcomes o
                        ON CONFLICT (target, object, record_id, field) DO UPDATE SET
                          value = CASE WHEN excluded.status = 'written' THEN excluded.value
                                       ELSE writeback_ledger.value END,
                          attempted_value = excluded.attempted_value,
-                         status = excluded.status,
+                         status = CASE WHEN excluded.status IN ('written', 'gone')
+                                       THEN excluded.status
+                                       WHEN $max IS NOT NULL
+                                            AND writeback_ledger.attempts + 1 >= $max
+                                       THEN 'dead' ELSE 'failed' END,
                          attempts = CASE WHEN excluded.status = 'written' THEN 0
                                          ELSE writeback_ledger.attempts + 1 END,
                          last_error = excluded.last_error,
                          last_attempt_at = excluded.last_attempt_at,
                          confirmed_at = CASE WHEN excluded.status = 'written'
                                              THEN excluded.confirmed_at
-                                             ELSE writeback_ledger.confirmed_at END""",
-                    [target, sobject, now, now],
+                                             ELSE writeback_ledger.confirmed_at END,
+                         next_attempt_at = CASE WHEN excluded.status IN ('written', 'gone')
+                                           THEN NULL
+                                           ELSE $now + to_seconds(least($cap,
+                                                $backoff * pow(2, writeback_ledger.attempts)))
+                                           END""",
+                    {
+                        "target": target,
+                        "object": sobject,
+                        "now": now,
+                        "max": max_attempts,
+                        "backoff": float(backoff_seconds),
+                        "cap": float(max_backoff_seconds),
+                    },
                 )
             finally:
                 con.unregister("_outcomes")

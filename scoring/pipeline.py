@@ -55,7 +55,7 @@ from scoring.model import (
     split_examples,
 )
 from scoring.spec import PredictionSpec
-from scoring.tiers import assign_tiers, to_score
+from scoring.tiers import assign_tiers_by, to_score
 from scoring.traits import TraitSpec, check_traits
 
 # Events that are bookkeeping rather than engagement.
@@ -649,9 +649,11 @@ def score_entities(
         reasons: explain each score (top positive and negative factors).
 
     Returns:
-        ``entity_id, model_version, probability, score, tier, reasons, scored_at``, one row per
-        entity. Multiclass: ``tier`` is the predicted class and ``probability`` its probability;
-        regression: ``probability`` holds the predicted value and ``score`` its percentile (0-100).
+        ``entity_id, model_version, probability, score, tier, reasons, scored_at,
+        class_probabilities``, one row per entity. Multiclass: ``tier`` is the predicted class,
+        ``probability`` its probability and ``class_probabilities`` every class's probability (a
+        JSON object; None for other tasks); regression: ``probability`` holds the predicted value
+        and ``score`` its percentile (0-100).
     """
     try:
         entity = resolve_entity(con, spec)
@@ -666,12 +668,17 @@ def score_entities(
     if spec.task == "binary":
         probability = np.round(out, 6)
         score = to_score(out)
-        tier = assign_tiers(out, spec.tiers, spec.lowest_tier)
+        tier = assign_tiers_by(out, spec.tiers, spec.lowest_tier, by=spec.tier_by)
     elif spec.task == "multiclass":
         best = out.argmax(axis=1) if len(out) else np.zeros(0, dtype=int)
         probability = np.round(out[np.arange(len(best)), best], 6) if len(best) else np.zeros(0)
         score = to_score(probability)
         tier = np.array([predictor.classes[i] for i in best], dtype=object)
+        names = [str(c) for c in predictor.classes]
+        class_probabilities = [
+            json.dumps(dict(zip(names, (round(float(p), 4) for p in row), strict=True)))
+            for row in out
+        ]
     else:
         probability = np.round(out, 6)
         score = (
@@ -690,5 +697,8 @@ def score_entities(
             "tier": tier,
             "reasons": text,
             "scored_at": pd.Timestamp(score_time),
+            "class_probabilities": class_probabilities
+            if spec.task == "multiclass"
+            else [None] * len(data),
         }
     )

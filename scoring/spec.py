@@ -330,7 +330,10 @@ class PredictionSpec(_Spec):
         post_outcome_fields: fields known to be filled after the outcome: a warning when used.
         features: feature settings.
         rule: the hand-written baseline rule (a rep's heuristic), scored beside the model.
-        tiers: tier name -> minimum probability; the highest tier whose cut-off is reached wins.
+        tiers: tier name -> minimum probability (or percentile, see ``tier_by``); the highest
+            tier whose cut-off is reached wins.
+        tier_by: ``probability`` (cut-offs are probabilities) or ``percentile`` (cut-offs are
+            shares of the scored population: ``A = 0.9`` is the top 10 %).
         lowest_tier: tier for probabilities below every cut-off.
         training: training settings.
     """
@@ -350,6 +353,7 @@ class PredictionSpec(_Spec):
     rule: list[RuleCondition] = Field(default_factory=list)
     tiers: dict[str, float] = Field(default_factory=lambda: {"A": 0.8, "B": 0.5, "C": 0.2})
     lowest_tier: str = "D"
+    tier_by: Literal["probability", "percentile"] = "probability"
     training: TrainingSpec = Field(default_factory=TrainingSpec)
 
     @field_validator("train_only_when", mode="before")

@@ -219,11 +219,38 @@ def _render_job(result: jobs.JobResult) -> None:
             tiers = "  ".join(f"{t}:{n:,}" for t, n in p["tiers"].items())
             rows.append((name, f"{p['scored']:,} scored with {p['version']}   {tiers}"))
     elif result.job == "push":
+        if "revived" in counts:
+            rows.append(("dead letters", f"{counts['revived']:,} ledger row(s) due again"))
         for name, p in counts["predictions"].items():
             line = f"{p['written']:,} written, {p['failed']:,} failed, {p['unchanged']:,} unchanged"
+            held = [
+                f"{p[k]:,} {label}"
+                for k, label in (
+                    ("hysteresis", "held by hysteresis"),
+                    ("invalid", "invalid"),
+                    ("deferred", "waiting to retry"),
+                    ("dead", "dead"),
+                    ("gone", "gone"),
+                )
+                if p.get(k)
+            ]
+            if held:
+                line += ", " + ", ".join(held)
             if p["errors"]:
                 line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
             rows.append((name, line))
+        for name, c in (counts.get("campaigns") or {}).items():
+            line = (
+                f"campaign {c['campaign_id']}: {c['members']:,} members, {c['added']:,} added, "
+                f"{c['removed']:,} removed, {c['failed']:,} failed"
+            )
+            rows.append((f"audience {name}", line))
+        for name, c in (counts.get("segment_audiences") or {}).items():
+            line = (
+                f"segment: {c['written']:,} entered/exited ({c['requests']:,} requests), "
+                f"{c['failed']:,} failed, {c['no_segment_user']:,} without a Segment user"
+            )
+            rows.append((f"audience {name}", line))
         for name, p in (counts.get("segment") or {}).items():
             line = (
                 f"{p['written']:,} profiles written ({p['requests']:,} requests), "
@@ -479,10 +506,139 @@ def score(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fals
     _job_command("score", config, as_json)
 
 
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Show what would be written and its API calls; write nothing."),
+]
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _plan_counts(c: dict[str, Any]) -> str:
+    parts = [
+        f"{c.get('create', 0):,} create",
+        f"{c.get('update', 0):,} update",
+        f"{c.get('unchanged', 0):,} unchanged",
+    ]
+    for key, label in (
+        ("hysteresis", "held by hysteresis"),
+        ("invalid", "invalid"),
+        ("deferred", "waiting to retry"),
+        ("dead", "dead"),
+        ("gone", "gone"),
+    ):
+        if c.get(key):
+            parts.append(f"{c[key]:,} {label}")
+    return ", ".join(parts)
+
+
+def _render_plan(data: dict[str, Any], sample: int = 3) -> None:
+    """Per target: what would be sent, audience entries and exits, the price; then the totals."""
+    rows: list[tuple[str, Any]] = []
+    for t in data["targets"]:
+        kind = t["target"]
+        if kind == "salesforce":
+            path = {"bulk": "Bulk API 2.0", "collections": "sObject Collections"}.get(t["path"])
+            how = f"{t['mode']} by {t['key']}" + (f", {path}" if path else "")
+            rows.append((f"{t['prediction']} → {t['object']}", how))
+            rows.append(("  records", _plan_counts(t["counts"])))
+            calls = t["estimated_calls"]
+            detail = ", ".join(f"{k} {v}" for k, v in calls.items() if k != "total" and v)
+            rows.append(("  api calls", f"{calls['total']:,} ({detail})"))
+        elif kind == "segment":
+            rows.append((f"{t['prediction']} → Segment traits", ""))
+            rows.append(("  records", _plan_counts(t["counts"])))
+            line = f"{t['estimated_requests']:,} ({t['messages']:,} identify calls)"
+            if t["no_segment_user"]:
+                line += f"; {t['no_segment_user']:,} records without a Segment user"
+            rows.append(("  requests", line))
+        elif kind == "salesforce campaign":
+            rows.append((f"{t['audience']} → Campaign {t['campaign_id']}", "mirror"))
+            rows.append(
+                ("  members", f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave")
+            )
+            rows.append(("  api calls", f"{t['estimated_calls']:,}"))
+        else:
+            rows.append((f"{t['audience']} → Segment audience", ""))
+            line = f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave"
+            if t["no_segment_user"]:
+                line += f" ({t['no_segment_user']:,} without a Segment user)"
+            rows.append(("  members", line))
+            rows.append(("  requests", f"{t['estimated_requests']:,}"))
+        for s in (t.get("sample") or [])[:sample]:
+            changes = ", ".join(
+                f"{name} {_short(before)} → {_short(after)}"
+                for name, (before, after) in s["changes"].items()
+            )
+            rows.append(("  " + s["record_id"], changes))
+        for bad in (t.get("invalid") or [])[:sample]:
+            rows.append(("  " + bad["record_id"], f"invalid: {bad['field']}: {bad['error']}"))
+    rows += [
+        ("estimated api calls", _fmt(data["estimated_api_calls"])),
+        ("segment requests", _fmt(data["estimated_segment_requests"])),
+        ("this plan used", f"{_fmt(data['api_calls'])} API call(s) (describes); wrote nothing"),
+    ]
+    out.print(_kv_table(rows))
+
+
+def _plan_command(config: Path, as_json: bool) -> None:
+    def body() -> None:
+        data = jobs.run_plan(_settings(config), reporter=_reporter(as_json))
+        if as_json:
+            _print_json(data)
+        else:
+            _render_plan(data)
+
+    _guard(body)
+
+
 @app.command()
-def push(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
-    """Write changed scores back to Salesforce."""
+def push(
+    config: ConfigOption = Path("config.toml"),
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write changed scores and audiences back (--dry-run: show the plan, write nothing)."""
+    if dry_run:
+        _plan_command(config, as_json)
+        return
     _job_command("push", config, as_json)
+
+
+@app.command()
+def plan(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+    """Show what the next push would write, per target, and its price in API calls."""
+    _plan_command(config, as_json)
+
+
+@app.command()
+def retry(
+    config: ConfigOption = Path("config.toml"),
+    dead: Annotated[
+        bool, typer.Option("--dead", help="Send the dead letters again (after fixing the cause).")
+    ] = False,
+    gone: Annotated[
+        bool,
+        typer.Option("--gone", help="Also records that were deleted or merged (restored since)."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send dead-letter ledger rows again, then push."""
+
+    def body() -> None:
+        if not dead and not gone:
+            raise LeadscoreError(
+                "nothing to retry: pass --dead (and --gone for deleted records restored since)",
+                hint="`leadscore status` lists the dead letters and their reasons",
+            )
+        reporter = _reporter(as_json)
+        result = jobs.run_retry(_settings(config), dead=dead, gone=gone, reporter=reporter)
+        _show_result(result, as_json)
+
+    _guard(body)
 
 
 @app.command()
@@ -635,6 +791,16 @@ def status(
         rows: list[tuple[str, Any]] = []
         if data["dead_letters"] is not None:
             rows.append(("dead letters", _fmt(data["dead_letters"])))
+        for d in data.get("dead_letter_rows") or []:
+            rows.append(
+                (
+                    f"  {d['status']}",
+                    f"{d['target']} {d['object']}: {d['records']:,} record(s), "
+                    f"e.g. {d['example']}: {d['reason'][:100]}",
+                )
+            )
+        if any(d["status"] == "dead" for d in data.get("dead_letter_rows") or []):
+            rows.append(("", "fix the cause, then `leadscore retry --dead --config FILE`"))
         usage = data["api_usage"]
         rows.append(
             (

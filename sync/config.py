@@ -39,13 +39,54 @@ from pydantic import (
 from connector.errors import ConfigError
 from connector.salesforce import SalesforceSettings
 from connector.segment import SegmentSettings
+from scoring.audiences import AudienceError, audience_columns, validate_expression
 from scoring.spec import PredictionSpec
 from scoring.traits import TraitSpec
 
 ENV_PREFIX = "LEADSCORE_"
 SECRETS_FILE = "secrets.toml"
 
-OutputKind = Literal["score", "tier", "probability", "model_version", "scored_at", "reasons"]
+# What a prediction can write (sync/diff.py computes each): calibrated probability, 0-100 score,
+# tier, percentile in the scored population, predicted class and every class's probability
+# (multiclass), predicted value (regression), reasons text, score change since the last written
+# score and its trend (rising / steady / falling), model version and scoring time.
+OutputKind = Literal[
+    "probability",
+    "score",
+    "tier",
+    "percentile",
+    "predicted_class",
+    "class_probabilities",
+    "predicted_value",
+    "reasons",
+    "score_change",
+    "trend",
+    "model_version",
+    "scored_at",
+]
+# Outputs that a task does not have.
+TASK_OUTPUTS: dict[str, frozenset[str]] = {
+    "binary": frozenset({"predicted_class", "class_probabilities", "predicted_value"}),
+    "multiclass": frozenset({"predicted_value"}),
+    "regression": frozenset({"probability", "predicted_class", "class_probabilities"}),
+}
+
+
+class _TargetOptions(BaseModel):
+    """Diff options shared by every output target.
+
+    Attributes:
+        epsilon: hysteresis: a record whose probability moved by less than this since the last
+            confirmed write and whose tier did not change is not sent again (0 sends every
+            change). Regression predictions compare percentiles (0-1) instead.
+        sync_nulls: outputs whose null value is written as a null (clearing the field or
+            trait); any other output with no value is left as it is.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: float = Field(0.02, ge=0, le=1)
+    sync_nulls: list[OutputKind] = Field(default_factory=list)
 
 
 class StoreSettings(BaseModel):
@@ -90,18 +131,31 @@ class SourceSettings(BaseModel):
     as_of: datetime | None = None
 
 
-class SalesforceOutput(BaseModel):
+class SalesforceOutput(_TargetOptions):
     """Where a prediction's results are written in Salesforce (``[predictions.salesforce]``).
 
     Attributes:
-        object: the object whose records are the scored entities (``Lead``).
+        object: the object whose records are the scored entities (``Lead``, ``Contact``, any
+            object with an id or an external id).
         fields: output -> field API name, e.g. ``{score = "Lead_Score__c", tier = "Lead_Tier__c"}``.
+        mode: ``update`` records by ``Id`` (the entity id), or ``upsert`` them by
+            ``external_id_field`` (records missing in Salesforce are created).
+        external_id_field: the upsert key: an external id (or idLookup) field of the object; the
+            entity's field of the same name in the store gives each record's key.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     object: str = Field("Lead", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     fields: dict[OutputKind, str] = Field(min_length=1)
+    mode: Literal["update", "upsert"] = "update"
+    external_id_field: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _mode(self) -> SalesforceOutput:
+        if self.mode == "upsert" and not self.external_id_field:
+            raise ValueError('mode = "upsert" needs external_id_field (e.g. "Email")')
+        if self.mode == "update" and self.external_id_field:
+            raise ValueError('external_id_field applies to mode = "upsert" only')
+        return self
 
     @field_validator("fields")
     @classmethod
@@ -112,10 +166,10 @@ class SalesforceOutput(BaseModel):
         return value
 
 
-SegmentOutputKind = Literal["score", "tier", "probability", "model_version", "scored_at", "reasons"]
+SegmentOutputKind = OutputKind
 
 
-class SegmentOutput(BaseModel):
+class SegmentOutput(_TargetOptions):
     """Where a prediction's results go in Segment (``[predictions.segment]``): profile traits.
 
     Attributes:
@@ -123,8 +177,6 @@ class SegmentOutput(BaseModel):
         unmatched: records whose person has no Segment user id are ``skip``-ped (counted), or
             identified by their ``record_id`` (which creates profiles keyed by the CRM id).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     traits: dict[SegmentOutputKind, str] = Field(min_length=1)
     unmatched: Literal["skip", "record_id"] = "skip"
@@ -145,6 +197,113 @@ class PredictionConfig(PredictionSpec):
 
     salesforce: SalesforceOutput | None = None
     segment: SegmentOutput | None = None
+
+    @model_validator(mode="after")
+    def _outputs_fit_the_task(self) -> PredictionConfig:
+        for where, outputs in (
+            ("salesforce.fields", self.salesforce.fields if self.salesforce else {}),
+            ("segment.traits", self.segment.traits if self.segment else {}),
+        ):
+            wrong = sorted(set(outputs) & TASK_OUTPUTS[self.task])
+            if wrong:
+                raise ValueError(
+                    f"{where}: {', '.join(wrong)}: not an output of a {self.task} prediction"
+                )
+            if ({"score_change", "trend"} & set(outputs)) and "score" not in outputs:
+                raise ValueError(
+                    f"{where}: score_change and trend are measured against the last written "
+                    "score: map score too"
+                )
+        return self
+
+
+class WritebackSettings(BaseModel):
+    """The ``[writeback]`` section: retries of rejected writes, dead letters and plans.
+
+    Attributes:
+        max_attempts: a ledger row rejected this many times becomes a dead letter: listed by
+            ``leadscore status``, not sent again until ``leadscore retry --dead``.
+        retry_backoff_seconds: a rejected row waits this long before a push sends it again,
+            doubled after each further rejection.
+        max_backoff_seconds: the longest wait between two attempts.
+        trend_threshold: score points (0-100) a score must rise or fall by, against the last
+            written score, for ``trend`` to say rising or falling rather than steady.
+        plan_sample: changes shown per target by ``leadscore plan`` (before -> after).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(5, ge=1, le=100)
+    retry_backoff_seconds: float = Field(600.0, ge=0)
+    max_backoff_seconds: float = Field(86_400.0, ge=0)
+    trend_threshold: int = Field(5, ge=0, le=100)
+    plan_sample: int = Field(5, ge=0, le=1000)
+
+
+class AudienceSalesforce(BaseModel):
+    """Where an audience goes in Salesforce: a Campaign whose members mirror the audience.
+
+    Attributes:
+        campaign_id: the Campaign (``701...``). Members are added when they enter the audience
+            and removed when they leave it; members added by hand are removed too (mirror).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    campaign_id: str = Field(pattern=r"^701[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?$")
+
+
+class AudienceSegment(BaseModel):
+    """Where an audience goes in Segment.
+
+    Attributes:
+        trait: a boolean trait set to true on entry and false on exit (optional).
+        unmatched: records without a Segment user id are ``skip``-ped, or identified by their
+            ``record_id``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trait: str | None = Field(None, min_length=1, max_length=100)
+    unmatched: Literal["skip", "record_id"] = "skip"
+
+
+class AudienceConfig(BaseModel):
+    """An ``[[audiences]]`` entry: a named SQL condition over a prediction's latest scores.
+
+    Attributes:
+        name: identifier (the Segment ``properties.audience`` and the ledger's field).
+        prediction: the prediction whose scores it reads.
+        where: a SQL boolean expression over the score columns (``probability, score, tier,
+            percentile, predicted_class, predicted_value, model_version, scored_at``),
+            ``created_at`` and the entity's fields, e.g. ``tier = 'A' AND created_at >=
+            scored_at - INTERVAL 7 DAY``.
+        salesforce: the Campaign it mirrors.
+        segment: its Segment events (``Audience Entered`` / ``Audience Exited``) and trait.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    prediction: str
+    where: str = Field(min_length=1, max_length=4000)
+    salesforce: AudienceSalesforce | None = None
+    segment: AudienceSegment | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        try:
+            validate_expression(value)
+        except AudienceError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> AudienceConfig:
+        if self.salesforce is None and self.segment is None:
+            raise ValueError("an audience needs a salesforce or a segment target (or both)")
+        return self
 
 
 # -- operations: [schedule], [serve], [alerts], [monitor] ------------------------------------------
@@ -455,7 +614,43 @@ class Settings(BaseModel):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    writeback: WritebackSettings = Field(default_factory=WritebackSettings)
+    audiences: list[AudienceConfig] = Field(default_factory=list)
     _path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _audience_targets(self) -> Settings:
+        names = [a.name for a in self.audiences]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"audience names must be unique; repeated: {', '.join(repeated)}")
+        predictions = {p.name: p for p in self.predictions}
+        streams = {
+            k.lower(): v for k, v in (self.salesforce.streams if self.salesforce else {}).items()
+        }
+        for index, audience in enumerate(self.audiences):
+            where = f"audiences[{index}]"
+            spec = predictions.get(audience.prediction)
+            if spec is None:
+                close = difflib.get_close_matches(audience.prediction, list(predictions), n=1)
+                raise ValueError(
+                    f"{where}.prediction: no prediction named '{audience.prediction}'"
+                    + (f" (did you mean '{close[0]}'?)" if close else "")
+                )
+            if audience.salesforce is not None and self.salesforce is None:
+                raise ValueError(f"{where}.salesforce needs the [salesforce] section")
+            if audience.segment is not None and self.segment is None:
+                raise ValueError(f"{where}.segment needs the [segment] section")
+            # Leads' columns are known from the Lead stream; other entities' from the store, when
+            # the audience is evaluated.
+            lead = streams.get("lead")
+            if spec.entity == "lead" and spec.entity_table is None and lead is not None:
+                fields = [*lead.fields, "Id", "CreatedDate", "SystemModstamp", "IsDeleted"]
+                try:
+                    validate_expression(audience.where, audience_columns(fields))
+                except AudienceError as exc:
+                    raise ValueError(f"{where}.where: {exc}") from None
+        return self
 
     @field_validator("traits")
     @classmethod

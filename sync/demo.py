@@ -132,6 +132,59 @@ window_days = 30
 """
 
 
+# Appended when the sandbox has an audience campaign: the hot new leads (tier A, created in the 30
+# days before the scores, not converted) are mirrored into it, so the Campaign's members are
+# always the current audience.
+CAMPAIGN_AUDIENCE_TEMPLATE = """
+[[audiences]]
+name = "hot_new_leads"
+prediction = "lead_conversion"
+where = "tier = 'A' AND created_at >= scored_at - INTERVAL 30 DAY AND NOT IsConverted"
+[audiences.salesforce]
+campaign_id = {campaign_json}
+"""
+
+# Appended with Segment data: likely buyers become a boolean trait plus Audience Entered / Exited
+# events.
+SEGMENT_AUDIENCE_TEMPLATE = """
+[[audiences]]
+name = "likely_buyers"
+prediction = "lead_conversion"
+where = "tier IN ('A', 'B') AND NOT IsConverted"
+[audiences.segment]
+trait = "likely_buyer"
+"""
+
+AUDIENCE_CAMPAIGN_NAME = "Hot new leads (leadscore audience)"
+
+
+def ensure_audience_campaign(sandbox: Any) -> str:
+    """The sandbox Campaign the demo's audience mirrors into, created (as a user would) if missing.
+
+    Args:
+        sandbox: a started :class:`connector.sandbox.Sandbox`.
+
+    Returns:
+        The Campaign's id.
+    """
+    found = sandbox.sql(
+        "SELECT Id FROM Campaign WHERE Name = ? AND IsDeleted = 0", (AUDIENCE_CAMPAIGN_NAME,)
+    )
+    if found:
+        return str(found[0][0])
+    return sandbox.create_records(
+        "Campaign",
+        [
+            {
+                "Name": AUDIENCE_CAMPAIGN_NAME,
+                "Type": "Email",
+                "Status": "In Progress",
+                "IsActive": True,
+            }
+        ],
+    )[0]
+
+
 def prepare_workdir(workdir: Path, *, fresh: bool) -> None:
     """Create a working directory, or clear the one a previous demo/sandbox left.
 
@@ -162,13 +215,17 @@ def prepare_workdir(workdir: Path, *, fresh: bool) -> None:
             shutil.rmtree(workdir / name, ignore_errors=True)
 
 
-def write_sandbox_files(workdir: Path, info: dict[str, Any], *, command: str) -> Path:
+def write_sandbox_files(
+    workdir: Path, info: dict[str, Any], *, command: str, campaign_id: str | None = None
+) -> Path:
     """Write ``config.toml``, ``secrets.toml`` and ``sandbox.json`` (mode 600) for a sandbox.
 
     Args:
         workdir: where to write them.
         info: the sandbox's connection info (URL, credentials, CA bundle).
         command: the command writing them (for the header comment).
+        campaign_id: a Campaign for the demo's audience (``ensure_audience_campaign``); without
+            it, no Campaign audience is configured.
 
     Returns:
         The path of ``config.toml``.
@@ -187,6 +244,10 @@ def write_sandbox_files(workdir: Path, info: dict[str, Any], *, command: str) ->
             space_json=json.dumps(info["space_id"]),
             ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
         )
+    if campaign_id:
+        text += CAMPAIGN_AUDIENCE_TEMPLATE.format(campaign_json=json.dumps(campaign_id))
+    if segment:
+        text += SEGMENT_AUDIENCE_TEMPLATE
     config.write_text(text)
     secrets = workdir / "secrets.toml"
     secrets.write_text(

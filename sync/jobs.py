@@ -29,12 +29,14 @@ from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError, Req
 from connector.files import import_segment_export, import_table
 from connector.history import (
     JobHistory,
+    dead_letter_rows,
     dead_letters,
     fail_abandoned_runs,
     job_histories,
     last_api_usage,
     read_alert_states,
     record_run,
+    revive_dead_letters,
 )
 from connector.http import CallCounter
 from connector.salesforce import (
@@ -61,7 +63,10 @@ from connector.salesforce import (
     start_bulk_query,
     suggest_field,
 )
+from connector.segment import estimate_batch_requests
 from connector.store import PageCounts, Store, quote_identifier, raw_table_name, utc_now
+from scoring.audiences import AudienceError, evaluate_audiences, score_frame
+from scoring.events import SpecError, resolve_entity
 from scoring.metrics import headline
 from scoring.monitor import (
     reference_profile,
@@ -86,14 +91,21 @@ from scoring.registry import (
 from scoring.report import ReportInput, build_report
 from sync.alerts import Condition, evaluate, job_conditions
 from sync.config import JOB_NAMES, PredictionConfig, Settings, load_settings
-from sync.demo import prepare_workdir, write_sandbox_files
+from sync.demo import ensure_audience_campaign, prepare_workdir, write_sandbox_files
 from sync.health import overdue_jobs
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context
 from sync.monitoring import monitor_conditions, monitor_prediction, monitoring_page
 from sync.progress import Reporter, SilentReporter
-from sync.push import push_salesforce
-from sync.segment import pull_segment, push_segment, summarise_imports
+from sync.push import plan_campaign, plan_salesforce, push_campaign, push_salesforce
+from sync.segment import (
+    audience_messages,
+    plan_segment,
+    pull_segment,
+    push_audience,
+    push_segment,
+    summarise_imports,
+)
 
 SILENT = SilentReporter()
 log = logging.getLogger("leadscore.jobs")
@@ -1013,6 +1025,38 @@ def run_report(
 # ---------
 
 
+def _audience_members(
+    store: Store, settings: Settings, *, only_segment: bool = False
+) -> dict[str, tuple[set[str], datetime | None]]:
+    """Evaluate every audience over its prediction's latest scores.
+
+    Returns:
+        Audience name -> (member ids, scoring time of the scores it was evaluated on).
+    """
+    out: dict[str, tuple[set[str], datetime | None]] = {}
+    audiences = [a for a in settings.audiences if a.segment is not None or not only_segment]
+    for name in sorted({a.prediction for a in audiences}):
+        spec = settings.prediction(name)
+        mine = {a.name: a.where for a in audiences if a.prediction == name}
+        scores = store.latest_scores(name)
+        if scores.empty:
+            out.update({a: (set(), None) for a in mine})
+            continue
+        try:
+            entity = resolve_entity(store.con, spec)
+            if not store.table_exists(entity.table):
+                raise LeadscoreError(
+                    f"audiences of '{name}': the store has no {entity.table} table yet",
+                    hint="run `leadscore pull --config FILE` first",
+                )
+            members = evaluate_audiences(store.con, score_frame(scores, spec.task), entity, mine)
+        except (AudienceError, SpecError) as exc:
+            raise ConfigError(str(exc), hint="fix the audience's where expression") from None
+        at = pd.Timestamp(scores["scored_at"].max()).to_pydatetime()
+        out.update({a: (m, at) for a, m in members.items()})
+    return out
+
+
 def run_push(
     settings: Settings,
     *,
@@ -1020,7 +1064,11 @@ def run_push(
     client: SalesforceClient | None = None,
     should_stop: StopCheck | None = None,
 ) -> JobResult:
-    """Write each prediction's latest scores to its configured Salesforce fields (changes only).
+    """Write each prediction's latest outputs and each audience to their targets (changes only).
+
+    Salesforce fields first (update by Id or upsert), then Campaign memberships (mirror), then
+    Segment traits and audience events. Rejected rows are retried by later pushes after a backoff
+    and become dead letters after ``writeback.max_attempts``.
 
     Args:
         settings: configuration.
@@ -1030,57 +1078,237 @@ def run_push(
             before the next batch is sent.
 
     Returns:
-        Per prediction: records considered, unchanged, sent, written, failed (with error codes).
+        Per prediction: records considered, unchanged, held by hysteresis, invalid, sent, written,
+        failed (with error codes); per audience: campaign and Segment changes.
 
     Raises:
         Interrupted: a stop was requested (the run is recorded as partial).
     """
-    sf = client or SalesforceClient(_salesforce(settings))
+    writes_salesforce = any(p.salesforce for p in settings.predictions) or any(
+        a.salesforce for a in settings.audiences
+    )
+    sf = client or (SalesforceClient(_salesforce(settings)) if writes_salesforce else None)
     with (
         _open_store(settings, "push", should_stop=should_stop, reporter=reporter) as store,
-        _recorded(store, "push", sf.counter) as result,
+        _recorded(store, "push", sf.counter if sf else None) as result,
     ):
-        sf.connect()
         pushed: dict[str, Any] = {}
+        if sf is not None and writes_salesforce:
+            sf.connect()
         for spec in settings.predictions:
-            counts = push_salesforce(sf, store, spec, reporter, should_stop=should_stop)
-            pushed[spec.name] = {
-                "records": counts.records,
-                "unchanged": counts.unchanged,
-                "sent": counts.sent,
-                "written": counts.written,
-                "failed": counts.failed,
-                "errors": dict(counts.errors),
-                "recovered": counts.recovered,
-            }
+            if spec.salesforce is None or sf is None:
+                continue
+            counts = push_salesforce(
+                sf, store, spec, reporter, writeback=settings.writeback, should_stop=should_stop
+            )
+            pushed[spec.name] = counts.to_json()
         failed = sum(p["failed"] for p in pushed.values())
         result.counts = {
             "written": sum(p["written"] for p in pushed.values()),
             "failed": failed,
             "predictions": pushed,
         }
-        if settings.segment is not None and any(p.segment for p in settings.predictions):
-            result.counts["segment"] = _push_segment(settings, store, reporter)
-            failed += sum(p["failed"] for p in result.counts["segment"].values())
+        members = _audience_members(store, settings) if settings.audiences else {}
+        campaigns: dict[str, Any] = {}
+        for audience in settings.audiences:
+            if audience.salesforce is None or sf is None:
+                continue
+            _check_stop(should_stop, "push", "before the campaigns")
+            reporter.stage(f"audience {audience.name}: campaign {audience.salesforce.campaign_id}")
+            campaigns[audience.name] = push_campaign(
+                sf, store, audience, members[audience.name][0], writeback=settings.writeback
+            )
+            failed += campaigns[audience.name]["failed"]
+        if campaigns:
+            result.counts["campaigns"] = campaigns
+        if settings.segment is not None and (
+            any(p.segment for p in settings.predictions)
+            or any(a.segment for a in settings.audiences)
+        ):
+            segment = _push_segment(settings, store, reporter, members)
+            if segment["predictions"]:
+                result.counts["segment"] = segment["predictions"]
+            if segment["audiences"]:
+                result.counts["segment_audiences"] = segment["audiences"]
+            failed += sum(p["failed"] for p in segment["predictions"].values())
+            failed += sum(p["failed"] for p in segment["audiences"].values())
         if failed:
             result.status = "partial"
+    if client is None and sf is not None:
+        sf.close()
     return result
 
 
-def _push_segment(settings: Settings, store: Store, reporter: Reporter) -> dict[str, Any]:
-    """Each prediction's changed traits to Segment (see ``sync/segment.py``)."""
+def _push_segment(
+    settings: Settings,
+    store: Store,
+    reporter: Reporter,
+    members: dict[str, tuple[set[str], datetime | None]],
+) -> dict[str, dict[str, Any]]:
+    """Each prediction's changed traits and each audience's changes to Segment."""
     from connector.segment import TrackingClient
 
     assert settings.segment is not None
     client = TrackingClient(settings.segment)
     try:
-        return {
-            spec.name: push_segment(client, store, spec, reporter).to_json()
+        predictions = {
+            spec.name: push_segment(
+                client, store, spec, reporter, writeback=settings.writeback
+            ).to_json()
             for spec in settings.predictions
             if spec.segment is not None
         }
+        audiences = {}
+        for audience in settings.audiences:
+            if audience.segment is None:
+                continue
+            ids, at = members[audience.name]
+            if at is None:
+                continue
+            audiences[audience.name] = push_audience(
+                client,
+                store,
+                audience=audience.name,
+                entity=settings.prediction(audience.prediction).entity,
+                members=ids,
+                at=at,
+                trait=audience.segment.trait,
+                unmatched=audience.segment.unmatched,
+                reporter=reporter,
+                writeback=settings.writeback,
+            ).to_json()
+        return {"predictions": predictions, "audiences": audiences}
     finally:
         client.close()
+
+
+def run_plan(
+    settings: Settings, *, reporter: Reporter = SILENT, client: SalesforceClient | None = None
+) -> dict[str, Any]:
+    """What ``push`` would do now, per target, and what it would cost: a dry run.
+
+    Nothing is written to Salesforce, Segment or the store's ledger. Salesforce is asked only
+    for describes (field names and validation).
+
+    Args:
+        settings: configuration.
+        reporter: progress.
+        client: an already connected client.
+
+    Returns:
+        ``targets`` (one entry per prediction target and audience target: counts of records to
+        create / update / leave unchanged / hold back by hysteresis / reject as invalid, waiting
+        for a retry, dead and gone; a sample of changes; audience entries and exits; estimated
+        calls), ``estimated_api_calls`` (Salesforce, on the path the connector would choose),
+        ``estimated_segment_requests`` and ``api_calls`` (what the plan itself used).
+    """
+    writes_salesforce = any(p.salesforce for p in settings.predictions) or any(
+        a.salesforce for a in settings.audiences
+    )
+    sf = client or (SalesforceClient(_salesforce(settings)) if writes_salesforce else None)
+    targets: list[dict[str, Any]] = []
+    try:
+        with _open_store(settings, "plan", reporter=reporter) as store:
+            # a run describes each object once, and reads /limits at most once
+            calls: dict[str, Any] = {"describe": set(), "limits": 0, "other": 0}
+            if sf is not None:
+                sf.connect()
+            for spec in settings.predictions:
+                if spec.salesforce is None or sf is None:
+                    continue
+                reporter.stage(f"{spec.name}: diffing against the Salesforce ledger")
+                plan = plan_salesforce(sf, store, spec, settings.writeback)
+                assert plan is not None
+                estimate = plan["estimated_calls"]
+                calls["describe"].add(plan["object"])
+                calls["limits"] |= estimate["limits"]
+                calls["other"] += estimate["read_back"] + estimate["writes"]
+                targets.append({"target": "salesforce", "prediction": spec.name, **plan})
+            members = _audience_members(store, settings) if settings.audiences else {}
+            for audience in settings.audiences:
+                ids = members[audience.name][0]
+                if audience.salesforce is not None and sf is not None:
+                    plan = plan_campaign(sf, store, audience, ids, describe=False)
+                    if plan["estimated_calls"]:
+                        calls["describe"].add("CampaignMember")
+                    calls["other"] += plan["estimated_calls"]
+                    targets.append(
+                        {"target": "salesforce campaign", "audience": audience.name, **plan}
+                    )
+            segment_requests = 0
+            if settings.segment is not None:
+                for spec in settings.predictions:
+                    plan = plan_segment(store, spec, settings.segment, settings.writeback)
+                    if plan is not None:
+                        segment_requests += plan["estimated_requests"]
+                        targets.append({"target": "segment", "prediction": spec.name, **plan})
+                for audience in settings.audiences:
+                    ids, at = members[audience.name]
+                    if audience.segment is None or at is None:
+                        continue
+                    built = audience_messages(
+                        store,
+                        audience=audience.name,
+                        entity=settings.prediction(audience.prediction).entity,
+                        members=ids,
+                        at=at,
+                        trait=audience.segment.trait,
+                        unmatched=audience.segment.unmatched,
+                    )
+                    requests = estimate_batch_requests(built.messages, settings.segment)
+                    segment_requests += requests
+                    targets.append(
+                        {
+                            "target": "segment audience",
+                            "audience": audience.name,
+                            "members": len(ids),
+                            "enter": built.enter,
+                            "exit": built.exit,
+                            "no_segment_user": built.counts.no_segment_user,
+                            "messages": len(built.messages),
+                            "estimated_requests": requests,
+                        }
+                    )
+    finally:
+        if client is None and sf is not None:
+            sf.close()
+    estimated = len(calls["describe"]) + calls["limits"] + calls["other"]
+    return {
+        "targets": targets,
+        "estimated_api_calls": estimated,
+        "estimated_segment_requests": segment_requests,
+        "api_calls": sf.counter.api_calls if sf is not None else 0,
+    }
+
+
+def run_retry(
+    settings: Settings,
+    *,
+    dead: bool = True,
+    gone: bool = False,
+    reporter: Reporter = SILENT,
+    client: SalesforceClient | None = None,
+) -> JobResult:
+    """Make dead letters due again and push: ``leadscore retry --dead`` (after fixing the cause).
+
+    Args:
+        settings: configuration.
+        dead: revive dead rows.
+        gone: also revive rows of records that were deleted or merged (restored since).
+        reporter: progress.
+        client: an already connected client.
+
+    Returns:
+        The push's result, with ``revived`` (ledger rows made due again) in its counts.
+    """
+    revived = 0
+    if dead or gone:
+        with _open_store(settings, "retry", reporter=reporter) as store:
+            revived = revive_dead_letters(store, include_gone=gone)
+        reporter.stage(f"{revived:,} dead-letter row(s) due again; pushing")
+    result = run_push(settings, reporter=reporter, client=client)
+    result.counts["revived"] = revived
+    return result
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -1598,6 +1826,7 @@ def read_status(
     runs: list[dict[str, Any]] = []
     histories: dict[str, Any] = {}
     dead, usage, alerts = None, None, []
+    dead_rows: list[dict[str, Any]] = []
     readable = False
     if settings.store.path.exists():
         store = _open_for_reading(settings.store.path)
@@ -1607,6 +1836,7 @@ def read_status(
                 runs = store.recent_runs(limit)
                 histories = job_histories(store, now)
                 dead = dead_letters(store)
+                dead_rows = dead_letter_rows(store)
                 usage = last_api_usage(store)
                 alerts = [
                     {"key": k, "since": v["since"], "message": v["message"]}
@@ -1663,6 +1893,7 @@ def read_status(
         "runs": runs,
         "jobs": jobs_out,
         "dead_letters": dead,
+        "dead_letter_rows": dead_rows,
         "api_usage": usage,
         "alerts": alerts,
         "models": models,
@@ -1918,7 +2149,12 @@ def run_sandbox(
     sandbox.start()
     try:
         sandbox.export_segment()
-        write_sandbox_files(workdir, sandbox.info, command="sandbox")
+        write_sandbox_files(
+            workdir,
+            sandbox.info,
+            command="sandbox",
+            campaign_id=ensure_audience_campaign(sandbox),
+        )
         if ready is not None:
             ready(sandbox.info)
         sandbox.serve_forever()
@@ -1958,7 +2194,9 @@ def run_demo(
     try:
         # The CDP history as a warehouse export, imported by the pull (docs/sandbox.md).
         sandbox.export_segment()
-        config = write_sandbox_files(workdir, sandbox.info, command="demo")
+        config = write_sandbox_files(
+            workdir, sandbox.info, command="demo", campaign_id=ensure_audience_campaign(sandbox)
+        )
         reporter.stage(f"sandbox serving at {sandbox.url}")
         settings = load_settings(config)
         result = run_all(settings, reporter=reporter)

@@ -1,16 +1,25 @@
-"""Write-back: send only the scores that differ from what the target last confirmed.
+"""Write-back to Salesforce: score fields (update by Id or upsert by external id) and Campaigns.
 
-The ledger holds, per record and field, the last value the target system confirmed. A record is sent
-when any of its mapped fields differs from that value (or was never confirmed); only the differing
-fields are sent. Each batch's per-record outcomes are committed to the ledger before the next batch
-goes out, so a crash loses at most the confirmation of one batch - and re-sending a score update is
-idempotent.
+The diff (``sync/diff.py``) decides what to send: only values that differ from what Salesforce last
+confirmed, with hysteresis, explicit nulls, retries after a backoff, dead letters and records that
+are gone. Values Salesforce would reject (judged from describe) are not sent: they are recorded as
+failed with Salesforce's error code, without spending an API call.
+
+Every request's records are recorded as ``sending`` before it goes out (write-ahead) and with their
+outcome when Salesforce answers, batch by batch. A batch whose answer never arrived (the process
+died) is settled by reading the records back (:func:`reconcile_in_flight`): a field found holding
+the value sent is recorded as written and never sent twice; nothing is marked written that
+Salesforce did not confirm.
+
+The same preparation prices a run before it happens (:func:`plan_salesforce`): the records to
+create, update, leave, hold back or reject, and the API calls of the path the connector would take.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,22 +27,48 @@ from typing import Any
 
 import pandas as pd
 
-from connector.errors import Interrupted
+from connector.errors import ConfigError, Interrupted, is_gone_record_error
 from connector.salesforce import (
+    COLLECTION_SIZE,
     LARGE_RUN_CALLS,
+    ObjectDescription,
     SalesforceClient,
     check_allowance,
+    check_field_value,
+    choose_write_path,
     describe_object,
+    estimate_campaign_sync_calls,
     estimate_write_calls,
+    id18,
     read_records_by_id,
     resolve_fields,
+    sync_campaign_members,
     write_records,
 )
-from connector.store import Store
-from sync.config import PredictionConfig
+from connector.store import Store, quote_identifier
+from scoring.audiences import score_frame
+from scoring.events import SpecError, resolve_entity
+from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
+from sync.diff import Diff, changed_values, diff_outputs, output_values
 from sync.progress import Reporter
 
+__all__ = [
+    "TARGET",
+    "PushCounts",
+    "campaign_object",
+    "changed_values",
+    "ledger_policy",
+    "output_values",
+    "plan_campaign",
+    "plan_salesforce",
+    "prepare_salesforce",
+    "push_campaign",
+    "push_salesforce",
+    "reconcile_in_flight",
+]
+
 TARGET = "salesforce"
+CAMPAIGN_OBJECT = "CampaignMember"
 log = logging.getLogger("leadscore.push")
 
 
@@ -49,6 +84,11 @@ class PushCounts:
         failed: records the target rejected (recorded in the ledger with their error).
         errors: failed records by error code.
         recovered: fields of an interrupted batch found already written on read-back.
+        hysteresis: records held back because their probability barely moved.
+        invalid: records not sent because a value would be rejected (recorded as failed).
+        deferred: records with a rejected row waiting for its next attempt.
+        dead: records with a dead-letter row (sent again after ``leadscore retry --dead``).
+        gone: records deleted or merged in the target (never retried).
     """
 
     records: int = 0
@@ -58,74 +98,42 @@ class PushCounts:
     failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     recovered: int = 0
+    hysteresis: int = 0
+    invalid: int = 0
+    deferred: int = 0
+    dead: int = 0
+    gone: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-serialisable counts."""
+        return {
+            "records": self.records,
+            "unchanged": self.unchanged,
+            "sent": self.sent,
+            "written": self.written,
+            "failed": self.failed,
+            "errors": dict(self.errors),
+            "recovered": self.recovered,
+            "hysteresis": self.hysteresis,
+            "invalid": self.invalid,
+            "deferred": self.deferred,
+            "dead": self.dead,
+            "gone": self.gone,
+        }
 
 
-def output_values(scores: pd.DataFrame, fields: dict[str, str]) -> pd.DataFrame:
-    """The value each target field should hold, in long form.
-
-    Args:
-        scores: latest scores (``entity_id, model_version, probability, score, tier, scored_at``).
-        fields: output kind -> target field name.
-
-    Returns:
-        ``record_id, field, value`` with ``value`` JSON-encoded (the ledger's representation).
-    """
-    encoders: dict[str, Any] = {
-        "score": lambda s: s["score"].astype(int).map(json.dumps),
-        "tier": lambda s: s["tier"].astype(str).map(json.dumps),
-        "probability": lambda s: s["probability"].astype(float).round(4).map(json.dumps),
-        "model_version": lambda s: s["model_version"].astype(str).map(json.dumps),
-        "scored_at": lambda s: (
-            pd.to_datetime(s["scored_at"]).dt.strftime("%Y-%m-%dT%H:%M:%SZ").map(json.dumps)
-        ),
-        # reasons fit a 255-character text field by construction (scoring.explain); the cut is
-        # a guard. No reasons is null, not an empty string (an empty Segment trait is a value).
-        "reasons": lambda s: s["reasons"].map(
-            lambda v: json.dumps(v[:255] if isinstance(v, str) else None)
-        ),
+def ledger_policy(writeback: WritebackSettings | None) -> dict[str, Any]:
+    """``Store.record_outcomes`` options from ``[writeback]`` (attempts, backoff)."""
+    w = writeback or WritebackSettings()
+    return {
+        "max_attempts": w.max_attempts,
+        "backoff_seconds": w.retry_backoff_seconds,
+        "max_backoff_seconds": w.max_backoff_seconds,
     }
-    parts = [
-        pd.DataFrame(
-            {
-                "record_id": scores["entity_id"].astype(str),
-                "field": name,
-                "value": encoders[kind](scores),
-            }
-        )
-        for kind, name in fields.items()
-    ]
-    return (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=["record_id", "field", "value"])
-    )
 
 
-def changed_values(desired: pd.DataFrame, ledger: pd.DataFrame) -> pd.DataFrame:
-    """The desired values that differ from the last confirmed ones.
-
-    Args:
-        desired: ``record_id, field, value``.
-        ledger: ledger rows (``record_id, field, value`` with the confirmed value, NULL if never
-            confirmed).
-
-    Returns:
-        The subset of ``desired`` to send.
-    """
-    if ledger.empty:
-        return desired
-    merged = desired.merge(
-        ledger[["record_id", "field", "value"]].rename(columns={"value": "confirmed"}),
-        on=["record_id", "field"],
-        how="left",
-    )
-    # Compare decoded values: DuckDB may re-serialise JSON (e.g. spacing) but not change its
-    # meaning.
-    same = [
-        c is not None and not pd.isna(c) and json.loads(c) == json.loads(v)
-        for v, c in zip(merged["value"], merged["confirmed"], strict=True)
-    ]
-    return merged.loc[[not s for s in same], ["record_id", "field", "value"]].reset_index(drop=True)
+def _code(error: str | None) -> str:
+    return (error or "UNKNOWN").split(":")[0].strip()
 
 
 def _same_value(confirmed: Any, current: Any) -> bool:
@@ -135,7 +143,12 @@ def _same_value(confirmed: Any, current: Any) -> bool:
     return confirmed == current
 
 
-def reconcile_in_flight(client: SalesforceClient, store: Store, sobject: str) -> int:
+def reconcile_in_flight(
+    client: SalesforceClient,
+    store: Store,
+    sobject: str,
+    writeback: WritebackSettings | None = None,
+) -> int:
     """Settle the ledger rows of a batch whose answer never arrived (the process died mid-push).
 
     Each such row is still ``sending``. The record is read back: a field that already holds the
@@ -146,6 +159,7 @@ def reconcile_in_flight(client: SalesforceClient, store: Store, sobject: str) ->
         client: connected client.
         store: the store.
         sobject: object name (describe spelling).
+        writeback: retry policy for the rows found unwritten.
 
     Returns:
         Fields found already written.
@@ -175,7 +189,10 @@ def reconcile_in_flight(client: SalesforceClient, store: Store, sobject: str) ->
                 else "UNCONFIRMED: the batch was interrupted before Salesforce answered",
             }
         )
-    store.record_outcomes(TARGET, sobject, rows)
+    # Not an attempt Salesforce rejected: no backoff, so the next push sends it at once.
+    store.record_outcomes(
+        TARGET, sobject, rows, max_attempts=ledger_policy(writeback)["max_attempts"]
+    )
     log.warning(
         "%s: %d field(s) of an interrupted batch were already written, %d will be sent again",
         sobject,
@@ -185,24 +202,257 @@ def reconcile_in_flight(client: SalesforceClient, store: Store, sobject: str) ->
     return recovered
 
 
+@dataclass
+class SalesforceWrite:
+    """A prepared Salesforce write: the diff, the request records and what it will cost.
+
+    Attributes:
+        object: object name (describe spelling).
+        mode: ``update`` or ``upsert``.
+        key: the field records are matched by (``Id`` or the external id field).
+        fields: output kind -> field name (describe spelling).
+        diff: the diff against the ledger.
+        records: request records (``{key: ..., field: value, ...}``), one per record to send.
+        record_ids: write key -> the entity's record id (the ledger's ``record_id``).
+        in_flight: records with ledger rows still ``sending`` (an update push reads them back
+            before anything is sent; an upsert sends them again).
+    """
+
+    object: str
+    mode: str
+    key: str
+    fields: dict[str, str]
+    diff: Diff
+    records: list[dict[str, Any]]
+    record_ids: dict[str, str]
+    in_flight: int = 0
+
+    def estimated_calls(self, client: SalesforceClient, *, describe: bool = True) -> dict[str, int]:
+        """The API calls the push makes, on the path the connector would choose.
+
+        Args:
+            client: the client (its settings and what it has cached).
+            describe: count the describe a fresh run makes.
+
+        Returns:
+            Calls by purpose (``describe, read_back, limits, writes``) and ``total``.
+        """
+        settings = client.settings
+        writes = estimate_write_calls(
+            len(self.records), bulk_write_threshold=settings.bulk_write_threshold
+        )
+        checks = writes and (
+            writes > LARGE_RUN_CALLS or len(self.records) > settings.bulk_write_threshold
+        )
+        calls = {
+            "describe": int(describe),
+            "read_back": math.ceil(self.in_flight / COLLECTION_SIZE)
+            if self.mode == "update"
+            else 0,
+            "limits": int(bool(checks)),
+            "writes": writes,
+        }
+        calls["total"] = sum(calls.values())
+        return calls
+
+
+def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> dict[str, str]:
+    """Entity id -> the value of its external id field, from the entity's table in the store."""
+    try:
+        entity = resolve_entity(store.con, prediction)
+    except SpecError as exc:
+        raise ConfigError(f"prediction '{prediction.name}': {exc}") from None
+    columns = {c.lower(): c for c in store.table_columns(entity.table)}
+    found = columns.get(column.lower())
+    if found is None:
+        raise ConfigError(
+            f"predictions.{prediction.name}.salesforce.external_id_field: the store's "
+            f"{entity.table} has no column '{column}'",
+            hint="pull that field (add it to the stream's fields) or pick another key",
+        )
+    q = quote_identifier
+    rows = store.con.execute(
+        f"SELECT CAST({q(entity.id_column)} AS VARCHAR), CAST({q(found)} AS VARCHAR) "
+        f"FROM {q(entity.table)} WHERE {q(found)} IS NOT NULL"
+    ).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows if str(r[1]).strip()}
+
+
+def _describe_check(description: ObjectDescription) -> Callable[[str, Any], str | None]:
+    def check(name: str, value: Any) -> str | None:
+        found = description.field(name)
+        return None if found is None else check_field_value(found, value)
+
+    return check
+
+
+def _reject_records(diff: Diff, rejected: dict[str, str]) -> None:
+    """Move records that cannot be sent (no key, a shared key) from the changes to invalid."""
+    if not rejected:
+        return
+    mask = diff.changes["record_id"].isin(set(rejected))
+    moved = diff.changes[mask].assign(error=lambda f: f["record_id"].map(rejected))
+    diff.invalid = pd.concat(
+        [diff.invalid, moved[["record_id", "field", "kind", "value", "error"]]], ignore_index=True
+    )
+    known = set(diff.changes.loc[mask & diff.changes["before"].notna(), "record_id"])
+    ids = set(moved["record_id"])
+    diff.update -= len(ids & known)
+    diff.create -= len(ids - known)
+    diff.invalid_records += len(ids)
+    diff.changes = diff.changes[~mask].reset_index(drop=True)
+
+
+def prepare_salesforce(
+    client: SalesforceClient,
+    store: Store,
+    prediction: PredictionConfig,
+    writeback: WritebackSettings | None = None,
+) -> SalesforceWrite | None:
+    """Diff a prediction's latest scores against the Salesforce ledger; build the write.
+
+    Reads describe (field names, validation); writes nothing.
+
+    Args:
+        client: connected client.
+        store: the store.
+        prediction: the prediction and its ``[predictions.salesforce]`` mapping.
+        writeback: ``[writeback]`` settings (trend threshold).
+
+    Returns:
+        The prepared write, or None when the prediction writes nothing to Salesforce.
+    """
+    output = prediction.salesforce
+    if output is None:
+        return None
+    w = writeback or WritebackSettings()
+    description = describe_object(client, output.object)
+    names = resolve_fields(
+        description,
+        list(output.fields.values()),
+        setting=f"predictions.{prediction.name}.salesforce.fields",
+    )
+    fields = dict(zip(output.fields, names, strict=True))
+    key = "Id"
+    if output.mode == "upsert":
+        assert output.external_id_field is not None
+        key = resolve_fields(
+            description,
+            [output.external_id_field],
+            setting=f"predictions.{prediction.name}.salesforce.external_id_field",
+        )[0]
+    scores = store.latest_scores(prediction.name)
+    ledger = store.ledger(TARGET, description.name)
+    diff = diff_outputs(
+        score_frame(scores, prediction.task),
+        ledger,
+        fields,
+        task=prediction.task,
+        epsilon=output.epsilon,
+        sync_nulls=set(output.sync_nulls),
+        trend_threshold=w.trend_threshold,
+        check=_describe_check(description),
+    )
+    wanted = diff.records_to_send()
+    record_ids = {r: r for r in wanted}
+    if output.mode == "upsert":
+        keys = _external_keys(store, prediction, key)
+        shared = Counter(keys.get(r) for r in wanted)
+        rejected = {
+            r: f"MISSING_EXTERNAL_ID: no {key} to upsert by"
+            if keys.get(r) is None
+            else f"DUPLICATE_EXTERNAL_ID: {key} '{keys[r]}' is shared by several records"
+            for r in wanted
+            if keys.get(r) is None or shared[keys.get(r)] > 1
+        }
+        _reject_records(diff, rejected)
+        wanted = {r: v for r, v in wanted.items() if r not in rejected}
+        record_ids = {keys[r]: r for r in wanted}
+        records = [{key: keys[r], **values} for r, values in wanted.items()]
+    else:
+        records = [{"Id": r, **values} for r, values in wanted.items()]
+    in_flight = (
+        int(ledger.loc[ledger["status"] == "sending", "record_id"].nunique())
+        if not ledger.empty
+        else 0
+    )
+    return SalesforceWrite(
+        object=description.name,
+        mode=output.mode,
+        key=key,
+        fields=fields,
+        diff=diff,
+        records=records,
+        record_ids=record_ids,
+        in_flight=in_flight,
+    )
+
+
+def plan_salesforce(
+    client: SalesforceClient,
+    store: Store,
+    prediction: PredictionConfig,
+    writeback: WritebackSettings | None = None,
+) -> dict[str, Any] | None:
+    """What a push of one prediction to Salesforce would do, and its price in API calls.
+
+    Args:
+        client: connected client.
+        store: the store (read only).
+        prediction: the prediction.
+        writeback: ``[writeback]`` settings (sample size).
+
+    Returns:
+        ``object, mode, path, counts, sample, invalid, estimated_calls``; None when the prediction
+        writes nothing to Salesforce.
+    """
+    w = writeback or WritebackSettings()
+    prepared = prepare_salesforce(client, store, prediction, w)
+    if prepared is None:
+        return None
+    diff = prepared.diff
+    invalid = (
+        diff.invalid.drop_duplicates("record_id")
+        .head(w.plan_sample)[["record_id", "field", "value", "error"]]
+        .assign(value=lambda f: f["value"].map(json.loads))
+        .to_dict("records")
+    )
+    return {
+        "object": prepared.object,
+        "mode": prepared.mode,
+        "key": prepared.key,
+        "path": choose_write_path(len(prepared.records), client.settings.bulk_write_threshold)
+        if prepared.records
+        else None,
+        "counts": diff.counts(),
+        "in_flight": prepared.in_flight,
+        "sample": diff.sample(w.plan_sample),
+        "invalid": invalid,
+        "estimated_calls": prepared.estimated_calls(client),
+    }
+
+
 def push_salesforce(
     client: SalesforceClient,
     store: Store,
     prediction: PredictionConfig,
     reporter: Reporter,
     *,
+    writeback: WritebackSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> PushCounts:
-    """Write a prediction's latest scores to Salesforce, sending only changes.
+    """Write a prediction's latest outputs to Salesforce, sending only changes.
 
-    Each batch is recorded as ``sending`` before it goes out and with its outcome when Salesforce
-    answers; a batch interrupted in between is settled by :func:`reconcile_in_flight` first.
+    Each request is recorded as ``sending`` before it goes out and with its outcome when
+    Salesforce answers; a batch interrupted in between is settled by :func:`reconcile_in_flight`
+    first. Rejections are retried by later pushes after a backoff, up to ``max_attempts``.
 
     Args:
         client: connected Salesforce client.
         store: the store (scores and ledger).
         prediction: the prediction and its output mapping.
         reporter: progress.
+        writeback: ``[writeback]`` settings (retries, dead letters).
         should_stop: checked after each batch is recorded; True stops before the next one.
 
     Returns:
@@ -215,32 +465,58 @@ def push_salesforce(
     output = prediction.salesforce
     if output is None:
         return counts
+    policy = ledger_policy(writeback)
     description = describe_object(client, output.object)
-    names = resolve_fields(
-        description,
-        list(output.fields.values()),
-        setting=f"predictions.{prediction.name}.salesforce.fields",
-    )
-    fields = dict(zip(output.fields, names, strict=True))
-    counts.recovered = reconcile_in_flight(client, store, description.name)
-    scores = store.latest_scores(prediction.name)
-    counts.records = len(scores)
-    if scores.empty:
-        return counts
-    desired = output_values(scores, fields)
-    changes = changed_values(desired, store.ledger(TARGET, description.name))
-    records: dict[str, dict[str, Any]] = {}
-    for record_id, name, value in changes.itertuples(index=False):
-        records.setdefault(record_id, {"Id": record_id})[name] = json.loads(value)
-    counts.unchanged = counts.records - len(records)
-    batch = list(records.values())
+    if output.mode == "update":
+        counts.recovered = reconcile_in_flight(client, store, description.name, writeback)
+    else:
+        # An upsert is keyed by the external id, not by an Id to read back by: settle in-flight
+        # rows as unconfirmed; sending them again is idempotent.
+        _unconfirm_in_flight(store, description.name, policy)
+    prepared = prepare_salesforce(client, store, prediction, writeback)
+    assert prepared is not None
+    diff = prepared.diff
+    counts.records = diff.records
+    counts.unchanged = diff.unchanged
+    counts.hysteresis = diff.hysteresis
+    counts.deferred, counts.dead, counts.gone = diff.deferred, diff.dead, diff.gone
+    if not diff.invalid.empty:
+        # Rejected here rather than by Salesforce: the same ledger record, no API call spent.
+        counts.invalid = diff.invalid["record_id"].nunique()
+        counts.failed += counts.invalid
+        for error in diff.invalid.drop_duplicates("record_id")["error"]:
+            counts.errors[_code(error)] += 1
+        store.record_outcomes(
+            TARGET,
+            prepared.object,
+            [
+                {
+                    "record_id": r,
+                    "field": f,
+                    "value": json.loads(v),
+                    "success": False,
+                    "error": e,
+                }
+                for r, f, v, e in zip(
+                    diff.invalid["record_id"],
+                    diff.invalid["field"],
+                    diff.invalid["value"],
+                    diff.invalid["error"],
+                    strict=True,
+                )
+            ],
+            **policy,
+        )
+    batch = prepared.records
+    key = prepared.key
+    ids = prepared.record_ids
 
-    def intents(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def intents(chunk: Any) -> list[dict[str, Any]]:
         return [
-            {"record_id": r["Id"], "field": k, "value": v}
+            {"record_id": ids[str(r[key])], "field": k, "value": v}
             for r in chunk
             for k, v in r.items()
-            if k != "Id"
+            if k != key
         ]
 
     planned = estimate_write_calls(
@@ -248,45 +524,241 @@ def push_salesforce(
     )
     if planned and (planned > LARGE_RUN_CALLS or len(batch) > client.settings.bulk_write_threshold):
         check_allowance(client, planned_calls=planned, what=f"write of {len(batch):,} records")
-    with reporter.track(f"push {description.name}", total=len(batch)) as task:
+    by_key = {str(r[key]): r for r in batch}
+    with reporter.track(f"push {prepared.object}", total=len(batch)) as task:
         # Outcomes come per batch, each record exactly once with its final outcome (transient
-        # failures after their retries), matched back by id. Each request's records are recorded
+        # failures after their retries), matched back by key. Each request's records are recorded
         # as in flight first (write-ahead), so that a crash mid-request is reconciled by reading
         # back rather than by writing again.
         for outcomes in write_records(
             client,
-            description.name,
+            prepared.object,
             batch,
+            operation=prepared.mode,  # type: ignore[arg-type]
+            external_id_field=key if prepared.mode == "upsert" else None,
             before_send=lambda chunk: store.record_attempts(
-                TARGET, description.name, intents(chunk)
+                TARGET, prepared.object, intents(chunk)
             ),
         ):
             rows = []
             for outcome in outcomes:
-                record = records[outcome["id"]]
+                record = by_key[outcome["id"]]
+                gone = not outcome["success"] and is_gone_record_error(_code(outcome["error"]))
                 if outcome["success"]:
                     counts.written += 1
                 else:
                     counts.failed += 1
-                    counts.errors[(outcome["error"] or "UNKNOWN").split(":")[0]] += 1
+                    counts.errors[_code(outcome["error"])] += 1
                 for name, value in record.items():
-                    if name != "Id":
+                    if name != key:
                         rows.append(
                             {
-                                "record_id": record["Id"],
+                                "record_id": ids[outcome["id"]],
                                 "field": name,
                                 "value": value,
                                 "success": outcome["success"],
                                 "error": outcome["error"],
+                                "gone": gone,
                             }
                         )
-            store.record_outcomes(TARGET, description.name, rows)
+            store.record_outcomes(TARGET, prepared.object, rows, **policy)
             counts.sent += len(outcomes)
             task.advance(len(outcomes))
             if should_stop is not None and should_stop() and counts.sent < len(batch):
                 raise Interrupted(
                     f"push: stopped on request after {counts.sent:,} of {len(batch):,} records; "
-                    "every "
-                    "answered batch is in the ledger and the next push sends the rest"
+                    "every answered batch is in the ledger and the next push sends the rest"
                 )
     return counts
+
+
+def _unconfirm_in_flight(store: Store, sobject: str, policy: dict[str, Any]) -> None:
+    pending = store.query_df(
+        "SELECT record_id, field, attempted_value FROM writeback_ledger "
+        "WHERE target = ? AND object = ? AND status = 'sending'",
+        [TARGET, sobject],
+    )
+    store.record_outcomes(
+        TARGET,
+        sobject,
+        [
+            {
+                "record_id": r,
+                "field": f,
+                "value": json.loads(v),
+                "success": False,
+                "error": "UNCONFIRMED: the batch was interrupted before Salesforce answered",
+            }
+            for r, f, v in pending.itertuples(index=False)
+        ],
+        max_attempts=policy["max_attempts"],
+    )
+
+
+# -- audiences: Campaign membership (mirror) ------------------------------------------------------
+
+
+def campaign_object() -> str:
+    """The ledger object of Campaign memberships (field: the campaign id; value: member or not)."""
+    return CAMPAIGN_OBJECT
+
+
+@dataclass
+class CampaignChange:
+    """A Campaign's membership against what Salesforce confirmed.
+
+    Attributes:
+        audience: audience name.
+        campaign_id: the Campaign.
+        members: records in the audience now.
+        confirmed: records Salesforce confirmed as members.
+        enter: records to add.
+        exit: records to remove.
+        retry: records whose last membership change was rejected (sent again).
+    """
+
+    audience: str
+    campaign_id: str
+    members: set[str]
+    confirmed: set[str]
+    enter: set[str]
+    exit: set[str]
+    retry: set[str]
+
+    @property
+    def needed(self) -> bool:
+        """Whether the Campaign must be synced."""
+        return bool(self.enter or self.exit or self.retry)
+
+
+def _campaign_change(store: Store, audience: AudienceConfig, members: set[str]) -> CampaignChange:
+    assert audience.salesforce is not None
+    campaign = audience.salesforce.campaign_id
+    ledger = store.ledger(TARGET, CAMPAIGN_OBJECT)
+    ledger = ledger[ledger["field"] == campaign]
+    confirmed = {
+        r
+        for r, v in zip(ledger["record_id"], ledger["value"], strict=True)
+        if isinstance(v, str) and json.loads(v) is True
+    }
+    retry = set(ledger.loc[ledger["status"].isin(["failed", "sending"]), "record_id"])
+    return CampaignChange(
+        audience.name,
+        campaign,
+        set(members),
+        confirmed,
+        enter=set(members) - confirmed,
+        exit=confirmed - set(members),
+        retry=retry,
+    )
+
+
+def plan_campaign(
+    client: SalesforceClient,
+    store: Store,
+    audience: AudienceConfig,
+    members: set[str],
+    *,
+    describe: bool = True,
+) -> dict[str, Any]:
+    """What mirroring an audience into its Campaign would do, and its API calls.
+
+    The estimate assumes the Campaign's members are those Salesforce last confirmed.
+
+    Args:
+        client: the client (its settings).
+        store: the store.
+        audience: the audience (with ``salesforce.campaign_id``).
+        members: records in the audience now.
+        describe: count the describe of CampaignMember a fresh run makes.
+
+    Returns:
+        ``campaign_id, members, enter, exit, estimated_calls``.
+    """
+    change = _campaign_change(store, audience, members)
+    calls = 0
+    if change.needed:
+        calls = int(describe) + estimate_campaign_sync_calls(
+            len(change.confirmed),
+            len(change.enter),
+            len(change.exit),
+            bulk_write_threshold=client.settings.bulk_write_threshold,
+        )
+    return {
+        "campaign_id": change.campaign_id,
+        "members": len(change.members),
+        "enter": len(change.enter),
+        "exit": len(change.exit),
+        "estimated_calls": calls,
+    }
+
+
+def push_campaign(
+    client: SalesforceClient,
+    store: Store,
+    audience: AudienceConfig,
+    members: set[str],
+    *,
+    writeback: WritebackSettings | None = None,
+) -> dict[str, Any]:
+    """Mirror an audience into its Campaign: add who entered, remove who left.
+
+    Skipped (no API call) when the audience equals the membership Salesforce last confirmed and
+    nothing is waiting for a retry. Otherwise the Campaign's members are read and made equal to
+    the audience (``sync_campaign_members``: members added by hand are removed). Each change's
+    outcome goes into the ledger (object ``CampaignMember``, field = the campaign id, value =
+    member or not).
+
+    Args:
+        client: connected client.
+        store: the store.
+        audience: the audience.
+        members: records in the audience now.
+        writeback: retry policy.
+
+    Returns:
+        ``campaign_id, members, added, removed, failed, errors``.
+    """
+    change = _campaign_change(store, audience, members)
+    result: dict[str, Any] = {
+        "campaign_id": change.campaign_id,
+        "members": len(members),
+        "added": 0,
+        "removed": 0,
+        "failed": 0,
+        "errors": {},
+    }
+    if not change.needed:
+        return result
+    back = {id18(m): m for m in members} | {id18(m): m for m in change.confirmed}
+    outcomes = sync_campaign_members(client, change.campaign_id, sorted(members))
+    errors: Counter[str] = Counter()
+    rows = []
+    for outcome in outcomes:
+        record_id = back.get(outcome["id"], outcome["id"])
+        entered = outcome["action"] == "add"
+        if outcome["success"]:
+            result["added" if entered else "removed"] += 1
+        else:
+            result["failed"] += 1
+            errors[_code(outcome["error"])] += 1
+        rows.append(
+            {
+                "record_id": record_id,
+                "field": change.campaign_id,
+                "value": entered,
+                "success": outcome["success"],
+                "error": outcome["error"],
+                "gone": not outcome["success"] and is_gone_record_error(_code(outcome["error"])),
+            }
+        )
+    # Members Salesforce already had (added earlier, or by hand) are confirmed without a write.
+    settled = {r["record_id"] for r in rows}
+    rows += [
+        {"record_id": m, "field": change.campaign_id, "value": m in members, "success": True}
+        for m in change.enter | change.exit | change.retry
+        if m not in settled
+    ]
+    store.record_outcomes(TARGET, CAMPAIGN_OBJECT, rows, **ledger_policy(writeback))
+    result["errors"] = dict(errors)
+    return result

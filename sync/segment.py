@@ -31,6 +31,7 @@ from connector.segment import (
     ProfileClient,
     SegmentSettings,
     TrackingClient,
+    estimate_batch_requests,
     identify_message,
     message_id,
     read_profiles,
@@ -38,10 +39,12 @@ from connector.segment import (
     track_message,
 )
 from connector.store import Store, quote_identifier, utc_now
-from sync.config import PredictionConfig
+from scoring.audiences import score_frame
+from sync.config import PredictionConfig, WritebackSettings
+from sync.diff import Diff, diff_outputs
 from sync.identity import CRM_RECORDS, resolve_identities, segment_user_ids
 from sync.progress import Reporter
-from sync.push import changed_values, output_values
+from sync.push import ledger_policy
 
 TARGET = "segment"
 PROFILE_OBJECT = "profile"
@@ -274,6 +277,7 @@ def _send(
     counts: SegmentPushCounts,
     reporter: Reporter,
     label: str,
+    writeback: WritebackSettings | None = None,
 ) -> None:
     """Send messages and ledger each record's fields once all of its messages have an outcome.
 
@@ -315,52 +319,73 @@ def _send(
                     }
                     for name, value in values[owner].items()
                 ]
-            store.record_outcomes(TARGET, sobject, rows)
+            store.record_outcomes(TARGET, sobject, rows, **ledger_policy(writeback))
             task.advance(len(done))
     counts.not_sent += sum(1 for left in pending.values() if left > 0)
     counts.requests += client.requests - requests_before
 
 
-def push_segment(
-    client: TrackingClient,
+@dataclass
+class SegmentMessages:
+    """Messages a Segment push would send, built without sending (shared by push and plan).
+
+    Attributes:
+        messages: identify / track messages.
+        owners: ``owners[i]`` is ``(record id, {field: value})`` of ``messages[i]``.
+        counts: counts so far (records, unchanged, no Segment user).
+        diff: the diff behind it (trait pushes only).
+        enter: records entering the audience (audience pushes only).
+        exit: records leaving it.
+    """
+
+    messages: list[dict[str, Any]]
+    owners: list[tuple[str, dict[str, Any]]]
+    counts: SegmentPushCounts
+    diff: Diff | None = None
+    enter: int = 0
+    exit: int = 0
+
+
+def segment_messages(
     store: Store,
     prediction: PredictionConfig,
-    reporter: Reporter,
-) -> SegmentPushCounts:
-    """Set a prediction's latest outputs as traits on each person's Segment profile (changes only).
-
-    Each record with a changed trait gets one identify call holding its changed traits. Its
-    ``messageId`` is derived from (record, prediction, model version, traits), so a batch sent again
-    after a lost answer is de-duplicated by Segment.
+    writeback: WritebackSettings | None = None,
+) -> SegmentMessages:
+    """The identify calls that set a prediction's changed traits (see :func:`push_segment`).
 
     Args:
-        client: Tracking API client.
         store: the store (scores, identity map, ledger).
         prediction: the prediction and its ``[predictions.segment]`` mapping.
-        reporter: progress.
+        writeback: ``[writeback]`` settings (trend threshold).
 
     Returns:
-        Counts.
+        The messages, their owners and the diff.
     """
     counts = SegmentPushCounts()
     output = prediction.segment
+    built = SegmentMessages([], [], counts)
     if output is None:
-        return counts
+        return built
     scores = store.latest_scores(prediction.name)
     counts.records = len(scores)
     if scores.empty:
-        return counts
-    desired = output_values(scores, dict(output.traits))
-    desired = desired[desired["value"] != "null"]  # an unset output is not sent as a null trait
-    changes = changed_values(desired, store.ledger(TARGET, PROFILE_OBJECT))
-    traits: dict[str, dict[str, Any]] = {}
-    for record_id, name, value in changes.itertuples(index=False):
-        traits.setdefault(record_id, {})[name] = json.loads(value)
+        return built
+    frame = score_frame(scores, prediction.task)
+    diff = diff_outputs(
+        frame,
+        store.ledger(TARGET, PROFILE_OBJECT),
+        dict(output.traits),
+        task=prediction.task,
+        epsilon=output.epsilon,
+        sync_nulls=set(output.sync_nulls),
+        trend_threshold=(writeback or WritebackSettings()).trend_threshold,
+        structured=True,
+    )
+    built.diff = diff
+    traits = diff.records_to_send()
     counts.unchanged = counts.records - len(traits)
     users = segment_user_ids(store, prediction.entity, list(traits))
-    by_record = scores.set_index(scores["entity_id"].astype(str))
-    messages: list[dict[str, Any]] = []
-    owners: list[tuple[str, dict[str, Any]]] = []
+    by_record = frame.set_index("entity_id")
     for record_id, changed in traits.items():
         user_id = users.get(record_id)
         if user_id is None:
@@ -370,7 +395,7 @@ def push_segment(
             user_id = record_id
         row = by_record.loc[record_id]
         stamp = pd.Timestamp(row["scored_at"]).to_pydatetime()
-        messages.append(
+        built.messages.append(
             identify_message(
                 user_id,
                 changed,
@@ -380,9 +405,159 @@ def push_segment(
                 ),
             )
         )
-        owners.append((record_id, changed))
-    _send(client, store, PROFILE_OBJECT, messages, owners, counts, reporter, "push Segment traits")
-    return counts
+        built.owners.append((record_id, changed))
+    return built
+
+
+def push_segment(
+    client: TrackingClient,
+    store: Store,
+    prediction: PredictionConfig,
+    reporter: Reporter,
+    *,
+    writeback: WritebackSettings | None = None,
+) -> SegmentPushCounts:
+    """Set a prediction's latest outputs as traits on each person's Segment profile (changes only).
+
+    The diff is ``sync/diff.py``'s, as for Salesforce (hysteresis, nulls, retries). Each record
+    with a changed trait gets one identify call holding its changed traits. Its ``messageId`` is
+    derived from (record, prediction, model version, traits), so a batch sent again after a lost
+    answer is de-duplicated by Segment.
+
+    Args:
+        client: Tracking API client.
+        store: the store (scores, identity map, ledger).
+        prediction: the prediction and its ``[predictions.segment]`` mapping.
+        reporter: progress.
+        writeback: ``[writeback]`` settings (retries, dead letters).
+
+    Returns:
+        Counts.
+    """
+    built = segment_messages(store, prediction, writeback)
+    _send(
+        client,
+        store,
+        PROFILE_OBJECT,
+        built.messages,
+        built.owners,
+        built.counts,
+        reporter,
+        "push Segment traits",
+        writeback,
+    )
+    return built.counts
+
+
+def plan_segment(
+    store: Store,
+    prediction: PredictionConfig,
+    settings: SegmentSettings,
+    writeback: WritebackSettings | None = None,
+) -> dict[str, Any] | None:
+    """What a Segment trait push would do, and the ``/v1/batch`` requests it would make.
+
+    Args:
+        store: the store (read only).
+        prediction: the prediction.
+        settings: the ``[segment]`` section (batch limits).
+        writeback: ``[writeback]`` settings (sample size).
+
+    Returns:
+        ``counts, no_segment_user, messages, sample, estimated_requests``; None when the
+        prediction writes nothing to Segment.
+    """
+    if prediction.segment is None:
+        return None
+    w = writeback or WritebackSettings()
+    built = segment_messages(store, prediction, w)
+    diff = built.diff
+    counts: dict[str, int] = diff.counts() if diff else {"records": 0}
+    if diff is not None and built.counts.no_segment_user:
+        # records without a Segment user are not sent: count and show only the others
+        sent = {owner for owner, _ in built.owners}
+        diff.changes = diff.changes[diff.changes["record_id"].isin(sent)]
+        updates = set(diff.changes.loc[diff.changes["before"].notna(), "record_id"])
+        counts.update(create=len(sent - updates), update=len(sent & updates))
+    return {
+        "counts": counts,
+        "no_segment_user": built.counts.no_segment_user,
+        "messages": len(built.messages),
+        "sample": diff.sample(w.plan_sample) if diff else [],
+        "estimated_requests": estimate_batch_requests(built.messages, settings),
+    }
+
+
+def audience_messages(
+    store: Store,
+    *,
+    audience: str,
+    entity: str,
+    members: Iterable[str],
+    at: datetime,
+    trait: str | None = None,
+    unmatched: str = "skip",
+) -> SegmentMessages:
+    """The ``Audience Entered`` / ``Exited`` events (and trait updates) for membership changes.
+
+    Args:
+        store: the store (identity map, ledger).
+        audience: audience name.
+        entity: the members' entity.
+        members: ids of the records in the audience now.
+        at: when membership was evaluated.
+        trait: optional boolean trait mirroring membership.
+        unmatched: ``skip`` records without a Segment user id, or use the ``record_id``.
+
+    Returns:
+        Messages and owners; ``counts.records`` is the number of membership changes and
+        ``counts.unchanged`` the members who stay.
+    """
+    counts = SegmentPushCounts()
+    built = SegmentMessages([], [], counts)
+    now_in = {str(m) for m in members}
+    ledger = store.ledger(TARGET, AUDIENCE_OBJECT)
+    ledger = ledger[ledger["field"] == audience]
+    confirmed = {
+        r: json.loads(v)
+        for r, v in zip(ledger["record_id"], ledger["value"], strict=True)
+        if isinstance(v, str)
+    }
+    was_in = {r for r, v in confirmed.items() if v is True}
+    changes = sorted((r, True) for r in now_in - was_in)
+    changes += sorted((r, False) for r in was_in - now_in)
+    counts.records = len(changes)
+    counts.unchanged = len(now_in & was_in)
+    built.enter = sum(1 for _, entered in changes if entered)
+    built.exit = len(changes) - built.enter
+    users = segment_user_ids(store, entity, [r for r, _ in changes])
+    for record_id, entered in changes:
+        user_id = users.get(record_id) or (record_id if unmatched == "record_id" else None)
+        if user_id is None:
+            counts.no_segment_user += 1
+            continue
+        event = AUDIENCE_ENTERED if entered else AUDIENCE_EXITED
+        built.messages.append(
+            track_message(
+                user_id,
+                event,
+                {"audience": audience, "entity": entity, "record_id": record_id},
+                timestamp=at,
+                message_id=message_id(record_id, audience, event, at.isoformat()),
+            )
+        )
+        built.owners.append((record_id, {audience: entered}))
+        if trait:
+            built.messages.append(
+                identify_message(
+                    user_id,
+                    {trait: entered},
+                    timestamp=at,
+                    message_id=message_id(record_id, audience, trait, entered, at.isoformat()),
+                )
+            )
+            built.owners.append((record_id, {audience: entered}))
+    return built
 
 
 def push_audience(
@@ -396,6 +571,7 @@ def push_audience(
     trait: str | None = None,
     unmatched: str = "skip",
     reporter: Reporter,
+    writeback: WritebackSettings | None = None,
 ) -> SegmentPushCounts:
     """Send ``Audience Entered`` / ``Audience Exited`` when a record's membership changed.
 
@@ -415,51 +591,29 @@ def push_audience(
         trait: optional boolean trait mirroring membership.
         unmatched: ``skip`` records without a Segment user id, or use the ``record_id`` as user id.
         reporter: progress.
+        writeback: ``[writeback]`` settings (retries, dead letters).
 
     Returns:
         Counts (``records`` is the number of membership changes).
     """
-    counts = SegmentPushCounts()
-    now_in = {str(m) for m in members}
-    ledger = store.ledger(TARGET, AUDIENCE_OBJECT)
-    ledger = ledger[ledger["field"] == audience]
-    confirmed = {
-        r: json.loads(v) for r, v in zip(ledger["record_id"], ledger["value"], strict=True) if v
-    }
-    was_in = {r for r, v in confirmed.items() if v is True}
-    changes = sorted((r, True) for r in now_in - was_in)
-    changes += sorted((r, False) for r in was_in - now_in)
-    counts.records = len(changes)
-    users = segment_user_ids(store, entity, [r for r, _ in changes])
-    messages: list[dict[str, Any]] = []
-    owners: list[tuple[str, dict[str, Any]]] = []
-    for record_id, entered in changes:
-        user_id = users.get(record_id) or (record_id if unmatched == "record_id" else None)
-        if user_id is None:
-            counts.no_segment_user += 1
-            continue
-        event = AUDIENCE_ENTERED if entered else AUDIENCE_EXITED
-        messages.append(
-            track_message(
-                user_id,
-                event,
-                {"audience": audience, "entity": entity, "record_id": record_id},
-                timestamp=at,
-                message_id=message_id(record_id, audience, event, at.isoformat()),
-            )
-        )
-        owners.append((record_id, {audience: entered}))
-        if trait:
-            messages.append(
-                identify_message(
-                    user_id,
-                    {trait: entered},
-                    timestamp=at,
-                    message_id=message_id(record_id, audience, trait, entered, at.isoformat()),
-                )
-            )
-            owners.append((record_id, {audience: entered}))
-    _send(
-        client, store, AUDIENCE_OBJECT, messages, owners, counts, reporter, f"audience {audience}"
+    built = audience_messages(
+        store,
+        audience=audience,
+        entity=entity,
+        members=members,
+        at=at,
+        trait=trait,
+        unmatched=unmatched,
     )
-    return counts
+    _send(
+        client,
+        store,
+        AUDIENCE_OBJECT,
+        built.messages,
+        built.owners,
+        built.counts,
+        reporter,
+        f"audience {audience}",
+        writeback,
+    )
+    return built.counts

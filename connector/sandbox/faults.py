@@ -222,6 +222,9 @@ class InjectedFaults(FaultPlan):
         lock_at: Record-write numbers (from 1, over the whole run) that fail that way.
         lock_objects: Only writes to these objects (None: any).
         seed: Seed of the random draws.
+        reject_records: Record ids whose every write fails permanently with
+            ``FIELD_CUSTOM_VALIDATION_EXCEPTION`` (a validation rule), e.g. until the plan is
+            replaced ("the cause is fixed"). 15- or 18-character ids.
 
     Attributes:
         injected: Faults injected so far, by kind (``unable_to_lock_row`` for records).
@@ -235,11 +238,13 @@ class InjectedFaults(FaultPlan):
         lock_at: Iterable[int] = (),
         lock_objects: Iterable[str] | None = None,
         seed: int = 0,
+        reject_records: Iterable[str] = (),
     ) -> None:
         self.rules = tuple(rules)
         self.lock_rate = lock_rate
         self.lock_at = frozenset(lock_at)
         self.lock_objects = None if lock_objects is None else frozenset(lock_objects)
+        self.reject_records = frozenset(r[:15] for r in reject_records)
         self.injected: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -265,7 +270,13 @@ class InjectedFaults(FaultPlan):
         return None
 
     def on_record_write(self, sobject: str, record_id: str | None) -> RecordFault | None:
-        """Fail a record write with ``UNABLE_TO_LOCK_ROW`` by schedule or rate."""
+        """Fail a write: rejected records always, ``UNABLE_TO_LOCK_ROW`` by schedule or rate."""
+        if record_id is not None and record_id[:15] in self.reject_records:
+            with self._lock:
+                self.injected["rejected_record"] += 1
+            return RecordFault(
+                "FIELD_CUSTOM_VALIDATION_EXCEPTION", "Scores cannot be set on this record"
+            )
         if self.lock_objects is not None and sobject not in self.lock_objects:
             return None
         with self._lock:

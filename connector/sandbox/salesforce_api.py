@@ -1014,6 +1014,29 @@ class SalesforceApi:
         if failures:
             raise ValueError(f"update_records failed: {failures}")
 
+    def create_records_as_user(self, sobject: str, rows: list[dict[str, Any]]) -> list[str]:
+        """Create records the way a user would in the UI (no write_log entries).
+
+        Args:
+            sobject: Object API name.
+            rows: The records' fields.
+
+        Returns:
+            The new records' ids, in order.
+
+        Raises:
+            ValueError: When the object is unknown or any record fails (nothing is applied).
+        """
+        obj = self.get_object(sobject)
+        if obj is None:
+            raise ValueError(f"unknown sObject {sobject!r}")
+        writes = [_Write("create", obj, dict(row)) for row in rows]
+        results = self._apply_writes(writes, all_or_none=True, log=False)
+        failures = [result["errors"] for result in results if not result["success"]]
+        if failures:
+            raise ValueError(f"create_records failed: {failures}")
+        return [str(result["id"]) for result in results]
+
     def _apply_writes(
         self,
         writes: list[_Write],

@@ -500,6 +500,20 @@ class Sandbox:
         """
         self._require_api().update_records_as_user(sobject, rows)
 
+    def create_records(self, sobject: str, rows: list[dict[str, Any]]) -> list[str]:
+        """Simulate a user creating records in the UI (a Campaign for an audience, say).
+
+        Such records are not API writes, so they do not appear in ``write_log``.
+
+        Args:
+            sobject: Object API name.
+            rows: The records' fields (required fields included).
+
+        Returns:
+            The new ids.
+        """
+        return self._require_api().create_records_as_user(sobject, rows)
+
     def ground_truth(self) -> pd.DataFrame:
         """The hidden model's answer, one row per lead with an anchor.
 

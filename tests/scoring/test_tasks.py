@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from connector.store import Store
 from scoring.explain import MAX_REASON_CHARS
 from scoring.pipeline import ScoringError, score_entities, train_prediction
 from scoring.registry import save_version
@@ -102,6 +104,14 @@ def test_multiclass_value_tiers_with_confusion_matrix(customer_store, tmp_path):
     )
     assert set(scores["tier"]) <= {"BRONZE", "SILVER", "GOLD"}
     assert scores["probability"].between(1 / 3 - 1e-9, 1).all()
+    # every class's probability is kept (a JSON object), its top one being the predicted class
+    first = json.loads(scores["class_probabilities"].iloc[0])
+    assert set(first) == {"BRONZE", "SILVER", "GOLD"} and abs(sum(first.values()) - 1) < 1e-3
+    assert max(first, key=first.get) == scores["tier"].iloc[0]
+    stored = Store(tmp_path / "s.duckdb")
+    stored.append_scores(spec.name, scores)
+    assert json.loads(stored.latest_scores(spec.name)["class_probabilities"].iloc[0]) == first
+    stored.close()
 
 
 def test_static_table_binary_field_label_mixed_types_and_new_values_at_scoring(tmp_path):

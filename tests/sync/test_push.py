@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from connector.store import Store
-from sync.push import changed_values, output_values
+from sync.diff import changed_values, output_values
 
 FIELDS = {"score": "Lead_Score__c", "tier": "Lead_Tier__c"}
 
@@ -28,8 +28,8 @@ def scores(*rows: tuple[str, int, str]) -> pd.DataFrame:
 def test_output_values_are_long_form_json():
     desired = output_values(scores(("a", 87, "A")), FIELDS)
     assert desired.to_dict("records") == [
-        {"record_id": "a", "field": "Lead_Score__c", "value": "87"},
-        {"record_id": "a", "field": "Lead_Tier__c", "value": '"A"'},
+        {"record_id": "a", "field": "Lead_Score__c", "kind": "score", "value": "87"},
+        {"record_id": "a", "field": "Lead_Tier__c", "kind": "tier", "value": '"A"'},
     ]
 
 
@@ -57,7 +57,7 @@ def test_only_values_that_differ_from_the_confirmed_ones_are_sent(tmp_path):
             scores(("a", 87, "A"), ("b", 12, "D"), ("c", 50, "B"), ("d", 1, "D")), FIELDS
         )
         changes = changed_values(desired, store.ledger("salesforce", "Lead"))
-    sent = {(r, f): json.loads(v) for r, f, v in changes.itertuples(index=False)}
+    sent = {(r, f): json.loads(v) for r, f, _, v in changes.itertuples(index=False)}
     assert sent == {
         ("b", "Lead_Score__c"): 12,
         ("c", "Lead_Score__c"): 50,

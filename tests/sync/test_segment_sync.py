@@ -21,7 +21,7 @@ from connector.segment import ProfileClient, TrackingClient
 from connector.store import Store
 from scoring.events import ENTITIES
 from scoring.traits import TraitSpec, compute_traits
-from sync.config import Settings, load_settings
+from sync.config import Settings, WritebackSettings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
 from sync.jobs import run_pull, run_push, run_segment_import
 from sync.progress import SilentReporter
@@ -257,7 +257,14 @@ def test_failed_writes_are_ledgered_and_sent_by_the_next_run(org):
     with Store(settings.store.path, read_only=True) as store:
         ledger = store.ledger("segment", "profile")
     assert set(ledger[ledger["status"] == "failed"]["last_error"]) == {"internal: boom"}
-    healed = run_push(settings).counts["segment"]["lead_conversion"]
+    # the rejected rows wait for their backoff (writeback.retry_backoff_seconds)...
+    waiting = run_push(settings).counts["segment"]["lead_conversion"]
+    assert waiting["messages"] == 0 and waiting["written"] == 0
+    # ...and are sent by the first run after it
+    due = settings.model_copy(update={"writeback": WritebackSettings(retry_backoff_seconds=0)})
+    with Store(settings.store.path) as store:
+        store.con.execute("UPDATE writeback_ledger SET next_attempt_at = NULL")
+    healed = run_push(due).counts["segment"]["lead_conversion"]
     assert healed["written"] == counts["failed"] and healed["failed"] == 0
 
 
@@ -290,7 +297,7 @@ def test_audience_membership_changes_become_entered_and_exited_events(org):
     assert (moved.records, moved.written) == (2, 2)
     events = box.sql(
         "SELECT user_id, event, properties FROM seg_event WHERE event LIKE 'Audience %' "
-        "ORDER BY seq"
+        "AND json_extract(properties, '$.audience') = 'hot_leads' ORDER BY seq"
     )
     assert [(u, e) for u, e, _ in events] == [
         (users[a], "Audience Entered"),

@@ -1,0 +1,302 @@
+"""Write-back against the sandbox over HTTPS: plans and their price, modes, audiences, the ledger.
+
+Every assertion is on what the sandbox holds (records, campaign members, ``write_log``,
+``request_log``) and what the store's ledger says, after real pushes by the real clients.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from connector.errors import TransientError
+from connector.sandbox import FaultRule, InjectedFaults, Sandbox
+from connector.store import Store
+from sync.cli import app
+from sync.config import Settings, load_settings
+from sync.demo import ensure_audience_campaign, write_sandbox_files
+from sync.jobs import run_pull, run_push
+from tests.sync.test_salesforce_sync import sandbox_client
+
+AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
+FIELDS = ("Lead_Score__c", "Lead_Tier__c", "Lead_Score_Reasons__c")
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Iterator[tuple[Sandbox, Path]]:
+    sandbox = Sandbox(
+        tmp_path / "sandbox", leads=150, seed=5, as_of=AS_OF, page_size=100, segment=True
+    ).start()
+    sandbox.export_segment()
+    config = write_sandbox_files(
+        tmp_path, sandbox.info, command="test", campaign_id=ensure_audience_campaign(sandbox)
+    )
+    # a small request size limit, so that Segment traits take several /v1/batch requests
+    text = config.read_text().replace(
+        "max_profiles_per_run = 100", "max_profiles_per_run = 0\nmax_request_bytes = 4096"
+    )
+    config.write_text(text + "\n[writeback]\nretry_backoff_seconds = 0\nmax_attempts = 2\n")
+    yield sandbox, config
+    sandbox.stop()
+
+
+def settings_for(config: Path, **salesforce: object) -> Settings:
+    if salesforce:
+        text = config.read_text()
+        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in salesforce.items())
+        config.write_text(
+            text.replace("bulk_poll_seconds = 0.1\n", f"bulk_poll_seconds = 0.1\n{extra}")
+        )
+    return load_settings(config, environ={})
+
+
+def live_leads(sandbox: Sandbox) -> list[str]:
+    return [r[0] for r in sandbox.sql("SELECT Id FROM Lead WHERE IsDeleted = 0 ORDER BY Id")]
+
+
+def add_scores(settings: Settings, leads: list[str], shift: int = 0) -> pd.DataFrame:
+    """A scoring run: every lead gets a score; every fifth one is an A (an audience member)."""
+    n = len(leads)
+    probability = [((i * 37 + shift) % 100) / 100 for i in range(n)]
+    tiers = [
+        "A" if p >= 0.6 else "B" if p >= 0.35 else "C" if p >= 0.15 else "D" for p in probability
+    ]
+    scores = pd.DataFrame(
+        {
+            "entity_id": leads,
+            "model_version": "v1",
+            "probability": probability,
+            "score": [round(p * 100) for p in probability],
+            "tier": tiers,
+            "reasons": [f"web visits up ({i % 7})" for i in range(n)],
+            "scored_at": dt.datetime(2025, 6, 1, 12),
+        }
+    )
+    with Store(settings.store.path) as store:
+        store.append_scores("lead_conversion", scores)
+    return scores
+
+
+def writes_twice(sandbox: Sandbox) -> int:
+    return sandbox.sql(
+        "SELECT count(*) FROM (SELECT record_id, field, value FROM write_log "
+        "GROUP BY record_id, field, value HAVING count(*) > 1)"
+    )[0][0]
+
+
+def write_requests(sandbox: Sandbox) -> int:
+    return sum(
+        1 for r in sandbox.request_log if r.category in ("composite", "bulk") and r.method != "GET"
+    )
+
+
+@pytest.mark.parametrize("threshold", [2000, 50], ids=["collections", "bulk"])
+def test_a_plan_writes_nothing_and_prices_the_push_exactly(org, threshold):
+    sandbox, config = org
+    settings = settings_for(config, bulk_write_threshold=threshold)
+    run_pull(settings)
+    add_scores(settings, live_leads(sandbox))
+    writes_before = write_requests(sandbox)
+    runner = CliRunner()
+    planned = runner.invoke(app, ["plan", "--config", str(config), "--json"])
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.output)
+    dry = runner.invoke(app, ["push", "--dry-run", "--config", str(config)])
+    assert dry.exit_code == 0 and "estimated api calls" in dry.output
+    # nothing was written anywhere: no write request, no ledger row, no tracking call
+    assert write_requests(sandbox) == writes_before
+    assert not [r for r in sandbox.segment_requests if r.category == "tracking"]
+    with Store(settings.store.path) as store:
+        assert store.query_df("SELECT count(*) AS n FROM writeback_ledger")["n"][0] == 0
+    targets = {(t["target"], t.get("prediction") or t.get("audience")): t for t in plan["targets"]}
+    fields = targets[("salesforce", "lead_conversion")]
+    assert fields["path"] == ("bulk" if threshold < 150 else "collections")
+    assert fields["counts"]["create"] == len(live_leads(sandbox))
+    campaign = targets[("salesforce campaign", "hot_new_leads")]
+    assert campaign["enter"] > 0 and campaign["exit"] == 0
+    segment_audience = targets[("segment audience", "likely_buyers")]
+    assert segment_audience["enter"] > 0 and segment_audience["exit"] == 0
+
+    calls_before = sandbox.api_calls()
+    tracking_before = sum(1 for r in sandbox.segment_requests if r.category == "tracking")
+    pushed = run_push(settings)
+    assert pushed.status == "ok", pushed.counts
+    # the estimate is the real price, on the path the connector chose
+    assert pushed.api_calls == sandbox.api_calls() - calls_before == plan["estimated_api_calls"]
+    tracking = sum(1 for r in sandbox.segment_requests if r.category == "tracking")
+    tracking -= tracking_before
+    assert tracking == plan["estimated_segment_requests"] > 1
+    members = sandbox.sql(
+        "SELECT count(*) FROM CampaignMember WHERE CampaignId = ? AND IsDeleted = 0",
+        (campaign["campaign_id"],),
+    )[0][0]
+    assert members == campaign["members"] == pushed.counts["campaigns"]["hot_new_leads"]["added"]
+
+    again = json.loads(runner.invoke(app, ["plan", "--config", str(config), "--json"]).output)
+    assert again["estimated_api_calls"] == 1  # the describe; nothing to write
+    assert again["estimated_segment_requests"] == 0
+    second = run_push(settings)
+    assert second.counts["written"] == 0 and second.api_calls == 1
+    assert writes_twice(sandbox) == 0
+
+
+def test_a_crash_between_the_write_and_the_ledger_commit_is_read_back_not_resent(org):
+    sandbox, config = org
+    settings = settings_for(config, max_attempts=1)
+    run_pull(settings)
+    leads = live_leads(sandbox)
+    scores = add_scores(settings, leads)
+    # Salesforce applies the first update request, then the answer is lost: the process sees a
+    # dropped connection and (max_attempts = 1) gives up, as a killed process would.
+    sandbox.faults = InjectedFaults(
+        [FaultRule("drop", at=(1,), methods=("PATCH",), categories=("composite",))]
+    )
+    with pytest.raises(TransientError):
+        run_push(settings)
+    sandbox.faults = InjectedFaults()
+    with Store(settings.store.path) as store:
+        ledger = store.ledger("salesforce", "Lead")
+    assert set(ledger["status"]) == {"sending"} and ledger["value"].isna().all()
+    applied = sandbox.sql("SELECT count(DISTINCT record_id) FROM write_log")[0][0]
+    assert applied == len(leads)  # written, but never confirmed
+
+    resumed = run_push(settings)
+    counts = resumed.counts["predictions"]["lead_conversion"]
+    assert counts["recovered"] == len(leads) * len(FIELDS) and counts["sent"] == 0
+    assert writes_twice(sandbox) == 0
+    with Store(settings.store.path) as store:
+        ledger = store.ledger("salesforce", "Lead")
+    assert set(ledger["status"]) == {"written"}
+    held = dict(sandbox.sql("SELECT Id, Lead_Score__c FROM Lead WHERE IsDeleted = 0"))
+    assert all(held[r] == s for r, s in zip(scores["entity_id"], scores["score"], strict=True))
+
+
+def test_rejected_rows_retry_then_become_dead_letters_and_deleted_records_are_gone(org):
+    sandbox, config = org
+    settings = settings_for(config)
+    run_pull(settings)
+    leads = live_leads(sandbox)
+    rejected, deleted = leads[:3], leads[3]
+    add_scores(settings, leads)
+    sandbox_client(sandbox).restful("composite/sobjects", method="DELETE", params={"ids": deleted})
+    sandbox.faults = InjectedFaults(reject_records=rejected)
+    first = run_push(settings).counts["predictions"]["lead_conversion"]
+    assert first["failed"] == 4 and first["written"] == len(leads) - 4
+    assert first["errors"] == {"FIELD_CUSTOM_VALIDATION_EXCEPTION": 3, "ENTITY_IS_DELETED": 1}
+    second = run_push(settings).counts["predictions"]["lead_conversion"]
+    # the rejected ones are retried (max_attempts = 2), the deleted one is gone for good
+    assert second["sent"] == 3 and second["gone"] == 1 and second["failed"] == 3
+    third = run_push(settings).counts["predictions"]["lead_conversion"]
+    assert third["sent"] == 0 and third["dead"] == 3
+
+    runner = CliRunner()
+    status = json.loads(runner.invoke(app, ["status", "--config", str(config), "--json"]).output)
+    assert status["dead_letters"] == 3 * len(FIELDS)
+    by_status = {r["status"]: r for r in status["dead_letter_rows"]}
+    assert by_status["dead"]["records"] == 3
+    assert by_status["dead"]["reason"].startswith("FIELD_CUSTOM_VALIDATION_EXCEPTION")
+    assert by_status["gone"]["example"] == deleted
+    text = runner.invoke(app, ["status", "--config", str(config)]).output
+    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in text and "retry --dead" in text
+
+    sandbox.faults = InjectedFaults()  # the validation rule was fixed
+    retried = runner.invoke(app, ["retry", "--dead", "--config", str(config), "--json"])
+    assert retried.exit_code == 0, retried.output
+    counts = json.loads(retried.output)["counts"]
+    assert counts["revived"] == 3 * len(FIELDS)
+    assert counts["predictions"]["lead_conversion"]["written"] == 3
+    with Store(settings.store.path) as store:
+        ledger = store.ledger("salesforce", "Lead")
+    assert set(ledger.loc[ledger["record_id"] != deleted, "status"]) == {"written"}
+    assert writes_twice(sandbox) == 0
+
+
+def test_upsert_by_external_id_and_a_campaign_that_mirrors_its_audience(org):
+    sandbox, config = org
+    text = config.read_text().replace(
+        'fields = { score = "Lead_Score__c"',
+        'mode = "upsert"\nexternal_id_field = "Email"\nfields = { score = "Lead_Score__c"',
+    )
+    config.write_text(text)
+    settings = settings_for(config)
+    run_pull(settings)
+    leads = live_leads(sandbox)
+    add_scores(settings, leads)
+    no_email = {
+        r[0] for r in sandbox.sql("SELECT Id FROM Lead WHERE Email IS NULL AND IsDeleted = 0")
+    }
+    campaign = ensure_audience_campaign(sandbox)
+    # a member someone added by hand: mirror mode removes it
+    outsider = sorted(set(leads) - no_email)[-1]
+    sandbox.create_records("CampaignMember", [{"CampaignId": campaign, "LeadId": outsider}])
+    first = run_push(settings)
+    counts = first.counts["predictions"]["lead_conversion"]
+    assert counts["written"] == len(leads) - len(no_email)
+    assert counts["invalid"] == len(no_email)
+    # upserts matched the existing leads by Email: no lead was created
+    assert sandbox.sql("SELECT count(*) FROM Lead WHERE IsDeleted = 0")[0][0] == len(leads)
+    members = {
+        r[0]
+        for r in sandbox.sql(
+            "SELECT LeadId FROM CampaignMember WHERE CampaignId = ? AND IsDeleted = 0", (campaign,)
+        )
+    }
+    with Store(settings.store.path) as store:
+        expected = set(
+            store.query_df(
+                "SELECT s.entity_id FROM score_history s JOIN sf_lead l ON l.Id = s.entity_id "
+                "WHERE s.tier = 'A' AND NOT l.IsConverted "
+                "AND CAST(l.CreatedDate AS TIMESTAMP) >= s.scored_at - INTERVAL 30 DAY"
+            )["entity_id"]
+        )
+    assert members == expected and outsider not in expected
+    assert first.counts["campaigns"]["hot_new_leads"]["removed"] == 1
+
+    add_scores(settings, leads, shift=50)  # new scores: some leave the audience, others enter
+    second = run_push(settings).counts["campaigns"]["hot_new_leads"]
+    assert second["added"] > 0 and second["removed"] > 0 and second["failed"] == 0
+    with Store(settings.store.path) as store:
+        latest = store.latest_scores("lead_conversion")
+    now_in = {
+        r[0]
+        for r in sandbox.sql(
+            "SELECT LeadId FROM CampaignMember WHERE CampaignId = ? AND IsDeleted = 0", (campaign,)
+        )
+    }
+    assert now_in <= set(latest.loc[latest["tier"] == "A", "entity_id"])
+    assert len(now_in) == second["members"]
+
+
+def test_setup_creates_the_fields_of_every_new_output_kind(org):
+    sandbox, config = org
+    text = config.read_text().replace(
+        'fields = { score = "Lead_Score__c", tier = "Lead_Tier__c", '
+        'reasons = "Lead_Score_Reasons__c" }',
+        'fields = { score = "Lead_Score__c", percentile = "Lead_Percentile__c", '
+        'probability = "Lead_Probability__c", score_change = "Lead_Score_Change__c", '
+        'trend = "Lead_Trend__c" }',
+    )
+    config.write_text(text)
+    result = CliRunner().invoke(app, ["setup", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    fields = {f["field"]: f for f in json.loads(result.output)["counts"]["fields"]}
+    assert {k: v["action"] for k, v in fields.items()} == {
+        "Lead_Score__c": "exists",
+        "Lead_Percentile__c": "created",
+        "Lead_Probability__c": "created",
+        "Lead_Score_Change__c": "created",
+        "Lead_Trend__c": "created",
+    }
+    assert fields["Lead_Percentile__c"]["detail"] == "Number(3,0)"
+    assert fields["Lead_Trend__c"]["detail"] == "Text(16)"
+    settings = load_settings(config, environ={})
+    run_pull(settings)
+    add_scores(settings, live_leads(sandbox))
+    pushed = run_push(settings).counts["predictions"]["lead_conversion"]
+    assert pushed["failed"] == 0 and pushed["written"] == len(live_leads(sandbox))
