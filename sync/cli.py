@@ -654,12 +654,32 @@ def run(
 
 
 def _when(value: Any) -> str:
+    """A UTC time, short enough for a table cell (the year is in ``--json``)."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
         value = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
-        return f"{value:%Y-%m-%d %H:%M:%S}"
+        return f"{value:%m-%d %H:%M:%S}"
     return str(value)
+
+
+# The counts a run is summarised by in `status`, most telling first (all are in --json).
+_HEADLINE_COUNTS = ("pulled", "scored", "written", "failed", "deleted", "rows")
+
+
+def _run_summary(run: dict[str, Any]) -> str:
+    """One short line per run: its error, or its headline counts."""
+    if run["error"]:
+        error = str(run["error"])
+        return error if len(error) <= 70 else error[:69] + "…"
+    # zero failures or deletions are noise; zero pulled/scored/written is news
+    counts = {
+        k: v
+        for k, v in run["counts"].items()
+        if isinstance(v, int) and (v or k in ("pulled", "scored", "written"))
+    }
+    shown = [k for k in _HEADLINE_COUNTS if k in counts][:3] or list(counts)[:3]
+    return ", ".join(f"{k} {counts[k]:,}" for k in shown)
 
 
 @app.command()
@@ -768,7 +788,11 @@ def status(
                 "failures (24h)",
                 "last error",
             ):
-                table.add_column(col, justify="right" if col.startswith("failures") else "left")
+                table.add_column(
+                    col,
+                    justify="right" if col.startswith("failures") else "left",
+                    no_wrap=col != "last error",
+                )
             for name, j in data["jobs"].items():
                 last = j["last_run"] or {}
                 failures = f"{j['failures_24h']}"
@@ -834,7 +858,9 @@ def status(
             table = Table(box=None, padding=(0, 2, 0, 0), title="recent runs", title_justify="left")
             for col in ("run", "job", "started (UTC)", "seconds", "status", "api calls", "summary"):
                 table.add_column(
-                    col, justify="right" if col in ("run", "seconds", "api calls") else "left"
+                    col,
+                    justify="right" if col in ("run", "seconds", "api calls") else "left",
+                    no_wrap=col != "summary",
                 )
             for r in data["runs"]:
                 seconds = (
@@ -842,9 +868,7 @@ def status(
                     if r["finished_at"]
                     else "-"
                 )
-                summary = r["error"] or ", ".join(
-                    f"{k} {v:,}" for k, v in r["counts"].items() if isinstance(v, int)
-                )
+                summary = _run_summary(r)
                 table.add_row(
                     str(r["run_id"]),
                     r["job"],
