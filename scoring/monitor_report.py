@@ -25,7 +25,8 @@ h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2rem; } h3 { font
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
 th, td { padding: 0.2rem 0.7rem; border-bottom: 1px solid #ddd; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
-.ok { color: #1a7f37; } .warn { color: #9a6700; } .alert { color: #cf222e; font-weight: 600; }
+.psi-ok { color: #1a7f37; } .psi-warn { color: #9a6700; }
+.psi-alert { color: #cf222e; font-weight: 600; }
 .note { color: #555; font-size: 0.9rem; }
 img { max-width: 100%; }
 """
@@ -85,6 +86,9 @@ def _history_figure(history: pd.DataFrame, realized: list[dict[str, Any]], alert
         )
         axes[0].axhline(alert, color="#cf222e", linestyle="--", linewidth=1)
         axes[0].legend()
+        first, last = history["measured_at"].min(), history["measured_at"].max()
+        if first == last:  # one measurement: a few days around it, not matplotlib's years
+            axes[0].set_xlim(first - pd.Timedelta(days=3), last + pd.Timedelta(days=3))
     axes[0].set_title("Drift over time (PSI)")
     if realized:
         when = [r["scored_at"] for r in realized]
@@ -124,8 +128,31 @@ def monitoring_section(
     Returns:
         HTML (``<section>``) with tables and embedded PNG figures.
     """
-    parts = [f"<section><h2>Monitoring: {html.escape(prediction)}</h2>"]
-    parts.append("<h3>Drift against the training population</h3>")
+    body = monitoring_body(drift, drift_history, realized, psi_warn=psi_warn, psi_alert=psi_alert)
+    return f"<section><h2>Monitoring: {html.escape(prediction)}</h2>\n{body}\n</section>"
+
+
+def monitoring_body(
+    drift: dict[str, Any] | None,
+    drift_history: pd.DataFrame,
+    realized: list[dict[str, Any]],
+    *,
+    psi_warn: float,
+    psi_alert: float,
+) -> str:
+    """The monitoring section's content, without its heading (the model report adds its own).
+
+    Args:
+        drift: the latest drift figures (the monitor job's ``drift`` entry) or None.
+        drift_history: ``measured_at, score_psi, max_feature_psi`` over time.
+        realized: realized performance rows, oldest first.
+        psi_warn: PSI flagged as a moderate shift.
+        psi_alert: PSI that raises an alert.
+
+    Returns:
+        HTML with tables and embedded PNG figures.
+    """
+    parts = ["<h3>Drift against the training population</h3>"]
     if not drift or drift.get("level") == "unavailable":
         reason = (drift or {}).get("reason", "no drift measured yet")
         parts.append(f'<p class="note">{html.escape(reason)}</p>')
@@ -134,18 +161,21 @@ def monitoring_section(
         parts.append(
             f"<p>Model {html.escape(str(drift['model_version']))}, {drift['rows']:,} leads scored "
             f"at {drift['scored_at']} vs {drift['reference_rows']:,} at training. "
-            f'Verdict: <span class="{level}">{level}</span> '
+            f'Verdict: <span class="psi-{level}">{level}</span> '
             f"(PSI &ge; {psi_warn} moderate, &ge; {psi_alert} significant).</p>"
         )
         rows = [
             (
                 "score",
-                f'<span class="{_level(drift["score_psi"], psi_warn, psi_alert)}">'
+                f'<span class="psi-{_level(drift["score_psi"], psi_warn, psi_alert)}">'
                 f"{drift['score_psi']:.3f}</span>",
             )
         ]
         rows += [
-            (html.escape(name), f'<span class="{_level(v, psi_warn, psi_alert)}">{v:.3f}</span>')
+            (
+                html.escape(name),
+                f'<span class="psi-{_level(v, psi_warn, psi_alert)}">{v:.3f}</span>',
+            )
             for name, v in list(drift["features"].items())[:10]
         ]
         parts.append(_table(["measure", "PSI"], rows))
@@ -180,7 +210,6 @@ def monitoring_section(
         )
     if not drift_history.empty or realized:
         parts.append(_history_figure(drift_history, realized, psi_alert))
-    parts.append("</section>")
     return "\n".join(parts)
 
 

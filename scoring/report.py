@@ -570,6 +570,7 @@ th,td{padding:4px 10px;border-bottom:1px solid #e3e7ec;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f0f3f7}
 .warn{background:#fff4e5;border-left:4px solid #e08e0b;padding:6px 12px;margin:8px 0}
 .note{color:#5a6b7d}.facts{color:#5a6b7d;font-size:13px}
+.psi-ok{color:#1a7f37}.psi-warn{color:#9a6700}.psi-alert{color:#cf222e;font-weight:600}
 nav a{color:#fff;margin-right:14px;font-size:13px}
 """
 

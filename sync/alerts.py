@@ -279,7 +279,10 @@ def job_conditions(
             if not isinstance(model, dict) or "champion" not in model:
                 continue
             rejected_model = model["champion"] is False
-            reason = model.get("reason") or model.get("gate") or ""
+            # train reports the gate as {"promote": bool, "reason": str} (scoring's quality gate)
+            gate = model.get("gate")
+            reason = model.get("reason") or (gate.get("reason") if isinstance(gate, dict) else "")
+            reason = reason or ""
             out.append(
                 Condition(
                     f"gate:{name}",

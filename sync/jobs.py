@@ -88,14 +88,19 @@ from scoring.registry import (
     rollback,
     save_version,
 )
-from scoring.report import ReportInput, build_report
+from scoring.report import ReportInput, Section, build_report
 from sync.alerts import Condition, evaluate, job_conditions
 from sync.config import JOB_NAMES, PredictionConfig, Settings, load_settings
 from sync.demo import ensure_audience_campaign, prepare_workdir, write_sandbox_files
 from sync.health import overdue_jobs
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context
-from sync.monitoring import monitor_conditions, monitor_prediction, monitoring_page
+from sync.monitoring import (
+    monitor_conditions,
+    monitor_prediction,
+    monitoring_page,
+    monitoring_report_body,
+)
 from sync.progress import Reporter, SilentReporter
 from sync.push import plan_campaign, plan_salesforce, push_campaign, push_salesforce
 from sync.segment import (
@@ -990,11 +995,15 @@ def run_report(
         _recorded(store, "report") as result,
     ):
         inputs = []
+        monitoring: dict[str, str] = {}
         for spec in settings.predictions:
             champion = load_champion(settings.store.models_dir, spec.name)
             if champion is None:
                 reporter.stage(f"{spec.name}: no model yet; left out of the report")
                 continue
+            reporter.stage(f"{spec.name}: measuring drift and realized performance")
+            as_of = _prediction_as_of(store, settings, spec) or utc_now()
+            monitoring[spec.name] = monitoring_report_body(store, settings, spec, as_of)
             reporter.stage(f"{spec.name}: drawing the report of model {champion.version}")
             inputs.append(
                 ReportInput(
@@ -1015,7 +1024,17 @@ def run_report(
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(build_report(inputs), encoding="utf-8")
+        tmp.write_text(
+            build_report(
+                inputs,
+                extra_sections=[
+                    lambda report: Section(
+                        "Monitoring: drift and realized conversion", monitoring[report.name]
+                    )
+                ],
+            ),
+            encoding="utf-8",
+        )
         tmp.replace(path)
         result.counts = {"path": str(path), "predictions": [i.name for i in inputs]}
     return result
@@ -1565,14 +1584,17 @@ def run_doctor(
 
     Args:
         settings: configuration.
-        campaigns: Campaign ids the configuration writes members to.
+        campaigns: Campaign ids to check (default: the Campaigns the audiences mirror).
         reporter: progress.
 
     Returns:
         ``ok`` (no problem found), ``checks`` (``check, ok, detail, fix`` each) and
         ``api_calls``.
     """
-    s = settings.salesforce
+    s = _salesforce(settings)
+    campaigns = list(campaigns) or [
+        a.salesforce.campaign_id for a in settings.audiences if a.salesforce is not None
+    ]
     checks: list[Check] = []
     sf = SalesforceClient(s)
     try:

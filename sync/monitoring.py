@@ -6,6 +6,7 @@ computations themselves are in :mod:`scoring.monitor`.
 
 from __future__ import annotations
 
+import html
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -221,3 +222,35 @@ def monitoring_page(store: Store, settings: Settings, counts: dict[str, Any]) ->
             )
         )
     return standalone_page("leadscore monitoring", sections)
+
+
+def monitoring_report_body(
+    store: Store, settings: Settings, spec: PredictionConfig, as_of: datetime
+) -> str:
+    """Drift and realized performance of one prediction, measured now, for the model report.
+
+    Measuring records a drift row and any newly closed realized-performance windows, exactly as
+    the ``monitor`` job does.
+
+    Args:
+        store: the store (under the run lock).
+        settings: configuration (``[monitor]`` thresholds).
+        spec: the prediction.
+        as_of: how far the store is complete.
+
+    Returns:
+        An HTML fragment; a note when nothing could be measured.
+    """
+    from scoring.monitor_report import monitoring_body
+
+    try:
+        figures = monitor_prediction(store, settings, spec, as_of, max_runs=60)
+    except ValueError as exc:
+        return f'<p class="note">Not measured: {html.escape(str(exc))}</p>'
+    return monitoring_body(
+        figures.get("drift"),
+        drift_history(store, spec.name),
+        realized_history(store, spec.name),
+        psi_warn=settings.monitor.psi_warn,
+        psi_alert=settings.monitor.psi_alert,
+    )

@@ -49,14 +49,14 @@ def test_job_conditions_cover_failure_rejections_and_the_quality_gate(tmp_path):
     assert "10 of 100" in ok[1].title
     few = job_conditions("sync", "partial", {"written": 99, "failed": 1}, None, settings)
     assert ("rejected:sync", False) in [(c.key, c.active) for c in few]
-    gate = job_conditions(
-        "train",
-        "ok",
-        {"predictions": {"lc": {"version": "v2", "champion": False, "reason": "AUC 0.70 < 0.72"}}},
-        None,
-        settings,
-    )
+    # the shape run_train reports: the quality gate's decision and reason
+    rejected = {"version": "v2", "champion": False}
+    rejected["gate"] = {"promote": False, "reason": "holdout auc 0.7000 is worse than 0.7200"}
+    gate = job_conditions("train", "ok", {"predictions": {"lc": rejected}}, None, settings)
     assert ("gate:lc", True) in [(c.key, c.active) for c in gate]
+    (condition,) = [c for c in gate if c.key == "gate:lc"]
+    assert "holdout auc 0.7000 is worse than 0.7200" in condition.detail
+    assert "promote" not in condition.detail
     assert job_conditions("sync", "skipped", {}, "busy", settings) == []
 
 

@@ -21,7 +21,7 @@ from connector.sandbox import FaultRule, InjectedFaults, Sandbox
 from connector.store import Store
 from sync.cli import app
 from sync.config import Settings, load_settings
-from sync.demo import write_sandbox_files
+from sync.demo import ensure_audience_campaign, write_sandbox_files
 from sync.jobs import run_pull, run_push
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -236,6 +236,9 @@ def test_a_push_under_faults_loses_nothing_and_writes_nothing_twice(org, thresho
 
 def test_setup_and_doctor_on_a_misconfigured_org(org):
     sandbox, config = org
+    # configure the demo's Campaign audience, so doctor checks that Campaign too
+    campaign_id = ensure_audience_campaign(sandbox)
+    write_sandbox_files(config.parent, sandbox.info, command="test", campaign_id=campaign_id)
     sandbox.remove_field("Lead", "Lead_Score__c")
     sandbox.set_field_access("Lead", "Lead_Tier__c", updateable=False)
     config.write_text(config.read_text().replace('"Industry"', '"Industy"'))
@@ -250,6 +253,8 @@ def test_setup_and_doctor_on_a_misconfigured_org(org):
     assert "leadscore setup" in problems["Lead.Lead_Score__c"]["fix"]
     assert "field-level security" in problems["Lead.Lead_Tier__c"]["fix"]
     assert {c["check"] for c in report["checks"] if c["ok"]} >= {"login", "API allowance"}
+    # the Campaign an audience mirrors is checked too (it exists in the sandbox org)
+    assert any(c["check"] == f"campaign {campaign_id}" and c["ok"] for c in report["checks"])
 
     dry = runner.invoke(app, ["setup", "--config", str(config), "--dry-run", "--json"])
     fields = {f["field"]: f for f in json.loads(dry.output)["counts"]["fields"]}

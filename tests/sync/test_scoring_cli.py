@@ -99,6 +99,9 @@ def test_import_train_models_and_report_from_a_csv(tmp_path):
     assert report.returncode == 0, report.stderr
     page = out.read_text()
     assert "upsell" in page and "data:image/png;base64," in page
+    # the monitoring section (drift against the training population) is part of the report
+    assert "Monitoring: drift and realized conversion" in page
+    assert "Drift against the training population" in page
 
 
 def test_scoring_errors_are_one_line(tmp_path):
