@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -76,7 +77,11 @@ COLLECTION_SIZE = 200  # sObject Collections accept at most 200 records per requ
 # Transient per-record failures are sent again in batches of these sizes, one round each, with a
 # backoff before every round: first smaller batches, then one record per request.
 RETRY_BATCH_SIZES = (25, 1, 1)
-BULK_RECORDS_PER_JOB = 1_000_000  # keeps one ingest upload well under the 150 MB limit
+BULK_RECORDS_PER_JOB = 1_000_000
+# One ingest job's CSV upload is at most 150 MB after base64 encoding; like simple-salesforce
+# (MAX_INGEST_JOB_FILE_SIZE) we cut at 100 MB of raw CSV and start another job.
+# https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_bulkapi.htm
+BULK_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 BULK_NULL = "#N/A"  # how Bulk API 2.0 CSV sets a field to null; an empty value leaves it unchanged
 MAX_POLL_SECONDS = 30.0
 LARGE_RUN_CALLS = 50  # runs planned above this many calls check /limits first
@@ -1054,8 +1059,9 @@ def estimate_write_calls(
 
     Collections: one call per 200 records. Bulk API 2.0 ingest, per job of up to 1,000,000
     records: create, upload, close, ``polls`` job-info polls and the successful-results download.
-    Assumes no record fails: each failed record adds its failed-results download (bulk) and its
-    retries.
+    Assumes no record fails (each failed record adds its failed-results download on the bulk
+    path, and its retries) and that a job's CSV stays under :data:`BULK_MAX_UPLOAD_BYTES` (about
+    500 bytes a record, far more than scores, tiers and reasons take).
 
     Args:
         n_records: records to write.
@@ -1268,13 +1274,11 @@ def _bulk_ingest(
     operation: WriteOperation,
     external_id_field: str | None,
 ) -> list[_Outcome]:
-    """One Bulk API 2.0 ingest job; per-record outcomes in input order.
+    """Bulk API 2.0 ingest in as many jobs as the upload limit needs; outcomes in input order.
 
-    Calls: create, upload (201), close, polls until ``JobComplete``, then the successful and
-    (only when some failed) the failed results, and the unprocessed records only when some
-    were not processed.
+    Records go to one job until its CSV would pass :data:`BULK_MAX_UPLOAD_BYTES` or
+    :data:`BULK_RECORDS_PER_JOB`, then to the next; the jobs run one after another.
     """
-    bulk_operation = "insert" if operation == "create" else operation
     columns: list[str] = []
     for record in records:
         for key in record:
@@ -1283,13 +1287,53 @@ def _bulk_ingest(
     if operation in ("update", "delete") and "Id" in columns:
         columns.remove("Id")
         columns.insert(0, "Id")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
     rows = [[_csv_value(r[c]) if c in r else "" for c in columns] for r in records]
-    writer.writerows(rows)
-    payload = buffer.getvalue().encode("utf-8")
+    # csv.writer calls write() once per row, so this collects one CSV line per record.
+    lines: list[str] = []
+    csv.writer(SimpleNamespace(write=lines.append), lineterminator="\n").writerows([columns, *rows])
+    header = lines.pop(0)
+    outcomes: list[_Outcome] = []
+    start = 0
+    while start < len(records):
+        end, size = start, len(header.encode("utf-8"))
+        while end < len(records) and end - start < BULK_RECORDS_PER_JOB:
+            line_size = len(lines[end].encode("utf-8"))
+            if end > start and size + line_size > BULK_MAX_UPLOAD_BYTES:
+                break
+            size += line_size
+            end += 1
+        payload = (header + "".join(lines[start:end])).encode("utf-8")
+        outcomes.extend(
+            _bulk_ingest_job(
+                client,
+                name,
+                columns,
+                rows[start:end],
+                payload,
+                operation,
+                external_id_field,
+            )
+        )
+        start = end
+    return outcomes
 
+
+def _bulk_ingest_job(
+    client: SalesforceClient,
+    name: str,
+    columns: list[str],
+    rows: list[list[str]],
+    payload: bytes,
+    operation: WriteOperation,
+    external_id_field: str | None,
+) -> list[_Outcome]:
+    """One Bulk API 2.0 ingest job for a CSV payload; per-row outcomes in row order.
+
+    Calls: create, upload (201), close, polls until ``JobComplete``, then the successful and
+    (only when some failed) the failed results, and the unprocessed records only when some
+    were not processed.
+    """
+    bulk_operation = "insert" if operation == "create" else operation
     body: dict[str, Any] = {
         "object": name,
         "operation": bulk_operation,
@@ -1299,7 +1343,7 @@ def _bulk_ingest(
     }
     if operation == "upsert":
         body["externalIdFieldName"] = external_id_field
-    what = f"bulk {bulk_operation} of {len(records)} {name} records"
+    what = f"bulk {bulk_operation} of {len(rows)} {name} records"
     info = _bulk_call(client, "POST", _bulk_url(client, "ingest"), what=what, json=body).json()
     job_id = str(info["id"])
     try:
@@ -1349,7 +1393,7 @@ def _bulk_ingest(
     waiting: dict[tuple[str, ...], deque[int]] = defaultdict(deque)
     for index, row in enumerate(rows):
         waiting[key_of(dict(zip(columns, row, strict=True)))].append(index)
-    outcomes: list[_Outcome | None] = [None] * len(records)
+    outcomes: list[_Outcome | None] = [None] * len(rows)
 
     def results(kind: str) -> Iterator[dict[str, str]]:
         text = _bulk_call(
@@ -1375,7 +1419,7 @@ def _bulk_ingest(
             index = claim(row)
             if index is not None:
                 outcomes[index] = _bulk_error(row.get("sf__Error", ""))
-    if processed < len(records):
+    if processed < len(rows):
         for row in results("unprocessedRecords"):
             index = claim(row)
             if index is not None:

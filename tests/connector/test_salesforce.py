@@ -268,6 +268,24 @@ def test_estimates_equal_the_real_cost_without_failures(box):
     assert estimate_write_calls(10_000, bulk_write_threshold=2_000) == 5
 
 
+def test_bulk_writes_larger_than_the_upload_limit_are_split_into_several_jobs(box, monkeypatch):
+    ids = writable_leads(box)[:40]
+    records = [{"Id": i, "Lead_Score__c": n} for n, i in enumerate(ids)]
+    # "Id,Lead_Score__c\n" is 17 bytes and each row 21 or 22: eight rows fit in 200 bytes
+    monkeypatch.setattr("connector.salesforce.BULK_MAX_UPLOAD_BYTES", 200)
+    with client_for(box, bulk_write_threshold=10) as client:
+        outcomes = [o for batch in write_records(client, "Lead", records) for o in batch]
+    assert [o["id"] for o in outcomes] == ids and all(o["success"] for o in outcomes)
+    jobs = [
+        r
+        for r in box.request_log
+        if r.category == "bulk" and r.method == "POST" and r.path.endswith("/jobs/ingest")
+    ]
+    assert len(jobs) == 5
+    assert scores(box, ids) == {i: float(n) for n, i in enumerate(ids)}
+    assert written_twice(box) == 0
+
+
 def test_unable_to_lock_row_is_retried_in_smaller_batches_then_one_by_one(box):
     ids = writable_leads(box)[:40]
     # record writes 3 and 7 fail in the first pass; the retry of record 3 fails again (write 41)
