@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from connector.errors import LeadscoreError
 from sync import jobs
@@ -106,7 +107,8 @@ def _kv_table(rows: list[tuple[str, Any]]) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, str(value))
+        # Text, not markup: values quote config sections ([schedule]) and record data
+        table.add_row(Text(key), Text(str(value)))
     return table
 
 
@@ -270,8 +272,8 @@ def _render_job(result: jobs.JobResult) -> None:
                 f"{row['object']}.{row['field']}",
                 row["kind"],
                 row["action"],
-                row["detail"],
-                row["fix"],
+                Text(row["detail"] or ""),
+                Text(row["fix"] or ""),
                 style=style,
             )
         out.print(table)
@@ -714,10 +716,10 @@ def doctor(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fal
                 table.add_column(col)
             for c in data["checks"]:
                 table.add_row(
-                    c["check"],
+                    Text(c["check"]),
                     "[green]OK[/green]" if c["ok"] else "[red]problem[/red]",
-                    c["detail"],
-                    c["fix"],
+                    Text(c["detail"] or ""),
+                    Text(c["fix"] or ""),
                 )
             out.print(table)
             summary = "no problems found" if data["ok"] else f"{data['problems']} problem(s) found"
@@ -734,7 +736,7 @@ def import_files(
         list[Path] | None,
         typer.Argument(
             help="Segment exports: JSON-lines (.jsonl[.gz]) or Parquet files. Without files, "
-            "every [[sources]] file of the config is imported."
+            "every \\[\\[sources]] file of the config is imported."
         ),
     ] = None,
     kind: Annotated[
@@ -744,7 +746,7 @@ def import_files(
     force: Annotated[bool, typer.Option(help="Import Segment files again.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import files into the store: Segment exports, or the [[sources]] tables (CSV/Parquet)."""
+    r"""Import files into the store: Segment exports, or the \[\[sources]] tables (CSV/Parquet)."""
 
     def body() -> None:
         settings = _settings(config)
@@ -876,7 +878,7 @@ def status(
                     seconds,
                     r["status"],
                     _fmt(r["api_calls"]) if r["api_calls"] is not None else "-",
-                    summary,
+                    Text(summary),
                 )
             out.print(table)
 
@@ -954,7 +956,7 @@ def serve(
         int | None, typer.Option(help="Serve /healthz and /metrics on this port (0: any).")
     ] = None,
 ) -> None:
-    """Run the jobs on their [schedule] until stopped (SIGTERM/Ctrl-C: finish the batch, exit)."""
+    r"""Run the jobs on their \[schedule] until stopped (SIGTERM/Ctrl-C: finish the batch, exit)."""
     from sync.logs import configure_logging, secret_values
     from sync.scheduler import Service
 

@@ -85,3 +85,12 @@ def test_status_of_a_fresh_config(tmp_path):
     assert result.returncode == 0
     assert "no runs yet" in result.stdout
     assert "not trained yet" in result.stdout
+
+
+def test_help_shows_config_sections_literally():
+    # rich would read [schedule] and [[sources]] as markup and print nothing in their place
+    result = leadscore("--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    assert "the [[sources]] tables" in result.stdout
+    assert "on their [schedule] until stopped" in result.stdout
+    assert "[]" not in result.stdout
