@@ -681,7 +681,19 @@ def _run_summary(run: dict[str, Any]) -> str:
         if isinstance(v, int) and (v or k in ("pulled", "scored", "written"))
     }
     shown = [k for k in _HEADLINE_COUNTS if k in counts][:3] or list(counts)[:3]
-    return ", ".join(f"{k} {counts[k]:,}" for k in shown)
+    if shown:
+        return ", ".join(f"{k} {counts[k]:,}" for k in shown)
+    # a training run has no counts, only per-prediction results: name each one's holdout metric
+    trained = []
+    for name, p in (run["counts"].get("predictions") or {}).items():
+        metrics = p.get("metrics") if isinstance(p, dict) else None
+        if not metrics:
+            continue
+        metric = next((m for m in ("auc", "rmse", "accuracy") if metrics.get(m) is not None), None)
+        role = "champion" if p.get("champion") else "challenger"
+        value = f" {metric} {metrics[metric]:.4f}" if metric else ""
+        trained.append(f"{name}{value} ({role})")
+    return ", ".join(trained)
 
 
 @app.command()

@@ -47,7 +47,8 @@ def test_status_per_job(tmp_path):
         run("sync", 50, "ok", counts={"api_usage": {"used": 1200, "max": 15000}})
         run("sync", 40, "failed", "sync: Salesforce login was rejected")
         run("sync", 30, "failed", "sync: Salesforce login was rejected")
-        run("train", 60 * 9, "ok")
+        trained = {"champion": True, "metrics": {"auc": 0.8123, "accuracy": None}}
+        run("train", 60 * 9, "ok", counts={"predictions": {"lead_conversion": trained}})
         store.con.execute(
             "INSERT INTO writeback_ledger (target, object, record_id, field, value, "
             "attempted_value, status, attempts) VALUES "
@@ -88,5 +89,6 @@ def test_status_per_job(tmp_path):
     text = CliRunner().invoke(app, ["status", "--config", str(config)])
     assert text.exit_code == 0, text.output
     words = " ".join(text.stdout.split())  # the table wraps at the runner's 80 columns
-    for fragment in ("overdue", "13,800 of 15,000", "dead letters", "(2 in a", "failed:sync"):
+    fragments = ("overdue", "13,800 of 15,000", "dead letters", "(2 in a", "failed:sync")
+    for fragment in (*fragments, "lead_conversion auc 0.8123 (champion)"):
         assert fragment in words, words
