@@ -334,3 +334,27 @@ def test_the_import_command_reports_skipped_lines_with_file_and_line(org, tmp_pa
     assert "2 skipped" in done.stdout and "bad_json 1, missing_timestamp 1" in done.stdout
     assert f"{bad}:2: bad_json ({{oops)" in done.stdout
     assert f"{bad}:3: missing_timestamp" in done.stdout
+
+
+def test_unmatched_record_id_identifies_records_without_a_segment_user_by_their_id(tmp_path):
+    box, config = make_org(tmp_path, 60, seed=23)
+    try:
+        text = config.read_text()
+        section = '[predictions.segment]\ntraits = { score = "lead_score", tier = "lead_tier" }\n'
+        assert section in text
+        config.write_text(text.replace(section, section + 'unmatched = "record_id"\n'))
+        settings = load_settings(config, environ={})
+        run_pull(settings)
+        scores = scores_for(box)
+        with Store(settings.store.path) as store:
+            store.append_scores("lead_conversion", scores)
+        counts = run_push(settings).counts["segment"]["lead_conversion"]
+        users = user_ids(settings)
+        without = sorted(set(scores["entity_id"]) - set(users))
+        assert without, "the generated org should have leads the CDP does not know"
+        assert counts["no_segment_user"] == 0 and counts["written"] == len(scores)
+        sent = {r[0] for r in box.sql("SELECT DISTINCT user_id FROM seg_identify")}
+        assert set(without) <= sent  # identified by the Salesforce record id
+        assert set(users.values()) <= sent and not set(users) & sent - set(without)
+    finally:
+        box.stop()
