@@ -215,10 +215,13 @@ class FeatureSpec(_Spec):
     Attributes:
         windows_days: engagement counts are computed over each of these windows before the anchor.
         exclude_events: events never counted as features (besides the label event).
+        traits: names of the configured ``[[traits]]`` this prediction uses as features; None
+            (the default) uses every one, ``[]`` none.
     """
 
     windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
     exclude_events: list[str] = Field(default_factory=list)
+    traits: list[str] | None = None
 
     @field_validator("windows_days")
     @classmethod

@@ -662,6 +662,19 @@ class Settings(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _prediction_traits(self) -> Settings:
+        known = [t.name for t in self.traits]
+        for index, p in enumerate(self.predictions):
+            for name in p.features.traits or []:
+                if name not in known:
+                    close = difflib.get_close_matches(name, known, n=1)
+                    raise ValueError(
+                        f"predictions[{index}].features.traits: no [[traits]] entry named "
+                        f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _segment_section(self) -> Settings:
         for index, p in enumerate(self.predictions):
             if p.segment is not None and self.segment is None:

@@ -89,6 +89,7 @@ from scoring.registry import (
     save_version,
 )
 from scoring.report import ReportInput, Section, build_report
+from scoring.traits import TraitSpec
 from sync.alerts import Condition, evaluate, job_conditions
 from sync.config import JOB_NAMES, PredictionConfig, Settings, load_settings
 from sync.demo import ensure_audience_campaign, prepare_workdir, write_sandbox_files
@@ -685,6 +686,12 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "tables"}
 
 
+def _prediction_traits(settings: Settings, spec: PredictionConfig) -> list[TraitSpec]:
+    """The ``[[traits]]`` a prediction uses as features (``features.traits``; default all)."""
+    chosen = spec.features.traits
+    return [t for t in settings.traits if chosen is None or t.name in chosen]
+
+
 def run_train(
     settings: Settings, *, prediction: str | None = None, reporter: Reporter = SILENT
 ) -> JobResult:
@@ -724,7 +731,7 @@ def run_train(
                     as_of=as_of,
                     exclude_fields={f.lower() for f in _output_fields(settings, spec)},
                     progress=lambda stage, name=spec.name: reporter.stage(f"{name}: {stage}"),
-                    traits=settings.traits,
+                    traits=_prediction_traits(settings, spec),
                 )
                 current = load_champion(settings.store.models_dir, spec.name)
                 gate = (

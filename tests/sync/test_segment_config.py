@@ -63,6 +63,14 @@ def test_a_segment_secret_alone_does_not_switch_segment_on():
             "traits[2]: trait 'order_value_total': aggregate = 'sum' needs a property",
         ),
         (
+            lambda t: t.replace(
+                "features = { windows_days = [7, 30, 90] }",
+                'features = { windows_days = [7, 30, 90], traits = ["emails_clicked_3d"] }',
+            ),
+            "predictions[0].features.traits: no [[traits]] entry named 'emails_clicked_3d' "
+            "(did you mean 'emails_clicked_30d'?)",
+        ),
+        (
             lambda t: t.replace("[segment]\n", "[segmnt]\n", 1),
             "segmnt: unknown key (did you mean 'segment'?)",
         ),

@@ -23,7 +23,7 @@ from scoring.events import ENTITIES
 from scoring.traits import TraitSpec, compute_traits
 from sync.config import Settings, WritebackSettings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
-from sync.jobs import run_pull, run_push, run_segment_import
+from sync.jobs import run_pull, run_push, run_segment_import, run_train
 from sync.progress import SilentReporter
 from sync.segment import push_audience
 from tests.conftest import SEGMENT_AS_OF
@@ -358,3 +358,21 @@ def test_unmatched_record_id_identifies_records_without_a_segment_user_by_their_
         assert set(users.values()) <= sent and not set(users) & sent - set(without)
     finally:
         box.stop()
+
+
+def test_a_prediction_uses_only_the_traits_it_lists(org):
+    _, settings, _ = org
+    text = settings.path.read_text()
+    anchor = 'exclude_fields = ["Status", "Rating"]\n'
+    assert anchor in text and "\n[[traits]]" in text
+    config = settings.path.with_name("config-one-trait.toml")
+    config.write_text(
+        text.replace(anchor, anchor + 'features = { traits = ["emails_clicked_30d"] }\n')
+    )
+    trained = run_train(load_settings(config, environ={})).counts["predictions"]["lead_conversion"]
+    version = trained["version"]
+    metadata = json.loads(
+        (settings.store.models_dir / "lead_conversion" / version / "metadata.json").read_text()
+    )
+    assert metadata["traits"]["used"] == ["emails_clicked_30d"]
+    assert [t["name"] for t in metadata["features"]["traits"]] == ["emails_clicked_30d"]
