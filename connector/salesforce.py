@@ -140,6 +140,8 @@ class SalesforceSettings(BaseModel):
         bulk_read_threshold: an incremental read of more rows than this (``SELECT COUNT()``)
             uses a Bulk API 2.0 query job instead of REST query pages.
         bulk_page_size: records per Bulk API 2.0 result page (``maxRecords``).
+        recycle_bin_days: how long deleted records stay in the org's recycle bin (visible to
+            ``queryAll``); a stream last pulled longer ago than this gets a deletion sweep.
         bulk_write_threshold: a write of more records than this uses Bulk API 2.0 ingest instead
             of sObject Collections.
         bulk_poll_seconds: first wait before polling a bulk job; later waits grow to 30 s.
@@ -171,6 +173,7 @@ class SalesforceSettings(BaseModel):
     bulk_first_sync: bool = True
     bulk_read_threshold: int = Field(10_000, ge=0)
     bulk_page_size: int = Field(50_000, ge=1, le=1_000_000)
+    recycle_bin_days: int = Field(15, ge=1, le=365)
     bulk_write_threshold: int = Field(2_000, ge=0)
     bulk_poll_seconds: float = Field(2.0, ge=0, le=60)
     bulk_timeout_seconds: float = Field(3600.0, gt=0)

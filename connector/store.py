@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -767,6 +767,47 @@ class Store:
                      updated_at = excluded.updated_at""",
                 [stream, through, utc_now()],
             )
+
+    def remove_absent(self, table: str, key: str, live_ids: Iterable[pd.DataFrame | Path]) -> int:
+        """Delete the rows whose key is not among a source's live ids (a deletion sweep).
+
+        Deletions purged from the source's recycle bin are invisible to incremental reads; a full
+        read of the live ids shows them. Every id is staged first and the rows are deleted in one
+        transaction at the end, so an interrupted sweep deletes nothing.
+
+        Args:
+            table: raw table.
+            key: primary-key column.
+            live_ids: pages of every live id: DataFrames, or Bulk API CSV files, with a ``key``
+                column.
+
+        Returns:
+            The number of rows deleted.
+        """
+        k, t = quote_identifier(key), quote_identifier(table)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _live_ids (id VARCHAR)")
+        try:
+            for page in live_ids:
+                if isinstance(page, Path):
+                    self.con.execute(
+                        f"INSERT INTO _live_ids SELECT {k} FROM read_csv(?, header = true, "
+                        "all_varchar = true, delim = ',', quote = '\"', escape = '\"')",
+                        [str(page)],
+                    )
+                else:
+                    self.con.register("_live_page", page[[key]])
+                    try:
+                        self.con.execute(f"INSERT INTO _live_ids SELECT {k} FROM _live_page")
+                    finally:
+                        self.con.unregister("_live_page")
+            # Ids compare in their 15-character form: the API may answer either form.
+            absent = f"left({k}, 15) NOT IN (SELECT left(id, 15) FROM _live_ids)"
+            with self.transaction() as con:
+                gone = con.execute(f"SELECT count(*) FROM {t} WHERE {absent}").fetchall()[0][0]
+                con.execute(f"DELETE FROM {t} WHERE {absent}")
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS _live_ids")
+        return int(gone)
 
     def synced_through(self, streams: Sequence[str]) -> datetime | None:
         """How far all the given streams are complete: the earliest ``synced_through`` among them.

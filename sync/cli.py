@@ -350,9 +350,20 @@ def _job_command(job: str, config: Path, as_json: bool, **options: Any) -> None:
 
 
 @app.command()
-def pull(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+def pull(
+    config: ConfigOption = Path("config.toml"),
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Also read every live id and remove records deleted and purged from the "
+            "recycle bin (automatic after salesforce.recycle_bin_days without a pull).",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Pull Salesforce records changed since the last pull into the store."""
-    _job_command("pull", config, as_json)
+    _job_command("pull", config, as_json, sweep=sweep)
 
 
 @app.command()

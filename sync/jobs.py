@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +291,8 @@ def _pull_stream(
     stream: StreamSettings,
     reporter: Reporter,
     after_page: Callable[[dict[str, Any]], None] = lambda counts: None,
+    *,
+    sweep: bool = False,
 ) -> dict[str, Any]:
     """Pull one stream: resume a bulk download, or read the changes by REST or Bulk API 2.0.
 
@@ -301,7 +303,10 @@ def _pull_stream(
       resumes the same job at that page, and the cursor moves only when the job is read to the
       end, to ``min(newest row, job created)`` (:func:`connector.salesforce.bulk_cursor`).
     - Deletions: incremental reads use ``queryAll`` and remove rows whose ``IsDeleted`` is true
-      from the store (a first read skips deleted records).
+      from the store (a first read skips deleted records). Records purged from the recycle bin
+      are invisible to ``queryAll``: when the stream was last pulled more than
+      ``salesforce.recycle_bin_days`` ago (or ``sweep`` asks for it), every live id is read
+      after the changes and stored rows without one are removed (:func:`_sweep_deletions`).
 
     ``after_page`` is called with the stream's counts after every committed page (run_pull
     records progress and honours a stop request there: the checkpoint makes stopping safe).
@@ -342,6 +347,7 @@ def _pull_stream(
         "changed": 0,
         "unchanged": 0,
         "deleted": 0,
+        "swept": 0,
     }
 
     def add(page_counts: PageCounts, fetched: int) -> None:
@@ -394,6 +400,7 @@ def _pull_stream(
 
     started = utc_now()
     current = store.read_cursor(name)
+    last_synced = store.synced_through([name])
     since = since_with_overlap(current, s.overlap_seconds)
     # queryAll whenever the store may hold rows deleted since (a re-read after new fields too)
     include_deleted = deleted_field is not None and (current is not None or bool(added))
@@ -453,8 +460,47 @@ def _pull_stream(
                 add(page_counts, len(page))
                 task.advance(len(page))
                 after_page(counts)
+    stale = last_synced is not None and started - last_synced > timedelta(days=s.recycle_bin_days)
+    if current is not None and (sweep or stale):
+        why = "on request" if sweep else f"last pulled {last_synced:%Y-%m-%d}"
+        counts["swept"] = _sweep_deletions(sf, store, name, table, reporter, why=why)
+        counts["deleted"] += counts["swept"]
     store.mark_synced(name, started)
     return counts
+
+
+def _sweep_deletions(
+    sf: SalesforceClient, store: Store, name: str, table: str, reporter: Reporter, *, why: str
+) -> int:
+    """Read every live id of an object and remove the stored rows that have none.
+
+    Salesforce empties its recycle bin after 15 days, and purged records no longer appear in
+    ``queryAll``, so an incremental pull after a long pause cannot see those deletions.
+    https://help.salesforce.com/s/articleView?id=sf.home_delete.htm
+
+    Returns:
+        The number of stored rows removed.
+    """
+    s = sf.settings
+    total = count_records(sf, name)
+    reporter.stage(f"{name}: deletion sweep ({why}): reading {total:,} live ids")
+    if total > s.bulk_read_threshold:
+        check_allowance(
+            sf,
+            planned_calls=2 + math.ceil(total / s.bulk_page_size),
+            bulk_query_jobs=1,
+            what=f"deletion sweep of {name}",
+        )
+        job = start_bulk_query(sf, name, ["Id"])
+        pages: Iterator[pd.DataFrame | Path] = (
+            page.path for page in read_bulk(sf, job, workdir=store.path.parent)
+        )
+    else:
+        pages = (
+            pd.DataFrame.from_records(page, columns=["Id"])
+            for page in read_records(sf, name, ["Id"])
+        )
+    return store.remove_absent(table, "Id", pages)
 
 
 def run_pull(
@@ -463,6 +509,7 @@ def run_pull(
     reporter: Reporter = SILENT,
     client: SalesforceClient | None = None,
     should_stop: StopCheck | None = None,
+    sweep: bool = False,
 ) -> JobResult:
     """Pull every configured Salesforce stream incrementally into the store.
 
@@ -478,9 +525,13 @@ def run_pull(
         client: an already connected client (``run_all`` shares one).
         should_stop: checked between pages; True stops the run after the committed page (the
             stream is not marked complete, so the next pull resumes from its cursor).
+        sweep: also read every live id and remove stored rows whose record was deleted and
+            purged from the recycle bin (automatic for streams last pulled longer ago than
+            ``salesforce.recycle_bin_days``).
 
     Returns:
-        Counts per stream: path (rest or bulk), fetched, new, changed, unchanged, deleted.
+        Counts per stream: path (rest or bulk), fetched, new, changed, unchanged, deleted,
+        swept (deletions only a sweep found).
 
     Raises:
         Interrupted: a stop was requested (the run is recorded as partial).
@@ -502,7 +553,9 @@ def run_pull(
                 result.counts = {**result.counts, "streams": {**streams, sobject: counts}}
                 _check_stop(should_stop, "pull", f"after a page of {sobject}")
 
-            counts = _pull_stream(sf, store, settings, sobject, stream, reporter, progress)
+            counts = _pull_stream(
+                sf, store, settings, sobject, stream, reporter, progress, sweep=sweep
+            )
             streams[sobject] = counts
             for key in keys:
                 totals[key] += counts[key]
@@ -1984,6 +2037,7 @@ def run_job(
     reporter: Reporter = SILENT,
     should_stop: StopCheck | None = None,
     prediction: str | None = None,
+    sweep: bool = False,
 ) -> JobResult:
     """Run a job by name and raise or clear the alerts its outcome settles.
 
@@ -1993,6 +2047,7 @@ def run_job(
         reporter: progress.
         should_stop: cooperative stop (pull, push and sync check it between pages and batches).
         prediction: ``train`` only this prediction.
+        sweep: ``pull`` also sweeps deletions purged from the recycle bin (see :func:`run_pull`).
 
     Returns:
         The job's result.
@@ -2003,7 +2058,7 @@ def run_job(
         LeadscoreError: the job failed (recorded in the run log, alerts evaluated).
     """
     runners: dict[str, Callable[[], JobResult]] = {
-        "pull": lambda: run_pull(settings, reporter=reporter, should_stop=should_stop),
+        "pull": lambda: run_pull(settings, reporter=reporter, should_stop=should_stop, sweep=sweep),
         "score": lambda: run_score(settings, reporter=reporter),
         "push": lambda: run_push(settings, reporter=reporter, should_stop=should_stop),
         "sync": lambda: run_all(settings, reporter=reporter, should_stop=should_stop),

@@ -1037,6 +1037,46 @@ class SalesforceApi:
             raise ValueError(f"create_records failed: {failures}")
         return [str(result["id"]) for result in results]
 
+    def delete_records_as_user(self, sobject: str, ids: list[str]) -> None:
+        """Delete records the way a user would in the UI: to the recycle bin (no write_log).
+
+        Args:
+            sobject: Object API name.
+            ids: The records' ids.
+
+        Raises:
+            ValueError: When the object is unknown or any record fails (nothing is applied).
+        """
+        obj = self.get_object(sobject)
+        if obj is None:
+            raise ValueError(f"unknown sObject {sobject!r}")
+        writes = [_Write("delete", obj, {}, record_id) for record_id in ids]
+        results = self._apply_writes(writes, all_or_none=True, log=False)
+        failures = [result["errors"] for result in results if not result["success"]]
+        if failures:
+            raise ValueError(f"delete_records failed: {failures}")
+
+    def empty_recycle_bin(self, sobject: str) -> int:
+        """Purge an object's deleted records for good, as Salesforce does after 15 days.
+
+        Purged records are gone from ``queryAll`` too: only a full read of the live ids shows
+        that they no longer exist.
+
+        Args:
+            sobject: Object API name.
+
+        Returns:
+            The number of records purged.
+
+        Raises:
+            ValueError: When the object is unknown or has no recycle bin.
+        """
+        obj = self.get_object(sobject)
+        if obj is None or not obj.has_is_deleted:
+            raise ValueError(f"{sobject!r} is not an object with a recycle bin")
+        with self.db.transaction() as conn:
+            return conn.execute(f'DELETE FROM "{obj.table}" WHERE "IsDeleted" = 1').rowcount
+
     def _apply_writes(
         self,
         writes: list[_Write],

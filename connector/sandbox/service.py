@@ -514,6 +514,28 @@ class Sandbox:
         """
         return self._require_api().create_records_as_user(sobject, rows)
 
+    def delete_records(self, sobject: str, ids: list[str]) -> None:
+        """Simulate a user deleting records in the UI: they go to the recycle bin.
+
+        Such deletes are not API writes, so they do not appear in ``write_log``.
+
+        Args:
+            sobject: Object API name.
+            ids: The records' ids.
+        """
+        self._require_api().delete_records_as_user(sobject, ids)
+
+    def empty_recycle_bin(self, sobject: str) -> int:
+        """Purge an object's deleted records, as Salesforce does after 15 days.
+
+        Args:
+            sobject: Object API name.
+
+        Returns:
+            The number of records purged (gone from ``queryAll`` too).
+        """
+        return self._require_api().empty_recycle_bin(sobject)
+
     def ground_truth(self) -> pd.DataFrame:
         """The hidden model's answer, one row per lead with an anchor.
 

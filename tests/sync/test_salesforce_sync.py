@@ -101,6 +101,47 @@ def sandbox_client(sandbox: Sandbox):  # a plain simple-salesforce client, as an
     )
 
 
+def test_deletions_purged_from_the_recycle_bin_are_found_by_a_sweep(org):
+    sandbox, config = org
+    settings = settings_for(config)
+    run_pull(settings)
+    leads = [
+        r[0]
+        for r in sandbox.sql(
+            "SELECT Id FROM Lead WHERE IsDeleted = 0 AND IsConverted = 0 ORDER BY Id LIMIT 5"
+        )
+    ]
+    sandbox.delete_records("Lead", leads[:2])
+    assert sandbox.empty_recycle_bin("Lead") >= 2  # the generated org had deleted leads too
+    # queryAll no longer shows the purged records: an incremental pull cannot see them
+    recent = run_pull(settings).counts["streams"]["Lead"]
+    assert recent["deleted"] == recent["swept"] == 0
+    assert stored(settings, "sf_lead") == live(sandbox, "Lead") + 2
+
+    jobs = requests_to(sandbox, "POST", "/jobs/query")
+    swept = run_pull(settings, sweep=True).counts["streams"]
+    assert swept["Lead"]["swept"] == swept["Lead"]["deleted"] == 2
+    assert swept["Task"]["swept"] == 0
+    # Task has more live ids than bulk_read_threshold: they are read by a Bulk API query job
+    assert requests_to(sandbox, "POST", "/jobs/query") == jobs + 1
+    assert stored(settings, "sf_task") == live(sandbox, "Task")
+    assert stored(settings, "sf_lead") == live(sandbox, "Lead")
+
+    # a stream last pulled longer ago than the recycle bin keeps deleted records is swept anyway
+    sandbox.delete_records("Lead", leads[2:3])
+    sandbox.empty_recycle_bin("Lead")
+    with Store(settings.store.path) as store:
+        store.con.execute(
+            "UPDATE sync_cursor SET synced_through = synced_through - INTERVAL 16 DAY "
+            "WHERE stream = 'Lead'"
+        )
+    result = CliRunner().invoke(app, ["pull", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    streams = json.loads(result.stdout)["counts"]["streams"]
+    assert streams["Lead"]["swept"] == 1 and streams["Task"]["swept"] == 0
+    assert stored(settings, "sf_lead") == live(sandbox, "Lead")
+
+
 def test_a_crash_mid_bulk_download_resumes_at_the_next_page(org):
     sandbox, config = org
     settings = settings_for(config)
