@@ -58,6 +58,11 @@ def quote_identifier(name: str) -> str:
 
 
 _SYSTEM_PREFIX = {"salesforce": "sf", "segment": "seg"}
+# A Bulk API 2.0 result page, as DuckDB reads it: every value text (cast by the merge), RFC 4180
+# quoting.
+_READ_BULK_CSV = (
+    "read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"')"
+)
 
 
 def raw_table_name(system: str, stream: str) -> str:
@@ -544,8 +549,7 @@ class Store:
         with self.transaction() as con:
             # DuckDB reads the file itself: no row passes through Python.
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE _csv_page AS SELECT * FROM read_csv(?, "
-                "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"')",
+                f"CREATE OR REPLACE TEMP TABLE _csv_page AS SELECT * FROM {_READ_BULK_CSV}",
                 [str(path)],
             )
             try:
@@ -790,9 +794,7 @@ class Store:
             for page in live_ids:
                 if isinstance(page, Path):
                     self.con.execute(
-                        f"INSERT INTO _live_ids SELECT {k} FROM read_csv(?, header = true, "
-                        "all_varchar = true, delim = ',', quote = '\"', escape = '\"')",
-                        [str(page)],
+                        f"INSERT INTO _live_ids SELECT {k} FROM {_READ_BULK_CSV}", [str(page)]
                     )
                 else:
                     self.con.register("_live_page", page[[key]])

@@ -1001,18 +1001,16 @@ class SalesforceApi:
         Raises:
             ValueError: When the object is unknown or any record fails (nothing is applied).
         """
-        obj = self.get_object(sobject)
-        if obj is None:
-            raise ValueError(f"unknown sObject {sobject!r}")
-        writes = []
-        for row in rows:
-            values = dict(row)
-            record_id = values.pop("Id", None) or values.pop("id", None)
-            writes.append(_Write("update", obj, values, record_id))
-        results = self._apply_writes(writes, all_or_none=True, log=False)
-        failures = [result["errors"] for result in results if not result["success"]]
-        if failures:
-            raise ValueError(f"update_records failed: {failures}")
+
+        def writes(obj: ObjectDef) -> list[_Write]:
+            out = []
+            for row in rows:
+                values = dict(row)
+                record_id = values.pop("Id", None) or values.pop("id", None)
+                out.append(_Write("update", obj, values, record_id))
+            return out
+
+        self._write_as_user(sobject, "update_records", writes)
 
     def create_records_as_user(self, sobject: str, rows: list[dict[str, Any]]) -> list[str]:
         """Create records the way a user would in the UI (no write_log entries).
@@ -1027,14 +1025,9 @@ class SalesforceApi:
         Raises:
             ValueError: When the object is unknown or any record fails (nothing is applied).
         """
-        obj = self.get_object(sobject)
-        if obj is None:
-            raise ValueError(f"unknown sObject {sobject!r}")
-        writes = [_Write("create", obj, dict(row)) for row in rows]
-        results = self._apply_writes(writes, all_or_none=True, log=False)
-        failures = [result["errors"] for result in results if not result["success"]]
-        if failures:
-            raise ValueError(f"create_records failed: {failures}")
+        results = self._write_as_user(
+            sobject, "create_records", lambda obj: [_Write("create", obj, dict(r)) for r in rows]
+        )
         return [str(result["id"]) for result in results]
 
     def delete_records_as_user(self, sobject: str, ids: list[str]) -> None:
@@ -1047,14 +1040,22 @@ class SalesforceApi:
         Raises:
             ValueError: When the object is unknown or any record fails (nothing is applied).
         """
+        self._write_as_user(
+            sobject, "delete_records", lambda obj: [_Write("delete", obj, {}, i) for i in ids]
+        )
+
+    def _write_as_user(
+        self, sobject: str, action: str, writes: Callable[[ObjectDef], list[_Write]]
+    ) -> list[dict[str, Any]]:
+        """Apply a user's UI writes all or none, outside ``write_log``; the per-record results."""
         obj = self.get_object(sobject)
         if obj is None:
             raise ValueError(f"unknown sObject {sobject!r}")
-        writes = [_Write("delete", obj, {}, record_id) for record_id in ids]
-        results = self._apply_writes(writes, all_or_none=True, log=False)
+        results = self._apply_writes(writes(obj), all_or_none=True, log=False)
         failures = [result["errors"] for result in results if not result["success"]]
         if failures:
-            raise ValueError(f"delete_records failed: {failures}")
+            raise ValueError(f"{action} failed: {failures}")
+        return results
 
     def empty_recycle_bin(self, sobject: str) -> int:
         """Purge an object's deleted records for good, as Salesforce does after 15 days.
