@@ -8,6 +8,8 @@
   re-read), calls within 10 % of the minimum for the paths chosen;
 - 10,000 changed scores written: <= ceil(10,000 / 200) + 2 = 52 calls on sObject Collections,
   <= 8 on Bulk API 2.0;
+- a deletion sweep (`pull --sweep`) after 1 % of Leads and Tasks were deleted and purged from
+  the recycle bin: exactly those rows removed from the store, peak RSS under 1 GB;
 - 5 % of requests failing transiently (503, REQUEST_LIMIT_EXCEEDED, expired sessions; plus
   connections dropped mid-body on reads) and 2 % of record writes hitting UNABLE_TO_LOCK_ROW:
   every record written or recorded as failed with its reason, none written twice (the sandbox's
@@ -58,12 +60,12 @@ def configure(workdir: Path, info: dict[str, Any], **keys: Any) -> Path:
     return config
 
 
-def run_child(config: Path) -> dict[str, Any]:
+def run_child(config: Path, *options: str) -> dict[str, Any]:
     """`leadscore pull --json` in a child process, with that child's own rusage (os.wait4)."""
     started = time.perf_counter()
     read, write = os.pipe()
     process = subprocess.Popen(
-        [LEADSCORE, "pull", "--config", str(config), "--json"],
+        [LEADSCORE, "pull", "--config", str(config), "--json", *options],
         stdout=write,
         stderr=subprocess.DEVNULL,
         env={k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")},
@@ -78,6 +80,13 @@ def run_child(config: Path) -> dict[str, Any]:
     result["rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
     result["wall_seconds"] = time.perf_counter() - started
     return result
+
+
+def stored_rows(config: Path, sobject: str) -> int:
+    """Rows of an object's raw table in the store a config points at."""
+    table = {"Lead": "sf_lead", "Task": "sf_task", "CampaignMember": "sf_campaign_member"}[sobject]
+    with Store(load_settings(config, environ={}).store.path, read_only=True) as store:
+        return int(store.query_df(f"SELECT count(*) AS n FROM {table}")["n"][0])
 
 
 def raise_if_failed(code: int, out: str, err: str) -> None:
@@ -240,6 +249,39 @@ def main() -> None:
                     + ", ".join(f"{v:,} changed" for v in changed.values())
                 )
 
+            # 2b. deletion sweep: 1 % of Leads and Tasks deleted and purged from the recycle bin
+            # (invisible to queryAll), then `pull --sweep` on each run's store
+            purged = {}
+            for name, n in (("Lead", org["Lead"] // 100), ("Task", org["Task"] // 100)):
+                where = "IsDeleted = 0" + (" AND IsConverted = 0" if name == "Lead" else "")
+                ids = [
+                    r[0]
+                    for r in sandbox.sql(f"SELECT Id FROM {name} WHERE {where} ORDER BY Id DESC")
+                ][:n]
+                sandbox.delete_records(name, ids)
+                sandbox.empty_recycle_bin(name)
+                purged[name] = len(ids)
+            org = {
+                name: sandbox.sql(f"SELECT count(*) FROM {name} WHERE IsDeleted = 0")[0][0]
+                for name in org
+            }
+            sweeps = []
+            for run in range(args.runs):
+                result = run_child(root / f"first-{run}" / "config.toml", "--sweep")
+                streams = result["counts"]["streams"]
+                result["exact"] = all(
+                    streams[name]["swept"] == purged.get(name, 0) for name in streams
+                ) and all(
+                    stored_rows(root / f"first-{run}" / "config.toml", name) == n
+                    for name, n in org.items()
+                )
+                sweeps.append(result)
+                print(
+                    f"sweep {run + 1}: {result['wall_seconds']:.1f} s, {result['api_calls']} "
+                    f"calls, peak RSS {result['rss_mb']:.0f} MB, swept "
+                    + ", ".join(f"{streams[k]['swept']:,} {k}" for k in streams)
+                )
+
             # 3. 10,000 changed scores, on each write path
             leads = [
                 r[0]
@@ -328,6 +370,9 @@ def main() -> None:
         sum(r["counts"]["streams"][k]["fetched"] for k in r["changed"]) / sum(r["changed"].values())
         for r in incremental
     )
+    sweep_seconds = statistics.median(r["wall_seconds"] for r in sweeps)
+    sweep_rss = statistics.median(r["rss_mb"] for r in sweeps)
+    sweep_calls = statistics.median(r["api_calls"] for r in sweeps)
     collections = statistics.median(c for c, _ in writes["collections"])
     bulk = statistics.median(c for c, _ in writes["bulk"])
     print()
@@ -356,6 +401,13 @@ def main() -> None:
                 "incremental: calls <= 1.1 x minimum",
                 f"{inc_calls:.0f} calls, minimum {inc_min:.0f}",
                 verdict(inc_calls <= 1.1 * inc_min),
+            ],
+            [
+                "deletion sweep after a purge: exact, RSS < 1 GB",
+                f"{sweep_seconds:.0f} s ({sweep_seconds / seconds:.2f} x the first sync), "
+                f"{sweep_calls:.0f} calls, {sweep_rss:.0f} MB; removed "
+                + ", ".join(f"{n:,} {k}" for k, n in purged.items()),
+                verdict(all(r["exact"] for r in sweeps) and sweep_rss < 1024),
             ],
             [
                 "10,000 writes, Collections <= 52 calls",
