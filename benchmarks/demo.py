@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_table import print_table, verdict
+
 from connector.sandbox import Sandbox
 from sync.config import load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
@@ -91,7 +93,7 @@ def main() -> None:
     ratio = statistics.median(d["auc_ratio"] for d in demos)
     rows.append(["median", f"{seconds:.1f}", "", "", "", "", "", f"{ratio:.3f}"])
     print(f"\nleadscore demo, {args.leads:,} leads, {args.runs} runs\n")
-    print_table(columns, rows)
+    print_table(columns, rows, align=">")
     print()
     print_table(
         ["target", "measured", "result"],
@@ -110,20 +112,8 @@ def main() -> None:
                 verdict(again["second_written"] == 0),
             ],
         ],
+        align=">",
     )
-
-
-def verdict(ok: bool) -> str:
-    return "OK" if ok else "MISSED"
-
-
-def print_table(columns: list[str], rows: list[list[object]]) -> None:
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
-    line = "  ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print("  ".join(f"{v!s:>{w}}" for v, w in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from bench_table import print_table, verdict
 
 from connector.sandbox import FaultRule, InjectedFaults, Sandbox
 from connector.store import Store
@@ -450,19 +451,6 @@ def main() -> None:
             ],
         ],
     )
-
-
-def verdict(ok: bool) -> str:
-    return "OK" if ok else "MISSED"
-
-
-def print_table(columns: list[str], rows: list[list[object]]) -> None:
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
-    line = "  ".join(f"{c:<{w}}" for c, w in zip(columns, widths, strict=True))
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print("  ".join(f"{v!s:<{w}}" for v, w in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":
