@@ -116,7 +116,11 @@ class _Job:
     @property
     def processed(self) -> int:
         if self.kind == "query":
-            return 0 if self.rowids is None else len(self.rowids)
+            # A query job counts its records once it has run: 0 while UploadComplete or
+            # InProgress (https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/query_get_one_job.htm).
+            if self.rowids is None or self.state != "JobComplete":
+                return 0
+            return len(self.rowids)
         return len(self.successful) + len(self.failed)
 
 
@@ -390,64 +394,21 @@ class BulkApi:
         started = time.perf_counter()
         header, rows = self._rows(job)
         job.header = header
-        problem = self._check_header(job, header)
+        problem = check_header(job.obj, job.operation, job.external_id_field, header)
         if problem is not None:
             job.state, job.error_message, job.unprocessed = "Failed", problem, rows
             return
-        names = [job.obj.field(name).name for name in header]  # type: ignore[union-attr]
-        writes: list[_Write] = []
-        for row in rows:
-            values: dict[str, Any] = {}
-            for name, raw in zip(names, row, strict=False):
-                if raw == "":
-                    continue  # empty means "leave unchanged" in Bulk API data
-                values[name] = None if raw == NULL_VALUE else raw
-            record_id = values.pop("Id", None)
-            if job.operation in ("update", "delete", "hardDelete"):
-                op = "update" if job.operation == "update" else "delete"
-                writes.append(_Write(op, job.obj, values, record_id or ""))
-            elif job.operation == "upsert":
-                values["__external__"] = job.external_id_field
-                if job.external_id_field == "Id" and record_id:
-                    values["Id"] = record_id
-                writes.append(_Write("upsert", job.obj, values))
+        writes = writes_for_rows(job.obj, job.operation, job.external_id_field, header, rows)
+        for write, result, row in zip(writes, apply_writes(self.api, writes), rows, strict=True):
+            if result["success"]:
+                created = "true" if result.get("created", write.op == "create") else "false"
+                job.successful.append([result["id"], created, *row])
             else:
-                if record_id:
-                    values["Id"] = record_id  # rejected by the create path: Id on insert
-                writes.append(_Write("create", job.obj, values))
-        for start in range(0, len(writes), ROWS_PER_TRANSACTION):
-            chunk = writes[start : start + ROWS_PER_TRANSACTION]
-            results = self.api._apply_writes(chunk, all_or_none=False, per_record_parse_errors=True)
-            for write, result, row in zip(
-                chunk, results, rows[start : start + ROWS_PER_TRANSACTION], strict=True
-            ):
-                if result["success"]:
-                    created = "true" if result.get("created", write.op == "create") else "false"
-                    job.successful.append([result["id"], created, *row])
-                else:
-                    error = result["errors"][0]
-                    fields = ",".join(error.get("fields") or [])
-                    message = f"{error['statusCode']}:{error['message']}:{fields}--"
-                    job.failed.append([write.record_id or "", message, *row])
+                job.failed.append([write.record_id or "", error_text(result), *row])
         with self._lock:
             self.batches_used += max(1, -(-len(rows) // RECORDS_PER_BATCH))
             job.state = "UploadComplete"
             job.processing_ms = int(1000 * (time.perf_counter() - started))
-
-    def _check_header(self, job: _Job, header: list[str]) -> str | None:
-        if not header:
-            return "InvalidBatch : No data was uploaded"
-        for name in header:
-            if job.obj.field(name) is None:
-                return f"InvalidBatch : Field name not found : {name}"
-        lowered = [name.lower() for name in header]
-        if job.operation in ("update", "delete", "hardDelete") and "id" not in lowered:
-            return "InvalidBatch : Field name not found : Id"
-        if job.operation in ("delete", "hardDelete") and lowered != ["id"]:
-            return "InvalidBatch : The 'delete' batch must contain only 'Id'"
-        if job.operation == "upsert" and (job.external_id_field or "").lower() not in lowered:
-            return f"InvalidBatch : Field name not found : {job.external_id_field}"
-        return None
 
     def _ingest_results(self, job: _Job, which: str) -> ApiResponse:
         if which == "successful":
@@ -537,3 +498,111 @@ class BulkApi:
                 if row is not None and len(row) >= width + 2
             )
         return buffer.getvalue().encode()
+
+
+# Ingest rows, shared with Bulk API 1.0 (bulk_v1.py) ------------------------------------------
+
+
+def check_header(
+    obj: ObjectDef, operation: str, external_id_field: str | None, header: list[str]
+) -> str | None:
+    """Check an ingest CSV header; return the job's or batch's failure message, or None.
+
+    Args:
+        obj: The job's object.
+        operation: ``insert``, ``update``, ``upsert``, ``delete`` or ``hardDelete``.
+        external_id_field: The upsert key.
+        header: Column names of the data.
+
+    Returns:
+        ``"InvalidBatch : ..."``, or None when the header fits the operation.
+    """
+    if not header:
+        return "InvalidBatch : No data was uploaded"
+    for name in header:
+        if obj.field(name) is None:
+            return f"InvalidBatch : Field name not found : {name}"
+    lowered = [name.lower() for name in header]
+    if operation in ("update", "delete", "hardDelete") and "id" not in lowered:
+        return "InvalidBatch : Field name not found : Id"
+    if operation in ("delete", "hardDelete") and lowered != ["id"]:
+        return "InvalidBatch : The 'delete' batch must contain only 'Id'"
+    if operation == "upsert" and (external_id_field or "").lower() not in lowered:
+        return f"InvalidBatch : Field name not found : {external_id_field}"
+    return None
+
+
+def writes_for_rows(
+    obj: ObjectDef,
+    operation: str,
+    external_id_field: str | None,
+    header: list[str],
+    rows: list[list[str]],
+) -> list[_Write]:
+    """Turn ingest rows (text values, checked header) into record writes, in row order.
+
+    An empty value leaves a field unchanged and ``#N/A`` sets it to null, as Bulk API data does.
+
+    Args:
+        obj: The job's object.
+        operation: The job's operation.
+        external_id_field: The upsert key.
+        header: Column names (checked with :func:`check_header`).
+        rows: Data rows.
+
+    Returns:
+        One write per row.
+    """
+    names = [obj.field(name).name for name in header]  # type: ignore[union-attr]
+    writes: list[_Write] = []
+    for row in rows:
+        values: dict[str, Any] = {}
+        for name, raw in zip(names, row, strict=False):
+            if raw == "":
+                continue
+            values[name] = None if raw == NULL_VALUE else raw
+        record_id = values.pop("Id", None)
+        if operation in ("update", "delete", "hardDelete"):
+            op = "update" if operation == "update" else "delete"
+            writes.append(_Write(op, obj, values, record_id or ""))
+        elif operation == "upsert":
+            values["__external__"] = external_id_field
+            if external_id_field == "Id" and record_id:
+                values["Id"] = record_id
+            writes.append(_Write("upsert", obj, values))
+        else:
+            if record_id:
+                values["Id"] = record_id  # rejected by the create path: Id on insert
+            writes.append(_Write("create", obj, values))
+    return writes
+
+
+def apply_writes(api: SalesforceApi, writes: list[_Write]) -> list[dict[str, Any]]:
+    """Apply writes 200 per transaction, as Salesforce processes bulk data.
+
+    Args:
+        api: The org.
+        writes: From :func:`writes_for_rows`.
+
+    Returns:
+        One result ``{id, success, errors[, created]}`` per write, in order.
+    """
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(writes), ROWS_PER_TRANSACTION):
+        chunk = writes[start : start + ROWS_PER_TRANSACTION]
+        results.extend(api._apply_writes(chunk, all_or_none=False, per_record_parse_errors=True))
+    return results
+
+
+def error_text(result: dict[str, Any]) -> str:
+    """Render a failed result's first error as bulk results do: ``CODE:message:fields--``.
+
+    Args:
+        result: A failed write result.
+
+    Returns:
+        The error text.
+    """
+    error = result["errors"][0]
+    fields = ",".join(error.get("fields") or [])
+    return f"{error['statusCode']}:{error['message']}:{fields}--"

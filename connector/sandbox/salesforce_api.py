@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from connector.sandbox.database import Database
 from connector.sandbox.faults import Drop, FaultPlan, RequestInfo, Slow
 from connector.sandbox.ids import BASE62, SEQUENCE_DIGITS, make_id, normalize_id
+from connector.sandbox.oauth import RefreshTokens
 from connector.sandbox.schema import (
     API_VERSION,
     ID_TYPES,
@@ -50,6 +51,7 @@ from connector.sandbox.schema import (
     copy_schema,
 )
 from connector.sandbox.soql import CompiledQuery, SoqlError, compile_query, converter_for
+from connector.sandbox.versions import SUPPORTED_VERSIONS, version_list
 
 JSON_TYPE = "application/json;charset=UTF-8"
 XML_TYPE = "text/xml;charset=UTF-8"
@@ -58,7 +60,6 @@ MAX_BATCH_SIZE = 2000
 MAX_COLLECTION_RECORDS = 200
 CURSOR_IDLE_SECONDS = 15 * 60  # query locators expire after 15 idle minutes
 MAX_CURSOR_ROWS = 20_000_000  # total rowids kept across open cursors (~160 MB)
-SUPPORTED_VERSIONS = tuple(f"{major}.0" for major in range(31, 60))
 LOGIN_HOSTS = ("https://login.salesforce.com", "https://test.salesforce.com")
 _VERSION_RE = re.compile(r"v(\d+\.\d)")
 _LOCATOR_RE = re.compile(r"(01g[0-9A-Za-z]{15})-(\d+)")
@@ -285,6 +286,7 @@ class SalesforceApi:
 
         self.bulk = BulkApi(self, polls_to_complete=bulk_polls_to_complete)
         self.tooling = ToolingApi(self, grant_access=new_field_access)
+        self.refresh_tokens = RefreshTokens()
 
     def set_field(self, sobject: str, field_name: str, **changes: Any) -> None:
         """Change or remove a field of this org's schema (tests model misconfigured orgs).
@@ -421,6 +423,7 @@ class SalesforceApi:
     def _oauth_token(self, request: ApiRequest) -> ApiResponse:
         form = {key: values[0] for key, values in parse_qs(request.body.decode()).items()}
         grant = form.get("grant_type", "")
+        rotated: str | None = None
         if grant == "password":
             self._check_client(form.get("client_id"), form.get("client_secret"))
             password = form.get("password", "")
@@ -443,6 +446,12 @@ class SalesforceApi:
                     return _oauth_error("invalid_client", "invalid client credentials")
                 client_id, _, client_secret = decoded.partition(":")
             self._check_client(client_id, client_secret)
+        elif grant == "refresh_token":
+            self._check_client(form.get("client_id"), form.get("client_secret"))
+            redeemed = self.refresh_tokens.redeem(form.get("refresh_token", ""))
+            if redeemed is None:
+                return _oauth_error("invalid_grant", "expired access/refresh token")
+            rotated = redeemed[1]
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             failure = self._check_jwt(form.get("assertion", ""))
             if failure is not None:
@@ -470,6 +479,10 @@ class SalesforceApi:
         }
         if grant == "client_credentials":
             body["scope"] = "api"
+        elif grant == "refresh_token":
+            body["scope"] = "api refresh_token"
+            if rotated is not None:
+                body["refresh_token"] = rotated
         return ApiResponse(200, _json(body))
 
     def _check_client(self, client_id: str | None, client_secret: str | None) -> None:
@@ -559,19 +572,7 @@ class SalesforceApi:
 
     @staticmethod
     def _versions() -> ApiResponse:
-        return ApiResponse(
-            200,
-            _json(
-                [
-                    {
-                        "label": f"API {version}",
-                        "url": f"/services/data/v{version}",
-                        "version": version,
-                    }
-                    for version in SUPPORTED_VERSIONS
-                ]
-            ),
-        )
+        return ApiResponse(200, _json(version_list()))
 
     def _authenticate(self, request: ApiRequest) -> None:
         authorization = request.headers.get("Authorization", "")

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.sandbox.describe_keys import complete_field, complete_global_sobject, complete_sobject
+
 API_VERSION = "59.0"
 
 TEXT_TYPES = frozenset(
@@ -139,7 +141,7 @@ class FieldDef:
             "relationshipName": self.relationship_name,
             "polymorphicForeignKey": len(self.reference_to) > 1,
         }
-        return entry
+        return complete_field(entry)
 
 
 @dataclass
@@ -220,7 +222,7 @@ class ObjectDef:
         Returns:
             A JSON-safe dict.
         """
-        return {
+        entry = {
             "name": self.name,
             "label": self.label,
             "labelPlural": self.label_plural,
@@ -234,6 +236,7 @@ class ObjectDef:
             "searchable": True,
             "urls": self.urls(version),
         }
+        return complete_global_sobject(entry)
 
     def describe(self, version: str = API_VERSION) -> dict[str, Any]:
         """Return the full describe (``GET /sobjects/{obj}/describe``) answer.
@@ -248,7 +251,7 @@ class ObjectDef:
         answer["fields"] = [definition.describe() for definition in self.fields.values()]
         answer["childRelationships"] = []
         answer["recordTypeInfos"] = []
-        return answer
+        return complete_sobject(answer)
 
 
 def _label(name: str) -> str:

@@ -32,6 +32,7 @@ from connector.sandbox.salesforce_api import (
     RequestRecord,
     SalesforceApi,
 )
+from connector.sandbox.oauth import REFRESH_TOKEN_PREFIX
 from connector.sandbox.schema import API_VERSION
 from connector.sandbox.segment_api import SegmentApi, SegmentCredentials, SegmentOptions
 from connector.sandbox.server import SandboxServer
@@ -161,6 +162,8 @@ class Sandbox:
             client_id=f"3MVG9{_secret(seed, 'client', 40)}",
             client_secret=_secret(seed, "secret", 48).upper(),
         )
+        # The integration user's consent to the connected app, as if given once in a browser.
+        self.refresh_token = REFRESH_TOKEN_PREFIX + _secret(seed, "refresh-token", 64)
         self._db: Database | None = None
         self._api: SalesforceApi | None = None
         self._segment_api: SegmentApi | None = None
@@ -197,6 +200,7 @@ class Sandbox:
             bulk_polls_to_complete=self.bulk_polls_to_complete,
             new_field_access=self.new_field_access,
         )
+        self._api.refresh_tokens.register(self.refresh_token, self.credentials.username)
         self._segment_api = SegmentApi(
             self._db,
             self.segment_credentials,
@@ -381,6 +385,7 @@ class Sandbox:
             "username": self.credentials.username,
             "password": self.credentials.password,
             "security_token": self.credentials.security_token,
+            "refresh_token": self.refresh_token,
             "jwt_private_key": str(tls.jwt_private_key),
             "ca_bundle": str(tls.ca_cert),
             "api_version": API_VERSION,

@@ -140,7 +140,7 @@ class Token:
 _WS_RE = re.compile(r"\s+")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DATETIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?(Z|[+-]\d{2}:?\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})"
 )
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NUMBER_RE = re.compile(r"[+-]?\d+(?:\.\d+)?")
@@ -202,8 +202,14 @@ def _scan_string(query: str, start: int) -> tuple[Token, int]:
 
 
 def _datetime_value(query: str, match: re.Match[str]) -> int | float:
-    """Convert a datetime literal match to UTC epoch seconds (float when it has milliseconds)."""
-    year, month, day, hour, minute, second, millis, zone = match.groups()
+    """Convert a datetime literal match to UTC epoch seconds (float when it has a fraction).
+
+    The documented format has no fractional seconds, but widely used clients send them and real
+    orgs accept them: tap-salesforce bookmarks carry 6 digits (singer-python's ``%f``), Airbyte
+    sends milliseconds with a ``+00:00`` offset (api-contracts-realorg section 7.2). Any 0-9
+    digits are accepted; the value is kept to the millisecond, the precision Salesforce stores.
+    """
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
         if zone == "Z":
             offset = dt.timedelta(0)
@@ -226,8 +232,9 @@ def _datetime_value(query: str, match: re.Match[str]) -> int | float:
             "MALFORMED_QUERY", _located(query, match.start(), f"invalid datetime: {error}")
         ) from error
     seconds = int(moment.timestamp())
-    if millis and int(millis):
-        return seconds + int(millis.ljust(3, "0")) / 1000
+    millis = int(fraction[:3].ljust(3, "0")) if fraction else 0
+    if millis:
+        return seconds + millis / 1000
     return seconds
 
 

@@ -2,7 +2,10 @@
 
 Clients trust ``tls/ca.pem`` (the CA), never the leaf directly, as they would trust a corporate CA.
 The leaf carries ``IP:127.0.0.1`` and ``DNS:localhost`` subject alternative names, which is what
-hostname verification checks. EC P-256 keys keep generation in the milliseconds. The connected
+hostname verification checks, plus the production and sandbox login hosts: clients that hard-code
+``https://login.salesforce.com`` (tap-salesforce, Airbyte) reach the sandbox when only name
+resolution is redirected, with TLS verification on (``shared/docs/api-contracts-realorg.md``
+section 8). EC P-256 keys keep generation in the milliseconds. The connected
 app's JWT key is RSA because the JWT bearer flow signs with RS256
 (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
 """
@@ -20,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+LOGIN_HOST_NAMES = ("login.salesforce.com", "test.salesforce.com")
 _VALIDITY = dt.timedelta(days=365)
 _RENEW_BEFORE = dt.timedelta(days=7)
 
@@ -75,7 +79,13 @@ def _leaf_is_fresh(path: Path) -> bool:
     except (ValueError, IndexError):
         return False
     now = dt.datetime.now(dt.UTC)
-    return cert.not_valid_after_utc - now > _RENEW_BEFORE
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    # A leaf from before the login hosts were added is renewed.
+    has_login_hosts = set(LOGIN_HOST_NAMES) <= set(names.get_values_for_type(x509.DNSName))
+    return has_login_hosts and cert.not_valid_after_utc - now > _RENEW_BEFORE
 
 
 def _make_jwt_material(key_path: Path, cert_path: Path) -> None:
@@ -140,7 +150,11 @@ def _make_server_material(tls_dir: Path) -> None:
         .not_valid_after(now + _VALIDITY - dt.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                    *(x509.DNSName(name) for name in LOGIN_HOST_NAMES),
+                ]
             ),
             critical=False,
         )

@@ -249,7 +249,12 @@ def test_certificate_is_signed_by_the_ca_with_ip_and_dns_names(sandbox):
     leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
-    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    # The login hosts let clients with a hard-coded login URL reach the sandbox by name.
+    assert names.get_values_for_type(x509.DNSName) == [
+        "localhost",
+        "login.salesforce.com",
+        "test.salesforce.com",
+    ]
     ca = x509.load_pem_x509_certificate(Path(info["ca_bundle"]).read_bytes())
     leaf.verify_directly_issued_by(ca)
 

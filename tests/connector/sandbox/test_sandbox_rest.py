@@ -258,7 +258,7 @@ def test_global_describe_and_resources(sf, sandbox, session):
     }
     assert "query" in sf.restful("")
     versions = session.get(f"{sandbox.url}/services/data/").json()  # public, no session
-    assert {"label", "url", "version"} <= set(versions[-1]) and versions[-1]["version"] == "59.0"
+    assert {"label", "url", "version"} <= set(versions[-1]) and versions[-1]["version"] == "68.0"
 
 
 def test_limits_and_api_usage(sf, sandbox):
