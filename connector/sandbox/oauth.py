@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 
-REFRESH_TOKEN_PREFIX = "5Aep861"
+REFRESH_TOKEN_PREFIX = "5Aep861"  # noqa: S105 - a public prefix, not a secret
 """How Salesforce refresh tokens begin (what operators recognise in a config file)."""
 
 

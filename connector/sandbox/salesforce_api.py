@@ -287,6 +287,9 @@ class SalesforceApi:
         self.bulk = BulkApi(self, polls_to_complete=bulk_polls_to_complete)
         self.tooling = ToolingApi(self, grant_access=new_field_access)
         self.refresh_tokens = RefreshTokens()
+        from connector.sandbox.bulk_v1 import BulkV1Api
+
+        self.bulk_v1 = BulkV1Api(self)
 
     def set_field(self, sobject: str, field_name: str, **changes: Any) -> None:
         """Change or remove a field of this org's schema (tests model misconfigured orgs).
@@ -393,6 +396,8 @@ class SalesforceApi:
             return self._versions()
         if path.startswith("/services/data/"):
             return self._data(request)
+        if path.startswith("/services/async/"):
+            return self.bulk_v1.handle(request)
         raise _not_found()
 
     @staticmethod
@@ -609,6 +614,10 @@ class SalesforceApi:
             if len(rest) == 2:
                 return self._query_more(request, version, rest[1])
             raise _not_found()
+        if head == "composite" and rest[1:] == ["batch"]:
+            from connector.sandbox.composite_batch import handle_batch  # imports this module
+
+            return handle_batch(self, request, version)
         if head == "composite" and len(rest) >= 2 and rest[1] == "sobjects":
             return self._collections(request, version, rest[2:])
         if head == "limits" and len(rest) == 1:
@@ -1546,6 +1555,8 @@ def _categorize(request: ApiRequest) -> str:
     path = request.path
     if path == "/services/oauth2/token" or path.startswith("/services/Soap/u/"):
         return "auth"
+    if path.startswith("/services/async/"):
+        return "bulk"  # Bulk API 1.0
     if not path.startswith("/services/data"):
         return "other"
     segments = [segment for segment in path.split("/")[3:] if segment]

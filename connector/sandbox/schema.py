@@ -19,7 +19,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.sandbox.describe_keys import complete_field, complete_global_sobject, complete_sobject
+from connector.sandbox.describe_keys import (
+    complete_field,
+    complete_global_sobject,
+    complete_sobject,
+)
 
 API_VERSION = "59.0"
 

@@ -24,6 +24,7 @@ from connector.sandbox.generator import (
     integration_user_id,
 )
 from connector.sandbox.ids import make_id
+from connector.sandbox.oauth import REFRESH_TOKEN_PREFIX
 from connector.sandbox.profiles import export_segment
 from connector.sandbox.salesforce_api import (
     ApiRequest,
@@ -32,7 +33,6 @@ from connector.sandbox.salesforce_api import (
     RequestRecord,
     SalesforceApi,
 )
-from connector.sandbox.oauth import REFRESH_TOKEN_PREFIX
 from connector.sandbox.schema import API_VERSION
 from connector.sandbox.segment_api import SegmentApi, SegmentCredentials, SegmentOptions
 from connector.sandbox.server import SandboxServer

@@ -292,6 +292,7 @@ def test_info_is_json_safe_and_complete(sandbox):
         "username",
         "password",
         "security_token",
+        "refresh_token",
         "jwt_private_key",
         "ca_bundle",
         "api_version",
