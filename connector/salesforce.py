@@ -5,13 +5,14 @@ simple-salesforce does the REST work; everything specific to it (``OrderedDict``
 Records leave it as plain dicts keyed by the describe spelling of each field, with datetimes as
 naive UTC ``datetime`` and dates as ``date``; Bulk API 2.0 pages leave it as CSV files.
 
-Login. Four flows (``[salesforce] auth``) against the configured login URL: OAuth 2.0 client
-credentials, JWT bearer (RS256, private key file), OAuth username-password, and SOAP partner
-login. The connector gets the session itself and hands ``instance_url`` + token to
-simple-salesforce in direct mode with our session, so the same path serves real orgs and the
-sandbox (``docs/api-contracts.md`` section 1.1). Direct mode never re-logs in; our session does,
-for every flow, on ``INVALID_SESSION_ID`` (:class:`connector.http.TokenAuth`) - including Bulk
-API 2.0 polls and result downloads, which simple-salesforce never refreshes.
+Login. Five flows (``[salesforce] auth``) against the configured login URL: OAuth 2.0 client
+credentials, JWT bearer (RS256, private key file), refresh token (a connected app authorized once
+in a browser), OAuth username-password, and SOAP partner login. The connector gets the session
+itself and hands ``instance_url`` + token to simple-salesforce in direct mode with our session,
+so the same path serves real orgs and the sandbox (``docs/api-contracts.md`` section 1.1).
+Direct mode never re-logs in; our session does, for every flow, on ``INVALID_SESSION_ID``
+(:class:`connector.http.TokenAuth`) - including Bulk API 2.0 polls and result downloads, which
+simple-salesforce never refreshes.
 
 Reads. REST ``query``/``queryAll`` ordered by ``(SystemModstamp, Id)`` for small change sets;
 Bulk API 2.0 query jobs for large ones (:func:`read_bulk`), downloaded page by page
@@ -87,7 +88,7 @@ MAX_POLL_SECONDS = 30.0
 LARGE_RUN_CALLS = 50  # runs planned above this many calls check /limits first
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
-AuthFlow = Literal["client_credentials", "jwt", "password", "soap"]
+AuthFlow = Literal["client_credentials", "jwt", "refresh_token", "password", "soap"]
 WriteOperation = Literal["update", "upsert", "create", "delete"]
 
 
@@ -112,14 +113,15 @@ class StreamSettings(BaseModel):
 class SalesforceSettings(BaseModel):
     """The ``[salesforce]`` section.
 
-    Secrets (``client_id``, ``client_secret``, ``password``, ``security_token``) come from the
-    environment or secrets.toml.
+    Secrets (``client_id``, ``client_secret``, ``refresh_token``, ``password``,
+    ``security_token``) come from the environment or secrets.toml.
 
     Attributes:
         login_url: where sessions are requested: https://login.salesforce.com,
             https://test.salesforce.com, a My Domain URL, or the sandbox's URL.
         auth: the login flow: ``client_credentials`` (client_id + client_secret), ``jwt``
-            (client_id + username + private_key_file), ``password`` (OAuth username-password:
+            (client_id + username + private_key_file), ``refresh_token`` (client_id +
+            client_secret + refresh_token), ``password`` (OAuth username-password:
             client_id + client_secret + username + password [+ security_token]) or ``soap``
             (partner login: username + password + security_token).
         username: the integration user's username (``jwt``, ``password``, ``soap``).
@@ -153,6 +155,8 @@ class SalesforceSettings(BaseModel):
         streams: objects to pull, by API name.
         client_id: connected app consumer key (secret).
         client_secret: connected app consumer secret (secret).
+        refresh_token: an OAuth refresh token of the integration user for the connected app
+            (secret; ``refresh_token`` flow).
         password: the integration user's password (secret).
         security_token: the integration user's security token (secret; appended to the password).
     """
@@ -182,6 +186,7 @@ class SalesforceSettings(BaseModel):
     streams: dict[str, StreamSettings]
     client_id: SecretStr | None = None
     client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
     password: SecretStr | None = None
     security_token: SecretStr | None = None
 
@@ -259,10 +264,11 @@ def db_type(sf_type: str) -> str:
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "client_credentials": ("client_id", "client_secret"),
     "jwt": ("client_id", "username", "private_key_file"),
+    "refresh_token": ("client_id", "client_secret", "refresh_token"),
     "password": ("client_id", "client_secret", "username", "password"),
     "soap": ("username", "password"),
 }
-_SECRETS = frozenset({"client_id", "client_secret", "password", "security_token"})
+_SECRETS = frozenset({"client_id", "client_secret", "refresh_token", "password", "security_token"})
 
 
 class SalesforceClient:
@@ -295,6 +301,7 @@ class SalesforceClient:
         )
         self.instance_url: str | None = None
         self._auth = TokenAuth(self._fetch_token)
+        self._rotated_refresh_token: str | None = None
         self.budget = Budget(
             settings.max_calls_per_run, settings.max_share_of_daily_limit, setting="salesforce"
         )
@@ -357,6 +364,7 @@ class SalesforceClient:
         flows: dict[str, Callable[[], tuple[str, str]]] = {
             "client_credentials": self._login_client_credentials,
             "jwt": self._login_jwt,
+            "refresh_token": self._login_refresh_token,
             "password": self._login_password,
             "soap": self._login_soap,
         }
@@ -437,6 +445,38 @@ class SalesforceClient:
             "certificate matches salesforce.private_key_file and that the user is pre-authorized",
         )
 
+    def _login_refresh_token(self) -> tuple[str, str]:
+        """OAuth 2.0 refresh token flow: the integration user authorized the app once.
+
+        https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_refresh_token_flow.htm
+        With refresh token rotation on, every answer carries a new token and the old one stops
+        working; leadscore keeps the new one for this run's later logins but cannot rewrite
+        secrets.toml, so the connected app must have rotation off.
+        """
+        s = self.settings
+        if self._rotated_refresh_token is None:
+            self._rotated_refresh_token = self._secret(s.refresh_token)
+        body: dict[str, Any] = {}
+        token, instance = self._oauth(
+            {
+                "grant_type": "refresh_token",
+                "client_id": self._secret(s.client_id),
+                "client_secret": self._secret(s.client_secret),
+                "refresh_token": self._rotated_refresh_token,
+            },
+            hint="check the connected app's client id and secret and that the refresh token "
+            "was issued to that app and not revoked (Setup > Connected Apps OAuth Usage)",
+            answer=body,
+        )
+        renewed = body.get("refresh_token")
+        if isinstance(renewed, str) and renewed and renewed != self._rotated_refresh_token:
+            self._rotated_refresh_token = renewed
+            log.warning(
+                "the connected app rotates refresh tokens: the configured one no longer works; "
+                "turn rotation off for leadscore's connected app and authorize it again"
+            )
+        return token, instance
+
     def _login_password(self) -> tuple[str, str]:
         """OAuth 2.0 username-password (the security token is appended when set).
 
@@ -456,7 +496,12 @@ class SalesforceClient:
         )
 
     def _oauth(
-        self, data: dict[str, Any], *, hint: str, auth: tuple[str, str] | None = None
+        self,
+        data: dict[str, Any],
+        *,
+        hint: str,
+        auth: tuple[str, str] | None = None,
+        answer: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         s = self.settings
         url = f"{s.login_url}/services/oauth2/token"
@@ -483,6 +528,8 @@ class SalesforceClient:
             )
         try:
             body = response.json()
+            if answer is not None:
+                answer.update(body)
             return str(body["access_token"]), str(body["instance_url"])
         except (ValueError, KeyError, TypeError):
             raise ConfigError(

@@ -46,6 +46,11 @@ CREDENTIALS = {
         "username": "username",
         "password": "password",
     },
+    "refresh_token": {
+        "client_id": "client_id",
+        "client_secret": "client_secret",
+        "refresh_token": "refresh_token",
+    },
     "soap": {"username": "username", "password": "password", "security_token": "security_token"},
 }
 
@@ -118,6 +123,7 @@ def test_every_login_flow_works_and_refreshes_an_expired_session(org, auth):
         ("password", {"password": "wrong"}, "was rejected: invalid_grant"),
         ("soap", {"security_token": "wrong"}, "was rejected: INVALID_LOGIN"),
         ("jwt", {"username": "someone@else.example"}, "was rejected: invalid_grant"),
+        ("refresh_token", {"refresh_token": "wrong"}, "was rejected: invalid_grant"),
         ("jwt", {"private_key_file": "/nonexistent/key.pem"}, "cannot read /nonexistent/key.pem"),
         ("soap", {"username": None}, 'missing for auth = "soap": salesforce.username'),
     ],
@@ -127,6 +133,17 @@ def test_rejected_logins_are_one_line_config_errors(org, auth, override, message
         client.connect()
     assert message in str(info.value)
     assert "wrong" not in str(info.value)  # secrets never appear in errors
+
+
+def test_a_rotated_refresh_token_is_used_for_the_next_login(box, caplog):
+    box._api.refresh_tokens.rotate = True  # white-box: a connected app with rotation on
+    with client_for(box, "refresh_token") as client:
+        assert count_records(client, "Lead") == len(live_leads(box))
+        box.expire_sessions()
+        # the configured token was retired by the first login; the rotated one logs in again
+        assert count_records(client, "Lead") == len(live_leads(box))
+        assert client.logins == 2
+    assert "rotates refresh tokens" in caplog.text
 
 
 def test_a_key_that_is_not_rsa_pem_is_named(org, tmp_path):
