@@ -43,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from bench_table import print_table, verdict
-from salesforce import high_water_kb
+from salesforce import configure, high_water_kb, run_child
 
 from connector.sandbox import Sandbox
+from connector.store import Store
+from sync.config import load_settings
 
 LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
 START_DATE = "2000-01-01T00:00:00Z"
@@ -488,6 +490,52 @@ def run_simple_salesforce(
     return outcome
 
 
+def run_leadscore(sandbox: Sandbox, work: Path, between: Callable[[], None]) -> Outcome:
+    """leadscore's own ``pull`` (the demo's streams: Lead, Task, CampaignMember), for comparison.
+
+    Its store keeps live records only (deletions are removed), so "records" is the Lead rows
+    stored after each pull, and deleted records count as seen when they are gone from the store.
+    """
+    outcome = Outcome("leadscore pull")
+    config = configure(work, sandbox.info)
+    for name in ("full", "incremental"):
+        if name == "incremental":
+            between()
+        result = run_child(config)
+        fetched = result["counts"]["streams"]["Lead"]["fetched"]
+        with Store(load_settings(config, environ={}).store.path, read_only=True) as store:
+            frame = store.query_df("SELECT Id, Title FROM sf_lead")
+        records = {
+            i: {"IsDeleted": False, "Title": t} for i, t in zip(frame.Id, frame.Title, strict=True)
+        }
+        phase = Phase(result["wall_seconds"], result["rss_mb"], records, fetched)
+        setattr(outcome, name, phase)
+    outcome.note = "all three streams; records = Lead rows fetched"
+    return outcome
+
+
+def judge_store(
+    outcome: Outcome, org: tuple[set[str], set[str]], changed: set[str], title: str
+) -> list[list[object]]:
+    """Table rows for leadscore: its store against the org (live rows, deletions removed)."""
+    rows = [
+        [outcome.name, label, f"{p.seconds:.1f}", f"{p.rss_mb:.0f}", p.emitted, p.error or ""]
+        for label, p in (("full", outcome.full), ("incremental", outcome.incremental))
+    ]
+    live, deleted = org
+    stored = outcome.incremental.records
+    edited = {i for i in changed if i in live}
+    missed = sum(1 for i in edited if stored.get(i, {}).get("Title") != title)
+    missed += len(changed & deleted & set(stored))
+    ok = set(stored) == live and missed == 0
+    summary = (
+        f"live {len(set(stored) & live):,}/{len(live):,}, "
+        f"deleted removed {len(deleted - set(stored)):,}/{len(deleted):,}, changes missed {missed}"
+    )
+    rows.append([outcome.name, "vs org", "", "", summary, f"incremental {verdict(ok)}"])
+    return rows
+
+
 def read_jsonl(path: Path) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     with path.open() as lines:
@@ -601,7 +649,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--clients", default="tap-rest,tap-bulk,airbyte,ss-bulk")
+    parser.add_argument("--clients", default="tap-rest,tap-bulk,airbyte,ss-bulk,leadscore")
     parser.add_argument(
         "--venvs",
         type=Path,
@@ -625,6 +673,8 @@ def main() -> None:
     }
     install_errors: dict[str, str] = {}
     for client in chosen:
+        if client == "leadscore":
+            continue
         venv = needs[client]
         if venv in pythons or venv in install_errors:
             continue
@@ -651,7 +701,7 @@ def main() -> None:
         table: list[list[object]] = []
         try:
             for number, client in enumerate(chosen):
-                venv = needs[client]
+                venv = needs.get(client, client)
                 if venv in install_errors:
                     table.append([client, "install", "", "", "", install_errors[venv]])
                     continue
@@ -669,19 +719,26 @@ def main() -> None:
                 if client in ("tap-rest", "tap-bulk"):
                     api_type = "REST" if client == "tap-rest" else "BULK"
                     outcome = run_tap(pythons[venv], sandbox, work, api_type, args.timeout, between)
+                elif client == "leadscore":
+                    outcome = run_leadscore(sandbox, work, between)
                 elif client == "airbyte":
                     outcome = run_airbyte(pythons[venv], sandbox, work, args.timeout, between)
                 else:
                     outcome = run_simple_salesforce(
                         pythons[venv], sandbox, work, args.timeout, between
                     )
-                rows = judge(
-                    outcome,
-                    full_org,
-                    org_leads(sandbox),
-                    changed,
-                    deletes_live_only=client == "ss-bulk",
-                )
+                if client == "leadscore":
+                    rows = judge_store(
+                        outcome, org_leads(sandbox), changed, f"Compat round {number}"
+                    )
+                else:
+                    rows = judge(
+                        outcome,
+                        full_org,
+                        org_leads(sandbox),
+                        changed,
+                        deletes_live_only=client == "ss-bulk",
+                    )
                 rows.append(
                     [outcome.name, "requests", "", "", used_apis(sandbox, log_start), outcome.note]
                 )
