@@ -8,10 +8,12 @@ and as tap-salesforce's discovery sends it (``shared/docs/api-contracts-realorg.
 - a subrequest URL is relative to ``/services/data/`` (``v34.0/sobjects/Lead/describe``) or
   absolute (``/services/data/v61.0/...``); its version must be at least 34.0 and at most the
   batch's;
+- a malformed body, an invalid method or URL (as documented: errors found while reading the
+  request fail it whole) or more than 25 subrequests is a 400 and runs nothing (the error code
+  ``INVALID_BATCH_REQUEST`` for the last two is inferred, not documented);
 - the answer is always 200 ``{"hasErrors", "results": [{"statusCode", "result"}]}``, in request
   order; after a failed subrequest with ``haltOnError`` the rest get 412
-  ``BATCH_PROCESSING_HALTED``;
-- a malformed body is a 400 and runs nothing.
+  ``BATCH_PROCESSING_HALTED``. Each subrequest counts against the API allowance, as documented.
 
 Each subrequest goes through the org's normal routing with the batch's session, so it answers
 exactly what the same request alone would.
@@ -76,7 +78,7 @@ def handle_batch(api: SalesforceApi, request: ApiRequest, version: str) -> ApiRe
                 )
             )
             continue
-        response = sub if isinstance(sub, ApiResponse) else _run(api, sub)
+        response = _run(api, sub)
         payload = json.loads(response.body) if response.body else None
         results.append(_result(response.status, payload))
         halted = halt_on_error and response.status >= 400
@@ -96,8 +98,8 @@ def _result(status: int, payload: Any) -> dict[str, Any]:
     return {"statusCode": status, "result": payload}
 
 
-def _subrequest(entry: Any, version: str, outer: ApiRequest) -> ApiRequest | ApiResponse:
-    """Build the request a subrequest stands for, or the error response it gets."""
+def _subrequest(entry: Any, version: str, outer: ApiRequest) -> ApiRequest:
+    """Build the request a subrequest stands for (a bad method or URL fails the whole batch)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
         raise ApiError(400, "JSON_PARSER_ERROR", "Each batch request needs a url and a method")
     method = str(entry.get("method", "")).upper()
@@ -116,16 +118,12 @@ def _subrequest(entry: Any, version: str, outer: ApiRequest) -> ApiRequest | Api
     if not path.startswith("/services/data/v") or not (
         MIN_SUBREQUEST_VERSION <= number <= float(version)
     ):
-        error = [
-            {
-                "errorCode": "INVALID_BATCH_REQUEST",
-                "message": (
-                    f"Subrequest URL {entry['url']} must be a /services/data/ resource of version "
-                    f"{MIN_SUBREQUEST_VERSION} to {version}"
-                ),
-            }
-        ]
-        return ApiResponse(400, _json(error))
+        raise ApiError(
+            400,
+            "INVALID_BATCH_REQUEST",
+            f"Subrequest URL {entry['url']} must be a /services/data/ resource of version "
+            f"{MIN_SUBREQUEST_VERSION} to {version}",
+        )
     rich_input = entry.get("richInput")
     body = b"" if rich_input is None else json.dumps(rich_input).encode()
     headers = {

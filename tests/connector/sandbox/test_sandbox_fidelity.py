@@ -171,23 +171,33 @@ def test_composite_batch_halts_after_an_error(sf):
     assert answer["results"][0]["statusCode"] == 404
     assert answer["results"][1]["statusCode"] == 412
     assert answer["results"][1]["result"][0]["errorCode"] == "BATCH_PROCESSING_HALTED"
-    # without haltOnError the rest still run; a subrequest newer than the batch fails alone
+    # without haltOnError the rest still run
     body = {
         "batchRequests": [
-            {"method": "GET", "url": "v60.0/sobjects/Lead/describe"},
+            {"method": "GET", "url": "v59.0/sobjects/Nope/describe"},
             {"method": "GET", "url": "v59.0/sobjects/Lead/describe"},
         ]
     }
     answer = sf.restful("composite/batch", method="POST", json=body)
-    assert [r["statusCode"] for r in answer["results"]] == [400, 200]
+    assert [r["statusCode"] for r in answer["results"]] == [404, 200]
 
 
-def test_composite_batch_over_25_is_refused(sf):
+@pytest.mark.parametrize(
+    "requests",
+    [
+        [{"method": "GET", "url": "v59.0/limits"}] * 26,  # at most 25
+        [{"method": "GET", "url": "v60.0/limits"}],  # newer than the batch's version
+        [{"method": "GET", "url": "v33.0/limits"}],  # older than 34.0
+        [{"method": "FETCH", "url": "v59.0/limits"}],
+    ],
+)
+def test_a_malformed_composite_batch_runs_nothing(sandbox, sf, requests):
     from simple_salesforce.exceptions import SalesforceMalformedRequest
 
-    requests = [{"method": "GET", "url": "v59.0/limits"}] * 26
+    calls = sandbox.api_calls()
     with pytest.raises(SalesforceMalformedRequest):
         sf.restful("composite/batch", method="POST", json={"batchRequests": requests})
+    assert sandbox.api_calls() == calls + 1  # the batch itself, no subrequest
 
 
 def test_describe_has_every_standard_key(sf):
