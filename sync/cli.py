@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from connector.errors import LeadscoreError
+from sync import demo as demos
 from sync import jobs
 from sync.config import JOB_NAMES, Settings, load_settings
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
@@ -1046,7 +1047,7 @@ def sandbox(
         err.print("serving; press Ctrl-C to stop")
 
     _guard(
-        lambda: jobs.run_sandbox(
+        lambda: demos.run_sandbox(
             workdir, port=port, leads=leads, seed=seed, reporter=_reporter(False), ready=ready
         )
     )
@@ -1064,7 +1065,7 @@ def demo(
     """Generate a Salesforce org, serve it locally, and run the whole pipeline against it."""
 
     def body() -> None:
-        data = jobs.run_demo(workdir, leads=leads, seed=seed, reporter=_reporter(as_json))
+        data = demos.run_demo(workdir, leads=leads, seed=seed, reporter=_reporter(as_json))
         if as_json:
             _print_json(data)
             return
