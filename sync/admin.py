@@ -7,9 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.errors import ConfigError, LeadscoreError
-from connector.history import (
-    revive_dead_letters,
-)
 from connector.salesforce import (
     OUTPUT_FIELD_TYPES,
     FieldDescription,
@@ -21,6 +18,9 @@ from connector.salesforce import (
     read_campaigns,
     read_limits,
     suggest_field,
+)
+from connector.store.runs import (
+    revive_dead_letters,
 )
 from scoring.metrics import headline
 from scoring.registry import (

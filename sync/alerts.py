@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from connector.errors import Busy, LeadscoreError
-from connector.history import read_alert_states, write_alert_state
 from connector.notify import send_email, send_webhook
 from connector.store import Store, utc_now
+from connector.store.runs import read_alert_states, write_alert_state
 from sync.config import AlertSettings, Settings
 from sync.lock import RunLock, lock_path
 from sync.logs import Redactor, secret_values

@@ -11,17 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector.errors import ConfigError, Interrupted, LeadscoreError
-from connector.history import (
-    JobHistory,
-    fail_abandoned_runs,
-    job_histories,
-    record_run,
-)
 from connector.http import CallCounter
 from connector.salesforce import (
     SalesforceSettings,
 )
 from connector.store import Store, utc_now
+from connector.store.runs import (
+    JobHistory,
+    fail_abandoned_runs,
+    job_histories,
+    record_run,
+)
 from scoring.pipeline import (
     ScoringError,
 )

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from connector.errors import ConfigError
-from connector.history import (
+from connector.store import Store, utc_now
+from connector.store.runs import (
     dead_letter_rows,
     dead_letters,
     job_histories,
     last_api_usage,
     read_alert_states,
 )
-from connector.store import Store, utc_now
 from scoring.metrics import headline
 from scoring.registry import (
     load_champion,

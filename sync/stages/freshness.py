@@ -17,8 +17,7 @@ def store_as_of(store: Store, settings: Settings) -> datetime:
             hint="add one, or describe the entity with entity_table and [[sources]]",
         )
     streams = [describe_name for describe_name in settings.salesforce.streams]
-    rows = store.query_df("SELECT stream FROM sync_cursor")
-    known = {s.lower(): s for s in rows["stream"]}
+    known = {s.lower(): s for s in store.cursor_streams()}
     through = store.synced_through([known.get(s.lower(), s) for s in streams])
     if through is None:
         raise LeadscoreError(

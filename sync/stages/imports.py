@@ -8,7 +8,7 @@ from typing import Any
 
 from connector.errors import ConfigError
 from connector.files import import_segment_export, import_table
-from connector.store import Store, quote_identifier, utc_now
+from connector.store import Store
 from sync.config import Settings
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded
@@ -53,7 +53,7 @@ def run_segment_import(
             "importing Segment exports needs a [segment] section in the config file",
             hint="add [segment] (see config.example.toml)",
         )
-    from sync.identity import resolve_identities
+    from connector.store.identity import resolve_identities
 
     with (
         open_store(settings, "segment_import", reporter=reporter) as store,
@@ -96,22 +96,11 @@ def import_sources(
             clean_names=True,
         )
         if source.row_id:
-            table, row_id = quote_identifier(source.table), quote_identifier(source.row_id)
-            with store.transaction() as con:
-                con.execute(
-                    f"CREATE OR REPLACE TABLE {table} AS "
-                    f"SELECT row_number() OVER () AS {row_id}, * FROM {table}"
-                )
+            store.number_rows(source.table, source.row_id)
         as_of = source.as_of or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
         if as_of.tzinfo is not None:
             as_of = as_of.astimezone(UTC).replace(tzinfo=None)
-        stream = source_stream(source.table)
-        with store.transaction() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO sync_cursor (stream, cursor_value, synced_through, "
-                "updated_at) VALUES (?, ?, ?, ?)",
-                [stream, as_of, as_of, utc_now()],
-            )
+        store.mark_imported(source_stream(source.table), as_of)
         imported[source.table] = {"rows": result.rows, "columns": len(result.columns)}
     return imported
 
