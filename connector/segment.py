@@ -35,8 +35,10 @@ from urllib.parse import quote, urlparse
 import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from connector.clock import parse_utc_or_none
 from connector.errors import (
     ConfigError,
+    Kind,
     LeadscoreError,
     RequestError,
     TransientError,
@@ -209,7 +211,7 @@ def _transport_error(exc: requests.RequestException, what: str) -> LeadscoreErro
     """A one-line error for a transport failure (never the request's headers or body)."""
     rule = classify_exception(exc)
     meaning = rule.meaning if rule else type(exc).__name__
-    if rule is not None and rule.kind.value == "config":
+    if rule is not None and rule.kind is Kind.CONFIG:
         return ConfigError(f"{what}: {meaning}", hint="check segment.ca_bundle and the URL")
     return TransientError(f"{what}: {meaning}", hint="the next run tries again")
 
@@ -238,18 +240,6 @@ class ProfileRead:
     events: list[dict[str, Any]] = field(default_factory=list)
     unknown_id_types: Counter[str] = field(default_factory=Counter)
     error: str | None = None
-
-
-def _iso_to_naive_utc(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
 
 
 class ProfileClient:
@@ -325,7 +315,7 @@ class ProfileClient:
                     f"{text}: the access token was rejected",
                     hint="check segment.profile_api_token and segment.space_id",
                 )
-            if rule.kind.value == "transient":
+            if rule.kind is Kind.TRANSIENT:
                 raise TransientError(f"{text}: {rule.meaning}", hint="the next run tries again")
             raise RequestError(f"{text}: {message or rule.meaning}")
         body = response.json()
@@ -422,12 +412,12 @@ class ProfileClient:
                     {
                         "type": id_type,
                         "id": value,
-                        "created_at": _iso_to_naive_utc(item.get("created_at")),
+                        "created_at": parse_utc_or_none(item.get("created_at")),
                     }
                 )
         else:
             for item in page.get("data") or []:
-                ts = _iso_to_naive_utc(item.get("timestamp"))
+                ts = parse_utc_or_none(item.get("timestamp"))
                 if item.get("type") != "track" or ts is None or not item.get("event"):
                     continue
                 ids = {e.get("type"): e.get("id") for e in item.get("external_ids") or []}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connector.errors import Busy, LeadscoreError
+from connector.errors import Busy, LeadscoreError, TransientError
 from connector.notify import send_email, send_webhook
 from connector.store import Store, utc_now
 from connector.store.runs import read_alert_states, write_alert_state
@@ -123,7 +123,7 @@ def _format(note: Notification, settings: Settings) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def deliver(note: Notification, settings: Settings) -> list[str]:
+def deliver(note: Notification, settings: Settings) -> list[LeadscoreError]:
     """Send a notification to every configured channel.
 
     Args:
@@ -131,21 +131,23 @@ def deliver(note: Notification, settings: Settings) -> list[str]:
         settings: configuration (``[alerts]``).
 
     Returns:
-        One line per channel that failed (empty when all succeeded).
+        One error per channel that failed (empty when all succeeded); the message is redacted.
     """
     alerts: AlertSettings = settings.alerts
     redact = Redactor(secret_values(settings))
     text = redact(_format(note, settings))
-    problems: list[str] = []
+    problems: list[LeadscoreError] = []
     if alerts.webhook_url is not None:
         try:
             send_webhook(
                 alerts.webhook_url.get_secret_value(),
                 text,
                 timeout_seconds=alerts.timeout_seconds,
+                max_attempts=alerts.webhook_attempts,
+                max_backoff_seconds=alerts.webhook_max_backoff_seconds,
             )
         except LeadscoreError as exc:
-            problems.append(redact(str(exc)))
+            problems.append(type(exc)(redact(exc.message), hint=exc.hint))
     if alerts.email_to:
         assert alerts.smtp_host is not None and alerts.email_from is not None
         try:
@@ -164,7 +166,7 @@ def deliver(note: Notification, settings: Settings) -> list[str]:
                 timeout_seconds=alerts.timeout_seconds,
             )
         except LeadscoreError as exc:
-            problems.append(redact(str(exc)))
+            problems.append(type(exc)(redact(exc.message), hint=exc.hint))
     return problems
 
 
@@ -202,7 +204,9 @@ def evaluate(
                 problems = deliver(note, settings)
                 for problem in problems:
                     log.warning("alert %s not delivered: %s", note.subject, problem)
-                new_state["notified"] = not problems
+                # Only a transient failure keeps the notification pending: a refused one (a
+                # webhook answering 404) would be retried forever.
+                new_state["notified"] = not any(isinstance(p, TransientError) for p in problems)
             else:
                 new_state["notified"] = True
             # INFO: serve logs it; the CLI has already printed the failure itself.

@@ -24,6 +24,7 @@ from connector.errors import LeadscoreError
 from sync import demo as demos
 from sync import jobs
 from sync.config import JOB_NAMES, Settings, load_settings
+from sync.logs import redact_root_handlers, secret_values
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
 
 app = typer.Typer(
@@ -96,7 +97,10 @@ def _reporter(as_json: bool) -> Reporter:
 
 
 def _settings(config: Path) -> Settings:
-    return load_settings(config)
+    settings = load_settings(config)
+    # every command, not only serve: -v logs HTTP calls, and a secret must never reach a log
+    redact_root_handlers(secret_values(settings))
+    return settings
 
 
 def _print_json(data: Any) -> None:
@@ -981,7 +985,7 @@ def serve(
     ] = None,
 ) -> None:
     r"""Run the jobs on their \[schedule] until stopped (SIGTERM/Ctrl-C: finish the batch, exit)."""
-    from sync.logs import configure_logging, secret_values
+    from sync.logs import configure_logging
     from sync.scheduler import Service
 
     def body() -> None:

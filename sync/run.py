@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from connector.clock import to_naive_utc
 from connector.errors import ConfigError, Interrupted, LeadscoreError
 from connector.http import CallCounter
 from connector.salesforce import (
@@ -237,5 +238,5 @@ def record_skipped(
     with open_store(settings, "record skipped runs", wait_seconds=wait_seconds) as store:
         now = utc_now()
         for job, when, reason in skips:
-            due = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+            due = to_naive_utc(when)
             record_run(store, job, started_at=due, finished_at=now, status="skipped", error=reason)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connector.clock import to_naive_utc
 from connector.errors import ConfigError
 from connector.store import Store, utc_now
 from connector.store.runs import (
@@ -85,7 +86,7 @@ def next_run_times(settings: Settings, now: datetime) -> dict[str, datetime]:
         trigger = settings.schedule.trigger(job)
         nxt = trigger.get_next_fire_time(None, aware)
         if nxt is not None:
-            out[job] = nxt.astimezone(UTC).replace(tzinfo=None)
+            out[job] = to_naive_utc(nxt)
     return out
 
 

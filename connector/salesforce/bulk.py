@@ -7,20 +7,21 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 from simple_salesforce.util import call_salesforce
 
+from connector.clock import parse_utc
 from connector.errors import (
     RequestError,
     TransientError,
     check_next_page,
 )
 from connector.salesforce.describe import describe_object
-from connector.salesforce.rest import parse_datetime, selection_soql
+from connector.salesforce.rest import selection_soql
 from connector.salesforce.session import SalesforceClient, translate_errors
 from connector.salesforce.settings import MAX_POLL_SECONDS
 
@@ -84,11 +85,18 @@ def bulk_call(
 
 
 def _job_created(info: dict[str, Any]) -> datetime:
+    """When Salesforce created a job: the upper bound of the cursor its rows may commit.
+
+    No fallback to our own clock: a cursor bound later than the job's snapshot could skip rows.
+    """
     raw = info.get("createdDate")
     try:
-        return parse_datetime(str(raw).replace("Z", "+00:00"))
+        return parse_utc(str(raw))
     except ValueError:
-        return datetime.now(UTC).replace(tzinfo=None)
+        raise RequestError(
+            f"bulk job {info.get('id')}: Salesforce sent no readable createdDate ({raw!r})",
+            hint="the next run starts a new job",
+        ) from None
 
 
 def start_bulk_query(

@@ -10,6 +10,7 @@ from typing import Any
 
 from simple_salesforce.format import format_soql
 
+from connector.clock import parse_utc
 from connector.errors import (
     BudgetExceeded,
     ConfigError,
@@ -22,13 +23,6 @@ from connector.salesforce.settings import COLLECTION_SIZE
 log = logging.getLogger("leadscore.salesforce")
 
 
-def parse_datetime(value: str) -> datetime:
-    """A Salesforce date-time as naive UTC."""
-    # Salesforce sends '2024-05-20T20:49:32.000+0000' (no colon in the offset); fromisoformat reads
-    # it (3.11+).
-    return datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
-
-
 def _converters(
     description: ObjectDescription, fields: Sequence[str]
 ) -> list[Callable[[Any], Any] | None]:
@@ -36,7 +30,7 @@ def _converters(
     for name in fields:
         kind = description.fields[name.lower()].type
         if kind == "datetime":
-            out.append(parse_datetime)
+            out.append(parse_utc)
         elif kind == "date":
             out.append(date.fromisoformat)
         else:

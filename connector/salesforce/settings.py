@@ -14,9 +14,6 @@ log = logging.getLogger("leadscore.salesforce")
 
 API_VERSION = "59.0"
 COLLECTION_SIZE = 200  # sObject Collections accept at most 200 records per request
-# Transient per-record failures are sent again in batches of these sizes, one round each, with a
-# backoff before every round: first smaller batches, then one record per request.
-RETRY_BATCH_SIZES = (25, 1, 1)
 BULK_RECORDS_PER_JOB = 1_000_000
 # One ingest job's CSV upload is at most 150 MB after base64 encoding; like simple-salesforce
 # (MAX_INGEST_JOB_FILE_SIZE) we cut at 100 MB of raw CSV and start another job.
@@ -68,6 +65,11 @@ class SalesforceSettings(BaseModel):
         ca_bundle: PEM file of CAs to trust (the sandbox's ``ca.pem``); empty for the system store.
         timeout_seconds: per-request timeout.
         max_attempts: attempts per request for transient failures.
+        record_retry_batch_sizes: records that failed transiently (``UNABLE_TO_LOCK_ROW``...)
+            are sent again in batches of these sizes, one round each: first smaller batches,
+            then one record per request.
+        record_retry_backoff_seconds: wait before the first such round; it doubles every round.
+        record_retry_max_backoff_seconds: the longest wait before a round.
         page_size: records per REST query page (``Sforce-Query-Options: batchSize``), 200-2000.
         overlap_seconds: incremental pulls re-read this many seconds before the cursor, because a
             record's SystemModstamp can be earlier than the moment its transaction became visible.
@@ -104,6 +106,9 @@ class SalesforceSettings(BaseModel):
     ca_bundle: Path | None = None
     timeout_seconds: float = Field(60.0, gt=0, le=600)
     max_attempts: int = Field(5, ge=1, le=20)
+    record_retry_batch_sizes: tuple[int, ...] = Field((25, 1, 1), max_length=10)
+    record_retry_backoff_seconds: float = Field(0.5, ge=0, le=60)
+    record_retry_max_backoff_seconds: float = Field(8.0, ge=0, le=600)
     page_size: int = Field(2000, ge=200, le=2000)
     overlap_seconds: int = Field(5, ge=0, le=3600)
     bulk_first_sync: bool = True

@@ -33,7 +33,6 @@ from connector.salesforce.settings import (
     BULK_NULL,
     BULK_RECORDS_PER_JOB,
     COLLECTION_SIZE,
-    RETRY_BATCH_SIZES,
     WriteOperation,
 )
 from connector.store import quote_identifier
@@ -477,10 +476,15 @@ def _write(
                 final.append((index, outcome))
         yield final
     last: dict[int, _Outcome] = {}
-    for round_number, size in enumerate(RETRY_BATCH_SIZES, start=1):
+    for round_number, size in enumerate(settings.record_retry_batch_sizes, start=1):
         if not pending:
             return
-        client.sleep(min(0.5 * 2 ** (round_number - 1), 8.0))
+        client.sleep(
+            min(
+                settings.record_retry_backoff_seconds * 2 ** (round_number - 1),
+                settings.record_retry_max_backoff_seconds,
+            )
+        )
         log.info("retrying %d %s records after transient errors", len(pending), name)
         if choose_write_path(len(pending), settings.bulk_write_threshold) == "bulk":
             announce(pending)

@@ -28,13 +28,14 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from connector.clock import utc_now
 from connector.errors import ConfigError
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -83,11 +84,6 @@ def raw_table_name(system: str, stream: str) -> str:
     """
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", stream).lower()
     return f"{_SYSTEM_PREFIX.get(system, system)}_{snake}"
-
-
-def utc_now() -> datetime:
-    """The current time as a naive UTC datetime, the store's convention."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # Each entry is one schema version; append, never edit, so existing stores migrate forward.

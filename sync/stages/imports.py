@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connector.clock import to_naive_utc
 from connector.errors import ConfigError
 from connector.files import import_segment_export, import_table
 from connector.store import Store
@@ -98,8 +99,7 @@ def import_sources(
         if source.row_id:
             store.number_rows(source.table, source.row_id)
         as_of = source.as_of or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
-        if as_of.tzinfo is not None:
-            as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+        as_of = to_naive_utc(as_of)
         store.mark_imported(source_stream(source.table), as_of)
         imported[source.table] = {"rows": result.rows, "columns": len(result.columns)}
     return imported
