@@ -25,7 +25,7 @@ from sync.config import Settings, WritebackSettings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
 from sync.jobs import run_pull, run_push, run_segment_import, run_train
 from sync.progress import SilentReporter
-from sync.segment import push_audience
+from sync.segment_sync import push_audience
 from tests.configs import edit_config
 from tests.conftest import SEGMENT_AS_OF
 
