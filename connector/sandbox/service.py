@@ -109,6 +109,12 @@ class Sandbox:
         segment: Also generate the people's Segment profiles and events (their product usage
             then enters the hidden model). The Segment APIs are served either way.
         segment_options: Profile API rate limit and Tracking API 429 injection.
+        field_security: ``granted`` (default: the integration user's and the sales profile
+            already hold the org's custom fields) or ``enforced`` (a new org: no profile reads
+            any custom field until a permission set grants it); see
+            ``connector/sandbox/security.py``.
+        setup_rights: The integration user may manage and assign permission sets and customize
+            the application (Metadata API); False models one that ``setup`` cannot grant with.
     """
 
     def __init__(
@@ -130,8 +136,12 @@ class Sandbox:
         new_field_access: bool = True,
         segment: bool = False,
         segment_options: SegmentOptions | None = None,
+        field_security: str = "granted",
+        setup_rights: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
+        self.field_security = field_security
+        self.setup_rights = setup_rights
         self.bulk_polls_to_complete = bulk_polls_to_complete
         self.new_field_access = new_field_access
         self.segment = segment
@@ -195,7 +205,10 @@ class Sandbox:
             faults=self._faults,
             edit_converted_leads=self.edit_converted_leads,
             bulk_polls_to_complete=self.bulk_polls_to_complete,
-            new_field_access=self.new_field_access,
+            new_field_access=self.new_field_access and self.field_security == "granted",
+            field_security=self.field_security,
+            setup_rights=self.setup_rights,
+            seed=self.seed,
         )
         self._segment_api = SegmentApi(
             self._db,
@@ -394,6 +407,11 @@ class Sandbox:
             "profile_api_token": self.segment_credentials.access_token,
             "space_id": self.segment_credentials.space_id,
             "segment_data": self.segment,
+            # Sales reps log in with the OAuth username-password flow (UI API as a rep).
+            "sales_users": [
+                {"username": user.username, "password": user.password}
+                for user in self._require_api().security.sales_users
+            ],
         }
 
     @property

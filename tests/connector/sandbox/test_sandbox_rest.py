@@ -255,6 +255,12 @@ def test_global_describe_and_resources(sf, sandbox, session):
         "Task",
         "Event",
         "Opportunity",
+        # Field-level security as sObjects (connector/sandbox/security.py).
+        "Profile",
+        "PermissionSet",
+        "FieldPermissions",
+        "ObjectPermissions",
+        "PermissionSetAssignment",
     }
     assert "query" in sf.restful("")
     versions = session.get(f"{sandbox.url}/services/data/").json()  # public, no session
