@@ -464,8 +464,7 @@ class SalesforceApi:
             )
             user_id = self.security.password_user(form.get("username", ""), password)
             if user_id is None and (
-                form.get("username") != self.credentials.username
-                or password not in valid_passwords
+                form.get("username") != self.credentials.username or password not in valid_passwords
             ):
                 return _oauth_error("invalid_grant", "authentication failure")
         elif grant == "client_credentials":

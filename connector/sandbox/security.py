@@ -107,27 +107,53 @@ def security_objects() -> dict[str, ObjectDef]:
             [_id(), _f("Name", "string", length=255, **name), *_system()],
         ),
         (
-            ObjectDef("PermissionSet", "Permission Set", "Permission Sets", "0PS", False),
+            ObjectDef(
+                "PermissionSet", "Permission Set", "Permission Sets", "0PS", has_is_deleted=False
+            ),
             [
                 _id(),
                 _f("Name", "string", length=80, id_lookup=True, **name),
                 _f("Label", "string", length=80, **name),
                 _f("Description", "textarea", length=255),
-                _f("IsOwnedByProfile", "boolean", nillable=False, default=False, createable=False,
-                   updateable=False),
+                _f(
+                    "IsOwnedByProfile",
+                    "boolean",
+                    nillable=False,
+                    default=False,
+                    createable=False,
+                    updateable=False,
+                ),
                 _ref("ProfileId", "Profile", "Profile", createable=False, updateable=False),
                 *(_flag(permission) for permission in USER_PERMISSIONS),
                 *_system(),
             ],
         ),
         (
-            ObjectDef("FieldPermissions", "Field Permissions", "Field Permissions", "01k", False),
+            ObjectDef(
+                "FieldPermissions",
+                "Field Permissions",
+                "Field Permissions",
+                "01k",
+                has_is_deleted=False,
+            ),
             [
                 _id(),
-                _ref("ParentId", "PermissionSet", "Parent", nillable=False, required=True,
-                     updateable=False),
-                _f("SobjectType", "string", length=40, nillable=False, required=True,
-                   updateable=False),
+                _ref(
+                    "ParentId",
+                    "PermissionSet",
+                    "Parent",
+                    nillable=False,
+                    required=True,
+                    updateable=False,
+                ),
+                _f(
+                    "SobjectType",
+                    "string",
+                    length=40,
+                    nillable=False,
+                    required=True,
+                    updateable=False,
+                ),
                 _f("Field", "string", length=80, nillable=False, required=True, updateable=False),
                 _flag("PermissionsRead"),
                 _flag("PermissionsEdit"),
@@ -135,14 +161,31 @@ def security_objects() -> dict[str, ObjectDef]:
             ],
         ),
         (
-            ObjectDef("ObjectPermissions", "Object Permissions", "Object Permissions", "110",
-                      False),
+            ObjectDef(
+                "ObjectPermissions",
+                "Object Permissions",
+                "Object Permissions",
+                "110",
+                has_is_deleted=False,
+            ),
             [
                 _id(),
-                _ref("ParentId", "PermissionSet", "Parent", nillable=False, required=True,
-                     updateable=False),
-                _f("SobjectType", "string", length=40, nillable=False, required=True,
-                   updateable=False),
+                _ref(
+                    "ParentId",
+                    "PermissionSet",
+                    "Parent",
+                    nillable=False,
+                    required=True,
+                    updateable=False,
+                ),
+                _f(
+                    "SobjectType",
+                    "string",
+                    length=40,
+                    nillable=False,
+                    required=True,
+                    updateable=False,
+                ),
                 *(
                     _flag(f"Permissions{kind}")
                     for kind in (
@@ -164,14 +207,26 @@ def security_objects() -> dict[str, ObjectDef]:
                 "Permission Set Assignment",
                 "Permission Set Assignments",
                 "0Pa",
-                False,
+                has_is_deleted=False,
             ),
             [
                 _id(),
-                _ref("AssigneeId", "User", "Assignee", nillable=False, required=True,
-                     updateable=False),
-                _ref("PermissionSetId", "PermissionSet", "PermissionSet", nillable=False,
-                     required=True, updateable=False),
+                _ref(
+                    "AssigneeId",
+                    "User",
+                    "Assignee",
+                    nillable=False,
+                    required=True,
+                    updateable=False,
+                ),
+                _ref(
+                    "PermissionSetId",
+                    "PermissionSet",
+                    "PermissionSet",
+                    nillable=False,
+                    required=True,
+                    updateable=False,
+                ),
                 *_system(),
             ],
         ),
@@ -183,8 +238,9 @@ def security_objects() -> dict[str, ObjectDef]:
     return result
 
 
-PROFILE_ID_FIELD = _ref("ProfileId", "Profile", "Profile", label="Profile ID", updateable=False,
-                        createable=False)
+PROFILE_ID_FIELD = _ref(
+    "ProfileId", "Profile", "Profile", label="Profile ID", updateable=False, createable=False
+)
 
 
 @dataclass(frozen=True)
@@ -291,7 +347,10 @@ class Security:
         system = {"CreatedDate": now, "LastModifiedDate": now, "SystemModstamp": now}
         rights = dict.fromkeys(_SETUP_RIGHTS, self.setup_rights)
         profiles = {
-            ADMIN_PROFILE: {**dict.fromkeys(USER_PERMISSIONS, True), "PermissionsApiUserOnly": False},
+            ADMIN_PROFILE: {
+                **dict.fromkeys(USER_PERMISSIONS, True),
+                "PermissionsApiUserOnly": False,
+            },
             SALES_PROFILE: {"PermissionsApiEnabled": True},
             MARKETING_PROFILE: {"PermissionsApiEnabled": True},
             INTEGRATION_PROFILE: {
@@ -329,9 +388,12 @@ class Security:
                 profile = INTEGRATION_PROFILE
             elif department == "Sales":
                 profile = SALES_PROFILE
-                password = "Rep-" + hashlib.sha256(
-                    f"leadscore-sandbox:{self.seed}:rep:{username}".encode()
-                ).hexdigest()[:12]
+                password = (
+                    "Rep-"
+                    + hashlib.sha256(
+                        f"leadscore-sandbox:{self.seed}:rep:{username}".encode()
+                    ).hexdigest()[:12]
+                )
                 self.sales_users.append(SalesUser(user_id, username, password))
             elif department == "Marketing":
                 profile = MARKETING_PROFILE
@@ -750,7 +812,8 @@ class Security:
             ).fetchone()
             if owned and owned[0]:
                 raise RecordError(
-                    "INSUFFICIENT_ACCESS_OR_READONLY", "a profile's permission set cannot be deleted"
+                    "INSUFFICIENT_ACCESS_OR_READONLY",
+                    "a profile's permission set cannot be deleted",
                 )
             for table in ("FieldPermissions", "ObjectPermissions"):
                 conn.execute(f'DELETE FROM "{table}" WHERE "ParentId" = ?', [record_id])
@@ -768,5 +831,6 @@ def _schema_mark(objects: dict[str, ObjectDef]) -> int:
 def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
     columns = ", ".join(f'"{name}"' for name in row)
     conn.execute(
-        f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})', list(row.values())
+        f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})',
+        list(row.values()),
     )
