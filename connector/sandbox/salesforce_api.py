@@ -296,10 +296,14 @@ class SalesforceApi:
         self._sequences: dict[str, int] = {}
         # Imported here: both modules call back into this class.
         from connector.sandbox.bulk_api import BulkApi
+        from connector.sandbox.metadata_api import MetadataApi
+        from connector.sandbox.ui_api import UiApi
         from connector.sandbox.tooling_api import ToolingApi
 
         self.bulk = BulkApi(self, polls_to_complete=bulk_polls_to_complete)
         self.tooling = ToolingApi(self, grant_access=new_field_access)
+        self.metadata = MetadataApi(self)
+        self.ui = UiApi(self)
 
     @property
     def objects(self) -> dict[str, ObjectDef]:
@@ -412,6 +416,8 @@ class SalesforceApi:
         if path.startswith("/services/Soap/u/"):
             self._require_method(request, "POST")
             return self._soap_login(request)
+        if path.startswith("/services/Soap/m/"):
+            return self.metadata.handle(request)
         if path.rstrip("/") == "/services/data":
             # The version list is public in real orgs: no session needed, nothing counted.
             self._require_method(request, "GET")
@@ -655,6 +661,8 @@ class SalesforceApi:
             return self.bulk.handle(request, version, rest[1:])
         if head == "tooling" and len(rest) >= 2:
             return self.tooling.handle(request, version, rest[1:])
+        if head == "ui-api" and len(rest) >= 2:
+            return self.ui.handle(request, version, rest[1:])
         raise _not_found()
 
     def _resources(self, version: str) -> ApiResponse:
@@ -1589,6 +1597,8 @@ def _categorize(request: ApiRequest) -> str:
     path = request.path
     if path == "/services/oauth2/token" or path.startswith("/services/Soap/u/"):
         return "auth"
+    if path.startswith("/services/Soap/m/"):
+        return "metadata"
     if not path.startswith("/services/data"):
         return "other"
     segments = [segment for segment in path.split("/")[3:] if segment]
