@@ -1141,6 +1141,12 @@ class SalesforceApi:
         """
         now = int(self.clock())
         results: list[dict[str, Any]] = []
+        # Triggers run once per batch: a busy org fails every record of a too-large batch.
+        sobject = next((w.obj.name for w in writes if w.obj is not None), "")
+        busy = self.faults.on_write_batch(sobject, len(writes)) if log and writes else None
+        if busy is not None:
+            error = RecordError(busy.status_code, busy.message).as_dict()
+            return [{"success": False, "errors": [error]} for _ in writes]
         with self.db.lock:
             conn = self.db.connection
             conn.execute("BEGIN IMMEDIATE")
