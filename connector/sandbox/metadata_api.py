@@ -1,5 +1,7 @@
-"""Metadata API (SOAP) of the sandbox: ``createMetadata``, ``readMetadata``, ``updateMetadata``,
-``upsertMetadata`` and ``deleteMetadata`` for ``ListView`` (and ``Layout``, stored as given).
+"""Metadata API (SOAP) of the sandbox for ``ListView`` (and ``Layout``, stored as given).
+
+Operations: ``createMetadata``, ``readMetadata``, ``updateMetadata``, ``upsertMetadata`` and
+``deleteMetadata``.
 
 Served at ``/services/Soap/m/{version}/`` with or without the org id, as simple-salesforce's
 ``sf.mdapi`` (zeep, ``document/literal``) calls it; shapes from
@@ -28,7 +30,7 @@ import threading
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connector.sandbox.ids import make_id
 from connector.sandbox.schema import FieldDef, ObjectDef
@@ -405,7 +407,8 @@ def _local_type(node: ElementTree.Element) -> str:
 
 def _result(full_name: str, error: MetadataError | None, extra: str = "") -> str:
     if error is None:
-        return f"<result>{extra}<fullName>{escape(full_name)}</fullName><success>true</success></result>"
+        name = escape(full_name)
+        return f"<result>{extra}<fullName>{name}</fullName><success>true</success></result>"
     return (
         f"<result>{extra}<errors><message>{escape(error.message)}</message>"
         f"<statusCode>{error.status_code}</statusCode></errors>"

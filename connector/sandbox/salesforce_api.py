@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from connector.sandbox.database import Database
 from connector.sandbox.faults import Drop, FaultPlan, RequestInfo, Slow
 from connector.sandbox.ids import BASE62, SEQUENCE_DIGITS, make_id, normalize_id
+from connector.sandbox.org_rules import OrgFeatures, OrgRules
 from connector.sandbox.schema import (
     API_VERSION,
     ID_TYPES,
@@ -238,6 +239,8 @@ class SalesforceApi:
         field_security: ``granted`` or ``enforced`` (``connector/sandbox/security.py``).
         setup_rights: Whether the integration user may manage and assign permission sets.
         seed: Seed of the sales users' passwords.
+        org_features: Validation and duplicate rules, record types, currencies and formula
+            fields (``connector/sandbox/org_rules.py``).
     """
 
     def __init__(
@@ -258,11 +261,13 @@ class SalesforceApi:
         field_security: str = "granted",
         setup_rights: bool = True,
         seed: int = 42,
+        org_features: OrgFeatures | None = None,
     ) -> None:
         self.db = db
         # This org's own schema: the Tooling API adds fields to it, tests remove or lock fields.
         # Requests see it through the calling user's field-level security (``objects``).
         self.org_objects: dict[str, ObjectDef] = copy_schema()
+        self.rules = OrgRules(db.lock, db.connection, self.org_objects, org_features)
         self.security = Security(
             db.lock,
             db.connection,
@@ -297,8 +302,8 @@ class SalesforceApi:
         # Imported here: both modules call back into this class.
         from connector.sandbox.bulk_api import BulkApi
         from connector.sandbox.metadata_api import MetadataApi
-        from connector.sandbox.ui_api import UiApi
         from connector.sandbox.tooling_api import ToolingApi
+        from connector.sandbox.ui_api import UiApi
 
         self.bulk = BulkApi(self, polls_to_complete=bulk_polls_to_complete)
         self.tooling = ToolingApi(self, grant_access=new_field_access)
@@ -622,6 +627,7 @@ class SalesforceApi:
         if scheme.lower() not in ("bearer", "oauth") or not self._token_is_valid(token.strip()):
             raise ApiError(401, "INVALID_SESSION_ID", "Session expired or invalid")
         self.security.act_as(token.strip())
+        self.rules.read_headers(request.headers)
 
     def _count_call(self) -> None:
         with self._state_lock:
@@ -1282,6 +1288,7 @@ class SalesforceApi:
             raise RecordError(fault.status_code, fault.message)
         merged = {**current, **changes}
         self.security.check_write(conn, obj, merged, current)
+        self.rules.check_write(obj, changes, current)
         derived = _derived_fields(obj, merged, changes, current, now)
         assignments = {**changes, **derived, "LastModifiedDate": now, "SystemModstamp": now}
         columns = ", ".join(f'"{name}" = ?' for name in assignments)
@@ -1326,6 +1333,7 @@ class SalesforceApi:
         if obj.name == "CampaignMember":
             self._check_new_member(conn, row)
         self.security.check_write(conn, obj, row, {})
+        self.rules.check_write(obj, changes, {})
         fault = self.faults.on_record_write(obj.name, None)
         if fault is not None:
             raise RecordError(fault.status_code, fault.message)

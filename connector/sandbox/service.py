@@ -24,6 +24,7 @@ from connector.sandbox.generator import (
     integration_user_id,
 )
 from connector.sandbox.ids import make_id
+from connector.sandbox.org_rules import OrgFeatures
 from connector.sandbox.profiles import export_segment
 from connector.sandbox.salesforce_api import (
     ApiRequest,
@@ -115,6 +116,8 @@ class Sandbox:
             ``connector/sandbox/security.py``.
         setup_rights: The integration user may manage and assign permission sets and customize
             the application (Metadata API); False models one that ``setup`` cannot grant with.
+        org_features: Validation and duplicate rules, record types, currencies and formula
+            fields (``connector/sandbox/org_rules.py``).
     """
 
     def __init__(
@@ -138,7 +141,9 @@ class Sandbox:
         segment_options: SegmentOptions | None = None,
         field_security: str = "granted",
         setup_rights: bool = True,
+        org_features: OrgFeatures | None = None,
     ) -> None:
+        self.org_features = org_features
         self.workdir = Path(workdir)
         self.field_security = field_security
         self.setup_rights = setup_rights
@@ -209,6 +214,7 @@ class Sandbox:
             field_security=self.field_security,
             setup_rights=self.setup_rights,
             seed=self.seed,
+            org_features=self.org_features,
         )
         self._segment_api = SegmentApi(
             self._db,
@@ -490,6 +496,15 @@ class Sandbox:
             field_name: Field API name.
         """
         self._require_api().tooling.grant(sobject, field_name)
+
+    def set_formula_values(self, sobject: str, values: dict[str, dict[str, Any]]) -> None:
+        """Change formula or roll-up results without moving ``SystemModstamp``.
+
+        Args:
+            sobject: Object API name.
+            values: Record id -> {formula field: new value}.
+        """
+        self._require_api().rules.set_formula_values(sobject, values)
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only SQL statement against the sandbox database.

@@ -24,6 +24,7 @@ from connector.sandbox.ids import make_id
 from connector.sandbox.salesforce_api import ApiError, ApiRequest, ApiResponse, SalesforceApi, _json
 from connector.sandbox.schema import FieldDef
 from connector.sandbox.security import INTEGRATION_PROFILE
+from connector.sandbox.soql import SoqlError, compile_query
 
 _NAME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\.([A-Za-z][A-Za-z0-9_]*__c)$")
 MAX_TEXT_LENGTH = 255
@@ -114,7 +115,15 @@ class ToolingApi:
         Returns:
             The response.
         """
-        del version
+        if rest[0] == "query" and len(rest) == 1:
+            self.api._require_method(request, "GET")
+            return self._query(request, version)
+        if rest[:2] == ["sobjects", "ValidationRule"] and len(rest) == 3:
+            self.api._require_method(request, "GET")
+            record = self.api.rules.validation_rule(rest[2])
+            if record is None:
+                raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+            return ApiResponse(200, _json(record))
         if rest[:2] != ["sobjects", "CustomField"] or len(rest) != 2:
             raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
         self.api._require_method(request, "POST")
@@ -157,6 +166,33 @@ class ToolingApi:
         return ApiResponse(
             201, _json({"id": field_id, "success": True, "errors": [], "warnings": [], "infos": []})
         )
+
+    def _query(self, request: ApiRequest, version: str) -> ApiResponse:
+        """``tooling/query?q=`` over the Tooling objects (``ValidationRule``, one page)."""
+        source = (request.query.get("q") or [""])[0]
+        try:
+            compiled = compile_query(source, objects=self.api.rules.tooling_objects)
+        except SoqlError as error:
+            raise ApiError(400, error.error_code, error.message) from error
+        with self.api.db.lock:
+            conn = self.api.db.connection
+            if compiled.count_only:
+                total = conn.execute(compiled.count_sql, compiled.params).fetchone()[0]
+                return ApiResponse(
+                    200, _json({"size": total, "totalSize": total, "done": True, "records": []})
+                )
+            rowids = [row[0] for row in conn.execute(compiled.ids_sql, compiled.params)]
+            rows = conn.execute(compiled.page_sql(len(rowids)), rowids).fetchall() if rowids else []
+            shaped = compiled.shape(rows, version)
+        records = [shaped[rowid] for rowid in rowids if rowid in shaped]
+        body = {
+            "size": len(records),
+            "totalSize": len(records),
+            "done": True,
+            "entityTypeName": compiled.sobject.name,
+            "records": records,
+        }
+        return ApiResponse(200, _json(body))
 
     def grant(self, sobject: str, field_name: str) -> None:
         """Grant the integration user access to a hidden field (field-level security).

@@ -71,12 +71,40 @@ class UiApi:
         self.api._require_method(request, "GET")
         if float(version) < 42.0:
             raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+        if len(rest) == 5 and rest[0] == "object-info" and rest[2] == "picklist-values":
+            return ApiResponse(
+                200, _json(self._picklist_values(rest[1], rest[3], rest[4], version))
+            )
         if len(rest) not in (2, 3) or rest[0] not in ("list-records", "list-info"):
             raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
         view = self._find(rest[1:])
         if rest[0] == "list-info":
             return ApiResponse(200, _json(self._list_info(view, version)))
         return ApiResponse(200, _json(self._list_records(request, view, version, rest[1:])))
+
+    def _picklist_values(
+        self, sobject: str, record_type_id: str, field_name: str, version: str
+    ) -> dict[str, Any]:
+        """``object-info/{object}/picklist-values/{recordTypeId}/{field}`` (record-type values)."""
+        from connector.sandbox.salesforce_api import ApiError
+
+        obj = self.api.get_object(sobject)
+        values = None
+        if obj is not None and obj.field(field_name) is not None:
+            values = self.api.rules.picklist_values(record_type_id, obj.name, field_name)
+        if values is None or obj is None:
+            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+        return {
+            "controllerValues": {},
+            "defaultValue": None,
+            "eTag": _etag(f"{obj.name}.{field_name}.{record_type_id}", version),
+            "url": f"/services/data/v{version}/ui-api/object-info/{obj.name}/picklist-values/"
+            f"{record_type_id}/{field_name}",
+            "values": [
+                {"attributes": None, "label": value, "validFor": [], "value": value}
+                for value in values
+            ],
+        }
 
     def _find(self, names: list[str]) -> ListView:
         from connector.sandbox.salesforce_api import ApiError
