@@ -37,6 +37,7 @@ from typing import Any
 
 from connector.sandbox.ids import make_id
 from connector.sandbox.schema import FieldDef, ObjectDef
+from connector.sandbox.security import insert_row
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ class OrgRules:
                 entities: dict[str, str] = {}
                 for number, obj in enumerate(self.objects.values(), start=1):
                     entities[obj.name.lower()] = make_id("01I", number)
-                    _insert(
+                    insert_row(
                         conn,
                         "EntityDefinition",
                         {
@@ -275,7 +276,7 @@ class OrgRules:
                 for number, rule in enumerate(features.validation_rules, start=1):
                     rule_id = make_id("03d", number)
                     self._formulas[rule_id] = rule.formula
-                    _insert(
+                    insert_row(
                         conn,
                         "ValidationRule",
                         {
@@ -289,7 +290,7 @@ class OrgRules:
                         },
                     )
                 for number, duplicate in enumerate(features.duplicate_rules, start=1):
-                    _insert(
+                    insert_row(
                         conn,
                         "DuplicateRule",
                         {
@@ -322,7 +323,7 @@ class OrgRules:
         for number, spec in enumerate(self.features.record_types, start=1):
             type_id = make_id("012", number)
             by_object.setdefault(spec.sobject.lower(), []).append(type_id)
-            _insert(
+            insert_row(
                 conn,
                 "RecordType",
                 {
@@ -360,7 +361,7 @@ class OrgRules:
     def _install_currencies(self, conn: sqlite3.Connection, stamp: dict[str, int]) -> None:
         codes = self.features.currencies
         for number, code in enumerate(codes, start=1):
-            _insert(
+            insert_row(
                 conn,
                 "CurrencyType",
                 {
@@ -571,11 +572,3 @@ def _lookup(mapping: Mapping[str, tuple[str, ...]], name: str) -> tuple[str, ...
         if key.lower() == name.lower():
             return value
     return None
-
-
-def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
-    columns = ", ".join(f'"{name}"' for name in row)
-    conn.execute(
-        f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})',
-        list(row.values()),
-    )

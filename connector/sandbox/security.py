@@ -363,12 +363,12 @@ class Security:
         for number, (name, permissions) in enumerate(profiles.items(), start=1):
             profile_id = make_id("00e", number)
             profile_ids[name] = profile_id
-            _insert(conn, "Profile", {"Id": profile_id, "Name": name, **system})
+            insert_row(conn, "Profile", {"Id": profile_id, "Name": name, **system})
             set_id = make_id("0PS", number)
             self.profile_sets[name] = set_id
             flags = {key: int(bool(permissions.get(key))) for key in USER_PERMISSIONS}
             label = f"X{hashlib.sha256(name.encode()).hexdigest()[:8]}"  # profile-owned set names
-            _insert(
+            insert_row(
                 conn,
                 "PermissionSet",
                 {
@@ -409,7 +409,7 @@ class Security:
                 if obj.name in SETUP_OBJECTS:
                     continue
                 number += 1
-                _insert(
+                insert_row(
                     conn,
                     "ObjectPermissions",
                     {
@@ -440,7 +440,7 @@ class Security:
                     if not definition.custom:
                         continue
                     number += 1
-                    _insert(
+                    insert_row(
                         conn,
                         "FieldPermissions",
                         {
@@ -627,7 +627,7 @@ class Security:
             )
             top = conn.execute('SELECT COUNT(*) FROM "FieldPermissions"').fetchone()[0]
             now = int(conn.execute("SELECT strftime('%s','now')").fetchone()[0])
-            _insert(
+            insert_row(
                 conn,
                 "FieldPermissions",
                 {
@@ -828,7 +828,8 @@ def _schema_mark(objects: dict[str, ObjectDef]) -> int:
     return hash(tuple(id(f) for obj in objects.values() for f in obj.fields.values()))
 
 
-def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+def insert_row(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+    """Insert one row (table and column names are the sandbox's own, never request input)."""
     columns = ", ".join(f'"{name}"' for name in row)
     conn.execute(
         f'INSERT INTO "{table}" ({columns}) VALUES ({", ".join("?" * len(row))})',
