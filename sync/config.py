@@ -550,6 +550,9 @@ class AlertSettings(BaseModel):
         smtp_username: SMTP login, if the server needs one.
         smtp_password: SMTP password (secret).
         timeout_seconds: per delivery attempt.
+        webhook_attempts: attempts per webhook delivery when it fails transiently (a lost alert
+            is worse than a rare duplicate, but a dead webhook must not stall the job).
+        webhook_max_backoff_seconds: the longest wait between two attempts.
         max_rejected_share: a partial run alerts when more than this share of the records it sent
             was rejected.
     """
@@ -565,6 +568,8 @@ class AlertSettings(BaseModel):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=120)
+    webhook_attempts: int = Field(2, ge=1, le=10)
+    webhook_max_backoff_seconds: float = Field(2.0, ge=0, le=60)
     max_rejected_share: float = Field(0.01, ge=0, le=1)
 
     @model_validator(mode="after")

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from connector.history import dead_letter_rows, dead_letters, revive_dead_letters
 from connector.salesforce import FieldDescription, check_field_value
 from connector.store import Store, utc_now
+from connector.store.runs import dead_letter_rows, dead_letters, revive_dead_letters
 from sync.diff import diff_outputs
 
 FIELDS = {"probability": "P__c", "score": "S__c", "tier": "T__c"}

@@ -15,7 +15,7 @@ from connector.sandbox import Sandbox
 from connector.store import Store
 from sync.config import Settings, load_settings
 from sync.demo import write_sandbox_files
-from sync.jobs import run_all, run_pull
+from sync.jobs import run_pull, run_sync
 
 LEADS = 400
 
@@ -46,7 +46,7 @@ def test_run_scores_every_lead_and_a_second_run_writes_nothing(org):
     tasks = count(sandbox, "SELECT count(*) FROM Task")
     members = count(sandbox, "SELECT count(*) FROM CampaignMember")
 
-    first = run_all(settings)
+    first = run_sync(settings)
     assert first.counts["pulled"] == leads + tasks + members
     assert first.counts["scored"] == leads
     assert first.counts["written"] == leads and first.counts["failed"] == 0
@@ -59,7 +59,7 @@ def test_run_scores_every_lead_and_a_second_run_writes_nothing(org):
     updates = [r for r in sandbox.request_log if r.category == "composite"]
     assert len(updates) == -(-leads // 200)
 
-    second = run_all(settings)
+    second = run_sync(settings)
     assert second.counts["written"] == 0
     assert second.counts["trained"] == []
     # the only changes since the first pull are the leads our own push touched

@@ -10,8 +10,8 @@ import numpy as np
 from catboost import CatBoostClassifier
 from typer.testing import CliRunner
 
-from connector.history import record_run, write_alert_state
 from connector.store import Store
+from connector.store.runs import record_run, write_alert_state
 from scoring.model import Predictor
 from scoring.registry import save_version
 from sync.cli import app
