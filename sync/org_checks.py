@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from connector.errors import LeadscoreError
 from connector.salesforce import SalesforceClient
-from connector.salesforce_org import (
+from connector.salesforce.org import (
     ListViewSpec,
     currencies,
     duplicate_rules,

@@ -16,7 +16,7 @@ from typing import Any
 
 from connector.errors import ConfigError, LeadscoreError
 from connector.salesforce import SalesforceClient
-from connector.salesforce_org import (
+from connector.salesforce.org import (
     ListViewSpec,
     SetupSettings,
     assign,

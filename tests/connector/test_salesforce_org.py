@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from connector.errors import ConfigError
-from connector.salesforce_org import (
+from connector.salesforce.org import (
     ListViewSpec,
     assign,
     assignments,

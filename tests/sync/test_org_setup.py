@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connector.errors import ConfigError
-from connector.salesforce_org import (
+from connector.salesforce.org import (
     ListViewSpec,
     SetupSettings,
     find_permission_set,

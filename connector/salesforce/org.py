@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from simple_salesforce.format import format_soql
 
 from connector.errors import ConfigError, RequestError
-from connector.salesforce import SalesforceClient, _translate_errors
+from connector.salesforce.session import SalesforceClient, translate_errors
 from connector.store import quote_identifier
 
 _API_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,39}$"
@@ -111,13 +111,13 @@ def column_token(sobject: str, name: str) -> str:
 
 
 def _query(client: SalesforceClient, soql: str, what: str) -> list[dict[str, Any]]:
-    with _translate_errors(what):
+    with translate_errors(what):
         return list(client.sf.query_all_iter(soql))
 
 
 def _create(client: SalesforceClient, sobject: str, values: dict[str, Any], what: str) -> str:
     try:
-        with _translate_errors(what):
+        with translate_errors(what):
             result = client.sf.restful(f"sobjects/{sobject}/", method="POST", json=values)
     except RequestError as exc:
         raise _access_error(exc, what) from None
@@ -137,7 +137,7 @@ def update_record(
     """
     what = f"updating {sobject} {record_id}"
     try:
-        with _translate_errors(what):
+        with translate_errors(what):
             client.sf.restful(f"sobjects/{sobject}/{record_id}", method="PATCH", json=values)
     except RequestError as exc:
         raise _access_error(exc, what) from None
@@ -153,7 +153,7 @@ def delete_record(client: SalesforceClient, sobject: str, record_id: str) -> Non
     """
     what = f"deleting {sobject} {record_id}"
     try:
-        with _translate_errors(what):
+        with translate_errors(what):
             client.sf.restful(f"sobjects/{sobject}/{record_id}", method="DELETE")
     except RequestError as exc:
         raise _access_error(exc, what) from None
@@ -399,7 +399,7 @@ def _mdapi(client: SalesforceClient) -> Any:
 def _metadata_call(client: SalesforceClient, what: str, call: Any) -> Any:
     """Run one Metadata API call, turning simple-salesforce's bare exceptions into one line."""
     try:
-        with _translate_errors(what):
+        with translate_errors(what):
             return call(_mdapi(client))
     except (ConfigError, RequestError):
         raise
@@ -500,7 +500,7 @@ def validation_rules(client: SalesforceClient, sobject: str) -> list[OrgRule]:
         "WHERE EntityDefinition.DeveloperName = {sobject}",
         sobject=sobject,
     )
-    with _translate_errors(f"reading validation rules on {sobject}"):
+    with translate_errors(f"reading validation rules on {sobject}"):
         rows = client.sf.toolingexecute("query/", params={"q": soql})["records"]
         rules = []
         for row in rows:
@@ -552,9 +552,7 @@ def record_type_values(
     out = []
     for row in _query(client, soql, f"reading record types of {sobject}"):
         path = f"ui-api/object-info/{sobject}/picklist-values/{row['Id']}/{field_name}"
-        with _translate_errors(
-            f"reading {field_name} values of record type {row['DeveloperName']}"
-        ):
+        with translate_errors(f"reading {field_name} values of record type {row['DeveloperName']}"):
             values = client.sf.restful(path)["values"]
         out.append((str(row["DeveloperName"]), [str(v["value"]) for v in values]))
     return out
