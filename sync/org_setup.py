@@ -18,7 +18,6 @@ from connector.errors import ConfigError, LeadscoreError
 from connector.salesforce import SalesforceClient
 from connector.salesforce.org import (
     ListViewSpec,
-    SetupSettings,
     assign,
     assignments,
     column_token,
@@ -33,6 +32,7 @@ from connector.salesforce.org import (
     save_list_view,
     update_record,
 )
+from connector.salesforce.settings import SetupSettings
 from sync.progress import Reporter, SilentReporter
 
 SILENT = SilentReporter()

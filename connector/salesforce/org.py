@@ -22,14 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from simple_salesforce.format import format_soql
 
 from connector.errors import ConfigError, RequestError
 from connector.salesforce.session import SalesforceClient, translate_errors
 from connector.store import quote_identifier
 
-_API_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,39}$"
 LIST_VIEW_OBJECT_TOKENS = {"Name": "FULL_NAME"}
 """List view column tokens of standard fields that are not ``OBJECT.FIELD_NAME``."""
 
@@ -578,33 +576,3 @@ def currencies(client: SalesforceClient) -> list[str]:
             return []
         raise
     return [str(r["IsoCode"]) for r in sorted(rows, key=lambda r: not r["IsCorporate"])]
-
-
-# -- settings ---------------------------------------------------------------------------------
-
-
-class SetupSettings(BaseModel):
-    """What ``leadscore setup`` makes in the org besides the fields (``[salesforce.setup]``).
-
-    Attributes:
-        permission_sets: Create and assign the two permission sets below.
-        integration_permission_set: API name of the set granting edit on the output fields,
-            assigned to the integration user.
-        sales_permission_set: API name of the set granting read on them, for sales.
-        sales_users: Usernames the sales set is assigned to.
-        list_view: Create the Lead list view of the top tiers.
-        list_view_name: Its API name (``Object.`` is added).
-        list_view_label: Its label.
-        list_view_tiers: Tiers it shows (default: the best two of the prediction).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    permission_sets: bool = True
-    integration_permission_set: str = Field("Leadscore_Integration", pattern=_API_NAME)
-    sales_permission_set: str = Field("Leadscore_Sales", pattern=_API_NAME)
-    sales_users: list[str] = Field(default_factory=list)
-    list_view: bool = True
-    list_view_name: str = Field("Hot_leads_leadscore", pattern=_API_NAME)
-    list_view_label: str = Field("Hot leads (leadscore)", min_length=1, max_length=40)
-    list_view_tiers: list[str] | None = None

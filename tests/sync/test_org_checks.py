@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connector.salesforce.org import SetupSettings
+from connector.salesforce.settings import SetupSettings
 from connector.sandbox import Sandbox
 from connector.sandbox.org_rules import (
     DuplicateRuleSpec,

@@ -7,11 +7,11 @@ import pytest
 from connector.errors import ConfigError
 from connector.salesforce.org import (
     ListViewSpec,
-    SetupSettings,
     find_permission_set,
     read_list_view,
     save_list_view,
 )
+from connector.salesforce.settings import SetupSettings
 from connector.sandbox import Sandbox
 from sync.org_setup import OutputField, remove_access, setup_access
 from tests.connector.test_salesforce import AS_OF, client_for
