@@ -282,6 +282,15 @@ def _render_job(result: jobs.JobResult) -> None:
                 style=style,
             )
         out.print(table)
+        if counts.get("org"):
+            org = Table(box=None, padding=(0, 2, 0, 0))
+            for col in ("object", "name", "action", "detail"):
+                org.add_column(col)
+            for step in counts["org"]:
+                org.add_row(
+                    step["object"], Text(step["name"]), step["action"], Text(step["detail"])
+                )
+            out.print(org)
         rows.append(
             (
                 "fields",
@@ -289,6 +298,12 @@ def _render_job(result: jobs.JobResult) -> None:
                 f"{counts['problems']} with problems",
             )
         )
+        if counts.get("changed") == 0 and not counts.get("dry_run"):
+            rows.append(("changes", "none: the org was already set up"))
+        elif counts.get("dry_run"):
+            rows.append(("changes", f"{counts['changed']} planned, nothing was changed"))
+        else:
+            rows.append(("changes", str(counts.get("changed", 0))))
     elif result.job == "sync":
         rows += [
             ("pulled", _fmt(counts["pulled"])),
@@ -716,14 +731,20 @@ def _run_summary(run: dict[str, Any]) -> str:
 def setup(
     config: ConfigOption = Path("config.toml"),
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only show what would be created.")
+        bool, typer.Option("--dry-run", help="Only list the changes; change nothing.")
+    ] = False,
+    remove: Annotated[
+        bool,
+        typer.Option("--remove", help="Take away the permission sets and the list view."),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Create the Salesforce fields the predictions write to (Tooling API); skip existing ones."""
+    """Make the org ready: output fields, field security (permission sets), reps' list view."""
 
     def body() -> None:
-        result = jobs.run_setup(_settings(config), dry_run=dry_run, reporter=_reporter(as_json))
+        result = jobs.run_setup(
+            _settings(config), dry_run=dry_run, remove=remove, reporter=_reporter(as_json)
+        )
         # a field that needs fixing in Salesforce is a setup problem: exit 2
         _show_result(result, as_json, partial_exit=2)
 

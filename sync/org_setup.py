@@ -327,7 +327,7 @@ def _permission_set(
 
 def _list_view(client: SalesforceClient, run: _Run, spec: ListViewSpec) -> None:
     found = read_list_view(client, spec.full_name)
-    detail = f"{', '.join(spec.columns)}; {len(spec.filters)} filters"
+    detail = f"{len(spec.columns)} columns, {len(spec.filters)} filters"
     if found is not None:
         if _same_view(found, spec):
             run.record(Step("ListView", spec.full_name, "exists", detail))

@@ -206,6 +206,30 @@ def user_by_id(client: SalesforceClient, user_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def integration_user_id(client: SalesforceClient) -> str:
+    """The id of the user the client's session acts as (the integration user).
+
+    From the OAuth identity URL; for SOAP logins, by ``salesforce.username``.
+
+    Args:
+        client: Connected client.
+
+    Returns:
+        The user id.
+    """
+    client.connect()
+    if client.user_id:
+        return client.user_id
+    username = client.settings.username or ""
+    found = find_users(client, [username]).get(username.lower()) if username else None
+    if found is None:
+        raise ConfigError(
+            "cannot tell which user the Salesforce session acts as",
+            hint="set salesforce.username to the integration user's username",
+        )
+    return str(found["Id"])
+
+
 def find_permission_set(client: SalesforceClient, name: str) -> dict[str, Any] | None:
     """A permission set by API name.
 

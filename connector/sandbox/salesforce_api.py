@@ -276,6 +276,7 @@ class SalesforceApi:
             seed=seed,
             field_security=field_security,
             setup_rights=setup_rights,
+            next_id=lambda conn, name: self._next_id(conn, self.org_objects[name.lower()]),
         )
         self._org_prefixes = {obj.key_prefix: obj for obj in self.org_objects.values()}
         # The "View and Edit Converted Leads" user permission: without it, converted leads are

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,6 +286,8 @@ class Security:
         setup_rights: Whether the integration user may manage permission sets, assign them and
             customize the application (Metadata API); False models an integration user that
             ``setup`` cannot grant anything with (``INSUFFICIENT_ACCESS_OR_READONLY``).
+        next_id: The org's id generator, ``(connection, object name) -> id`` (shared with API
+            creates, so ids never collide).
     """
 
     def __init__(
@@ -297,6 +300,7 @@ class Security:
         seed: int = 42,
         field_security: str = "granted",
         setup_rights: bool = True,
+        next_id: Callable[[sqlite3.Connection, str], str] | None = None,
     ) -> None:
         if field_security not in FIELD_SECURITY_MODES:
             raise ValueError(f"field_security must be one of {FIELD_SECURITY_MODES}")
@@ -307,6 +311,7 @@ class Security:
         self.field_security = field_security
         self.setup_rights = setup_rights
         self.seed = seed
+        self.next_id = next_id or (lambda conn, name: make_id("01k", 1_000_000))
         self._acting = threading.local()
         self._views: dict[str, tuple[tuple[int, int], OrgView]] = {}
         self.token_users: dict[str, str] = {}
@@ -625,13 +630,12 @@ class Security:
                 'DELETE FROM "FieldPermissions" WHERE "ParentId" = ? AND lower("Field") = lower(?)',
                 [self.profile_sets[profile], f"{sobject}.{field_name}"],
             )
-            top = conn.execute('SELECT COUNT(*) FROM "FieldPermissions"').fetchone()[0]
             now = int(conn.execute("SELECT strftime('%s','now')").fetchone()[0])
             insert_row(
                 conn,
                 "FieldPermissions",
                 {
-                    "Id": make_id("01k", 100_000 + top),
+                    "Id": self.next_id(conn, "FieldPermissions"),
                     "ParentId": self.profile_sets[profile],
                     "SobjectType": sobject,
                     "Field": f"{sobject}.{field_name}",

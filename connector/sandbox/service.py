@@ -34,6 +34,7 @@ from connector.sandbox.salesforce_api import (
     SalesforceApi,
 )
 from connector.sandbox.schema import API_VERSION
+from connector.sandbox.security import INTEGRATION_PROFILE
 from connector.sandbox.segment_api import SegmentApi, SegmentCredentials, SegmentOptions
 from connector.sandbox.server import SandboxServer
 from connector.sandbox.tls import TlsFiles, ensure_tls_files, make_server_context
@@ -484,9 +485,20 @@ class Sandbox:
             sobject: Object API name.
             field_name: Field API name.
             updateable: False makes the field read-only (describe ``updateable: false``; writes
-                fail with ``INVALID_FIELD_FOR_INSERT_UPDATE``).
+                fail with ``INVALID_FIELD_FOR_INSERT_UPDATE``). For custom fields this is the
+                profile's field permission, so a permission set granting Edit overrides it.
         """
-        self._require_api().set_field(sobject, field_name, updateable=updateable)
+        api = self._require_api()
+        obj = api.org_objects.get(sobject.lower())
+        definition = obj.field(field_name) if obj is not None else None
+        if obj is not None and definition is not None and definition.custom:
+            # Custom fields: the integration user's profile's FieldPermissions row, which a
+            # permission set granting Edit can override (as in a real org).
+            api.security.grant_profile(
+                INTEGRATION_PROFILE, obj.name, definition.name, edit=updateable
+            )
+            return
+        api.set_field(sobject, field_name, updateable=updateable)
 
     def grant_field_access(self, sobject: str, field_name: str) -> None:
         """Grant access to a field created through the Tooling API with ``new_field_access=False``.

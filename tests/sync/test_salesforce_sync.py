@@ -304,17 +304,20 @@ def test_setup_and_doctor_on_a_misconfigured_org(org):
     assert not [r for r in sandbox.request_log if r.category == "tooling"]
 
     setup = runner.invoke(app, ["setup", "--config", str(config)])
-    assert setup.exit_code == 2  # the tier field still needs field-level security
+    # the read-only tier field is granted Edit by setup's permission set for the integration user
+    assert setup.exit_code == 0, setup.output
     assert "created" in setup.output and "Lead_Tier__c" in setup.output
     assert len([r for r in sandbox.request_log if r.category == "tooling"]) == 1
     again = json.loads(runner.invoke(app, ["setup", "--config", str(config), "--json"]).output)
     actions = {f["field"]: f["action"] for f in again["counts"]["fields"]}
     assert actions == {
         "Lead_Score__c": "exists",
-        "Lead_Tier__c": "problem",
+        "Lead_Tier__c": "exists",
         "Lead_Score_Reasons__c": "exists",  # the sandbox org has it already
     }
+    assert again["counts"]["changed"] == 0
 
+    runner.invoke(app, ["setup", "--config", str(config), "--remove"])
     sandbox.set_field_access("Lead", "Lead_Tier__c", updateable=True)
     config.write_text(config.read_text().replace('"Industy"', '"Industry"'))
     healthy = runner.invoke(app, ["doctor", "--config", str(config)])
