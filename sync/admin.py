@@ -35,7 +35,16 @@ from scoring.registry import (
     rollback,
 )
 from sync.config import PredictionConfig, Settings
-from sync.org_setup import OutputField, Step, remove_access, setup_access
+from sync.org_checks import (
+    check_currencies,
+    check_duplicate_rules,
+    check_formula_features,
+    check_list_view,
+    check_record_types,
+    check_rep_access,
+    check_validation_rules,
+)
+from sync.org_setup import OutputField, Step, list_view_spec, remove_access, setup_access
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, salesforce_settings
 from sync.stages.push import run_push
@@ -498,10 +507,41 @@ def run_doctor(
             checks.extend(_check_stream(sf, sobject, stream))
         for prediction, sobject, kind, name in _output_fields_of(settings):
             checks.append(_check_output(sf, prediction, sobject, kind, name))
+        checks.extend(_check_org(sf, settings))
         checks.extend(_check_campaigns(sf, campaigns))
         return _doctor_result(checks, sf)
     finally:
         sf.close()
+
+
+def _check_org(sf: SalesforceClient, settings: Settings) -> list[Check]:
+    """The first write's preflight: a rep's view, the list view, the org's rules, formulas."""
+    s = salesforce_settings(settings)
+    outputs = [OutputField(o, k, n) for _, o, k, n in _output_fields_of(settings)]
+    tier = next((o for o in outputs if o.kind == "tier"), None)
+    tiers = next((_tier_values(p) for p, _, k, _ in _output_fields_of(settings) if k == "tier"), [])
+    rows: list[tuple[str, bool, str, str]] = []
+    if s.sales_user and outputs:
+        rows += check_rep_access(sf, s.sales_user, outputs)
+    if s.setup.list_view and tier is not None:
+        rows += check_list_view(sf, list_view_spec(s.setup, tier.sobject, outputs, tiers))
+    for sobject in sorted({o.sobject for o in outputs}):
+        rows += check_validation_rules(sf, sobject, outputs)
+        rows += check_duplicate_rules(sf, sobject, s.duplicate_rule_allow_save)
+    rows += check_record_types(sf, tier, tiers)
+    rows += check_currencies(sf)
+    for sobject, stream in s.streams.items():
+        try:
+            description = describe_object(sf, sobject)
+        except LeadscoreError:
+            continue  # reported by the stream's own check
+        calculated = [
+            found.name
+            for name in stream.fields
+            if (found := description.field(name)) is not None and found.calculated
+        ]
+        rows += check_formula_features(description.name, calculated, stream.full_read_days)
+    return [Check(*row) for row in rows]
 
 
 def _doctor_result(checks: list[Check], sf: SalesforceClient) -> dict[str, Any]:
@@ -585,8 +625,11 @@ def _check_output(
         return Check(
             label,
             False,
-            f"the {kind} field does not exist or is not visible to the integration user",
-            "run `leadscore setup --config FILE`, or grant field-level security on it",
+            f"the {kind} field does not exist or is not visible to the integration user "
+            "(field-level security): a push fails with INVALID_FIELD",
+            "run `leadscore setup --config FILE` (creates it and grants Read and Edit through "
+            f"permission set {sf.settings.setup.integration_permission_set}), "
+            "or grant field-level security on it",
         )
     problem = _field_problem(prediction, kind, found)
     if problem is not None:

@@ -34,6 +34,7 @@ class FieldDescription:
     external_id: bool
     picklist_values: tuple[str, ...]
     restricted_picklist: bool = False
+    calculated: bool = False  # a formula or roll-up summary: SystemModstamp misses its changes
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def describe_object(client: SalesforceClient, sobject: str) -> ObjectDescription
                 v["value"] for v in f.get("picklistValues") or () if v.get("active", True)
             ),
             restricted_picklist=bool(f.get("restrictedPicklist")),
+            calculated=bool(f.get("calculated")),
         )
     description = ObjectDescription(name=raw["name"], fields=fields)
     client._describes[key] = description
