@@ -239,7 +239,9 @@ class SalesforceWrite:
         """
         settings = client.settings
         writes = estimate_write_calls(
-            len(self.records), bulk_write_threshold=settings.bulk_write_threshold
+            len(self.records),
+            bulk_write_threshold=settings.bulk_write_threshold,
+            batch_size=settings.write_batch_size,
         )
         checks = writes and (
             writes > LARGE_RUN_CALLS or len(self.records) > settings.bulk_write_threshold
@@ -520,7 +522,9 @@ def push_salesforce(
         ]
 
     planned = estimate_write_calls(
-        len(batch), bulk_write_threshold=client.settings.bulk_write_threshold
+        len(batch),
+        bulk_write_threshold=client.settings.bulk_write_threshold,
+        batch_size=client.settings.write_batch_size,
     )
     if planned and (planned > LARGE_RUN_CALLS or len(batch) > client.settings.bulk_write_threshold):
         check_allowance(client, planned_calls=planned, what=f"write of {len(batch):,} records")

@@ -412,3 +412,34 @@ def test_the_budget_stops_before_the_cap(box):
         with pytest.raises(BudgetExceeded, match="needs about 80000 API calls"):
             check_allowance(client, planned_calls=80_000)
         check_allowance(client, planned_calls=100)
+
+
+@pytest.mark.parametrize("code", ["CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY", "UNABLE_TO_LOCK_ROW"])
+def test_write_batches_halve_in_a_busy_org_then_grow_back(box, code):
+    ids = writable_leads(box)[:45]
+    plan = InjectedFaults(busy_batch_size=10, busy_error=code, busy_objects=["Lead"])
+    box.faults = plan
+    client = client_for(box, write_batch_size=40)
+    records = [{"Id": i, "Lead_Score__c": 70} for i in ids]
+    outcomes = [o for batch in write_records(client, "Lead", records) for o in batch]
+    assert len(outcomes) == len(ids) and all(o["success"] for o in outcomes)
+    assert set(scores(box, ids).values()) == {70}
+    # 40 and 20 fail whole, 10 passes and the size grows back to 20 (fails again), 10 ...;
+    # every record is written once.
+    assert plan.batch_sizes[:4] == [40, 20, 10, 20]
+    assert max(plan.batch_sizes[2:]) <= 20
+    assert written_twice(box) == 0
+
+
+def test_a_busy_error_at_one_record_is_that_records_failure(box):
+    ids = writable_leads(box)[:3]
+    box.faults = InjectedFaults(busy_batch_size=0, busy_objects=["Lead"])
+    client = client_for(box, write_batch_size=2)
+    outcomes = [
+        o
+        for batch in write_records(client, "Lead", [{"Id": i, "Lead_Score__c": 5} for i in ids])
+        for o in batch
+    ]
+    assert len(outcomes) == 3 and not any(o["success"] for o in outcomes)
+    assert all(o["error"].startswith("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY") for o in outcomes)
+    assert estimate_write_calls(450, batch_size=100) == 5
