@@ -10,6 +10,7 @@ Layout (see ``docs/architecture.md``):
 - ``source_field``: the source type of every raw column (from Salesforce describe);
 - ``sync_cursor``: per stream, the cursor value and how far the store is complete, committed in the
   same transaction as the page it belongs to;
+- ``stream_full_read``: per stream, when it was last read in full (periodic full reads);
 - ``run_log``: one row per job run;
 - ``score_history``: every score ever computed, by prediction and scoring run;
 - ``writeback_ledger``: per target record and field, the last value the target confirmed, plus the
@@ -268,6 +269,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE writeback_ledger ADD COLUMN next_attempt_at TIMESTAMP",
         "ALTER TABLE score_history ADD COLUMN class_probabilities JSON",
+    ),
+    # Periodic full reads (issue 15): when each stream was last read in full, for fields whose
+    # changes do not move SystemModstamp (formulas, roll-up summaries).
+    (
+        """CREATE TABLE stream_full_read (
+            stream VARCHAR PRIMARY KEY,
+            read_at TIMESTAMP NOT NULL)""",
     ),
 )
 
@@ -773,6 +781,30 @@ class Store:
                      updated_at = excluded.updated_at""",
                 [stream, through, utc_now()],
             )
+
+    def full_read_at(self, stream: str) -> datetime | None:
+        """When a stream was last read in full (None: never, or not recorded).
+
+        Args:
+            stream: stream name.
+
+        Returns:
+            The start of that read (naive UTC), or None.
+        """
+        rows = self.con.execute(
+            "SELECT read_at FROM stream_full_read WHERE stream = ?", [stream]
+        ).fetchall()
+        return rows[0][0] if rows else None
+
+    def mark_full_read(self, stream: str, started: datetime) -> None:
+        """Record that a stream was read in full by a pull that started at ``started``.
+
+        Args:
+            stream: stream name.
+            started: when that pull started (naive UTC).
+        """
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO stream_full_read VALUES (?, ?)", [stream, started])
 
     def cursor_streams(self) -> list[str]:
         """Every stream with a committed cursor or completion time.

@@ -20,6 +20,8 @@ from connector.errors import BudgetExceeded, ConfigError
 from connector.salesforce import (
     SalesforceClient,
     SalesforceSettings,
+    SalesforceStream,
+    StreamSettings,
     check_allowance,
     count_records,
     describe_object,
@@ -31,6 +33,9 @@ from connector.salesforce import (
     write_records,
 )
 from connector.sandbox import FaultPlan, FaultRule, InjectedFaults, RequestInfo, Sandbox
+from connector.sandbox.org_rules import FormulaSpec, OrgFeatures
+from connector.store import Store
+from sync.progress import SilentReporter
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 CREDENTIALS = {
@@ -443,3 +448,25 @@ def test_a_busy_error_at_one_record_is_that_records_failure(box):
     assert len(outcomes) == 3 and not any(o["success"] for o in outcomes)
     assert all(o["error"].startswith("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY") for o in outcomes)
     assert estimate_write_calls(450, batch_size=100) == 5
+
+
+def test_periodic_full_reads_catch_formula_changes(tmp_path):
+
+    features = OrgFeatures(formula_fields=(FormulaSpec("Days_Open__c", "TODAY() - CreatedDate"),))
+    with Sandbox(tmp_path / "org", leads=30, seed=5, as_of=AS_OF, org_features=features) as box:
+        client = client_for(box)
+        lead = box.sql("SELECT Id FROM Lead WHERE IsDeleted = 0 LIMIT 1")[0][0]
+
+        def pull(full_read_days: float | None) -> float:
+            settings = StreamSettings(fields=["Days_Open__c"], full_read_days=full_read_days)
+            with Store(tmp_path / "store.duckdb") as store:
+                SalesforceStream(client, "Lead", settings).sync(store, SilentReporter())
+                return store.con.execute(
+                    "SELECT Days_Open__c FROM sf_lead WHERE Id = ?", [lead]
+                ).fetchall()[0][0]
+
+        box.set_formula_values("Lead", {lead: {"Days_Open__c": 3}})
+        assert pull(None) == 3
+        box.set_formula_values("Lead", {lead: {"Days_Open__c": 4}})
+        assert pull(None) == 3  # SystemModstamp did not move: an incremental pull misses it
+        assert pull(1e-9) == 4  # due at once: read in full
