@@ -409,12 +409,20 @@ def _setup_org(
     )
     if dry_run and any(row["action"] == "would create" for row in rows):
         ready = outputs  # fields setup would create get their grants in the same run
+    # The custom fields leadscore pulls: a new org hides them too (read-only grants).
+    reads = [
+        OutputField(sobject, "feature", name)
+        for sobject, stream in s.streams.items()
+        for name in stream.fields
+        if name.lower().endswith("__c")
+    ]
     return setup_access(
         sf,
         s.setup,
         ready,
         tiers,
         integration_user_id(sf),
+        reads=reads,
         dry_run=dry_run,
         reporter=reporter,
     )

@@ -244,6 +244,15 @@ def write_sandbox_files(
         url_json=json.dumps(info["salesforce_url"]),
         ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
     )
+    reps = [user["username"] for user in info.get("sales_users") or []]
+    if reps:
+        # A rep whose view doctor checks, and the reps setup grants read on the scores.
+        text = text.replace(
+            "\n[salesforce.streams.Lead]",
+            f"sales_user = {json.dumps(reps[0])}\n\n[salesforce.setup]\n"
+            f"sales_users = {json.dumps(reps[:3])}\n\n[salesforce.streams.Lead]",
+            1,
+        )
     segment = bool(info.get("segment_data"))
     if segment:
         text += SEGMENT_TEMPLATE.format(

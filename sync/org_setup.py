@@ -126,6 +126,7 @@ def setup_access(
     tiers: Sequence[str],
     integration_user_id: str,
     *,
+    reads: Sequence[OutputField] = (),
     dry_run: bool = False,
     reporter: Reporter = SILENT,
 ) -> list[Step]:
@@ -137,6 +138,7 @@ def setup_access(
         outputs: The output fields (they exist, visible or not).
         tiers: Tier names, best first.
         integration_user_id: The user the integration set is assigned to.
+        reads: Custom fields leadscore pulls (features): read-only in the integration set.
         dry_run: Only list the changes.
         reporter: Progress.
 
@@ -157,8 +159,7 @@ def setup_access(
                 run,
                 setup.integration_permission_set,
                 "leadscore integration",
-                outputs,
-                edit=True,
+                [*((o, True) for o in outputs), *((f, False) for f in reads)],
                 user_ids={integration_user_id: "integration user"},
             )
             _permission_set(
@@ -166,8 +167,7 @@ def setup_access(
                 run,
                 setup.sales_permission_set,
                 "leadscore sales (read)",
-                outputs,
-                edit=False,
+                [(o, False) for o in outputs],
                 user_ids=users,
             )
         if setup.list_view:
@@ -249,13 +249,11 @@ def _permission_set(
     run: _Run,
     name: str,
     label: str,
-    outputs: Sequence[OutputField],
+    grants: Sequence[tuple[OutputField, bool]],
     *,
-    edit: bool,
     user_ids: dict[str, str],
 ) -> None:
     found = find_permission_set(client, name)
-    grant = "read and edit" if edit else "read"
     set_id = str(found["Id"]) if found else None
     if set_id is None:
         run.record(Step("PermissionSet", name, "would create" if run.dry_run else "created", label))
@@ -269,7 +267,8 @@ def _permission_set(
     else:
         run.record(Step("PermissionSet", name, "exists", label))
     existing = field_permissions(client, set_id) if set_id else {}
-    for output in outputs:
+    for output, edit in grants:
+        grant = "read and edit" if edit else "read"
         key = f"{output.sobject}.{output.name}"
         row = existing.get(key.lower())
         if (

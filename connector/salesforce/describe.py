@@ -145,9 +145,18 @@ def resolve_fields(
     for name in requested:
         found = description.field(name)
         if found is None:
+            hint = suggest_field(description, name)
+            if name.lower().endswith("__c"):
+                # Describe omits a custom field the user may not read; SOQL and writes then
+                # answer INVALID_FIELD "No such column" (api-contracts-realorg section 1.2).
+                hint = (
+                    f"{hint}; if it exists, field-level security hides it from the integration "
+                    "user (Salesforce answers INVALID_FIELD): `leadscore setup` grants the "
+                    "fields leadscore reads and writes"
+                )
             raise ConfigError(
                 f"{setting}: field '{name}' does not exist on {description.name}",
-                hint=suggest_field(description, name),
+                hint=hint,
             )
         if found.name not in resolved:
             resolved.append(found.name)

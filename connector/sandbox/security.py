@@ -314,6 +314,8 @@ class Security:
         self.next_id = next_id or (lambda conn, name: make_id("01k", 1_000_000))
         self._acting = threading.local()
         self._views: dict[str, tuple[tuple[int, int], OrgView]] = {}
+        # Bumped by every write to the security tables: views are cached until it moves.
+        self._version = 0
         self.token_users: dict[str, str] = {}
         self.sales_users: list[SalesUser] = []
         self.profile_sets: dict[str, str] = {}
@@ -581,7 +583,7 @@ class Security:
     def view(self) -> OrgView | None:
         """The schema as the acting user sees it (None outside requests: the whole org).
 
-        Cached per user until the database or the schema changes.
+        Cached per user until a security table or the schema changes.
 
         Returns:
             The view, or None.
@@ -589,7 +591,7 @@ class Security:
         user_id = self.acting_user
         if user_id is None:
             return None
-        key = (self.conn.total_changes, _schema_mark(self.org_objects))
+        key = (self._version, _schema_mark(self.org_objects))
         cached = self._views.get(user_id)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -624,6 +626,7 @@ class Security:
             field_name: Field API name.
             edit: Also grant edit.
         """
+        self._version += 1
         with self.lock:
             conn = self.conn
             conn.execute(
@@ -667,6 +670,7 @@ class Security:
 
         if obj.name not in SETUP_OBJECTS:
             return
+        self._version += 1
         needed = (
             "PermissionsAssignPermissionSets"
             if obj.name == "PermissionSetAssignment"
@@ -810,6 +814,7 @@ class Security:
         )
         if obj.name == "Profile" or not self.has_permission(self.acting_user, needed):
             raise RecordError("INSUFFICIENT_ACCESS_OR_READONLY", "insufficient access rights")
+        self._version += 1
         if obj.name == "PermissionSet":
             owned = conn.execute(
                 'SELECT "IsOwnedByProfile" FROM "PermissionSet" WHERE "Id" = ?', [record_id]
