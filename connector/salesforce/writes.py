@@ -445,6 +445,9 @@ BUSY_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW", "CANNOT_INSERT_UPDATE_ACTIVATE_EN
 CPU limit at this batch size (the whole call fails); smaller calls get through."""
 
 
+CLEAN_CALLS_TO_GROW = 4
+
+
 def _settle(
     indexes: Sequence[int], outcomes: Sequence[_Outcome], pending: list[int]
 ) -> list[tuple[int, _Outcome]]:
@@ -471,11 +474,14 @@ def _adaptive_collections(
 
     When at least half of a call's records fail with a busy code (:data:`BUSY_ERRORS`), those
     records go back to the front of the queue and the batch size halves, down to one record;
-    every clean call doubles it again, up to the configured size. At one record a busy error is
-    the record's own: ``UNABLE_TO_LOCK_ROW`` waits for the retry rounds, the rest is final.
+    every :data:`CLEAN_CALLS_TO_GROW` clean calls in a row double it again, up to the configured
+    size (growing after every clean call would hit the limit every other call). At one record a
+    busy error is the record's own: ``UNABLE_TO_LOCK_ROW`` waits for the retry rounds, the rest
+    is final.
     """
     ceiling = client.settings.write_batch_size
     size = ceiling
+    clean = 0
     queue = deque(range(len(records)))
     while queue:
         indexes = [queue.popleft() for _ in range(min(size, len(queue)))]
@@ -489,7 +495,7 @@ def _adaptive_collections(
             if not outcome.success and outcome.code in BUSY_ERRORS
         ]
         if size > 1 and busy and 2 * len(busy) >= len(indexes):
-            size = max(1, size // 2)
+            size, clean = max(1, size // 2), 0
             log.info(
                 "%s: %d of %d records busy; write calls of %d now",
                 name,
@@ -505,8 +511,9 @@ def _adaptive_collections(
                 if index not in again
             ]
             continue
-        if size < ceiling:
-            size = min(ceiling, size * 2)
+        clean += 1
+        if size < ceiling and clean >= CLEAN_CALLS_TO_GROW:
+            size, clean = min(ceiling, size * 2), 0
         yield _settle(indexes, outcomes, pending)
 
 
