@@ -32,13 +32,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import requests
 from bench_table import print_table, verdict
-from simple_salesforce import Salesforce
 from typer.testing import CliRunner
 
 from connector.salesforce import SalesforceClient, write_records
 from connector.sandbox import InjectedFaults, Sandbox
+from connector.sandbox.clients import login_as
 from sync.admin import run_doctor, run_setup
 from sync.cli import app
 from sync.config import load_settings
@@ -48,33 +47,10 @@ from sync.jobs import run_sync
 BUSY_ABOVE = 50
 
 
-class _CaSession(requests.Session):
-    """Trusts the sandbox CA on every call (the environment's CA bundle would win otherwise)."""
-
-    def __init__(self, ca_bundle: str) -> None:
-        super().__init__()
-        self.ca_bundle = ca_bundle
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("verify", self.ca_bundle)
-        return super().request(*args, **kwargs)
-
-
 def _rep_view(box: Sandbox) -> dict[str, Any]:
     """Every page of the list view as the first sales user sees it, sorted by score."""
     rep = box.info["sales_users"][0]
-    session = _CaSession(box.info["ca_bundle"])
-    token = session.post(
-        f"{box.url}/services/oauth2/token",
-        data={
-            "grant_type": "password",
-            "client_id": box.info["client_id"],
-            "client_secret": box.info["client_secret"],
-            "username": rep["username"],
-            "password": rep["password"],
-        },
-    ).json()["access_token"]
-    sf = Salesforce(instance_url=box.url, session_id=token, session=session)
+    sf, _ = login_as(box.info, rep["username"], rep["password"])
     records: list[dict[str, Any]] = []
     token_: str | None = "0"
     while token_ is not None:

@@ -13,29 +13,18 @@ from typer.testing import CliRunner
 
 from connector.salesforce import SalesforceClient, write_records
 from connector.sandbox import Sandbox
+from connector.sandbox.clients import login_as
 from sync.cli import app
 from sync.config import load_settings
 from sync.demo import write_sandbox_files
 from sync.jobs import run_sync
-from tests.connector.sandbox.conftest import CaSession
 
 LEADS = 300
 
 
 def rep_client(box: Sandbox) -> Salesforce:
     rep = box.info["sales_users"][0]
-    session = CaSession(box.info["ca_bundle"])
-    token = session.post(
-        f"{box.url}/services/oauth2/token",
-        data={
-            "grant_type": "password",
-            "client_id": box.info["client_id"],
-            "client_secret": box.info["client_secret"],
-            "username": rep["username"],
-            "password": rep["password"],
-        },
-    ).json()["access_token"]
-    return Salesforce(instance_url=box.url, session_id=token, session=session)
+    return login_as(box.info, rep["username"], rep["password"])[0]
 
 
 def test_setup_then_run_writes_every_score_and_a_rep_sees_them(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
-from connector.sandbox import Sandbox
+from connector.sandbox import Sandbox, clients
 from tests.connector.sandbox.conftest import AS_OF, CaSession, connect
 
 
@@ -22,22 +22,8 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 
 def login_as(box: Sandbox, username: str, password: str) -> tuple[Salesforce, str]:
-    """A simple-salesforce client acting as a user (OAuth password flow) and its user id."""
-    session = CaSession(box.info["ca_bundle"])
-    response = session.post(
-        f"{box.url}/services/oauth2/token",
-        data={
-            "grant_type": "password",
-            "client_id": box.info["client_id"],
-            "client_secret": box.info["client_secret"],
-            "username": username,
-            "password": password,
-        },
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    client = Salesforce(instance_url=box.url, session_id=body["access_token"], session=session)
-    return client, body["id"].rsplit("/", 1)[1]
+    """A client acting as a user (OAuth password flow) and its user id."""
+    return clients.login_as(box.info, username, password)
 
 
 def lead_id(sf: Salesforce) -> str:
