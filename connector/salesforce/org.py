@@ -118,7 +118,7 @@ def _create(client: SalesforceClient, sobject: str, values: dict[str, Any], what
         with translate_errors(what):
             result = client.sf.restful(f"sobjects/{sobject}/", method="POST", json=values)
     except RequestError as exc:
-        raise _access_error(exc, what) from None
+        raise _access_error(exc) from None
     return str(result["id"])
 
 
@@ -138,7 +138,7 @@ def update_record(
         with translate_errors(what):
             client.sf.restful(f"sobjects/{sobject}/{record_id}", method="PATCH", json=values)
     except RequestError as exc:
-        raise _access_error(exc, what) from None
+        raise _access_error(exc) from None
 
 
 def delete_record(client: SalesforceClient, sobject: str, record_id: str) -> None:
@@ -154,16 +154,16 @@ def delete_record(client: SalesforceClient, sobject: str, record_id: str) -> Non
         with translate_errors(what):
             client.sf.restful(f"sobjects/{sobject}/{record_id}", method="DELETE")
     except RequestError as exc:
-        raise _access_error(exc, what) from None
+        raise _access_error(exc) from None
 
 
-def _access_error(exc: RequestError, what: str) -> ConfigError | RequestError:
+def _access_error(exc: RequestError) -> ConfigError | RequestError:
     if "INSUFFICIENT_ACCESS" in exc.message:
         return ConfigError(
             exc.message,
             hint="give the integration user 'Manage Profiles and Permission Sets' and 'Assign "
             "Permission Sets' (and 'Customize Application' for list views) for setup, or have "
-            f"an admin run setup; nothing else was changed by {what}",
+            "an admin run setup",
         )
     return exc
 

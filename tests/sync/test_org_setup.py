@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
 from connector.errors import ConfigError
 from connector.salesforce.org import (
@@ -13,6 +14,8 @@ from connector.salesforce.org import (
 )
 from connector.salesforce.settings import SetupSettings
 from connector.sandbox import Sandbox
+from sync.cli import app
+from sync.demo import write_sandbox_files
 from sync.org_setup import OutputField, remove_access, setup_access
 from tests.connector.test_salesforce import AS_OF, client_for
 
@@ -84,3 +87,16 @@ def test_bad_input_is_one_line_and_leaves_nothing_half_made(tmp_path):
         )
         assert find_permission_set(client, "Leadscore_Integration") is None
         assert find_permission_set(client, "Leadscore_Sales") is None
+
+
+def test_setup_without_the_rights_to_grant_is_one_line(tmp_path):
+    with Sandbox(tmp_path / "org", leads=20, seed=34, as_of=AS_OF, setup_rights=False) as box:
+        config = write_sandbox_files(tmp_path, box.info, command="test")
+        result = CliRunner().invoke(app, ["setup", "--config", str(config)])
+        assert result.exit_code == 2
+        lines = [line for line in result.output.splitlines() if not line.startswith("·")]
+        assert len(lines) == 1 and lines[0].startswith("error: creating permission set")
+        assert "INSUFFICIENT_ACCESS_OR_READONLY" in lines[0]
+        assert (
+            "Manage Profiles and Permission Sets" in lines[0] and "nothing was changed" in lines[0]
+        )
