@@ -33,7 +33,7 @@ from connector.salesforce import (
     write_records,
 )
 from connector.sandbox import FaultPlan, FaultRule, InjectedFaults, RequestInfo, Sandbox
-from connector.sandbox.org_rules import FormulaSpec, OrgFeatures
+from connector.sandbox.org_rules import DuplicateRuleSpec, FormulaSpec, OrgFeatures
 from connector.store import Store
 from sync.progress import SilentReporter
 
@@ -469,3 +469,16 @@ def test_periodic_full_reads_catch_formula_changes(tmp_path):
         box.set_formula_values("Lead", {lead: {"Days_Open__c": 4}})
         assert pull(None) == 3  # SystemModstamp did not move: an incremental pull misses it
         assert pull(1e-9) == 4  # due at once: read in full
+
+
+def test_duplicate_rule_header_lets_flagged_records_save(tmp_path):
+    with Sandbox(tmp_path / "plain", leads=20, seed=6, as_of=AS_OF) as plain:
+        flagged = plain.sql("SELECT Id FROM Lead WHERE IsConverted = 0 ORDER BY Id LIMIT 1")[0][0]
+    features = OrgFeatures(duplicate_rules=(DuplicateRuleSpec("Lead_dupes", flagged=(flagged,)),))
+    with Sandbox(tmp_path / "plain", leads=20, seed=6, as_of=AS_OF, org_features=features) as box:
+        records = [{"Id": flagged, "Lead_Score__c": 9}]
+        blocked = [o for b in write_records(client_for(box), "Lead", records) for o in b]
+        assert blocked[0]["error"].startswith("DUPLICATES_DETECTED")
+        allowed = client_for(box, duplicate_rule_allow_save=True)
+        [saved] = [o for b in write_records(allowed, "Lead", records) for o in b]
+        assert saved["success"]
