@@ -448,6 +448,10 @@ CPU limit at this batch size (the whole call fails); smaller calls get through."
 CLEAN_CALLS_TO_GROW = 4
 
 
+def _is_busy(outcome: _Outcome) -> bool:
+    return not outcome.success and outcome.code in BUSY_ERRORS
+
+
 def _settle(
     indexes: Sequence[int], outcomes: Sequence[_Outcome], pending: list[int]
 ) -> list[tuple[int, _Outcome]]:
@@ -469,6 +473,7 @@ def _adaptive_collections(
     external_id_field: str | None,
     announce: Callable[[Sequence[int]], None],
     pending: list[int],
+    order: Iterable[int],
 ) -> Iterator[list[tuple[int, _Outcome]]]:
     """SObject Collections calls of ``write_batch_size`` records, halved while the org is busy.
 
@@ -482,7 +487,7 @@ def _adaptive_collections(
     ceiling = client.settings.write_batch_size
     size = ceiling
     clean = 0
-    queue = deque(range(len(records)))
+    queue = deque(order)
     while queue:
         indexes = [queue.popleft() for _ in range(min(size, len(queue)))]
         announce(indexes)
@@ -490,9 +495,7 @@ def _adaptive_collections(
             client, name, [records[i] for i in indexes], operation, external_id_field
         )
         busy = [
-            index
-            for index, outcome in zip(indexes, outcomes, strict=True)
-            if not outcome.success and outcome.code in BUSY_ERRORS
+            index for index, outcome in zip(indexes, outcomes, strict=True) if _is_busy(outcome)
         ]
         if size > 1 and busy and 2 * len(busy) >= len(indexes):
             size, clean = max(1, size // 2), 0
@@ -543,16 +546,36 @@ def _write(
     # First pass: one path for the whole set, in the chunks that path takes.
     pending: list[int] = []
     if choose_write_path(len(records), settings.bulk_write_threshold) == "bulk":
+        busy: list[int] = []
         for start in range(0, len(records), BULK_RECORDS_PER_JOB):
             indexes = list(range(start, min(start + BULK_RECORDS_PER_JOB, len(records))))
             announce(indexes)
             outcomes = _bulk_ingest(
                 client, name, [records[i] for i in indexes], operation, external_id_field
             )
-            yield _settle(indexes, outcomes, pending)
+            # Bulk API runs triggers on 200-record chunks it cannot make smaller: records that
+            # failed because the org was busy go again through Collections, halving as needed.
+            again = {i for i, o in zip(indexes, outcomes, strict=True) if _is_busy(o)}
+            busy += sorted(again)
+            yield _settle(
+                [i for i in indexes if i not in again],
+                [o for i, o in zip(indexes, outcomes, strict=True) if i not in again],
+                pending,
+            )
+        if busy:
+            yield from _adaptive_collections(
+                client, name, records, operation, external_id_field, announce, pending, busy
+            )
     else:
         yield from _adaptive_collections(
-            client, name, records, operation, external_id_field, announce, pending
+            client,
+            name,
+            records,
+            operation,
+            external_id_field,
+            announce,
+            pending,
+            range(len(records)),
         )
     last: dict[int, _Outcome] = {}
     for round_number, size in enumerate(settings.record_retry_batch_sizes, start=1):

@@ -482,3 +482,16 @@ def test_duplicate_rule_header_lets_flagged_records_save(tmp_path):
         allowed = client_for(box, duplicate_rule_allow_save=True)
         [saved] = [o for b in write_records(allowed, "Lead", records) for o in b]
         assert saved["success"]
+
+
+def test_busy_records_of_a_bulk_job_go_again_through_halving_collections(box):
+    ids = writable_leads(box)[:45]
+    plan = InjectedFaults(busy_batch_size=10, busy_objects=["Lead"])
+    box.faults = plan
+    client = client_for(box, bulk_write_threshold=5, write_batch_size=40)
+    records = [{"Id": i, "Lead_Score__c": 71} for i in ids]
+    outcomes = [o for batch in write_records(client, "Lead", records) for o in batch]
+    assert len(outcomes) == len(ids) and all(o["success"] for o in outcomes)
+    assert plan.batch_sizes[0] == 45  # the bulk job's one 200-record chunk, failed whole
+    assert plan.batch_sizes[1:] == [40, 20, 10, 10, 10, 10, 5]
+    assert written_twice(box) == 0
