@@ -165,7 +165,6 @@ class MetadataApi:
         self.api = api
         self.list_views: dict[str, ListView] = {}
         self.layouts: dict[str, str] = {}
-        self.calls: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._numbers = iter(range(1, 1_000_000))
 
@@ -253,7 +252,6 @@ class MetadataApi:
             except MetadataError as error:
                 extra = "<created>false</created>" if mode == "upsert" else ""
                 results.append(_result(full_name, error, extra))
-            self.calls.append((f"{mode}Metadata", full_name))
         return "".join(results)
 
     def _create(self, call: ElementTree.Element) -> str:
@@ -269,7 +267,6 @@ class MetadataApi:
         kind, names = self._names(call)
         records = []
         for name in names:
-            self.calls.append(("readMetadata", name))
             if kind == "ListView" and name.lower() in self.list_views:
                 records.append(_list_view_xml(self.list_views[name.lower()]))
             elif kind == "Layout" and name.lower() in self.layouts:
@@ -282,7 +279,6 @@ class MetadataApi:
         kind, names = self._names(call)
         results = []
         for name in names:
-            self.calls.append(("deleteMetadata", name))
             try:
                 self._require_customize()
                 store = self.list_views if kind == "ListView" else self.layouts
