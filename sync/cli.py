@@ -1054,6 +1054,13 @@ def sandbox(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
     leads: Annotated[int, typer.Option(min=1, help="Leads to generate for a new org.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+    field_security: Annotated[
+        str,
+        typer.Option(
+            help="granted, or enforced: profiles read no custom field until `leadscore setup` "
+            "grants them, as in a new real org."
+        ),
+    ] = "granted",
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -1073,7 +1080,13 @@ def sandbox(
 
     _guard(
         lambda: demos.run_sandbox(
-            workdir, port=port, leads=leads, seed=seed, reporter=_reporter(False), ready=ready
+            workdir,
+            port=port,
+            leads=leads,
+            seed=seed,
+            field_security=field_security,
+            reporter=_reporter(False),
+            ready=ready,
         )
     )
 

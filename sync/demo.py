@@ -303,6 +303,7 @@ def run_sandbox(
     port: int = 0,
     leads: int = 20_000,
     seed: int = 42,
+    field_security: str = "granted",
     reporter: Reporter = SILENT,
     ready: Any = None,
 ) -> None:
@@ -315,11 +316,19 @@ def run_sandbox(
         port: TCP port on 127.0.0.1 (0: any free port).
         leads: leads to generate when the org is new.
         seed: generator seed.
+        field_security: ``granted``, or ``enforced`` for an org whose profiles read no custom
+            field until ``leadscore setup`` grants them (as a new real org).
         reporter: progress.
         ready: called with the sandbox info once it is serving (used by tests).
     """
     from connector.sandbox import Sandbox
+    from connector.sandbox.security import FIELD_SECURITY_MODES
 
+    if field_security not in FIELD_SECURITY_MODES:
+        raise ConfigError(
+            f"--field-security {field_security}: unknown mode",
+            hint=f"use one of {', '.join(FIELD_SECURITY_MODES)}",
+        )
     prepare_workdir(workdir, fresh=False)
     sandbox = Sandbox(
         workdir / "sandbox",
@@ -329,6 +338,7 @@ def run_sandbox(
         regenerate=False,
         on_progress=_generation_progress(reporter),
         segment=True,
+        field_security=field_security,
     )
     sandbox.start()
     try:
