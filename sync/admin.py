@@ -20,9 +20,6 @@ from connector.salesforce import (
     suggest_field,
 )
 from connector.salesforce.org import integration_user_id
-from connector.store.runs import (
-    revive_dead_letters,
-)
 from scoring.metrics import headline
 from scoring.registry import (
     ModelVersion,
@@ -194,7 +191,7 @@ def run_retry(
     revived = 0
     if dead or gone:
         with open_store(settings, "retry", reporter=reporter) as store:
-            revived = revive_dead_letters(store, include_gone=gone)
+            revived = store.revive_dead_letters(include_gone=gone)
         reporter.stage(f"{revived:,} dead-letter row(s) due again; pushing")
     result = run_push(settings, reporter=reporter, client=client)
     result.counts["revived"] = revived

@@ -714,9 +714,13 @@ def _run_summary(run: dict[str, Any]) -> str:
     shown = [k for k in _HEADLINE_COUNTS if k in counts][:3] or list(counts)[:3]
     if shown:
         return ", ".join(f"{k} {counts[k]:,}" for k in shown)
+    # a report run names its file and lists its predictions (not per-prediction results)
+    if isinstance(run["counts"].get("path"), str):
+        return f"wrote {Path(run['counts']['path']).name}"
     # a training run has no counts, only per-prediction results: name each one's holdout metric
     trained = []
-    for name, p in (run["counts"].get("predictions") or {}).items():
+    predictions = run["counts"].get("predictions")
+    for name, p in (predictions if isinstance(predictions, dict) else {}).items():
         metrics = p.get("metrics") if isinstance(p, dict) else None
         if not metrics:
             continue

@@ -9,9 +9,10 @@ Login. Four flows (``[salesforce] auth``) against the configured login URL: OAut
 credentials, JWT bearer (RS256, private key file), OAuth username-password, and SOAP partner
 login. The connector gets the session itself and hands ``instance_url`` + token to
 simple-salesforce in direct mode with our session, so the same path serves real orgs and the
-sandbox (``docs/api-contracts.md`` section 1.1). Direct mode never re-logs in; our session does,
-for every flow, on ``INVALID_SESSION_ID`` (:class:`connector.http.TokenAuth`) - including Bulk
-API 2.0 polls and result downloads, which simple-salesforce never refreshes.
+local stand-in ``connector/sandbox`` (``docs/api-contracts.md`` section 1.1). Direct mode never
+re-logs in; our session does, for every flow, on ``INVALID_SESSION_ID``
+(:class:`connector.http.TokenAuth`) - including Bulk API 2.0 polls and result downloads, which
+simple-salesforce never refreshes.
 
 Reads. REST ``query``/``queryAll`` ordered by ``(SystemModstamp, Id)`` for small change sets;
 Bulk API 2.0 query jobs for large ones (:func:`read_bulk`), downloaded page by page

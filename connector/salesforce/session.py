@@ -324,7 +324,7 @@ class SalesforceClient:
 
 
 def _jwt_audience(login_url: str) -> str:
-    """The JWT ``aud`` Salesforce expects: the sandbox or the production login host."""
+    """The JWT ``aud`` Salesforce expects: the test (sandbox org) or the production login host."""
     host = urlparse(login_url).hostname or ""
     if host == "test.salesforce.com" or host.endswith(".sandbox.my.salesforce.com"):
         return "https://test.salesforce.com"

@@ -83,7 +83,7 @@ class SalesforceSettings(BaseModel):
 
     Attributes:
         login_url: where sessions are requested: https://login.salesforce.com,
-            https://test.salesforce.com, a My Domain URL, or the sandbox's URL.
+            https://test.salesforce.com, a My Domain URL, or the local stand-in's URL.
         auth: the login flow: ``client_credentials`` (client_id + client_secret), ``jwt``
             (client_id + username + private_key_file), ``password`` (OAuth username-password:
             client_id + client_secret + username + password [+ security_token]) or ``soap``
@@ -95,7 +95,7 @@ class SalesforceSettings(BaseModel):
             orgs (test.salesforce.com or ``*.sandbox.my.salesforce.com``), else
             https://login.salesforce.com.
         api_version: REST API version.
-        ca_bundle: PEM file of CAs to trust (the sandbox's ``ca.pem``); empty for the system store.
+        ca_bundle: PEM file of CAs to trust (the stand-in's ``ca.pem``); empty for the system store.
         timeout_seconds: per-request timeout.
         max_attempts: attempts per request for transient failures.
         record_retry_batch_sizes: records that failed transiently (``UNABLE_TO_LOCK_ROW``...)

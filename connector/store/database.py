@@ -1194,6 +1194,27 @@ class Store:
             finally:
                 con.unregister("_outcomes")
 
+    def revive_dead_letters(self, *, include_gone: bool = False) -> int:
+        """Make dead ledger rows due again (``leadscore retry --dead``), once their cause is fixed.
+
+        Their attempts start again from zero; the next push sends them (if their value still differs
+        from the last confirmed one).
+
+        Args:
+            include_gone: also rows of records that were deleted or merged (restored since).
+
+        Returns:
+            How many rows were revived.
+        """
+        statuses = ["dead", "gone"] if include_gone else ["dead"]
+        with self.transaction() as con:
+            rows = con.execute(
+                "UPDATE writeback_ledger SET status = 'failed', attempts = 0, "
+                "next_attempt_at = NULL WHERE list_contains(?, status) RETURNING record_id",
+                [statuses],
+            ).fetchall()
+        return len(rows)
+
 
 def _py(value: Any) -> Any:
     """Convert a pandas/numpy scalar to a plain Python value DuckDB binds."""

@@ -13,7 +13,7 @@ from connector.store import Store
 from sync.config import Settings
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded
-from sync.segment import (
+from sync.segment_sync import (
     summarise_imports,
 )
 from sync.stages.freshness import source_stream

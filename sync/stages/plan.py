@@ -10,9 +10,9 @@ from connector.salesforce import (
 from connector.segment import estimate_batch_requests
 from sync.config import Settings
 from sync.progress import Reporter
-from sync.push import plan_campaign, plan_salesforce
 from sync.run import SILENT, open_store, salesforce_settings
-from sync.segment import (
+from sync.salesforce_writeback import plan_campaign, plan_salesforce
+from sync.segment_sync import (
     audience_messages,
     plan_segment,
 )

@@ -19,7 +19,7 @@ from sync.run import (
     recorded,
     salesforce_settings,
 )
-from sync.segment import (
+from sync.segment_sync import (
     pull_segment,
 )
 from sync.stages.imports import config_dir

@@ -16,7 +16,6 @@ from scoring.audiences import AudienceError, evaluate_audiences, score_frame
 from scoring.events import SpecError, resolve_entity
 from sync.config import Settings
 from sync.progress import Reporter
-from sync.push import push_campaign, push_salesforce
 from sync.run import (
     SILENT,
     JobResult,
@@ -26,7 +25,8 @@ from sync.run import (
     recorded,
     salesforce_settings,
 )
-from sync.segment import (
+from sync.salesforce_writeback import push_campaign, push_salesforce
+from sync.segment_sync import (
     push_audience,
     push_segment,
 )

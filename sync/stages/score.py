@@ -35,15 +35,12 @@ def score_time_for(as_of: datetime) -> datetime:
     return as_of.replace(minute=0, second=0, microsecond=0)
 
 
-def run_score(
-    settings: Settings, *, reporter: Reporter = SILENT, train_missing: bool = False
-) -> JobResult:
+def run_score(settings: Settings, *, reporter: Reporter = SILENT) -> JobResult:
     """Score every current entity of each prediction with its champion model, with reasons.
 
     Args:
         settings: configuration.
         reporter: progress.
-        train_missing: train first when a prediction has no model yet (``run``).
 
     Returns:
         Per prediction: model version, records scored and the tier distribution.

@@ -16,6 +16,7 @@ from connector.store import Store
 from sync.config import Settings, load_settings
 from sync.demo import write_sandbox_files
 from sync.jobs import run_pull, run_sync
+from tests.configs import edit_config, rename_lead_field
 
 LEADS = 400
 
@@ -26,7 +27,7 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, Pat
     sandbox = Sandbox(workdir / "sandbox", leads=LEADS, seed=7).start()
     config = write_sandbox_files(workdir, sandbox.info, command="test")
     # small pages so that every stream is read over several pages (nextRecordsUrl)
-    config.write_text(config.read_text().replace("page_size = 2000", "page_size = 200"))
+    edit_config(config, {"salesforce.page_size": 200})
     yield sandbox, config
     sandbox.stop()
 
@@ -99,7 +100,8 @@ def test_bad_credentials_fail_cleanly_and_the_next_good_run_proceeds(org, tmp_pa
 def test_a_field_missing_from_describe_names_the_key_and_suggests(org, tmp_path):
     _, config = org
     broken = tmp_path / "config.toml"
-    broken.write_text(config.read_text().replace('"Industry"', '"Industy"'))
+    broken.write_text(config.read_text())
+    rename_lead_field(broken, "Industry", "Industy")
     (tmp_path / "secrets.toml").write_text((config.parent / "secrets.toml").read_text())
     with pytest.raises(ConfigError) as info:
         run_pull(load_settings(broken, environ={}))

@@ -45,7 +45,7 @@ from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
 from sync.diff import Diff, diff_outputs
 from sync.progress import Reporter
-from sync.push import ledger_policy
+from sync.salesforce_writeback import ledger_policy
 
 TARGET = "segment"
 PROFILE_OBJECT = "profile"
