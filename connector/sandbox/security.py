@@ -95,6 +95,15 @@ def _ref(name: str, target: str, relationship: str, **options: Any) -> FieldDef:
     return _f(name, "reference", reference_to=(target,), relationship_name=relationship, **options)
 
 
+def _permission_parent() -> list[FieldDef]:
+    """The permission set and object a FieldPermissions or ObjectPermissions row belongs to."""
+    fixed = {"nillable": False, "required": True, "updateable": False}
+    return [
+        _ref("ParentId", "PermissionSet", "Parent", **fixed),
+        _f("SobjectType", "string", length=40, **fixed),
+    ]
+
+
 def security_objects() -> dict[str, ObjectDef]:
     """The setup sObjects behind field-level security, keyed by lower-case name.
 
@@ -139,22 +148,7 @@ def security_objects() -> dict[str, ObjectDef]:
             ),
             [
                 _id(),
-                _ref(
-                    "ParentId",
-                    "PermissionSet",
-                    "Parent",
-                    nillable=False,
-                    required=True,
-                    updateable=False,
-                ),
-                _f(
-                    "SobjectType",
-                    "string",
-                    length=40,
-                    nillable=False,
-                    required=True,
-                    updateable=False,
-                ),
+                *_permission_parent(),
                 _f("Field", "string", length=80, nillable=False, required=True, updateable=False),
                 _flag("PermissionsRead"),
                 _flag("PermissionsEdit"),
@@ -171,22 +165,7 @@ def security_objects() -> dict[str, ObjectDef]:
             ),
             [
                 _id(),
-                _ref(
-                    "ParentId",
-                    "PermissionSet",
-                    "Parent",
-                    nillable=False,
-                    required=True,
-                    updateable=False,
-                ),
-                _f(
-                    "SobjectType",
-                    "string",
-                    length=40,
-                    nillable=False,
-                    required=True,
-                    updateable=False,
-                ),
+                *_permission_parent(),
                 *(
                     _flag(f"Permissions{kind}")
                     for kind in (
