@@ -7,13 +7,13 @@ from typing import Any
 import pandas as pd
 
 from connector.store import utc_now
-from scoring.monitor import (
-    reference_profile,
-)
 from scoring.pipeline import (
     ScoringError,
     compare_with_champion,
     train_prediction,
+)
+from scoring.production_metrics import (
+    reference_profile,
 )
 from scoring.registry import (
     load_champion,

@@ -1,7 +1,7 @@
-"""The ``monitor`` job's body: drift against the training population and realized performance.
+"""Per prediction, the figures the ``monitor`` job records: drift and realized performance.
 
 :func:`sync.jobs.run_monitor` calls :func:`monitor_prediction` under the store's run lock; the
-computations themselves are in :mod:`scoring.monitor`.
+computations themselves are in :mod:`scoring.production_metrics`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from connector.store.runs import (
     evaluated_score_runs,
     realized_history,
 )
-from scoring.monitor import measure_drift, outcomes_after, population, realized_performance
+from scoring.production_metrics import (
+    measure_drift,
+    outcomes_after,
+    population,
+    realized_performance,
+)
 from scoring.registry import load_champion
 from sync.alerts import Condition
 from sync.config import PredictionConfig, Settings
@@ -206,7 +211,7 @@ def monitoring_page(store: Store, settings: Settings, counts: dict[str, Any]) ->
     Returns:
         The page (figures embedded).
     """
-    from scoring.monitor_report import monitoring_section, standalone_page
+    from scoring.production_report import monitoring_section, standalone_page
 
     sections = []
     for spec in settings.predictions:
@@ -241,7 +246,7 @@ def monitoring_report_body(
     Returns:
         An HTML fragment; a note when nothing could be measured.
     """
-    from scoring.monitor_report import monitoring_body
+    from scoring.production_report import monitoring_body
 
     try:
         figures = monitor_prediction(store, settings, spec, as_of, max_runs=60)
