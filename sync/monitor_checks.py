@@ -43,12 +43,7 @@ def _written_ids(store: Store, spec: PredictionConfig) -> set[str] | None:
     if spec.salesforce is None:
         return None
     field_name = spec.salesforce.fields.get("score") or next(iter(spec.salesforce.fields.values()))
-    rows = store.con.execute(
-        "SELECT record_id FROM writeback_ledger WHERE lower(object) = lower(?) "
-        "AND lower(field) = lower(?) AND value IS NOT NULL",
-        [spec.salesforce.object, field_name],
-    ).fetchall()
-    return {r[0] for r in rows}
+    return store.confirmed_record_ids(spec.salesforce.object, field_name)
 
 
 def monitor_prediction(
@@ -79,7 +74,9 @@ def monitor_prediction(
         }
     else:
         scored_at = pd.Timestamp(latest["scored_at"].max()).to_pydatetime()
-        data, _, _ = population(store.con, spec, champion.load(), champion.metadata, at=scored_at)
+        data, _, _ = population(
+            store.read_connection(), spec, champion.load(), champion.metadata, at=scored_at
+        )
         report = measure_drift(
             champion.metadata["monitoring_profile"], data, latest["probability"].to_numpy()
         )
@@ -141,7 +138,7 @@ def monitor_prediction(
         if written is not None:
             scores = scores[scores["entity_id"].isin(written)]
         at = pd.Timestamp(run.scored_at).to_pydatetime()
-        outcomes = outcomes_after(store.con, spec, at=at)
+        outcomes = outcomes_after(store.read_connection(), spec, at=at)
         figures = realized_performance(scores, outcomes, bands)
         rows.append(
             {

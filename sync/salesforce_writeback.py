@@ -45,7 +45,7 @@ from connector.salesforce import (
     sync_campaign_members,
     write_records,
 )
-from connector.store import Store, quote_identifier
+from connector.store import Store
 from scoring.audiences import score_frame
 from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
@@ -259,7 +259,7 @@ class SalesforceWrite:
 def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> dict[str, str]:
     """Entity id -> the value of its external id field, from the entity's table in the store."""
     try:
-        entity = resolve_entity(store.con, prediction)
+        entity = resolve_entity(store.read_connection(), prediction)
     except SpecError as exc:
         raise ConfigError(f"prediction '{prediction.name}': {exc}") from None
     columns = {c.lower(): c for c in store.table_columns(entity.table)}
@@ -270,12 +270,7 @@ def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> d
             f"{entity.table} has no column '{column}'",
             hint="pull that field (add it to the stream's fields) or pick another key",
         )
-    q = quote_identifier
-    rows = store.con.execute(
-        f"SELECT CAST({q(entity.id_column)} AS VARCHAR), CAST({q(found)} AS VARCHAR) "
-        f"FROM {q(entity.table)} WHERE {q(found)} IS NOT NULL"
-    ).fetchall()
-    return {str(r[0]): str(r[1]) for r in rows if str(r[1]).strip()}
+    return store.column_values(entity.table, entity.id_column, found)
 
 
 def _describe_check(description: ObjectDescription) -> Callable[[str, Any], str | None]:
