@@ -19,7 +19,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
 from sync.diff import Diff, diff_outputs
 from sync.progress import Reporter
-from sync.salesforce_writeback import ledger_policy
+from sync.writeback import RecordOutcome, TargetCounts, record_batch
 
 TARGET = "segment"
 PROFILE_OBJECT = "profile"
@@ -183,7 +183,7 @@ def pull_segment(
 
 
 @dataclass
-class SegmentPushCounts:
+class SegmentPushCounts(TargetCounts):
     """What a Segment push did for one prediction or audience.
 
     Attributes:
@@ -199,15 +199,10 @@ class SegmentPushCounts:
         errors: failed records by error code.
     """
 
-    records: int = 0
-    unchanged: int = 0
     no_segment_user: int = 0
     messages: int = 0
     requests: int = 0
-    written: int = 0
-    failed: int = 0
     not_sent: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-serialisable counts."""
@@ -257,25 +252,11 @@ def _send(
                 pending[owner] -= 1
                 if pending[owner] == 0:
                     done.append(owner)
-            rows = []
-            for owner in done:
-                error = failures.get(owner)
-                if error:
-                    counts.failed += 1
-                    counts.errors[error.split(":")[0]] += 1
-                else:
-                    counts.written += 1
-                rows += [
-                    {
-                        "record_id": owner,
-                        "field": name,
-                        "value": value,
-                        "success": error is None,
-                        "error": error,
-                    }
-                    for name, value in values[owner].items()
-                ]
-            store.record_outcomes(TARGET, sobject, rows, **ledger_policy(writeback))
+            outcomes = [
+                RecordOutcome(owner, values[owner], owner not in failures, failures.get(owner))
+                for owner in done
+            ]
+            record_batch(store, TARGET, sobject, outcomes, counts, writeback)
             task.advance(len(done))
     counts.not_sent += sum(1 for left in pending.values() if left > 0)
     counts.requests += client.requests - requests_before
