@@ -391,6 +391,36 @@ class Store:
         with self._lock:
             return self.con.execute(sql, params or []).df()
 
+    def read_connection(self) -> duckdb.DuckDBPyConnection:
+        """The connection ``scoring/`` reads the store through (its feature and label SQL).
+
+        Scoring builds point-in-time SQL over many tables, so it gets the connection rather than a
+        function per query; it only reads (every write goes through a named method of the store).
+        Outside ``connector/store`` this is the only way to the connection.
+
+        Returns:
+            The store's DuckDB connection.
+        """
+        return self.con
+
+    def column_values(self, table: str, key_column: str, value_column: str) -> dict[str, str]:
+        """Key -> value of one column of a table, as text, for rows where the value is not blank.
+
+        Args:
+            table: the table (a validated identifier).
+            key_column: the key column.
+            value_column: the value column.
+
+        Returns:
+            The non-blank values by key.
+        """
+        q = quote_identifier
+        rows = self.con.execute(
+            f"SELECT CAST({q(key_column)} AS VARCHAR), CAST({q(value_column)} AS VARCHAR) "
+            f"FROM {q(table)} WHERE {q(value_column)} IS NOT NULL"
+        ).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows if str(r[1]).strip()}
+
     def table_exists(self, table: str) -> bool:
         """Tell whether a table or view exists in the main schema.
 
@@ -1063,6 +1093,23 @@ class Store:
             "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ?",
             [target, sobject],
         )
+
+    def confirmed_record_ids(self, sobject: str, field: str) -> set[str]:
+        """Records for which a target confirmed a value of this object's field (any target).
+
+        Args:
+            sobject: object name (case-insensitive).
+            field: field name (case-insensitive).
+
+        Returns:
+            Their record ids.
+        """
+        rows = self.con.execute(
+            "SELECT record_id FROM writeback_ledger WHERE lower(object) = lower(?) "
+            "AND lower(field) = lower(?) AND value IS NOT NULL",
+            [sobject, field],
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def record_attempts(self, target: str, sobject: str, attempts: list[dict[str, Any]]) -> None:
         """Record that a batch is about to be sent (status ``sending``), before it goes out.
