@@ -109,7 +109,7 @@ def train_all(settings: Settings, runs: int, dataset: str) -> dict[str, TrainOut
         import_sources(store, settings, SilentReporter(), only_missing=False)
         for spec in settings.predictions:
             seconds, outcome = median_time(
-                runs, lambda spec=spec: train_prediction(store.con, spec, as_of=None)
+                runs, lambda spec=spec: train_prediction(store.read_connection(), spec, as_of=None)
             )
             out[spec.name] = outcome
             meta = outcome.metadata
@@ -160,7 +160,7 @@ def synthetic_org(leads: int, seed: int, runs: int, root: Path) -> Path:
         seconds, outcome = median_time(
             runs,
             lambda: train_prediction(
-                store.con, spec, as_of=complete_through, exclude_fields=exclude
+                store.read_connection(), spec, as_of=complete_through, exclude_fields=exclude
             ),
         )
         meta = {**outcome.metadata, "version": "benchmark"}
@@ -189,7 +189,12 @@ def synthetic_org(leads: int, seed: int, runs: int, root: Path) -> Path:
         scoring, scores = median_time(
             runs,
             lambda: score_entities(
-                store.con, spec, outcome.predictor, meta, score_time=score_time, reasons=False
+                store.read_connection(),
+                spec,
+                outcome.predictor,
+                meta,
+                score_time=score_time,
+                reasons=False,
             ),
         )
         rate = len(scores) / scoring
@@ -200,11 +205,13 @@ def synthetic_org(leads: int, seed: int, runs: int, root: Path) -> Path:
             ">= 100,000",
             rate >= 100_000,
         )
-        entity = resolve_entity(store.con, spec)
-        create_events_view(store.con, entity, entity_sources(store.con, entity, spec))
-        ids = current_entity_ids(store.con, entity)
+        entity = resolve_entity(store.read_connection(), spec)
+        create_events_view(
+            store.read_connection(), entity, entity_sources(store.read_connection(), entity, spec)
+        )
+        ids = current_entity_ids(store.read_connection(), entity)
         data = build_features(
-            store.con,
+            store.read_connection(),
             entity,
             pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(score_time)}),
             FeatureColumns(**meta["features"]),
@@ -240,7 +247,9 @@ def customers(db: Path, runs: int, root: Path) -> None:
             through = settings.sources[0].as_of.replace(tzinfo=None)
             seconds, outcome = median_time(
                 runs,
-                lambda spec=spec, through=through: train_prediction(store.con, spec, as_of=through),
+                lambda spec=spec, through=through: train_prediction(
+                    store.read_connection(), spec, as_of=through
+                ),
             )
             results[spec.name] = (outcome, seconds)
     for name, (outcome, seconds) in results.items():

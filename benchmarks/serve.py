@@ -36,7 +36,7 @@ from connector.sandbox.faults import Fault, FaultPlan, RequestInfo
 from connector.store import Store
 from sync.config import load_settings
 from sync.demo import write_sandbox_files
-from sync.health import resident_memory_bytes
+from sync.health_server import resident_memory_bytes
 
 LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 

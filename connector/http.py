@@ -199,10 +199,6 @@ class TokenBucket:
         self._tokens = capacity
         self._updated = clock()
         self._lock = threading.Lock()
-        self.waited_seconds = 0.0
-        """Total time callers spent waiting for a token."""
-        self.pauses = 0
-        """429s that made the bucket back off."""
 
     def acquire(self) -> None:
         """Take one token, waiting until one is available."""
@@ -212,7 +208,6 @@ class TokenBucket:
             self._updated = now
             self._tokens -= 1.0
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-            self.waited_seconds += wait
         # Sleeping outside the lock: the token is already reserved (the balance went negative), so
         # later callers queue up behind this one at 1/rate intervals.
         if wait > 0:
@@ -234,7 +229,6 @@ class TokenBucket:
             self._updated = now
             self.rate = max(1.0, self.rate / 2)
             self._tokens = min(self._tokens, -seconds * self.rate)
-            self.pauses += 1
 
 
 class _RateLimitedAdapter(requests.adapters.HTTPAdapter):

@@ -19,6 +19,7 @@ from connector.salesforce import (
     read_limits,
     suggest_field,
 )
+from connector.salesforce.org import integration_user_id
 from scoring.metrics import headline
 from scoring.registry import (
     ModelVersion,
@@ -31,6 +32,16 @@ from scoring.registry import (
     rollback,
 )
 from sync.config import PredictionConfig, Settings
+from sync.org_checks import (
+    check_currencies,
+    check_duplicate_rules,
+    check_formula_features,
+    check_list_view,
+    check_record_types,
+    check_rep_access,
+    check_validation_rules,
+)
+from sync.org_setup import OutputField, Step, list_view_spec, remove_access, setup_access
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, salesforce_settings
 from sync.stages.push import run_push
@@ -231,98 +242,209 @@ def _field_problem(
 
 
 def run_setup(
-    settings: Settings, *, dry_run: bool = False, reporter: Reporter = SILENT
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    remove: bool = False,
+    reporter: Reporter = SILENT,
 ) -> JobResult:
-    """Create the Salesforce custom fields the predictions write to, through the Tooling API.
+    """Make the org ready: output fields, field-level security, the reps' list view.
 
-    Fields that exist are checked and left alone; missing ones are created with the type their
-    output kind needs (``connector.salesforce.OUTPUT_FIELD_TYPES``); describe is read again
-    afterwards, because a real org also needs field-level security granted before the
-    integration user can see a new field.
+    1. The custom fields the predictions write to, through the Tooling API. Fields that exist
+       are checked and left alone; missing ones are created with the type their output kind
+       needs (``connector.salesforce.OUTPUT_FIELD_TYPES``). A field that exists but the
+       integration user cannot see yet (no field-level security) is left as it is.
+    2. ``[salesforce.setup]``: permission sets granting edit on the fields to the integration
+       user and read to the configured sales users, and the list view of the top tiers
+       (:mod:`sync.org_setup`).
+    3. Describe is read again: every field must now be visible and editable.
+
+    A second run changes nothing and says so; ``dry_run`` lists every change; ``remove`` takes
+    the permission sets and the list view away (the fields stay: they hold the scores).
 
     Args:
         settings: configuration.
-        dry_run: only report what would be created.
+        dry_run: only report what would change.
+        remove: take away what setup made instead.
         reporter: progress.
 
     Returns:
         ``fields``: one row per output field (object, field, kind, action, detail, fix), with
-        action ``exists``, ``created``, ``would create`` or ``problem``; status ``partial`` when
-        any field has a problem.
+        action ``exists``, ``created``, ``would create`` or ``problem``; ``org``: one row per
+        permission set, field permission, assignment and list view (object, name, action,
+        detail); ``changed`` (0 when nothing changed); status ``partial`` when any field has a
+        problem.
+
+    Raises:
+        ConfigError: an org step failed; what this run made in that step was undone, or the
+            message says what remains.
     """
-    sf = SalesforceClient(settings.salesforce)
+    s = salesforce_settings(settings)
+    sf = SalesforceClient(s)
     try:
         with (
             open_store(settings, "setup", reporter=reporter) as store,
             recorded(store, "setup", sf.counter) as result,
         ):
             sf.connect()
-            rows: list[dict[str, Any]] = []
-            created: list[dict[str, Any]] = []
-            for prediction, sobject, kind, name in _output_fields_of(settings):
-                description = describe_object(sf, sobject)
-                row: dict[str, Any] = {
-                    "object": description.name,
-                    "field": name,
-                    "kind": kind,
-                    "action": "exists",
-                    "detail": "",
-                    "fix": "",
-                }
-                rows.append(row)
-                found = description.field(name)
-                if found is not None:
-                    row["field"] = found.name
-                    problem = _field_problem(prediction, kind, found)
-                    row["detail"] = found.type
-                    if problem is not None:
-                        row["action"] = "problem"
-                        row["detail"], row["fix"] = problem
-                    continue
-                spec = OUTPUT_FIELD_TYPES.get(kind)
-                if spec is None:
-                    row.update(action="problem", detail=f"no field type is known for {kind}")
-                    continue
-                metadata = field_metadata(kind, name, picklist=_tier_values(prediction))
-                row["detail"] = _describe_metadata(metadata)
-                if dry_run:
-                    row["action"] = "would create"
-                    continue
-                reporter.stage(f"creating {description.name}.{name} ({row['detail']})")
-                create_custom_field(sf, description.name, name, metadata)
-                row["action"] = "created"
-                created.append(row)
-            if created:
-                # Real orgs: a new field is invisible until field-level security grants it.
-                sf.forget_describes()
-                for row in created:
-                    found = describe_object(sf, row["object"]).field(row["field"])
-                    if found is None:
-                        row.update(
-                            action="problem",
-                            detail="created, but the integration user cannot see it",
-                            fix="grant field-level security on it to the integration user's "
-                            "profile or permission set, then run setup again",
-                        )
-                    elif not found.updateable:
-                        row.update(
-                            action="problem",
-                            detail="created, but the integration user cannot edit it",
-                            fix="grant Edit in its field-level security",
-                        )
+            outputs = [
+                OutputField(sobject, kind, name)
+                for _, sobject, kind, name in _output_fields_of(settings)
+            ]
+            if remove:
+                objects = sorted({o.sobject for o in outputs})
+                steps = remove_access(sf, s.setup, objects, dry_run=dry_run, reporter=reporter)
+                rows: list[dict[str, Any]] = [
+                    {
+                        "object": o.sobject,
+                        "field": o.name,
+                        "kind": o.kind,
+                        "action": "kept",
+                        "detail": "holds the scores; delete it in Setup > Object Manager",
+                        "fix": "",
+                    }
+                    for o in outputs
+                ]
+            else:
+                rows = _setup_fields(sf, settings, dry_run=dry_run, reporter=reporter)
+                steps = _setup_org(sf, settings, outputs, rows, dry_run=dry_run, reporter=reporter)
+                if not dry_run:
+                    _verify_fields(sf, rows)
             problems = sum(1 for row in rows if row["action"] == "problem")
+            org = [step.__dict__ for step in steps]
             result.counts = {
                 "fields": rows,
+                "org": org,
                 "created": sum(1 for row in rows if row["action"] == "created"),
                 "would_create": sum(1 for row in rows if row["action"] == "would create"),
+                "changed": sum(1 for row in [*rows, *org] if row["action"] not in _UNCHANGED),
                 "problems": problems,
                 "dry_run": dry_run,
+                "remove": remove,
             }
             if problems:
                 result.status = "partial"
     finally:
         sf.close()
     return result
+
+
+_UNCHANGED = frozenset({"exists", "kept", "problem"})
+
+
+def _setup_fields(
+    sf: SalesforceClient, settings: Settings, *, dry_run: bool, reporter: Reporter
+) -> list[dict[str, Any]]:
+    """Step 1 of setup: the output fields (one row each)."""
+    rows: list[dict[str, Any]] = []
+    for prediction, sobject, kind, name in _output_fields_of(settings):
+        description = describe_object(sf, sobject)
+        row: dict[str, Any] = {
+            "object": description.name,
+            "field": name,
+            "kind": kind,
+            "action": "exists",
+            "detail": "",
+            "fix": "",
+        }
+        rows.append(row)
+        found = description.field(name)
+        if found is not None:
+            row["field"] = found.name
+            row["detail"] = found.type
+            if not found.updateable:
+                row["detail"] = f"{found.type}, not editable yet"  # setup's grants may fix it
+                continue
+            problem = _field_problem(prediction, kind, found)
+            if problem is not None:
+                row["action"] = "problem"
+                row["detail"], row["fix"] = problem
+            continue
+        spec = OUTPUT_FIELD_TYPES.get(kind)
+        if spec is None:
+            row.update(action="problem", detail=f"no field type is known for {kind}")
+            continue
+        metadata = field_metadata(kind, name, picklist=_tier_values(prediction))
+        row["detail"] = _describe_metadata(metadata)
+        if dry_run:
+            row["action"] = "would create"
+            continue
+        reporter.stage(f"creating {description.name}.{name} ({row['detail']})")
+        try:
+            create_custom_field(sf, description.name, name, metadata)
+        except ConfigError as exc:
+            if "DUPLICATE_DEVELOPER_NAME" not in exc.message:
+                raise
+            # It exists, but field-level security hides it from the integration user.
+            row["detail"] = "exists, not visible yet"
+            continue
+        row["action"] = "created"
+    return rows
+
+
+def _setup_org(
+    sf: SalesforceClient,
+    settings: Settings,
+    outputs: list[OutputField],
+    rows: list[dict[str, Any]],
+    *,
+    dry_run: bool,
+    reporter: Reporter,
+) -> list[Step]:
+    """Step 2 of setup: permission sets and the list view for the fields that exist."""
+    s = salesforce_settings(settings)
+    if not (s.setup.permission_sets or s.setup.list_view):
+        return []
+    usable = {
+        (row["object"].lower(), row["field"].lower())
+        for row in rows
+        if row["action"] in ("exists", "created")
+    }
+    ready = [o for o in outputs if (o.sobject.lower(), o.name.lower()) in usable]
+    tiers = next(
+        (_tier_values(p) for p, _, kind, _ in _output_fields_of(settings) if kind == "tier"), []
+    )
+    if dry_run and any(row["action"] == "would create" for row in rows):
+        ready = outputs  # fields setup would create get their grants in the same run
+    # The custom fields leadscore pulls: a new org hides them too (read-only grants).
+    reads = [
+        OutputField(sobject, "feature", name)
+        for sobject, stream in s.streams.items()
+        for name in stream.fields
+        if name.lower().endswith("__c")
+    ]
+    return setup_access(
+        sf,
+        s.setup,
+        ready,
+        tiers,
+        integration_user_id(sf),
+        reads=reads,
+        dry_run=dry_run,
+        reporter=reporter,
+    )
+
+
+def _verify_fields(sf: SalesforceClient, rows: list[dict[str, Any]]) -> None:
+    """Step 3 of setup: every field visible and editable to the integration user now."""
+    sf.forget_describes()
+    for row in rows:
+        if row["action"] == "problem":
+            continue
+        found = describe_object(sf, row["object"]).field(row["field"])
+        if found is None:
+            row.update(
+                action="problem",
+                detail="the integration user cannot see it (field-level security)",
+                fix="grant Read and Edit on it to the integration user (enable "
+                "[salesforce.setup] permission_sets, or in Setup), then run setup again",
+            )
+        elif not found.updateable:
+            row.update(
+                action="problem",
+                detail="the integration user cannot edit it (field-level security)",
+                fix="grant Edit on it to the integration user, then run setup again",
+            )
 
 
 def _describe_metadata(metadata: dict[str, Any]) -> str:
@@ -390,10 +512,41 @@ def run_doctor(
             checks.extend(_check_stream(sf, sobject, stream))
         for prediction, sobject, kind, name in _output_fields_of(settings):
             checks.append(_check_output(sf, prediction, sobject, kind, name))
+        checks.extend(_check_org(sf, settings))
         checks.extend(_check_campaigns(sf, campaigns))
         return _doctor_result(checks, sf)
     finally:
         sf.close()
+
+
+def _check_org(sf: SalesforceClient, settings: Settings) -> list[Check]:
+    """The first write's preflight: a rep's view, the list view, the org's rules, formulas."""
+    s = salesforce_settings(settings)
+    outputs = [OutputField(o, k, n) for _, o, k, n in _output_fields_of(settings)]
+    tier = next((o for o in outputs if o.kind == "tier"), None)
+    tiers = next((_tier_values(p) for p, _, k, _ in _output_fields_of(settings) if k == "tier"), [])
+    rows: list[tuple[str, bool, str, str]] = []
+    if s.sales_user and outputs:
+        rows += check_rep_access(sf, s.sales_user, outputs)
+    if s.setup.list_view and tier is not None:
+        rows += check_list_view(sf, list_view_spec(s.setup, tier.sobject, outputs, tiers))
+    for sobject in sorted({o.sobject for o in outputs}):
+        rows += check_validation_rules(sf, sobject, outputs)
+        rows += check_duplicate_rules(sf, sobject, s.duplicate_rule_allow_save)
+    rows += check_record_types(sf, tier, tiers)
+    rows += check_currencies(sf)
+    for sobject, stream in s.streams.items():
+        try:
+            description = describe_object(sf, sobject)
+        except LeadscoreError:
+            continue  # reported by the stream's own check
+        calculated = [
+            found.name
+            for name in stream.fields
+            if (found := description.field(name)) is not None and found.calculated
+        ]
+        rows += check_formula_features(description.name, calculated, stream.full_read_days)
+    return [Check(*row) for row in rows]
 
 
 def _doctor_result(checks: list[Check], sf: SalesforceClient) -> dict[str, Any]:
@@ -477,8 +630,11 @@ def _check_output(
         return Check(
             label,
             False,
-            f"the {kind} field does not exist or is not visible to the integration user",
-            "run `leadscore setup --config FILE`, or grant field-level security on it",
+            f"the {kind} field does not exist or is not visible to the integration user "
+            "(field-level security): a push fails with INVALID_FIELD",
+            "run `leadscore setup --config FILE` (creates it and grants Read and Edit through "
+            f"permission set {sf.settings.setup.integration_permission_set}), "
+            "or grant field-level security on it",
         )
     problem = _field_problem(prediction, kind, found)
     if problem is not None:

@@ -10,7 +10,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +25,11 @@ from sync import jobs
 from sync.config import JOB_NAMES, Settings, load_settings
 from sync.logs import redact_root_handlers, secret_values
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
+from sync.render import HELD_BACK, render_monitor, render_result
+from sync.render import fmt as _fmt
+from sync.render import kv_table as _kv_table
+from sync.render import when as _when
+from sync.results import MonitorSummary
 
 app = typer.Typer(
     name="leadscore",
@@ -107,206 +111,6 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _kv_table(rows: list[tuple[str, Any]]) -> Table:
-    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows:
-        # Text, not markup: values quote config sections ([schedule]) and record data
-        table.add_row(Text(key), Text(str(value)))
-    return table
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _segment_rows(counts: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Summary lines of a Segment pull or import: imports, Profile API, identity resolution."""
-    rows: list[tuple[str, Any]] = []
-    imports = counts.get("imports")
-    if imports and imports["files"]:
-        line = (
-            f"{imports['files']} file(s), {imports['lines']:,} lines: {imports['imported']:,} "
-            f"imported, {imports['duplicates']:,} duplicates, {imports['skipped']:,} skipped"
-        )
-        if imports["already_imported"]:
-            line += f" ({imports['already_imported']} file(s) imported before)"
-        rows.append(("segment files", line))
-        if imports["skipped_by_reason"]:
-            reasons = ", ".join(f"{k} {v:,}" for k, v in imports["skipped_by_reason"].items())
-            rows.append(("skipped lines", reasons + " (first ones below)"))
-    api = counts.get("profile_api")
-    if api and api.get("lookups"):
-        line = (
-            f"{api['lookups']:,} lookups: {api.get('found', 0):,} found, "
-            f"{api.get('not_found', 0):,} not found, {api.get('failed', 0):,} failed; "
-            f"{api.get('requests', 0):,} requests in {api.get('seconds', 0):.1f} s"
-        )
-        rows.append(("profile api", line))
-        if api.get("unknown_identity_types"):
-            unknown = ", ".join(f"{k} {v}" for k, v in api["unknown_identity_types"].items())
-            rows.append(("", f"skipped identities of unknown types: {unknown}"))
-    identity = counts.get("identity")
-    if identity:
-        matched = sum(identity["matched"].values())
-        line = f"{matched:,} of {identity['profiles']:,} profiles matched to " + ", ".join(
-            f"{n:,} {entity}s" for entity, n in identity["records"].items()
-        )
-        rows.append(("identity", line or "-"))
-        unmatched = ", ".join(f"{k} {v:,}" for k, v in identity["unmatched"].items())
-        if unmatched:
-            rows.append(("unmatched", unmatched))
-        ambiguous = sum(identity["ambiguous"].values())
-        if ambiguous:
-            rows.append(("ambiguous", f"{ambiguous:,} profiles matched several records"))
-    return rows
-
-
-_TRAIN_METRICS = {
-    "binary": [("auc", "AUC"), ("pr_auc", "PR-AUC"), ("log_loss", "log loss"), ("brier", "Brier")],
-    "multiclass": [("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("log_loss", "log loss")],
-    "regression": [("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R2")],
-}
-
-
-def _render_train(counts: dict[str, Any]) -> None:
-    """Per prediction: model and baselines side by side, the choice made, the gate, warnings."""
-    for name, p in counts["predictions"].items():
-        columns = _TRAIN_METRICS[p["task"]]
-        table = Table(box=None, padding=(0, 2, 0, 0), title_justify="left")
-        table.add_column(name, justify="left", style="bold")
-        for _, label in columns:
-            table.add_column(label, justify="right")
-        table.add_row("model", *(_fmt(p["metrics"].get(k)) for k, _ in columns))
-        for baseline, m in p["baselines"].items():
-            table.add_row(f"  {baseline}", *(_fmt(m.get(k)) for k, _ in columns))
-        out.print(table)
-        role = "champion" if p["champion"] else "challenger (not promoted)"
-        lines = [
-            ("version", f"{p['version']}  {role}"),
-            ("examples", f"{p['examples']:,} ({p['split']} split), {p['seconds']:.1f} s"),
-            ("deployed", f"{p['deployed'].get('model')}: {p['deployed'].get('reason', '')}"),
-            ("gate", p["gate"].get("reason", "")),
-        ]
-        lines += [("warning", w) for w in p["warnings"]]
-        out.print(_kv_table(lines))
-
-
-def _render_job(result: jobs.JobResult) -> None:
-    counts = result.counts
-    rows: list[tuple[str, Any]] = [("status", result.status)]
-    if result.job == "pull":
-        table = Table(box=None, padding=(0, 2, 0, 0))
-        keys = ("fetched", "new", "changed", "unchanged", "deleted")
-        for col in ("stream", "path", *keys):
-            table.add_column(col, justify="left" if col in ("stream", "path") else "right")
-        for stream, c in counts["streams"].items():
-            table.add_row(stream, c.get("path", "rest"), *(_fmt(c.get(k, 0)) for k in keys))
-        out.print(table)
-        rows += _segment_rows(counts.get("segment") or {})
-    elif result.job == "segment_import":
-        rows += _segment_rows(counts)
-    elif result.job == "train":
-        _render_train(counts)
-        for name, p in counts["predictions"].items():
-            for trait, reason in (p.get("skipped_traits") or {}).items():
-                rows.append((f"{name}", f"trait {trait} skipped: {reason}"))
-    elif result.job == "import":
-        for table, c in counts["tables"].items():
-            rows.append((table, f"{c['rows']:,} rows, {c['columns']} columns"))
-    elif result.job == "report":
-        rows.append(("report", counts["path"]))
-    elif result.job == "score":
-        for name, p in counts["predictions"].items():
-            tiers = "  ".join(f"{t}:{n:,}" for t, n in p["tiers"].items())
-            rows.append((name, f"{p['scored']:,} scored with {p['version']}   {tiers}"))
-    elif result.job == "push":
-        if "revived" in counts:
-            rows.append(("dead letters", f"{counts['revived']:,} ledger row(s) due again"))
-        for name, p in counts["predictions"].items():
-            line = f"{p['written']:,} written, {p['failed']:,} failed, {p['unchanged']:,} unchanged"
-            held = [
-                f"{p[k]:,} {label}"
-                for k, label in (
-                    ("hysteresis", "held by hysteresis"),
-                    ("invalid", "invalid"),
-                    ("deferred", "waiting to retry"),
-                    ("dead", "dead"),
-                    ("gone", "gone"),
-                )
-                if p.get(k)
-            ]
-            if held:
-                line += ", " + ", ".join(held)
-            if p["errors"]:
-                line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
-            rows.append((name, line))
-        for name, c in (counts.get("campaigns") or {}).items():
-            line = (
-                f"campaign {c['campaign_id']}: {c['members']:,} members, {c['added']:,} added, "
-                f"{c['removed']:,} removed, {c['failed']:,} failed"
-            )
-            rows.append((f"audience {name}", line))
-        for name, c in (counts.get("segment_audiences") or {}).items():
-            line = (
-                f"segment: {c['written']:,} entered/exited ({c['requests']:,} requests), "
-                f"{c['failed']:,} failed, {c['no_segment_user']:,} without a Segment user"
-            )
-            rows.append((f"audience {name}", line))
-        for name, p in (counts.get("segment") or {}).items():
-            line = (
-                f"{p['written']:,} profiles written ({p['requests']:,} requests), "
-                f"{p['failed']:,} failed, {p['unchanged']:,} unchanged, "
-                f"{p['no_segment_user']:,} without a Segment user"
-            )
-            if p["errors"]:
-                line += "  (" + ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) + ")"
-            rows.append((f"{name} → segment", line))
-    elif result.job == "setup":
-        table = Table(box=None, padding=(0, 2, 0, 0))
-        for col in ("field", "output", "action", "detail", "how to fix"):
-            table.add_column(col)
-        for row in counts["fields"]:
-            style = "red" if row["action"] == "problem" else None
-            table.add_row(
-                f"{row['object']}.{row['field']}",
-                row["kind"],
-                row["action"],
-                Text(row["detail"] or ""),
-                Text(row["fix"] or ""),
-                style=style,
-            )
-        out.print(table)
-        rows.append(
-            (
-                "fields",
-                f"{counts['created']} created, {counts['would_create']} to create, "
-                f"{counts['problems']} with problems",
-            )
-        )
-    elif result.job == "sync":
-        rows += [
-            ("pulled", _fmt(counts["pulled"])),
-            ("trained", ", ".join(counts["trained"]) or "-"),
-            ("scored", _fmt(counts["scored"])),
-            ("written", _fmt(counts["written"])),
-            ("failed", _fmt(counts["failed"])),
-        ]
-        if "segment_written" in counts:
-            rows.append(("segment", f"{_fmt(counts['segment_written'])} profiles written"))
-    rows += [("api calls", _fmt(result.api_calls)), ("seconds", f"{result.seconds:.1f}")]
-    out.print(_kv_table(rows))
-    # Skipped lines as ``file:line: reason (detail)``, one per line and never truncated.
-    segment = counts.get("segment") if result.job == "pull" else counts
-    for example in ((segment or {}).get("imports") or {}).get("examples", []):
-        out.print(f"  {example}", soft_wrap=True, markup=False)
-
-
 @contextmanager
 def _cooperative_stop(reporter: Reporter) -> Iterator[threading.Event]:
     """First SIGTERM/SIGINT: finish the current page or batch, commit, stop. Second: abort."""
@@ -336,7 +140,7 @@ def _show_result(result: jobs.JobResult, as_json: bool, *, partial_exit: int = 4
     if as_json:
         _print_json(result.to_json())
     else:
-        _render_job(result)
+        render_result(out, result)
     if result.status == "partial":
         raise typer.Exit(partial_exit)
 
@@ -541,13 +345,7 @@ def _plan_counts(c: dict[str, Any]) -> str:
         f"{c.get('update', 0):,} update",
         f"{c.get('unchanged', 0):,} unchanged",
     ]
-    for key, label in (
-        ("hysteresis", "held by hysteresis"),
-        ("invalid", "invalid"),
-        ("deferred", "waiting to retry"),
-        ("dead", "dead"),
-        ("gone", "gone"),
-    ):
+    for key, label in HELD_BACK:
         if c.get(key):
             parts.append(f"{c[key]:,} {label}")
     return ", ".join(parts)
@@ -671,16 +469,6 @@ def run(
     _job_command(job, config, as_json)
 
 
-def _when(value: Any) -> str:
-    """A UTC time, short enough for a table cell (the year is in ``--json``)."""
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        value = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
-        return f"{value:%m-%d %H:%M:%S}"
-    return str(value)
-
-
 # The counts a run is summarised by in `status`, most telling first (all are in --json).
 _HEADLINE_COUNTS = ("pulled", "scored", "written", "failed", "deleted", "rows")
 
@@ -720,14 +508,20 @@ def _run_summary(run: dict[str, Any]) -> str:
 def setup(
     config: ConfigOption = Path("config.toml"),
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only show what would be created.")
+        bool, typer.Option("--dry-run", help="Only list the changes; change nothing.")
+    ] = False,
+    remove: Annotated[
+        bool,
+        typer.Option("--remove", help="Take away the permission sets and the list view."),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Create the Salesforce fields the predictions write to (Tooling API); skip existing ones."""
+    """Make the org ready: output fields, field security (permission sets), reps' list view."""
 
     def body() -> None:
-        result = jobs.run_setup(_settings(config), dry_run=dry_run, reporter=_reporter(as_json))
+        result = jobs.run_setup(
+            _settings(config), dry_run=dry_run, remove=remove, reporter=_reporter(as_json)
+        )
         # a field that needs fixing in Salesforce is a setup problem: exit 2
         _show_result(result, as_json, partial_exit=2)
 
@@ -935,43 +729,9 @@ def monitor(
         if as_json:
             _print_json(result.to_json())
             return
-        for name, figures in result.counts["predictions"].items():
-            drift = figures["drift"] or {}
-            if drift.get("level") == "unavailable":
-                out.print(f"{name}: drift not measured: {drift['reason']}")
-            else:
-                out.print(
-                    f"{name}: drift [bold]{drift['level']}[/bold]: score PSI "
-                    f"{drift['score_psi']:.3f}, largest feature shift {drift['max_feature']} "
-                    f"{drift['max_feature_psi']:.3f} ({drift['rows']:,} leads vs "
-                    f"{drift['reference_rows']:,} at training)",
-                    markup=True,
-                )
-                table = Table(box=None, padding=(0, 2, 0, 0))
-                table.add_column("feature")
-                table.add_column("PSI", justify="right")
-                for feature, value in list(drift["features"].items())[:8]:
-                    table.add_row(feature, f"{value:.3f}")
-                out.print(table)
-            realized = figures["realized"] or {}
-            latest = realized.get("latest")
-            if latest is None:
-                closes = realized.get("next_window_closes")
-                out.print(
-                    f"{name}: realized performance: no label window has closed yet"
-                    + (f" (the first closes {_when(closes)} UTC)" if closes else "")
-                )
-            else:
-                auc = f"{latest['auc']:.3f}" if latest["auc"] is not None else "n/a"
-                bands = "  ".join(
-                    f"{b['band']}: {b['rate']:.1%} of {b['leads']:,}"
-                    for b in latest["bands"]
-                    if b["rate"] is not None
-                )
-                out.print(
-                    f"{name}: realized on leads scored {_when(latest['scored_at'])}: AUC {auc}; "
-                    f"conversion by tier  {bands}"
-                )
+        summary = result.summary
+        assert isinstance(summary, MonitorSummary)
+        render_monitor(out, summary)
         if html is not None:
             out.print(f"report: {html}")
 
@@ -1037,6 +797,13 @@ def sandbox(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
     leads: Annotated[int, typer.Option(min=1, help="Leads to generate for a new org.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+    field_security: Annotated[
+        str,
+        typer.Option(
+            help="granted, or enforced: profiles read no custom field until `leadscore setup` "
+            "grants them, as in a new real org."
+        ),
+    ] = "granted",
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -1056,7 +823,13 @@ def sandbox(
 
     _guard(
         lambda: demos.run_sandbox(
-            workdir, port=port, leads=leads, seed=seed, reporter=_reporter(False), ready=ready
+            workdir,
+            port=port,
+            leads=leads,
+            seed=seed,
+            field_security=field_security,
+            reporter=_reporter(False),
+            ready=ready,
         )
     )
 

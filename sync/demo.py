@@ -244,6 +244,15 @@ def write_sandbox_files(
         url_json=json.dumps(info["salesforce_url"]),
         ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
     )
+    reps = [user["username"] for user in info.get("sales_users") or []]
+    if reps:
+        # A rep whose view doctor checks, and the reps setup grants read on the scores.
+        text = text.replace(
+            "\n[salesforce.streams.Lead]",
+            f"sales_user = {json.dumps(reps[0])}\n\n[salesforce.setup]\n"
+            f"sales_users = {json.dumps(reps[:3])}\n\n[salesforce.streams.Lead]",
+            1,
+        )
     segment = bool(info.get("segment_data"))
     if segment:
         text += SEGMENT_TEMPLATE.format(
@@ -294,6 +303,7 @@ def run_sandbox(
     port: int = 0,
     leads: int = 20_000,
     seed: int = 42,
+    field_security: str = "granted",
     reporter: Reporter = SILENT,
     ready: Any = None,
 ) -> None:
@@ -306,11 +316,19 @@ def run_sandbox(
         port: TCP port on 127.0.0.1 (0: any free port).
         leads: leads to generate when the org is new.
         seed: generator seed.
+        field_security: ``granted``, or ``enforced`` for an org whose profiles read no custom
+            field until ``leadscore setup`` grants them (as a new real org).
         reporter: progress.
         ready: called with the sandbox info once it is serving (used by tests).
     """
     from connector.sandbox import Sandbox
+    from connector.sandbox.security import FIELD_SECURITY_MODES
 
+    if field_security not in FIELD_SECURITY_MODES:
+        raise ConfigError(
+            f"--field-security {field_security}: unknown mode",
+            hint=f"use one of {', '.join(FIELD_SECURITY_MODES)}",
+        )
     prepare_workdir(workdir, fresh=False)
     sandbox = Sandbox(
         workdir / "sandbox",
@@ -320,6 +338,7 @@ def run_sandbox(
         regenerate=False,
         on_progress=_generation_progress(reporter),
         segment=True,
+        field_security=field_security,
     )
     sandbox.start()
     try:

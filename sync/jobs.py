@@ -37,7 +37,7 @@ from sync.admin import (
 )
 from sync.alerts import settle_alerts, settle_service_alerts
 from sync.config import JOB_NAMES, Settings
-from sync.monitoring import monitor_conditions
+from sync.monitor_checks import monitor_conditions
 from sync.progress import Reporter
 from sync.run import (
     SILENT,

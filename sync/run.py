@@ -30,6 +30,7 @@ from sync.config import Settings
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context
 from sync.progress import Reporter, SilentReporter
+from sync.results import Summary, summarise
 
 SILENT = SilentReporter()
 
@@ -48,7 +49,8 @@ class JobResult:
     Attributes:
         job: job name.
         status: ``ok``, ``partial``, ``failed`` or ``skipped``.
-        counts: job-specific counts (JSON-serialisable).
+        counts: job-specific counts (JSON-serialisable), as the run log records them; read
+            them typed through :attr:`summary`.
         api_calls: calls made against remote API allowances.
         seconds: wall time.
         run_id: the run-log id.
@@ -64,12 +66,18 @@ class JobResult:
     run_id: int | None = None
     artifacts: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def summary(self) -> Summary | None:
+        """The counts as the job's type (:mod:`sync.results`), or None for a job without one."""
+        return summarise(self.job, self.counts)
+
     def to_json(self) -> dict[str, Any]:
-        """The JSON-serialisable part."""
+        """The JSON-serialisable part (the counts from the job's type, when it has one)."""
+        summary = self.summary
         return {
             "job": self.job,
             "status": self.status,
-            "counts": self.counts,
+            "counts": summary.to_json() if summary is not None else self.counts,
             "api_calls": self.api_calls,
             "seconds": round(self.seconds, 3),
             "run_id": self.run_id,

@@ -22,7 +22,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -45,12 +45,19 @@ from connector.salesforce import (
     sync_campaign_members,
     write_records,
 )
-from connector.store import Store, quote_identifier
+from connector.store import Store
 from scoring.audiences import score_frame
 from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
 from sync.diff import Diff, changed_values, diff_outputs, output_values
 from sync.progress import Reporter
+from sync.writeback import (
+    RecordOutcome,
+    TargetCounts,
+    error_code,
+    ledger_policy,
+    record_batch,
+)
 
 __all__ = [
     "TARGET",
@@ -73,7 +80,7 @@ log = logging.getLogger("leadscore.push")
 
 
 @dataclass
-class PushCounts:
+class PushCounts(TargetCounts):
     """What a push did for one prediction and target.
 
     Attributes:
@@ -91,12 +98,7 @@ class PushCounts:
         gone: records deleted or merged in the target (never retried).
     """
 
-    records: int = 0
-    unchanged: int = 0
     sent: int = 0
-    written: int = 0
-    failed: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
     recovered: int = 0
     hysteresis: int = 0
     invalid: int = 0
@@ -120,20 +122,6 @@ class PushCounts:
             "dead": self.dead,
             "gone": self.gone,
         }
-
-
-def ledger_policy(writeback: WritebackSettings | None) -> dict[str, Any]:
-    """``Store.record_outcomes`` options from ``[writeback]`` (attempts, backoff)."""
-    w = writeback or WritebackSettings()
-    return {
-        "max_attempts": w.max_attempts,
-        "backoff_seconds": w.retry_backoff_seconds,
-        "max_backoff_seconds": w.max_backoff_seconds,
-    }
-
-
-def _code(error: str | None) -> str:
-    return (error or "UNKNOWN").split(":")[0].strip()
 
 
 def _same_value(confirmed: Any, current: Any) -> bool:
@@ -239,7 +227,9 @@ class SalesforceWrite:
         """
         settings = client.settings
         writes = estimate_write_calls(
-            len(self.records), bulk_write_threshold=settings.bulk_write_threshold
+            len(self.records),
+            bulk_write_threshold=settings.bulk_write_threshold,
+            batch_size=settings.write_batch_size,
         )
         checks = writes and (
             writes > LARGE_RUN_CALLS or len(self.records) > settings.bulk_write_threshold
@@ -259,7 +249,7 @@ class SalesforceWrite:
 def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> dict[str, str]:
     """Entity id -> the value of its external id field, from the entity's table in the store."""
     try:
-        entity = resolve_entity(store.con, prediction)
+        entity = resolve_entity(store.read_connection(), prediction)
     except SpecError as exc:
         raise ConfigError(f"prediction '{prediction.name}': {exc}") from None
     columns = {c.lower(): c for c in store.table_columns(entity.table)}
@@ -270,12 +260,7 @@ def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> d
             f"{entity.table} has no column '{column}'",
             hint="pull that field (add it to the stream's fields) or pick another key",
         )
-    q = quote_identifier
-    rows = store.con.execute(
-        f"SELECT CAST({q(entity.id_column)} AS VARCHAR), CAST({q(found)} AS VARCHAR) "
-        f"FROM {q(entity.table)} WHERE {q(found)} IS NOT NULL"
-    ).fetchall()
-    return {str(r[0]): str(r[1]) for r in rows if str(r[1]).strip()}
+    return store.column_values(entity.table, entity.id_column, found)
 
 
 def _describe_check(description: ObjectDescription) -> Callable[[str, Any], str | None]:
@@ -483,9 +468,8 @@ def push_salesforce(
     if not diff.invalid.empty:
         # Rejected here rather than by Salesforce: the same ledger record, no API call spent.
         counts.invalid = diff.invalid["record_id"].nunique()
-        counts.failed += counts.invalid
         for error in diff.invalid.drop_duplicates("record_id")["error"]:
-            counts.errors[_code(error)] += 1
+            counts.count_failure(error)
         store.record_outcomes(
             TARGET,
             prepared.object,
@@ -520,7 +504,9 @@ def push_salesforce(
         ]
 
     planned = estimate_write_calls(
-        len(batch), bulk_write_threshold=client.settings.bulk_write_threshold
+        len(batch),
+        bulk_write_threshold=client.settings.bulk_write_threshold,
+        batch_size=client.settings.write_batch_size,
     )
     if planned and (planned > LARGE_RUN_CALLS or len(batch) > client.settings.bulk_write_threshold):
         check_allowance(client, planned_calls=planned, what=f"write of {len(batch):,} records")
@@ -540,28 +526,24 @@ def push_salesforce(
                 TARGET, prepared.object, intents(chunk)
             ),
         ):
-            rows = []
-            for outcome in outcomes:
-                record = by_key[outcome["id"]]
-                gone = not outcome["success"] and is_gone_record_error(_code(outcome["error"]))
-                if outcome["success"]:
-                    counts.written += 1
-                else:
-                    counts.failed += 1
-                    counts.errors[_code(outcome["error"])] += 1
-                for name, value in record.items():
-                    if name != key:
-                        rows.append(
-                            {
-                                "record_id": ids[outcome["id"]],
-                                "field": name,
-                                "value": value,
-                                "success": outcome["success"],
-                                "error": outcome["error"],
-                                "gone": gone,
-                            }
-                        )
-            store.record_outcomes(TARGET, prepared.object, rows, **policy)
+            record_batch(
+                store,
+                TARGET,
+                prepared.object,
+                (
+                    RecordOutcome(
+                        ids[outcome["id"]],
+                        {k: v for k, v in by_key[outcome["id"]].items() if k != key},
+                        outcome["success"],
+                        outcome["error"],
+                        gone=not outcome["success"]
+                        and is_gone_record_error(error_code(outcome["error"])),
+                    )
+                    for outcome in outcomes
+                ),
+                counts,
+                writeback,
+            )
             counts.sent += len(outcomes)
             task.advance(len(outcomes))
             if should_stop is not None and should_stop() and counts.sent < len(batch):
@@ -741,7 +723,7 @@ def push_campaign(
             result["added" if entered else "removed"] += 1
         else:
             result["failed"] += 1
-            errors[_code(outcome["error"])] += 1
+            errors[error_code(outcome["error"])] += 1
         rows.append(
             {
                 "record_id": record_id,
@@ -749,7 +731,8 @@ def push_campaign(
                 "value": entered,
                 "success": outcome["success"],
                 "error": outcome["error"],
-                "gone": not outcome["success"] and is_gone_record_error(_code(outcome["error"])),
+                "gone": not outcome["success"]
+                and is_gone_record_error(error_code(outcome["error"])),
             }
         )
     # Members Salesforce already had (added earlier, or by hand) are confirmed without a write.

@@ -36,7 +36,7 @@ from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError
 from sync import jobs
 from sync.alerts import Condition
 from sync.config import Settings
-from sync.health import HealthServer, ServiceState, overdue_jobs
+from sync.health_server import HealthServer, ServiceState, overdue_jobs
 from sync.lock import RunLock, lock_path
 
 log = logging.getLogger("leadscore.serve")

@@ -19,8 +19,8 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,14 @@ from connector.segment import (
     read_profiles,
     track_message,
 )
-from connector.store import Store, quote_identifier, utc_now
-from connector.store.identity import CRM_RECORDS, resolve_identities, segment_user_ids
-from connector.store.profiles import save_profiles
+from connector.store import Store
+from connector.store.identity import resolve_identities, segment_user_ids
+from connector.store.profiles import lookups_to_read, save_profiles
 from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
 from sync.diff import Diff, diff_outputs
 from sync.progress import Reporter
-from sync.salesforce_writeback import ledger_policy
+from sync.writeback import RecordOutcome, TargetCounts, record_batch
 
 TARGET = "segment"
 PROFILE_OBJECT = "profile"
@@ -118,53 +118,6 @@ def summarise_imports(results: Iterable[SegmentImportResult]) -> dict[str, Any]:
     return summary
 
 
-def lookups_to_read(store: Store, settings: SegmentSettings) -> list[str]:
-    """Profile API identifiers of the CRM records to read in this run.
-
-    Records with an email whose profile was not read within ``refresh_hours``, newest first, at
-    most ``max_profiles_per_run``.
-
-    Args:
-        store: the store.
-        settings: the ``[segment]`` section.
-
-    Returns:
-        Identifiers such as ``email:jane@acme.com``.
-    """
-    q = quote_identifier
-    parts = []
-    for records in CRM_RECORDS:
-        columns = {c.lower(): c for c in store.table_columns(records.table)}
-        if records.email_column.lower() not in columns:
-            continue
-        email = q(columns[records.email_column.lower()])
-        created = (
-            f"CAST({q(columns[records.created_column.lower()])} AS TIMESTAMP)"
-            if records.created_column.lower() in columns
-            else "NULL::TIMESTAMP"
-        )
-        live = (
-            f"NOT coalesce({q(columns[records.deleted_column.lower()])}, false)"
-            if records.deleted_column.lower() in columns
-            else "true"
-        )
-        parts.append(
-            f"SELECT 'email:' || lower(trim({email})) AS lookup, {created} AS created "
-            f"FROM {q(records.table)} WHERE {email} IS NOT NULL AND trim({email}) <> '' "
-            f"AND {live}"
-        )
-    if not parts or settings.max_profiles_per_run == 0:
-        return []
-    fresh_after = utc_now() - timedelta(hours=settings.refresh_hours)
-    rows = store.con.execute(
-        f"""SELECT lookup FROM ({" UNION ALL ".join(parts)}) r
-            WHERE lookup NOT IN (SELECT lookup FROM seg_profile WHERE fetched_at >= ?)
-            GROUP BY lookup ORDER BY max(created) DESC NULLS LAST, lookup LIMIT ?""",
-        [fresh_after, settings.max_profiles_per_run],
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def pull_segment(
     settings: SegmentSettings,
     store: Store,
@@ -195,7 +148,9 @@ def pull_segment(
     summary: dict[str, Any] = {"imports": summarise_imports(results)}
     api: dict[str, Any] = {"lookups": 0}
     if settings.space_id and settings.read and settings.max_profiles_per_run:
-        lookups = lookups_to_read(store, settings)
+        lookups = lookups_to_read(
+            store, refresh_hours=settings.refresh_hours, limit=settings.max_profiles_per_run
+        )
         client = profile_client or ProfileClient(settings)
         unknown: Counter[str] = Counter()
         totals: Counter[str] = Counter()
@@ -228,7 +183,7 @@ def pull_segment(
 
 
 @dataclass
-class SegmentPushCounts:
+class SegmentPushCounts(TargetCounts):
     """What a Segment push did for one prediction or audience.
 
     Attributes:
@@ -244,15 +199,10 @@ class SegmentPushCounts:
         errors: failed records by error code.
     """
 
-    records: int = 0
-    unchanged: int = 0
     no_segment_user: int = 0
     messages: int = 0
     requests: int = 0
-    written: int = 0
-    failed: int = 0
     not_sent: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-serialisable counts."""
@@ -302,25 +252,11 @@ def _send(
                 pending[owner] -= 1
                 if pending[owner] == 0:
                     done.append(owner)
-            rows = []
-            for owner in done:
-                error = failures.get(owner)
-                if error:
-                    counts.failed += 1
-                    counts.errors[error.split(":")[0]] += 1
-                else:
-                    counts.written += 1
-                rows += [
-                    {
-                        "record_id": owner,
-                        "field": name,
-                        "value": value,
-                        "success": error is None,
-                        "error": error,
-                    }
-                    for name, value in values[owner].items()
-                ]
-            store.record_outcomes(TARGET, sobject, rows, **ledger_policy(writeback))
+            outcomes = [
+                RecordOutcome(owner, values[owner], owner not in failures, failures.get(owner))
+                for owner in done
+            ]
+            record_batch(store, TARGET, sobject, outcomes, counts, writeback)
             task.advance(len(done))
     counts.not_sent += sum(1 for left in pending.values() if left > 0)
     counts.requests += client.requests - requests_before

@@ -22,7 +22,7 @@ from scoring.registry import (
     load_champion,
 )
 from sync.config import JOB_NAMES, Settings
-from sync.health import overdue_jobs
+from sync.health_server import overdue_jobs
 from sync.lock import RunLock, lock_path
 
 

@@ -34,6 +34,7 @@ class FieldDescription:
     external_id: bool
     picklist_values: tuple[str, ...]
     restricted_picklist: bool = False
+    calculated: bool = False  # a formula or roll-up summary: SystemModstamp misses its changes
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def describe_object(client: SalesforceClient, sobject: str) -> ObjectDescription
                 v["value"] for v in f.get("picklistValues") or () if v.get("active", True)
             ),
             restricted_picklist=bool(f.get("restrictedPicklist")),
+            calculated=bool(f.get("calculated")),
         )
     description = ObjectDescription(name=raw["name"], fields=fields)
     client._describes[key] = description
@@ -143,9 +145,18 @@ def resolve_fields(
     for name in requested:
         found = description.field(name)
         if found is None:
+            hint = suggest_field(description, name)
+            if name.lower().endswith("__c"):
+                # Describe omits a custom field the user may not read; SOQL and writes then
+                # answer INVALID_FIELD "No such column" (api-contracts-realorg section 1.2).
+                hint = (
+                    f"{hint}; if it exists, field-level security hides it from the integration "
+                    "user (Salesforce answers INVALID_FIELD): `leadscore setup` grants the "
+                    "fields leadscore reads and writes"
+                )
             raise ConfigError(
                 f"{setting}: field '{name}' does not exist on {description.name}",
-                hint=suggest_field(description, name),
+                hint=hint,
             )
         if found.name not in resolved:
             resolved.append(found.name)

@@ -86,6 +86,12 @@ class SalesforceClient:
         self.session = make_session(
             http, counter=self.counter, budget=self.budget, auth=self._auth, sleep=sleep
         )
+        if settings.duplicate_rule_allow_save:
+            # Active duplicate rules then let writes save records they flag
+            # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm
+            self.session.headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
+        self.user_id: str | None = None
+        """The user the session acts as (from the OAuth identity URL), once logged in."""
         self._sf: Salesforce | None = None
         self._describes: dict[str, ObjectDescription] = {}
         self._limits: dict[str, dict[str, int]] | None = None
@@ -306,6 +312,10 @@ class SalesforceClient:
             body = response.json()
             if answer is not None:
                 answer.update(body)
+            identity = body.get("id")
+            if isinstance(identity, str) and "/" in identity:
+                # https://login.salesforce.com/id/{orgId}/{userId}: the user the token acts as
+                self.user_id = identity.rstrip("/").rsplit("/", 1)[1]
             return str(body["access_token"]), str(body["instance_url"])
         except (ValueError, KeyError, TypeError):
             raise ConfigError(

@@ -34,12 +34,45 @@ class StreamSettings(BaseModel):
         fields: fields to pull (validated against describe; ``Id`` and the cursor field are always
             added).
         cursor_field: the field incremental pulls are ordered and filtered by.
+        full_read_days: re-read the whole object this often (days), for fields whose changes
+            do not move ``SystemModstamp`` (formulas, roll-up summaries); None: never.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fields: list[str] = Field(min_length=1)
     cursor_field: str = "SystemModstamp"
+    full_read_days: float | None = Field(None, gt=0, le=365)
+
+
+_API_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,39}$"
+
+
+class SetupSettings(BaseModel):
+    """What ``leadscore setup`` makes in the org besides the fields (``[salesforce.setup]``).
+
+    Attributes:
+        permission_sets: Create and assign the two permission sets below.
+        integration_permission_set: API name of the set granting edit on the output fields,
+            assigned to the integration user.
+        sales_permission_set: API name of the set granting read on them, for sales.
+        sales_users: Usernames the sales set is assigned to.
+        list_view: Create the Lead list view of the top tiers.
+        list_view_name: Its API name (``Object.`` is added).
+        list_view_label: Its label.
+        list_view_tiers: Tiers it shows (default: the best two of the prediction).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    permission_sets: bool = True
+    integration_permission_set: str = Field("Leadscore_Integration", pattern=_API_NAME)
+    sales_permission_set: str = Field("Leadscore_Sales", pattern=_API_NAME)
+    sales_users: list[str] = Field(default_factory=list)
+    list_view: bool = True
+    list_view_name: str = Field("Hot_leads_leadscore", pattern=_API_NAME)
+    list_view_label: str = Field("Hot leads (leadscore)", min_length=1, max_length=40)
+    list_view_tiers: list[str] | None = None
 
 
 class SalesforceSettings(BaseModel):
@@ -96,6 +129,13 @@ class SalesforceSettings(BaseModel):
             (secret; ``refresh_token`` flow).
         password: the integration user's password (secret).
         security_token: the integration user's security token (secret; appended to the password).
+        setup: what ``leadscore setup`` makes besides the fields (``[salesforce.setup]``).
+        sales_user: a rep's username; ``doctor`` checks what they can read.
+        duplicate_rule_allow_save: writes send ``Sforce-Duplicate-Rule-Header: allowSave=true``,
+            so active duplicate rules do not block score updates of records they flag.
+        write_batch_size: records per sObject Collections call (at most 200); halved on
+            ``UNABLE_TO_LOCK_ROW`` / ``CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY`` (triggers at their
+            CPU limit), down to one record, and grown back after successful calls.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -129,6 +169,10 @@ class SalesforceSettings(BaseModel):
     refresh_token: SecretStr | None = None
     password: SecretStr | None = None
     security_token: SecretStr | None = None
+    setup: SetupSettings = Field(default_factory=lambda: SetupSettings())
+    sales_user: str | None = None
+    duplicate_rule_allow_save: bool = False
+    write_batch_size: int = Field(COLLECTION_SIZE, ge=1, le=COLLECTION_SIZE)
 
     @field_validator("login_url", "jwt_audience")
     @classmethod

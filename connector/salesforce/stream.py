@@ -132,6 +132,7 @@ class SalesforceStream:
             reporter.stage(f"{name}: new fields {', '.join(added)}; re-reading it in full")
             store.reset_cursor(name)
             store.drop_bulk(name)
+        refresh = self._full_read_due(store, name, stream, reporter)
         deleted_field = "IsDeleted" if description.field("IsDeleted") is not None else None
         query_fields = [
             *fields,
@@ -197,7 +198,9 @@ class SalesforceStream:
         last_synced = store.synced_through([name])
         since = since_with_overlap(current, s.overlap_seconds)
         # queryAll whenever the store may hold rows deleted since (a re-read after new fields too)
-        include_deleted = deleted_field is not None and (current is not None or bool(added))
+        include_deleted = deleted_field is not None and (
+            current is not None or bool(added) or refresh
+        )
         if current is None and s.bulk_first_sync:
             total = None  # a first sync is read in bulk whatever its size: no COUNT() needed
         else:
@@ -262,7 +265,26 @@ class SalesforceStream:
             counts.swept = self._sweep_deletions(store, name, table, reporter, why=why)
             counts.deleted += counts.swept
         store.mark_synced(name, started)
+        if current is None:
+            store.mark_full_read(name, started)
         return counts
+
+    @staticmethod
+    def _full_read_due(store: Store, name: str, stream: StreamSettings, reporter: Reporter) -> bool:
+        """Start a periodic full read when ``full_read_days`` have passed since the last one.
+
+        Formula and roll-up fields change without moving ``SystemModstamp``, so incremental
+        pulls never see their new values; re-reading everything now and then does.
+        """
+        if not stream.full_read_days or store.read_cursor(name) is None:
+            return False
+        last = store.full_read_at(name)
+        if last is not None and utc_now() - last < timedelta(days=stream.full_read_days):
+            return False
+        reporter.stage(f"{name}: periodic full read (every {stream.full_read_days:g} days)")
+        store.reset_cursor(name)
+        store.drop_bulk(name)
+        return True
 
     def _sweep_deletions(
         self, store: Store, name: str, table: str, reporter: Reporter, *, why: str

@@ -54,7 +54,11 @@ def choose_write_path(n_records: int, bulk_write_threshold: int) -> Literal["col
 
 
 def estimate_write_calls(
-    n_records: int, *, bulk_write_threshold: int = 2_000, polls: int = 1
+    n_records: int,
+    *,
+    bulk_write_threshold: int = 2_000,
+    polls: int = 1,
+    batch_size: int = COLLECTION_SIZE,
 ) -> int:
     """The API calls a write of ``n_records`` takes on the path :func:`choose_write_path` picks.
 
@@ -68,6 +72,7 @@ def estimate_write_calls(
         n_records: records to write.
         bulk_write_threshold: ``salesforce.bulk_write_threshold``.
         polls: job-info requests until a bulk job reports ``JobComplete``.
+        batch_size: records per Collections call (``salesforce.write_batch_size``).
 
     Returns:
         The number of API calls.
@@ -75,7 +80,7 @@ def estimate_write_calls(
     if n_records <= 0:
         return 0
     if choose_write_path(n_records, bulk_write_threshold) == "collections":
-        return math.ceil(n_records / COLLECTION_SIZE)
+        return math.ceil(n_records / batch_size)
     return math.ceil(n_records / BULK_RECORDS_PER_JOB) * (4 + polls)
 
 
@@ -435,6 +440,86 @@ def _bulk_ingest_job(
     ]
 
 
+BUSY_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW", "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY"})
+"""Per-record codes of a busy org: triggers and flows on the object hit row locks or their Apex
+CPU limit at this batch size (the whole call fails); smaller calls get through."""
+
+
+CLEAN_CALLS_TO_GROW = 4
+
+
+def _is_busy(outcome: _Outcome) -> bool:
+    return not outcome.success and outcome.code in BUSY_ERRORS
+
+
+def _settle(
+    indexes: Sequence[int], outcomes: Sequence[_Outcome], pending: list[int]
+) -> list[tuple[int, _Outcome]]:
+    """Final outcomes of a call; transient failures go to ``pending`` for the retry rounds."""
+    final = []
+    for index, outcome in zip(indexes, outcomes, strict=True):
+        if outcome.transient:
+            pending.append(index)
+        else:
+            final.append((index, outcome))
+    return final
+
+
+def _adaptive_collections(
+    client: SalesforceClient,
+    name: str,
+    records: Sequence[dict[str, Any]],
+    operation: WriteOperation,
+    external_id_field: str | None,
+    announce: Callable[[Sequence[int]], None],
+    pending: list[int],
+    order: Iterable[int],
+) -> Iterator[list[tuple[int, _Outcome]]]:
+    """SObject Collections calls of ``write_batch_size`` records, halved while the org is busy.
+
+    When at least half of a call's records fail with a busy code (:data:`BUSY_ERRORS`), those
+    records go back to the front of the queue and the batch size halves, down to one record;
+    every :data:`CLEAN_CALLS_TO_GROW` clean calls in a row double it again, up to the configured
+    size (growing after every clean call would hit the limit every other call). At one record a
+    busy error is the record's own: ``UNABLE_TO_LOCK_ROW`` waits for the retry rounds, the rest
+    is final.
+    """
+    ceiling = client.settings.write_batch_size
+    size = ceiling
+    clean = 0
+    queue = deque(order)
+    while queue:
+        indexes = [queue.popleft() for _ in range(min(size, len(queue)))]
+        announce(indexes)
+        outcomes = _collections_request(
+            client, name, [records[i] for i in indexes], operation, external_id_field
+        )
+        busy = [
+            index for index, outcome in zip(indexes, outcomes, strict=True) if _is_busy(outcome)
+        ]
+        if size > 1 and busy and 2 * len(busy) >= len(indexes):
+            size, clean = max(1, size // 2), 0
+            log.info(
+                "%s: %d of %d records busy; write calls of %d now",
+                name,
+                len(busy),
+                len(indexes),
+                size,
+            )
+            queue.extendleft(reversed(busy))
+            again = set(busy)
+            yield [
+                (index, outcome)
+                for index, outcome in zip(indexes, outcomes, strict=True)
+                if index not in again
+            ]
+            continue
+        clean += 1
+        if size < ceiling and clean >= CLEAN_CALLS_TO_GROW:
+            size, clean = min(ceiling, size * 2), 0
+        yield _settle(indexes, outcomes, pending)
+
+
 def _write(
     client: SalesforceClient,
     name: str,
@@ -459,22 +544,39 @@ def _write(
             before_send([records[i] for i in indexes])
 
     # First pass: one path for the whole set, in the chunks that path takes.
-    if choose_write_path(len(records), settings.bulk_write_threshold) == "bulk":
-        chunk, send = BULK_RECORDS_PER_JOB, _bulk_ingest
-    else:
-        chunk, send = COLLECTION_SIZE, _collections_request
     pending: list[int] = []
-    for start in range(0, len(records), chunk):
-        indexes = list(range(start, min(start + chunk, len(records))))
-        announce(indexes)
-        outcomes = send(client, name, [records[i] for i in indexes], operation, external_id_field)
-        final = []
-        for index, outcome in zip(indexes, outcomes, strict=True):
-            if outcome.transient:
-                pending.append(index)
-            else:
-                final.append((index, outcome))
-        yield final
+    if choose_write_path(len(records), settings.bulk_write_threshold) == "bulk":
+        busy: list[int] = []
+        for start in range(0, len(records), BULK_RECORDS_PER_JOB):
+            indexes = list(range(start, min(start + BULK_RECORDS_PER_JOB, len(records))))
+            announce(indexes)
+            outcomes = _bulk_ingest(
+                client, name, [records[i] for i in indexes], operation, external_id_field
+            )
+            # Bulk API runs triggers on 200-record chunks it cannot make smaller: records that
+            # failed because the org was busy go again through Collections, halving as needed.
+            again = {i for i, o in zip(indexes, outcomes, strict=True) if _is_busy(o)}
+            busy += sorted(again)
+            yield _settle(
+                [i for i in indexes if i not in again],
+                [o for i, o in zip(indexes, outcomes, strict=True) if i not in again],
+                pending,
+            )
+        if busy:
+            yield from _adaptive_collections(
+                client, name, records, operation, external_id_field, announce, pending, busy
+            )
+    else:
+        yield from _adaptive_collections(
+            client,
+            name,
+            records,
+            operation,
+            external_id_field,
+            announce,
+            pending,
+            range(len(records)),
+        )
     last: dict[int, _Outcome] = {}
     for round_number, size in enumerate(settings.record_retry_batch_sizes, start=1):
         if not pending:

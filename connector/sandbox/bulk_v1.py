@@ -254,6 +254,8 @@ class BulkV1Api:
             token = value.strip() if scheme.lower() in ("bearer", "oauth") else ""
         if not token or not self.api._token_is_valid(token):
             raise BulkV1Error(400, "InvalidSessionId", "Invalid session id")
+        # Field-level security and object access apply as for REST: the token's user.
+        self.api.security.act_as(token)
 
     @staticmethod
     def _require(request: ApiRequest, *methods: str) -> None:

@@ -11,7 +11,10 @@ tests and benchmarks use: a rate or a schedule of
 - ``drop``: the request is served (and applied) normally, but the connection is closed after
   ``after_bytes`` bytes of the body;
 
-plus ``UNABLE_TO_LOCK_ROW`` per record write (sObject Collections and Bulk API 2.0 ingest alike).
+plus ``UNABLE_TO_LOCK_ROW`` per record write (sObject Collections and Bulk API 2.0 ingest alike),
+and busy-org batches: a write call of more records than ``busy_batch_size`` fails every record
+with ``CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY`` (a trigger hitting the Apex CPU limit) or
+``UNABLE_TO_LOCK_ROW``, as triggers and flows on Lead do at 200 records per call.
 
 Decisions are drawn from one seeded random generator under a lock, so a run with the same
 requests in the same order injects the same faults.
@@ -137,6 +140,30 @@ class FaultPlan:
         del sobject, record_id
         return None
 
+    def on_write_batch(self, sobject: str, size: int) -> RecordFault | None:
+        """Return a failure for every record of a write call, or None to apply it.
+
+        Called once per API write call (sObject Collections, single records, Bulk API chunks)
+        with the database lock not yet taken.
+
+        Args:
+            sobject: Object API name of the batch's first record.
+            size: Records in the call.
+
+        Returns:
+            The failure each record reports, or None.
+        """
+        del sobject, size
+        return None
+
+
+BUSY_ERRORS = {
+    "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY": (
+        "LeadTrigger: execution of AfterUpdate caused by: System.LimitException: "
+        "Apex CPU time limit exceeded"
+    ),
+    "UNABLE_TO_LOCK_ROW": "unable to obtain exclusive access to this record or 200 records",
+}
 
 FAULT_KINDS = ("unavailable", "request_limit", "expired_session", "slow", "drop")
 
@@ -225,6 +252,10 @@ class InjectedFaults(FaultPlan):
         reject_records: Record ids whose every write fails permanently with
             ``FIELD_CUSTOM_VALIDATION_EXCEPTION`` (a validation rule), e.g. until the plan is
             replaced ("the cause is fixed"). 15- or 18-character ids.
+        busy_batch_size: Write calls of more records than this fail every record with
+            ``busy_error`` (None: batches of any size pass).
+        busy_error: ``CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY`` or ``UNABLE_TO_LOCK_ROW``.
+        busy_objects: Only batches of these objects (None: any).
 
     Attributes:
         injected: Faults injected so far, by kind (``unable_to_lock_row`` for records).
@@ -239,7 +270,16 @@ class InjectedFaults(FaultPlan):
         lock_objects: Iterable[str] | None = None,
         seed: int = 0,
         reject_records: Iterable[str] = (),
+        busy_batch_size: int | None = None,
+        busy_error: str = "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY",
+        busy_objects: Iterable[str] | None = None,
     ) -> None:
+        if busy_error not in BUSY_ERRORS:
+            raise ValueError(f"busy_error must be one of {tuple(BUSY_ERRORS)}")
+        self.busy_batch_size = busy_batch_size
+        self.busy_error = busy_error
+        self.busy_objects = None if busy_objects is None else frozenset(busy_objects)
+        self.batch_sizes: list[int] = []
         self.rules = tuple(rules)
         self.lock_rate = lock_rate
         self.lock_at = frozenset(lock_at)
@@ -268,6 +308,17 @@ class InjectedFaults(FaultPlan):
                     self.injected[rule.kind] += 1
                     return rule.fault()
         return None
+
+    def on_write_batch(self, sobject: str, size: int) -> RecordFault | None:
+        """Fail every record of a batch larger than ``busy_batch_size`` (a busy org)."""
+        with self._lock:
+            self.batch_sizes.append(size)
+            if self.busy_batch_size is None or size <= self.busy_batch_size:
+                return None
+            if self.busy_objects is not None and sobject not in self.busy_objects:
+                return None
+            self.injected["busy_batch"] += 1
+        return RecordFault(self.busy_error, BUSY_ERRORS[self.busy_error])
 
     def on_record_write(self, sobject: str, record_id: str | None) -> RecordFault | None:
         """Fail a write: rejected records always, ``UNABLE_TO_LOCK_ROW`` by schedule or rate."""

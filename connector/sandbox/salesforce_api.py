@@ -41,6 +41,7 @@ from connector.sandbox.database import Database
 from connector.sandbox.faults import Drop, FaultPlan, RequestInfo, Slow
 from connector.sandbox.ids import BASE62, SEQUENCE_DIGITS, make_id, normalize_id
 from connector.sandbox.oauth import RefreshTokens
+from connector.sandbox.org_rules import OrgFeatures, OrgRules
 from connector.sandbox.schema import (
     API_VERSION,
     ID_TYPES,
@@ -50,6 +51,7 @@ from connector.sandbox.schema import (
     ObjectDef,
     copy_schema,
 )
+from connector.sandbox.security import SETUP_OBJECTS, Security
 from connector.sandbox.soql import CompiledQuery, SoqlError, compile_query, converter_for
 from connector.sandbox.versions import SUPPORTED_VERSIONS, version_list
 
@@ -235,6 +237,11 @@ class SalesforceApi:
             on (1: the first poll after the upload or the query already sees it).
         new_field_access: Whether fields created through the Tooling API are visible and
             editable to the integration user at once.
+        field_security: ``granted`` or ``enforced`` (``connector/sandbox/security.py``).
+        setup_rights: Whether the integration user may manage and assign permission sets.
+        seed: Seed of the sales users' passwords.
+        org_features: Validation and duplicate rules, record types, currencies and formula
+            fields (``connector/sandbox/org_rules.py``).
     """
 
     def __init__(
@@ -252,13 +259,27 @@ class SalesforceApi:
         edit_converted_leads: bool = True,
         bulk_polls_to_complete: int = 1,
         new_field_access: bool = True,
+        field_security: str = "granted",
+        setup_rights: bool = True,
+        seed: int = 42,
+        org_features: OrgFeatures | None = None,
     ) -> None:
         self.db = db
         # This org's own schema: the Tooling API adds fields to it, tests remove or lock fields.
-        self.objects: dict[str, ObjectDef] = copy_schema()
-        self.key_prefixes: dict[str, ObjectDef] = {
-            obj.key_prefix: obj for obj in self.objects.values()
-        }
+        # Requests see it through the calling user's field-level security (``objects``).
+        self.org_objects: dict[str, ObjectDef] = copy_schema()
+        self.rules = OrgRules(db.lock, db.connection, self.org_objects, org_features)
+        self.security = Security(
+            db.lock,
+            db.connection,
+            self.org_objects,
+            credentials.user_id,
+            seed=seed,
+            field_security=field_security,
+            setup_rights=setup_rights,
+            next_id=lambda conn, name: self._next_id(conn, self.org_objects[name.lower()]),
+        )
+        self._org_prefixes = {obj.key_prefix: obj for obj in self.org_objects.values()}
         # The "View and Edit Converted Leads" user permission: without it, converted leads are
         # read-only (https://help.salesforce.com/s/articleView?id=sf.leads_edit_converted.htm).
         self.edit_converted_leads = edit_converted_leads
@@ -282,14 +303,30 @@ class SalesforceApi:
         self._sequences: dict[str, int] = {}
         # Imported here: both modules call back into this class.
         from connector.sandbox.bulk_api import BulkApi
+        from connector.sandbox.metadata_api import MetadataApi
         from connector.sandbox.tooling_api import ToolingApi
+        from connector.sandbox.ui_api import UiApi
 
         self.bulk = BulkApi(self, polls_to_complete=bulk_polls_to_complete)
         self.tooling = ToolingApi(self, grant_access=new_field_access)
+        self.metadata = MetadataApi(self)
+        self.ui = UiApi(self)
         self.refresh_tokens = RefreshTokens()
         from connector.sandbox.bulk_v1 import BulkV1Api
 
         self.bulk_v1 = BulkV1Api(self)
+
+    @property
+    def objects(self) -> dict[str, ObjectDef]:
+        """The schema as the calling user sees it (the whole org outside requests)."""
+        view = self.security.view()
+        return self.org_objects if view is None else view.objects
+
+    @property
+    def key_prefixes(self) -> dict[str, ObjectDef]:
+        """The calling user's objects by key prefix."""
+        view = self.security.view()
+        return self._org_prefixes if view is None else view.key_prefixes
 
     def set_field(self, sobject: str, field_name: str, **changes: Any) -> None:
         """Change or remove a field of this org's schema (tests model misconfigured orgs).
@@ -390,6 +427,8 @@ class SalesforceApi:
         if path.startswith("/services/Soap/u/"):
             self._require_method(request, "POST")
             return self._soap_login(request)
+        if path.startswith("/services/Soap/m/"):
+            return self.metadata.handle(request)
         if path.rstrip("/") == "/services/data":
             # The version list is public in real orgs: no session needed, nothing counted.
             self._require_method(request, "GET")
@@ -412,12 +451,17 @@ class SalesforceApi:
     # -------------------------------------------------------------------------------------------
     # Login: OAuth 2.0 token endpoint and SOAP partner login
 
-    def _issue_token(self) -> str:
+    def _issue_token(self, user_id: str | None = None) -> str:
         token = f"{self.credentials.org_id}!AQ{secrets.token_urlsafe(72)}"
         with self._state_lock:
             now = self.clock()
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
             self._tokens[token] = now + self.token_ttl_seconds
+            users = self.security.token_users
+            for stale in [t for t in users if t not in self._tokens]:
+                del users[stale]
+            # The token acts as this user (contract section 1.3).
+            users[token] = user_id or self.credentials.user_id
         return token
 
     def _token_is_valid(self, token: str) -> bool:
@@ -429,6 +473,7 @@ class SalesforceApi:
         form = {key: values[0] for key, values in parse_qs(request.body.decode()).items()}
         grant = form.get("grant_type", "")
         rotated: str | None = None
+        user_id: str | None = None
         if grant == "password":
             self._check_client(form.get("client_id"), form.get("client_secret"))
             password = form.get("password", "")
@@ -437,8 +482,9 @@ class SalesforceApi:
                 self.credentials.password,
                 self.credentials.password + self.credentials.security_token,
             )
-            if form.get("username") != self.credentials.username or password not in (
-                valid_passwords
+            user_id = self.security.password_user(form.get("username", ""), password)
+            if user_id is None and (
+                form.get("username") != self.credentials.username or password not in valid_passwords
             ):
                 return _oauth_error("invalid_grant", "authentication failure")
         elif grant == "client_credentials":
@@ -456,16 +502,23 @@ class SalesforceApi:
             redeemed = self.refresh_tokens.redeem(form.get("refresh_token", ""))
             if redeemed is None:
                 return _oauth_error("invalid_grant", "expired access/refresh token")
+            # The token acts as the user who authorized the connected app (while active).
+            user_id = self.security.user_by_username(redeemed[0])
+            if user_id is None:
+                return _oauth_error("invalid_grant", "inactive user")
             rotated = redeemed[1]
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             failure = self._check_jwt(form.get("assertion", ""))
             if failure is not None:
                 return failure
+            user_id = self.security.user_by_username(_jwt_subject(form.get("assertion", "")))
         else:
             return _oauth_error("unsupported_grant_type", "grant type not supported")
-        token = self._issue_token()
+        # Client credentials act as the connected app's run-as (integration) user.
+        user_id = user_id or self.credentials.user_id
+        token = self._issue_token(user_id)
         issued_at = str(int(self.clock() * 1000))
-        identity = f"{self.base_url()}/id/{self.credentials.org_id}/{self.credentials.user_id}"
+        identity = f"{self.base_url()}/id/{self.credentials.org_id}/{user_id}"
         # Real orgs sign id + issued_at with the consumer secret (HMAC-SHA256, base64).
         signature = base64.b64encode(
             hmac.new(
@@ -522,7 +575,7 @@ class SalesforceApi:
             return _oauth_error("invalid_grant", "invalid assertion")
         if claims.get("iss") != self.credentials.client_id:
             return _oauth_error("invalid_client_id", "client identifier invalid")
-        if claims.get("sub") != self.credentials.username:
+        if self.security.user_by_username(str(claims.get("sub") or "")) is None:
             return _oauth_error("invalid_grant", "invalid assertion")
         if claims.get("aud") not in (self.base_url(), *LOGIN_HOSTS):
             return _oauth_error("invalid_grant", "audience is invalid")
@@ -584,6 +637,8 @@ class SalesforceApi:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() not in ("bearer", "oauth") or not self._token_is_valid(token.strip()):
             raise ApiError(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        self.security.act_as(token.strip())
+        self.rules.read_headers(request.headers)
 
     def _count_call(self) -> None:
         with self._state_lock:
@@ -627,6 +682,8 @@ class SalesforceApi:
             return self.bulk.handle(request, version, rest[1:])
         if head == "tooling" and len(rest) >= 2:
             return self.tooling.handle(request, version, rest[1:])
+        if head == "ui-api" and len(rest) >= 2:
+            return self.ui.handle(request, version, rest[1:])
         raise _not_found()
 
     def _resources(self, version: str) -> ApiResponse:
@@ -1105,6 +1162,12 @@ class SalesforceApi:
         """
         now = int(self.clock())
         results: list[dict[str, Any]] = []
+        # Triggers run once per batch: a busy org fails every record of a too-large batch.
+        sobject = next((w.obj.name for w in writes if w.obj is not None), "")
+        busy = self.faults.on_write_batch(sobject, len(writes)) if log and writes else None
+        if busy is not None:
+            error = RecordError(busy.status_code, busy.message).as_dict()
+            return [{"success": False, "errors": [error]} for _ in writes]
         with self.db.lock:
             conn = self.db.connection
             conn.execute("BEGIN IMMEDIATE")
@@ -1239,12 +1302,15 @@ class SalesforceApi:
         if fault is not None:
             raise RecordError(fault.status_code, fault.message)
         merged = {**current, **changes}
+        self.security.check_write(conn, obj, merged, current)
+        self.rules.check_write(obj, changes, current)
         derived = _derived_fields(obj, merged, changes, current, now)
         assignments = {**changes, **derived, "LastModifiedDate": now, "SystemModstamp": now}
         columns = ", ".join(f'"{name}" = ?' for name in assignments)
         conn.execute(
             f'UPDATE "{obj.table}" SET {columns} WHERE "Id" = ?', [*assignments.values(), record_id]
         )
+        self.security.after_write(conn, obj, record_id)
         if log:
             self._log(conn, obj, record_id, changes, now)
         return {"id": record_id, "success": True, "errors": []}
@@ -1281,6 +1347,8 @@ class SalesforceApi:
             )
         if obj.name == "CampaignMember":
             self._check_new_member(conn, row)
+        self.security.check_write(conn, obj, row, {})
+        self.rules.check_write(obj, changes, {})
         fault = self.faults.on_record_write(obj.name, None)
         if fault is not None:
             raise RecordError(fault.status_code, fault.message)
@@ -1304,6 +1372,9 @@ class SalesforceApi:
         self, conn: sqlite3.Connection, write: _Write, now: int, log: bool
     ) -> dict[str, Any]:
         obj, record_id, _ = self._locate(conn, write.obj, write.record_id or "")
+        if obj.name in SETUP_OBJECTS:  # no recycle bin: removed for good
+            self.security.delete(conn, obj, record_id)
+            return {"id": record_id, "success": True, "errors": []}
         if not obj.has_is_deleted:
             raise RecordError("INSUFFICIENT_ACCESS", "insufficient access rights on object id")
         fault = self.faults.on_record_write(obj.name, record_id)
@@ -1557,6 +1628,8 @@ def _categorize(request: ApiRequest) -> str:
         return "auth"
     if path.startswith("/services/async/"):
         return "bulk"  # Bulk API 1.0
+    if path.startswith("/services/Soap/m/"):
+        return "metadata"
     if not path.startswith("/services/data"):
         return "other"
     segments = [segment for segment in path.split("/")[3:] if segment]
@@ -1584,6 +1657,12 @@ def _categorize(request: ApiRequest) -> str:
             return "describe"
         return "sobject"
     return "other"
+
+
+def _jwt_subject(assertion: str) -> str:
+    """The ``sub`` claim of a verified JWT bearer assertion."""
+    claims = json.loads(_b64url_decode(assertion.split(".")[1]))
+    return str(claims.get("sub") or "")
 
 
 def _json_scalar_text(value: Any) -> str:

@@ -25,6 +25,7 @@ from connector.sandbox.generator import (
 )
 from connector.sandbox.ids import make_id
 from connector.sandbox.oauth import REFRESH_TOKEN_PREFIX
+from connector.sandbox.org_rules import OrgFeatures
 from connector.sandbox.profiles import export_segment
 from connector.sandbox.salesforce_api import (
     ApiRequest,
@@ -34,6 +35,7 @@ from connector.sandbox.salesforce_api import (
     SalesforceApi,
 )
 from connector.sandbox.schema import API_VERSION
+from connector.sandbox.security import INTEGRATION_PROFILE
 from connector.sandbox.segment_api import SegmentApi, SegmentCredentials, SegmentOptions
 from connector.sandbox.server import SandboxServer
 from connector.sandbox.tls import TlsFiles, ensure_tls_files, make_server_context
@@ -110,6 +112,14 @@ class Sandbox:
         segment: Also generate the people's Segment profiles and events (their product usage
             then enters the hidden model). The Segment APIs are served either way.
         segment_options: Profile API rate limit and Tracking API 429 injection.
+        field_security: ``granted`` (default: the integration user's and the sales profile
+            already hold the org's custom fields) or ``enforced`` (a new org: no profile reads
+            any custom field until a permission set grants it); see
+            ``connector/sandbox/security.py``.
+        setup_rights: The integration user may manage and assign permission sets and customize
+            the application (Metadata API); False models one that ``setup`` cannot grant with.
+        org_features: Validation and duplicate rules, record types, currencies and formula
+            fields (``connector/sandbox/org_rules.py``).
     """
 
     def __init__(
@@ -131,8 +141,14 @@ class Sandbox:
         new_field_access: bool = True,
         segment: bool = False,
         segment_options: SegmentOptions | None = None,
+        field_security: str = "granted",
+        setup_rights: bool = True,
+        org_features: OrgFeatures | None = None,
     ) -> None:
+        self.org_features = org_features
         self.workdir = Path(workdir)
+        self.field_security = field_security
+        self.setup_rights = setup_rights
         self.bulk_polls_to_complete = bulk_polls_to_complete
         self.new_field_access = new_field_access
         self.segment = segment
@@ -198,7 +214,11 @@ class Sandbox:
             faults=self._faults,
             edit_converted_leads=self.edit_converted_leads,
             bulk_polls_to_complete=self.bulk_polls_to_complete,
-            new_field_access=self.new_field_access,
+            new_field_access=self.new_field_access and self.field_security == "granted",
+            field_security=self.field_security,
+            setup_rights=self.setup_rights,
+            seed=self.seed,
+            org_features=self.org_features,
         )
         self._api.refresh_tokens.register(self.refresh_token, self.credentials.username)
         self._segment_api = SegmentApi(
@@ -399,6 +419,11 @@ class Sandbox:
             "profile_api_token": self.segment_credentials.access_token,
             "space_id": self.segment_credentials.space_id,
             "segment_data": self.segment,
+            # Sales reps log in with the OAuth username-password flow (UI API as a rep).
+            "sales_users": [
+                {"username": user.username, "password": user.password}
+                for user in self._require_api().security.sales_users
+            ],
         }
 
     @property
@@ -465,9 +490,20 @@ class Sandbox:
             sobject: Object API name.
             field_name: Field API name.
             updateable: False makes the field read-only (describe ``updateable: false``; writes
-                fail with ``INVALID_FIELD_FOR_INSERT_UPDATE``).
+                fail with ``INVALID_FIELD_FOR_INSERT_UPDATE``). For custom fields this is the
+                profile's field permission, so a permission set granting Edit overrides it.
         """
-        self._require_api().set_field(sobject, field_name, updateable=updateable)
+        api = self._require_api()
+        obj = api.org_objects.get(sobject.lower())
+        definition = obj.field(field_name) if obj is not None else None
+        if obj is not None and definition is not None and definition.custom:
+            # Custom fields: the integration user's profile's FieldPermissions row, which a
+            # permission set granting Edit can override (as in a real org).
+            api.security.grant_profile(
+                INTEGRATION_PROFILE, obj.name, definition.name, edit=updateable
+            )
+            return
+        api.set_field(sobject, field_name, updateable=updateable)
 
     def grant_field_access(self, sobject: str, field_name: str) -> None:
         """Grant access to a field created through the Tooling API with ``new_field_access=False``.
@@ -477,6 +513,15 @@ class Sandbox:
             field_name: Field API name.
         """
         self._require_api().tooling.grant(sobject, field_name)
+
+    def set_formula_values(self, sobject: str, values: dict[str, dict[str, Any]]) -> None:
+        """Change formula or roll-up results without moving ``SystemModstamp``.
+
+        Args:
+            sobject: Object API name.
+            values: Record id -> {formula field: new value}.
+        """
+        self._require_api().rules.set_formula_values(sobject, values)
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only SQL statement against the sandbox database.

@@ -8,9 +8,10 @@ https://developer.salesforce.com/docs/atlas.en-us.api_tooling.meta/api_tooling/t
 
 answered with 201 ``{"id": "00N...", "success": true, "errors": []}``. The field joins the
 object's describe (``custom: true``) and gets a column in the org's table. As in real orgs, a new
-field is only visible to the integration user once field-level security grants it: with
-``grant_access=False`` it stays hidden (absent from describe and SOQL) until
-``Sandbox.grant_field_access`` is called.
+field has no ``FieldPermissions`` rows, so it is invisible to every user (absent from describe and
+SOQL) until field-level security grants it (``connector/sandbox/security.py``). With
+``grant_access=True`` the sandbox grants read and edit to the integration user's profile at once,
+as the Setup UI's "establish field-level security" step would.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 from connector.sandbox.ids import make_id
 from connector.sandbox.salesforce_api import ApiError, ApiRequest, ApiResponse, SalesforceApi, _json
 from connector.sandbox.schema import FieldDef
+from connector.sandbox.security import INTEGRATION_PROFILE
+from connector.sandbox.soql import SoqlError, compile_query
 
 _NAME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)\.([A-Za-z][A-Za-z0-9_]*__c)$")
 MAX_TEXT_LENGTH = 255
@@ -94,15 +97,11 @@ class ToolingApi:
         api: The REST surface (schema and database).
         grant_access: Whether new fields are visible and editable to the integration user at
             once (field-level security granted on create).
-
-    Attributes:
-        hidden: Fields created without access, by (object, lower-case field name).
     """
 
     def __init__(self, api: SalesforceApi, *, grant_access: bool = True) -> None:
         self.api = api
         self.grant_access = grant_access
-        self.hidden: dict[tuple[str, str], FieldDef] = {}
         self._numbers = itertools.count(1)
 
     def handle(self, request: ApiRequest, version: str, rest: list[str]) -> ApiResponse:
@@ -116,7 +115,15 @@ class ToolingApi:
         Returns:
             The response.
         """
-        del version
+        if rest[0] == "query" and len(rest) == 1:
+            self.api._require_method(request, "GET")
+            return self._query(request, version)
+        if rest[:2] == ["sobjects", "ValidationRule"] and len(rest) == 3:
+            self.api._require_method(request, "GET")
+            record = self.api.rules.validation_rule(rest[2])
+            if record is None:
+                raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+            return ApiResponse(200, _json(record))
         if rest[:2] != ["sobjects", "CustomField"] or len(rest) != 2:
             raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
         self.api._require_method(request, "POST")
@@ -131,13 +138,13 @@ class ToolingApi:
                 "FullName must be Object.Field__c (a custom field ends in __c)",
                 ["FullName"],
             )
-        obj = self.api.get_object(match.group(1))
+        obj = self.api.org_objects.get(match.group(1).lower())
         if obj is None:
             raise ApiError(400, "INVALID_TYPE", f"sObject type '{match.group(1)}' is not supported")
         definition = field_from_metadata(match.group(2), body["Metadata"])
         key = definition.name.lower()
         with self.api.db.lock:
-            if obj.field(key) is not None or (obj.name, key) in self.hidden:
+            if obj.field(key) is not None:
                 raise ApiError(
                     400,
                     "DUPLICATE_DEVELOPER_NAME",
@@ -150,14 +157,42 @@ class ToolingApi:
                     f'ALTER TABLE "{obj.table}" ADD COLUMN "{definition.name}" '
                     f"{definition.sql_type}"
                 )
+            obj.fields[key] = definition
             if self.grant_access:
-                obj.fields[key] = definition
-            else:
-                self.hidden[(obj.name, key)] = definition
+                self.api.security.grant_profile(
+                    INTEGRATION_PROFILE, obj.name, definition.name, edit=True
+                )
         field_id = make_id("00N", next(self._numbers))
         return ApiResponse(
             201, _json({"id": field_id, "success": True, "errors": [], "warnings": [], "infos": []})
         )
+
+    def _query(self, request: ApiRequest, version: str) -> ApiResponse:
+        """``tooling/query?q=`` over the Tooling objects (``ValidationRule``, one page)."""
+        source = (request.query.get("q") or [""])[0]
+        try:
+            compiled = compile_query(source, objects=self.api.rules.tooling_objects)
+        except SoqlError as error:
+            raise ApiError(400, error.error_code, error.message) from error
+        with self.api.db.lock:
+            conn = self.api.db.connection
+            if compiled.count_only:
+                total = conn.execute(compiled.count_sql, compiled.params).fetchone()[0]
+                return ApiResponse(
+                    200, _json({"size": total, "totalSize": total, "done": True, "records": []})
+                )
+            rowids = [row[0] for row in conn.execute(compiled.ids_sql, compiled.params)]
+            rows = conn.execute(compiled.page_sql(len(rowids)), rowids).fetchall() if rowids else []
+            shaped = compiled.shape(rows, version)
+        records = [shaped[rowid] for rowid in rowids if rowid in shaped]
+        body = {
+            "size": len(records),
+            "totalSize": len(records),
+            "done": True,
+            "entityTypeName": compiled.sobject.name,
+            "records": records,
+        }
+        return ApiResponse(200, _json(body))
 
     def grant(self, sobject: str, field_name: str) -> None:
         """Grant the integration user access to a hidden field (field-level security).
@@ -169,11 +204,8 @@ class ToolingApi:
         Raises:
             ValueError: No such hidden field.
         """
-        obj = self.api.get_object(sobject)
-        if obj is None:
-            raise ValueError(f"unknown sObject {sobject!r}")
-        with self.api.db.lock:
-            definition = self.hidden.pop((obj.name, field_name.lower()), None)
-            if definition is None:
-                raise ValueError(f"{obj.name}.{field_name} is not a hidden field")
-            obj.fields[field_name.lower()] = definition
+        obj = self.api.org_objects.get(sobject.lower())
+        definition = obj.field(field_name) if obj is not None else None
+        if obj is None or definition is None:
+            raise ValueError(f"unknown field {sobject}.{field_name}")
+        self.api.security.grant_profile(INTEGRATION_PROFILE, obj.name, definition.name, edit=True)

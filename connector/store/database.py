@@ -10,6 +10,7 @@ Layout (see ``docs/architecture.md``):
 - ``source_field``: the source type of every raw column (from Salesforce describe);
 - ``sync_cursor``: per stream, the cursor value and how far the store is complete, committed in the
   same transaction as the page it belongs to;
+- ``stream_full_read``: per stream, when it was last read in full (periodic full reads);
 - ``run_log``: one row per job run;
 - ``score_history``: every score ever computed, by prediction and scoring run;
 - ``writeback_ledger``: per target record and field, the last value the target confirmed, plus the
@@ -269,6 +270,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE writeback_ledger ADD COLUMN next_attempt_at TIMESTAMP",
         "ALTER TABLE score_history ADD COLUMN class_probabilities JSON",
     ),
+    # Periodic full reads (issue 15): when each stream was last read in full, for fields whose
+    # changes do not move SystemModstamp (formulas, roll-up summaries).
+    (
+        """CREATE TABLE stream_full_read (
+            stream VARCHAR PRIMARY KEY,
+            read_at TIMESTAMP NOT NULL)""",
+    ),
 )
 
 
@@ -382,6 +390,36 @@ class Store:
         """
         with self._lock:
             return self.con.execute(sql, params or []).df()
+
+    def read_connection(self) -> duckdb.DuckDBPyConnection:
+        """The connection ``scoring/`` reads the store through (its feature and label SQL).
+
+        Scoring builds point-in-time SQL over many tables, so it gets the connection rather than a
+        function per query; it only reads (every write goes through a named method of the store).
+        Outside ``connector/store`` this is the only way to the connection.
+
+        Returns:
+            The store's DuckDB connection.
+        """
+        return self.con
+
+    def column_values(self, table: str, key_column: str, value_column: str) -> dict[str, str]:
+        """Key -> value of one column of a table, as text, for rows where the value is not blank.
+
+        Args:
+            table: the table (a validated identifier).
+            key_column: the key column.
+            value_column: the value column.
+
+        Returns:
+            The non-blank values by key.
+        """
+        q = quote_identifier
+        rows = self.con.execute(
+            f"SELECT CAST({q(key_column)} AS VARCHAR), CAST({q(value_column)} AS VARCHAR) "
+            f"FROM {q(table)} WHERE {q(value_column)} IS NOT NULL"
+        ).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows if str(r[1]).strip()}
 
     def table_exists(self, table: str) -> bool:
         """Tell whether a table or view exists in the main schema.
@@ -774,6 +812,30 @@ class Store:
                 [stream, through, utc_now()],
             )
 
+    def full_read_at(self, stream: str) -> datetime | None:
+        """When a stream was last read in full (None: never, or not recorded).
+
+        Args:
+            stream: stream name.
+
+        Returns:
+            The start of that read (naive UTC), or None.
+        """
+        rows = self.con.execute(
+            "SELECT read_at FROM stream_full_read WHERE stream = ?", [stream]
+        ).fetchall()
+        return rows[0][0] if rows else None
+
+    def mark_full_read(self, stream: str, started: datetime) -> None:
+        """Record that a stream was read in full by a pull that started at ``started``.
+
+        Args:
+            stream: stream name.
+            started: when that pull started (naive UTC).
+        """
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO stream_full_read VALUES (?, ?)", [stream, started])
+
     def cursor_streams(self) -> list[str]:
         """Every stream with a committed cursor or completion time.
 
@@ -1031,6 +1093,23 @@ class Store:
             "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ?",
             [target, sobject],
         )
+
+    def confirmed_record_ids(self, sobject: str, field: str) -> set[str]:
+        """Records for which a target confirmed a value of this object's field (any target).
+
+        Args:
+            sobject: object name (case-insensitive).
+            field: field name (case-insensitive).
+
+        Returns:
+            Their record ids.
+        """
+        rows = self.con.execute(
+            "SELECT record_id FROM writeback_ledger WHERE lower(object) = lower(?) "
+            "AND lower(field) = lower(?) AND value IS NOT NULL",
+            [sobject, field],
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def record_attempts(self, target: str, sobject: str, attempts: list[dict[str, Any]]) -> None:
         """Record that a batch is about to be sent (status ``sending``), before it goes out.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pandas as pd
 
 from connector.segment import ProfileRead
-from connector.store.database import Store, utc_now
+from connector.store.database import Store, quote_identifier, utc_now
+from connector.store.identity import CRM_RECORDS
 
 
 def save_profiles(store: Store, reads: Sequence[ProfileRead]) -> dict[str, int]:
@@ -103,3 +105,51 @@ def save_profiles(store: Store, reads: Sequence[ProfileRead]) -> dict[str, int]:
             for name in ("_p", "_t", "_i", "_e"):
                 con.unregister(name)
     return counts
+
+
+def lookups_to_read(store: Store, *, refresh_hours: float, limit: int) -> list[str]:
+    """Profile API identifiers of the CRM records to read in this run.
+
+    Records with an email whose profile was not read within ``refresh_hours``, newest first, at
+    most ``max_profiles_per_run``.
+
+    Args:
+        store: the store.
+        refresh_hours: a profile read more recently than this is not read again.
+        limit: at most this many (``segment.max_profiles_per_run``).
+
+    Returns:
+        Identifiers such as ``email:jane@acme.com``.
+    """
+    q = quote_identifier
+    parts = []
+    for records in CRM_RECORDS:
+        columns = {c.lower(): c for c in store.table_columns(records.table)}
+        if records.email_column.lower() not in columns:
+            continue
+        email = q(columns[records.email_column.lower()])
+        created = (
+            f"CAST({q(columns[records.created_column.lower()])} AS TIMESTAMP)"
+            if records.created_column.lower() in columns
+            else "NULL::TIMESTAMP"
+        )
+        live = (
+            f"NOT coalesce({q(columns[records.deleted_column.lower()])}, false)"
+            if records.deleted_column.lower() in columns
+            else "true"
+        )
+        parts.append(
+            f"SELECT 'email:' || lower(trim({email})) AS lookup, {created} AS created "
+            f"FROM {q(records.table)} WHERE {email} IS NOT NULL AND trim({email}) <> '' "
+            f"AND {live}"
+        )
+    if not parts or limit == 0:
+        return []
+    fresh_after = utc_now() - timedelta(hours=refresh_hours)
+    rows = store.con.execute(
+        f"""SELECT lookup FROM ({" UNION ALL ".join(parts)}) r
+            WHERE lookup NOT IN (SELECT lookup FROM seg_profile WHERE fetched_at >= ?)
+            GROUP BY lookup ORDER BY max(created) DESC NULLS LAST, lookup LIMIT ?""",
+        [fresh_after, limit],
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sync.config import Settings
-from sync.monitoring import (
+from sync.monitor_checks import (
     monitor_prediction,
     monitoring_page,
 )

@@ -50,13 +50,15 @@ def audience_members(
             out.update({a: (set(), None) for a in mine})
             continue
         try:
-            entity = resolve_entity(store.con, spec)
+            entity = resolve_entity(store.read_connection(), spec)
             if not store.table_exists(entity.table):
                 raise LeadscoreError(
                     f"audiences of '{name}': the store has no {entity.table} table yet",
                     hint="run `leadscore pull --config FILE` first",
                 )
-            members = evaluate_audiences(store.con, score_frame(scores, spec.task), entity, mine)
+            members = evaluate_audiences(
+                store.read_connection(), score_frame(scores, spec.task), entity, mine
+            )
         except (AudienceError, SpecError) as exc:
             raise ConfigError(str(exc), hint="fix the audience's where expression") from None
         at = pd.Timestamp(scores["scored_at"].max()).to_pydatetime()

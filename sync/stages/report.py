@@ -12,7 +12,7 @@ from scoring.registry import (
 )
 from scoring.report import ReportInput, Section, build_report
 from sync.config import Settings
-from sync.monitoring import (
+from sync.monitor_checks import (
     monitoring_report_body,
 )
 from sync.progress import Reporter

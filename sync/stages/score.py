@@ -62,7 +62,11 @@ def run_score(settings: Settings, *, reporter: Reporter = SILENT) -> JobResult:
             reporter.stage(f"{spec.name}: scoring with model {champion.version}")
             try:
                 scores = score_entities(
-                    store.con, spec, champion.load(), champion.metadata, score_time=score_time
+                    store.read_connection(),
+                    spec,
+                    champion.load(),
+                    champion.metadata,
+                    score_time=score_time,
                 )
             except ScoringError as exc:
                 raise scoring_error(exc) from None

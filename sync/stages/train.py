@@ -7,13 +7,13 @@ from typing import Any
 import pandas as pd
 
 from connector.store import utc_now
-from scoring.monitor import (
-    reference_profile,
-)
 from scoring.pipeline import (
     ScoringError,
     compare_with_champion,
     train_prediction,
+)
+from scoring.production_metrics import (
+    reference_profile,
 )
 from scoring.registry import (
     load_champion,
@@ -82,7 +82,7 @@ def run_train(
             reporter.stage(f"{spec.name}: training set{when}")
             try:
                 outcome = train_prediction(
-                    store.con,
+                    store.read_connection(),
                     spec,
                     as_of=as_of,
                     exclude_fields={f.lower() for f in output_fields(settings, spec)},
@@ -92,7 +92,7 @@ def run_train(
                 current = load_champion(settings.store.models_dir, spec.name)
                 gate = (
                     compare_with_champion(
-                        store.con, spec, outcome, current.load(), current.metadata
+                        store.read_connection(), spec, outcome, current.load(), current.metadata
                     )
                     if current is not None
                     else {"promote": True, "reason": "no champion yet"}
@@ -101,7 +101,7 @@ def run_train(
                 # cut-off (static tables have no time: their scoring time is now).
                 reporter.stage(f"{spec.name}: profiling the scored population for drift monitoring")
                 profile = reference_profile(
-                    store.con,
+                    store.read_connection(),
                     spec,
                     outcome.predictor,
                     outcome.metadata,

@@ -20,6 +20,8 @@ from connector.errors import BudgetExceeded, ConfigError
 from connector.salesforce import (
     SalesforceClient,
     SalesforceSettings,
+    SalesforceStream,
+    StreamSettings,
     check_allowance,
     count_records,
     describe_object,
@@ -31,6 +33,9 @@ from connector.salesforce import (
     write_records,
 )
 from connector.sandbox import FaultPlan, FaultRule, InjectedFaults, RequestInfo, Sandbox
+from connector.sandbox.org_rules import DuplicateRuleSpec, FormulaSpec, OrgFeatures
+from connector.store import Store
+from sync.progress import SilentReporter
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 CREDENTIALS = {
@@ -429,3 +434,81 @@ def test_the_budget_stops_before_the_cap(box):
         with pytest.raises(BudgetExceeded, match="needs about 80000 API calls"):
             check_allowance(client, planned_calls=80_000)
         check_allowance(client, planned_calls=100)
+
+
+@pytest.mark.parametrize("code", ["CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY", "UNABLE_TO_LOCK_ROW"])
+def test_write_batches_halve_in_a_busy_org_then_grow_back(box, code):
+    ids = writable_leads(box)[:45]
+    plan = InjectedFaults(busy_batch_size=10, busy_error=code, busy_objects=["Lead"])
+    box.faults = plan
+    client = client_for(box, write_batch_size=40)
+    records = [{"Id": i, "Lead_Score__c": 70} for i in ids]
+    outcomes = [o for batch in write_records(client, "Lead", records) for o in batch]
+    assert len(outcomes) == len(ids) and all(o["success"] for o in outcomes)
+    assert set(scores(box, ids).values()) == {70}
+    # 40 and 20 fail whole; 10 passes four times in a row, then the size grows back to 20 for
+    # the last 5 records. Every record is written once.
+    assert plan.batch_sizes == [40, 20, 10, 10, 10, 10, 5]
+    assert written_twice(box) == 0
+
+
+def test_a_busy_error_at_one_record_is_that_records_failure(box):
+    ids = writable_leads(box)[:3]
+    box.faults = InjectedFaults(busy_batch_size=0, busy_objects=["Lead"])
+    client = client_for(box, write_batch_size=2)
+    outcomes = [
+        o
+        for batch in write_records(client, "Lead", [{"Id": i, "Lead_Score__c": 5} for i in ids])
+        for o in batch
+    ]
+    assert len(outcomes) == 3 and not any(o["success"] for o in outcomes)
+    assert all(o["error"].startswith("CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY") for o in outcomes)
+    assert estimate_write_calls(450, batch_size=100) == 5
+
+
+def test_periodic_full_reads_catch_formula_changes(tmp_path):
+
+    features = OrgFeatures(formula_fields=(FormulaSpec("Days_Open__c", "TODAY() - CreatedDate"),))
+    with Sandbox(tmp_path / "org", leads=30, seed=5, as_of=AS_OF, org_features=features) as box:
+        client = client_for(box)
+        lead = box.sql("SELECT Id FROM Lead WHERE IsDeleted = 0 LIMIT 1")[0][0]
+
+        def pull(full_read_days: float | None) -> float:
+            settings = StreamSettings(fields=["Days_Open__c"], full_read_days=full_read_days)
+            with Store(tmp_path / "store.duckdb") as store:
+                SalesforceStream(client, "Lead", settings).sync(store, SilentReporter())
+                return store.con.execute(
+                    "SELECT Days_Open__c FROM sf_lead WHERE Id = ?", [lead]
+                ).fetchall()[0][0]
+
+        box.set_formula_values("Lead", {lead: {"Days_Open__c": 3}})
+        assert pull(None) == 3
+        box.set_formula_values("Lead", {lead: {"Days_Open__c": 4}})
+        assert pull(None) == 3  # SystemModstamp did not move: an incremental pull misses it
+        assert pull(1e-9) == 4  # due at once: read in full
+
+
+def test_duplicate_rule_header_lets_flagged_records_save(tmp_path):
+    with Sandbox(tmp_path / "plain", leads=20, seed=6, as_of=AS_OF) as plain:
+        flagged = plain.sql("SELECT Id FROM Lead WHERE IsConverted = 0 ORDER BY Id LIMIT 1")[0][0]
+    features = OrgFeatures(duplicate_rules=(DuplicateRuleSpec("Lead_dupes", flagged=(flagged,)),))
+    with Sandbox(tmp_path / "plain", leads=20, seed=6, as_of=AS_OF, org_features=features) as box:
+        records = [{"Id": flagged, "Lead_Score__c": 9}]
+        blocked = [o for b in write_records(client_for(box), "Lead", records) for o in b]
+        assert blocked[0]["error"].startswith("DUPLICATES_DETECTED")
+        allowed = client_for(box, duplicate_rule_allow_save=True)
+        [saved] = [o for b in write_records(allowed, "Lead", records) for o in b]
+        assert saved["success"]
+
+
+def test_busy_records_of_a_bulk_job_go_again_through_halving_collections(box):
+    ids = writable_leads(box)[:45]
+    plan = InjectedFaults(busy_batch_size=10, busy_objects=["Lead"])
+    box.faults = plan
+    client = client_for(box, bulk_write_threshold=5, write_batch_size=40)
+    records = [{"Id": i, "Lead_Score__c": 71} for i in ids]
+    outcomes = [o for batch in write_records(client, "Lead", records) for o in batch]
+    assert len(outcomes) == len(ids) and all(o["success"] for o in outcomes)
+    assert plan.batch_sizes[0] == 45  # the bulk job's one 200-record chunk, failed whole
+    assert plan.batch_sizes[1:] == [40, 20, 10, 10, 10, 10, 5]
+    assert written_twice(box) == 0

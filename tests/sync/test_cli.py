@@ -94,3 +94,22 @@ def test_help_shows_config_sections_literally():
     assert "the [[sources]] tables" in result.stdout
     assert "on their [schedule] until stopped" in result.stdout
     assert "[]" not in result.stdout
+
+
+def test_a_one_shot_command_redacts_secrets_from_its_verbose_log(tmp_path):
+    # The redacting filter is installed by every command, not only `serve`: with -v a pull logs
+    # its HTTP calls, and here the login path holds the configured secret's value.
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(url="https://127.0.0.1:9/hunter2-secret"))
+    edit_config(config, add={"salesforce.max_attempts": 1})
+    env = {
+        "LEADSCORE_SALESFORCE__CLIENT_ID": "id",
+        "LEADSCORE_SALESFORCE__CLIENT_SECRET": "hunter2-secret",
+    }
+    result = leadscore("-v", "pull", "--config", str(config), env=env)
+    assert result.returncode != 0
+    log_lines = [line for line in result.stderr.splitlines() if not line.startswith("error: ")]
+    assert any(
+        "DEBUG leadscore.http: POST /***/services/oauth2/token" in line for line in log_lines
+    )
+    assert not [line for line in log_lines if "hunter2" in line]

@@ -15,7 +15,7 @@ import pytest
 from connector.errors import Busy, ConfigError
 from connector.store import Store
 from sync.config import cron_trigger, load_settings
-from sync.health import HealthServer, ServiceState, overdue_jobs
+from sync.health_server import HealthServer, ServiceState, overdue_jobs
 from sync.scheduler import Service
 
 from .conftest import write_config

@@ -12,27 +12,11 @@ import requests
 from simple_salesforce import Salesforce
 
 from connector.sandbox import Sandbox
+from connector.sandbox.clients import CaSession
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 SMALL_LEADS = 300
 PAGE_SIZE = 50
-
-
-class CaSession(requests.Session):
-    """A session that trusts the sandbox CA on every call.
-
-    This machine sets REQUESTS_CA_BUNDLE, and requests then ignores ``session.verify`` unless a
-    call passes ``verify=`` itself (api-contracts section 1.1). simple-salesforce passes none, so
-    the bundle is injected here. Test-only: the production session factory lives elsewhere.
-    """
-
-    def __init__(self, ca_bundle: str) -> None:
-        super().__init__()
-        self.ca_bundle = ca_bundle
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("verify", self.ca_bundle)
-        return super().request(*args, **kwargs)
 
 
 def password_token(sandbox: Sandbox, session: requests.Session) -> str:

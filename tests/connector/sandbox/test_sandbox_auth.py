@@ -305,6 +305,7 @@ def test_info_is_json_safe_and_complete(sandbox):
         "profile_api_token",
         "space_id",
         "segment_data",
+        "sales_users",
     }
     assert info["api_version"] == "59.0" and info["login_url"] == info["salesforce_url"]
     assert info["as_of"] == "2025-06-01T12:00:00+00:00"

@@ -255,6 +255,16 @@ def test_global_describe_and_resources(sf, sandbox, session):
         "Task",
         "Event",
         "Opportunity",
+        # Field-level security as sObjects (connector/sandbox/security.py).
+        "Profile",
+        "PermissionSet",
+        "FieldPermissions",
+        "ObjectPermissions",
+        "PermissionSetAssignment",
+        # Org rules a first write meets (connector/sandbox/org_rules.py).
+        "DuplicateRule",
+        "RecordType",
+        "CurrencyType",
     }
     assert "query" in sf.restful("")
     versions = session.get(f"{sandbox.url}/services/data/").json()  # public, no session

@@ -11,7 +11,7 @@ import pytest
 
 from connector.store import Store
 from scoring.features import FeatureColumns
-from scoring.monitor import (
+from scoring.production_metrics import (
     build_profile,
     categorical_profile,
     expected_shares,

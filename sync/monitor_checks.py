@@ -1,7 +1,7 @@
-"""The ``monitor`` job's body: drift against the training population and realized performance.
+"""Per prediction, the figures the ``monitor`` job records: drift and realized performance.
 
 :func:`sync.jobs.run_monitor` calls :func:`monitor_prediction` under the store's run lock; the
-computations themselves are in :mod:`scoring.monitor`.
+computations themselves are in :mod:`scoring.production_metrics`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from connector.store.runs import (
     evaluated_score_runs,
     realized_history,
 )
-from scoring.monitor import measure_drift, outcomes_after, population, realized_performance
+from scoring.production_metrics import (
+    measure_drift,
+    outcomes_after,
+    population,
+    realized_performance,
+)
 from scoring.registry import load_champion
 from sync.alerts import Condition
 from sync.config import PredictionConfig, Settings
@@ -38,12 +43,7 @@ def _written_ids(store: Store, spec: PredictionConfig) -> set[str] | None:
     if spec.salesforce is None:
         return None
     field_name = spec.salesforce.fields.get("score") or next(iter(spec.salesforce.fields.values()))
-    rows = store.con.execute(
-        "SELECT record_id FROM writeback_ledger WHERE lower(object) = lower(?) "
-        "AND lower(field) = lower(?) AND value IS NOT NULL",
-        [spec.salesforce.object, field_name],
-    ).fetchall()
-    return {r[0] for r in rows}
+    return store.confirmed_record_ids(spec.salesforce.object, field_name)
 
 
 def monitor_prediction(
@@ -74,7 +74,9 @@ def monitor_prediction(
         }
     else:
         scored_at = pd.Timestamp(latest["scored_at"].max()).to_pydatetime()
-        data, _, _ = population(store.con, spec, champion.load(), champion.metadata, at=scored_at)
+        data, _, _ = population(
+            store.read_connection(), spec, champion.load(), champion.metadata, at=scored_at
+        )
         report = measure_drift(
             champion.metadata["monitoring_profile"], data, latest["probability"].to_numpy()
         )
@@ -136,7 +138,7 @@ def monitor_prediction(
         if written is not None:
             scores = scores[scores["entity_id"].isin(written)]
         at = pd.Timestamp(run.scored_at).to_pydatetime()
-        outcomes = outcomes_after(store.con, spec, at=at)
+        outcomes = outcomes_after(store.read_connection(), spec, at=at)
         figures = realized_performance(scores, outcomes, bands)
         rows.append(
             {
@@ -206,7 +208,7 @@ def monitoring_page(store: Store, settings: Settings, counts: dict[str, Any]) ->
     Returns:
         The page (figures embedded).
     """
-    from scoring.monitor_report import monitoring_section, standalone_page
+    from scoring.production_report import monitoring_section, standalone_page
 
     sections = []
     for spec in settings.predictions:
@@ -241,7 +243,7 @@ def monitoring_report_body(
     Returns:
         An HTML fragment; a note when nothing could be measured.
     """
-    from scoring.monitor_report import monitoring_body
+    from scoring.production_report import monitoring_body
 
     try:
         figures = monitor_prediction(store, settings, spec, as_of, max_runs=60)
