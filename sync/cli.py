@@ -16,8 +16,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from connector.errors import LeadscoreError
 from sync import demo as demos
@@ -25,11 +23,20 @@ from sync import jobs
 from sync.config import JOB_NAMES, Settings, load_settings
 from sync.logs import redact_root_handlers, secret_values
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
-from sync.render import HELD_BACK, render_monitor, render_result
-from sync.render import fmt as _fmt
 from sync.render import kv_table as _kv_table
-from sync.render import when as _when
-from sync.results import MonitorSummary
+from sync.render import render_monitor, render_result, render_summary
+from sync.results import (
+    DemoSummary,
+    DoctorSummary,
+    ModelDetailSummary,
+    ModelListSummary,
+    MonitorSummary,
+    PlanSummary,
+    PromoteSummary,
+    RollbackSummary,
+    StatusSummary,
+    Summary,
+)
 
 app = typer.Typer(
     name="leadscore",
@@ -145,6 +152,14 @@ def _show_result(result: jobs.JobResult, as_json: bool, *, partial_exit: int = 4
         raise typer.Exit(partial_exit)
 
 
+def _show_summary(summary: Summary, as_json: bool) -> None:
+    """Print a command's typed result: its ``to_json()``, or its renderer's summary."""
+    if as_json:
+        _print_json(summary.to_json())
+    else:
+        render_summary(out, summary)
+
+
 def _job_command(job: str, config: Path, as_json: bool, **options: Any) -> None:
     def body() -> None:
         settings = _settings(config)
@@ -218,25 +233,7 @@ def models_list(
 
     def body() -> None:
         data = jobs.list_models(_settings(config), prediction=prediction)
-        if as_json:
-            _print_json(data)
-            return
-        for name, versions in data.items():
-            table = Table(box=None, padding=(0, 2, 0, 0))
-            for col in ("version", "role", "model", "metric", "value", "examples"):
-                table.add_column(col, justify="right" if col in ("value", "examples") else "left")
-            for v in versions:
-                table.add_row(
-                    v["version"],
-                    v["role"],
-                    v["deployed"],
-                    v["metric"],
-                    _fmt(v["value"]),
-                    _fmt(v["examples"]),
-                )
-            out.print(f"[bold]{name}[/bold]" + ("" if versions else ": no models yet"))
-            if versions:
-                out.print(table)
+        _show_summary(ModelListSummary.from_counts(data), as_json)
 
     _guard(body)
 
@@ -252,37 +249,7 @@ def models_show(
 
     def body() -> None:
         meta = jobs.show_model(_settings(config), prediction, version)
-        if as_json:
-            _print_json(meta)
-            return
-        metric = meta.get("metrics", {})
-        rows: list[tuple[str, Any]] = [
-            ("version", meta.get("version")),
-            ("task", meta.get("task")),
-            ("data as of", meta.get("as_of")),
-            ("split", (meta.get("split") or {}).get("method")),
-            ("examples", _fmt((meta.get("examples") or {}).get("used"))),
-            ("deployed", (meta.get("deployed") or {}).get("model")),
-            ("config hash", meta.get("config_hash")),
-            ("seconds", meta.get("seconds")),
-        ]
-        rows += [(k, _fmt(v)) for k, v in metric.items() if v is not None]
-        for name, m in (meta.get("baselines") or {}).items():
-            rows.append(
-                (
-                    f"baseline {name}",
-                    ", ".join(
-                        f"{k} {_fmt(v)}"
-                        for k, v in m.items()
-                        if k in ("auc", "log_loss", "accuracy", "rmse", "r2")
-                    ),
-                )
-            )
-        importance = (meta.get("feature_importance") or {}).items()
-        top = sorted(importance, key=lambda kv: -kv[1])[:8]
-        rows.append(("top features", ", ".join(f"{k} ({v:.1f})" for k, v in top)))
-        rows += [("warning", w) for w in meta.get("warnings", [])]
-        out.print(_kv_table(rows))
+        _show_summary(ModelDetailSummary.from_counts(meta), as_json)
 
     _guard(body)
 
@@ -298,9 +265,7 @@ def models_promote(
 
     def body() -> None:
         data = jobs.promote_model(_settings(config), prediction, version)
-        _print_json(data) if as_json else out.print(
-            f"{data['prediction']}: champion is now {data['champion']}"
-        )
+        _show_summary(PromoteSummary.from_counts(data), as_json)
 
     _guard(body)
 
@@ -315,9 +280,7 @@ def models_rollback(
 
     def body() -> None:
         data = jobs.rollback_model(_settings(config), prediction)
-        _print_json(data) if as_json else out.print(
-            f"{data['prediction']}: rolled back; champion is now {data['champion']}"
-        )
+        _show_summary(RollbackSummary.from_counts(data), as_json)
 
     _guard(body)
 
@@ -334,79 +297,10 @@ DryRunOption = Annotated[
 ]
 
 
-def _short(value: Any, width: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _plan_counts(c: dict[str, Any]) -> str:
-    parts = [
-        f"{c.get('create', 0):,} create",
-        f"{c.get('update', 0):,} update",
-        f"{c.get('unchanged', 0):,} unchanged",
-    ]
-    for key, label in HELD_BACK:
-        if c.get(key):
-            parts.append(f"{c[key]:,} {label}")
-    return ", ".join(parts)
-
-
-def _render_plan(data: dict[str, Any], sample: int = 3) -> None:
-    """Per target: what would be sent, audience entries and exits, the price; then the totals."""
-    rows: list[tuple[str, Any]] = []
-    for t in data["targets"]:
-        kind = t["target"]
-        if kind == "salesforce":
-            path = {"bulk": "Bulk API 2.0", "collections": "sObject Collections"}.get(t["path"])
-            how = f"{t['mode']} by {t['key']}" + (f", {path}" if path else "")
-            rows.append((f"{t['prediction']} → {t['object']}", how))
-            rows.append(("  records", _plan_counts(t["counts"])))
-            calls = t["estimated_calls"]
-            detail = ", ".join(f"{k} {v}" for k, v in calls.items() if k != "total" and v)
-            rows.append(("  api calls", f"{calls['total']:,} ({detail})"))
-        elif kind == "segment":
-            rows.append((f"{t['prediction']} → Segment traits", ""))
-            rows.append(("  records", _plan_counts(t["counts"])))
-            line = f"{t['estimated_requests']:,} ({t['messages']:,} identify calls)"
-            if t["no_segment_user"]:
-                line += f"; {t['no_segment_user']:,} records without a Segment user"
-            rows.append(("  requests", line))
-        elif kind == "salesforce campaign":
-            rows.append((f"{t['audience']} → Campaign {t['campaign_id']}", "mirror"))
-            rows.append(
-                ("  members", f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave")
-            )
-            rows.append(("  api calls", f"{t['estimated_calls']:,}"))
-        else:
-            rows.append((f"{t['audience']} → Segment audience", ""))
-            line = f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave"
-            if t["no_segment_user"]:
-                line += f" ({t['no_segment_user']:,} without a Segment user)"
-            rows.append(("  members", line))
-            rows.append(("  requests", f"{t['estimated_requests']:,}"))
-        for s in (t.get("sample") or [])[:sample]:
-            changes = ", ".join(
-                f"{name} {_short(before)} → {_short(after)}"
-                for name, (before, after) in s["changes"].items()
-            )
-            rows.append(("  " + s["record_id"], changes))
-        for bad in (t.get("invalid") or [])[:sample]:
-            rows.append(("  " + bad["record_id"], f"invalid: {bad['field']}: {bad['error']}"))
-    rows += [
-        ("estimated api calls", _fmt(data["estimated_api_calls"])),
-        ("segment requests", _fmt(data["estimated_segment_requests"])),
-        ("this plan used", f"{_fmt(data['api_calls'])} API call(s) (describes); wrote nothing"),
-    ]
-    out.print(_kv_table(rows))
-
-
 def _plan_command(config: Path, as_json: bool) -> None:
     def body() -> None:
         data = jobs.run_plan(_settings(config), reporter=_reporter(as_json))
-        if as_json:
-            _print_json(data)
-        else:
-            _render_plan(data)
+        _show_summary(PlanSummary.from_counts(data), as_json)
 
     _guard(body)
 
@@ -469,41 +363,6 @@ def run(
     _job_command(job, config, as_json)
 
 
-# The counts a run is summarised by in `status`, most telling first (all are in --json).
-_HEADLINE_COUNTS = ("pulled", "scored", "written", "failed", "deleted", "rows")
-
-
-def _run_summary(run: dict[str, Any]) -> str:
-    """One short line per run: its error, or its headline counts."""
-    if run["error"]:
-        error = str(run["error"])
-        return error if len(error) <= 70 else error[:69] + "…"
-    # zero failures or deletions are noise; zero pulled/scored/written is news
-    counts = {
-        k: v
-        for k, v in run["counts"].items()
-        if isinstance(v, int) and (v or k in ("pulled", "scored", "written"))
-    }
-    shown = [k for k in _HEADLINE_COUNTS if k in counts][:3] or list(counts)[:3]
-    if shown:
-        return ", ".join(f"{k} {counts[k]:,}" for k in shown)
-    # a report run names its file and lists its predictions (not per-prediction results)
-    if isinstance(run["counts"].get("path"), str):
-        return f"wrote {Path(run['counts']['path']).name}"
-    # a training run has no counts, only per-prediction results: name each one's holdout metric
-    trained = []
-    predictions = run["counts"].get("predictions")
-    for name, p in (predictions if isinstance(predictions, dict) else {}).items():
-        metrics = p.get("metrics") if isinstance(p, dict) else None
-        if not metrics:
-            continue
-        metric = next((m for m in ("auc", "rmse", "accuracy") if metrics.get(m) is not None), None)
-        role = "champion" if p.get("champion") else "challenger"
-        value = f" {metric} {metrics[metric]:.4f}" if metric else ""
-        trained.append(f"{name}{value} ({role})")
-    return ", ".join(trained)
-
-
 @app.command()
 def setup(
     config: ConfigOption = Path("config.toml"),
@@ -533,24 +392,11 @@ def doctor(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fal
     """Check login, API allowance, objects, fields and campaigns; say how to fix problems."""
 
     def body() -> None:
-        data = jobs.run_doctor(_settings(config), reporter=_reporter(as_json))
-        if as_json:
-            _print_json(data)
-        else:
-            table = Table(box=None, padding=(0, 2, 0, 0))
-            for col in ("check", "", "detail", "how to fix"):
-                table.add_column(col)
-            for c in data["checks"]:
-                table.add_row(
-                    Text(c["check"]),
-                    "[green]OK[/green]" if c["ok"] else "[red]problem[/red]",
-                    Text(c["detail"] or ""),
-                    Text(c["fix"] or ""),
-                )
-            out.print(table)
-            summary = "no problems found" if data["ok"] else f"{data['problems']} problem(s) found"
-            out.print(_kv_table([("result", summary), ("api calls", _fmt(data["api_calls"]))]))
-        if not data["ok"]:
+        summary = DoctorSummary.from_counts(
+            jobs.run_doctor(_settings(config), reporter=_reporter(as_json))
+        )
+        _show_summary(summary, as_json)
+        if not summary.ok:
             raise typer.Exit(2)
 
     _guard(body)
@@ -598,115 +444,7 @@ def status(
 
     def body() -> None:
         data = jobs.read_status(_settings(config), limit=limit)
-        if as_json:
-            _print_json(data)
-            return
-        if data["busy"]:
-            out.print(f"running now: {data['busy']}")
-        if not data["readable"]:
-            out.print(f"the store {data['store']} is in use by a run; its history is not shown")
-        if data["jobs"]:
-            table = Table(box=None, padding=(0, 2, 0, 0))
-            for col in (
-                "job",
-                "schedule",
-                "last run (UTC)",
-                "status",
-                "next run (UTC)",
-                "failures (24h)",
-                "last error",
-            ):
-                table.add_column(
-                    col,
-                    justify="right" if col.startswith("failures") else "left",
-                    no_wrap=col != "last error",
-                )
-            for name, j in data["jobs"].items():
-                last = j["last_run"] or {}
-                failures = f"{j['failures_24h']}"
-                if j["consecutive_failures"]:
-                    failures += f" ({j['consecutive_failures']} in a row)"
-                table.add_row(
-                    name,
-                    j["schedule"] or "manual",
-                    _when(last.get("started_at")),
-                    last.get("status") or "never run",
-                    f"overdue since {_when(j['overdue_since'])}"
-                    if j["overdue_since"]
-                    else _when(j["next_run"]),
-                    failures,
-                    (last.get("error") or "")[:80] if last.get("status") != "ok" else "",
-                )
-            out.print(table)
-        elif not data["runs"]:
-            out.print(f"no runs yet in {data['store']}")
-        rows: list[tuple[str, Any]] = []
-        if data["dead_letters"] is not None:
-            rows.append(("dead letters", _fmt(data["dead_letters"])))
-        for d in data.get("dead_letter_rows") or []:
-            rows.append(
-                (
-                    f"  {d['status']}",
-                    f"{d['target']} {d['object']}: {d['records']:,} record(s), "
-                    f"e.g. {d['example']}: {d['reason'][:100]}",
-                )
-            )
-        if any(d["status"] == "dead" for d in data.get("dead_letter_rows") or []):
-            rows.append(("", "fix the cause, then `leadscore retry --dead --config FILE`"))
-        usage = data["api_usage"]
-        rows.append(
-            (
-                "API allowance",
-                f"{usage['remaining']:,} of {usage['max']:,} calls left "
-                f"(as of {_when(usage['as_of'])} UTC)"
-                if usage
-                else "not seen yet",
-            )
-        )
-        for name, model in data["models"].items():
-            rows.append(
-                (
-                    f"model {name}",
-                    f"{model['version']} (holdout {model['metric']} {_fmt(model['value'])}), "
-                    f"trained {model['age_days']:.1f} days ago"
-                    if model and model.get("value") is not None
-                    else (f"{model['version']}" if model else "not trained yet"),
-                )
-            )
-        rows.append(
-            (
-                "alerts",
-                "; ".join(f"{a['key']} since {_when(a['since'])}" for a in data["alerts"])
-                or "none active",
-            )
-        )
-        out.print(_kv_table(rows))
-        if data["runs"]:
-            out.print()
-            table = Table(box=None, padding=(0, 2, 0, 0), title="recent runs", title_justify="left")
-            for col in ("run", "job", "started (UTC)", "seconds", "status", "api calls", "summary"):
-                table.add_column(
-                    col,
-                    justify="right" if col in ("run", "seconds", "api calls") else "left",
-                    no_wrap=col != "summary",
-                )
-            for r in data["runs"]:
-                seconds = (
-                    f"{(r['finished_at'] - r['started_at']).total_seconds():.1f}"
-                    if r["finished_at"]
-                    else "-"
-                )
-                summary = _run_summary(r)
-                table.add_row(
-                    str(r["run_id"]),
-                    r["job"],
-                    _when(r["started_at"]),
-                    seconds,
-                    r["status"],
-                    _fmt(r["api_calls"]) if r["api_calls"] is not None else "-",
-                    Text(summary),
-                )
-            out.print(table)
+        _show_summary(StatusSummary.from_counts(data), as_json)
 
     _guard(body)
 
@@ -847,33 +585,7 @@ def demo(
 
     def body() -> None:
         data = demos.run_demo(workdir, leads=leads, seed=seed, reporter=_reporter(as_json))
-        if as_json:
-            _print_json(data)
-            return
-        out.print()
-        out.print(
-            _kv_table(
-                [
-                    ("leads", _fmt(data["leads"])),
-                    ("pulled", _fmt(data["pulled"])),
-                    ("scored", _fmt(data["scored"])),
-                    ("written", _fmt(data["written"])),
-                    ("segment", f"{_fmt(data['segment_written'])} profiles got score traits"),
-                    ("api calls", _fmt(data["api_calls"])),
-                    (
-                        "model AUC",
-                        f"{data['model_auc']:.4f}  (holdout of {data['holdout']:,} newest leads)",
-                    ),
-                    (
-                        "oracle AUC",
-                        f"{data['oracle_auc']:.4f}  (the generator's true probabilities)",
-                    ),
-                    ("ratio", f"{data['auc_ratio']:.3f}"),
-                    ("seconds", f"{data['seconds']:.1f}"),
-                    ("next", f"leadscore status --config {data['config']}"),
-                ]
-            )
-        )
+        _show_summary(DemoSummary.from_counts(data), as_json)
 
     _guard(body)
 

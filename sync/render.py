@@ -3,13 +3,15 @@
 :func:`render_result` looks up the renderer of the result's type (:mod:`sync.results`) in
 :data:`RENDERERS`; a job without a type gets :func:`render_generic` (its whole-number counts).
 Each renderer prints its tables and returns the ``key  value`` lines of its summary; status, API
-calls and seconds close every summary.
+calls and seconds close every job's summary. The commands that are not jobs (``plan``, ``doctor``,
+``status``, ``models``, ``demo``) are printed by :func:`render_summary` from the same table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -17,14 +19,22 @@ from rich.table import Table
 from rich.text import Text
 
 from sync.results import (
+    DemoSummary,
+    DoctorSummary,
     ImportSummary,
+    ModelDetailSummary,
+    ModelListSummary,
     MonitorSummary,
+    PlanSummary,
+    PromoteSummary,
     PullSummary,
     PushSummary,
     ReportSummary,
+    RollbackSummary,
     ScoreSummary,
     SegmentImportSummary,
     SetupSummary,
+    StatusSummary,
     Summary,
     SyncSummary,
     TrainSummary,
@@ -269,6 +279,326 @@ def _sync(out: Console, s: SyncSummary) -> Rows:
     return rows
 
 
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _plan_counts(c: dict[str, Any]) -> str:
+    parts = [
+        f"{c.get('create', 0):,} create",
+        f"{c.get('update', 0):,} update",
+        f"{c.get('unchanged', 0):,} unchanged",
+    ]
+    for key, label in HELD_BACK:
+        if c.get(key):
+            parts.append(f"{c[key]:,} {label}")
+    return ", ".join(parts)
+
+
+# How many sample changes and invalid records a plan shows per target (all are in --json).
+PLAN_SAMPLE = 3
+
+
+def _plan(out: Console, s: PlanSummary) -> Rows:
+    """Per target: what would be sent, audience entries and exits, the price; then the totals."""
+    rows: Rows = []
+    for t in s.targets:
+        kind = t["target"]
+        if kind == "salesforce":
+            path = {"bulk": "Bulk API 2.0", "collections": "sObject Collections"}.get(t["path"])
+            how = f"{t['mode']} by {t['key']}" + (f", {path}" if path else "")
+            rows.append((f"{t['prediction']} → {t['object']}", how))
+            rows.append(("  records", _plan_counts(t["counts"])))
+            calls = t["estimated_calls"]
+            detail = ", ".join(f"{k} {v}" for k, v in calls.items() if k != "total" and v)
+            rows.append(("  api calls", f"{calls['total']:,} ({detail})"))
+        elif kind == "segment":
+            rows.append((f"{t['prediction']} → Segment traits", ""))
+            rows.append(("  records", _plan_counts(t["counts"])))
+            line = f"{t['estimated_requests']:,} ({t['messages']:,} identify calls)"
+            if t["no_segment_user"]:
+                line += f"; {t['no_segment_user']:,} records without a Segment user"
+            rows.append(("  requests", line))
+        elif kind == "salesforce campaign":
+            rows.append((f"{t['audience']} → Campaign {t['campaign_id']}", "mirror"))
+            rows.append(
+                ("  members", f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave")
+            )
+            rows.append(("  api calls", f"{t['estimated_calls']:,}"))
+        else:
+            rows.append((f"{t['audience']} → Segment audience", ""))
+            line = f"{t['members']:,} now: {t['enter']:,} enter, {t['exit']:,} leave"
+            if t["no_segment_user"]:
+                line += f" ({t['no_segment_user']:,} without a Segment user)"
+            rows.append(("  members", line))
+            rows.append(("  requests", f"{t['estimated_requests']:,}"))
+        for sample in (t.get("sample") or [])[:PLAN_SAMPLE]:
+            changes = ", ".join(
+                f"{name} {_short(before)} → {_short(after)}"
+                for name, (before, after) in sample["changes"].items()
+            )
+            rows.append(("  " + sample["record_id"], changes))
+        for bad in (t.get("invalid") or [])[:PLAN_SAMPLE]:
+            rows.append(("  " + bad["record_id"], f"invalid: {bad['field']}: {bad['error']}"))
+    return [
+        *rows,
+        ("estimated api calls", fmt(s.estimated_api_calls)),
+        ("segment requests", fmt(s.estimated_segment_requests)),
+        ("this plan used", f"{fmt(s.api_calls)} API call(s) (describes); wrote nothing"),
+    ]
+
+
+def _doctor(out: Console, s: DoctorSummary) -> Rows:
+    """Each check with its detail and how to fix it; then the verdict."""
+    table = Table(box=None, padding=(0, 2, 0, 0))
+    for col in ("check", "", "detail", "how to fix"):
+        table.add_column(col)
+    for c in s.checks:
+        table.add_row(
+            Text(c["check"]),
+            "[green]OK[/green]" if c["ok"] else "[red]problem[/red]",
+            Text(c["detail"] or ""),
+            Text(c["fix"] or ""),
+        )
+    out.print(table)
+    verdict = "no problems found" if s.ok else f"{s.problems} problem(s) found"
+    return [("result", verdict), ("api calls", fmt(s.api_calls))]
+
+
+# The counts a run is summarised by in `status`, most telling first (all are in --json).
+_HEADLINE_COUNTS = ("pulled", "scored", "written", "failed", "deleted", "rows")
+
+
+def run_summary(run: dict[str, Any]) -> str:
+    """One short line per run in ``status``: its error, or its headline counts."""
+    if run["error"]:
+        error = str(run["error"])
+        return error if len(error) <= 70 else error[:69] + "…"
+    # zero failures or deletions are noise; zero pulled/scored/written is news
+    counts = {
+        k: v
+        for k, v in run["counts"].items()
+        if isinstance(v, int) and (v or k in ("pulled", "scored", "written"))
+    }
+    shown = [k for k in _HEADLINE_COUNTS if k in counts][:3] or list(counts)[:3]
+    if shown:
+        return ", ".join(f"{k} {counts[k]:,}" for k in shown)
+    # a report run names its file and lists its predictions (not per-prediction results)
+    if isinstance(run["counts"].get("path"), str):
+        return f"wrote {Path(run['counts']['path']).name}"
+    # a training run has no counts, only per-prediction results: name each one's holdout metric
+    trained = []
+    predictions = run["counts"].get("predictions")
+    for name, p in (predictions if isinstance(predictions, dict) else {}).items():
+        metrics = p.get("metrics") if isinstance(p, dict) else None
+        if not metrics:
+            continue
+        metric = next((m for m in ("auc", "rmse", "accuracy") if metrics.get(m) is not None), None)
+        role = "champion" if p.get("champion") else "challenger"
+        value = f" {metric} {metrics[metric]:.4f}" if metric else ""
+        trained.append(f"{name}{value} ({role})")
+    return ", ".join(trained)
+
+
+def _status_jobs(out: Console, s: StatusSummary) -> None:
+    """Per job: schedule, last run, next run (or overdue since), failures, last error."""
+    table = Table(box=None, padding=(0, 2, 0, 0))
+    for col in (
+        "job",
+        "schedule",
+        "last run (UTC)",
+        "status",
+        "next run (UTC)",
+        "failures (24h)",
+        "last error",
+    ):
+        table.add_column(
+            col,
+            justify="right" if col.startswith("failures") else "left",
+            no_wrap=col != "last error",
+        )
+    for name, j in s.jobs.items():
+        last = j["last_run"] or {}
+        failures = f"{j['failures_24h']}"
+        if j["consecutive_failures"]:
+            failures += f" ({j['consecutive_failures']} in a row)"
+        table.add_row(
+            name,
+            j["schedule"] or "manual",
+            when(last.get("started_at")),
+            last.get("status") or "never run",
+            f"overdue since {when(j['overdue_since'])}"
+            if j["overdue_since"]
+            else when(j["next_run"]),
+            failures,
+            (last.get("error") or "")[:80] if last.get("status") != "ok" else "",
+        )
+    out.print(table)
+
+
+def _status_health(s: StatusSummary) -> Rows:
+    """Dead letters, the API allowance, the champion models and the active alerts."""
+    rows: Rows = []
+    if s.dead_letters is not None:
+        rows.append(("dead letters", fmt(s.dead_letters)))
+    for d in s.dead_letter_rows or []:
+        rows.append(
+            (
+                f"  {d['status']}",
+                f"{d['target']} {d['object']}: {d['records']:,} record(s), "
+                f"e.g. {d['example']}: {d['reason'][:100]}",
+            )
+        )
+    if any(d["status"] == "dead" for d in s.dead_letter_rows or []):
+        rows.append(("", "fix the cause, then `leadscore retry --dead --config FILE`"))
+    usage = s.api_usage
+    rows.append(
+        (
+            "API allowance",
+            f"{usage['remaining']:,} of {usage['max']:,} calls left "
+            f"(as of {when(usage['as_of'])} UTC)"
+            if usage
+            else "not seen yet",
+        )
+    )
+    for name, model in s.models.items():
+        rows.append(
+            (
+                f"model {name}",
+                f"{model['version']} (holdout {model['metric']} {fmt(model['value'])}), "
+                f"trained {model['age_days']:.1f} days ago"
+                if model and model.get("value") is not None
+                else (f"{model['version']}" if model else "not trained yet"),
+            )
+        )
+    rows.append(
+        (
+            "alerts",
+            "; ".join(f"{a['key']} since {when(a['since'])}" for a in s.alerts) or "none active",
+        )
+    )
+    return rows
+
+
+def _status_runs(out: Console, s: StatusSummary) -> None:
+    """The recent runs, newest first, each summarised in one line."""
+    table = Table(box=None, padding=(0, 2, 0, 0), title="recent runs", title_justify="left")
+    for col in ("run", "job", "started (UTC)", "seconds", "status", "api calls", "summary"):
+        table.add_column(
+            col,
+            justify="right" if col in ("run", "seconds", "api calls") else "left",
+            no_wrap=col != "summary",
+        )
+    for r in s.runs:
+        seconds = (
+            f"{(r['finished_at'] - r['started_at']).total_seconds():.1f}"
+            if r["finished_at"]
+            else "-"
+        )
+        table.add_row(
+            str(r["run_id"]),
+            r["job"],
+            when(r["started_at"]),
+            seconds,
+            r["status"],
+            fmt(r["api_calls"]) if r["api_calls"] is not None else "-",
+            Text(run_summary(r)),
+        )
+    out.print(table)
+
+
+def _status(out: Console, s: StatusSummary) -> Rows:
+    """The jobs, the store's health, then the recent runs (printed here: they come last)."""
+    if s.busy:
+        out.print(f"running now: {s.busy}")
+    if not s.readable:
+        out.print(f"the store {s.store} is in use by a run; its history is not shown")
+    if s.jobs:
+        _status_jobs(out, s)
+    elif not s.runs:
+        out.print(f"no runs yet in {s.store}")
+    out.print(kv_table(_status_health(s)))
+    if s.runs:
+        out.print()
+        _status_runs(out, s)
+    return []
+
+
+def _model_list(out: Console, s: ModelListSummary) -> Rows:
+    """Per prediction, its versions with role, model, headline metric and examples."""
+    for name, versions in s.predictions.items():
+        table = Table(box=None, padding=(0, 2, 0, 0))
+        for col in ("version", "role", "model", "metric", "value", "examples"):
+            table.add_column(col, justify="right" if col in ("value", "examples") else "left")
+        for v in versions:
+            table.add_row(
+                v["version"],
+                v["role"],
+                v["deployed"],
+                v["metric"],
+                fmt(v["value"]),
+                fmt(v["examples"]),
+            )
+        out.print(f"[bold]{name}[/bold]" + ("" if versions else ": no models yet"))
+        if versions:
+            out.print(table)
+    return []
+
+
+def _model_detail(out: Console, s: ModelDetailSummary) -> Rows:
+    """A version's data window, split, metrics, baselines, top features and warnings."""
+    meta = s.metadata
+    rows: Rows = [
+        ("version", meta.get("version")),
+        ("task", meta.get("task")),
+        ("data as of", meta.get("as_of")),
+        ("split", (meta.get("split") or {}).get("method")),
+        ("examples", fmt((meta.get("examples") or {}).get("used"))),
+        ("deployed", (meta.get("deployed") or {}).get("model")),
+        ("config hash", meta.get("config_hash")),
+        ("seconds", meta.get("seconds")),
+    ]
+    rows += [(k, fmt(v)) for k, v in meta.get("metrics", {}).items() if v is not None]
+    for name, m in (meta.get("baselines") or {}).items():
+        shown = ("auc", "log_loss", "accuracy", "rmse", "r2")
+        rows.append(
+            (f"baseline {name}", ", ".join(f"{k} {fmt(v)}" for k, v in m.items() if k in shown))
+        )
+    importance = (meta.get("feature_importance") or {}).items()
+    top = sorted(importance, key=lambda kv: -kv[1])[:8]
+    rows.append(("top features", ", ".join(f"{k} ({v:.1f})" for k, v in top)))
+    rows += [("warning", w) for w in meta.get("warnings", [])]
+    return rows
+
+
+def _promote(out: Console, s: PromoteSummary) -> Rows:
+    out.print(f"{s.prediction}: champion is now {s.champion}")
+    return []
+
+
+def _rollback(out: Console, s: RollbackSummary) -> Rows:
+    out.print(f"{s.prediction}: rolled back; champion is now {s.champion}")
+    return []
+
+
+def _demo(out: Console, s: DemoSummary) -> Rows:
+    out.print()
+    return [
+        ("leads", fmt(s.leads)),
+        ("pulled", fmt(s.pulled)),
+        ("scored", fmt(s.scored)),
+        ("written", fmt(s.written)),
+        ("segment", f"{fmt(s.segment_written)} profiles got score traits"),
+        ("api calls", fmt(s.api_calls)),
+        ("model AUC", f"{s.model_auc:.4f}  (holdout of {s.holdout:,} newest leads)"),
+        ("oracle AUC", f"{s.oracle_auc:.4f}  (the generator's true probabilities)"),
+        ("ratio", f"{s.auc_ratio:.3f}"),
+        ("seconds", f"{s.seconds:.1f}"),
+        ("next", f"leadscore status --config {s.config}"),
+    ]
+
+
 def render_generic(out: Console, counts: dict[str, Any]) -> Rows:
     """A job without a type (:mod:`sync.results`): its whole-number counts, one line each."""
     return [
@@ -288,6 +618,14 @@ RENDERERS: dict[type[Summary], Callable[[Console, Any], Rows]] = {
     PushSummary: _push,
     SetupSummary: _setup,
     SyncSummary: _sync,
+    PlanSummary: _plan,
+    DoctorSummary: _doctor,
+    StatusSummary: _status,
+    ModelListSummary: _model_list,
+    ModelDetailSummary: _model_detail,
+    PromoteSummary: _promote,
+    RollbackSummary: _rollback,
+    DemoSummary: _demo,
 }
 
 
@@ -311,6 +649,20 @@ def render_result(out: Console, result: JobResult) -> None:
         _skipped_lines(out, summary.segment)
     elif isinstance(summary, SegmentImportSummary):
         _skipped_lines(out, summary.to_json())
+
+
+def render_summary(out: Console, summary: Summary) -> None:
+    """Print the result of a command that is not a job (``plan``, ``status``, ...).
+
+    Its renderer prints the tables; the ``key  value`` lines it returns close the output.
+
+    Args:
+        out: the console to print to.
+        summary: the command's typed result.
+    """
+    rows = RENDERERS[type(summary)](out, summary)
+    if rows:
+        out.print(kv_table(rows))
 
 
 def render_monitor(out: Console, summary: MonitorSummary) -> None:

@@ -9,7 +9,8 @@ type with its generic renderer.
 
 To give a new job a type: a dataclass deriving from :class:`Summary` with its keys as fields, in
 the order the job writes them, one line in :data:`SUMMARIES`, and a renderer in
-:mod:`sync.render`.
+:mod:`sync.render`. The commands that are not jobs (``plan``, ``doctor``, ``status``, ``models``,
+``demo``) have types here too, built with ``from_counts`` from the dict their function returns.
 """
 
 from __future__ import annotations
@@ -152,6 +153,112 @@ class SyncSummary(Summary):
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     segment_written: int | None = field(default=None, metadata=OPTIONAL)
     models: dict[str, dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
+
+
+# The results of the commands that are not jobs (no run-log record): each command builds its type
+# from the dict its function returns, and the CLI renders it or prints its ``to_json()``.
+
+
+@dataclass
+class PlanSummary(Summary):
+    """``plan`` and ``push --dry-run``: per target, what a push would write, and its price."""
+
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    estimated_api_calls: int = 0
+    estimated_segment_requests: int = 0
+    api_calls: int = 0
+
+
+@dataclass
+class DoctorSummary(Summary):
+    """``doctor``: each check (``check, ok, detail, fix``), the problems found, the calls made."""
+
+    ok: bool = True
+    problems: int = 0
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    api_calls: int = 0
+
+
+@dataclass
+class StatusSummary(Summary):
+    """``status``: per job its last and next run, recent runs, dead letters, allowance, models."""
+
+    store: str = ""
+    readable: bool = True
+    busy: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dead_letters: int | None = None
+    dead_letter_rows: list[dict[str, Any]] = field(default_factory=list)
+    api_usage: dict[str, Any] | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    models: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+@dataclass
+class ModelListSummary(Summary):
+    """``models list``: prediction -> its stored versions (oldest first), the JSON's only keys."""
+
+    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, Any]) -> Self:
+        """Read ``list_models``' answer (prediction -> versions)."""
+        return cls(predictions=dict(counts))
+
+    def to_json(self) -> dict[str, Any]:
+        """Prediction -> versions, as ``list_models`` answers."""
+        return dict(self.predictions)
+
+
+@dataclass
+class ModelDetailSummary(Summary):
+    """``models show``: a version's metadata, printed in ``--json`` as stored (key order kept)."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, Any]) -> Self:
+        """Read ``show_model``'s answer (the version's metadata)."""
+        return cls(metadata=dict(counts))
+
+    def to_json(self) -> dict[str, Any]:
+        """The metadata, as ``show_model`` answers."""
+        return dict(self.metadata)
+
+
+@dataclass
+class PromoteSummary(Summary):
+    """``models promote``: the prediction and its champion now."""
+
+    prediction: str = ""
+    champion: str = ""
+
+
+@dataclass
+class RollbackSummary(PromoteSummary):
+    """``models rollback``: the prediction and its champion now (the previous one)."""
+
+
+@dataclass
+class DemoSummary(Summary):
+    """``demo``: the generated org, what the pipeline did with it, model AUC against the oracle."""
+
+    leads: int = 0
+    pulled: int = 0
+    scored: int = 0
+    written: int = 0
+    segment_written: int = 0
+    failed: int = 0
+    api_calls: int = 0
+    model_auc: float = 0.0
+    oracle_auc: float = 0.0
+    auc_ratio: float = 0.0
+    holdout: int = 0
+    model_version: str = ""
+    seconds: float = 0.0
+    workdir: str = ""
+    config: str = ""
 
 
 # Job name -> its type; a job not listed keeps untyped counts (rendered generically).
