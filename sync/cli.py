@@ -1028,6 +1028,13 @@ def sandbox(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 0,
     leads: Annotated[int, typer.Option(min=1, help="Leads to generate for a new org.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+    org: Annotated[
+        str,
+        typer.Option(
+            help="Hidden model: classic, interacting (effects a linear model cannot express) "
+            "or drifting (interacting, with a regime shift in the newest months)."
+        ),
+    ] = "classic",
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -1047,7 +1054,13 @@ def sandbox(
 
     _guard(
         lambda: jobs.run_sandbox(
-            workdir, port=port, leads=leads, seed=seed, reporter=_reporter(False), ready=ready
+            workdir,
+            port=port,
+            leads=leads,
+            seed=seed,
+            reporter=_reporter(False),
+            ready=ready,
+            org=org,
         )
     )
 

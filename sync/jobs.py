@@ -2205,6 +2205,7 @@ def run_sandbox(
     seed: int = 42,
     reporter: Reporter = SILENT,
     ready: Any = None,
+    org: str = "classic",
 ) -> None:
     """Serve a generated org until interrupted, with config files for any client in ``workdir``.
 
@@ -2217,6 +2218,7 @@ def run_sandbox(
         seed: generator seed.
         reporter: progress.
         ready: called with the sandbox info once it is serving (used by tests).
+        org: the generator's hidden model (``classic``, ``interacting``, ``drifting``).
     """
     from connector.sandbox import Sandbox
 
@@ -2225,6 +2227,7 @@ def run_sandbox(
         workdir / "sandbox",
         leads=leads,
         seed=seed,
+        org=org,
         port=port,
         regenerate=False,
         on_progress=_generation_progress(reporter),

@@ -20,6 +20,7 @@ from connector.sandbox.faults import FaultPlan
 from connector.sandbox.generator import (
     GENERATOR_VERSION,
     INTEGRATION_USERNAME,
+    ORGS,
     generate_org,
     integration_user_id,
 )
@@ -70,9 +71,11 @@ class _Routes:
         return self.salesforce.handle(request)
 
 
-def _now_floored_to_minute() -> dt.datetime:
+def _now_floored_to_day() -> dt.datetime:
+    # Anchors and campaigns fall on whole UTC days, so an as_of a few hours later is a different
+    # org (issue 13, defect 17); a whole-day shift gives the same org, shifted.
     now = dt.datetime.now(dt.UTC)
-    return now.replace(second=0, microsecond=0)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _epoch(moment: dt.datetime) -> int:
@@ -89,7 +92,8 @@ class Sandbox:
         leads: Number of leads to generate.
         seed: Random seed of the generator.
         port: TCP port on 127.0.0.1 (0 picks a free one).
-        as_of: End of the generated history (UTC); default now, floored to the minute.
+        as_of: End of the generated history (UTC); default today's start (now floored to the
+            UTC day), so that one seed gives the same org, shifted by whole days, on every run.
         page_size: Cap on records per REST query page (may be below Salesforce's 200 minimum
             so that tests exercise paging).
         token_ttl_seconds: Lifetime of issued access tokens.
@@ -109,6 +113,8 @@ class Sandbox:
         segment: Also generate the people's Segment profiles and events (their product usage
             then enters the hidden model). The Segment APIs are served either way.
         segment_options: Profile API rate limit and Tracking API 429 injection.
+        org: The hidden model: ``classic``, ``interacting`` or ``drifting``
+            (``connector.sandbox.generator.ORGS``; ``docs/sandbox.md``).
     """
 
     def __init__(
@@ -130,7 +136,11 @@ class Sandbox:
         new_field_access: bool = True,
         segment: bool = False,
         segment_options: SegmentOptions | None = None,
+        org: str = "classic",
     ) -> None:
+        if org not in ORGS:
+            raise ValueError(f"org must be one of {', '.join(ORGS)}, not {org!r}")
+        self.org = org
         self.workdir = Path(workdir)
         self.bulk_polls_to_complete = bulk_polls_to_complete
         self.new_field_access = new_field_access
@@ -277,11 +287,12 @@ class Sandbox:
                 and meta.get("leads") == str(self.leads)
                 and meta.get("generator_version") == GENERATOR_VERSION
                 and meta.get("segment") == str(int(self.segment))
+                and meta.get("org", "classic") == self.org
                 and wanted_as_of in (None, meta.get("as_of"))
             ):
                 self._as_of_epoch = int(meta["as_of"])
                 return
-        as_of = self._as_of if self._as_of is not None else _now_floored_to_minute()
+        as_of = self._as_of if self._as_of is not None else _now_floored_to_day()
         self._as_of_epoch = _epoch(as_of)
         self._generate(path)
 
@@ -304,6 +315,7 @@ class Sandbox:
                 as_of=self._as_of_epoch,
                 on_progress=self.on_progress,
                 segment=self.segment,
+                org=self.org,
             )
             if self.on_progress:
                 self.on_progress("indexes", 0, 1)
@@ -316,6 +328,7 @@ class Sandbox:
                     ("as_of", str(self._as_of_epoch)),
                     ("generator_version", GENERATOR_VERSION),
                     ("segment", str(int(self.segment))),
+                    ("org", self.org),
                     ("generated_at", str(int(time.time()))),
                 ],
             )
@@ -386,6 +399,7 @@ class Sandbox:
             "api_version": API_VERSION,
             "seed": self.seed,
             "leads": self.leads,
+            "org": self.org,
             "as_of": self.as_of.isoformat(),
             # Segment: both APIs are served on the same port, under /v1/.
             "segment_url": self.url,
