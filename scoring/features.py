@@ -99,7 +99,7 @@ class FeatureColumns:
         values: events with a numeric value (order total, amount): the sum, mean and maximum of
             the value over each window, plus RFM over all history before the anchor (days since
             the last and the first event, the count and the value sum).
-        active_days: count the distinct days with any counted event over each window.
+        active_days: count the distinct days with any counted event over the longest window.
         date_parts: parts of the anchor time used as categoricals (``weekday``, ``month``,
             ``hour``).
         dropped: computed columns left out of the model because they were constant over the
@@ -135,7 +135,7 @@ class FeatureColumns:
     def computed(self) -> list[str]:
         """Every column :func:`build_features` computes, dropped ones included."""
         counts = [f"{e}_{w}d" for e in self.events for w in self.windows_days]
-        active = [f"active_days_{w}d" for w in self.windows_days] if self.active_days else []
+        active = [f"active_days_{max(self.windows_days)}d"] if self.active_days else []
         date_parts = [f"anchor_{part}" for part in self.date_parts]
         traits = [t["name"] for t in self.traits]
         return [
@@ -354,12 +354,11 @@ def build_features(
             outer.append(f"coalesce(agg.{name}, {default}) AS {name}")
             params.append(event)
     if columns.active_days:
-        for w in columns.windows_days:
-            name = q(f"active_days_{w}d")
-            counts.append(
-                f"count(DISTINCT j.day) FILTER (WHERE j.age <= {int(w) * 86400}) AS {name}"
-            )
-            outer.append(f"coalesce(agg.{name}, 0) AS {name}")
+        # one distinct count (over the longest window): each costs a hash set per row
+        w = max(columns.windows_days)
+        name = q(f"active_days_{w}d")
+        counts.append(f"count(DISTINCT j.day) FILTER (WHERE j.age <= {int(w) * 86400}) AS {name}")
+        outer.append(f"coalesce(agg.{name}, 0) AS {name}")
     event_filter = ", ".join("?" for _ in columns.events)
     params.extend(columns.events)
     attrs = [f"CAST(x.{q(c)} AS VARCHAR) AS {q(c)}" for c in columns.categorical]

@@ -328,12 +328,20 @@ def _feature_columns(
     )
 
 
+# The month of the anchor is a feature only when every month occurs in at least two years of
+# history; on shorter history it mostly encodes *when* (the period, with its base rate) rather
+# than seasonality, and the holdout's months were last seen in another regime.
+MONTH_MIN_SPAN_DAYS = 730
+
+
 def _date_parts(anchors: pd.Series) -> list[str]:
-    """Anchor-time parts worth a feature: weekday and month, and the hour when times have one."""
+    """Anchor-time parts as features: weekday, month on long history, hour when times have one."""
     times = pd.to_datetime(anchors)
     if times.isna().all():
         return []
-    parts = ["weekday", "month"]
+    parts = ["weekday"]
+    if (times.max() - times.min()).days >= MONTH_MIN_SPAN_DAYS:
+        parts.append("month")
     if (times.dt.hour != 0).any() or (times.dt.minute != 0).any():
         parts.append("hour")
     return parts
@@ -381,6 +389,7 @@ class _Selection:
     calibration: str | None
     calibration_trace: dict[str, Any]
     calibrator: dict[str, Any] | None
+    raw_valid: np.ndarray
     threshold: float
 
 
@@ -533,6 +542,38 @@ def _choose_calibration(
     }
 
 
+def _recent_window(
+    spec: PredictionSpec,
+    split: Split,
+    labels: _Labels,
+    columns: FeatureColumns,
+    selection: _Selection,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Labels and out-of-sample raw predictions of the most recent window before the holdout.
+
+    For a time split, a *bridge* model (the chosen settings on training rows + the older half of
+    validation) predicts the newer half: it stands in the same relation to that window as the
+    evaluated model (training + validation) to the holdout, so a correction fitted there carries
+    over, also when the model has already learned part of a change. Otherwise the selection
+    model's predictions of all of validation.
+    """
+    half = len(split.valid) // 2
+    if split.method != "time" or half < 1 or len(np.unique(labels.valid[half:])) < 2:
+        return labels.valid, selection.raw_valid, "validation (selection model)"
+    rows = pd.concat([split.train, split.valid.iloc[:half]], ignore_index=True)
+    y = np.concatenate([labels.train, labels.valid[:half]])
+    newer = split.valid.iloc[half:]
+    names, cats, weight = columns.names, columns.cat_features, selection.decision["weight"]
+    model = refit_catboost(
+        selection.fitted, rows, y, names, cats, spec.task, train_rows=len(split.train)
+    )
+    raw = catboost_predict(model, newer, names, cats, spec.task)
+    if weight < 1.0:
+        linear = LinearModel.fit(rows, y, names, cats, spec.task)
+        raw = weight * raw + (1 - weight) * linear.predict(newer)
+    return labels.valid[half:], raw, "newer half of validation (bridge model)"
+
+
 def _select_on_validation(
     spec: PredictionSpec,
     split: Split,
@@ -580,13 +621,25 @@ def _select_on_validation(
     weight = decision["weight"]
     raw_valid = weight * cb_valid + (1 - weight) * lin_valid
     method, trace = _choose_calibration(spec, labels.valid, raw_valid)
+    # the selection model's own calibrator sets the threshold; the evaluated and deployed models
+    # are calibrated on the most recent window each had not seen
     calibrator = fit_calibrator(method, labels.valid, raw_valid) if method else None
     threshold = 0.5
     if task == "binary":
         threshold = spec.training.threshold or best_f1_threshold(
             labels.valid, calibrate(calibrator, raw_valid)
         )
-    return _Selection(fitted, linear, tree_depth, decision, method, trace, calibrator, threshold)
+    return _Selection(
+        fitted,
+        linear,
+        tree_depth,
+        decision,
+        method,
+        trace,
+        calibrator,
+        raw_valid,
+        threshold,
+    )
 
 
 def _fit_on(
@@ -829,9 +882,13 @@ def train_prediction(
         labels,
         selection,
         train_rows=len(split.train),
-        calibrator=selection.calibrator,
+        calibrator=None,
         refit=refit,
     )
+    if task == "binary" and selection.calibration:
+        y_window, raw_window, window = _recent_window(spec, split, labels, columns, selection)
+        evaluated.predictor.calibrator = fit_calibrator(selection.calibration, y_window, raw_window)
+        selection.calibration_trace["evaluated_fitted_on"] = window
     progress("evaluating on the holdout")
     raw_test = evaluated.predictor.raw(split.test)
     prediction = evaluated.predictor.predict(split.test)
@@ -853,11 +910,6 @@ def train_prediction(
     if spec.training.deploy_fit == "all":
         progress("fitting the deployed model on every labelled example")
         everything = pd.concat([split.train, split.valid, split.test], ignore_index=True)
-        recalibrated = (
-            fit_calibrator(selection.calibration, labels.test, raw_test)
-            if selection.calibration
-            else None
-        )
         deployed = _fit_on(
             spec,
             everything,
@@ -866,8 +918,13 @@ def train_prediction(
             labels,
             selection,
             train_rows=len(split.train),
-            calibrator=recalibrated,
+            calibrator=None,
         )
+        if task == "binary" and selection.calibration:
+            # the most recent labelled window, predicted by a model that had not seen it
+            deployed.predictor.calibrator = fit_calibrator(
+                selection.calibration, labels.test, raw_test
+            )
     drift, drift_warnings = _measure_drift(spec, split, labels, columns)
     warnings = [
         *drift_warnings,
