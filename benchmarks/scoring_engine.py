@@ -321,6 +321,7 @@ def customers(db: Path, runs: int, root: Path) -> None:
                 "",
                 None,
             )
+            value_vs_textbook(dataset, outcome, exports)
         else:
             p = merged[["p_bronze", "p_silver", "p_gold"]].to_numpy()
             codes = pd.Categorical(merged["label"], categories=["BRONZE", "SILVER", "GOLD"]).codes
@@ -336,6 +337,84 @@ def customers(db: Path, runs: int, root: Path) -> None:
                 None,
             )
         baseline_rows(dataset, meta)
+
+
+def top_capture(actual: np.ndarray, predicted: np.ndarray, share: float = 0.1) -> float:
+    """Share of the total actual value held by the top ``share`` of rows by prediction."""
+    top = np.argsort(-predicted, kind="stable")[: max(1, round(len(predicted) * share))]
+    return float(actual[top].sum() / actual.sum()) if actual.sum() else 0.0
+
+
+def value_vs_textbook(dataset: str, outcome: TrainOutcome, exports: dict[str, Path]) -> None:
+    """Lifetime value vs BG/NBD + Gamma-Gamma (``lifetimes``) on the same rows and holdout.
+
+    Both models see only orders before each customer's anchor. BG/NBD and Gamma-Gamma are fitted
+    on the rows leadscore's evaluated model was fitted on (training + validation) and predict
+    the holdout: expected orders in the label window x expected order value.
+    """
+    try:
+        from lifetimes import BetaGeoFitter, GammaGammaFitter
+    except ImportError:
+        row(dataset, "vs BG/NBD + Gamma-Gamma", "lifetimes not installed", "pip .[bench]", False)
+        return
+    spec_days = outcome.metadata["spec"]["label"]["within_days"]
+    holdout = outcome.holdout
+    fit_ids = set(outcome.fit_ids["evaluated_catboost"])
+    customers_ = pd.read_parquet(exports["customers"])
+    orders = pd.read_parquet(exports["orders"])
+    offset = outcome.metadata["spec"]["anchor"]["offset_days"]
+    customers_["anchor_at"] = customers_["joined_at"] + pd.Timedelta(days=offset)
+    merged = orders.merge(customers_[["customer_id", "anchor_at", "joined_at"]], on="customer_id")
+    before = merged[merged["ordered_at"] < merged["anchor_at"]].copy()
+    before["day"] = before["ordered_at"].dt.floor("D")
+    per = before.groupby("customer_id").agg(
+        first=("ordered_at", "min"),
+        last=("ordered_at", "max"),
+        days=("day", "nunique"),
+        value=("amount", "mean"),
+    )
+    rfm = customers_.set_index("customer_id")[["anchor_at", "joined_at"]].join(per)
+    has = rfm["first"].notna()
+    rfm["frequency"] = np.where(has, rfm["days"] - 1, 0).astype(float)
+    rfm["recency"] = np.where(has, (rfm["last"] - rfm["first"]).dt.total_seconds() / 86400, 0.0)
+    start = rfm["first"].where(has, rfm["joined_at"])
+    rfm["T"] = (rfm["anchor_at"] - start).dt.total_seconds() / 86400
+    rfm["value"] = rfm["value"].fillna(0.0)
+    fit = rfm[rfm.index.isin(fit_ids) & (rfm["T"] > 0)]
+    bgf = BetaGeoFitter(penalizer_coef=0.001)
+    bgf.fit(fit["frequency"], fit["recency"], fit["T"])
+    repeat = fit[(fit["frequency"] > 0) & (fit["value"] > 0)]
+    ggf = GammaGammaFitter(penalizer_coef=0.001)
+    ggf.fit(repeat["frequency"], repeat["value"])
+    test = rfm.loc[holdout["entity_id"]]
+    orders_expected = bgf.conditional_expected_number_of_purchases_up_to_time(
+        spec_days, test["frequency"], test["recency"], test["T"].clip(lower=1e-3)
+    ).to_numpy()
+    value = np.where(
+        (test["frequency"] > 0) & (test["value"] > 0),
+        ggf.conditional_expected_average_profit(test["frequency"], test["value"]),
+        float(repeat["value"].mean()),
+    )
+    textbook = orders_expected * value
+    actual = holdout["label"].to_numpy(dtype=float)
+    model = holdout["prediction"].to_numpy(dtype=float)
+    rmse_model = float(np.sqrt(np.mean((actual - model) ** 2)))
+    rmse_textbook = float(np.sqrt(np.mean((actual - textbook) ** 2)))
+    row(
+        dataset,
+        "RMSE: model vs BG/NBD + Gamma-Gamma",
+        f"{rmse_model:.0f} vs {rmse_textbook:.0f}",
+        "model <=",
+        rmse_model <= rmse_textbook,
+    )
+    cap_model, cap_textbook = top_capture(actual, model), top_capture(actual, textbook)
+    row(
+        dataset,
+        "top-10 % spend capture: model vs BG/NBD + GG",
+        f"{cap_model:.3f} vs {cap_textbook:.3f}",
+        "model >=",
+        cap_model >= cap_textbook,
+    )
 
 
 def print_table() -> None:

@@ -26,7 +26,13 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from connector.errors import Busy, ConfigError, Interrupted, LeadscoreError, RequestError
-from connector.files import import_segment_export, import_table
+from connector.files import (
+    convert_time_columns,
+    derive_entities,
+    import_segment_export,
+    import_table,
+    newest_time,
+)
 from connector.history import (
     JobHistory,
     dead_letter_rows,
@@ -692,16 +698,25 @@ def _import_sources(
                     f"CREATE OR REPLACE TABLE {table} AS "
                     f"SELECT row_number() OVER () AS {row_id}, * FROM {table}"
                 )
-        as_of = source.as_of or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
+        convert_time_columns(store, source.table, dict(source.time_formats), path=source.path)
+        if source.entities is not None:
+            e = source.entities
+            derive_entities(store, source.table, e.table, e.id_column, e.time_column)
+        as_of = (
+            source.as_of
+            or newest_time(store, source.table)
+            or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
+        )
         if as_of.tzinfo is not None:
             as_of = as_of.astimezone(UTC).replace(tzinfo=None)
-        stream = _source_stream(source.table)
-        with store.transaction() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO sync_cursor (stream, cursor_value, synced_through, "
-                "updated_at) VALUES (?, ?, ?, ?)",
-                [stream, as_of, as_of, utc_now()],
-            )
+        tables = [source.table, *([source.entities.table] if source.entities else [])]
+        for stream in (_source_stream(t) for t in tables):
+            with store.transaction() as con:
+                con.execute(
+                    "INSERT OR REPLACE INTO sync_cursor (stream, cursor_value, synced_through, "
+                    "updated_at) VALUES (?, ?, ?, ?)",
+                    [stream, as_of, as_of, utc_now()],
+                )
         imported[source.table] = {"rows": result.rows, "columns": len(result.columns)}
     return imported
 
