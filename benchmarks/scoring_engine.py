@@ -219,9 +219,7 @@ def synthetic_org(leads: int, seed: int, runs: int, root: Path, org: str = "clas
     return workdir / "sandbox" / "sandbox.sqlite"
 
 
-def org_quality_rows(
-    dataset: str, org: str, meta: dict[str, Any], holdout: pd.DataFrame
-) -> None:
+def org_quality_rows(dataset: str, org: str, meta: dict[str, Any], holdout: pd.DataFrame) -> None:
     """The interacting and drifting orgs' targets: margin over logistic regression, calibration."""
     auc = meta["metrics"]["auc"]
     if org == "interacting":
@@ -368,8 +366,8 @@ def value_vs_textbook(dataset: str, outcome: TrainOutcome, exports: dict[str, Pa
     before = merged[merged["ordered_at"] < merged["anchor_at"]].copy()
     before["day"] = before["ordered_at"].dt.floor("D")
     per = before.groupby("customer_id").agg(
-        first=("ordered_at", "min"),
-        last=("ordered_at", "max"),
+        first=("day", "min"),
+        last=("day", "max"),
         days=("day", "nunique"),
         value=("amount", "mean"),
     )
@@ -387,9 +385,15 @@ def value_vs_textbook(dataset: str, outcome: TrainOutcome, exports: dict[str, Pa
     ggf = GammaGammaFitter(penalizer_coef=0.001)
     ggf.fit(repeat["frequency"], repeat["value"])
     test = rfm.loc[holdout["entity_id"]]
+    t_obs = test["T"].clip(lower=1e-3)
     orders_expected = bgf.conditional_expected_number_of_purchases_up_to_time(
-        spec_days, test["frequency"], test["recency"], test["T"].clip(lower=1e-3)
+        spec_days, test["frequency"], test["recency"], t_obs
     ).to_numpy()
+    # lifetimes returns NaN for frequency 0 when the fitted dropout (a) is ~0; its limit is the
+    # NBD's expectation (r + x) / (alpha + T) * t
+    params = bgf.params_
+    nbd = (params["r"] + test["frequency"]) / (params["alpha"] + t_obs) * spec_days
+    orders_expected = np.where(np.isfinite(orders_expected), orders_expected, nbd.to_numpy())
     value = np.where(
         (test["frequency"] > 0) & (test["value"] > 0),
         ggf.conditional_expected_average_profit(test["frequency"], test["value"]),

@@ -10,7 +10,7 @@ ordered target statistics for the others).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class Split:
     valid: pd.DataFrame
     test: pd.DataFrame
     method: str = "time"
+    reason: str = ""
 
 
 def split_by_time(
@@ -140,20 +141,35 @@ def split_examples(frame: pd.DataFrame, task: str, spec: TrainingSpec) -> Split:
         The split.
     """
     times = frame["anchor_at"]
-    if times.notna().all() and times.nunique() >= MIN_DISTINCT_TIMES:
-        return split_by_time(
+    distinct = int(times.nunique())
+    if times.notna().all() and distinct >= MIN_DISTINCT_TIMES:
+        split = split_by_time(
             frame,
             "anchor_at",
             test_fraction=spec.test_fraction,
             validation_fraction=spec.validation_fraction,
         )
-    return split_stratified(
+        return replace(split, reason=f"{distinct:,} distinct anchor times: newest rows held out")
+    if times.isna().all():
+        reason = "the examples have no anchor time (no time column): a random split"
+    elif distinct == 1:
+        reason = (
+            f"every example has the same anchor time ({times.iloc[0]:%Y-%m-%d %H:%M}, a fixed-date "
+            "anchor): no time order to split by, so a random split"
+        )
+    else:
+        reason = (
+            f"only {distinct} distinct anchor times (fewer than {MIN_DISTINCT_TIMES}): "
+            "a random split"
+        )
+    split = split_stratified(
         frame,
         test_fraction=spec.test_fraction,
         validation_fraction=spec.validation_fraction,
         stratify=task != "regression",
         seed=spec.random_seed,
     )
+    return replace(split, reason=reason + (" stratified by label" if task != "regression" else ""))
 
 
 def make_pool(

@@ -507,6 +507,9 @@ def _choose_blend(
 
 
 CALIBRATIONS = ("intercept", "platt", "isotonic")
+# Rows a calibrator needs in the window it is fitted on: a slope (Platt) or a curve (isotonic)
+# fitted on a few hundred rows follows their noise; an intercept is one number.
+CALIBRATION_MIN_ROWS = {"intercept": 50, "platt": 500, "isotonic": 2000}
 # A calibrator must lower the log loss on the newest half of validation by this share.
 CALIBRATION_MIN_GAIN = 0.001
 
@@ -530,10 +533,12 @@ def _choose_calibration(
     if len(np.unique(y_valid[older])) < 2 or len(np.unique(y_valid[newer])) < 2:
         return "platt", {"method": "platt", "chosen_by": "default (validation too small to judge)"}
     losses = {"none": loss("binary", y_valid[newer], raw_valid[newer])}
-    for method in CALIBRATIONS:
+    window = min(half, len(y_valid) - half)  # the bridge window the final fit uses
+    candidates = [m for m in CALIBRATIONS if window >= CALIBRATION_MIN_ROWS[m]] or ["intercept"]
+    for method in candidates:
         calibrator = fit_calibrator(method, y_valid[older], raw_valid[older])
         losses[method] = loss("binary", y_valid[newer], calibrate(calibrator, raw_valid[newer]))
-    best = min(CALIBRATIONS, key=losses.get)  # type: ignore[arg-type]
+    best = min(candidates, key=losses.get)  # type: ignore[arg-type]
     chosen = best if losses[best] < losses["none"] * (1 - CALIBRATION_MIN_GAIN) else None
     return chosen, {
         "method": chosen,
@@ -865,6 +870,7 @@ def train_prediction(
     training = _build_training_set(con, spec, as_of, exclude_fields, traits, progress)
     columns, names = training.columns, training.columns.names
     split = split_examples(training.data, task, spec.training)
+    progress(f"{split.method} split: {split.reason}")
     labels = _encode_split(spec, split)
     selection = _select_on_validation(spec, split, labels, columns, thread_count, progress)
 
@@ -1001,6 +1007,7 @@ def _split_summary(split: Split) -> dict[str, Any]:
 
     return {
         "method": split.method,
+        "reason": split.reason,
         "train": part(split.train),
         "valid": part(split.valid),
         "test": part(split.test),
