@@ -20,8 +20,8 @@ from bench_table import print_table, verdict
 
 from connector.sandbox import Sandbox
 from sync.config import load_settings
-from sync.demo import prepare_workdir, write_sandbox_files
-from sync.jobs import run_all, run_demo
+from sync.demo import prepare_workdir, run_demo, write_sandbox_files
+from sync.jobs import run_sync
 
 
 def time_demo(leads: int, seed: int, root: Path) -> dict:
@@ -36,9 +36,9 @@ def rerun(leads: int, seed: int, root: Path) -> dict:
         settings = load_settings(
             write_sandbox_files(workdir, sandbox.info, command="benchmark"), environ={}
         )
-        first = run_all(settings)
+        first = run_sync(settings)
         started = time.perf_counter()
-        second = run_all(settings)
+        second = run_sync(settings)
         second_seconds = time.perf_counter() - started
         # the org's leads as Salesforce lists them (the generator soft-deletes a few)
         live = "FROM Lead WHERE NOT IsDeleted"

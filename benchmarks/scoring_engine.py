@@ -46,8 +46,10 @@ from scoring.labels import current_entity_ids
 from scoring.pipeline import TrainOutcome, score_entities, train_prediction
 from sync.config import Settings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
-from sync.jobs import _as_of, _import_sources, run_pull
+from sync.jobs import run_pull
 from sync.progress import SilentReporter
+from sync.stages.freshness import store_as_of
+from sync.stages.imports import import_sources
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATASETS = HERE.parents[1] / "shared" / "datasets"
@@ -104,7 +106,7 @@ def configured(path: Path, replacements: dict[str, str], workdir: Path) -> Setti
 def train_all(settings: Settings, runs: int, dataset: str) -> dict[str, TrainOutcome]:
     out = {}
     with Store(settings.store.path) as store:
-        _import_sources(store, settings, SilentReporter(), only_missing=False)
+        import_sources(store, settings, SilentReporter(), only_missing=False)
         for spec in settings.predictions:
             seconds, outcome = median_time(
                 runs, lambda spec=spec: train_prediction(store.con, spec, as_of=None)
@@ -154,10 +156,12 @@ def synthetic_org(leads: int, seed: int, runs: int, root: Path, org: str = "clas
     spec = settings.predictions[0]
     exclude = {v.lower() for v in spec.salesforce.fields.values()} if spec.salesforce else set()
     with Store(settings.store.path) as store:
-        store_as_of = _as_of(store, settings)
+        complete_through = store_as_of(store, settings)
         seconds, outcome = median_time(
             runs,
-            lambda: train_prediction(store.con, spec, as_of=store_as_of, exclude_fields=exclude),
+            lambda: train_prediction(
+                store.con, spec, as_of=complete_through, exclude_fields=exclude
+            ),
         )
         meta = {**outcome.metadata, "version": "benchmark"}
         holdout = outcome.holdout.merge(
@@ -277,7 +281,7 @@ def customers(db: Path, runs: int, root: Path) -> None:
         root / "customers",
     )
     with Store(settings.store.path) as store:
-        _import_sources(store, settings, SilentReporter(), only_missing=False)
+        import_sources(store, settings, SilentReporter(), only_missing=False)
         results = {}
         for spec in settings.predictions:
             through = settings.sources[0].as_of.replace(tzinfo=None)

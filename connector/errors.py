@@ -295,3 +295,26 @@ def error_for(rule: Rule, message: str, *, hint: str | None = None) -> Leadscore
         An instance of the exception class for the rule's kind.
     """
     return ERROR_CLASSES[rule.kind](message, hint=hint)
+
+
+def check_next_page(seen: set[str], token: str, what: str) -> None:
+    """Refuse a paging token (``nextRecordsUrl``, ``Sforce-Locator``) that was already followed.
+
+    A server that hands out the same next-page token twice would otherwise make a read loop
+    forever, storing the same page again and again.
+
+    Args:
+        seen: the tokens followed so far in this read (the token is added).
+        token: the next page's token.
+        what: what is being read, for the message.
+
+    Raises:
+        RequestError: the token was followed before.
+    """
+    if token in seen:
+        raise RequestError(
+            f"{what}: Salesforce returned the same next-page token twice ({token[:80]}); "
+            "stopped instead of reading the same page again",
+            hint="committed pages are kept; if it persists, report it to Salesforce support",
+        )
+    seen.add(token)

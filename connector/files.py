@@ -9,22 +9,23 @@ DuckDB reads the files directly (parallel, streaming), so imports never hold a w
 from __future__ import annotations
 
 import gzip
-import json
-import re
 import tempfile
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
 from connector.errors import ConfigError
 from connector.segment import DEFAULT_ID_TYPES, MAX_MESSAGE_BYTES
-from connector.store import Store, quote_identifier, utc_now
-
-FORMATS = ("csv", "parquet")
+from connector.store import Store
+from connector.store.imports import (
+    SegmentImportResult,
+    import_segment_rows,
+    imported_versions,
+    replace_table,
+)
 
 
 @dataclass(frozen=True)
@@ -62,24 +63,6 @@ def detect_format(path: Path) -> str:
     raise ConfigError(
         f"{path}: unknown file type", hint="use a .csv (optionally .gz) or .parquet file"
     )
-
-
-def clean_column_name(name: str) -> str:
-    """A plain identifier for a column name: ``Lead Origin`` -> ``Lead_Origin``.
-
-    Args:
-        name: the name in the file.
-
-    Returns:
-        Letters, digits and underscores, not starting with a digit.
-    """
-    clean = re.sub(r"[^A-Za-z0-9_]+", "_", name.strip()).strip("_") or "column"
-    return f"_{clean}" if clean[0].isdigit() else clean[:127]
-
-
-def _quote_any(name: str) -> str:
-    """Quote a column name read from a file (it may hold spaces or quotes)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _whitespace_to_tabs(path: Path, out: Path) -> None:
@@ -131,7 +114,6 @@ def import_table(
     if not path.is_file():
         raise ConfigError(f"{path}: file not found", hint="check the path")
     fmt = detect_format(path)
-    target = quote_identifier(table)
     spaced: Path | None = None
     if fmt == "csv":
         options = ["header = true"]
@@ -154,42 +136,9 @@ def import_table(
         source = "read_parquet(?)"
         params = [str(path)]
     try:
-        with store.transaction() as con:
-            con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}", params)
-            columns = [r[0] for r in con.execute(f"DESCRIBE {target}").fetchall()]
-            if clean_names:
-                renamed: dict[str, str] = {}
-                for column in columns:
-                    new = clean_column_name(column)
-                    while new.lower() in {v.lower() for v in renamed.values()}:
-                        new += "_"
-                    renamed[column] = new
-                for old, new in renamed.items():
-                    if old != new:
-                        con.execute(
-                            f"ALTER TABLE {target} RENAME COLUMN {_quote_any(old)} TO "
-                            f"{quote_identifier(new)}"
-                        )
-                if id_column is not None and id_column not in renamed.values():
-                    id_column = renamed.get(id_column, id_column)
-                columns = list(renamed.values())
-            if id_column is not None:
-                if id_column not in columns:
-                    raise ConfigError(
-                        f"{path}: id column '{id_column}' not found",
-                        hint=f"columns are: {', '.join(columns[:20])}",
-                    )
-                key = quote_identifier(id_column)
-                total, distinct, nulls = con.execute(
-                    f"SELECT count(*), count(DISTINCT {key}), count(*) - count({key}) FROM {target}"
-                ).fetchall()[0]
-                if nulls or distinct != total:
-                    raise ConfigError(
-                        f"{path}: id column '{id_column}' is not a unique key "
-                        f"({nulls} empty, {total - nulls - distinct} duplicated values)",
-                        hint="choose a column that identifies each row",
-                    )
-            rows = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+        rows, columns = replace_table(
+            store, table, source, params, id_column=id_column, clean_names=clean_names, what=path
+        )
     except duckdb.Error as exc:
         raise ConfigError(
             f"{path}: cannot read the file as {fmt}: {str(exc).splitlines()[0]}",
@@ -200,144 +149,6 @@ def import_table(
             spaced.unlink(missing_ok=True)
             spaced.parent.rmdir()
     return ImportResult(table=table, rows=int(rows), columns=columns)
-
-
-# -- time columns of imported tables --------------------------------------------------------------
-
-TIME_FORMATS = (
-    "timestamp",
-    "date",
-    "epoch_seconds",
-    "epoch_milliseconds",
-    "yyyymmdd",
-    "row_order",
-)
-"""How a file's time column is written. ``row_order``: an integer that only orders the rows (a
-sequence number); it becomes a timestamp ``ROW_ORDER_ORIGIN`` + n seconds, so splits by time
-follow it, while windows of days cover every earlier row."""
-ROW_ORDER_ORIGIN = "2000-01-01"
-_TIME_SQL = {
-    "timestamp": "try_cast({c} AS TIMESTAMP)",
-    "date": "CAST(try_cast({c} AS DATE) AS TIMESTAMP)",
-    "epoch_seconds": "make_timestamp(CAST(try_cast({c} AS DOUBLE) * 1000000 AS BIGINT))",
-    "epoch_milliseconds": "make_timestamp(CAST(try_cast({c} AS DOUBLE) * 1000 AS BIGINT))",
-    "yyyymmdd": "try_strptime(CAST(try_cast({c} AS BIGINT) AS VARCHAR), '%Y%m%d')",
-    "row_order": f"TIMESTAMP '{ROW_ORDER_ORIGIN}' + to_seconds(try_cast({{c}} AS BIGINT))",
-}
-
-
-def convert_time_columns(
-    store: Store, table: str, formats: dict[str, str], *, path: Path | str
-) -> None:
-    """Turn declared time columns of an imported table into timestamps (in place).
-
-    Args:
-        store: the store.
-        table: the imported table.
-        formats: column -> one of ``TIME_FORMATS``.
-        path: the file the table came from (for messages).
-
-    Raises:
-        ConfigError: a column is missing, or a value cannot be read in its format (the message
-            names the first bad value and its line in the file).
-    """
-    if not formats:
-        return
-    target = quote_identifier(table)
-    with store.transaction() as con:
-        present = {r[0].lower(): r[0] for r in con.execute(f"DESCRIBE {target}").fetchall()}
-        exprs = {}
-        for column, fmt in formats.items():
-            if column.lower() not in present:
-                raise ConfigError(
-                    f"{path}: time_formats: column '{column}' not found",
-                    hint=f"columns are: {', '.join(list(present.values())[:20])}",
-                )
-            name = present[column.lower()]
-            exprs[name] = _TIME_SQL[fmt].format(c=quote_identifier(name))
-            bad = con.execute(
-                f"SELECT n, CAST(v AS VARCHAR) FROM (SELECT row_number() OVER () AS n, "
-                f"{quote_identifier(name)} AS v, {exprs[name]} AS t FROM {target}) "
-                "WHERE v IS NOT NULL AND t IS NULL ORDER BY n LIMIT 1"
-            ).fetchall()
-            if bad:
-                raise ConfigError(
-                    f"{path}: line {int(bad[0][0]) + 1}: time column '{name}' value "
-                    f"{bad[0][1]!r} is not a {fmt} value",
-                    hint=f"fix the value, or declare the column's format in time_formats "
-                    f"({', '.join(TIME_FORMATS)})",
-                )
-        replaced = ", ".join(f"{e} AS {quote_identifier(c)}" for c, e in exprs.items())
-        con.execute(
-            f"CREATE OR REPLACE TABLE {target} AS SELECT * REPLACE ({replaced}) FROM {target}"
-        )
-
-
-def newest_time(store: Store, table: str) -> datetime | None:
-    """The newest date or timestamp in any time column of a table: how recent its data is.
-
-    Args:
-        store: the store.
-        table: the table.
-
-    Returns:
-        A naive UTC datetime, or None when the table has no time column or no value.
-    """
-    target = quote_identifier(table)
-    with store.transaction() as con:
-        columns = [
-            r[0]
-            for r in con.execute(f"DESCRIBE {target}").fetchall()
-            if str(r[1]).upper() in ("DATE", "TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS")
-            or str(r[1]).upper().startswith("TIMESTAMP")
-        ]
-        if not columns:
-            return None
-        newest = con.execute(
-            "SELECT greatest("
-            + ", ".join(f"max(CAST({quote_identifier(c)} AS TIMESTAMP))" for c in columns)
-            + f") FROM {target}"
-        ).fetchall()[0][0]
-    return newest
-
-
-def derive_entities(
-    store: Store, source_table: str, table: str, id_column: str, time_column: str
-) -> int:
-    """An entity table from an event table: one row per id with its first event time.
-
-    Args:
-        store: the store.
-        source_table: the imported event table (orders, transactions).
-        table: the entity table to (re)create: ``<id_column>, first_event_at``.
-        id_column: the event table's entity id column.
-        time_column: the event table's time column.
-
-    Returns:
-        The number of entities.
-
-    Raises:
-        ConfigError: a column is missing.
-    """
-    source = quote_identifier(source_table)
-    with store.transaction() as con:
-        present = {r[0].lower(): r[0] for r in con.execute(f"DESCRIBE {source}").fetchall()}
-        for key, column in (("id_column", id_column), ("time_column", time_column)):
-            if column.lower() not in present:
-                raise ConfigError(
-                    f"sources: entities.{key}: column '{column}' not in table '{source_table}'",
-                    hint=f"columns are: {', '.join(list(present.values())[:20])}",
-                )
-        key, ts = (
-            quote_identifier(present[id_column.lower()]),
-            quote_identifier(present[time_column.lower()]),
-        )
-        con.execute(
-            f"CREATE OR REPLACE TABLE {quote_identifier(table)} AS SELECT {key}, "
-            f"min(CAST({ts} AS TIMESTAMP)) AS first_event_at FROM {source} "
-            f"WHERE {key} IS NOT NULL GROUP BY {key} ORDER BY first_event_at, {key}"
-        )
-        return int(con.execute(f"SELECT count(*) FROM {quote_identifier(table)}").fetchall()[0][0])
 
 
 # -- Segment warehouse / Profiles Sync exports ----------------------------------------------------
@@ -361,38 +172,6 @@ SKIP_REASONS = {
     "missing_event": "a track without an event name",
     "unknown_identity_type": "an identity type leadscore does not know (see segment.identity)",
 }
-
-
-@dataclass(frozen=True)
-class SegmentImportResult:
-    """What importing one export file did.
-
-    Attributes:
-        path: the file.
-        kind: ``tracks``, ``identifies`` or ``id_graph``.
-        lines: non-blank lines (or Parquet rows) read.
-        imported: rows added to the store.
-        duplicates: rows already in the store or repeated in the file (same message id or identity).
-        skipped: skipped lines by reason (see ``SKIP_REASONS``).
-        examples: the first skipped lines as ``path:line: reason (detail)``.
-        already_imported: the same file (path, size, modification time) was imported before.
-        file_id: its id in ``seg_import_file``.
-    """
-
-    path: str
-    kind: str
-    lines: int = 0
-    imported: int = 0
-    duplicates: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
-    already_imported: bool = False
-    file_id: int | None = None
-
-    @property
-    def skipped_total(self) -> int:
-        """Lines skipped for any reason."""
-        return sum(self.skipped.values())
 
 
 def _segment_format(path: Path) -> str:
@@ -626,15 +405,17 @@ def import_segment_export(
     stat = path.stat()
     modified = datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)
     resolved = str(path.resolve())
-    previous = store.con.execute(
-        "SELECT file_id, size, modified_at FROM seg_import_file WHERE path = ? AND kind = ?",
-        [resolved, kind],
-    ).fetchall()
+    previous = imported_versions(store, resolved, kind)
     same = [row for row in previous if row[1] == stat.st_size and row[2] == modified]
     if same and not force:
         return SegmentImportResult(str(path), kind, already_imported=True, file_id=int(same[0][0]))
+    sql = {
+        "parsed": _parsed_sql(kind, fmt, numbered=False),
+        "numbered": _parsed_sql(kind, fmt, numbered=True),
+        "reject_detail": _reject_detail(kind),
+    }
     try:
-        return _import_segment(
+        return import_segment_rows(
             store,
             path,
             resolved,
@@ -646,13 +427,14 @@ def import_segment_export(
             id_types,
             example_limit,
             source=str(path),
+            **sql,
         )
     except duckdb.Error as exc:
         message = str(exc)
         if fmt == "jsonl" and ("unicode" in message.lower() or "utf-8" in message.lower()):
             with tempfile.TemporaryDirectory(prefix="leadscore-import-") as tmp:
                 copy = _sanitised_copy(path, Path(tmp))
-                return _import_segment(
+                return import_segment_rows(
                     store,
                     copy,
                     resolved,
@@ -664,151 +446,10 @@ def import_segment_export(
                     id_types,
                     example_limit,
                     source=str(path),
+                    **sql,
                 )
         raise ConfigError(
             f"{path}: cannot read the file as {fmt}: {message.splitlines()[0][:200]}",
             hint=f"lines must be shorter than {MAX_LINE_BYTES // (1024 * 1024)} MB; "
             "check the format and compression",
         ) from None
-
-
-def _insert_sql(parsed: str, kind: str, file_id: int, *, fresh_only: bool) -> str:
-    """The INSERT of a file's importable rows.
-
-    Ids already stored are skipped; an empty table needs no anti-join, which keeps the first
-    import of a big file fast.
-    """
-    if kind == "tracks":
-        fresh = "AND message_id NOT IN (SELECT message_id FROM seg_event)" if fresh_only else ""
-        return f"""INSERT INTO seg_event
-            SELECT message_id, event, user_id, anonymous_id, segment_id, ts,
-                   -- warehouse tables flatten properties into columns: keep the whole row then
-                   coalesce(json_extract(text, '$.properties'), CAST(text AS JSON)), {file_id}
-            FROM ({parsed}) parsed WHERE reason IS NULL {fresh}"""
-    if kind == "identifies":
-        fresh = "AND message_id NOT IN (SELECT message_id FROM seg_identify)" if fresh_only else ""
-        return f"""INSERT INTO seg_identify
-            SELECT message_id, user_id, anonymous_id, segment_id, email, ts,
-                   coalesce(json_extract(text, '$.traits'), CAST(text AS JSON)), {file_id}
-            FROM ({parsed}) parsed WHERE reason IS NULL {fresh}"""
-    return f"""INSERT OR IGNORE INTO seg_external_id
-        SELECT profile_id, id_type, id_value, 'id_graph:{file_id}', min(ts)
-        FROM ({parsed}) parsed WHERE reason IS NULL GROUP BY profile_id, id_type, id_value"""
-
-
-def _forget_file(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
-    """Remove what an earlier import of a file added (before importing it again)."""
-    con.execute("DELETE FROM seg_event WHERE file_id = ?", [file_id])
-    con.execute("DELETE FROM seg_identify WHERE file_id = ?", [file_id])
-    con.execute("DELETE FROM seg_external_id WHERE source = ?", [f"id_graph:{file_id}"])
-    con.execute("DELETE FROM seg_import_reject WHERE file_id = ?", [file_id])
-    con.execute("DELETE FROM seg_import_file WHERE file_id = ?", [file_id])
-
-
-def _dedupe_file_rows(con: duckdb.DuckDBPyConnection, table: str, file_id: int) -> int:
-    """Remove repeats of a message id within one imported file; return how many were removed.
-
-    Segment delivers at least once, so exports can repeat a message. The check compares the count
-    of rows with the count of distinct 64-bit hashes of their ids: equal counts prove there is no
-    repeat (a collision could only lower the distinct count), and only then is the exact, slower
-    de-duplication skipped.
-    """
-    t = quote_identifier(table)
-    total, distinct = con.execute(
-        f"SELECT count(*), count(DISTINCT hash(message_id)) FROM {t} WHERE file_id = ?", [file_id]
-    ).fetchall()[0]
-    if total == distinct:
-        return 0
-    removed = con.execute(
-        f"""DELETE FROM {t} WHERE file_id = ? AND rowid IN (
-              SELECT rowid FROM (
-                SELECT rowid, row_number() OVER (PARTITION BY message_id ORDER BY ts, rowid) AS n
-                FROM {t} WHERE file_id = ?) WHERE n > 1)""",
-        [file_id, file_id],
-    ).fetchall()
-    return int(removed[0][0]) if removed else 0
-
-
-def _import_segment(
-    store: Store,
-    read_path: Path,
-    resolved: str,
-    kind: str,
-    fmt: str,
-    size: int,
-    modified: datetime,
-    previous: list[tuple[Any, ...]],
-    id_types: Collection[str],
-    example_limit: int,
-    *,
-    source: str,
-) -> SegmentImportResult:
-    parsed = _parsed_sql(kind, fmt, numbered=False)
-    numbered = _parsed_sql(kind, fmt, numbered=True)
-    params: list[Any] = [str(read_path)]
-    if kind == "id_graph":
-        params.append(sorted(id_types))
-    table = {"tracks": "seg_event", "identifies": "seg_identify", "id_graph": "seg_external_id"}
-    target = table[kind]
-    with store.transaction() as con:
-        # Timestamps without an offset are UTC (Segment always sends UTC; warehouses store UTC).
-        con.execute("SET TimeZone = 'UTC'")
-        for earlier, *_ in previous:
-            _forget_file(con, int(earlier))
-        file_id = int(con.execute("SELECT nextval('seg_import_file_seq')").fetchall()[0][0])
-        before = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
-        con.execute(_insert_sql(parsed, kind, file_id, fresh_only=bool(before)), params)
-        added = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0] - before
-        repeated = _dedupe_file_rows(con, target, file_id) if kind != "id_graph" else 0
-        imported = int(added) - repeated
-        lines = con.execute(f"SELECT count(*) FROM ({parsed}) t", params).fetchall()[0][0]
-        skipped: dict[str, int] = {}
-        examples: list[str] = []
-        accounted = imported + repeated
-        if kind == "id_graph" or accounted < lines:
-            # Only files with skipped lines pay for this second pass.
-            con.execute(
-                f"INSERT INTO seg_import_reject SELECT {file_id}, line, reason, "
-                f"{_reject_detail(kind)} FROM ({numbered}) t WHERE reason IS NOT NULL",
-                params,
-            )
-            reasons = con.execute(
-                "SELECT reason, count(*) FROM seg_import_reject WHERE file_id = ? "
-                "GROUP BY reason ORDER BY reason",
-                [file_id],
-            ).fetchall()
-            skipped = {str(r): int(n) for r, n in reasons}
-            examples = [
-                f"{source}:{line}: {reason}" + (f" ({detail})" if detail else "")
-                for line, reason, detail in con.execute(
-                    "SELECT line, reason, detail FROM seg_import_reject WHERE file_id = ? "
-                    "ORDER BY line LIMIT ?",
-                    [file_id, example_limit],
-                ).fetchall()
-            ]
-        duplicates = int(lines) - imported - sum(skipped.values())
-        con.execute(
-            "INSERT INTO seg_import_file VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                file_id,
-                resolved,
-                kind,
-                size,
-                modified,
-                utc_now(),
-                int(lines),
-                imported,
-                duplicates,
-                json.dumps(skipped),
-            ],
-        )
-    return SegmentImportResult(
-        path=source,
-        kind=kind,
-        lines=int(lines),
-        imported=imported,
-        duplicates=duplicates,
-        skipped=skipped,
-        examples=examples,
-        file_id=file_id,
-    )

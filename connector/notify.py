@@ -1,7 +1,8 @@
 """Outgoing notifications: a Slack-compatible webhook and SMTP email.
 
 Both raise a one-line :class:`~connector.errors.TransientError` when the destination cannot be
-reached or refuses the message; the caller keeps the alert pending and tries again later. Neither
+reached or fails for now (the caller keeps the alert pending and tries again later), and a
+:class:`~connector.errors.ConfigError` when retrying cannot help (a webhook answering 404). Neither
 ever puts the webhook URL (which embeds a token) or the SMTP password in a message: the webhook is
 named by its host only.
 """
@@ -16,7 +17,13 @@ from urllib.parse import urlparse
 
 import requests
 
-from connector.errors import ConfigError, TransientError
+from connector.errors import (
+    ConfigError,
+    Kind,
+    TransientError,
+    classify_exception,
+    classify_status,
+)
 from connector.http import HttpSettings, make_session
 
 
@@ -33,7 +40,13 @@ def webhook_host(url: str) -> str:
 
 
 def send_webhook(
-    url: str, text: str, *, timeout_seconds: float = 10.0, ca_bundle: str | None = None
+    url: str,
+    text: str,
+    *,
+    timeout_seconds: float = 10.0,
+    ca_bundle: str | None = None,
+    max_attempts: int = 2,
+    max_backoff_seconds: float = 2.0,
 ) -> None:
     """Post ``{"text": ...}`` to a Slack-compatible incoming webhook.
 
@@ -44,10 +57,12 @@ def send_webhook(
         text: the message (Slack mrkdwn).
         timeout_seconds: connect and read timeout.
         ca_bundle: CA bundle to trust instead of the system store (tests, private CAs).
+        max_attempts: attempts when the webhook fails transiently (``alerts.webhook_attempts``).
+        max_backoff_seconds: the longest wait between attempts.
 
     Raises:
-        ConfigError: the URL is not http(s).
-        TransientError: the webhook could not be reached or answered an error.
+        ConfigError: the URL is not http(s), or the webhook refused the message for good.
+        TransientError: the webhook could not be reached or answered a transient error.
     """
     parsed = urlparse(url)
     host = webhook_host(url)
@@ -55,12 +70,10 @@ def send_webhook(
         raise ConfigError(
             "alerts.webhook_url is not an http(s) URL", hint="paste the webhook URL as given"
         )
-    # Two attempts: a lost alert is worse than a rare duplicate, but a dead webhook must not stall
-    # the job that raised the alert.
     settings = HttpSettings(
         timeout_seconds=timeout_seconds,
-        max_attempts=2,
-        max_backoff_seconds=2.0,
+        max_attempts=max_attempts,
+        max_backoff_seconds=max_backoff_seconds,
         ca_bundle=ca_bundle,
         resend_non_idempotent=True,
     )
@@ -68,14 +81,28 @@ def send_webhook(
         try:
             response = session.post(url, json={"text": text})
         except requests.RequestException as exc:
+            rule = classify_exception(exc)
+            if rule is not None and rule.kind is Kind.CONFIG:  # TLS: the operator must act
+                raise ConfigError(
+                    f"alert webhook at {host}: {rule.meaning}", hint="check alerts.webhook_url"
+                ) from None
             raise TransientError(
                 f"alert webhook at {host} is unreachable ({type(exc).__name__})",
                 hint="check alerts.webhook_url and the network; the alert is retried later",
             ) from None
     if response.status_code >= 300:
-        raise TransientError(
-            f"alert webhook at {host} answered HTTP {response.status_code}",
-            hint="check alerts.webhook_url; the alert is retried later",
+        # The one error table decides: 5xx, 408 and 429 heal by themselves and the alert is sent
+        # again later; any other answer (404: the webhook was deleted) will not change by
+        # retrying, so it is reported once as a configuration problem.
+        rule = classify_status(response.status_code)
+        if rule.kind is Kind.TRANSIENT:
+            raise TransientError(
+                f"alert webhook at {host} answered HTTP {response.status_code}",
+                hint="check alerts.webhook_url; the alert is retried later",
+            )
+        raise ConfigError(
+            f"alert webhook at {host} answered HTTP {response.status_code} ({rule.meaning})",
+            hint="fix alerts.webhook_url; this alert is not sent again",
         )
 
 

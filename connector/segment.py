@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlparse
 
-import pandas as pd
 import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from connector.clock import parse_utc_or_none
 from connector.errors import (
     ConfigError,
+    Kind,
     LeadscoreError,
     RequestError,
     TransientError,
@@ -46,7 +47,7 @@ from connector.errors import (
     response_error,
 )
 from connector.http import CallCounter, HttpSettings, TokenBucket, make_session
-from connector.store import Store, utc_now
+from connector.store import utc_now
 
 log = logging.getLogger("leadscore.segment")
 
@@ -197,21 +198,6 @@ class SegmentSettings(BaseModel):
         return DEFAULT_ID_TYPES | frozenset(self.identity.external_ids)
 
 
-def normalise_email(value: Any) -> str | None:
-    """The form emails are matched in: trimmed and lower-cased.
-
-    Args:
-        value: an email address (or anything).
-
-    Returns:
-        The normalised address, or None when empty or not a string.
-    """
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower()
-    return text or None
-
-
 def _http_settings(settings: SegmentSettings, *, resend: bool) -> HttpSettings:
     return HttpSettings(
         timeout_seconds=settings.timeout_seconds,
@@ -225,7 +211,7 @@ def _transport_error(exc: requests.RequestException, what: str) -> LeadscoreErro
     """A one-line error for a transport failure (never the request's headers or body)."""
     rule = classify_exception(exc)
     meaning = rule.meaning if rule else type(exc).__name__
-    if rule is not None and rule.kind.value == "config":
+    if rule is not None and rule.kind is Kind.CONFIG:
         return ConfigError(f"{what}: {meaning}", hint="check segment.ca_bundle and the URL")
     return TransientError(f"{what}: {meaning}", hint="the next run tries again")
 
@@ -254,18 +240,6 @@ class ProfileRead:
     events: list[dict[str, Any]] = field(default_factory=list)
     unknown_id_types: Counter[str] = field(default_factory=Counter)
     error: str | None = None
-
-
-def _iso_to_naive_utc(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
 
 
 class ProfileClient:
@@ -341,7 +315,7 @@ class ProfileClient:
                     f"{text}: the access token was rejected",
                     hint="check segment.profile_api_token and segment.space_id",
                 )
-            if rule.kind.value == "transient":
+            if rule.kind is Kind.TRANSIENT:
                 raise TransientError(f"{text}: {rule.meaning}", hint="the next run tries again")
             raise RequestError(f"{text}: {message or rule.meaning}")
         body = response.json()
@@ -438,12 +412,12 @@ class ProfileClient:
                     {
                         "type": id_type,
                         "id": value,
-                        "created_at": _iso_to_naive_utc(item.get("created_at")),
+                        "created_at": parse_utc_or_none(item.get("created_at")),
                     }
                 )
         else:
             for item in page.get("data") or []:
-                ts = _iso_to_naive_utc(item.get("timestamp"))
+                ts = parse_utc_or_none(item.get("timestamp"))
                 if item.get("type") != "track" or ts is None or not item.get("event"):
                     continue
                 ids = {e.get("type"): e.get("id") for e in item.get("external_ids") or []}
@@ -482,100 +456,6 @@ def read_profiles(
     with ThreadPoolExecutor(max_workers=client.settings.concurrency) as pool:
         for start in range(0, len(lookups), chunk):
             yield list(pool.map(one, lookups[start : start + chunk]))
-
-
-def save_profiles(store: Store, reads: Sequence[ProfileRead]) -> dict[str, int]:
-    """Store one chunk of Profile API reads in one transaction.
-
-    Found profiles replace their traits and add their identities and events (events already in the
-    store, by message id, are skipped); lookups that found nothing are remembered so they are not
-    read again before ``refresh_hours``. Failed reads are not recorded, so the next run retries.
-
-    Args:
-        store: the store.
-        reads: the reads.
-
-    Returns:
-        Counts: ``found, not_found, failed, traits, external_ids, events``.
-    """
-    done = [r for r in reads if r.error is None]
-    now = utc_now()
-    counts = {
-        "found": sum(r.found for r in done),
-        "not_found": sum(not r.found for r in done),
-        "failed": len(reads) - len(done),
-        "traits": sum(len(r.traits) for r in done),
-        "external_ids": sum(len(r.external_ids) for r in done),
-        "events": 0,
-    }
-    if not done:
-        return counts
-    profiles = pd.DataFrame(
-        {"lookup": [r.lookup for r in done], "found": [r.found for r in done], "fetched_at": now}
-    )
-    traits = pd.DataFrame(
-        [
-            {"profile_id": r.lookup, "name": k, "value": json.dumps(v), "updated_at": now}
-            for r in done
-            for k, v in r.traits.items()
-        ],
-        columns=["profile_id", "name", "value", "updated_at"],
-    )
-    ids = pd.DataFrame(
-        [
-            {
-                "profile_id": r.lookup,
-                "id_type": e["type"],
-                "id_value": e["id"],
-                "created_at": e["created_at"],
-            }
-            for r in done
-            for e in r.external_ids
-        ],
-        columns=["profile_id", "id_type", "id_value", "created_at"],
-    ).drop_duplicates(["profile_id", "id_type", "id_value"])
-    events = pd.DataFrame(
-        [{**e, "segment_id": r.lookup} for r in done for e in r.events if e["message_id"]],
-        columns=[
-            "message_id",
-            "event",
-            "user_id",
-            "anonymous_id",
-            "segment_id",
-            "ts",
-            "properties",
-        ],
-    ).drop_duplicates("message_id")
-    with store.transaction() as con:
-        for name, frame in (("_p", profiles), ("_t", traits), ("_i", ids), ("_e", events)):
-            con.register(name, frame)
-        try:
-            con.execute(
-                "INSERT OR REPLACE INTO seg_profile SELECT lookup, found, fetched_at FROM _p"
-            )
-            con.execute(
-                "DELETE FROM seg_trait WHERE source = 'profile_api' AND profile_id IN "
-                "(SELECT lookup FROM _p)"
-            )
-            con.execute(
-                "INSERT OR REPLACE INTO seg_trait SELECT profile_id, name, CAST(value AS JSON), "
-                "CAST(updated_at AS TIMESTAMP), 'profile_api' FROM _t"
-            )
-            con.execute(
-                "INSERT OR IGNORE INTO seg_external_id SELECT profile_id, id_type, id_value, "
-                "'profile_api', CAST(created_at AS TIMESTAMP) FROM _i"
-            )
-            inserted = con.execute(
-                """INSERT INTO seg_event
-                   SELECT message_id, event, user_id, anonymous_id, segment_id,
-                          CAST(ts AS TIMESTAMP), CAST(properties AS JSON), NULL
-                   FROM _e WHERE message_id NOT IN (SELECT message_id FROM seg_event)"""
-            ).fetchall()
-            counts["events"] = int(inserted[0][0]) if inserted else 0
-        finally:
-            for name in ("_p", "_t", "_i", "_e"):
-                con.unregister(name)
-    return counts
 
 
 # -- Tracking API ----------------------------------------------------------------------------------

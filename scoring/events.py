@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from connector.store import quote_identifier, raw_table_name
+from connector.store import IDENTITY_MAP, quote_identifier, raw_table_name
 from scoring.spec import EventSourceSpec, PredictionSpec, ValueFilter
 
 
@@ -79,9 +79,9 @@ class EventSource:
         value_column: numeric column carried as the event's value (summed by ``sum`` labels).
         configured: from the prediction's config (must exist) rather than built in.
         identity_columns: ``(column, id_type)`` pairs: the row's entity is found by looking the
-            column up in the identity map (``sync/identity.py``) under that identity type, the
-            first pair that resolves wins. Used for sources that know people by CDP identities
-            (user id, anonymous id) rather than by the entity's id.
+            column up in the identity map (``connector/store/identity.py``) under that identity
+            type, the first pair that resolves wins. Used for sources that know people by CDP
+            identities (user id, anonymous id) rather than by the entity's id.
     """
 
     table: str
@@ -97,8 +97,6 @@ class EventSource:
     identity_columns: tuple[tuple[str, str], ...] = ()
 
 
-IDENTITY_MAP = "identity_map"
-"""(entity, id_type, id_value, entity_id, ...): every identity of every person, by entity."""
 _PLAIN = re.compile(r"^[a-z][a-z0-9_.]*$")
 
 

@@ -13,18 +13,21 @@ Messages pass through the log redactor, so configured secrets never leave in an 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connector.errors import LeadscoreError
-from connector.history import read_alert_states, write_alert_state
+from connector.errors import Busy, LeadscoreError, TransientError
 from connector.notify import send_email, send_webhook
 from connector.store import Store, utc_now
+from connector.store.runs import read_alert_states, write_alert_state
 from sync.config import AlertSettings, Settings
+from sync.lock import RunLock, lock_path
 from sync.logs import Redactor, secret_values
+from sync.run import open_store
 
 log = logging.getLogger("leadscore.alerts")
 
@@ -120,7 +123,7 @@ def _format(note: Notification, settings: Settings) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def deliver(note: Notification, settings: Settings) -> list[str]:
+def deliver(note: Notification, settings: Settings) -> list[LeadscoreError]:
     """Send a notification to every configured channel.
 
     Args:
@@ -128,21 +131,23 @@ def deliver(note: Notification, settings: Settings) -> list[str]:
         settings: configuration (``[alerts]``).
 
     Returns:
-        One line per channel that failed (empty when all succeeded).
+        One error per channel that failed (empty when all succeeded); the message is redacted.
     """
     alerts: AlertSettings = settings.alerts
     redact = Redactor(secret_values(settings))
     text = redact(_format(note, settings))
-    problems: list[str] = []
+    problems: list[LeadscoreError] = []
     if alerts.webhook_url is not None:
         try:
             send_webhook(
                 alerts.webhook_url.get_secret_value(),
                 text,
                 timeout_seconds=alerts.timeout_seconds,
+                max_attempts=alerts.webhook_attempts,
+                max_backoff_seconds=alerts.webhook_max_backoff_seconds,
             )
         except LeadscoreError as exc:
-            problems.append(redact(str(exc)))
+            problems.append(type(exc)(redact(exc.message), hint=exc.hint))
     if alerts.email_to:
         assert alerts.smtp_host is not None and alerts.email_from is not None
         try:
@@ -161,7 +166,7 @@ def deliver(note: Notification, settings: Settings) -> list[str]:
                 timeout_seconds=alerts.timeout_seconds,
             )
         except LeadscoreError as exc:
-            problems.append(redact(str(exc)))
+            problems.append(type(exc)(redact(exc.message), hint=exc.hint))
     return problems
 
 
@@ -199,7 +204,9 @@ def evaluate(
                 problems = deliver(note, settings)
                 for problem in problems:
                     log.warning("alert %s not delivered: %s", note.subject, problem)
-                new_state["notified"] = not problems
+                # Only a transient failure keeps the notification pending: a refused one (a
+                # webhook answering 404) would be retried forever.
+                new_state["notified"] = not any(isinstance(p, TransientError) for p in problems)
             else:
                 new_state["notified"] = True
             # INFO: serve logs it; the CLI has already printed the failure itself.
@@ -294,3 +301,60 @@ def job_conditions(
                 )
             )
     return out
+
+
+def settle_service_alerts(settings: Settings, conditions: list[Condition]) -> None:
+    """Evaluate conditions found by ``serve`` itself (missed schedules), without waiting.
+
+    The watchdog must work while a job runs: when the run lock is held by this very process (its
+    worker thread), the store is opened alongside the worker's connection; when another process
+    holds it, the pass is skipped and the next one catches up.
+
+    Args:
+        settings: configuration.
+        conditions: the conditions.
+    """
+    lock = RunLock(lock_path(settings.store.path), "alerts", wait_seconds=0)
+    try:
+        lock.acquire()
+    except Busy:
+        holder = lock.holder()
+        if holder is None or holder.pid != os.getpid():
+            return
+        with Store(settings.store.path) as store:
+            evaluate(store, settings, conditions)
+        return
+    try:
+        with Store(settings.store.path) as store:
+            evaluate(store, settings, conditions)
+    finally:
+        lock.release()
+
+
+def settle_alerts(
+    settings: Settings,
+    job: str,
+    status: str,
+    counts: dict[str, Any],
+    error: str | None,
+    *,
+    extra: list[Condition] | None = None,
+) -> None:
+    """Evaluate the alert conditions a run settles; never raises (alerts must not fail a job).
+
+    Args:
+        settings: configuration.
+        job: job name.
+        status: run status.
+        counts: run counts.
+        error: error line of a failed run.
+        extra: more conditions (drift from ``monitor``, missed schedules from ``serve``).
+    """
+    conditions = [*job_conditions(job, status, counts, error, settings), *(extra or [])]
+    if not conditions:
+        return
+    try:
+        with open_store(settings, f"alerts after {job}") as store:
+            evaluate(store, settings, conditions)
+    except Exception as exc:  # an alert problem is logged, never raised into the job's outcome
+        log.warning("alerts after %s were not evaluated: %s", job, exc)

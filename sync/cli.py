@@ -21,8 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from connector.errors import LeadscoreError
+from sync import demo as demos
 from sync import jobs
 from sync.config import JOB_NAMES, Settings, load_settings
+from sync.logs import redact_root_handlers, secret_values
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
 
 app = typer.Typer(
@@ -95,7 +97,10 @@ def _reporter(as_json: bool) -> Reporter:
 
 
 def _settings(config: Path) -> Settings:
-    return load_settings(config)
+    settings = load_settings(config)
+    # every command, not only serve: -v logs HTTP calls, and a secret must never reach a log
+    redact_root_handlers(secret_values(settings))
+    return settings
 
 
 def _print_json(data: Any) -> None:
@@ -706,9 +711,13 @@ def _run_summary(run: dict[str, Any]) -> str:
     shown = [k for k in _HEADLINE_COUNTS if k in counts][:3] or list(counts)[:3]
     if shown:
         return ", ".join(f"{k} {counts[k]:,}" for k in shown)
+    # a report run names its file and lists its predictions (not per-prediction results)
+    if isinstance(run["counts"].get("path"), str):
+        return f"wrote {Path(run['counts']['path']).name}"
     # a training run has no counts, only per-prediction results: name each one's holdout metric
     trained = []
-    for name, p in (run["counts"].get("predictions") or {}).items():
+    predictions = run["counts"].get("predictions")
+    for name, p in (predictions if isinstance(predictions, dict) else {}).items():
         metrics = p.get("metrics") if isinstance(p, dict) else None
         if not metrics:
             continue
@@ -992,7 +1001,7 @@ def serve(
     ] = None,
 ) -> None:
     r"""Run the jobs on their \[schedule] until stopped (SIGTERM/Ctrl-C: finish the batch, exit)."""
-    from sync.logs import configure_logging, secret_values
+    from sync.logs import configure_logging
     from sync.scheduler import Service
 
     def body() -> None:
@@ -1065,7 +1074,7 @@ def sandbox(
         err.print("serving; press Ctrl-C to stop")
 
     _guard(
-        lambda: jobs.run_sandbox(
+        lambda: demos.run_sandbox(
             workdir,
             port=port,
             leads=leads,
@@ -1089,7 +1098,7 @@ def demo(
     """Generate a Salesforce org, serve it locally, and run the whole pipeline against it."""
 
     def body() -> None:
-        data = jobs.run_demo(workdir, leads=leads, seed=seed, reporter=_reporter(as_json))
+        data = demos.run_demo(workdir, leads=leads, seed=seed, reporter=_reporter(as_json))
         if as_json:
             _print_json(data)
             return

@@ -586,6 +586,9 @@ class AlertSettings(BaseModel):
         smtp_username: SMTP login, if the server needs one.
         smtp_password: SMTP password (secret).
         timeout_seconds: per delivery attempt.
+        webhook_attempts: attempts per webhook delivery when it fails transiently (a lost alert
+            is worse than a rare duplicate, but a dead webhook must not stall the job).
+        webhook_max_backoff_seconds: the longest wait between two attempts.
         max_rejected_share: a partial run alerts when more than this share of the records it sent
             was rejected.
     """
@@ -601,6 +604,8 @@ class AlertSettings(BaseModel):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     timeout_seconds: float = Field(10.0, gt=0, le=120)
+    webhook_attempts: int = Field(2, ge=1, le=10)
+    webhook_max_backoff_seconds: float = Field(2.0, ge=0, le=60)
     max_rejected_share: float = Field(0.01, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -868,6 +873,10 @@ def _describe_error(error: dict[str, Any], *, hide_value: bool = False) -> str:
 def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) -> Settings:
     """Load and validate the configuration.
 
+    The steps: read the file and refuse secrets in it; merge secrets from the environment and
+    ``secrets.toml``; resolve relative paths against the file's directory; validate; resolve the
+    store's paths.
+
     Args:
         path: the config file.
         environ: environment variables (default: ``os.environ``).
@@ -881,15 +890,30 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
     """
     path = Path(path)
     env = dict(os.environ if environ is None else environ)
+    raw = _read_config_file(path)
+    secrets_path = Path(env.get(f"{ENV_PREFIX}SECRETS_FILE") or path.parent / SECRETS_FILE)
+    from_file = _read_secrets_file(secrets_path, path)
+    _merge_secrets(raw, env, from_file)
+    _resolve_paths(raw, path.parent)
+    settings = _validate(raw, path, secrets_path, from_file)
+    return _with_store_paths(settings, path)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The config file's TOML; a secret in it is an error (secrets live elsewhere)."""
     raw = _read_toml(path)
-    secrets = set(secret_keys())
-    for section, key in secrets:
+    for section, key in secret_keys():
         if key in (raw.get(section) or {}):
             raise ConfigError(
                 f"{path}: {section}.{key}: secrets must not be in the config file",
                 hint=f"move it to {SECRETS_FILE} or set {_env_name(section, key)}",
             )
-    secrets_path = Path(env.get(f"{ENV_PREFIX}SECRETS_FILE") or path.parent / SECRETS_FILE)
+    return raw
+
+
+def _read_secrets_file(secrets_path: Path, path: Path) -> dict[str, Any]:
+    """``secrets.toml`` (if present); any key that is not a secret setting is an error."""
+    secrets = set(secret_keys())
     from_file: dict[str, Any] = _read_toml(secrets_path) if secrets_path.is_file() else {}
     for section, values in from_file.items():
         for key in values if isinstance(values, dict) else [None]:
@@ -900,7 +924,12 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
                     hint=f"{SECRETS_FILE} may only hold {allowed}; "
                     f"other keys belong in {path.name}",
                 )
-    for section, key in secrets:
+    return from_file
+
+
+def _merge_secrets(raw: dict[str, Any], env: dict[str, str], from_file: dict[str, Any]) -> None:
+    """Put each secret into its section: the environment wins over ``secrets.toml``."""
+    for section, key in secret_keys():
         field = Settings.model_fields[section]
         if section not in raw and not field.is_required() and field.default is None:
             # A secret alone does not switch on a section that is off unless configured
@@ -909,19 +938,30 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
         value = env.get(_env_name(section, key)) or (from_file.get(section) or {}).get(key)
         if value is not None and isinstance(raw.get(section, {}), dict):
             raw.setdefault(section, {})[key] = value
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the file paths of ``[[sources]]`` and of path keys relative to the config file."""
     for source in raw.get("sources") or []:
         if isinstance(source, dict) and isinstance(source.get("path"), str) and source["path"]:
             candidate = Path(source["path"]).expanduser()
-            source["path"] = str(candidate if candidate.is_absolute() else path.parent / candidate)
+            source["path"] = str(candidate if candidate.is_absolute() else base / candidate)
     for section, key in _PATH_KEYS:
         block = raw.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str) and block[key]:
             candidate = Path(block[key]).expanduser()
-            block[key] = str(candidate if candidate.is_absolute() else path.parent / candidate)
+            block[key] = str(candidate if candidate.is_absolute() else base / candidate)
         elif isinstance(block, dict) and block.get(key) == "":
             block[key] = None
+
+
+def _validate(
+    raw: dict[str, Any], path: Path, secrets_path: Path, from_file: dict[str, Any]
+) -> Settings:
+    """Validate the merged settings; the first problem becomes one line naming file and key."""
+    secrets = set(secret_keys())
     try:
-        settings = Settings.model_validate(raw)
+        return Settings.model_validate(raw)
     except ValidationError as exc:
         # A misspelt key shows up both as "unknown" and as "missing": name the typo first.
         errors = sorted(
@@ -939,6 +979,10 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
             hint=(f"{more} more problem(s) after this one; " if more else "")
             + "see config.example.toml for every key",
         ) from None
+
+
+def _with_store_paths(settings: Settings, path: Path) -> Settings:
+    """The settings with the store's paths resolved against the config file's directory."""
     store = settings.store
     resolved = {
         name: value if value.is_absolute() else path.parent / value.expanduser()

@@ -8,10 +8,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+from sklearn.metrics import roc_auc_score
+
 from connector.errors import ConfigError
+from sync.config import load_settings
+from sync.jobs import run_sync
+from sync.progress import Reporter
+from sync.run import SILENT
 
 MARKER = ".leadscore-workdir"
 
@@ -267,3 +274,136 @@ def write_sandbox_files(
     sandbox_json.write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     os.chmod(sandbox_json, 0o600)
     return config
+
+
+def _generation_progress(reporter: Reporter):  # noqa: ANN202 - a closure over the reporter
+    """Adapt the generator's (stage, done, total) callback to the reporter: a line per stage."""
+    seen: set[str] = set()
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in seen:
+            seen.add(stage)
+            reporter.stage(f"sandbox: {stage}")
+
+    return on_progress
+
+
+def run_sandbox(
+    workdir: Path,
+    *,
+    port: int = 0,
+    leads: int = 20_000,
+    seed: int = 42,
+    reporter: Reporter = SILENT,
+    ready: Any = None,
+    org: str = "classic",
+) -> None:
+    """Serve a generated org until interrupted, with config files for any client in ``workdir``.
+
+    An existing sandbox in ``workdir`` (same data file) is served again rather than regenerated.
+
+    Args:
+        workdir: where the org's data, TLS material and the config files live.
+        port: TCP port on 127.0.0.1 (0: any free port).
+        leads: leads to generate when the org is new.
+        seed: generator seed.
+        reporter: progress.
+        ready: called with the sandbox info once it is serving (used by tests).
+        org: the generator's hidden model (``classic``, ``interacting``, ``drifting``).
+    """
+    from connector.sandbox import Sandbox
+
+    prepare_workdir(workdir, fresh=False)
+    sandbox = Sandbox(
+        workdir / "sandbox",
+        leads=leads,
+        seed=seed,
+        org=org,
+        port=port,
+        regenerate=False,
+        on_progress=_generation_progress(reporter),
+        segment=True,
+    )
+    sandbox.start()
+    try:
+        sandbox.export_segment()
+        write_sandbox_files(
+            workdir,
+            sandbox.info,
+            command="sandbox",
+            campaign_id=ensure_audience_campaign(sandbox),
+        )
+        if ready is not None:
+            ready(sandbox.info)
+        sandbox.serve_forever()
+    finally:
+        sandbox.stop()
+
+
+def run_demo(
+    workdir: Path, *, leads: int = 20_000, seed: int = 42, reporter: Reporter = SILENT
+) -> dict[str, Any]:
+    """Generate an org, serve it in-process and run pull, train, score and push against it.
+
+    Args:
+        workdir: working directory (cleared of a previous demo's files).
+        leads: leads in the generated org.
+        seed: generator seed.
+        reporter: progress.
+
+    Returns:
+        Headline figures: ``leads, pulled, scored, written, api_calls, model_auc, oracle_auc,
+            auc_ratio,
+        seconds``, plus where the files are.
+    """
+    from connector.sandbox import Sandbox
+
+    started = time.perf_counter()
+    prepare_workdir(workdir, fresh=True)
+    reporter.stage(f"generating a synthetic org with {leads:,} leads (seed {seed})")
+    sandbox = Sandbox(
+        workdir / "sandbox",
+        leads=leads,
+        seed=seed,
+        on_progress=_generation_progress(reporter),
+        segment=True,
+    )
+    sandbox.start()
+    try:
+        # The CDP history as a warehouse export, imported by the pull (docs/sandbox.md).
+        sandbox.export_segment()
+        config = write_sandbox_files(
+            workdir, sandbox.info, command="demo", campaign_id=ensure_audience_campaign(sandbox)
+        )
+        reporter.stage(f"sandbox serving at {sandbox.url}")
+        settings = load_settings(config)
+        result = run_sync(settings, reporter=reporter)
+        holdout = result.artifacts["holdout"]["lead_conversion"]
+        truth = sandbox.ground_truth()
+        # the org's leads as Salesforce lists them: the generator soft-deletes a few
+        org_leads = int(sandbox.sql("SELECT count(*) FROM Lead WHERE NOT IsDeleted")[0][0])
+    finally:
+        sandbox.stop()
+    merged = holdout.merge(
+        truth[["lead_id", "p_true"]], left_on="entity_id", right_on="lead_id", how="inner"
+    )
+    model = result.counts["models"]["lead_conversion"]
+    model_auc = model["metrics"]["auc"]
+    oracle_auc = float(roc_auc_score(merged["label"], merged["p_true"]))
+    return {
+        "leads": org_leads,
+        "pulled": result.counts["pulled"],
+        "scored": result.counts["scored"],
+        "written": result.counts["written"],
+        "segment_written": result.counts.get("segment_written", 0),
+        "failed": result.counts["failed"],
+        "api_calls": result.api_calls,
+        "model_auc": round(model_auc, 4),
+        "oracle_auc": round(oracle_auc, 4),
+        "auc_ratio": round(model_auc / oracle_auc, 4),
+        "holdout": len(holdout),
+        "model_version": model["version"],
+        "seconds": round(time.perf_counter() - started, 2),
+        "workdir": str(workdir),
+        "config": str(config),
+    }

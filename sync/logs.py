@@ -253,3 +253,20 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     return handler
+
+
+def redact_root_handlers(secrets: Iterable[str]) -> None:
+    """Redact secrets from every line the root logger's handlers write, for every command.
+
+    ``serve`` installs its own handler (:func:`configure_logging`); the other commands keep the
+    CLI's default handler, which gets the same filter here once the settings (and so the secret
+    values) are known.
+
+    Args:
+        secrets: values that must never appear.
+    """
+    redactor = Redactor(secrets)
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(RedactingFilter(redactor))

@@ -12,14 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-from connector.history import (
+from connector.store import Store, utc_now
+from connector.store.runs import (
     append_drift,
     append_realized,
     drift_history,
     evaluated_score_runs,
     realized_history,
 )
-from connector.store import Store, utc_now
 from scoring.monitor import measure_drift, outcomes_after, population, realized_performance
 from scoring.registry import load_champion
 from sync.alerts import Condition

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Protocol
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
@@ -16,25 +15,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from connector.progress import Reporter, Task
 
-class Task(Protocol):
-    """A unit of long work with a known or unknown size."""
-
-    def advance(self, n: int = 1) -> None:
-        """Count ``n`` more items done."""
-
-    def set_total(self, total: int) -> None:
-        """Set the number of items, once known."""
-
-
-class Reporter(Protocol):
-    """Receives progress from jobs."""
-
-    def stage(self, message: str) -> None:
-        """Announce a short step ("training CatBoost on 9,800 examples")."""
-
-    def track(self, description: str, total: int | None = None) -> AbstractContextManager[Task]:
-        """Open a progress task for countable work."""
+__all__ = ["ConsoleReporter", "Reporter", "SilentReporter", "Task"]
 
 
 class _NullTask:

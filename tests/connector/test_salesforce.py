@@ -272,7 +272,7 @@ def test_bulk_writes_larger_than_the_upload_limit_are_split_into_several_jobs(bo
     ids = writable_leads(box)[:40]
     records = [{"Id": i, "Lead_Score__c": n} for n, i in enumerate(ids)]
     # "Id,Lead_Score__c\n" is 17 bytes and each row 21 or 22: eight rows fit in 200 bytes
-    monkeypatch.setattr("connector.salesforce.BULK_MAX_UPLOAD_BYTES", 200)
+    monkeypatch.setattr("connector.salesforce.writes.BULK_MAX_UPLOAD_BYTES", 200)
     with client_for(box, bulk_write_threshold=10) as client:
         outcomes = [o for batch in write_records(client, "Lead", records) for o in batch]
     assert [o["id"] for o in outcomes] == ids and all(o["success"] for o in outcomes)

@@ -84,6 +84,19 @@ def test_unreachable_webhook_is_a_warning_and_the_alert_is_retried(tmp_path, web
     assert len(webhook.texts) == 1 and webhook.texts[0].startswith("[leadscore] FIRING: sync")
 
 
+def test_a_webhook_answering_404_is_reported_once_and_not_retried(tmp_path, webhook, caplog):
+    webhook.status = 404
+    config = write_config(tmp_path, "", f'[alerts]\nwebhook_url = "{webhook.url}"\n')
+    settings = load_settings(config, environ={})
+    condition = Condition("failed:sync", True, "sync failed", "details")
+    with Store(settings.store.path) as store, caplog.at_level(logging.WARNING):
+        evaluate(store, settings, [condition], now=T)
+        evaluate(store, settings, [condition], now=T + timedelta(minutes=1))
+        evaluate(store, settings, [condition], now=T + timedelta(minutes=2))
+    assert len(webhook.texts) == 1  # sent once; a 404 does not heal by sending again
+    assert "answered HTTP 404" in caplog.text and "not sent again" in caplog.text
+
+
 class Inbox:
     def __init__(self) -> None:
         self.messages: list[bytes] = []

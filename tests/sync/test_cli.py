@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.configs import edit_config
+
 LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 
 CONFIG = """
@@ -68,10 +70,8 @@ def test_missing_credentials(tmp_path):
 @pytest.mark.parametrize("secret_env", [{"LEADSCORE_SALESFORCE__CLIENT_SECRET": "hunter2-secret"}])
 def test_unreachable_salesforce_is_one_line_and_never_shows_secrets(tmp_path, secret_env):
     config = tmp_path / "config.toml"
-    text = CONFIG.format(url="https://127.0.0.1:9").replace(
-        "[salesforce]\n", "[salesforce]\nmax_attempts = 1\n"
-    )
-    config.write_text(text)
+    config.write_text(CONFIG.format(url="https://127.0.0.1:9"))
+    edit_config(config, add={"salesforce.max_attempts": 1})
     env = {"LEADSCORE_SALESFORCE__CLIENT_ID": "id", **secret_env}
     result = leadscore("pull", "--config", str(config), env=env)
     assert_one_line_error(result, "127.0.0.1:9", "could not be reached", "salesforce.login_url")

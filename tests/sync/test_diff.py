@@ -11,9 +11,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from connector.history import dead_letter_rows, dead_letters, revive_dead_letters
 from connector.salesforce import FieldDescription, check_field_value
 from connector.store import Store, utc_now
+from connector.store.runs import dead_letter_rows, dead_letters
 from sync.diff import diff_outputs
 
 FIELDS = {"probability": "P__c", "score": "S__c", "tier": "T__c"}
@@ -188,7 +188,7 @@ def test_ledger_states_backoff_dead_letters_gone_and_revival(store):
         new, store.ledger("salesforce", "Lead"), fields, now=utc_now() + timedelta(days=9)
     )
     assert (blocked.dead, blocked.to_send) == (1, 0)
-    assert revive_dead_letters(store) == 1
+    assert store.revive_dead_letters() == 1
     revived = diff_outputs(new, store.ledger("salesforce", "Lead"), fields)
     assert sent(revived) == {("a", "S__c"): 50}
     store.record_outcomes("salesforce", "Lead", [{**row, "success": True}], **policy)

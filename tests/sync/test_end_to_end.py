@@ -15,7 +15,8 @@ from connector.sandbox import Sandbox
 from connector.store import Store
 from sync.config import Settings, load_settings
 from sync.demo import write_sandbox_files
-from sync.jobs import run_all, run_pull
+from sync.jobs import run_pull, run_sync
+from tests.configs import edit_config, rename_lead_field
 
 LEADS = 400
 
@@ -26,7 +27,7 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, Pat
     sandbox = Sandbox(workdir / "sandbox", leads=LEADS, seed=7).start()
     config = write_sandbox_files(workdir, sandbox.info, command="test")
     # small pages so that every stream is read over several pages (nextRecordsUrl)
-    config.write_text(config.read_text().replace("page_size = 2000", "page_size = 200"))
+    edit_config(config, {"salesforce.page_size": 200})
     yield sandbox, config
     sandbox.stop()
 
@@ -46,7 +47,7 @@ def test_run_scores_every_lead_and_a_second_run_writes_nothing(org):
     tasks = count(sandbox, "SELECT count(*) FROM Task")
     members = count(sandbox, "SELECT count(*) FROM CampaignMember")
 
-    first = run_all(settings)
+    first = run_sync(settings)
     assert first.counts["pulled"] == leads + tasks + members
     assert first.counts["scored"] == leads
     assert first.counts["written"] == leads and first.counts["failed"] == 0
@@ -59,7 +60,7 @@ def test_run_scores_every_lead_and_a_second_run_writes_nothing(org):
     updates = [r for r in sandbox.request_log if r.category == "composite"]
     assert len(updates) == -(-leads // 200)
 
-    second = run_all(settings)
+    second = run_sync(settings)
     assert second.counts["written"] == 0
     assert second.counts["trained"] == []
     # the only changes since the first pull are the leads our own push touched
@@ -99,7 +100,8 @@ def test_bad_credentials_fail_cleanly_and_the_next_good_run_proceeds(org, tmp_pa
 def test_a_field_missing_from_describe_names_the_key_and_suggests(org, tmp_path):
     _, config = org
     broken = tmp_path / "config.toml"
-    broken.write_text(config.read_text().replace('"Industry"', '"Industy"'))
+    broken.write_text(config.read_text())
+    rename_lead_field(broken, "Industry", "Industy")
     (tmp_path / "secrets.toml").write_text((config.parent / "secrets.toml").read_text())
     with pytest.raises(ConfigError) as info:
         run_pull(load_settings(broken, environ={}))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from connector.errors import Busy, ConfigError
-from connector.history import record_run
 from connector.store import Store, utc_now
+from connector.store.runs import record_run
 from sync.config import load_settings
 from sync.jobs import read_status, run_job
 from sync.lock import RunLock, lock_path

@@ -25,7 +25,8 @@ from sync.config import Settings, WritebackSettings, load_settings
 from sync.demo import prepare_workdir, write_sandbox_files
 from sync.jobs import run_pull, run_push, run_segment_import, run_train
 from sync.progress import SilentReporter
-from sync.segment import push_audience
+from sync.segment_sync import push_audience
+from tests.configs import edit_config
 from tests.conftest import SEGMENT_AS_OF
 
 LEADS = 150
@@ -37,9 +38,7 @@ def make_org(workdir: Path, leads: int, seed: int) -> tuple[Sandbox, Path]:
     box.start()
     box.export_segment()
     config = write_sandbox_files(workdir, box.info, command="test")
-    config.write_text(
-        config.read_text().replace("max_profiles_per_run = 100", "max_profiles_per_run = 40")
-    )
+    edit_config(config, {"segment.max_profiles_per_run": 40})
     return box, config
 
 
@@ -339,10 +338,7 @@ def test_the_import_command_reports_skipped_lines_with_file_and_line(org, tmp_pa
 def test_unmatched_record_id_identifies_records_without_a_segment_user_by_their_id(tmp_path):
     box, config = make_org(tmp_path, 60, seed=23)
     try:
-        text = config.read_text()
-        section = '[predictions.segment]\ntraits = { score = "lead_score", tier = "lead_tier" }\n'
-        assert section in text
-        config.write_text(text.replace(section, section + 'unmatched = "record_id"\n'))
+        edit_config(config, add={"predictions.segment.unmatched": "record_id"})
         settings = load_settings(config, environ={})
         run_pull(settings)
         scores = scores_for(box)
@@ -363,12 +359,10 @@ def test_unmatched_record_id_identifies_records_without_a_segment_user_by_their_
 def test_a_prediction_uses_only_the_traits_it_lists(org):
     _, settings, _ = org
     text = settings.path.read_text()
-    anchor = 'exclude_fields = ["Status", "Rating"]\n'
-    assert anchor in text and "\n[[traits]]" in text
+    assert "\n[[traits]]" in text
     config = settings.path.with_name("config-one-trait.toml")
-    config.write_text(
-        text.replace(anchor, anchor + 'features = { traits = ["emails_clicked_30d"] }\n')
-    )
+    config.write_text(text)
+    edit_config(config, add={"predictions.features": {"traits": ["emails_clicked_30d"]}})
     trained = run_train(load_settings(config, environ={})).counts["predictions"]["lead_conversion"]
     version = trained["version"]
     metadata = json.loads(

@@ -10,8 +10,8 @@ import numpy as np
 from catboost import CatBoostClassifier
 from typer.testing import CliRunner
 
-from connector.history import record_run, write_alert_state
 from connector.store import Store
+from connector.store.runs import record_run, write_alert_state
 from scoring.model import Predictor
 from scoring.registry import save_version
 from sync.cli import app
@@ -92,3 +92,20 @@ def test_status_per_job(tmp_path):
     fragments = ("overdue", "13,800 of 15,000", "dead letters", "(2 in a", "failed:sync")
     for fragment in (*fragments, "lead_conversion auc 0.8123 (champion)"):
         assert fragment in words, words
+
+
+def test_status_after_a_report_run(tmp_path):
+    config = write_config(tmp_path, "")
+    settings = load_settings(config, environ={})
+    with Store(settings.store.path) as store:
+        record_run(
+            store,
+            "report",
+            started_at=NOW,
+            finished_at=NOW + timedelta(seconds=3),
+            status="ok",
+            counts={"path": str(tmp_path / "report.html"), "predictions": ["lead_conversion"]},
+        )
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output

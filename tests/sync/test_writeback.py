@@ -22,6 +22,7 @@ from sync.cli import app
 from sync.config import Settings, load_settings
 from sync.demo import ensure_audience_campaign, write_sandbox_files
 from sync.jobs import run_pull, run_push
+from tests.configs import edit_config
 from tests.sync.test_salesforce_sync import sandbox_client
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -38,21 +39,22 @@ def org(tmp_path: Path) -> Iterator[tuple[Sandbox, Path]]:
         tmp_path, sandbox.info, command="test", campaign_id=ensure_audience_campaign(sandbox)
     )
     # a small request size limit, so that Segment traits take several /v1/batch requests
-    text = config.read_text().replace(
-        "max_profiles_per_run = 100", "max_profiles_per_run = 0\nmax_request_bytes = 4096"
+    edit_config(
+        config,
+        {"segment.max_profiles_per_run": 0},
+        add={
+            "segment.max_request_bytes": 4096,
+            "writeback.retry_backoff_seconds": 0,
+            "writeback.max_attempts": 2,
+        },
     )
-    config.write_text(text + "\n[writeback]\nretry_backoff_seconds = 0\nmax_attempts = 2\n")
     yield sandbox, config
     sandbox.stop()
 
 
 def settings_for(config: Path, **salesforce: object) -> Settings:
     if salesforce:
-        text = config.read_text()
-        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in salesforce.items())
-        config.write_text(
-            text.replace("bulk_poll_seconds = 0.1\n", f"bulk_poll_seconds = 0.1\n{extra}")
-        )
+        edit_config(config, add={f"salesforce.{k}": v for k, v in salesforce.items()})
     return load_settings(config, environ={})
 
 
@@ -219,11 +221,13 @@ def test_rejected_rows_retry_then_become_dead_letters_and_deleted_records_are_go
 
 def test_upsert_by_external_id_and_a_campaign_that_mirrors_its_audience(org):
     sandbox, config = org
-    text = config.read_text().replace(
-        'fields = { score = "Lead_Score__c"',
-        'mode = "upsert"\nexternal_id_field = "Email"\nfields = { score = "Lead_Score__c"',
+    edit_config(
+        config,
+        add={
+            "predictions.salesforce.mode": "upsert",
+            "predictions.salesforce.external_id_field": "Email",
+        },
     )
-    config.write_text(text)
     settings = settings_for(config)
     run_pull(settings)
     leads = live_leads(sandbox)
@@ -275,14 +279,18 @@ def test_upsert_by_external_id_and_a_campaign_that_mirrors_its_audience(org):
 
 def test_setup_creates_the_fields_of_every_new_output_kind(org):
     sandbox, config = org
-    text = config.read_text().replace(
-        'fields = { score = "Lead_Score__c", tier = "Lead_Tier__c", '
-        'reasons = "Lead_Score_Reasons__c" }',
-        'fields = { score = "Lead_Score__c", percentile = "Lead_Percentile__c", '
-        'probability = "Lead_Probability__c", score_change = "Lead_Score_Change__c", '
-        'trend = "Lead_Trend__c" }',
+    edit_config(
+        config,
+        {
+            "predictions.salesforce.fields": {
+                "score": "Lead_Score__c",
+                "percentile": "Lead_Percentile__c",
+                "probability": "Lead_Probability__c",
+                "score_change": "Lead_Score_Change__c",
+                "trend": "Lead_Trend__c",
+            }
+        },
     )
-    config.write_text(text)
     result = CliRunner().invoke(app, ["setup", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     fields = {f["field"]: f for f in json.loads(result.output)["counts"]["fields"]}

@@ -28,13 +28,14 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from connector.clock import utc_now
 from connector.errors import ConfigError
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -65,6 +66,12 @@ _READ_BULK_CSV = (
 )
 
 
+# The tables other packages read by name. scoring/ imports these names rather than spelling a
+# table another module fills (identity_map is rebuilt by connector/store/identity.py).
+IDENTITY_MAP = "identity_map"
+"""(entity, id_type, id_value, entity_id, profile_id, rule): every identity of every person."""
+
+
 def raw_table_name(system: str, stream: str) -> str:
     """The raw table a stream is stored in (``sf_campaign_member`` for ``CampaignMember``).
 
@@ -77,11 +84,6 @@ def raw_table_name(system: str, stream: str) -> str:
     """
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", stream).lower()
     return f"{_SYSTEM_PREFIX.get(system, system)}_{snake}"
-
-
-def utc_now() -> datetime:
-    """The current time as a naive UTC datetime, the store's convention."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # Each entry is one schema version; append, never edit, so existing stores migrate forward.
@@ -134,7 +136,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (target, object, record_id, field))""",
     ),
     # Operations (issue 7): alert state, drift and realized performance over time
-    # (connector/history.py reads and writes them).
+    # (connector/store/runs.py reads and writes them).
     (
         """CREATE TABLE alert_state (
             key VARCHAR PRIMARY KEY,
@@ -243,9 +245,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             line BIGINT NOT NULL,
             reason VARCHAR NOT NULL,
             detail VARCHAR)""",
-        # Identity resolution output (sync/identity.py), rebuilt after every pull: one row per
-        # profile (matched or not, and why), and one row per identity of a matched person.
-        # entity is NULL for a profile that matched no record of any entity.
+        # Identity resolution output (connector/store/identity.py), rebuilt after every pull: one
+        # row per profile (matched or not, and why), and one row per identity of a matched
+        # person. entity is NULL for a profile that matched no record of any entity.
         """CREATE TABLE identity_profile (
             entity VARCHAR,
             profile_id VARCHAR NOT NULL,
@@ -772,6 +774,41 @@ class Store:
                 [stream, through, utc_now()],
             )
 
+    def cursor_streams(self) -> list[str]:
+        """Every stream with a committed cursor or completion time.
+
+        Returns:
+            Stream names as recorded.
+        """
+        return [r[0] for r in self.con.execute("SELECT stream FROM sync_cursor").fetchall()]
+
+    def mark_imported(self, stream: str, as_of: datetime) -> None:
+        """Record that an imported table reflects its source as of ``as_of`` (cursor and through).
+
+        Args:
+            stream: the import's stream name (``file:<table>``).
+            as_of: how recent the imported file is (naive UTC).
+        """
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO sync_cursor (stream, cursor_value, synced_through, "
+                "updated_at) VALUES (?, ?, ?, ?)",
+                [stream, as_of, as_of, utc_now()],
+            )
+
+    def number_rows(self, table: str, column: str) -> None:
+        """Add a row-number column in front of a table's columns (``[[sources]]`` ``row_id``).
+
+        Args:
+            table: the table.
+            column: the new column's name.
+        """
+        t, c = quote_identifier(table), quote_identifier(column)
+        with self.transaction() as con:
+            con.execute(
+                f"CREATE OR REPLACE TABLE {t} AS SELECT row_number() OVER () AS {c}, * FROM {t}"
+            )
+
     def remove_absent(self, table: str, key: str, live_ids: Iterable[pd.DataFrame | Path]) -> int:
         """Delete the rows whose key is not among a source's live ids (a deletion sweep).
 
@@ -1124,6 +1161,27 @@ class Store:
                 )
             finally:
                 con.unregister("_outcomes")
+
+    def revive_dead_letters(self, *, include_gone: bool = False) -> int:
+        """Make dead ledger rows due again (``leadscore retry --dead``), once their cause is fixed.
+
+        Their attempts start again from zero; the next push sends them (if their value still differs
+        from the last confirmed one).
+
+        Args:
+            include_gone: also rows of records that were deleted or merged (restored since).
+
+        Returns:
+            How many rows were revived.
+        """
+        statuses = ["dead", "gone"] if include_gone else ["dead"]
+        with self.transaction() as con:
+            rows = con.execute(
+                "UPDATE writeback_ledger SET status = 'failed', attempts = 0, "
+                "next_attempt_at = NULL WHERE list_contains(?, status) RETURNING record_id",
+                [statuses],
+            ).fetchall()
+        return len(rows)
 
 
 def _py(value: Any) -> Any:

@@ -226,29 +226,6 @@ def dead_letter_rows(store: Store, limit: int = 20) -> list[dict[str, Any]]:
     return _records(rows)
 
 
-def revive_dead_letters(store: Store, *, include_gone: bool = False) -> int:
-    """Make dead ledger rows due again (``leadscore retry --dead``), once their cause is fixed.
-
-    Their attempts start again from zero; the next push sends them (if their value still differs
-    from the last confirmed one).
-
-    Args:
-        store: the store.
-        include_gone: also rows of records that were deleted or merged (restored since).
-
-    Returns:
-        How many rows were revived.
-    """
-    statuses = ["dead", "gone"] if include_gone else ["dead"]
-    with store.transaction() as con:
-        rows = con.execute(
-            "UPDATE writeback_ledger SET status = 'failed', attempts = 0, next_attempt_at = NULL "
-            "WHERE list_contains(?, status) RETURNING record_id",
-            [statuses],
-        ).fetchall()
-    return len(rows)
-
-
 # -- alert state -----------------------------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 - **Pull**: import the configured warehouse / Profiles Sync export files that are new since the
   last run; read the Profile API for CRM records that have not been read recently (newest records
   first, up to ``segment.max_profiles_per_run``); then rebuild the identity map
-  (``sync/identity.py``). Every skipped line and every unmatched profile is counted with its reason.
+  (``connector/store/identity.py``). Every skipped line and every unmatched profile is counted
+  with its reason.
 - **Push**: for each prediction with ``[predictions.segment]``, send identify calls that set the
   changed traits (score, tier, ...) on the person's profile, diffed against the write-back ledger
   (target ``segment``, object ``profile``); and, for audiences, ``Audience Entered`` /
@@ -35,16 +36,16 @@ from connector.segment import (
     identify_message,
     message_id,
     read_profiles,
-    save_profiles,
     track_message,
 )
 from connector.store import Store, quote_identifier, utc_now
+from connector.store.identity import CRM_RECORDS, resolve_identities, segment_user_ids
+from connector.store.profiles import save_profiles
 from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
 from sync.diff import Diff, diff_outputs
-from sync.identity import CRM_RECORDS, resolve_identities, segment_user_ids
 from sync.progress import Reporter
-from sync.push import ledger_policy
+from sync.salesforce_writeback import ledger_policy
 
 TARGET = "segment"
 PROFILE_OBJECT = "profile"

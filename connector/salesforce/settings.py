@@ -1,0 +1,137 @@
+"""The ``[salesforce]`` settings and the API's fixed limits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+log = logging.getLogger("leadscore.salesforce")
+
+
+API_VERSION = "59.0"
+COLLECTION_SIZE = 200  # sObject Collections accept at most 200 records per request
+BULK_RECORDS_PER_JOB = 1_000_000
+# One ingest job's CSV upload is at most 150 MB after base64 encoding; like simple-salesforce
+# (MAX_INGEST_JOB_FILE_SIZE) we cut at 100 MB of raw CSV and start another job.
+# https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_bulkapi.htm
+BULK_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+BULK_NULL = "#N/A"  # how Bulk API 2.0 CSV sets a field to null; an empty value leaves it unchanged
+MAX_POLL_SECONDS = 30.0
+LARGE_RUN_CALLS = 50  # runs planned above this many calls check /limits first
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+AuthFlow = Literal["client_credentials", "jwt", "password", "soap"]
+WriteOperation = Literal["update", "upsert", "create", "delete"]
+
+
+class StreamSettings(BaseModel):
+    """One Salesforce object pulled into the store.
+
+    Attributes:
+        fields: fields to pull (validated against describe; ``Id`` and the cursor field are always
+            added).
+        cursor_field: the field incremental pulls are ordered and filtered by.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: list[str] = Field(min_length=1)
+    cursor_field: str = "SystemModstamp"
+
+
+class SalesforceSettings(BaseModel):
+    """The ``[salesforce]`` section.
+
+    Secrets (``client_id``, ``client_secret``, ``password``, ``security_token``) come from the
+    environment or secrets.toml.
+
+    Attributes:
+        login_url: where sessions are requested: https://login.salesforce.com,
+            https://test.salesforce.com, a My Domain URL, or the local stand-in's URL.
+        auth: the login flow: ``client_credentials`` (client_id + client_secret), ``jwt``
+            (client_id + username + private_key_file), ``password`` (OAuth username-password:
+            client_id + client_secret + username + password [+ security_token]) or ``soap``
+            (partner login: username + password + security_token).
+        username: the integration user's username (``jwt``, ``password``, ``soap``).
+        private_key_file: PEM RSA key whose certificate is registered with the connected app
+            (``jwt``).
+        jwt_audience: the JWT ``aud`` claim; default https://test.salesforce.com for sandbox
+            orgs (test.salesforce.com or ``*.sandbox.my.salesforce.com``), else
+            https://login.salesforce.com.
+        api_version: REST API version.
+        ca_bundle: PEM file of CAs to trust (the stand-in's ``ca.pem``); empty for the system store.
+        timeout_seconds: per-request timeout.
+        max_attempts: attempts per request for transient failures.
+        record_retry_batch_sizes: records that failed transiently (``UNABLE_TO_LOCK_ROW``...)
+            are sent again in batches of these sizes, one round each: first smaller batches,
+            then one record per request.
+        record_retry_backoff_seconds: wait before the first such round; it doubles every round.
+        record_retry_max_backoff_seconds: the longest wait before a round.
+        page_size: records per REST query page (``Sforce-Query-Options: batchSize``), 200-2000.
+        overlap_seconds: incremental pulls re-read this many seconds before the cursor, because a
+            record's SystemModstamp can be earlier than the moment its transaction became visible.
+        bulk_first_sync: read a stream's first sync with a Bulk API 2.0 query job, whatever its
+            size (no ``COUNT()`` needed).
+        bulk_read_threshold: an incremental read of more rows than this (``SELECT COUNT()``)
+            uses a Bulk API 2.0 query job instead of REST query pages.
+        bulk_page_size: records per Bulk API 2.0 result page (``maxRecords``).
+        recycle_bin_days: how long deleted records stay in the org's recycle bin (visible to
+            ``queryAll``); a stream last pulled longer ago than this gets a deletion sweep.
+        bulk_write_threshold: a write of more records than this uses Bulk API 2.0 ingest instead
+            of sObject Collections.
+        bulk_poll_seconds: first wait before polling a bulk job; later waits grow to 30 s.
+        bulk_timeout_seconds: give up waiting for a bulk job after this long (the next run
+            resumes a query job where it stopped).
+        max_calls_per_run: stop a run cleanly before it makes more API calls than this.
+        max_share_of_daily_limit: stop a run cleanly before the org has used this share of its daily
+            allowance.
+        streams: objects to pull, by API name.
+        client_id: connected app consumer key (secret).
+        client_secret: connected app consumer secret (secret).
+        password: the integration user's password (secret).
+        security_token: the integration user's security token (secret; appended to the password).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    login_url: str = "https://login.salesforce.com"
+    auth: AuthFlow = "client_credentials"
+    username: str | None = None
+    private_key_file: Path | None = None
+    jwt_audience: str | None = None
+    api_version: str = Field(API_VERSION, pattern=r"^\d{2,3}\.0$")
+    ca_bundle: Path | None = None
+    timeout_seconds: float = Field(60.0, gt=0, le=600)
+    max_attempts: int = Field(5, ge=1, le=20)
+    record_retry_batch_sizes: tuple[int, ...] = Field((25, 1, 1), max_length=10)
+    record_retry_backoff_seconds: float = Field(0.5, ge=0, le=60)
+    record_retry_max_backoff_seconds: float = Field(8.0, ge=0, le=600)
+    page_size: int = Field(2000, ge=200, le=2000)
+    overlap_seconds: int = Field(5, ge=0, le=3600)
+    bulk_first_sync: bool = True
+    bulk_read_threshold: int = Field(10_000, ge=0)
+    bulk_page_size: int = Field(50_000, ge=1, le=1_000_000)
+    recycle_bin_days: int = Field(15, ge=1, le=365)
+    bulk_write_threshold: int = Field(2_000, ge=0)
+    bulk_poll_seconds: float = Field(2.0, ge=0, le=60)
+    bulk_timeout_seconds: float = Field(3600.0, gt=0)
+    max_calls_per_run: int | None = Field(None, ge=1)
+    max_share_of_daily_limit: float | None = Field(0.8, gt=0, le=1)
+    streams: dict[str, StreamSettings]
+    client_id: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr | None = None
+
+    @field_validator("login_url", "jwt_audience")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme != "https" or not parsed.hostname:
+            raise ValueError("must be an https:// URL, e.g. https://login.salesforce.com")
+        return value.rstrip("/")

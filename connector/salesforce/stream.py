@@ -1,0 +1,299 @@
+"""One pulled Salesforce object: how it is read (REST or Bulk API 2.0), checkpointed and swept.
+
+:class:`SalesforceStream` is the only place that decides between a REST query and a Bulk API 2.0
+job for a pull, and that knows how a read resumes after a crash: orchestration asks it to
+``sync`` into the store and receives a :class:`StreamResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from connector.errors import ConfigError, RequestError
+from connector.progress import Reporter
+from connector.salesforce.bulk import BulkJob, bulk_cursor, read_bulk, start_bulk_query
+from connector.salesforce.describe import db_type, describe_object, resolve_fields
+from connector.salesforce.rest import (
+    check_allowance,
+    count_records,
+    read_records,
+    since_with_overlap,
+)
+from connector.salesforce.session import SalesforceClient
+from connector.salesforce.settings import LARGE_RUN_CALLS, StreamSettings
+from connector.store import PageCounts, Store, raw_table_name, utc_now
+
+
+@dataclass
+class StreamResult:
+    """What one pull of one object did.
+
+    Attributes:
+        path: ``rest`` or ``bulk``.
+        fetched: records read.
+        new: rows inserted.
+        changed: rows whose values changed.
+        unchanged: rows read again with the same values.
+        deleted: rows removed (``IsDeleted`` or the sweep).
+        swept: rows removed because only the deletion sweep found them gone.
+    """
+
+    path: str = "rest"
+    fetched: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    swept: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts as the run log and ``--json`` show them."""
+        return asdict(self)
+
+
+class SalesforceStream:
+    """One configured object (``[salesforce.streams.<Object>]``) pulled incrementally."""
+
+    def __init__(self, client: SalesforceClient, sobject: str, settings: StreamSettings) -> None:
+        """Bind an object to its client and settings.
+
+        Args:
+            client: the connected client.
+            sobject: the object's name as configured.
+            settings: the stream's settings (cursor field, fields).
+        """
+        self.client = client
+        self.sobject = sobject
+        self.settings = settings
+
+    def sync(
+        self,
+        store: Store,
+        reporter: Reporter,
+        after_page: Callable[[dict[str, Any]], None] = lambda counts: None,
+        *,
+        sweep: bool = False,
+    ) -> StreamResult:
+        """Pull the object's changes: resume a bulk download, or read them by REST or Bulk API 2.0.
+
+        - REST (up to ``bulk_read_threshold`` rows): pages ordered by (cursor, Id); each page is
+          upserted with the cursor in one transaction, so a crash resumes after the last page.
+        - Bulk API 2.0 (a first sync, or more rows): results are unordered, so each page is
+          upserted with the job id and the next page's locator (``bulk_checkpoint``); a crash
+          resumes the same job at that page, and the cursor moves only when the job is read to the
+          end, to ``min(newest row, job created)`` (:func:`connector.salesforce.bulk_cursor`).
+        - Deletions: incremental reads use ``queryAll`` and remove rows whose ``IsDeleted`` is true
+          from the store (a first read skips deleted records). Records purged from the recycle bin
+          are invisible to ``queryAll``: when the stream was last pulled more than
+          ``salesforce.recycle_bin_days`` ago (or ``sweep`` asks for it), every live id is read
+          after the changes and stored rows without one are removed (:meth:`_sweep_deletions`).
+
+        Args:
+            store: the store.
+            reporter: progress.
+            after_page: called with the counts after every committed page (the pull job records
+                progress and honours a stop request there: the checkpoint makes stopping safe).
+            sweep: read every live id after the changes and remove stored rows without one.
+
+        Returns:
+            What the pull read and changed.
+        """
+        s = self.client.settings
+        sf, sobject, stream = self.client, self.sobject, self.settings
+        setting = f"salesforce.streams.{sobject}"
+        description = describe_object(sf, sobject)
+        name = description.name
+        fields = resolve_fields(
+            description, ["Id", stream.cursor_field, *stream.fields], setting=f"{setting}.fields"
+        )
+        cursor = description.field(stream.cursor_field)
+        if cursor is None or cursor.type != "datetime":
+            raise ConfigError(
+                f"{setting}.cursor_field: '{stream.cursor_field}' is not a datetime field "
+                f"of {name}",
+                hint="use SystemModstamp",
+            )
+        table = raw_table_name("salesforce", name)
+        columns = {
+            f: (description.fields[f.lower()].type, db_type(description.fields[f.lower()].type))
+            for f in fields
+        }
+        added = store.ensure_table(name, table, columns, key="Id")
+        if added:
+            # New columns are empty for rows already stored: read the stream again in full to
+            # fill them.
+            reporter.stage(f"{name}: new fields {', '.join(added)}; re-reading it in full")
+            store.reset_cursor(name)
+            store.drop_bulk(name)
+        deleted_field = "IsDeleted" if description.field("IsDeleted") is not None else None
+        query_fields = [
+            *fields,
+            *([deleted_field] if deleted_field and deleted_field not in fields else []),
+        ]
+        counts = StreamResult()
+
+        def add(page_counts: PageCounts, fetched: int) -> None:
+            counts.fetched += fetched
+            counts.new += page_counts.inserted
+            counts.changed += page_counts.updated
+            counts.unchanged += page_counts.unchanged
+            counts.deleted += page_counts.deleted
+
+        def read_job(job: BulkJob, locator: str | None) -> None:
+            counts.path = "bulk"
+            if locator != "null":  # "null": every page is stored already
+                with reporter.track(f"pull {name} (bulk)") as task:
+                    for page in read_bulk(
+                        sf, job, locator=locator, workdir=store.path.parent, on_total=task.set_total
+                    ):
+                        page_counts = store.upsert_csv(
+                            name,
+                            table,
+                            page.path,
+                            key="Id",
+                            cursor_field=cursor.name,
+                            deleted_field=deleted_field,
+                            locator=page.next_locator or "null",
+                        )
+                        add(page_counts, page.records)
+                        task.advance(page.records)
+                        after_page(counts.to_json())
+            checkpoint = store.bulk_checkpoint(name)
+            store.finish_bulk(
+                name, bulk_cursor(checkpoint["max_cursor"] if checkpoint else None, job)
+            )
+
+        checkpoint = store.bulk_checkpoint(name)
+        if checkpoint is not None and checkpoint["fields"] != query_fields:
+            store.drop_bulk(name)  # the configured fields changed: the job selects the old ones
+            checkpoint = None
+        if checkpoint is not None:
+            job = BulkJob(checkpoint["job_id"], checkpoint["job_created"])
+            reporter.stage(
+                f"{name}: resuming bulk job {job.id} after "
+                f"{checkpoint['rows_stored']:,} stored rows"
+            )
+            try:
+                read_job(job, checkpoint["locator"])
+            except RequestError as exc:
+                # The job is gone (results expire after 7 days) or failed: start a new one below.
+                reporter.stage(
+                    f"{name}: cannot resume bulk job {job.id} ({exc.message}); restarting"
+                )
+                store.drop_bulk(name)
+            else:
+                store.mark_synced(name, checkpoint["started_at"])
+                return counts
+
+        started = utc_now()
+        current = store.read_cursor(name)
+        last_synced = store.synced_through([name])
+        since = since_with_overlap(current, s.overlap_seconds)
+        # queryAll whenever the store may hold rows deleted since (a re-read after new fields too)
+        include_deleted = deleted_field is not None and (current is not None or bool(added))
+        if current is None and s.bulk_first_sync:
+            total = None  # a first sync is read in bulk whatever its size: no COUNT() needed
+        else:
+            total = count_records(
+                sf, name, cursor_field=cursor.name, since=since, include_deleted=include_deleted
+            )
+        if total is None or total > s.bulk_read_threshold:
+            # create + one poll + result pages; /limits tells whether the org can afford it
+            check_allowance(
+                sf,
+                planned_calls=2 + math.ceil((total or 0) / s.bulk_page_size),
+                bulk_query_jobs=1,
+                what=f"bulk pull of {name}",
+            )
+            job = start_bulk_query(
+                sf,
+                name,
+                query_fields,
+                cursor_field=cursor.name,
+                since=since,
+                include_deleted=include_deleted,
+            )
+            store.start_bulk(
+                name,
+                job_id=job.id,
+                job_created=job.created,
+                fields=query_fields,
+                include_deleted=include_deleted,
+                started_at=started,
+            )
+            read_job(job, None)
+        elif total > 0:
+            planned = math.ceil(total / s.page_size)
+            if planned > LARGE_RUN_CALLS:
+                check_allowance(sf, planned_calls=planned, what=f"pull of {total:,} {name} records")
+            with reporter.track(f"pull {name}", total=total) as task:
+                for page in read_records(
+                    sf,
+                    name,
+                    query_fields,
+                    cursor_field=cursor.name,
+                    since=since,
+                    include_deleted=include_deleted,
+                ):
+                    frame = pd.DataFrame.from_records(page, columns=query_fields)
+                    page_counts = store.upsert_page(
+                        name,
+                        table,
+                        frame,
+                        key="Id",
+                        cursor_field=cursor.name,
+                        deleted_field=deleted_field,
+                    )
+                    add(page_counts, len(page))
+                    task.advance(len(page))
+                    after_page(counts.to_json())
+        stale = last_synced is not None and started - last_synced > timedelta(
+            days=s.recycle_bin_days
+        )
+        if current is not None and (sweep or stale):
+            why = "on request" if sweep else f"last pulled {last_synced:%Y-%m-%d}"
+            counts.swept = self._sweep_deletions(store, name, table, reporter, why=why)
+            counts.deleted += counts.swept
+        store.mark_synced(name, started)
+        return counts
+
+    def _sweep_deletions(
+        self, store: Store, name: str, table: str, reporter: Reporter, *, why: str
+    ) -> int:
+        """Read every live id of an object and remove the stored rows that have none.
+
+        Salesforce empties its recycle bin after 15 days, and purged records no longer appear in
+        ``queryAll``, so an incremental pull after a long pause cannot see those deletions.
+        https://help.salesforce.com/s/articleView?id=sf.home_delete.htm
+
+        Returns:
+            The number of stored rows removed.
+        """
+        sf = self.client
+        s = sf.settings
+        total = count_records(sf, name)
+        reporter.stage(f"{name}: deletion sweep ({why}): reading {total:,} live ids")
+        if total > s.bulk_read_threshold:
+            check_allowance(
+                sf,
+                planned_calls=2 + math.ceil(total / s.bulk_page_size),
+                bulk_query_jobs=1,
+                what=f"deletion sweep of {name}",
+            )
+            job = start_bulk_query(sf, name, ["Id"])
+            pages: Iterator[pd.DataFrame | Path] = (
+                page.path for page in read_bulk(sf, job, workdir=store.path.parent)
+            )
+        else:
+            pages = (
+                pd.DataFrame.from_records(page, columns=["Id"])
+                for page in read_records(sf, name, ["Id"])
+            )
+        return store.remove_absent(table, "Id", pages)

@@ -1,0 +1,31 @@
+"""The local DuckDB store: the only code that creates tables or writes to them.
+
+- ``database.py``  the :class:`Store`: schema migrations, raw tables per stream, sync cursors,
+  bulk checkpoints, scores, the write-back ledger, the run log's start and finish.
+- ``runs.py``      queries over the run log, alert states and dead letters.
+- ``identity.py``  identity resolution: Segment profiles matched to CRM records (``identity_*``).
+- ``imports.py``   the rows of imported files (``[[sources]]`` tables and Segment exports).
+
+Other packages call these named functions; ``scoring/`` reads tables another module fills by the
+names exported here (``IDENTITY_MAP``, :func:`raw_table_name`), never by a literal.
+"""
+
+from connector.store.database import (
+    IDENTITY_MAP,
+    MIGRATIONS,
+    PageCounts,
+    Store,
+    quote_identifier,
+    raw_table_name,
+    utc_now,
+)
+
+__all__ = [
+    "IDENTITY_MAP",
+    "MIGRATIONS",
+    "PageCounts",
+    "Store",
+    "quote_identifier",
+    "raw_table_name",
+    "utc_now",
+]

@@ -1,0 +1,88 @@
+"""The ``report`` job: the HTML report of every prediction's champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connector.errors import LeadscoreError
+from connector.store import utc_now
+from scoring.registry import (
+    load_challenger,
+    load_champion,
+)
+from scoring.report import ReportInput, Section, build_report
+from sync.config import Settings
+from sync.monitoring import (
+    monitoring_report_body,
+)
+from sync.progress import Reporter
+from sync.run import SILENT, JobResult, open_store, recorded
+from sync.stages.freshness import prediction_as_of
+
+
+def run_report(
+    settings: Settings, *, out: Path | None = None, reporter: Reporter = SILENT
+) -> JobResult:
+    """Write the self-contained HTML report of every prediction's champion.
+
+    Args:
+        settings: configuration.
+        out: the HTML file (default: ``report.html`` beside the config file).
+        reporter: progress.
+
+    Returns:
+        ``path`` and the predictions in the report.
+    """
+    path = (
+        Path(out)
+        if out
+        else ((settings.path.parent if settings.path else Path.cwd()) / "report.html")
+    )
+    with (
+        open_store(settings, "report", reporter=reporter) as store,
+        recorded(store, "report") as result,
+    ):
+        inputs = []
+        monitoring: dict[str, str] = {}
+        for spec in settings.predictions:
+            champion = load_champion(settings.store.models_dir, spec.name)
+            if champion is None:
+                reporter.stage(f"{spec.name}: no model yet; left out of the report")
+                continue
+            reporter.stage(f"{spec.name}: measuring drift and realized performance")
+            as_of = prediction_as_of(store, settings, spec) or utc_now()
+            monitoring[spec.name] = monitoring_report_body(store, settings, spec, as_of)
+            reporter.stage(f"{spec.name}: drawing the report of model {champion.version}")
+            inputs.append(
+                ReportInput(
+                    name=spec.name,
+                    metadata=champion.metadata,
+                    holdout=champion.holdout(),
+                    scores=store.latest_scores(spec.name),
+                    challenger=(
+                        c.metadata
+                        if (c := load_challenger(settings.store.models_dir, spec.name))
+                        else None
+                    ),
+                )
+            )
+        if not inputs:
+            raise LeadscoreError(
+                "no prediction has a trained model", hint="run `leadscore train` first"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(
+            build_report(
+                inputs,
+                extra_sections=[
+                    lambda report: Section(
+                        "Monitoring: drift and realized conversion", monitoring[report.name]
+                    )
+                ],
+            ),
+            encoding="utf-8",
+        )
+        tmp.replace(path)
+        result.counts = {"path": str(path), "predictions": [i.name for i in inputs]}
+    return result
