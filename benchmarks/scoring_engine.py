@@ -72,6 +72,8 @@ def row(dataset: str, what: str, measured: str, target: str, ok: bool | None) ->
     ROWS.append(
         {"dataset": dataset, "what": what, "measured": measured, "target": target, "status": status}
     )
+    # as it is measured too: a long run shows its figures before the final table
+    print(f"{dataset}: {what}: {measured} {status}", file=sys.stderr, flush=True)
 
 
 def baseline_rows(dataset: str, meta: dict[str, Any]) -> None:

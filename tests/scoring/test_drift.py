@@ -20,14 +20,8 @@ from scoring.labels import build_examples
 from scoring.pipeline import ScoringError, train_prediction
 from scoring.spec import PredictionSpec
 from tests.scoring.conftest import customer_frames, load_table
+from tests.scoring.test_tasks import AS_OF, FAST, customer_spec
 
-FAST = {
-    "depths": [4],
-    "l2_leaf_regs": [3.0],
-    "one_hot_max_sizes": [2],
-    "max_iterations": 300,
-    "early_stopping_rounds": 30,
-}
 START = datetime(2024, 1, 1)
 
 
@@ -134,33 +128,15 @@ def test_pre_holdout_deploy_keeps_the_evaluated_model(drift_store):
 
 # -- value and date-part features -------------------------------------------------------------
 
-AS_OF = datetime(2025, 6, 30)
-ORDERS = {
-    "table": "orders",
-    "entity_column": "customer_id",
-    "time_column": "ordered_at",
-    "event": "order",
-    "value_column": "amount",
-}
-
 
 def value_spec() -> PredictionSpec:
-    return PredictionSpec.model_validate(
-        {
-            "name": "ltv",
-            "entity": "customer",
-            "entity_table": {
-                "table": "customers",
-                "id_column": "customer_id",
-                "time_column": "joined_at",
-            },
-            "events": [ORDERS],
-            "task": "regression",
-            "label": {"event": "order", "within_days": 90, "aggregate": "sum"},
-            "anchor": {"offset_days": 60},
-            "features": {"windows_days": [30, 60]},
-            "training": FAST,
-        }
+    """90-day spend from orders (value features over 30 and 60 days)."""
+    return customer_spec(
+        name="ltv",
+        categorical_fields=[],
+        task="regression",
+        label={"event": "order", "within_days": 90, "aggregate": "sum"},
+        features={"windows_days": [30, 60]},
     )
 
 
