@@ -8,11 +8,17 @@ Datasets (each described by config, nothing dataset-specific in the code):
 - the synthetic org (``--leads``, default 100,000), pulled from the sandbox over HTTPS: holdout AUC
   >= 0.98 x the generator's oracle AUC; training < 60 s; scoring >= 100,000 leads/s; reasons for
   every lead < 30 s; the model beats every baseline on AUC and log loss;
+- the interacting org (``org="interacting"``, issue 11): AUC >= 0.98 x oracle and >= the
+  logistic regression fitted on the same rows + 0.02;
+- the drifting org (``org="drifting"``): AUC >= 0.97 x oracle, holdout ECE <= 0.03 and log loss
+  within 3 % of the oracle's;
 - the same org's customers (``benchmarks/datasets/sandbox_customers.toml``): lifetime value,
-  value tier and churn, model vs. oracle (the generator's true parameters) and baselines;
+  value tier and churn, model vs. oracle (the generator's true parameters) and baselines; lifetime
+  value vs BG/NBD + Gamma-Gamma (``lifetimes``, ``pip install -e ".[bench]"``) on RMSE and top-10 %
+  spend capture;
 - ``x_education_leads/Leads.csv`` (``benchmarks/datasets/x_education.toml``, leaky columns
-  excluded): AUC >= 0.90 and better than every baseline;
-- ``uci_online_shoppers_intention`` (``benchmarks/datasets/online_shoppers.toml``): AUC >= 0.93
+  excluded): AUC >= 0.91 (issue 11) and better than every baseline;
+- ``uci_online_shoppers_intention`` (``benchmarks/datasets/online_shoppers.toml``): AUC >= 0.935
   and better than every baseline.
 
 Times are medians of ``--runs`` runs; quality figures come from the first run (training is
@@ -474,9 +480,9 @@ def main() -> None:
             if org in only:
                 synthetic_org(args.leads, args.seed, args.runs, root, org=org)
         if "x_education" in only:
-            real_dataset("x_education", 0.90, args.datasets, args.runs, root)
+            real_dataset("x_education", 0.91, args.datasets, args.runs, root)
         if "online_shoppers" in only:
-            real_dataset("online_shoppers", 0.93, args.datasets, args.runs, root)
+            real_dataset("online_shoppers", 0.935, args.datasets, args.runs, root)
     print_table()
     if any(r["status"] == "MISSED" for r in ROWS):
         sys.exit(1)
