@@ -8,11 +8,17 @@ Datasets (each described by config, nothing dataset-specific in the code):
 - the synthetic org (``--leads``, default 100,000), pulled from the sandbox over HTTPS: holdout AUC
   >= 0.98 x the generator's oracle AUC; training < 60 s; scoring >= 100,000 leads/s; reasons for
   every lead < 30 s; the model beats every baseline on AUC and log loss;
+- the interacting org (``org="interacting"``, issue 11): AUC >= 0.98 x oracle and >= the
+  logistic regression fitted on the same rows + 0.02;
+- the drifting org (``org="drifting"``): AUC >= 0.97 x oracle, holdout ECE <= 0.03 and log loss
+  within 3 % of the oracle's;
 - the same org's customers (``benchmarks/datasets/sandbox_customers.toml``): lifetime value,
-  value tier and churn, model vs. oracle (the generator's true parameters) and baselines;
+  value tier and churn, model vs. oracle (the generator's true parameters) and baselines; lifetime
+  value vs BG/NBD + Gamma-Gamma (``lifetimes``, ``pip install -e ".[bench]"``) on RMSE and top-10 %
+  spend capture;
 - ``x_education_leads/Leads.csv`` (``benchmarks/datasets/x_education.toml``, leaky columns
-  excluded): AUC >= 0.90 and better than every baseline;
-- ``uci_online_shoppers_intention`` (``benchmarks/datasets/online_shoppers.toml``): AUC >= 0.93
+  excluded): AUC >= 0.91 (issue 11) and better than every baseline;
+- ``uci_online_shoppers_intention`` (``benchmarks/datasets/online_shoppers.toml``): AUC >= 0.935
   and better than every baseline.
 
 Times are medians of ``--runs`` runs; quality figures come from the first run (training is
@@ -72,6 +78,8 @@ def row(dataset: str, what: str, measured: str, target: str, ok: bool | None) ->
     ROWS.append(
         {"dataset": dataset, "what": what, "measured": measured, "target": target, "status": status}
     )
+    # as it is measured too: a long run shows its figures before the final table
+    print(f"{dataset}: {what}: {measured} {status}", file=sys.stderr, flush=True)
 
 
 def baseline_rows(dataset: str, meta: dict[str, Any]) -> None:
@@ -135,13 +143,13 @@ def real_dataset(name: str, target_auc: float, datasets: Path, runs: int, root: 
     row(name, "holdout AUC", f"{auc:.4f}", f">= {target_auc}", auc >= target_auc)
 
 
-def synthetic_org(leads: int, seed: int, runs: int, root: Path) -> Path:
+def synthetic_org(leads: int, seed: int, runs: int, root: Path, org: str = "classic") -> Path:
     """The org's lead conversion; returns the sandbox database for the customer tasks."""
-    dataset = f"org {leads // 1000}k leads"
-    workdir = root / "org"
+    dataset = f"{'org' if org == 'classic' else org} {leads // 1000}k leads"
+    workdir = root / org
     prepare_workdir(workdir, fresh=True)
     started = time.perf_counter()
-    sandbox = Sandbox(workdir / "sandbox", leads=leads, seed=seed)
+    sandbox = Sandbox(workdir / "sandbox", leads=leads, seed=seed, org=org)
     sandbox.start()
     try:
         settings = load_settings(
@@ -176,13 +184,15 @@ def synthetic_org(leads: int, seed: int, runs: int, root: Path) -> Path:
             "",
             None,
         )
+        ratio = 0.97 if org == "drifting" else 0.98
         row(
             dataset,
             "holdout AUC / oracle AUC",
             f"{auc:.4f} / {oracle:.4f} = {auc / oracle:.3f}",
-            ">= 0.98",
-            auc / oracle >= 0.98,
+            f">= {ratio}",
+            auc / oracle >= ratio,
         )
+        org_quality_rows(dataset, org, meta, holdout)
         row(dataset, "train seconds (median)", f"{seconds:.1f}", "< 60", seconds < 60)
         baseline_rows(dataset, meta)
         score_time = as_of.replace(tzinfo=None, minute=0, second=0, microsecond=0)
@@ -226,6 +236,51 @@ def synthetic_org(leads: int, seed: int, runs: int, root: Path) -> Path:
             reasons_s < 30 and longest <= 255,
         )
     return workdir / "sandbox" / "sandbox.sqlite"
+
+
+def org_quality_rows(dataset: str, org: str, meta: dict[str, Any], holdout: pd.DataFrame) -> None:
+    """The interacting and drifting orgs' targets: margin over logistic regression, calibration."""
+    auc = meta["metrics"]["auc"]
+    if org == "interacting":
+        logistic = meta["baselines"]["logistic"]["auc"]
+        row(
+            dataset,
+            "AUC - logistic regression AUC (same rows)",
+            f"{auc:.4f} - {logistic:.4f} = {auc - logistic:+.4f}",
+            ">= +0.02",
+            auc - logistic >= 0.02,
+        )
+    drift = meta.get("drift") or {}
+    rates = drift.get("label") or {}
+    row(
+        dataset,
+        "positive rate train / valid / holdout",
+        " / ".join(f"{rates.get(k, 0):.3f}" for k in ("train", "valid", "test")),
+        "",
+        None,
+    )
+    recency = meta["training"].get("recency") or {}
+    calibration = meta.get("calibration") or {}
+    row(
+        dataset,
+        "recency / calibration chosen",
+        f"{recency.get('name')} {recency.get('half_life_days') or recency.get('days') or ''} / "
+        f"{calibration.get('method')}",
+        "",
+        None,
+    )
+    if org == "drifting":
+        ece = meta["metrics"]["ece"]
+        model_ll = meta["metrics"]["log_loss"]
+        oracle_ll = log_loss(holdout["label"], np.clip(holdout["p_true"], 1e-6, 1 - 1e-6))
+        row(dataset, "holdout ECE (10 equal-count bins)", f"{ece:.4f}", "<= 0.03", ece <= 0.03)
+        row(
+            dataset,
+            "holdout log loss / oracle log loss",
+            f"{model_ll:.4f} / {oracle_ll:.4f} = {model_ll / oracle_ll:.3f}",
+            "<= 1.03",
+            model_ll / oracle_ll <= 1.03,
+        )
 
 
 def customers(db: Path, runs: int, root: Path) -> None:
@@ -285,6 +340,7 @@ def customers(db: Path, runs: int, root: Path) -> None:
                 "",
                 None,
             )
+            value_vs_textbook(dataset, outcome, exports)
         else:
             p = merged[["p_bronze", "p_silver", "p_gold"]].to_numpy()
             codes = pd.Categorical(merged["label"], categories=["BRONZE", "SILVER", "GOLD"]).codes
@@ -300,6 +356,90 @@ def customers(db: Path, runs: int, root: Path) -> None:
                 None,
             )
         baseline_rows(dataset, meta)
+
+
+def top_capture(actual: np.ndarray, predicted: np.ndarray, share: float = 0.1) -> float:
+    """Share of the total actual value held by the top ``share`` of rows by prediction."""
+    top = np.argsort(-predicted, kind="stable")[: max(1, round(len(predicted) * share))]
+    return float(actual[top].sum() / actual.sum()) if actual.sum() else 0.0
+
+
+def value_vs_textbook(dataset: str, outcome: TrainOutcome, exports: dict[str, Path]) -> None:
+    """Lifetime value vs BG/NBD + Gamma-Gamma (``lifetimes``) on the same rows and holdout.
+
+    Both models see only orders before each customer's anchor. BG/NBD and Gamma-Gamma are fitted
+    on the rows leadscore's evaluated model was fitted on (training + validation) and predict
+    the holdout: expected orders in the label window x expected order value.
+    """
+    try:
+        from lifetimes import BetaGeoFitter, GammaGammaFitter
+    except ImportError:
+        row(dataset, "vs BG/NBD + Gamma-Gamma", "lifetimes not installed", "pip .[bench]", False)
+        return
+    spec_days = outcome.metadata["spec"]["label"]["within_days"]
+    holdout = outcome.holdout
+    fit_ids = set(outcome.fit_ids["evaluated_catboost"])
+    customers_ = pd.read_parquet(exports["customers"])
+    orders = pd.read_parquet(exports["orders"])
+    offset = outcome.metadata["spec"]["anchor"]["offset_days"]
+    customers_["anchor_at"] = customers_["joined_at"] + pd.Timedelta(days=offset)
+    merged = orders.merge(customers_[["customer_id", "anchor_at", "joined_at"]], on="customer_id")
+    before = merged[merged["ordered_at"] < merged["anchor_at"]].copy()
+    before["day"] = before["ordered_at"].dt.floor("D")
+    per = before.groupby("customer_id").agg(
+        first=("day", "min"),
+        last=("day", "max"),
+        days=("day", "nunique"),
+        value=("amount", "mean"),
+    )
+    rfm = customers_.set_index("customer_id")[["anchor_at", "joined_at"]].join(per)
+    has = rfm["first"].notna()
+    rfm["frequency"] = np.where(has, rfm["days"] - 1, 0).astype(float)
+    rfm["recency"] = np.where(has, (rfm["last"] - rfm["first"]).dt.total_seconds() / 86400, 0.0)
+    start = rfm["first"].where(has, rfm["joined_at"])
+    rfm["T"] = (rfm["anchor_at"] - start).dt.total_seconds() / 86400
+    rfm["value"] = rfm["value"].fillna(0.0)
+    fit = rfm[rfm.index.isin(fit_ids) & (rfm["T"] > 0)]
+    bgf = BetaGeoFitter(penalizer_coef=0.001)
+    bgf.fit(fit["frequency"], fit["recency"], fit["T"])
+    repeat = fit[(fit["frequency"] > 0) & (fit["value"] > 0)]
+    ggf = GammaGammaFitter(penalizer_coef=0.001)
+    ggf.fit(repeat["frequency"], repeat["value"])
+    test = rfm.loc[holdout["entity_id"]]
+    t_obs = test["T"].clip(lower=1e-3)
+    orders_expected = bgf.conditional_expected_number_of_purchases_up_to_time(
+        spec_days, test["frequency"], test["recency"], t_obs
+    ).to_numpy()
+    # lifetimes returns NaN for frequency 0 when the fitted dropout (a) is ~0; its limit is the
+    # NBD's expectation (r + x) / (alpha + T) * t
+    params = bgf.params_
+    nbd = (params["r"] + test["frequency"]) / (params["alpha"] + t_obs) * spec_days
+    orders_expected = np.where(np.isfinite(orders_expected), orders_expected, nbd.to_numpy())
+    value = np.where(
+        (test["frequency"] > 0) & (test["value"] > 0),
+        ggf.conditional_expected_average_profit(test["frequency"], test["value"]),
+        float(repeat["value"].mean()),
+    )
+    textbook = orders_expected * value
+    actual = holdout["label"].to_numpy(dtype=float)
+    model = holdout["prediction"].to_numpy(dtype=float)
+    rmse_model = float(np.sqrt(np.mean((actual - model) ** 2)))
+    rmse_textbook = float(np.sqrt(np.mean((actual - textbook) ** 2)))
+    row(
+        dataset,
+        "RMSE: model vs BG/NBD + Gamma-Gamma",
+        f"{rmse_model:.0f} vs {rmse_textbook:.0f}",
+        "model <=",
+        rmse_model <= rmse_textbook,
+    )
+    cap_model, cap_textbook = top_capture(actual, model), top_capture(actual, textbook)
+    row(
+        dataset,
+        "top-10 % spend capture: model vs BG/NBD + GG",
+        f"{cap_model:.3f} vs {cap_textbook:.3f}",
+        "model >=",
+        cap_model >= cap_textbook,
+    )
 
 
 def print_table() -> None:
@@ -326,11 +466,14 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["org", "customers", "x_education", "online_shoppers"],
+        choices=["org", "interacting", "drifting", "customers", "x_education", "online_shoppers"],
         help="run only these (repeatable); customers needs org",
     )
     args = parser.parse_args()
-    only = set(args.only or ["org", "customers", "x_education", "online_shoppers"])
+    only = set(
+        args.only
+        or ["org", "interacting", "drifting", "customers", "x_education", "online_shoppers"]
+    )
     if only & {"x_education", "online_shoppers"} and not args.datasets.is_dir():
         sys.exit(
             f"error: datasets directory {args.datasets} not found; pass --datasets DIR "
@@ -342,10 +485,13 @@ def main() -> None:
             db = synthetic_org(args.leads, args.seed, args.runs, root)
             if "customers" in only:
                 customers(db, args.runs, root)
+        for org in ("interacting", "drifting"):
+            if org in only:
+                synthetic_org(args.leads, args.seed, args.runs, root, org=org)
         if "x_education" in only:
-            real_dataset("x_education", 0.90, args.datasets, args.runs, root)
+            real_dataset("x_education", 0.91, args.datasets, args.runs, root)
         if "online_shoppers" in only:
-            real_dataset("online_shoppers", 0.93, args.datasets, args.runs, root)
+            real_dataset("online_shoppers", 0.935, args.datasets, args.runs, root)
     print_table()
     if any(r["status"] == "MISSED" for r in ROWS):
         sys.exit(1)

@@ -65,6 +65,19 @@ def detect_format(path: Path) -> str:
     )
 
 
+def _whitespace_to_tabs(path: Path, out: Path) -> None:
+    """Rewrite a whitespace-separated file as tab-separated, streaming line by line.
+
+    DuckDB's CSV reader takes one delimiter character; files written by fixed-width tools and
+    many research datasets separate values by runs of blanks (pandas' whitespace separator), with
+    leading blanks for alignment.
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as src, out.open("w") as dst:  # type: ignore[operator]
+        for line in src:
+            dst.write("\t".join(line.split()) + "\n")
+
+
 def import_table(
     store: Store,
     path: str | Path,
@@ -101,10 +114,17 @@ def import_table(
     if not path.is_file():
         raise ConfigError(f"{path}: file not found", hint="check the path")
     fmt = detect_format(path)
+    spaced: Path | None = None
     if fmt == "csv":
         options = ["header = true"]
         params: list[object] = [str(path)]
-        if delimiter is not None:
+        if delimiter == "whitespace":
+            # runs of spaces or tabs (leading and trailing blanks ignored): read as tabs
+            spaced = Path(tempfile.mkdtemp(prefix="leadscore-ws-")) / f"{path.stem}.tsv"
+            _whitespace_to_tabs(path, spaced)
+            params[0] = str(spaced)
+            options.append("delim = '\t'")
+        elif delimiter is not None:
             options.append("delim = ?")
             params.append(delimiter)
         if null_values:
@@ -124,6 +144,10 @@ def import_table(
             f"{path}: cannot read the file as {fmt}: {str(exc).splitlines()[0]}",
             hint="check the format, delimiter and encoding",
         ) from None
+    finally:
+        if spaced is not None:
+            spaced.unlink(missing_ok=True)
+            spaced.parent.rmdir()
     return ImportResult(table=table, rows=int(rows), columns=columns)
 
 

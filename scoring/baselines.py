@@ -302,6 +302,25 @@ def fit_tree(
     return best[1], best[2]
 
 
+def fit_tree_at(x: np.ndarray, y: np.ndarray, task: str, depth: int) -> Any:
+    """A decision tree of a chosen depth on an encoded matrix (the baseline refitted on more rows).
+
+    Args:
+        x: encoded rows.
+        y: labels (class codes for multiclass).
+        task: the task.
+        depth: the depth chosen by :func:`fit_tree`.
+
+    Returns:
+        The fitted tree.
+    """
+    if task == "regression":
+        tree: Any = DecisionTreeRegressor(max_depth=depth, min_samples_leaf=20, random_state=0)
+    else:
+        tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=20, random_state=0)
+    return tree.fit(x, y)
+
+
 def tree_predict(tree: Any, x: np.ndarray, task: str, n_classes: int = 0) -> np.ndarray:
     """Predictions of a fitted tree on an encoded matrix (probabilities padded to every class)."""
     if task == "regression":

@@ -288,6 +288,8 @@ def _configured_source(con: duckdb.DuckDBPyConnection, e: EventSourceSpec, i: in
         if e.value_column
         else None
     )
+    if value_column is not None:
+        _require_numeric(con, e.table, value_column, setting=f"{setting}.value_column")
     return EventSource(
         e.table,
         entity_column,
@@ -297,6 +299,22 @@ def _configured_source(con: duckdb.DuckDBPyConnection, e: EventSourceSpec, i: in
         value_column=value_column,
         configured=True,
     )
+
+
+def _require_numeric(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, *, setting: str
+) -> None:
+    """A value column must hold numbers: name the table, the column and a value that is not."""
+    q = quote_identifier
+    bad = con.execute(
+        f"SELECT CAST({q(column)} AS VARCHAR) FROM {q(table)} WHERE {q(column)} IS NOT NULL "
+        f"AND TRY_CAST({q(column)} AS DOUBLE) IS NULL LIMIT 1"
+    ).fetchall()
+    if bad:
+        raise SpecError(
+            f"{setting}: column '{column}' of table '{table}' is not numeric (e.g. {bad[0][0]!r}); "
+            "name a column of amounts, or clean the file"
+        )
 
 
 def entity_sources(

@@ -78,6 +78,11 @@ MAX_CATEGORY_SHARE = 0.5
 MIN_ROWS_PER_CATEGORY = 5
 MANY_CATEGORIES = 100
 MISSING = "(missing)"
+# Statistics of an event's value over each window, and its RFM columns over all history.
+VALUE_STATS = ("sum", "mean", "max")
+RFM_PARTS = ("days_since_last", "days_since_first", "count_all", "value_sum_all")
+# Anchor-time parts as categoricals: DuckDB strftime formats.
+DATE_PARTS = {"weekday": "%a", "month": "%b", "hour": "%H"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,14 @@ class FeatureColumns:
         windows_days: the windows.
         derived: recency features.
         traits: computed engagement traits (``TraitSpec`` as dicts, so they store in metadata).
+        values: events with a numeric value (order total, amount): the sum, mean and maximum of
+            the value over each window, plus RFM over all history before the anchor (days since
+            the last and the first event, the count and the value sum).
+        active_days: count the distinct days with any counted event over the longest window.
+        date_parts: parts of the anchor time used as categoricals (``weekday``, ``month``,
+            ``hour``).
+        dropped: computed columns left out of the model because they were constant over the
+            labelled examples (``days_since_created`` at a creation anchor).
     """
 
     categorical: list[str]
@@ -101,18 +114,53 @@ class FeatureColumns:
         default_factory=lambda: ["days_since_created", "days_since_last_event"]
     )
     traits: list[dict[str, Any]] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)
+    active_days: bool = False
+    date_parts: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def value_names(self) -> list[str]:
+        """The value and RFM columns, in model order."""
+        windows = [
+            f"{e}_value_{stat}_{w}d"
+            for e in self.values
+            for w in self.windows_days
+            for stat in VALUE_STATS
+        ]
+        rfm = [f"{e}_{part}" for e in self.values for part in RFM_PARTS]
+        return [*windows, *rfm]
+
+    @property
+    def computed(self) -> list[str]:
+        """Every column :func:`build_features` computes, dropped ones included."""
+        counts = [f"{e}_{w}d" for e in self.events for w in self.windows_days]
+        active = [f"active_days_{max(self.windows_days)}d"] if self.active_days else []
+        date_parts = [f"anchor_{part}" for part in self.date_parts]
+        traits = [t["name"] for t in self.traits]
+        return [
+            *self.categorical,
+            *date_parts,
+            *self.numeric,
+            *counts,
+            *self.value_names,
+            *active,
+            *self.derived,
+            *traits,
+        ]
 
     @property
     def names(self) -> list[str]:
         """All feature column names, in model order."""
-        counts = [f"{e}_{w}d" for e in self.events for w in self.windows_days]
-        traits = [t["name"] for t in self.traits]
-        return [*self.categorical, *self.numeric, *counts, *self.derived, *traits]
+        dropped = set(self.dropped)
+        return [c for c in self.computed if c not in dropped]
 
     @property
     def cat_features(self) -> list[str]:
         """The categorical ones."""
-        return list(self.categorical)
+        dropped = set(self.dropped)
+        parts = [f"anchor_{part}" for part in self.date_parts]
+        return [c for c in (*self.categorical, *parts) if c not in dropped]
 
 
 _NUMERIC_DB = (
@@ -282,6 +330,35 @@ def build_features(
             )
             outer.append(f"coalesce(agg.{name}, 0) AS {name}")
             params.append(event)
+    for event in columns.values:
+        for w in columns.windows_days:
+            inside = f"j.event = ? AND j.age <= {int(w) * 86400}"
+            for stat, sql in (("sum", "sum"), ("mean", "avg"), ("max", "max")):
+                name = q(f"{event}_value_{stat}_{w}d")
+                counts.append(f"{sql}(j.value) FILTER (WHERE {inside}) AS {name}")
+                default = "0" if stat == "sum" else "NULL"
+                outer.append(f"coalesce(agg.{name}, {default}) AS {name}")
+                params.append(event)
+        rfm = {
+            "days_since_last": "(epoch(max(j.anchor_at)) - epoch(max(j.ts) FILTER (WHERE "
+            "j.event = ?))) / 86400.0",
+            "days_since_first": "(epoch(max(j.anchor_at)) - epoch(min(j.ts) FILTER (WHERE "
+            "j.event = ?))) / 86400.0",
+            "count_all": "count(*) FILTER (WHERE j.event = ?)",
+            "value_sum_all": "sum(j.value) FILTER (WHERE j.event = ?)",
+        }
+        for part in RFM_PARTS:
+            name = q(f"{event}_{part}")
+            counts.append(f"{rfm[part]} AS {name}")
+            default = "0" if part in ("count_all", "value_sum_all") else "NULL"
+            outer.append(f"coalesce(agg.{name}, {default}) AS {name}")
+            params.append(event)
+    if columns.active_days:
+        # one distinct count (over the longest window): each costs a hash set per row
+        w = max(columns.windows_days)
+        name = q(f"active_days_{w}d")
+        counts.append(f"count(DISTINCT j.day) FILTER (WHERE j.age <= {int(w) * 86400}) AS {name}")
+        outer.append(f"coalesce(agg.{name}, 0) AS {name}")
     event_filter = ", ".join("?" for _ in columns.events)
     params.extend(columns.events)
     attrs = [f"CAST(x.{q(c)} AS VARCHAR) AS {q(c)}" for c in columns.categorical]
@@ -291,6 +368,8 @@ def build_features(
             f"epoch(a.anchor_at - CAST(x.{q(entity.created_column)} AS TIMESTAMP)) / 86400.0 "
             "AS days_since_created"
         )
+    for part in columns.date_parts:
+        attrs.append(f"strftime(a.anchor_at, '{DATE_PARTS[part]}') AS {q('anchor_' + part)}")
     if "days_since_last_event" in columns.derived:
         attrs.append("epoch(a.anchor_at - agg.last_ts) / 86400.0 AS days_since_last_event")
     frame = anchors[["entity_id", "anchor_at"]].reset_index(drop=True).copy()
@@ -298,7 +377,8 @@ def build_features(
     frame["_row"] = range(len(frame))
     if columns.events:
         aggregate = f"""SELECT j._row, {", ".join(counts)}, max(j.ts) AS last_ts
-            FROM (SELECT a._row, e.event, e.ts, epoch(a.anchor_at) - epoch(e.ts) AS age
+            FROM (SELECT a._row, a.anchor_at, e.event, e.ts, e.value,
+                         CAST(e.ts AS DATE) AS day, epoch(a.anchor_at) - epoch(e.ts) AS age
                   FROM _anchors a JOIN {q(entity.events_view)} e
                     ON e.entity_id = a.entity_id AND e.ts < a.anchor_at
                    AND e.event IN ({event_filter})) j
@@ -327,9 +407,10 @@ def build_features(
         )
         for name in traits.columns:
             result[name] = traits[name].to_numpy()
-    for c in columns.categorical:
+    categorical = set(columns.cat_features)
+    for c in columns.cat_features:
         result[c] = result[c].astype(object).where(result[c].notna(), MISSING).astype(str)
-    numeric_cols = [c for c in columns.names if c not in columns.categorical]
+    numeric_cols = [c for c in columns.names if c not in categorical]
     if numeric_cols:
         result[numeric_cols] = result[numeric_cols].astype(float)
     out = anchors.reset_index(drop=True).copy()

@@ -155,6 +155,29 @@ def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict
     return rows
 
 
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float | None:
+    """ECE over equal-count bins: the row-weighted mean of |mean predicted - observed rate|.
+
+    Args:
+        y: labels (0/1).
+        p: probabilities.
+        bins: number of bins.
+
+    Returns:
+        The ECE, or None without rows.
+    """
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if not len(y):
+        return None
+    order = np.argsort(p, kind="stable")
+    total = sum(
+        len(g) * abs(float(p[g].mean()) - float(y[g].mean()))
+        for g in np.array_split(order, min(bins, len(order)))
+        if len(g)
+    )
+    return total / len(y)
+
+
 def binary_metrics(
     y: np.ndarray, p: np.ndarray, threshold: float = 0.5, *, tables: bool = False
 ) -> dict[str, Any]:
@@ -167,7 +190,8 @@ def binary_metrics(
         tables: add the threshold, decile and reliability tables.
 
     Returns:
-        ``n, positive_rate, auc, pr_auc, log_loss, brier, threshold, precision, recall, f1`` (AUCs
+        ``n, positive_rate, auc, pr_auc, log_loss, brier, ece, threshold, precision, recall, f1``
+        (ECE over 10 equal-count bins; AUCs
         None when only one class is present), plus ``tables``.
     """
     y = np.asarray(y, dtype=int)
@@ -186,6 +210,7 @@ def binary_metrics(
         "pr_auc": _r(average_precision_score(y, p)) if both else None,
         "log_loss": _r(log_loss(y, p, labels=[0, 1])) if len(y) else None,
         "brier": _r(brier_score_loss(y, p)) if len(y) else None,
+        "ece": _r(expected_calibration_error(y, p)) if len(y) else None,
         "threshold": _r(threshold, 4),
         "precision": _r(precision, 4) if precision is not None else None,
         "recall": _r(recall, 4) if recall is not None else None,

@@ -10,7 +10,7 @@ ordered target statistics for the others).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 from scoring.baselines import LinearModel
 from scoring.metrics import loss
-from scoring.spec import REFIT_AUTO_ROWS, TrainingSpec
+from scoring.spec import TrainingSpec
 
 EPS = 1e-7
 # Below this many distinct anchor times, the data has no usable time order.
@@ -47,6 +47,7 @@ class Split:
     valid: pd.DataFrame
     test: pd.DataFrame
     method: str = "time"
+    reason: str = ""
 
 
 def split_by_time(
@@ -140,20 +141,35 @@ def split_examples(frame: pd.DataFrame, task: str, spec: TrainingSpec) -> Split:
         The split.
     """
     times = frame["anchor_at"]
-    if times.notna().all() and times.nunique() >= MIN_DISTINCT_TIMES:
-        return split_by_time(
+    distinct = int(times.nunique())
+    if times.notna().all() and distinct >= MIN_DISTINCT_TIMES:
+        split = split_by_time(
             frame,
             "anchor_at",
             test_fraction=spec.test_fraction,
             validation_fraction=spec.validation_fraction,
         )
-    return split_stratified(
+        return replace(split, reason=f"{distinct:,} distinct anchor times: newest rows held out")
+    if times.isna().all():
+        reason = "the examples have no anchor time (no time column): a random split"
+    elif distinct == 1:
+        reason = (
+            f"every example has the same anchor time ({times.iloc[0]:%Y-%m-%d %H:%M}, a fixed-date "
+            "anchor): no time order to split by, so a random split"
+        )
+    else:
+        reason = (
+            f"only {distinct} distinct anchor times (fewer than {MIN_DISTINCT_TIMES}): "
+            "a random split"
+        )
+    split = split_stratified(
         frame,
         test_fraction=spec.test_fraction,
         validation_fraction=spec.validation_fraction,
         stratify=task != "regression",
         seed=spec.random_seed,
     )
+    return replace(split, reason=reason + (" stratified by label" if task != "regression" else ""))
 
 
 def make_pool(
@@ -161,6 +177,7 @@ def make_pool(
     features: list[str],
     cat_features: list[str],
     label: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
 ) -> Pool:
     """A CatBoost pool of the feature columns.
 
@@ -169,6 +186,7 @@ def make_pool(
         features: feature columns in model order.
         cat_features: the categorical ones.
         label: labels (class codes for multiclass), or None to predict.
+        weight: sample weights (recency treatments), or None.
 
     Returns:
         The pool.
@@ -177,7 +195,61 @@ def make_pool(
         frame[features],
         label=label,
         cat_features=[features.index(c) for c in cat_features],
+        weight=weight,
     )
+
+
+# -- recency treatments ----------------------------------------------------------------------------
+
+NO_RECENCY: dict[str, Any] = {"name": "none"}
+# A treatment must lower the validation loss by this share to be preferred to none (a weighted
+# or shortened fit throws data away; on data that does not drift it should not be chosen by noise).
+RECENCY_MIN_GAIN = 0.002
+
+
+def recency_candidates(anchor_at: pd.Series) -> list[dict[str, Any]]:
+    """Recency treatments worth trying for rows spanning these anchor times.
+
+    Half-lives and the window are fractions of the span of the training rows, in days, so that a
+    treatment chosen on training rows means the same on the longer history of a refit.
+
+    Args:
+        anchor_at: the anchor times of the training rows.
+
+    Returns:
+        ``none``, time-decay weights with half-lives of 1/2 and 1/4 of the span, and a window of
+        the newest half of the span.
+    """
+    times = pd.to_datetime(anchor_at)
+    span = (times.max() - times.min()).total_seconds() / 86400 if len(times) else 0.0
+    if not np.isfinite(span) or span < 8:
+        return [NO_RECENCY]
+    return [
+        NO_RECENCY,
+        {"name": "decay", "half_life_days": round(span / 2, 1)},
+        {"name": "decay", "half_life_days": round(span / 4, 1)},
+        {"name": "window", "days": round(span / 2, 1)},
+    ]
+
+
+def recency_weights(anchor_at: pd.Series, treatment: dict[str, Any]) -> np.ndarray | None:
+    """Sample weights of a recency treatment, relative to the newest of these rows.
+
+    Args:
+        anchor_at: anchor times of the rows a model is fitted on.
+        treatment: from :func:`recency_candidates`.
+
+    Returns:
+        Weights (a window gives 0 to rows before it, so every row stays in the fit's row set),
+        or None for ``none``.
+    """
+    if treatment["name"] == "none" or not len(anchor_at):
+        return None
+    times = pd.to_datetime(anchor_at)
+    age = ((times.max() - times).dt.total_seconds() / 86400).to_numpy(dtype=float)
+    if treatment["name"] == "decay":
+        return np.power(0.5, age / float(treatment["half_life_days"]))
+    return (age <= float(treatment["days"])).astype(float)
 
 
 def _params(task: str, spec: TrainingSpec, n_classes: int, thread_count: int) -> dict[str, Any]:
@@ -265,9 +337,8 @@ def refit_wanted(spec: TrainingSpec, train_rows: int) -> bool:
     Returns:
         True to refit.
     """
-    if spec.refit == "auto":
-        return train_rows < REFIT_AUTO_ROWS
-    return spec.refit == "always"
+    del train_rows  # "auto" refitted only small data before issue 11; now it always does
+    return spec.refit != "never"
 
 
 def fit_catboost(
@@ -281,13 +352,17 @@ def fit_catboost(
     *,
     n_classes: int = 0,
     thread_count: int = -1,
+    recency: bool = False,
 ) -> Fitted:
-    """Train CatBoost with settings chosen on the validation split.
+    """Train CatBoost on the training rows with settings chosen on the validation split.
 
     The search runs at a higher learning rate on at most ``SEARCH_ROWS`` training rows: depth
     first (``l2_leaf_reg`` = 3), then ``l2_leaf_reg`` at the best depth, then ``one_hot_max_size``
-    when some categorical has more values than the smallest candidate. The final model is trained
-    on every training row at the configured learning rate, with early stopping on validation.
+    when some categorical has more values than the smallest candidate, then (``recency``) the
+    recency treatment (:func:`recency_candidates`). The model is trained on every training row at
+    the configured learning rate, with early stopping on validation: it is the *selection model*
+    whose validation predictions choose the blend and the calibration; :func:`refit_catboost`
+    trains the evaluated and the deployed models with the same settings on more rows.
 
     Args:
         split: the split.
@@ -299,6 +374,7 @@ def fit_catboost(
         spec: training settings.
         n_classes: classes (multiclass).
         thread_count: CPU threads (-1: all cores).
+        recency: try the recency treatments (time splits).
 
     Returns:
         The fitted model and the search trace.
@@ -309,16 +385,17 @@ def fit_catboost(
     if len(train) > SEARCH_ROWS:
         rng = np.random.default_rng(spec.random_seed)
         rows = np.sort(rng.choice(len(train), SEARCH_ROWS, replace=False))
-        search_train, search_y = train.iloc[rows], y_train[rows]
     else:
-        search_train, search_y = train, y_train
+        rows = np.arange(len(train))
+    search_train, search_y = train.iloc[rows], y_train[rows]
     search_pool = make_pool(search_train, features, cat_features, search_y)
     valid_pool = make_pool(valid, features, cat_features, y_valid)
     trace: list[dict[str, Any]] = []
-    tried: dict[tuple[int, float, int], float] = {}
+    tried: dict[tuple[Any, ...], float] = {}
+    treatment = NO_RECENCY
 
     def trial(depth: int, l2: float, one_hot: int) -> float:
-        key = (depth, l2, one_hot)
+        key = (depth, l2, one_hot, str(treatment))
         if key not in tried:
             params = {
                 **base,
@@ -330,7 +407,11 @@ def fit_catboost(
                 "od_wait": min(spec.early_stopping_rounds, 30),
             }
             model = _new_model(task, params)
-            model.fit(search_pool, eval_set=valid_pool)
+            weights = recency_weights(train["anchor_at"], treatment)
+            pool = search_pool
+            if weights is not None:
+                pool = make_pool(search_train, features, cat_features, search_y, weights[rows])
+            model.fit(pool, eval_set=valid_pool)
             value = loss(
                 task, y_valid, catboost_predict(model, valid, features, cat_features, task)
             )
@@ -340,6 +421,7 @@ def fit_catboost(
                     "depth": depth,
                     "l2_leaf_reg": l2,
                     "one_hot_max_size": one_hot,
+                    "recency": dict(treatment),
                     "trees": int(model.tree_count_),
                     "valid_loss": round(value, 6),
                 }
@@ -359,34 +441,88 @@ def fit_catboost(
         cardinality = max((train[c].nunique() for c in cat_features), default=0)
         if cardinality > one_hots[0]:
             one_hot = min(one_hots, key=lambda o: trial(depth, l2, o))
+    recency_losses: dict[str, float] = {}
+    if recency:
+        candidates = recency_candidates(train["anchor_at"])
+        for candidate in candidates:
+            treatment = candidate
+            recency_losses[_treatment_name(candidate)] = trial(depth, l2, one_hot)
+        best = min(candidates, key=lambda c: recency_losses[_treatment_name(c)])
+        none_loss = recency_losses[_treatment_name(NO_RECENCY)]
+        gain = (none_loss - recency_losses[_treatment_name(best)]) / max(abs(none_loss), EPS)
+        treatment = best if gain > RECENCY_MIN_GAIN else NO_RECENCY
+    else:
+        treatment = NO_RECENCY
     params = {**base, "depth": depth, "l2_leaf_reg": l2, "one_hot_max_size": one_hot}
     model = _new_model(task, params)
     model.fit(
-        make_pool(train, features, cat_features, y_train),
+        make_pool(
+            train,
+            features,
+            cat_features,
+            y_train,
+            recency_weights(train["anchor_at"], treatment),
+        ),
         eval_set=valid_pool,
     )
     chosen = {k: v for k, v in params.items() if k not in ("verbose", "allow_writing_files")}
     chosen["best_iteration"] = int(model.get_best_iteration() or 0)
     chosen["tree_count"] = int(model.tree_count_)
-    deployed = model
-    if refit_wanted(spec, len(train)):
-        # the same settings on training + validation rows, with as many trees as early stopping
-        # chose, scaled by the larger data: AutoML's "refit full"; the test rows stay untouched
-        trees = max(1, round(int(model.tree_count_) * (len(train) + len(valid)) / len(train)))
-        refit = {**params, "iterations": trees, "use_best_model": False}
-        refit.pop("od_type")
-        refit.pop("od_wait")
-        deployed = _new_model(task, refit)
-        deployed.fit(
-            make_pool(
-                pd.concat([train, valid], ignore_index=True),
-                features,
-                cat_features,
-                np.concatenate([y_train, y_valid]),
-            )
-        )
-        chosen["refit_trees"] = trees
-    return Fitted(deployed, chosen, trace, round(time.perf_counter() - started, 3), model)
+    chosen["recency"] = {
+        **treatment,
+        "valid_loss": {k: round(v, 6) for k, v in recency_losses.items()},
+    }
+    return Fitted(model, chosen, trace, round(time.perf_counter() - started, 3), model)
+
+
+def _treatment_name(treatment: dict[str, Any]) -> str:
+    if treatment["name"] == "decay":
+        return f"decay half-life {treatment['half_life_days']:g} d"
+    if treatment["name"] == "window":
+        return f"newest {treatment['days']:g} d"
+    return "none"
+
+
+def refit_catboost(
+    fitted: Fitted,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    features: list[str],
+    cat_features: list[str],
+    task: str,
+    *,
+    train_rows: int,
+) -> CatBoost:
+    """The chosen settings trained again on more rows, without early stopping.
+
+    As many trees as early stopping chose on ``train_rows`` rows, scaled by the larger data
+    (AutoML's "refit full"), with the chosen recency treatment relative to the newest row.
+
+    Args:
+        fitted: the selection model and its settings.
+        frame: the rows (training + validation for the evaluated model; every labelled row for
+            the deployed one).
+        y: their labels.
+        features: feature columns in model order.
+        cat_features: the categorical ones.
+        task: the task.
+        train_rows: rows the selection model was trained on.
+
+    Returns:
+        The model.
+    """
+    params = {
+        k: v
+        for k, v in fitted.params.items()
+        if k not in ("best_iteration", "tree_count", "recency", "od_type", "od_wait")
+    }
+    trees = max(1, round(int(fitted.params["tree_count"]) * len(frame) / max(train_rows, 1)))
+    params.update(iterations=trees, use_best_model=False, verbose=False, allow_writing_files=False)
+    treatment = fitted.params.get("recency") or NO_RECENCY
+    weights = recency_weights(frame["anchor_at"], treatment) if "anchor_at" in frame else None
+    model = _new_model(task, params)
+    model.fit(make_pool(frame, features, cat_features, y, weights))
+    return model
 
 
 # -- calibration -----------------------------------------------------------------------------------
@@ -401,7 +537,9 @@ def fit_calibrator(method: str, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     """Fit a probability calibrator on validation rows, as JSON.
 
     Args:
-        method: ``platt`` (logistic on the logit) or ``isotonic``.
+        method: ``intercept`` (prior shift: the logit moves by one constant so that the mean
+            probability matches the observed rate), ``platt`` (logistic on the logit) or
+            ``isotonic``.
         y: labels.
         p: raw probabilities.
 
@@ -409,6 +547,8 @@ def fit_calibrator(method: str, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
         ``{"method": "platt", "a": ..., "b": ...}`` or ``{"method": "isotonic", "x": [...],
         "y": [...]}``.
     """
+    if method == "intercept":
+        return {"method": "intercept", "b": _intercept_shift(y, p)}
     if method == "platt":
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], y)
         return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
@@ -418,6 +558,20 @@ def fit_calibrator(method: str, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
         "x": [float(v) for v in iso.X_thresholds_],
         "y": [float(v) for v in iso.y_thresholds_],
     }
+
+
+def _intercept_shift(y: np.ndarray, p: np.ndarray) -> float:
+    """The logit shift that makes the mean probability equal the observed rate (its MLE)."""
+    z = _logit(p)
+    rate = float(np.clip(np.mean(y), EPS, 1 - EPS))
+    low, high = -20.0, 20.0
+    for _ in range(60):  # bisection: the mean of sigmoid(z + b) grows with b
+        mid = (low + high) / 2
+        if np.mean(1.0 / (1.0 + np.exp(-(z + mid)))) < rate:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
 
 
 def calibrate(calibrator: dict[str, Any] | None, p: np.ndarray) -> np.ndarray:
@@ -432,8 +586,8 @@ def calibrate(calibrator: dict[str, Any] | None, p: np.ndarray) -> np.ndarray:
     """
     if not calibrator or len(p) == 0:
         return np.asarray(p, dtype=float)
-    if calibrator["method"] == "platt":
-        z = calibrator["a"] * _logit(p) + calibrator["b"]
+    if calibrator["method"] in ("platt", "intercept"):
+        z = calibrator.get("a", 1.0) * _logit(p) + calibrator["b"]
         return 1.0 / (1.0 + np.exp(-z))
     return np.clip(np.interp(p, calibrator["x"], calibrator["y"]), EPS, 1 - EPS)
 

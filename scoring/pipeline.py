@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from scoring.baselines import LinearModel, fit_tree, rule_scores, tree_predict
+from scoring.baselines import LinearModel, fit_tree, fit_tree_at, rule_scores, tree_predict
 from scoring.events import (
     Entity,
     SpecError,
@@ -47,13 +47,18 @@ from scoring.metrics import (
     regression_metrics,
 )
 from scoring.model import (
+    Fitted,
     Predictor,
+    Split,
     calibrate,
+    catboost_predict,
     fit_calibrator,
     fit_catboost,
+    refit_catboost,
     refit_wanted,
     split_examples,
 )
+from scoring.production_metrics import build_profile, measure_drift
 from scoring.spec import PredictionSpec
 from scoring.tiers import assign_tiers_by, to_score
 from scoring.traits import TraitSpec, check_traits
@@ -82,6 +87,10 @@ class TrainOutcome:
             baseline (``baseline_<name>``); multiclass adds ``p_<class>`` columns.
         warnings: leakage and data warnings, one line each.
         features: the holdout's feature frame (for comparing with the champion).
+        fit_ids: entity ids of the rows each model was fitted on: ``evaluated_<model>`` (the
+            model scored on the holdout and its baselines) and ``deployed_<model>``.
+        evaluated: the predictor that produced the holdout predictions (the deployed one, fitted
+            on every labelled example, has seen the holdout).
     """
 
     predictor: Predictor
@@ -89,6 +98,8 @@ class TrainOutcome:
     holdout: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
     features: pd.DataFrame | None = None
+    fit_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    evaluated: Predictor | None = None
 
     @property
     def model(self) -> catboost.CatBoost:
@@ -144,11 +155,27 @@ def _check_columns(con: duckdb.DuckDBPyConnection, entity: Entity, spec: Predict
                 )
 
 
-def _guard_data(spec: PredictionSpec, frame: pd.DataFrame, entity: Entity) -> None:
+def _guard_data(
+    spec: PredictionSpec,
+    frame: pd.DataFrame,
+    entity: Entity,
+    examples: Any = None,
+    as_of: datetime | None = None,
+) -> None:
     """The minimum-data guard and the constant-label check."""
     t = spec.training
     name = f"prediction '{spec.name}'"
     if frame.empty:
+        censored = getattr(examples, "censored", 0)
+        anchored = getattr(examples, "anchored", 0)
+        if anchored and censored:
+            window = f"{spec.label.within_days}-day " if spec.label.event else ""
+            by = f" by as_of {as_of:%Y-%m-%d %H:%M} UTC" if as_of else ""
+            raise ScoringError(
+                f"{name}: no labelled examples: {censored:,} of {anchored:,} anchored examples "
+                f"are censored (their {window}label window has not closed{by}); pull more "
+                "history, shorten label.within_days, or check the source's as_of"
+            )
         raise ScoringError(
             f"{name}: no labelled examples (table '{entity.table}' is empty, or no entity has an "
             "anchor and a closed label window); pull more history or check the anchor and label"
@@ -227,7 +254,7 @@ def _leakage(
         return warnings
     prior = float(y_train.mean())
     for c in columns.names:
-        if c in columns.categorical:
+        if c in columns.cat_features:
             means = pd.Series(y_train).groupby(train[c].to_numpy()).mean()
             score = valid[c].map(means).fillna(prior).to_numpy(dtype=float)
         else:
@@ -270,6 +297,7 @@ def _feature_columns(
     )
     events: list[str] = []
     derived: list[str] = []
+    values: list[str] = []
     # a one-time label event (conversion) never happened before the anchor of a kept example, so
     # counting it would only leak; repeated label events (orders) before the anchor are history
     one_time = spec.label.aggregate == "exists" and spec.label.comparison == ">="
@@ -287,7 +315,516 @@ def _feature_columns(
             derived.append("days_since_created")
         if events:
             derived.append("days_since_last_event")
-    return FeatureColumns(categorical, numeric, events, list(spec.features.windows_days), derived)
+        valued = {name for s in sources if s.value_column for name in s.event_names}
+        values = [e for e in events if e in valued]
+    return FeatureColumns(
+        categorical,
+        numeric,
+        events,
+        list(spec.features.windows_days),
+        derived,
+        values=values,
+        active_days=bool(events),
+    )
+
+
+# The month of the anchor is a feature only when every month occurs in at least two years of
+# history; on shorter history it mostly encodes *when* (the period, with its base rate) rather
+# than seasonality, and the holdout's months were last seen in another regime.
+MONTH_MIN_SPAN_DAYS = 730
+
+
+def _date_parts(anchors: pd.Series) -> list[str]:
+    """Anchor-time parts as features: weekday, month on long history, hour when times have one."""
+    times = pd.to_datetime(anchors)
+    if times.isna().all():
+        return []
+    parts = ["weekday"]
+    if (times.max() - times.min()).days >= MONTH_MIN_SPAN_DAYS:
+        parts.append("month")
+    if (times.dt.hour != 0).any() or (times.dt.minute != 0).any():
+        parts.append("hour")
+    return parts
+
+
+def _drop_constant(columns: FeatureColumns, data: pd.DataFrame, notes: list[str]) -> FeatureColumns:
+    """Leave out computed columns with one value over every labelled example."""
+    constant = [c for c in columns.names if data[c].nunique(dropna=False) <= 1]
+    for c in constant:
+        notes.append(f"{c}: left out (one value over every labelled example)")
+    return replace(columns, dropped=[*columns.dropped, *constant]) if constant else columns
+
+
+@dataclass
+class _TrainingSet:
+    """Step 1: the point-in-time examples and their features."""
+
+    entity: Entity
+    examples: Any
+    columns: FeatureColumns
+    data: pd.DataFrame
+    notes: list[str]
+    traits_used: list[str]
+    traits_skipped: list[Any]
+
+
+@dataclass
+class _Labels:
+    """Encoded labels of each part of the split."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    classes: list[str]
+
+
+@dataclass
+class _Selection:
+    """Step 2: everything chosen on validation, with models fitted on the training rows only."""
+
+    fitted: Fitted
+    linear: LinearModel
+    tree_depth: int
+    decision: dict[str, Any]
+    calibration: str | None
+    calibration_trace: dict[str, Any]
+    calibrator: dict[str, Any] | None
+    raw_valid: np.ndarray
+    threshold: float
+
+
+@dataclass
+class _Models:
+    """A CatBoost model, its baselines and the rows they were all fitted on."""
+
+    predictor: Predictor
+    tree: Any = None
+    rule_calibrator: dict[str, Any] | None = None
+    fit_ids: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: int = 0
+    fit_through: str | None = None
+
+
+def _scoring_error(spec: PredictionSpec, exc: Exception) -> ScoringError:
+    return ScoringError(f"prediction '{spec.name}': {exc}")
+
+
+def _build_training_set(
+    con: duckdb.DuckDBPyConnection,
+    spec: PredictionSpec,
+    as_of: datetime | None,
+    exclude_fields: set[str],
+    traits: Sequence[TraitSpec],
+    progress: Progress,
+) -> _TrainingSet:
+    """Examples (anchor, label), the feature columns, and the point-in-time features."""
+    try:
+        entity = resolve_entity(con, spec)
+        _check_columns(con, entity, spec)
+        sources = entity_sources(con, entity, spec)
+        create_events_view(con, entity, sources)
+        examples = build_examples(con, entity, spec, as_of, sources)
+    except SpecError as exc:
+        raise _scoring_error(spec, exc) from None
+    frame = examples.frame
+    _guard_data(spec, frame, entity, examples, as_of)
+    notes: list[str] = []
+    try:
+        columns = _feature_columns(
+            con, entity, spec, sources, exclude_fields, examples.timed, notes
+        )
+    except SpecError as exc:
+        raise _scoring_error(spec, exc) from None
+    usable_traits, skipped_traits = check_traits(con, traits if examples.timed else ())
+    if usable_traits:
+        columns = replace(columns, traits=[t.model_dump() for t in usable_traits])
+    if examples.timed:
+        columns = replace(columns, date_parts=_date_parts(frame["anchor_at"]))
+    if not columns.names:
+        raise ScoringError(
+            f"prediction '{spec.name}': no usable features in '{entity.table}' "
+            "(every column is excluded, an identifier, or constant)"
+        )
+    progress(f"computing point-in-time features for {len(frame):,} examples")
+    data = build_features(con, entity, frame, columns)
+    columns = _drop_constant(columns, data, notes)
+    if not columns.names:
+        raise ScoringError(
+            f"prediction '{spec.name}': every feature of '{entity.table}' has one value over "
+            "the labelled examples; check the data"
+        )
+    return _TrainingSet(
+        entity, examples, columns, data, notes, [t.name for t in usable_traits], skipped_traits
+    )
+
+
+def _encode_split(spec: PredictionSpec, split: Split) -> _Labels:
+    y_train, classes = _encode_labels(spec, split.train)
+    y_valid, _ = _encode_labels(spec, split.valid)
+    y_test, _ = _encode_labels(spec, split.test)
+    if spec.task != "regression":
+        for part, y in (("train", y_train), ("validation", y_valid), ("test", y_test)):
+            if len(np.unique(y)) < 2:
+                raise ScoringError(
+                    f"prediction '{spec.name}': the {part} period has only one class; "
+                    "pull a longer history or lower training.test_fraction/validation_fraction"
+                )
+    return _Labels(y_train, y_valid, y_test, classes)
+
+
+def _choose_blend(
+    spec: PredictionSpec, y_valid: np.ndarray, cb_valid: np.ndarray, lin_valid: np.ndarray
+) -> dict[str, Any]:
+    """CatBoost alone, a blend with the linear model, or a fall-back to it, on validation."""
+    task = spec.task
+    cb_loss, lin_loss = loss(task, y_valid, cb_valid), loss(task, y_valid, lin_valid)
+    if spec.training.blend and lin_loss < cb_loss:
+        losses = {w: loss(task, y_valid, w * cb_valid + (1 - w) * lin_valid) for w in BLEND_WEIGHTS}
+        weight = float(min(losses, key=losses.get))  # type: ignore[arg-type]
+        kind = "catboost" if weight == 1.0 else ("logistic" if weight == 0.0 else "blend")
+        linear_name = "ridge regression" if task == "regression" else "logistic regression"
+        return {
+            "model": kind,
+            "weight": weight,
+            "calibrator": None,
+            "reason": (
+                f"{linear_name} beat CatBoost on validation (loss {lin_loss:.4f} vs "
+                f"{cb_loss:.4f}, both fitted on the same training rows); the blend with CatBoost "
+                f"weight {weight:.1f} has validation loss {losses[weight]:.4f}"
+            ),
+        }
+    return {
+        "model": "catboost",
+        "weight": 1.0,
+        "calibrator": None,
+        "reason": (
+            f"CatBoost beat the linear model on validation (loss {cb_loss:.4f} vs "
+            f"{lin_loss:.4f}, both fitted on the same training rows)"
+            if lin_loss >= cb_loss
+            else "blending disabled (training.blend = false)"
+        ),
+    }
+
+
+CALIBRATIONS = ("intercept", "platt", "isotonic")
+# Rows a calibrator needs in the window it is fitted on: a slope (Platt) or a curve (isotonic)
+# fitted on a few hundred rows follows their noise; an intercept is one number.
+CALIBRATION_MIN_ROWS = {"intercept": 50, "platt": 500, "isotonic": 2000}
+# A calibrator must lower the log loss on the newest half of validation by this share.
+CALIBRATION_MIN_GAIN = 0.001
+
+
+def _choose_calibration(
+    spec: PredictionSpec, y_valid: np.ndarray, raw_valid: np.ndarray
+) -> tuple[str | None, dict[str, Any]]:
+    """The calibration method: fitted on the older half of validation, judged on the newer half.
+
+    Validation rows are in time order for a time split, so this asks which correction of the
+    model's probabilities carries over to the next period, which is what the holdout and scoring
+    need when the base rate moves.
+    """
+    configured = spec.training.calibration
+    if spec.task != "binary" or configured == "none":
+        return None, {"method": None, "chosen_by": "training.calibration = none"}
+    if configured != "auto":
+        return configured, {"method": configured, "chosen_by": "training.calibration"}
+    half = len(y_valid) // 2
+    older, newer = slice(0, half), slice(half, None)
+    if len(np.unique(y_valid[older])) < 2 or len(np.unique(y_valid[newer])) < 2:
+        return "platt", {"method": "platt", "chosen_by": "default (validation too small to judge)"}
+    losses = {"none": loss("binary", y_valid[newer], raw_valid[newer])}
+    window = min(half, len(y_valid) - half)  # the bridge window the final fit uses
+    candidates = [m for m in CALIBRATIONS if window >= CALIBRATION_MIN_ROWS[m]] or ["intercept"]
+    for method in candidates:
+        calibrator = fit_calibrator(method, y_valid[older], raw_valid[older])
+        losses[method] = loss("binary", y_valid[newer], calibrate(calibrator, raw_valid[newer]))
+    best = min(candidates, key=losses.get)  # type: ignore[arg-type]
+    chosen = best if losses[best] < losses["none"] * (1 - CALIBRATION_MIN_GAIN) else None
+    return chosen, {
+        "method": chosen,
+        "chosen_by": "log loss on the newer half of validation, fitted on the older half",
+        "valid_log_loss": {k: round(v, 6) for k, v in losses.items()},
+    }
+
+
+def _recent_window(
+    spec: PredictionSpec,
+    split: Split,
+    labels: _Labels,
+    columns: FeatureColumns,
+    selection: _Selection,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Labels and out-of-sample raw predictions of the most recent window before the holdout.
+
+    For a time split, a *bridge* model (the chosen settings on training rows + the older half of
+    validation) predicts the newer half: it stands in the same relation to that window as the
+    evaluated model (training + validation) to the holdout, so a correction fitted there carries
+    over, also when the model has already learned part of a change. Otherwise the selection
+    model's predictions of all of validation.
+    """
+    half = len(split.valid) // 2
+    if split.method != "time" or half < 1 or len(np.unique(labels.valid[half:])) < 2:
+        return labels.valid, selection.raw_valid, "validation (selection model)"
+    rows = pd.concat([split.train, split.valid.iloc[:half]], ignore_index=True)
+    y = np.concatenate([labels.train, labels.valid[:half]])
+    newer = split.valid.iloc[half:]
+    names, cats, weight = columns.names, columns.cat_features, selection.decision["weight"]
+    model = refit_catboost(
+        selection.fitted, rows, y, names, cats, spec.task, train_rows=len(split.train)
+    )
+    raw = catboost_predict(model, newer, names, cats, spec.task)
+    if weight < 1.0:
+        linear = LinearModel.fit(rows, y, names, cats, spec.task)
+        raw = weight * raw + (1 - weight) * linear.predict(newer)
+    return labels.valid[half:], raw, "newer half of validation (bridge model)"
+
+
+def _select_on_validation(
+    spec: PredictionSpec,
+    split: Split,
+    labels: _Labels,
+    columns: FeatureColumns,
+    thread_count: int,
+    progress: Progress,
+) -> _Selection:
+    """Step 2: settings, recency, trees, blend and calibration, chosen on validation."""
+    task, names, cats, classes = spec.task, columns.names, columns.cat_features, labels.classes
+    progress(
+        f"training CatBoost on {len(split.train):,} examples "
+        f"({split.method} split; settings chosen on {len(split.valid):,})"
+    )
+    fitted = fit_catboost(
+        split,
+        labels.train,
+        labels.valid,
+        names,
+        cats,
+        task,
+        spec.training,
+        n_classes=len(classes),
+        thread_count=thread_count,
+        recency=spec.training.recency == "auto" and split.method == "time",
+    )
+    linear = LinearModel.fit(split.train, labels.train, names, cats, task, classes or None)
+
+    def score_fn(y: np.ndarray, prediction: np.ndarray) -> float:
+        return loss(task, y, prediction)
+
+    _, tree_depth = fit_tree(
+        split.train,
+        labels.train,
+        split.valid,
+        labels.valid,
+        linear.encoder,
+        task,
+        score_fn,
+        classes,
+    )
+    cb_valid = catboost_predict(fitted.model, split.valid, names, cats, task)
+    lin_valid = linear.predict(split.valid)
+    decision = _choose_blend(spec, labels.valid, cb_valid, lin_valid)
+    weight = decision["weight"]
+    raw_valid = weight * cb_valid + (1 - weight) * lin_valid
+    method, trace = _choose_calibration(spec, labels.valid, raw_valid)
+    # the selection model's own calibrator sets the threshold; the evaluated and deployed models
+    # are calibrated on the most recent window each had not seen
+    calibrator = fit_calibrator(method, labels.valid, raw_valid) if method else None
+    threshold = 0.5
+    if task == "binary":
+        threshold = spec.training.threshold or best_f1_threshold(
+            labels.valid, calibrate(calibrator, raw_valid)
+        )
+    return _Selection(
+        fitted,
+        linear,
+        tree_depth,
+        decision,
+        method,
+        trace,
+        calibrator,
+        raw_valid,
+        threshold,
+    )
+
+
+def _fit_on(
+    spec: PredictionSpec,
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    columns: FeatureColumns,
+    labels: _Labels,
+    selection: _Selection,
+    *,
+    train_rows: int,
+    calibrator: dict[str, Any] | None,
+    refit: bool = True,
+) -> _Models:
+    """CatBoost, the linear model, the tree and the rule's mapping, all on exactly ``rows``."""
+    task, names, cats, classes = spec.task, columns.names, columns.cat_features, labels.classes
+    model = (
+        refit_catboost(selection.fitted, rows, y, names, cats, task, train_rows=train_rows)
+        if refit
+        else selection.fitted.model
+    )
+    linear = (
+        LinearModel.fit(rows, y, names, cats, task, classes or None) if refit else selection.linear
+    )
+    predictor = Predictor(
+        task,
+        model,
+        names,
+        cats,
+        classes,
+        weight=selection.decision["weight"],
+        linear=linear,
+        calibrator=calibrator,
+    )
+    ids = rows["entity_id"].to_numpy()
+    tree = fit_tree_at(linear.encoder.transform(rows), y, task, selection.tree_depth)
+    rule_calibrator = None
+    if spec.rule and task == "binary":
+        points = _rule_points(spec, rows, names)
+        if np.ptp(points) > 0:
+            rule_calibrator = fit_calibrator("platt", y, 1 / (1 + np.exp(-points)))
+    through = rows["anchor_at"].max() if rows["anchor_at"].notna().any() else None
+    return _Models(
+        predictor,
+        tree,
+        rule_calibrator,
+        fit_ids={"catboost": ids, "linear": ids, "tree": ids, "rule": ids},
+        rows=len(rows),
+        fit_through=through.isoformat() if through is not None else None,
+    )
+
+
+def _rule_points(spec: PredictionSpec, rows: pd.DataFrame, names: list[str]) -> np.ndarray:
+    try:
+        return rule_scores(rows, spec.rule)
+    except KeyError as exc:
+        close = difflib.get_close_matches(str(exc.args[0]), names, n=1)
+        raise ScoringError(
+            f"prediction '{spec.name}': rule: feature '{exc.args[0]}' does not exist"
+            + (f" (did you mean '{close[0]}'?)" if close else "")
+            + f"; features are: {', '.join(names[:30])}"
+        ) from None
+
+
+def _baseline_predictions(
+    spec: PredictionSpec,
+    test: pd.DataFrame,
+    models: _Models,
+    labels: _Labels,
+    y_fit: np.ndarray,
+    names: list[str],
+) -> dict[str, np.ndarray]:
+    """Each baseline's holdout predictions, from baselines fitted on the model's own rows."""
+    task, classes = spec.task, labels.classes
+    linear = models.predictor.linear
+    assert linear is not None
+    out: dict[str, np.ndarray] = {
+        "ridge" if task == "regression" else "logistic": linear.predict(test),
+        "tree": tree_predict(models.tree, linear.encoder.transform(test), task, len(classes)),
+    }
+    if spec.rule and task == "binary":
+        points = _rule_points(spec, test, names)
+        out["rule"] = (
+            calibrate(models.rule_calibrator, 1 / (1 + np.exp(-points)))
+            if models.rule_calibrator
+            else np.full(len(test), float(y_fit.mean()))
+        )
+    if task == "multiclass":
+        prior = np.bincount(y_fit, minlength=len(classes)) / len(y_fit)
+        out["prior"] = np.tile(prior, (len(test), 1))
+    if task == "regression":
+        out["mean"] = np.full(len(test), float(y_fit.mean()))
+    return out
+
+
+def _holdout_frame(
+    task: str,
+    test: pd.DataFrame,
+    prediction: np.ndarray,
+    baseline_preds: dict[str, np.ndarray],
+    classes: list[str],
+) -> pd.DataFrame:
+    holdout = test[["entity_id", "anchor_at", "label"]].reset_index(drop=True).copy()
+    if task == "multiclass":
+        for i, c in enumerate(classes):
+            holdout[f"p_{c}"] = prediction[:, i]
+        holdout["prediction"] = [classes[i] for i in prediction.argmax(axis=1)]
+        for name, pred in baseline_preds.items():
+            holdout[f"baseline_{name}"] = [classes[i] for i in pred.argmax(axis=1)]
+    else:
+        holdout["prediction"] = prediction
+        for name, pred in baseline_preds.items():
+            holdout[f"baseline_{name}"] = pred
+    return holdout
+
+
+def _calibration_report(
+    y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, trace: dict[str, Any]
+) -> dict[str, Any]:
+    """Holdout calibration before and after recalibration: log loss, Brier, ECE, reliability."""
+
+    def figures(p: np.ndarray) -> dict[str, Any]:
+        m = binary_metrics(y, p, tables=True)
+        return {
+            "log_loss": m["log_loss"],
+            "brier": m["brier"],
+            "ece": m["ece"],
+            "reliability": m.get("tables", {}).get("reliability", []),
+        }
+
+    return {**trace, "holdout_raw": figures(raw), "holdout": figures(calibrated)}
+
+
+# The warning threshold of a moved base rate (newest period vs oldest, either way).
+BASE_RATE_MOVE = 1.5
+
+
+def _label_level(task: str, y: np.ndarray, n_classes: int) -> Any:
+    if not len(y):
+        return None
+    if task == "binary":
+        return round(float(np.mean(y)), 4)
+    if task == "regression":
+        return round(float(np.mean(y)), 4)
+    return [round(float(v), 4) for v in np.bincount(y, minlength=n_classes) / len(y)]
+
+
+def _measure_drift(
+    spec: PredictionSpec, split: Split, labels: _Labels, columns: FeatureColumns
+) -> tuple[dict[str, Any], list[str]]:
+    """Label-rate and feature shift between training, validation and holdout; warnings."""
+    task = spec.task
+    levels = {
+        part: _label_level(task, y, len(labels.classes))
+        for part, y in (("train", labels.train), ("valid", labels.valid), ("test", labels.test))
+    }
+    warnings: list[str] = []
+    factor = None
+    if task in ("binary", "regression"):
+        values = [v for v in levels.values() if v is not None]
+        low, high = min(values), max(values)
+        if low > 0:
+            factor = round(high / low, 3)
+            if factor > BASE_RATE_MOVE:
+                what = "positive rate" if task == "binary" else "mean label"
+                fmt = (lambda v: f"{v:.1%}") if task == "binary" else (lambda v: f"{v:,.4g}")
+                warnings.append(
+                    f"the {what} moved by a factor of {factor:.1f} between periods "
+                    f"(training {fmt(levels['train'])}, validation {fmt(levels['valid'])}, "
+                    f"holdout {fmt(levels['test'])}): the model was recalibrated on the newest "
+                    "labelled window; retrain often and watch `leadscore monitor`"
+                )
+    profile = build_profile(split.train, columns, np.zeros(len(split.train)))
+    shift = measure_drift(profile, split.test, np.zeros(len(split.test)))
+    top = dict(list(shift.features.items())[:8])
+    return {
+        "label": levels,
+        "label_factor": factor,
+        "feature_psi": {k: round(v, 4) for k, v in top.items()},
+    }, warnings
 
 
 def train_prediction(
@@ -301,6 +838,13 @@ def train_prediction(
     traits: Sequence[TraitSpec] = (),
 ) -> TrainOutcome:
     """Build the point-in-time training set, train, evaluate against baselines on the holdout.
+
+    The steps: (1) examples and point-in-time features; (2) settings, recency treatment, trees,
+    blend and calibration method chosen on validation with models fitted on the training rows;
+    (3) the evaluated model and every baseline refitted on exactly the same rows (training +
+    validation), calibrated on validation, scored once on the holdout; (4) the deployed model
+    fitted on every labelled example (``training.deploy_fit = "all"``) and recalibrated on the
+    holdout, the most recent window it had not seen.
 
     Args:
         con: store connection.
@@ -322,179 +866,78 @@ def train_prediction(
         ScoringError: a configuration problem (unknown column, event) or too little data.
     """
     started = time.perf_counter()
-    try:
-        entity = resolve_entity(con, spec)
-        _check_columns(con, entity, spec)
-        sources = entity_sources(con, entity, spec)
-        create_events_view(con, entity, sources)
-        examples = build_examples(con, entity, spec, as_of, sources)
-    except SpecError as exc:
-        raise ScoringError(f"prediction '{spec.name}': {exc}") from None
-    frame = examples.frame
-    _guard_data(spec, frame, entity)
-    notes: list[str] = []
-    try:
-        columns = _feature_columns(
-            con, entity, spec, sources, exclude_fields, examples.timed, notes
-        )
-    except SpecError as exc:
-        raise ScoringError(f"prediction '{spec.name}': {exc}") from None
-    usable_traits, skipped_traits = check_traits(con, traits if examples.timed else ())
-    if usable_traits:
-        columns = replace(columns, traits=[t.model_dump() for t in usable_traits])
-    if not columns.names:
-        raise ScoringError(
-            f"prediction '{spec.name}': no usable features in '{entity.table}' "
-            "(every column is excluded, an identifier, or constant)"
-        )
-    progress(f"computing point-in-time features for {len(frame):,} examples")
-    data = build_features(con, entity, frame, columns)
-    split = split_examples(data, spec.task, spec.training)
-    y_train, classes = _encode_labels(spec, split.train)
-    y_valid, _ = _encode_labels(spec, split.valid)
-    y_test, _ = _encode_labels(spec, split.test)
-    if spec.task != "regression":
-        for part, y in (("train", y_train), ("validation", y_valid), ("test", y_test)):
-            if len(np.unique(y)) < 2:
-                raise ScoringError(
-                    f"prediction '{spec.name}': the {part} period has only one class; "
-                    "pull a longer history or lower training.test_fraction/validation_fraction"
-                )
-    names, cats = columns.names, columns.cat_features
-    progress(
-        f"training CatBoost on {len(split.train):,} examples "
-        f"({split.method} split; settings chosen on {len(split.valid):,})"
-    )
-    fitted = fit_catboost(
-        split,
-        y_train,
-        y_valid,
-        names,
-        cats,
-        spec.task,
-        spec.training,
-        n_classes=len(classes),
-        thread_count=thread_count,
-    )
-    predictor = Predictor(spec.task, fitted.model, names, cats, classes)
-    progress("scoring baselines on the same holdout")
-    linear = LinearModel.fit(split.train, y_train, names, cats, spec.task, classes or None)
     task = spec.task
+    training = _build_training_set(con, spec, as_of, exclude_fields, traits, progress)
+    columns, names = training.columns, training.columns.names
+    split = split_examples(training.data, task, spec.training)
+    progress(f"{split.method} split: {split.reason}")
+    labels = _encode_split(spec, split)
+    selection = _select_on_validation(spec, split, labels, columns, thread_count, progress)
 
-    def score_fn(y: np.ndarray, prediction: np.ndarray) -> float:
-        return loss(task, y, prediction)
-
-    tree, tree_depth = fit_tree(
-        split.train, y_train, split.valid, y_valid, linear.encoder, task, score_fn, classes
+    progress("refitting the model and the baselines on training + validation rows")
+    refit = refit_wanted(spec.training, len(split.train))
+    before_holdout = (
+        pd.concat([split.train, split.valid], ignore_index=True) if refit else split.train
     )
-    selection = Predictor(spec.task, fitted.selection_model or fitted.model, names, cats, classes)
-    cb_valid = selection.raw(split.valid)
-    lin_valid = linear.predict(split.valid)
-    # calibration and blending, chosen on validation
-    decision: dict[str, Any] = {"model": "catboost", "weight": 1.0, "calibrator": None}
-    cb_loss, lin_loss = loss(task, y_valid, cb_valid), loss(task, y_valid, lin_valid)
-    if spec.training.blend and lin_loss < cb_loss:
-        losses = {w: loss(task, y_valid, w * cb_valid + (1 - w) * lin_valid) for w in BLEND_WEIGHTS}
-        weight = float(min(losses, key=losses.get))  # type: ignore[arg-type]
-        kind = "catboost" if weight == 1.0 else ("logistic" if weight == 0.0 else "blend")
-        linear_name = "ridge regression" if task == "regression" else "logistic regression"
-        decision = {
-            "model": kind,
-            "weight": weight,
-            "calibrator": None,
-            "reason": (
-                f"{linear_name} beat CatBoost on validation (loss {lin_loss:.4f} vs "
-                f"{cb_loss:.4f}); the blend with CatBoost weight {weight:.1f} has validation "
-                f"loss {losses[weight]:.4f}"
-            ),
-        }
-        predictor.weight = weight
-    else:
-        decision["reason"] = (
-            f"CatBoost beat the linear model on validation (loss {cb_loss:.4f} vs {lin_loss:.4f})"
-            if lin_loss >= cb_loss
-            else "blending disabled (training.blend = false)"
-        )
-    threshold = 0.5
-    if task == "binary":
-        # fitted on predictions of models that did not see the validation rows
-        raw_valid = predictor.weight * cb_valid + (1 - predictor.weight) * lin_valid
-        method = spec.training.calibration
-        if method != "none":
-            candidate = fit_calibrator("platt" if method == "auto" else method, y_valid, raw_valid)
-            before = loss(task, y_valid, raw_valid)
-            after = loss(task, y_valid, calibrate(candidate, raw_valid))
-            if method != "auto" or after < before * 0.995:
-                predictor.calibrator = candidate
-                decision["calibrator"] = candidate
-            decision["calibration"] = {
-                "method": candidate["method"],
-                "used": predictor.calibrator is not None,
-                "valid_log_loss_before": round(before, 6),
-                "valid_log_loss_after": round(after, 6),
-            }
-        threshold = spec.training.threshold or best_f1_threshold(
-            y_valid, calibrate(predictor.calibrator, raw_valid)
-        )
-    deployed_linear = linear
-    if refit_wanted(spec.training, len(split.train)):
-        both = pd.concat([split.train, split.valid], ignore_index=True)
-        deployed_linear = LinearModel.fit(
-            both, np.concatenate([y_train, y_valid]), names, cats, spec.task, classes or None
-        )
-    predictor.linear = deployed_linear
+    y_before = np.concatenate([labels.train, labels.valid]) if refit else labels.train
+    evaluated = _fit_on(
+        spec,
+        before_holdout,
+        y_before,
+        columns,
+        labels,
+        selection,
+        train_rows=len(split.train),
+        calibrator=None,
+        refit=refit,
+    )
+    if task == "binary" and selection.calibration:
+        y_window, raw_window, window = _recent_window(spec, split, labels, columns, selection)
+        evaluated.predictor.calibrator = fit_calibrator(selection.calibration, y_window, raw_window)
+        selection.calibration_trace["evaluated_fitted_on"] = window
     progress("evaluating on the holdout")
-    prediction = predictor.predict(split.test)
-    metrics = _metrics(task, y_test, prediction, classes, threshold, tables=True)
-    holdout = split.test[["entity_id", "anchor_at", "label"]].reset_index(drop=True).copy()
-    baselines: dict[str, dict[str, Any]] = {}
-    baseline_preds: dict[str, np.ndarray] = {}
-    lin_name = "ridge" if task == "regression" else "logistic"
-    baseline_preds[lin_name] = deployed_linear.predict(split.test)
-    baseline_preds["tree"] = tree_predict(
-        tree, linear.encoder.transform(split.test), task, len(classes)
+    raw_test = evaluated.predictor.raw(split.test)
+    prediction = evaluated.predictor.predict(split.test)
+    metrics = _metrics(
+        task, labels.test, prediction, labels.classes, selection.threshold, tables=True
     )
-    if spec.rule and task == "binary":
-        try:
-            rule_valid = rule_scores(split.valid, spec.rule)
-            rule_test = rule_scores(split.test, spec.rule)
-        except KeyError as exc:
-            close = difflib.get_close_matches(str(exc.args[0]), names, n=1)
-            raise ScoringError(
-                f"prediction '{spec.name}': rule: feature '{exc.args[0]}' does not exist"
-                + (f" (did you mean '{close[0]}'?)" if close else "")
-                + f"; features are: {', '.join(names[:30])}"
-            ) from None
-        # points are not probabilities: map them with a Platt fit on validation
-        if np.ptp(rule_valid) > 0:
-            rule_cal = fit_calibrator("platt", y_valid, 1 / (1 + np.exp(-rule_valid)))
-            baseline_preds["rule"] = calibrate(rule_cal, 1 / (1 + np.exp(-rule_test)))
-        else:
-            baseline_preds["rule"] = np.full(len(rule_test), float(y_train.mean()))
-    if task == "multiclass":
-        prior = np.bincount(y_train, minlength=len(classes)) / len(y_train)
-        baseline_preds["prior"] = np.tile(prior, (len(split.test), 1))
-    if task == "regression":
-        baseline_preds["mean"] = np.full(len(split.test), float(y_train.mean()))
-    for name, pred in baseline_preds.items():
-        baselines[name] = _metrics(task, y_test, pred, classes, threshold)
-    if task == "multiclass":
-        for i, c in enumerate(classes):
-            holdout[f"p_{c}"] = prediction[:, i]
-        holdout["prediction"] = [classes[i] for i in prediction.argmax(axis=1)]
-        for name, pred in baseline_preds.items():
-            holdout[f"baseline_{name}"] = [classes[i] for i in pred.argmax(axis=1)]
-    else:
-        holdout["prediction"] = prediction
-        for name, pred in baseline_preds.items():
-            holdout[f"baseline_{name}"] = pred
-    warnings = _leakage(spec, entity, columns, split.train, y_train, split.valid, y_valid)
-    importance = dict(
-        sorted(
-            zip(names, (float(v) for v in fitted.model.get_feature_importance()), strict=True),
-            key=lambda kv: -kv[1],
+    baseline_preds = _baseline_predictions(spec, split.test, evaluated, labels, y_before, names)
+    baselines = {
+        name: _metrics(task, labels.test, pred, labels.classes, selection.threshold)
+        for name, pred in baseline_preds.items()
+    }
+    holdout = _holdout_frame(task, split.test, prediction, baseline_preds, labels.classes)
+    calibration = (
+        _calibration_report(labels.test, raw_test, prediction, selection.calibration_trace)
+        if task == "binary"
+        else None
+    )
+    deployed = evaluated
+    if spec.training.deploy_fit == "all":
+        progress("fitting the deployed model on every labelled example")
+        everything = pd.concat([split.train, split.valid, split.test], ignore_index=True)
+        deployed = _fit_on(
+            spec,
+            everything,
+            np.concatenate([labels.train, labels.valid, labels.test]),
+            columns,
+            labels,
+            selection,
+            train_rows=len(split.train),
+            calibrator=None,
         )
-    )
+        if task == "binary" and selection.calibration:
+            # the most recent labelled window, predicted by a model that had not seen it
+            deployed.predictor.calibrator = fit_calibrator(
+                selection.calibration, labels.test, raw_test
+            )
+    drift, drift_warnings = _measure_drift(spec, split, labels, columns)
+    warnings = [
+        *drift_warnings,
+        *_leakage(
+            spec, training.entity, columns, split.train, labels.train, split.valid, labels.valid
+        ),
+    ]
     metric, higher = headline(task)
     beaten = [
         b
@@ -508,19 +951,112 @@ def train_prediction(
             f"baseline {', '.join(beaten)} beat the model on the holdout {metric}; "
             "see the report before relying on the scores"
         )
-    metadata = {
+    decision = {
+        **selection.decision,
+        "calibrator": deployed.predictor.calibrator,
+        "calibration": {
+            "method": selection.calibration,
+            "used": deployed.predictor.calibrator is not None,
+            "fitted_on": "holdout" if deployed is not evaluated else "validation",
+        },
+    }
+    metadata = _metadata(
+        spec,
+        as_of,
+        training,
+        split,
+        labels,
+        selection,
+        metrics=metrics,
+        baselines=baselines,
+        decision=decision,
+        deploy={
+            "fit": spec.training.deploy_fit,
+            "rows": deployed.rows,
+            "fit_through": deployed.fit_through,
+            "evaluated_rows": evaluated.rows,
+            "evaluated_fit_through": evaluated.fit_through,
+        },
+        drift=drift,
+        calibration=calibration,
+        warnings=warnings,
+        started=started,
+    )
+    return TrainOutcome(
+        deployed.predictor,
+        metadata,
+        holdout,
+        warnings,
+        split.test.reset_index(drop=True),
+        fit_ids={
+            **{f"evaluated_{k}": v for k, v in evaluated.fit_ids.items()},
+            **{f"deployed_{k}": v for k, v in deployed.fit_ids.items()},
+        },
+        evaluated=evaluated.predictor,
+    )
+
+
+def _split_summary(split: Split) -> dict[str, Any]:
+    def part(rows: pd.DataFrame) -> dict[str, Any]:
+        timed = len(rows) and rows["anchor_at"].notna().any()
+        return {
+            "n": len(rows),
+            "from": rows["anchor_at"].min().isoformat() if timed else None,
+            "to": rows["anchor_at"].max().isoformat() if timed else None,
+        }
+
+    return {
+        "method": split.method,
+        "reason": split.reason,
+        "train": part(split.train),
+        "valid": part(split.valid),
+        "test": part(split.test),
+    }
+
+
+def _metadata(
+    spec: PredictionSpec,
+    as_of: datetime | None,
+    training: _TrainingSet,
+    split: Split,
+    labels: _Labels,
+    selection: _Selection,
+    *,
+    metrics: dict[str, Any],
+    baselines: dict[str, Any],
+    decision: dict[str, Any],
+    deploy: dict[str, Any],
+    drift: dict[str, Any],
+    calibration: dict[str, Any] | None,
+    warnings: list[str],
+    started: float,
+) -> dict[str, Any]:
+    """The JSON facts stored as ``metadata.json``."""
+    task, frame, examples = spec.task, training.examples.frame, training.examples
+    fitted = selection.fitted
+    importance = dict(
+        sorted(
+            zip(
+                training.columns.names,
+                (float(v) for v in fitted.model.get_feature_importance()),
+                strict=True,
+            ),
+            key=lambda kv: -kv[1],
+        )
+    )
+    return {
         "task": task,
         "entity": spec.entity,
-        "entity_table": entity.table,
-        "classes": classes,
+        "entity_table": training.entity.table,
+        "classes": labels.classes,
         "config_hash": spec_hash(spec),
         "target_hash": target_hash(spec),
         "spec": spec.model_dump(mode="json"),
         "as_of": as_of.isoformat() if as_of else None,
-        "features": asdict(columns),
-        "feature_notes": notes,
+        "features": asdict(training.columns),
+        "feature_notes": training.notes,
         "feature_importance": importance,
-        "traits": {"used": [t.name for t in usable_traits], "skipped": skipped_traits},
+        "traits": {"used": training.traits_used, "skipped": training.traits_skipped},
         "examples": {
             "anchored": examples.anchored,
             "censored": examples.censored,
@@ -535,35 +1071,23 @@ def train_prediction(
                 else None
             ),
         },
-        "split": {
-            "method": split.method,
-            **{
-                name: {
-                    "n": len(rows),
-                    "from": rows["anchor_at"].min().isoformat()
-                    if len(rows) and rows["anchor_at"].notna().any()
-                    else None,
-                    "to": rows["anchor_at"].max().isoformat()
-                    if len(rows) and rows["anchor_at"].notna().any()
-                    else None,
-                }
-                for name, rows in (
-                    ("train", split.train),
-                    ("valid", split.valid),
-                    ("test", split.test),
-                )
-            },
-        },
+        "split": _split_summary(split),
         "metrics": metrics,
         "baselines": baselines,
-        "baseline_settings": {"tree_depth": tree_depth, "rule": bool(spec.rule)},
+        "baseline_settings": {
+            "tree_depth": selection.tree_depth,
+            "rule": bool(spec.rule),
+            "fitted_on": "the evaluated model's rows (training + validation)",
+        },
         "deployed": decision,
+        "deploy": deploy,
+        "drift": drift,
+        "calibration": calibration,
         "training": {**fitted.params, "search": fitted.search, "train_seconds": fitted.seconds},
         "warnings": warnings,
         "catboost_version": catboost.__version__,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return TrainOutcome(predictor, metadata, holdout, warnings, split.test.reset_index(drop=True))
 
 
 def compare_with_champion(
@@ -596,17 +1120,20 @@ def compare_with_champion(
             "reason": "the prediction's target changed since the champion was trained; "
             "the new model replaces it",
         }
-    entity = resolve_entity(con, spec)
-    create_events_view(con, entity, entity_sources(con, entity, spec))
-    columns = FeatureColumns(**champion_metadata["features"])
-    rows = outcome.holdout[["entity_id", "anchor_at"]]
-    data = build_features(con, entity, rows, columns)
-    y, classes = outcome.holdout["label"], outcome.predictor.classes
-    if spec.task == "multiclass":
-        y = pd.Categorical(y, categories=classes).codes
-    old = _metrics(spec.task, np.asarray(y), champion.predict(data), classes, 0.5)
-    old_value = old.get(metric)
+    rows, new_value, basis = _unseen_by_champion(spec, outcome, champion_metadata, new_value)
     tolerance = spec.training.quality_tolerance
+    if rows is None:
+        old_value = (champion_metadata.get("metrics") or {}).get(metric)
+    else:
+        entity = resolve_entity(con, spec)
+        create_events_view(con, entity, entity_sources(con, entity, spec))
+        columns = FeatureColumns(**champion_metadata["features"])
+        data = build_features(con, entity, rows[["entity_id", "anchor_at"]], columns)
+        y, classes = rows["label"], outcome.predictor.classes
+        if spec.task == "multiclass":
+            y = pd.Categorical(y, categories=classes).codes
+        old = _metrics(spec.task, np.asarray(y), champion.predict(data), classes, 0.5)
+        old_value = old.get(metric)
     if old_value is None or new_value is None:
         ok = True
     elif higher:
@@ -615,7 +1142,7 @@ def compare_with_champion(
         ok = new_value <= old_value * (1 + tolerance)  # log loss, RMSE: relative to their scale
     direction = "higher" if higher else "lower"
     reason = (
-        f"holdout {metric} {new_value:.4f} vs champion {old_value:.4f} on the same holdout "
+        f"holdout {metric} {new_value:.4f} vs champion {old_value:.4f} {basis} "
         f"({direction} is better, tolerance {tolerance})"
         if old_value is not None and new_value is not None
         else "no comparable metric"
@@ -627,6 +1154,46 @@ def compare_with_champion(
         "champion": old_value,
         "reason": reason,
     }
+
+
+# The gate needs this many holdout rows the champion was not fitted on to compare on them.
+MIN_GATE_ROWS = 100
+
+
+def _unseen_by_champion(
+    spec: PredictionSpec,
+    outcome: TrainOutcome,
+    champion_metadata: dict[str, Any],
+    new_value: float | None,
+) -> tuple[pd.DataFrame | None, float | None, str]:
+    """The holdout rows to compare on, the new model's metric there, and how it was compared.
+
+    A champion deployed on every labelled example (``deploy_fit = "all"``) has seen the older
+    part of a later holdout; scoring it there would flatter it. It is compared on the holdout
+    rows anchored after the newest row it was fitted on, when there are enough of them, and
+    otherwise by its own recorded holdout metric.
+    """
+    holdout = outcome.holdout
+    deploy = champion_metadata.get("deploy") or {}
+    if deploy.get("fit") != "all":
+        return holdout, new_value, "on the same holdout"
+    through = deploy.get("fit_through")
+    if through is not None and holdout["anchor_at"].notna().all():
+        newer = holdout[pd.to_datetime(holdout["anchor_at"]) > pd.Timestamp(through)]
+        y = newer["label"]
+        enough = len(newer) >= MIN_GATE_ROWS and (spec.task == "regression" or y.nunique() > 1)
+        if enough:
+            classes = outcome.predictor.classes
+            if spec.task == "multiclass":
+                prediction = newer[[f"p_{c}" for c in classes]].to_numpy()
+                y = pd.Categorical(y, categories=classes).codes
+            else:
+                prediction = newer["prediction"].to_numpy()
+            value = _metrics(spec.task, np.asarray(y), prediction, classes, 0.5).get(
+                headline(spec.task)[0]
+            )
+            return newer, value, f"on the {len(newer):,} holdout rows newer than its training data"
+    return None, new_value, "(its own holdout: it was fitted on every row of this one)"
 
 
 def score_entities(

@@ -200,7 +200,7 @@ def build_profile(
         "rows": len(features),
         "features": {
             name: categorical_profile(features[name])
-            if name in columns.categorical
+            if name in columns.cat_features
             else numeric_profile(features[name].to_numpy(dtype=float))
             for name in columns.names
         },

@@ -540,6 +540,79 @@ def section_residuals(report: ReportInput) -> Section | None:
     return Section("Errors", f"{_png(fig)}<h3>By predicted decile</h3>{table}")
 
 
+def section_drift(report: ReportInput) -> Section | None:
+    """Drift between training, validation and holdout; the recency and calibration choices."""
+    meta = report.metadata
+    drift = meta.get("drift")
+    if not drift:
+        return None
+    levels = drift.get("label") or {}
+    task = report.task
+    if task == "multiclass":
+        classes = meta.get("classes") or []
+
+        def level(v: Any) -> str:
+            return ", ".join(f"{c} {_pct(x)}" for c, x in zip(classes, v or [], strict=False))
+    else:
+
+        def level(v: Any) -> str:
+            return _pct(v) if task == "binary" else _fmt(v)
+
+    split = meta.get("split", {})
+    rows = [
+        {
+            "part": name,
+            "n": split.get(key, {}).get("n"),
+            "from": (split.get(key, {}).get("from") or "")[:10],
+            "to": (split.get(key, {}).get("to") or "")[:10],
+            "label": level(levels.get(key)),
+        }
+        for key, name in (("train", "training"), ("valid", "validation"), ("test", "holdout"))
+    ]
+    table = _table(
+        rows,
+        [("part", "period"), ("n", "examples"), ("from", "from"), ("to", "to"), ("label", "label")],
+    )
+    factor = drift.get("label_factor")
+    moved = (
+        f"<p><b>The base rate moved by a factor of {factor:.1f}</b> between the periods: "
+        "probabilities fitted on old data would be off; see the recalibration below.</p>"
+        if factor and factor > 1.5
+        else ""
+    )
+    psi = drift.get("feature_psi") or {}
+    shifted = ", ".join(f"{_e(feature_label(k))} {v:.2f}" for k, v in list(psi.items())[:5])
+    recency = (meta.get("training") or {}).get("recency") or {}
+    tried = ", ".join(f"{_e(k)} {v:.4f}" for k, v in (recency.get("valid_loss") or {}).items())
+    deploy = meta.get("deploy") or {}
+    body = (
+        f"{moved}{table}<p>Features that moved most between training and holdout (PSI; above "
+        f"0.25 is a large shift): {shifted or 'none'}.</p>"
+        f"<p>Recency treatment chosen on validation: <b>{_e(recency.get('name', 'none'))}</b>"
+        + (f" (validation loss: {tried})" if tried else "")
+        + ".</p>"
+        f"<p>The holdout was scored by a model fitted on {deploy.get('evaluated_rows', 0):,} "
+        "training + validation examples, with its baselines fitted on exactly the same rows; "
+        f"the deployed model is fitted on {deploy.get('rows', 0):,} "
+        f"({_e(deploy.get('fit', 'pre_holdout'))}).</p>"
+    )
+    calibration = meta.get("calibration")
+    if calibration:
+        raw, cal = calibration.get("holdout_raw", {}), calibration.get("holdout", {})
+        body += (
+            f"<p>Recalibration: <b>{_e(calibration.get('method') or 'none')}</b>, chosen by "
+            f"{_e(calibration.get('chosen_by', ''))}. Holdout before / after: log loss "
+            f"{_fmt(raw.get('log_loss'), 4)} / {_fmt(cal.get('log_loss'), 4)}, Brier "
+            f"{_fmt(raw.get('brier'), 4)} / {_fmt(cal.get('brier'), 4)}, ECE (10 equal-count "
+            f"bins) {_fmt(raw.get('ece'), 4)} / {_fmt(cal.get('ece'), 4)}.</p>"
+            + _table(
+                cal.get("reliability", []),
+                [("n", "examples"), ("predicted", "mean predicted"), ("observed", "observed")],
+            )
+        )
+    return Section("Drift and calibration", body)
+
+
 SectionBuilder = Callable[[ReportInput], Section | None]
 
 SECTIONS: tuple[SectionBuilder, ...] = (
@@ -548,6 +621,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     section_lift,
     section_curves,
     section_calibration,
+    section_drift,
     section_confusion,
     section_residuals,
     section_importance,

@@ -19,8 +19,6 @@ IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 Scalar = str | int | float | bool
-# training.refit = "auto" retrains on training + validation rows below this many training rows
-REFIT_AUTO_ROWS = 20_000
 
 
 class _Spec(BaseModel):
@@ -267,15 +265,23 @@ class TrainingSpec(_Spec):
         early_stopping_rounds: stop when the validation loss has not improved for this many
             iterations.
         random_seed: seed for reproducible training.
-        calibration: ``auto`` (Platt scaling on validation when it lowers validation log loss),
-            ``platt``, ``isotonic`` or ``none``.
+        calibration: ``auto`` chooses among none, an intercept (prior-shift) correction, Platt
+            scaling and isotonic regression by log loss on the newest half of validation when
+            fitted on the older half; ``intercept``, ``platt``, ``isotonic`` or ``none`` force
+            one. The chosen calibrator is fitted on the most recent labelled window the model
+            did not see (validation for the evaluated model, the holdout for the deployed one).
         blend: allow blending with (or falling back to) logistic regression when it wins on
             validation.
-        refit: once settings, tree count, calibration and blend are chosen, train the deployed
-            models again on training + validation rows (more, and more recent, data); the test
-            rows are never used for training. ``auto`` refits when there are fewer than
-            ``REFIT_AUTO_ROWS`` training rows (on more, a refit doubles the training time and
-            measured +0.0005 AUC on the 100,000-lead org); ``always``; ``never``.
+        refit: once settings, tree count, recency, calibration and blend are chosen, the model
+            evaluated on the holdout (and its baselines) is trained again on training +
+            validation rows: the newest history before the holdout. ``auto`` and ``always`` do
+            so; ``never`` evaluates the models fitted on training rows only.
+        recency: ``auto`` chooses on validation among no treatment, time-decay sample weights
+            (half-lives of 1/2 and 1/4 of the training span) and a window of the newest half of
+            it (time splits only); ``none`` never weights.
+        deploy_fit: ``all`` (default) trains the deployed model once more on every labelled
+            example, the holdout included, with the same settings, and recalibrates it on the
+            holdout; ``pre_holdout`` deploys the evaluated model itself.
         min_examples: minimum-data guard: labelled examples needed to train.
         min_per_class: minimum-data guard: examples needed of each class.
         leakage_auc: warn when one feature alone reaches this AUC on validation.
@@ -295,9 +301,11 @@ class TrainingSpec(_Spec):
     one_hot_max_sizes: list[int] = Field(default_factory=lambda: [2, 10], min_length=1)
     early_stopping_rounds: int = Field(50, ge=5)
     random_seed: int = 0
-    calibration: Literal["auto", "platt", "isotonic", "none"] = "auto"
+    calibration: Literal["auto", "intercept", "platt", "isotonic", "none"] = "auto"
     blend: bool = True
     refit: Literal["auto", "always", "never"] = "auto"
+    recency: Literal["auto", "none"] = "auto"
+    deploy_fit: Literal["all", "pre_holdout"] = "all"
     min_examples: int = Field(100, ge=10)
     min_per_class: int = Field(20, ge=5)
     leakage_auc: float = Field(0.97, gt=0.5, le=1.0)

@@ -542,6 +542,13 @@ def sandbox(
             "grants them, as in a new real org."
         ),
     ] = "granted",
+    org: Annotated[
+        str,
+        typer.Option(
+            help="Hidden model: classic, interacting (effects a linear model cannot express) "
+            "or drifting (interacting, with a regime shift in the newest months)."
+        ),
+    ] = "classic",
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -568,6 +575,7 @@ def sandbox(
             field_security=field_security,
             reporter=_reporter(False),
             ready=ready,
+            org=org,
         )
     )
 

@@ -103,6 +103,27 @@ class StoreSettings(BaseModel):
     models_dir: Path = Path("models")
 
 
+TimeFormat = Literal[
+    "timestamp", "date", "epoch_seconds", "epoch_milliseconds", "yyyymmdd", "row_order"
+]
+
+
+class DerivedEntities(BaseModel):
+    """An entity table derived from an event table (``[sources.entities]``).
+
+    Attributes:
+        table: the entity table to create (``<id_column>, first_event_at``).
+        id_column: the event table's column holding the entity id.
+        time_column: the event table's time column.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    id_column: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    time_column: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
 class SourceSettings(BaseModel):
     """A ``[[sources]]`` entry: a CSV or Parquet file imported into a store table.
 
@@ -116,8 +137,14 @@ class SourceSettings(BaseModel):
         delimiter: CSV delimiter (default: detected).
         null_values: CSV strings that mean "missing" (e.g. ``"Select"``).
         row_id: add a column of this name numbering the rows 1..n, for files without an id.
-        as_of: how recent the export is (its data is complete up to then); default: the file's
-            modification time. Label windows ending later are not used.
+        as_of: how recent the export is (its data is complete up to then); default: the newest
+            date or timestamp in the data (the file's modification time when it has none).
+            Label windows ending later are not used.
+        time_formats: how time columns are written, converted to timestamps on import:
+            ``timestamp``, ``date``, ``epoch_seconds``, ``epoch_milliseconds``, ``yyyymmdd``
+            (an integer such as 20240131) or ``row_order`` (an integer that only orders rows).
+        entities: also derive an entity table from this event table: one row per
+            ``id_column`` value with its first event time (``first_event_at``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -125,10 +152,19 @@ class SourceSettings(BaseModel):
     path: Path
     table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     id_column: str | None = None
-    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    delimiter: str | None = Field(None, min_length=1, max_length=10)
     null_values: list[str] = Field(default_factory=list)
     row_id: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     as_of: datetime | None = None
+    time_formats: dict[str, TimeFormat] = Field(default_factory=dict)
+    entities: DerivedEntities | None = None
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1 and value != "whitespace":
+            raise ValueError('give one character, or "whitespace" (runs of spaces or tabs)')
+        return value
 
 
 class SalesforceOutput(_TargetOptions):

@@ -306,6 +306,7 @@ def run_sandbox(
     field_security: str = "granted",
     reporter: Reporter = SILENT,
     ready: Any = None,
+    org: str = "classic",
 ) -> None:
     """Serve a generated org until interrupted, with config files for any client in ``workdir``.
 
@@ -320,6 +321,7 @@ def run_sandbox(
             field until ``leadscore setup`` grants them (as a new real org).
         reporter: progress.
         ready: called with the sandbox info once it is serving (used by tests).
+        org: the generator's hidden model (``classic``, ``interacting``, ``drifting``).
     """
     from connector.sandbox import Sandbox
     from connector.sandbox.security import FIELD_SECURITY_MODES
@@ -334,6 +336,7 @@ def run_sandbox(
         workdir / "sandbox",
         leads=leads,
         seed=seed,
+        org=org,
         port=port,
         regenerate=False,
         on_progress=_generation_progress(reporter),

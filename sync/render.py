@@ -164,6 +164,18 @@ def _train(out: Console, s: TrainSummary) -> Rows:
             ("deployed", f"{p['deployed'].get('model')}: {p['deployed'].get('reason', '')}"),
             ("gate", p["gate"].get("reason", "")),
         ]
+        if p.get("split_reason"):
+            lines.insert(2, ("split", p["split_reason"]))
+        if p.get("deploy"):
+            d = p["deploy"]
+            lines.insert(
+                -1,
+                (
+                    "fit",
+                    f"holdout model on {d.get('evaluated_rows', 0):,} rows; deployed model on "
+                    f"{d.get('rows', 0):,} ({d.get('fit')})",
+                ),
+            )
         lines += [("warning", w) for w in p["warnings"]]
         out.print(kv_table(lines))
     for name, p in s.predictions.items():

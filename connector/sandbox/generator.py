@@ -141,6 +141,31 @@ TECH_ENGAGED_BONUS = 0.4
 OLD_LEAD_PENALTY = -0.4
 OLD_LEAD_DAYS = 180
 
+ORGS = ("classic", "interacting", "drifting")
+"""``classic``: the hidden model above (continuity of figures). ``interacting``: plus effects a
+linear model cannot express. ``drifting``: the interacting org with a regime shift in its newest
+``REGIME_DAYS`` days."""
+# Interacting org: a webinar campaign that only works for one industry group and size band...
+CAMPAIGN_FIT_INDUSTRIES = ("Healthcare", "Financial Services", "Manufacturing")
+CAMPAIGN_FIT_BANDS = ("201-1000", "1001-5000", "5001+")
+CAMPAIGN_FIT_BONUS = 2.4
+# ...recent web visits that mean buying intent for senior titles and research for junior ones
+# (the main 7-day effect is replaced by this crossing)...
+SENIOR_ENGAGED_BONUS = 1.6
+JUNIOR_ENGAGED_PENALTY = -1.2
+ENGAGED_WEB_7D = 2
+# ...and referrals that only convert at small companies.
+SMALL_REFERRAL_BONUS = 1.2
+LARGE_REFERRAL_PENALTY = -1.2
+# Drifting org: anchors in the newest REGIME_DAYS days (before as_of) convert more often, and
+# webinar-sourced leads flip from good to poor.
+REGIME_DAYS = 200
+REGIME_INTERCEPT_SHIFT = 1.2
+REGIME_WEBINAR_SOURCE_SHIFT = -1.6
+# Interacting orgs: deal amounts also depend on industry and seniority (x these factors).
+AMOUNT_INDUSTRY = {"Financial Services": 1.8, "Technology": 1.4, "Software": 1.4, "Education": 0.5}
+AMOUNT_SENIORITY = {"C-Level": 1.6, "VP": 1.3, "Individual Contributor": 0.6}
+
 # ---------------------------------------------------------------------------------------------
 # Behaviour constants (not part of the hidden model: they shape the data around it).
 
@@ -282,7 +307,7 @@ def employee_band(employees: Any) -> np.ndarray:
     return np.array(EMPLOYEE_BANDS, dtype=object)[index]
 
 
-def hidden_logit(frame: pd.DataFrame) -> np.ndarray:
+def hidden_logit(frame: pd.DataFrame, org: str = "classic") -> np.ndarray:
     """Compute the hidden model's logit for each row.
 
     Args:
@@ -290,7 +315,9 @@ def hidden_logit(frame: pd.DataFrame) -> np.ndarray:
             ``NumberOfEmployees``, ``LeadSource``, ``Country``, the five engagement counts of
             ``ENGAGEMENT_WINDOWS`` and ``age_days`` (anchor_at minus CreatedDate, in days). When
             the org is generated with Segment, also the CDP counts of
-            ``connector.sandbox.profiles.CDP_WINDOWS``, which add the CDP term.
+            ``connector.sandbox.profiles.CDP_WINDOWS``, which add the CDP term. The drifting
+            org also needs ``regime`` (1 for anchors in the newest ``REGIME_DAYS`` days).
+        org: one of ``ORGS``.
 
     Returns:
         The logits, as a float array.
@@ -323,7 +350,46 @@ def hidden_logit(frame: pd.DataFrame) -> np.ndarray:
     if all(name in frame.columns for name in CDP_WINDOWS):
         # NULL counts (ground truth of an org generated without Segment) add nothing.
         logit += np.nan_to_num(cdp_logit(frame), nan=0.0)
+    if org != "classic":
+        logit += interaction_logit(frame, band, seniority, web7)
+    if org == "drifting":
+        regime = frame["regime"].to_numpy(float)
+        webinar = (frame["LeadSource"] == "Webinar").to_numpy()
+        logit += regime * (REGIME_INTERCEPT_SHIFT + REGIME_WEBINAR_SOURCE_SHIFT * webinar)
     return np.asarray(logit, dtype=float)
+
+
+def interaction_logit(
+    frame: pd.DataFrame, band: np.ndarray, seniority: np.ndarray, web7: np.ndarray
+) -> np.ndarray:
+    """The interacting org's extra terms (on top of the classic hidden model).
+
+    Args:
+        frame: as for :func:`hidden_logit`.
+        band: employee bands of the rows.
+        seniority: seniority of the rows.
+        web7: web visits in the 7 days before the anchor.
+
+    Returns:
+        The added logit.
+    """
+    industry = frame["Industry"].to_numpy(object)
+    webinar = frame["webinars_30d"].to_numpy(float) >= 1
+    fit = np.isin(industry, CAMPAIGN_FIT_INDUSTRIES) & np.isin(band, CAMPAIGN_FIT_BANDS)
+    engaged = web7 >= ENGAGED_WEB_7D
+    senior = np.isin(seniority, ("C-Level", "VP"))
+    junior = np.isin(seniority, ("Manager", "Individual Contributor"))
+    source = frame["LeadSource"].to_numpy(object)
+    referral = np.isin(source, ("Partner Referral", "Employee Referral"))
+    small = np.isin(band, ("1-10", "11-50", "51-200"))
+    return (
+        CAMPAIGN_FIT_BONUS * (webinar & fit)
+        - W_WEB_7D * np.log1p(web7)  # the main 7-day effect becomes the crossing below
+        + SENIOR_ENGAGED_BONUS * (engaged & senior)
+        + JUNIOR_ENGAGED_PENALTY * (engaged & junior)
+        + SMALL_REFERRAL_BONUS * (referral & small)
+        + LARGE_REFERRAL_PENALTY * (referral & ~small)
+    )
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -447,7 +513,11 @@ class _OrgGenerator:
         as_of: int,
         progress: ProgressCallback,
         segment: bool = False,
+        org: str = "classic",
     ) -> None:
+        if org not in ORGS:
+            raise ValueError(f"org must be one of {', '.join(ORGS)}, not {org!r}")
+        self.org = org
         self.conn = conn
         self.segment = SegmentGenerator(conn, seed, as_of) if segment else None
         self.seed = seed
@@ -728,12 +798,15 @@ class _OrgGenerator:
             for name, values in counts.items():
                 frame[name] = values
             frame["age_days"] = (leads.anchor_at[low:high] - leads.created[low:high]) / DAY
+            frame["regime"] = (leads.anchor_at[low:high] > self.as_of - REGIME_DAYS * DAY).astype(
+                int
+            )
             if self.segment is not None:
                 # The CDP side of the same people; its usage counts enter the hidden model.
                 for name, values in self.segment.chunk(chunk, people, low, high).items():
                     outcome[name][low:high] = values
                     frame[name] = values
-            p_true = sigmoid(hidden_logit(frame))
+            p_true = sigmoid(hidden_logit(frame, self.org))
             anchored = leads.anchored[low:high]
             outcome["p_true"][low:high] = np.where(anchored, p_true, np.nan)
             conversion, label = self._outcomes(rng, leads, p_true, low, high)
@@ -1048,6 +1121,15 @@ class _OrgGenerator:
         opportunity_ids = np.asarray(make_ids("006", 1, count), dtype=object)
         employees = companies.employees[company]
         amount = np.round(1200 * employees**0.55 * rng.lognormal(0, 0.35, count), -2)
+        if self.org != "classic":
+            # the same draws (continuity), scaled by who buys: industry and seniority
+            industry = np.asarray(INDUSTRIES, dtype=object)[companies.industry[company]]
+            seniority = np.asarray(SENIORITIES, dtype=object)[leads.seniority[converted]]
+            factor = (
+                pd.Series(industry).map(AMOUNT_INDUSTRY).fillna(1.0).to_numpy()
+                * pd.Series(seniority).map(AMOUNT_SENIORITY).fillna(1.0).to_numpy()
+            )
+            amount = np.round(amount * factor, -2)
         close_days = rng.uniform(20, 120, count)
         age_days = (self.as_of - at) / DAY
         closed = age_days >= close_days
@@ -1393,6 +1475,7 @@ def generate_org(
     as_of: int,
     on_progress: ProgressCallback | None = None,
     segment: bool = False,
+    org: str = "classic",
 ) -> None:
     """Generate a synthetic org into an empty database that has the sandbox schema.
 
@@ -1404,12 +1487,15 @@ def generate_org(
         on_progress: Called as ``(stage, done, total)`` while generating.
         segment: Also generate the people's Segment profiles and events; their product usage then
             enters the hidden model (``connector/sandbox/profiles.py``).
+        org: ``classic`` (default), ``interacting`` (effects a linear model cannot express,
+            deal amounts by industry and seniority) or ``drifting`` (interacting, plus a regime
+            shift in the newest ``REGIME_DAYS`` days); see ``docs/sandbox.md``.
     """
     if leads < 1:
         raise ValueError("leads must be positive")
     if get_object("Lead") is None:  # pragma: no cover - schema sanity
         raise RuntimeError("schema has no Lead object")
-    _OrgGenerator(conn, seed, leads, as_of, on_progress or (lambda *_: None), segment).run()
+    _OrgGenerator(conn, seed, leads, as_of, on_progress or (lambda *_: None), segment, org).run()
 
 
 def integration_user_id() -> str:

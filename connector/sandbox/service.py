@@ -20,6 +20,7 @@ from connector.sandbox.faults import FaultPlan
 from connector.sandbox.generator import (
     GENERATOR_VERSION,
     INTEGRATION_USERNAME,
+    ORGS,
     generate_org,
     integration_user_id,
 )
@@ -73,9 +74,11 @@ class _Routes:
         return self.salesforce.handle(request)
 
 
-def _now_floored_to_minute() -> dt.datetime:
+def _now_floored_to_day() -> dt.datetime:
+    # Anchors and campaigns fall on whole UTC days, so an as_of a few hours later is a different
+    # org (issue 13, defect 17); a whole-day shift gives the same org, shifted.
     now = dt.datetime.now(dt.UTC)
-    return now.replace(second=0, microsecond=0)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _epoch(moment: dt.datetime) -> int:
@@ -92,7 +95,8 @@ class Sandbox:
         leads: Number of leads to generate.
         seed: Random seed of the generator.
         port: TCP port on 127.0.0.1 (0 picks a free one).
-        as_of: End of the generated history (UTC); default now, floored to the minute.
+        as_of: End of the generated history (UTC); default today's start (now floored to the
+            UTC day), so that one seed gives the same org, shifted by whole days, on every run.
         page_size: Cap on records per REST query page (may be below Salesforce's 200 minimum
             so that tests exercise paging).
         token_ttl_seconds: Lifetime of issued access tokens.
@@ -120,6 +124,8 @@ class Sandbox:
             the application (Metadata API); False models one that ``setup`` cannot grant with.
         org_features: Validation and duplicate rules, record types, currencies and formula
             fields (``connector/sandbox/org_rules.py``).
+        org: The hidden model: ``classic``, ``interacting`` or ``drifting``
+            (``connector.sandbox.generator.ORGS``; ``docs/sandbox.md``).
     """
 
     def __init__(
@@ -144,7 +150,11 @@ class Sandbox:
         field_security: str = "granted",
         setup_rights: bool = True,
         org_features: OrgFeatures | None = None,
+        org: str = "classic",
     ) -> None:
+        if org not in ORGS:
+            raise ValueError(f"org must be one of {', '.join(ORGS)}, not {org!r}")
+        self.org = org
         self.org_features = org_features
         self.workdir = Path(workdir)
         self.field_security = field_security
@@ -301,11 +311,12 @@ class Sandbox:
                 and meta.get("leads") == str(self.leads)
                 and meta.get("generator_version") == GENERATOR_VERSION
                 and meta.get("segment") == str(int(self.segment))
+                and meta.get("org", "classic") == self.org
                 and wanted_as_of in (None, meta.get("as_of"))
             ):
                 self._as_of_epoch = int(meta["as_of"])
                 return
-        as_of = self._as_of if self._as_of is not None else _now_floored_to_minute()
+        as_of = self._as_of if self._as_of is not None else _now_floored_to_day()
         self._as_of_epoch = _epoch(as_of)
         self._generate(path)
 
@@ -328,6 +339,7 @@ class Sandbox:
                 as_of=self._as_of_epoch,
                 on_progress=self.on_progress,
                 segment=self.segment,
+                org=self.org,
             )
             if self.on_progress:
                 self.on_progress("indexes", 0, 1)
@@ -340,6 +352,7 @@ class Sandbox:
                     ("as_of", str(self._as_of_epoch)),
                     ("generator_version", GENERATOR_VERSION),
                     ("segment", str(int(self.segment))),
+                    ("org", self.org),
                     ("generated_at", str(int(time.time()))),
                 ],
             )
@@ -411,6 +424,7 @@ class Sandbox:
             "api_version": API_VERSION,
             "seed": self.seed,
             "leads": self.leads,
+            "org": self.org,
             "as_of": self.as_of.isoformat(),
             # Segment: both APIs are served on the same port, under /v1/.
             "segment_url": self.url,

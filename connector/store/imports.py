@@ -314,3 +314,141 @@ def clean_column_name(name: str) -> str:
 def _quote_any(name: str) -> str:
     """Quote a column name read from a file (it may hold spaces or quotes)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+# -- time columns of imported tables --------------------------------------------------------------
+
+TIME_FORMATS = (
+    "timestamp",
+    "date",
+    "epoch_seconds",
+    "epoch_milliseconds",
+    "yyyymmdd",
+    "row_order",
+)
+"""How a file's time column is written. ``row_order``: an integer that only orders the rows (a
+sequence number); it becomes a timestamp ``ROW_ORDER_ORIGIN`` + n seconds, so splits by time
+follow it, while windows of days cover every earlier row."""
+ROW_ORDER_ORIGIN = "2000-01-01"
+_TIME_SQL = {
+    "timestamp": "try_cast({c} AS TIMESTAMP)",
+    "date": "CAST(try_cast({c} AS DATE) AS TIMESTAMP)",
+    "epoch_seconds": "make_timestamp(CAST(try_cast({c} AS DOUBLE) * 1000000 AS BIGINT))",
+    "epoch_milliseconds": "make_timestamp(CAST(try_cast({c} AS DOUBLE) * 1000 AS BIGINT))",
+    "yyyymmdd": "try_strptime(CAST(try_cast({c} AS BIGINT) AS VARCHAR), '%Y%m%d')",
+    "row_order": f"TIMESTAMP '{ROW_ORDER_ORIGIN}' + to_seconds(try_cast({{c}} AS BIGINT))",
+}
+
+
+def convert_time_columns(
+    store: Store, table: str, formats: dict[str, str], *, path: Path | str
+) -> None:
+    """Turn declared time columns of an imported table into timestamps (in place).
+
+    Args:
+        store: the store.
+        table: the imported table.
+        formats: column -> one of ``TIME_FORMATS``.
+        path: the file the table came from (for messages).
+
+    Raises:
+        ConfigError: a column is missing, or a value cannot be read in its format (the message
+            names the first bad value and its line in the file).
+    """
+    if not formats:
+        return
+    target = quote_identifier(table)
+    with store.transaction() as con:
+        present = {r[0].lower(): r[0] for r in con.execute(f"DESCRIBE {target}").fetchall()}
+        exprs = {}
+        for column, fmt in formats.items():
+            if column.lower() not in present:
+                raise ConfigError(
+                    f"{path}: time_formats: column '{column}' not found",
+                    hint=f"columns are: {', '.join(list(present.values())[:20])}",
+                )
+            name = present[column.lower()]
+            exprs[name] = _TIME_SQL[fmt].format(c=quote_identifier(name))
+            bad = con.execute(
+                f"SELECT n, CAST(v AS VARCHAR) FROM (SELECT row_number() OVER () AS n, "
+                f"{quote_identifier(name)} AS v, {exprs[name]} AS t FROM {target}) "
+                "WHERE v IS NOT NULL AND t IS NULL ORDER BY n LIMIT 1"
+            ).fetchall()
+            if bad:
+                raise ConfigError(
+                    f"{path}: line {int(bad[0][0]) + 1}: time column '{name}' value "
+                    f"{bad[0][1]!r} is not a {fmt} value",
+                    hint=f"fix the value, or declare the column's format in time_formats "
+                    f"({', '.join(TIME_FORMATS)})",
+                )
+        replaced = ", ".join(f"{e} AS {quote_identifier(c)}" for c, e in exprs.items())
+        con.execute(
+            f"CREATE OR REPLACE TABLE {target} AS SELECT * REPLACE ({replaced}) FROM {target}"
+        )
+
+
+def newest_time(store: Store, table: str) -> datetime | None:
+    """The newest date or timestamp in any time column of a table: how recent its data is.
+
+    Args:
+        store: the store.
+        table: the table.
+
+    Returns:
+        A naive UTC datetime, or None when the table has no time column or no value.
+    """
+    target = quote_identifier(table)
+    with store.transaction() as con:
+        columns = [
+            r[0]
+            for r in con.execute(f"DESCRIBE {target}").fetchall()
+            if str(r[1]).upper() in ("DATE", "TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS")
+            or str(r[1]).upper().startswith("TIMESTAMP")
+        ]
+        if not columns:
+            return None
+        newest = con.execute(
+            "SELECT greatest("
+            + ", ".join(f"max(CAST({quote_identifier(c)} AS TIMESTAMP))" for c in columns)
+            + f") FROM {target}"
+        ).fetchall()[0][0]
+    return newest
+
+
+def derive_entities(
+    store: Store, source_table: str, table: str, id_column: str, time_column: str
+) -> int:
+    """An entity table from an event table: one row per id with its first event time.
+
+    Args:
+        store: the store.
+        source_table: the imported event table (orders, transactions).
+        table: the entity table to (re)create: ``<id_column>, first_event_at``.
+        id_column: the event table's entity id column.
+        time_column: the event table's time column.
+
+    Returns:
+        The number of entities.
+
+    Raises:
+        ConfigError: a column is missing.
+    """
+    source = quote_identifier(source_table)
+    with store.transaction() as con:
+        present = {r[0].lower(): r[0] for r in con.execute(f"DESCRIBE {source}").fetchall()}
+        for key, column in (("id_column", id_column), ("time_column", time_column)):
+            if column.lower() not in present:
+                raise ConfigError(
+                    f"sources: entities.{key}: column '{column}' not in table '{source_table}'",
+                    hint=f"columns are: {', '.join(list(present.values())[:20])}",
+                )
+        key, ts = (
+            quote_identifier(present[id_column.lower()]),
+            quote_identifier(present[time_column.lower()]),
+        )
+        con.execute(
+            f"CREATE OR REPLACE TABLE {quote_identifier(table)} AS SELECT {key}, "
+            f"min(CAST({ts} AS TIMESTAMP)) AS first_event_at FROM {source} "
+            f"WHERE {key} IS NOT NULL GROUP BY {key} ORDER BY first_event_at, {key}"
+        )
+        return int(con.execute(f"SELECT count(*) FROM {quote_identifier(table)}").fetchall()[0][0])

@@ -10,6 +10,7 @@ from connector.clock import to_naive_utc
 from connector.errors import ConfigError
 from connector.files import import_segment_export, import_table
 from connector.store import Store
+from connector.store.imports import convert_time_columns, derive_entities, newest_time
 from sync.config import Settings
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded
@@ -98,9 +99,21 @@ def import_sources(
         )
         if source.row_id:
             store.number_rows(source.table, source.row_id)
-        as_of = source.as_of or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
+        convert_time_columns(store, source.table, dict(source.time_formats), path=source.path)
+        tables = [source.table]
+        if source.entities is not None:
+            e = source.entities
+            derive_entities(store, source.table, e.table, e.id_column, e.time_column)
+            tables.append(e.table)
+        # how recent the export is: its newest timestamp (the file's age says nothing about it)
+        as_of = (
+            source.as_of
+            or newest_time(store, source.table)
+            or datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
+        )
         as_of = to_naive_utc(as_of)
-        store.mark_imported(source_stream(source.table), as_of)
+        for table in tables:
+            store.mark_imported(source_stream(table), as_of)
         imported[source.table] = {"rows": result.rows, "columns": len(result.columns)}
     return imported
 

@@ -136,6 +136,8 @@ def run_train(
                 "gate": gate,
                 "warnings": outcome.warnings,
                 "split": outcome.metadata["split"]["method"],
+                "split_reason": outcome.metadata["split"].get("reason"),
+                "deploy": outcome.metadata.get("deploy"),
                 "seconds": outcome.metadata["seconds"],
                 "skipped_traits": outcome.metadata["traits"]["skipped"],
             }

@@ -114,9 +114,10 @@ def test_report_is_self_contained_with_every_section(customer_store, tmp_path, o
         "Classes",
         "Errors",
         "Monitoring",
+        "Drift and calibration",
     ):
         assert f"<h3>{title}</h3>" in page, title
     assert page.count("data:image/png;base64,") >= 9
     assert "http://" not in page and "https://" not in page  # nothing fetched when opened
     assert "logistic regression" in page and "decision tree" in page
-    assert len(SECTIONS) == 9
+    assert len(SECTIONS) == 10

@@ -298,6 +298,7 @@ def test_info_is_json_safe_and_complete(sandbox):
         "api_version",
         "seed",
         "leads",
+        "org",
         "as_of",
         "segment_url",
         "segment_write_key",

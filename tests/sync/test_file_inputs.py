@@ -1,0 +1,185 @@
+"""Inputs that real files have, through the CLI: integer and YYYYMMDD time columns, epoch seconds,
+whitespace-separated files, an entity table derived from an event table, as_of from the data."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tests.sync.test_cli import leadscore
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """One ``error:`` line (progress lines may precede it), no traceback."""
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+FAST = """[predictions.training]
+depths = [4]
+l2_leaf_regs = [3.0]
+one_hot_max_sizes = [2]
+max_iterations = 150
+"""
+
+ORDERS_CONFIG = (
+    """[store]
+path = "store.duckdb"
+models_dir = "models"
+
+[[sources]]
+path = "orders.txt"
+table = "orders"
+id_column = "order_id"
+delimiter = "whitespace"
+time_formats = {{ day = "yyyymmdd" }}
+entities = {{ table = "buyers", id_column = "buyer", time_column = "day" }}
+
+[[predictions]]
+name = "repeat"
+entity = "buyer"
+entity_table = {{ table = "buyers", id_column = "buyer", time_column = "first_event_at" }}
+label = {{ event = "order", within_days = 60, aggregate = "count", threshold = {threshold} }}
+anchor = {{ offset_days = 30 }}
+features = {{ windows_days = [30] }}
+[[predictions.events]]
+table = "orders"
+entity_column = "buyer"
+time_column = "day"
+event = "order"
+value_column = "amount"
+"""
+    + FAST
+)
+
+
+def write_orders(tmp_path: Path, *, bad_day: str | None = None) -> tuple[Path, datetime]:
+    """Buyers whose repeat orders depend on their first-month spend, as aligned text columns."""
+    rng = np.random.default_rng(11)
+    start = datetime(2024, 1, 1)
+    lines = ["  order_id   buyer      day      amount"]
+    newest = start
+    order = 0
+    for b in range(700):
+        first = start + timedelta(days=int(rng.integers(0, 500)))
+        big = rng.random() < 0.4
+        rate = 0.12 if big else 0.02
+        day = first
+        while day < start + timedelta(days=540):
+            amount = rng.gamma(2, 60 if big else 15)
+            lines.append(f"  O{order:06d}   B{b:04d}   {day:%Y%m%d}   {amount:9.2f}")
+            newest = max(newest, day)
+            order += 1
+            day += timedelta(days=1 + int(rng.exponential(1 / rate)))
+    if bad_day is not None:
+        lines.insert(5, f"  X000001   B0001   {bad_day}   10.00")
+    (tmp_path / "orders.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path / "orders.txt", newest
+
+
+def test_whitespace_file_yyyymmdd_times_and_derived_entities(tmp_path):
+    _, newest = write_orders(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(ORDERS_CONFIG.format(threshold=2))
+    imported = leadscore("import", "--config", str(config), "--json")
+    assert imported.returncode == 0, imported.stderr
+    tables = json.loads(imported.stdout)["counts"]["tables"]
+    assert tables["orders"]["columns"] == 4 and tables["orders"]["rows"] > 3000
+    trained = leadscore("train", "--config", str(config), "--json")
+    assert trained.returncode == 0, trained.stderr
+    repeat = json.loads(trained.stdout)["counts"]["predictions"]["repeat"]
+    assert repeat["split"] == "time"
+    assert repeat["metrics"]["auc"] > 0.6
+    meta = json.loads(next((tmp_path / "models" / "repeat").glob("*/metadata.json")).read_text())
+    # as_of is the newest order day in the file, not the file's modification time
+    assert meta["as_of"].startswith(f"{newest:%Y-%m-%d}")
+    names = meta["features"]
+    assert names["values"] == ["order"] and "weekday" in names["date_parts"]
+    assert meta["examples"]["censored"] > 0  # buyers whose window ends after the newest order
+
+
+def test_a_time_value_that_cannot_be_read_names_its_line(tmp_path):
+    write_orders(tmp_path, bad_day="2024-13-45")
+    config = tmp_path / "config.toml"
+    config.write_text(ORDERS_CONFIG.format(threshold=2))
+    result = leadscore("import", "--config", str(config))
+    assert_one_line_error(result, "orders.txt: line 6", "'2024-13-45'", "yyyymmdd")
+
+
+def test_no_labelled_examples_says_how_many_were_censored(tmp_path):
+    write_orders(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        ORDERS_CONFIG.format(threshold=2).replace("within_days = 60", "within_days = 3000")
+    )
+    result = leadscore("train", "--config", str(config))
+    assert_one_line_error(result, "no labelled examples", "censored", "by as_of")
+
+
+EPOCH_CONFIG = (
+    """[store]
+path = "store.duckdb"
+models_dir = "models"
+
+[[sources]]
+path = "signups.csv"
+table = "signups"
+id_column = "id"
+time_formats = {{ {column} = "{fmt}" }}
+
+[[predictions]]
+name = "paid"
+entity = "signup"
+entity_table = {{ table = "signups", id_column = "id", time_column = "{column}" }}
+label = {{ field = "paid" }}
+"""
+    + FAST
+)
+
+
+def write_signups(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    n = 900
+    seq = np.arange(n) * 3 + 100
+    epoch = 1_700_000_000 + np.sort(rng.integers(0, 300 * 86400, n))
+    visits = rng.poisson(3, n)
+    p = 1 / (1 + np.exp(-(-2.0 + 0.5 * visits + 1.5 * seq / seq.max())))
+    pd.DataFrame(
+        {
+            "id": [f"S{i}" for i in range(n)],
+            "seq": seq,
+            "signup_epoch": epoch,
+            "visits": visits,
+            "plan": rng.choice(["free", "trial"], n),
+            "paid": (rng.random(n) < p).astype(int),
+        }
+    ).to_csv(tmp_path / "signups.csv", index=False)
+
+
+def test_row_order_and_epoch_time_columns_give_a_time_split(tmp_path):
+    for column, fmt in (("seq", "row_order"), ("signup_epoch", "epoch_seconds")):
+        (tmp_path / fmt).mkdir()
+        write_signups(tmp_path / fmt)
+        config = tmp_path / fmt / "config.toml"
+        config.write_text(EPOCH_CONFIG.format(column=column, fmt=fmt))
+        trained = leadscore("train", "--config", str(config), "--json")
+        assert trained.returncode == 0, trained.stderr
+        paid = json.loads(trained.stdout)["counts"]["predictions"]["paid"]
+        assert paid["split"] == "time", fmt
+        assert "distinct anchor times" in paid["split_reason"]
+
+
+def test_a_wrong_time_format_is_refused_at_config_load(tmp_path):
+    write_signups(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(EPOCH_CONFIG.format(column="seq", fmt="row-order"))
+    result = leadscore("import", "--config", str(config))
+    assert_one_line_error(result, "time_formats", "row_order")
