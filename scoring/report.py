@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from scoring.explain import feature_label
+from scoring.explorer import ExplorerInput, explorer_data, explorer_html
 
 MODEL_COLOR = "#1f5fa8"
 BASELINE_COLORS = {
@@ -56,6 +57,7 @@ class ReportInput:
         holdout: the champion's holdout predictions (None for models stored without them).
         scores: the latest scores (``score_history``), possibly empty.
         challenger: the challenger's metadata, if there is one.
+        explorer: recent arrivals and tier cut-offs for the threshold explorer.
     """
 
     name: str
@@ -63,6 +65,7 @@ class ReportInput:
     holdout: pd.DataFrame | None
     scores: pd.DataFrame | None = None
     challenger: dict[str, Any] | None = None
+    explorer: ExplorerInput | None = None
 
     @property
     def task(self) -> str:
@@ -377,6 +380,26 @@ def section_curves(report: ReportInput) -> Section | None:
     return Section("ROC and precision-recall", f"{_png(fig)}<h3>Threshold table</h3>{table}")
 
 
+def section_threshold_explorer(report: ReportInput) -> Section | None:
+    """Binary: a slider over the score cut-off (scoring/explorer.py)."""
+    holdout = report.holdout
+    if report.task != "binary" or holdout is None or not len(holdout):
+        return None
+    extra = report.explorer or ExplorerInput(np.zeros(0), 0.0)
+    data = explorer_data(
+        holdout["label"].to_numpy(dtype=int),
+        holdout["prediction"].to_numpy(dtype=float),
+        extra.recent,
+        extra.recent_days,
+        extra.tiers,
+    )
+    return Section(
+        "Threshold explorer",
+        "<p>Move the slider to see what calling every lead above a score would mean.</p>"
+        + explorer_html(data, element_id=f"explorer-{report.name}"),
+    )
+
+
 def section_calibration(report: ReportInput) -> Section | None:
     """Reliability: predicted probability vs observed rate."""
     rows = report.metadata.get("metrics", {}).get("tables", {}).get("reliability", [])
@@ -620,6 +643,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     section_baselines,
     section_lift,
     section_curves,
+    section_threshold_explorer,
     section_calibration,
     section_drift,
     section_confusion,

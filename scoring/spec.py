@@ -10,8 +10,9 @@ files.
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -323,6 +324,10 @@ class TrainingSpec(_Spec):
 BUILTIN_ENTITIES = ("lead",)
 
 
+CAPACITY_KEYS = ("capacity", "capacity_per", "capacity_days")
+"""Keys of [predictions.tiers] that configure capacity-based tiers, not tier cut-offs."""
+
+
 class PredictionSpec(_Spec):
     """A predictive query: at its anchor time, what will the entity's outcome be?
 
@@ -346,6 +351,12 @@ class PredictionSpec(_Spec):
         tier_by: ``probability`` (cut-offs are probabilities) or ``percentile`` (cut-offs are
             shares of the scored population: ``A = 0.9`` is the top 10 %).
         lowest_tier: tier for probabilities below every cut-off.
+        capacity: tier name -> leads a day the team can work (``tiers.capacity = { A = 50,
+            B = 150 }``): the cut-offs are then set from the recent arrival rate and score
+            distribution when a model first scores after its promotion (or on request), and
+            ``tiers`` are only the starting cut-offs.
+        capacity_per: ``team`` (capacity is the whole team's) or ``rep`` (per active rep).
+        capacity_days: days of recent arrivals the capacity cut-offs are computed from.
         training: training settings.
     """
 
@@ -365,7 +376,35 @@ class PredictionSpec(_Spec):
     tiers: dict[str, float] = Field(default_factory=lambda: {"A": 0.8, "B": 0.5, "C": 0.2})
     lowest_tier: str = "D"
     tier_by: Literal["probability", "percentile"] = "probability"
+    capacity: dict[str, float] | None = None
+    capacity_per: Literal["team", "rep"] = "team"
+    capacity_days: int = Field(28, ge=1, le=365)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capacity_from_tiers(cls, data: Any) -> Any:
+        # `tiers.capacity = { A = 50 }` (and capacity_per, capacity_days) sit in [predictions.tiers]
+        # beside the starting cut-offs; they are settings of their own.
+        if isinstance(data, dict) and isinstance(data.get("tiers"), dict):
+            tiers = dict(data["tiers"])
+            moved = {k: tiers.pop(k) for k in CAPACITY_KEYS if k in tiers}
+            for key, value in tiers.items():
+                close = difflib.get_close_matches(key, CAPACITY_KEYS, n=1)
+                if not isinstance(value, int | float) and close:
+                    raise ValueError(f"tiers.{key} is not a setting (did you mean '{close[0]}'?)")
+            if moved:
+                data = {**data, "tiers": tiers, **moved}
+        return data
+
+    @field_validator("capacity")
+    @classmethod
+    def _check_capacity(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            for name, per_day in value.items():
+                if per_day < 0:
+                    raise ValueError(f"tiers.capacity.{name}: {per_day} leads a day is negative")
+        return value
 
     @field_validator("train_only_when", mode="before")
     @classmethod
@@ -388,6 +427,17 @@ class PredictionSpec(_Spec):
     def _check_names(self) -> PredictionSpec:
         if self.lowest_tier in self.tiers:
             raise ValueError(f"lowest_tier '{self.lowest_tier}' is also one of the tiers")
+        for name in self.capacity or {}:
+            if name not in self.tiers:
+                close = difflib.get_close_matches(name, list(self.tiers), n=1)
+                raise ValueError(
+                    f"tiers.capacity names tier '{name}', which has no starting cut-off in "
+                    "[predictions.tiers]" + (f" (did you mean '{close[0]}'?)" if close else "")
+                )
+        if self.capacity is not None and self.tier_by != "probability":
+            raise ValueError(
+                "tiers.capacity sets probability cut-offs: use tier_by = 'probability'"
+            )
         if self.label.event is not None and self.label.event == self.anchor.event:
             raise ValueError("label.event and anchor.event must differ")
         if self.entity not in BUILTIN_ENTITIES and self.entity_table is None:

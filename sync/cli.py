@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -286,9 +287,19 @@ def models_rollback(
 
 
 @app.command()
-def score(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+def score(
+    config: ConfigOption = Path("config.toml"),
+    retier: Annotated[
+        bool,
+        typer.Option(
+            "--retier",
+            help="Set capacity-based tier cut-offs (tiers.capacity) again from recent arrivals.",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Score every lead with the champion model."""
-    _job_command("score", config, as_json)
+    _job_command("score", config, as_json, retier=retier)
 
 
 DryRunOption = Annotated[
@@ -445,6 +456,47 @@ def status(
     def body() -> None:
         data = jobs.read_status(_settings(config), limit=limit)
         _show_summary(StatusSummary.from_counts(data), as_json)
+
+    _guard(body)
+
+
+@app.command()
+def impact(
+    config: ConfigOption = Path("config.toml"),
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"],
+            help="Start of the period (UTC; default: 90 days before the data's end).",
+        ),
+    ] = None,
+    prediction: Annotated[str | None, typer.Option(help="Only this prediction.")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the figures as an HTML page here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Is the score used, and does it pay: adoption per rep, speed to lead, realized value."""
+
+    def body() -> None:
+        from scoring.impact_report import summary_lines
+
+        result = jobs.run_impact(
+            _settings(config),
+            since=since,
+            html_path=html,
+            prediction=prediction,
+            reporter=_reporter(as_json),
+        )
+        if as_json:
+            _print_json(result.to_json())
+            return
+        for name, figures in result.artifacts.items():
+            out.print(f"[bold]{escape(name)}[/bold]", markup=True)
+            for line in summary_lines(figures):
+                out.print(line, markup=False, highlight=False)
+        if html is not None:
+            out.print(f"report: {html}", markup=False)
 
     _guard(body)
 

@@ -626,12 +626,15 @@ class MonitorSettings(BaseModel):
     Attributes:
         psi_warn: population stability index from which a feature or the score is flagged.
         psi_alert: PSI from which drift raises an alert (0.25 is the usual "significant shift").
+        min_top_tier_lift: an alert fires when the top tier's realized conversion falls below
+            this many times the average lead's (``leadscore impact``); None: no alert.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     psi_warn: float = Field(0.1, gt=0)
     psi_alert: float = Field(0.25, gt=0)
+    min_top_tier_lift: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> MonitorSettings:

@@ -116,6 +116,8 @@ class ServiceState:
         api_calls: job -> API calls since start.
         durations: job -> (sum of seconds, count) since start.
         drift: (prediction, measure) -> PSI from the last monitor run.
+        impact: (prediction, measure) -> adoption and realized-value headline figures from the
+            last monitor run (``sync.impact.headline``).
     """
 
     started_at: datetime
@@ -126,6 +128,7 @@ class ServiceState:
     api_calls: dict[str, int] = field(default_factory=dict)
     durations: dict[str, tuple[float, int]] = field(default_factory=dict)
     drift: dict[tuple[str, str], float] = field(default_factory=dict)
+    impact: dict[tuple[str, str], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def job(self, name: str) -> JobState:
@@ -196,6 +199,13 @@ class ServiceState:
                     if "score_psi" in drift:
                         self.drift[(prediction, "score")] = float(drift["score_psi"])
                         self.drift[(prediction, "max_feature")] = float(drift["max_feature_psi"])
+                    # The last run's figures replace the previous ones: a figure it could not
+                    # measure is dropped, not kept from an earlier run.
+                    for key in [k for k in self.impact if k[0] == prediction]:
+                        del self.impact[key]
+                    for measure, value in (figures.get("impact") or {}).items():
+                        if isinstance(value, int | float) and not isinstance(value, bool):
+                            self.impact[(prediction, measure)] = float(value)
 
     def skipped(self, name: str, reason: str) -> None:
         """Record a run that did not run (missed, overlapping, store busy).
@@ -376,6 +386,17 @@ class ServiceState:
                 "gauge",
                 "Population stability index from the last monitor run (score, or largest feature).",
                 [(_labels(prediction=p, measure=m), v) for (p, m), v in sorted(self.drift.items())],
+            )
+            family(
+                "leadscore_impact",
+                "gauge",
+                "Score adoption and realized value from the last monitor run: adoption_index, "
+                "out_of_rank_share, top_tier_lift(_low), top_tier_within_24h, "
+                "top_tier_conversion, value_ratio.",
+                [
+                    (_labels(prediction=p, measure=m), v)
+                    for (p, m), v in sorted(self.impact.items())
+                ],
             )
         family(
             "process_resident_memory_bytes",

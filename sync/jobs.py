@@ -14,6 +14,7 @@ Where things are:
 - ``sync/stages/plan.py``      what a push would write
 - ``sync/stages/report.py``    the HTML report
 - ``sync/stages/monitor.py``   drift and realized performance
+- ``sync/stages/impact.py``    is the score used, and does it pay (``leadscore impact``)
 - ``sync/admin.py``            model versions, retry, setup, doctor
 - ``sync/status.py``           ``leadscore status``; ``sync/demo.py`` the sandbox and the demo
 """
@@ -37,6 +38,7 @@ from sync.admin import (
 )
 from sync.alerts import settle_alerts, settle_service_alerts
 from sync.config import JOB_NAMES, Settings
+from sync.impact import lift_conditions
 from sync.monitor_checks import monitor_conditions
 from sync.progress import Reporter
 from sync.run import (
@@ -50,6 +52,7 @@ from sync.run import (
     recorded,
     salesforce_settings,
 )
+from sync.stages.impact import run_impact
 from sync.stages.imports import run_import, run_segment_import
 from sync.stages.monitor import monitoring_html, run_monitor
 from sync.stages.plan import run_plan
@@ -70,6 +73,7 @@ __all__ = [
     "record_skipped",
     "rollback_model",
     "run_doctor",
+    "run_impact",
     "run_import",
     "run_job",
     "run_monitor",
@@ -166,6 +170,7 @@ def run_job(
     should_stop: StopCheck | None = None,
     prediction: str | None = None,
     sweep: bool = False,
+    retier: bool = False,
 ) -> JobResult:
     """Run a job by name and raise or clear the alerts its outcome settles.
 
@@ -176,6 +181,7 @@ def run_job(
         should_stop: cooperative stop (pull, push and sync check it between pages and batches).
         prediction: ``train`` only this prediction.
         sweep: ``pull`` also sweeps deletions purged from the recycle bin (see :func:`run_pull`).
+        retier: ``score`` sets capacity-based tier cut-offs again (see :func:`run_score`).
 
     Returns:
         The job's result.
@@ -187,7 +193,7 @@ def run_job(
     """
     runners: dict[str, Callable[[], JobResult]] = {
         "pull": lambda: run_pull(settings, reporter=reporter, should_stop=should_stop, sweep=sweep),
-        "score": lambda: run_score(settings, reporter=reporter),
+        "score": lambda: run_score(settings, reporter=reporter, retier=retier),
         "push": lambda: run_push(settings, reporter=reporter, should_stop=should_stop),
         "sync": lambda: run_sync(settings, reporter=reporter, should_stop=should_stop),
         "train": lambda: run_train(settings, prediction=prediction, reporter=reporter),
@@ -207,6 +213,10 @@ def run_job(
         message = str(exc) if isinstance(exc, LeadscoreError) else f"{type(exc).__name__}: {exc}"
         settle_alerts(settings, job, "failed", {}, message)
         raise
-    conditions = monitor_conditions(result.counts, settings) if job == "monitor" else []
+    conditions = (
+        [*monitor_conditions(result.counts, settings), *lift_conditions(result.counts, settings)]
+        if job == "monitor"
+        else []
+    )
     settle_alerts(settings, job, result.status, result.counts, None, extra=conditions)
     return result

@@ -716,3 +716,14 @@ def render_monitor(out: Console, summary: MonitorSummary) -> None:
                 f"{name}: realized on leads scored {when(latest['scored_at'])}: AUC {auc}; "
                 f"conversion by tier  {bands}"
             )
+        impact_figures = figures.get("impact") or {}
+        if impact_figures.get("note"):
+            out.print(f"{name}: impact not measured: {impact_figures['note']}", markup=False)
+        elif impact_figures:
+            index, lift = impact_figures.get("adoption_index"), impact_figures.get("top_tier_lift")
+            out.print(
+                f"{name}: adoption index {'-' if index is None else f'{index:.2f}'}, top-tier "
+                f"lift {'-' if lift is None else f'{lift:.2f}'} (`leadscore impact` for reps "
+                "and tiers)",
+                markup=False,
+            )

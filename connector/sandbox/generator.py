@@ -28,6 +28,7 @@ import pandas as pd
 
 from connector.sandbox.ids import make_ids
 from connector.sandbox.profiles import CDP_WINDOWS, People, SegmentGenerator, cdp_logit
+from connector.sandbox.reps import first_touch_times
 from connector.sandbox.schema import (
     CAMPAIGN_TYPES,
     INDUSTRIES,
@@ -40,7 +41,8 @@ from connector.sandbox.schema import (
 )
 from connector.sandbox.truth import write_customers
 
-GENERATOR_VERSION = "3"  # 2: Segment people (profiles.py); 3: customers and orders (truth.py)
+GENERATOR_VERSION = "4"  # 2: Segment people (profiles.py); 3: customers and orders (truth.py)
+# 4: reps' first touches follow their habits (reps.py)
 DAY = 86_400
 HOUR = 3_600
 HISTORY_DAYS = 540
@@ -934,6 +936,18 @@ class _OrgGenerator:
             fast,
             response + (rng.uniform(0.5, 23.5, size) * HOUR).astype(np.int64),
             response + ((1 + rng.exponential(6.0, size)) * DAY).astype(np.int64),
+        )
+        # Reps call new leads at their own hours and in their own order (reps.py); the draws
+        # above stay, so that every later random draw is unchanged.
+        first = first_touch_times(
+            self.rng(20, low // TASK_CHUNK_LEADS),
+            owner=leads.owner[low:high],
+            response=response,
+            visible=outcome["p_true"][low:high],
+            rep_ids=self.rep_ids,
+            conn=self.conn,
+            lead_ids=np.asarray(leads.ids, dtype=object)[low:high],
+            first_day=self.start // DAY,
         )
         # Converters are contacted before they convert.
         first = np.where(

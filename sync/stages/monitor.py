@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sync.config import Settings
+from sync.impact import monitor_figures
 from sync.monitor_checks import (
     monitor_prediction,
     monitoring_page,
@@ -24,8 +25,9 @@ def run_monitor(
             is worked off over later runs).
 
     Returns:
-        Per prediction: ``drift`` (level ``ok|warn|alert|unavailable``, score and feature PSIs) and
-        ``realized`` (latest conversion by band and AUC).
+        Per prediction: ``drift`` (level ``ok|warn|alert|unavailable``, score and feature PSIs),
+        ``realized`` (latest conversion by band and AUC) and ``impact`` (adoption and realized
+        lift headline, ``sync.impact.headline``).
     """
     with (
         open_store(settings, "monitor", reporter=reporter) as store,
@@ -36,6 +38,7 @@ def run_monitor(
         for spec in settings.predictions:
             reporter.stage(f"{spec.name}: drift and realized performance")
             out[spec.name] = monitor_prediction(store, settings, spec, as_of, max_runs)
+            out[spec.name]["impact"] = monitor_figures(store, settings, spec)
         result.counts = {"predictions": out}
     return result
 

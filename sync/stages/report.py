@@ -12,6 +12,7 @@ from scoring.registry import (
 )
 from scoring.report import ReportInput, Section, build_report
 from sync.config import Settings
+from sync.impact import report_parts
 from sync.monitor_checks import (
     monitoring_report_body,
 )
@@ -44,6 +45,7 @@ def run_report(
     ):
         inputs = []
         monitoring: dict[str, str] = {}
+        impact: dict[str, str | None] = {}
         for spec in settings.predictions:
             champion = load_champion(settings.store.models_dir, spec.name)
             if champion is None:
@@ -52,6 +54,7 @@ def run_report(
             reporter.stage(f"{spec.name}: measuring drift and realized performance")
             as_of = prediction_as_of(store, settings, spec) or utc_now()
             monitoring[spec.name] = monitoring_report_body(store, settings, spec, as_of)
+            explorer, impact[spec.name] = report_parts(store, settings, spec)
             reporter.stage(f"{spec.name}: drawing the report of model {champion.version}")
             inputs.append(
                 ReportInput(
@@ -64,6 +67,7 @@ def run_report(
                         if (c := load_challenger(settings.store.models_dir, spec.name))
                         else None
                     ),
+                    explorer=explorer,
                 )
             )
         if not inputs:
@@ -78,7 +82,12 @@ def run_report(
                 extra_sections=[
                     lambda report: Section(
                         "Monitoring: drift and realized conversion", monitoring[report.name]
-                    )
+                    ),
+                    lambda report: (
+                        Section("Impact: is the score used, and does it pay?", body)
+                        if (body := impact.get(report.name))
+                        else None
+                    ),
                 ],
             ),
             encoding="utf-8",

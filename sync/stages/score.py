@@ -14,6 +14,7 @@ from scoring.pipeline import (
 from scoring.registry import (
     load_champion,
 )
+from sync.capacity import apply_capacity_tiers
 from sync.config import Settings
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, scoring_error
@@ -35,12 +36,15 @@ def score_time_for(as_of: datetime) -> datetime:
     return as_of.replace(minute=0, second=0, microsecond=0)
 
 
-def run_score(settings: Settings, *, reporter: Reporter = SILENT) -> JobResult:
+def run_score(
+    settings: Settings, *, reporter: Reporter = SILENT, retier: bool = False
+) -> JobResult:
     """Score every current entity of each prediction with its champion model, with reasons.
 
     Args:
         settings: configuration.
         reporter: progress.
+        retier: set capacity-based tier cut-offs again from the current arrivals.
 
     Returns:
         Per prediction: model version, records scored and the tier distribution.
@@ -70,8 +74,10 @@ def run_score(settings: Settings, *, reporter: Reporter = SILENT) -> JobResult:
                 )
             except ScoringError as exc:
                 raise scoring_error(exc) from None
+            scores, capacity = apply_capacity_tiers(store, spec, champion, scores, retier=retier)
             store.append_scores(spec.name, scores)
             scored[spec.name] = {
+                **({"capacity": capacity} if capacity else {}),
                 "version": champion.version,
                 "scored": len(scores),
                 "tiers": {

@@ -113,6 +113,7 @@ def test_report_is_self_contained_with_every_section(customer_store, tmp_path, o
         "Score distribution",
         "Classes",
         "Errors",
+        "Threshold explorer",
         "Monitoring",
         "Drift and calibration",
     ):
@@ -120,4 +121,6 @@ def test_report_is_self_contained_with_every_section(customer_store, tmp_path, o
     assert page.count("data:image/png;base64,") >= 9
     assert "http://" not in page and "https://" not in page  # nothing fetched when opened
     assert "logistic regression" in page and "decision tree" in page
-    assert len(SECTIONS) == 10
+    assert len(SECTIONS) == 11
+    # One explorer, for the binary prediction only, with its data inline.
+    assert page.count('class="lsx"') == 1 and 'id="explorer-lead_conversion"' in page
