@@ -186,9 +186,7 @@ def first_touch_times(
         mine = np.flatnonzero(owner == rep_id)
         if not len(mine):
             continue
-        start = _next_session(
-            response[mine], behaviour.sessions, behaviour.every_days, first_day
-        )
+        start = _next_session(response[mine], behaviour.sessions, behaviour.every_days, first_day)
         # Arrival: how long before the session the lead responded, oldest first (0 to 1 over the
         # longest possible wait).
         waited = np.clip((start - response[mine]) / (behaviour.every_days * DAY), 0.0, 1.0)
