@@ -174,8 +174,15 @@ def load_version(models_dir: Path, prediction: str, version: str) -> ModelVersio
         The version.
 
     Raises:
-        RegistryError: no such version.
+        RegistryError: no such version, or a name that is not a version inside the registry.
     """
+    # A version is one directory name under the prediction: a path (absolute, with a separator,
+    # "..") would make every later score load a file from outside the registry.
+    if not version or version != Path(version).name or version.startswith("."):
+        raise RegistryError(
+            f"'{version}' is not a version of prediction '{prediction}': only versions stored "
+            f"in the registry ({Path(models_dir) / prediction}) can be used"
+        )
     path = Path(models_dir) / prediction / version
     meta = path / METADATA_FILE
     if not meta.exists():

@@ -118,3 +118,17 @@ def test_scoring_errors_are_one_line(tmp_path):
     assert_one_line_error(
         leadscore("report", "--config", config, "--json"), "no prediction has a trained"
     )
+
+
+def test_promote_takes_only_versions_inside_the_registry(tmp_path):
+    config = write_project(tmp_path)
+    outside = tmp_path / "elsewhere" / "20250101T000000Z-abcd"
+    outside.mkdir(parents=True)
+    (outside / "metadata.json").write_text('{"version": "x", "task": "binary"}')
+    for version in (str(outside), "../../elsewhere/20250101T000000Z-abcd", ".."):
+        result = leadscore(
+            "models", "promote", "upsell", "--config", str(config), "--version", version
+        )
+        assert result.returncode == 2, result.stderr
+        assert_one_line_error(result, "is not a version of prediction 'upsell'")
+    assert not (tmp_path / "models" / "upsell" / "champion.json").exists()
