@@ -53,11 +53,22 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Config file (TOML).", show_default=True)
 ]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object instead of a summary.")
-]
+_state: dict[str, Any] = {"debug": False, "verbose": False, "json": False, "where": "leadscore"}
 
-_state = {"debug": False, "verbose": False}
+
+def _remember_json(ctx: typer.Context, value: bool) -> bool:
+    # a failing command still prints one JSON object on stdout when --json was asked for
+    _state["json"] = bool(value)
+    _state["where"] = ctx.command_path
+    return value
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON object instead of a summary.", callback=_remember_json
+    ),
+]
 
 
 @app.callback()
@@ -79,11 +90,23 @@ def _global(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _state["debug"] = debug
     _state["verbose"] = verbose
+    _state["json"] = False
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, *, hint: str | None = None) -> None:
     # escape: messages name config sections such as [schedule], which are not markup
-    err.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True)
+    line = f"{message}; {hint}" if hint else message
+    err.print(f"[bold red]error:[/bold red] {escape(line)}", markup=True)
+    if _state["json"]:
+        _print_json(
+            {
+                "status": "error",
+                "exit_code": code,
+                "error": message,
+                "where": _state["where"],
+                "hint": hint,
+            }
+        )
     raise typer.Exit(code)
 
 
@@ -92,7 +115,7 @@ def _guard(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except LeadscoreError as exc:
-        _fail(str(exc), exc.exit_code)
+        _fail(exc.message, exc.exit_code, hint=exc.hint)
     except KeyboardInterrupt:
         err.print("interrupted; committed work is kept, the next run resumes")
         raise typer.Exit(130) from None

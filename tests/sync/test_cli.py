@@ -113,3 +113,18 @@ def test_a_one_shot_command_redacts_secrets_from_its_verbose_log(tmp_path):
         "DEBUG leadscore.http: POST /***/services/oauth2/token" in line for line in log_lines
     )
     assert not [line for line in log_lines if "hunter2" in line]
+
+
+def test_a_failing_command_with_json_prints_one_error_object(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(url="https://login.salesforce.com"))
+    result = leadscore("pull", "--config", str(config), "--json")
+    assert_one_line_error(result, "credentials are missing")
+    data = json.loads(result.stdout)
+    assert data["status"] == "error" and data["exit_code"] == result.returncode == 2
+    assert "credentials are missing" in data["error"] and data["where"] == "leadscore pull"
+    # the same for a command that is not a job, and for a config that does not exist
+    missing = leadscore("models", "list", "--config", str(tmp_path / "nope.toml"), "--json")
+    data = json.loads(missing.stdout)
+    assert data["status"] == "error" and data["exit_code"] == missing.returncode != 0
+    assert data["where"] == "leadscore models list" and "nope.toml" in data["error"]
