@@ -42,6 +42,7 @@ from connector.segment import SegmentSettings
 from scoring.audiences import AudienceError, audience_columns, validate_expression
 from scoring.spec import PredictionSpec
 from scoring.traits import TraitSpec
+from sync.job_names import JOB_NAMES
 
 ENV_PREFIX = "LEADSCORE_"
 SECRETS_FILE = "secrets.toml"
@@ -344,7 +345,6 @@ class AudienceConfig(BaseModel):
 
 # -- operations: [schedule], [serve], [alerts], [monitor] ------------------------------------------
 
-JOB_NAMES: tuple[str, ...] = ("pull", "score", "push", "sync", "train", "monitor")
 
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

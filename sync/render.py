@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -39,7 +39,9 @@ from sync.results import (
     SyncSummary,
     TrainSummary,
 )
-from sync.run import JobResult
+
+if TYPE_CHECKING:  # sync.run brings the config and the connectors; rendering needs neither
+    from sync.run import JobResult
 
 Rows = list[tuple[str, Any]]
 

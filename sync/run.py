@@ -23,9 +23,7 @@ from connector.store.runs import (
     job_histories,
     record_run,
 )
-from scoring.pipeline import (
-    ScoringError,
-)
+from scoring.errors import ScoringError
 from sync.config import Settings
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context

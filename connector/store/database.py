@@ -31,13 +31,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from connector.clock import utc_now
 from connector.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas costs 0.3 s to import; `leadscore status` never needs it
+    import pandas as pd
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -390,6 +392,23 @@ class Store:
         """
         with self._lock:
             return self.con.execute(sql, params or []).df()
+
+    def query_records(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Run a read query and return its rows as plain dicts (NULL as None).
+
+        Unlike :meth:`query_df` it needs no pandas, which keeps ``leadscore status`` quick.
+
+        Args:
+            sql: SQL with ``?`` placeholders.
+            params: bound values.
+
+        Returns:
+            One dict per row, keyed by column name.
+        """
+        with self._lock:
+            cursor = self.con.execute(sql, params or [])
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def read_connection(self) -> duckdb.DuckDBPyConnection:
         """The connection ``scoring/`` reads the store through (its feature and label SQL).
@@ -1010,12 +1029,11 @@ class Store:
         Returns:
             Run-log rows as dicts (``counts`` decoded).
         """
-        df = self.query_df(
+        runs = self.query_records(
             "SELECT run_id, job, started_at, finished_at, status, counts, api_calls, error "
             "FROM run_log ORDER BY run_id DESC LIMIT ?",
             [limit],
         )
-        runs = df.astype(object).where(df.notna(), None).to_dict("records")
         for run in runs:
             run["counts"] = json.loads(run["counts"]) if run["counts"] else {}
         return runs
@@ -1124,6 +1142,8 @@ class Store:
         """
         if not attempts:
             return
+        import pandas as pd
+
         frame = pd.DataFrame(
             {
                 "record_id": [a["record_id"] for a in attempts],
@@ -1177,6 +1197,8 @@ class Store:
         """
         if not outcomes:
             return
+        import pandas as pd
+
         now = utc_now()
         frame = pd.DataFrame(
             {
@@ -1265,7 +1287,7 @@ class Store:
 
 def _py(value: Any) -> Any:
     """Convert a pandas/numpy scalar to a plain Python value DuckDB binds."""
-    if isinstance(value, pd.Timestamp):
+    if hasattr(value, "to_pydatetime"):  # a pandas Timestamp
         return value.to_pydatetime()
     if hasattr(value, "item"):
         return value.item()

@@ -128,3 +128,23 @@ def test_a_failing_command_with_json_prints_one_error_object(tmp_path):
     data = json.loads(missing.stdout)
     assert data["status"] == "error" and data["exit_code"] == missing.returncode != 0
     assert data["where"] == "leadscore models list" and "nope.toml" in data["error"]
+
+
+@pytest.mark.parametrize("command", [["--help"], ["status"]])
+def test_help_and_status_do_not_import_the_heavy_libraries(tmp_path, command):
+    # start-up time is dominated by imports: pandas, CatBoost, scikit-learn and matplotlib
+    # take ~2 s together; `--help` and `status` need none of them
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(url="https://login.salesforce.com"))
+    args = command if command == ["--help"] else [*command, "--config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", LEADSCORE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    heavy = {"pandas", "catboost", "sklearn", "scipy", "matplotlib", "pyarrow"} & imported
+    assert not heavy, f"`leadscore {command[0]}` imports {sorted(heavy)}"
