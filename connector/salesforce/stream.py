@@ -111,6 +111,8 @@ class SalesforceStream:
         setting = f"salesforce.streams.{sobject}"
         description = describe_object(sf, sobject)
         name = description.name
+        # the cursor first, so that a misspelt cursor_field is reported under its own key
+        resolve_fields(description, [stream.cursor_field], setting=f"{setting}.cursor_field")
         fields = resolve_fields(
             description, ["Id", stream.cursor_field, *stream.fields], setting=f"{setting}.fields"
         )

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from connector.sandbox import Sandbox
+from sync.demo import write_sandbox_files
 from tests.configs import edit_config
 
 LEADSCORE = str(Path(sys.executable).parent / "leadscore")
@@ -148,3 +150,73 @@ def test_help_and_status_do_not_import_the_heavy_libraries(tmp_path, command):
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     heavy = {"pandas", "catboost", "sklearn", "scipy", "matplotlib", "pyarrow"} & imported
     assert not heavy, f"`leadscore {command[0]}` imports {sorted(heavy)}"
+
+
+BAD_CONFIGS = {
+    "stream_not_an_identifier": (
+        lambda text: text.replace("[salesforce.streams.Lead]", '[salesforce.streams."Lead;x"]'),
+        ["salesforce.streams.'Lead;x'", "not a Salesforce object API name"],
+    ),
+    "cursor_field_not_an_identifier": (
+        lambda text: text.replace(
+            'fields = ["Industry"]', 'fields = ["Industry"]\ncursor_field = "a b"'
+        ),
+        ["salesforce.streams.Lead.cursor_field", "not a field API name"],
+    ),
+    "missing_ca_bundle": (
+        lambda text: text.replace("[salesforce]\n", '[salesforce]\nca_bundle = "missing/ca.pem"\n'),
+        ["salesforce.ca_bundle", "missing/ca.pem does not exist"],
+    ),
+    "deeply_nested_value": (
+        lambda text: text + "[store.x]\ny = " + "[" * 3000 + "]" * 3000 + "\n",
+        ["invalid TOML", "nested too deeply"],
+    ),
+    "quoted_number": (
+        lambda text: text.replace("[salesforce]\n", '[salesforce]\npage_size = "2000"\n'),
+        ["salesforce.page_size: must be a number, not the string '2000'", "without quotes"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_expected_config_problems_are_one_line_before_any_login(tmp_path, case):
+    # the login URL cannot be reached: each problem must be reported before anything connects
+    edit, fragments = BAD_CONFIGS[case]
+    config = tmp_path / "config.toml"
+    config.write_text(edit(CONFIG.format(url="https://127.0.0.1:9")))
+    env = {"LEADSCORE_SALESFORCE__CLIENT_ID": "id", "LEADSCORE_SALESFORCE__CLIENT_SECRET": "s"}
+    result = leadscore("pull", "--config", str(config), env=env)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, str(config), *fragments)
+    assert "unexpected" not in result.stderr and "could not be reached" not in result.stderr
+
+
+def test_a_config_that_is_not_utf8_names_the_byte(tmp_path):
+    config = tmp_path / "config.toml"
+    text = CONFIG.format(url="https://login.salesforce.com") + "# Zurich office: caf\xe9\n"
+    config.write_bytes(text.encode("latin-1"))
+    result = leadscore("status", "--config", str(config))
+    offset = text.index("\xe9")
+    assert result.returncode == 2
+    assert_one_line_error(result, "not UTF-8", f"0xe9 at offset {offset}", "save the file as UTF-8")
+    assert "check the path" not in result.stderr
+
+
+def test_a_misspelt_cursor_field_is_reported_under_its_own_key(tmp_path):
+    with Sandbox(tmp_path / "sandbox", leads=60, seed=3) as box:
+        config = write_sandbox_files(tmp_path, box.info, command="test")
+        text = config.read_text()
+        config.write_text(
+            text.replace(
+                "[salesforce.streams.Lead]\n",
+                '[salesforce.streams.Lead]\ncursor_field = "SystemModstap"\n',
+                1,
+            )
+        )
+        result = leadscore("pull", "--config", str(config))
+    assert result.returncode == 2
+    assert_one_line_error(
+        result,
+        "salesforce.streams.Lead.cursor_field: field 'SystemModstap' does not exist on Lead",
+        "did you mean 'SystemModstamp'?",
+    )

@@ -132,3 +132,19 @@ def test_promote_takes_only_versions_inside_the_registry(tmp_path):
         assert result.returncode == 2, result.stderr
         assert_one_line_error(result, "is not a version of prediction 'upsell'")
     assert not (tmp_path / "models" / "upsell" / "champion.json").exists()
+
+
+def test_report_into_a_folder_that_cannot_be_made_is_one_line_before_the_work(tmp_path):
+    config = str(write_project(tmp_path))
+    assert leadscore("import", "--config", config, "--json").returncode == 0
+    assert leadscore("train", "--config", config, "--json").returncode == 0
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the report's folder should be")
+    result = leadscore("report", "--config", config, "--out", str(blocker / "sub" / "r.html"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "report --out", "cannot write there", "pick a file")
+    # a folder that does not exist yet is made
+    made = tmp_path / "new" / "folder" / "report.html"
+    result = leadscore("report", "--config", config, "--out", str(made), "--json")
+    assert result.returncode == 0, result.stderr
+    assert made.is_file()
