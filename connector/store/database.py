@@ -23,8 +23,10 @@ Timestamps are stored as naive ``TIMESTAMP`` in UTC. Identifiers in SQL are vali
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from connector.clock import utc_now
-from connector.errors import ConfigError
+from connector.errors import ConfigError, LeadscoreError
 
 if TYPE_CHECKING:  # pandas costs 0.3 s to import; `leadscore status` never needs it
     import pandas as pd
@@ -1283,6 +1285,47 @@ class Store:
                 [statuses],
             ).fetchall()
         return len(rows)
+
+
+def out_of_space(exc: BaseException, path: Path) -> LeadscoreError | None:
+    """The one-line error for a write that failed because the store's disk is full, if it was.
+
+    DuckDB reports a full disk as an ``IOException`` (the write) and then as a
+    ``FatalException`` for every later statement ("database has been invalidated"); both carry
+    the operating system's "No space left on device", as does an ``OSError`` with ``ENOSPC``.
+
+    Args:
+        exc: the exception (its causes are searched too).
+        path: the store's file.
+
+    Returns:
+        The error naming the store and the space to free, or None for any other failure.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or (
+            "No space left on device" in str(seen)
+        ):
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        return None
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(folder).free
+    size = sum(f.stat().st_size for f in path.parent.glob(f"{path.name}*") if f.is_file())
+    # a checkpoint rewrites changed blocks and the WAL grows with a run's writes: ask for the
+    # store's size again (at least 100 MB), which covers a full rewrite
+    needed = max(size, 100 * 2**20)
+    return LeadscoreError(
+        f"the store {path} ran out of disk space ({_mb(free)} free on {folder}); "
+        "the run stopped and what it committed is kept",
+        hint=f"free at least {_mb(needed)} there (the store is {_mb(size)}) or move store.path, "
+        "then run again",
+    )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n / 1024:,.0f} KB"
 
 
 def _py(value: Any) -> Any:

@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from connector.sandbox import Sandbox
+from connector.store import Store
 from sync.demo import write_sandbox_files
 from tests.configs import edit_config
 
@@ -220,3 +222,48 @@ def test_a_misspelt_cursor_field_is_reported_under_its_own_key(tmp_path):
         "salesforce.streams.Lead.cursor_field: field 'SystemModstap' does not exist on Lead",
         "did you mean 'SystemModstamp'?",
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB file system (tmpfs), for what a full disk does to a run."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_its_unfinished_runs_are_closed(tmp_path, small_disk):
+    rows = "\n".join(f"A{i},{'x' * 40}{i},{i % 2}" for i in range(60_000))
+    (tmp_path / "accounts.csv").write_text("Account ID,Text,Upgraded\n" + rows + "\n")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[store]\npath = "{small_disk / "store.duckdb"}"\nmodels_dir = "models"\n'
+        '[[sources]]\npath = "accounts.csv"\ntable = "accounts"\nid_column = "Account ID"\n'
+        '[[predictions]]\nname = "upsell"\nentity = "account"\n'
+        'entity_table = { table = "accounts", id_column = "Account_ID" }\n'
+        'label = { field = "Upgraded" }\n'
+    )
+    result = leadscore("import", "--config", str(config), "--json")  # --json: no progress
+    assert_one_line_error(
+        result, f"the store {small_disk / 'store.duckdb'} ran out of disk space", "free at least"
+    )
+    assert "unexpected" not in result.stderr
+    # a run that could not record its end (the write that would have was refused) ...
+    with Store(small_disk / "store.duckdb") as store:
+        run_id = store.start_run("push")
+    # ... is closed at the next start, by any job that takes the store
+    leadscore("import", "--config", str(config))
+    with Store(small_disk / "store.duckdb") as store:
+        runs = {r["run_id"]: r for r in store.recent_runs(10)}
+    assert runs[run_id]["status"] == "failed"
+    assert runs[run_id]["error"].startswith("abandoned:")
