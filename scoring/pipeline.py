@@ -601,6 +601,7 @@ def _select_on_validation(
         n_classes=len(classes),
         thread_count=thread_count,
         recency=spec.training.recency == "auto" and split.method == "time",
+        progress=progress,
     )
     linear = LinearModel.fit(split.train, labels.train, names, cats, task, classes or None)
 

@@ -16,15 +16,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from connector.errors import LeadscoreError
 from sync.job_names import JOB_NAMES
 from sync.logs import redact_root_handlers, secret_values
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
+from sync.render import OutputConsole, render_monitor, render_result, render_summary
 from sync.render import kv_table as _kv_table
-from sync.render import render_monitor, render_result, render_summary
 from sync.results import (
     DemoSummary,
     DoctorSummary,
@@ -69,8 +68,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# outside a terminal (cron, systemd, pipes) tables keep their rows on one line: OutputConsole
+out = OutputConsole(highlight=False, soft_wrap=True)
+err = OutputConsole(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Config file (TOML).", show_default=True)

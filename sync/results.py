@@ -186,6 +186,7 @@ class StatusSummary(Summary):
     store: str = ""
     readable: bool = True
     busy: str | None = None
+    serving: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead_letters: int | None = None

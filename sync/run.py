@@ -46,7 +46,8 @@ class JobResult:
 
     Attributes:
         job: job name.
-        status: ``ok``, ``partial``, ``failed`` or ``skipped``.
+        status: ``ok``, ``partial`` (some records rejected), ``stopped`` (on request, at a
+            checkpoint), ``failed`` or ``skipped``.
         counts: job-specific counts (JSON-serialisable), as the run log records them; read
             them typed through :attr:`summary`.
         api_calls: calls made against remote API allowances.
@@ -102,8 +103,9 @@ def recorded(store: Store, job: str, counter: CallCounter | None = None) -> Iter
         try:
             yield result
         except BaseException as exc:
-            # A stop request ends the run at a checkpoint: what it did is committed (partial).
-            result.status = "partial" if isinstance(exc, Interrupted) else "failed"
+            # A stop request ends the run at a checkpoint: what it did is committed (stopped;
+            # `partial` is kept for runs whose records were rejected in part).
+            result.status = "stopped" if isinstance(exc, Interrupted) else "failed"
             message = (
                 str(exc)
                 if isinstance(exc, LeadscoreError | ScoringError)
@@ -130,7 +132,7 @@ def recorded(store: Store, job: str, counter: CallCounter | None = None) -> Iter
             log.info(
                 "%s %s after %.1f s: %s",
                 job,
-                "stopped" if result.status == "partial" else "failed",
+                result.status,
                 result.seconds,
                 message,
             )

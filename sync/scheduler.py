@@ -259,7 +259,7 @@ class Service:
         except Interrupted as exc:
             log.warning("%s", exc)
             self.state.finish(
-                name, status="partial", started=started, finished=self.clock(), error=str(exc)
+                name, status="stopped", started=started, finished=self.clock(), error=str(exc)
             )
         except LeadscoreError as exc:
             log.error("%s failed: %s", name, exc)

@@ -1301,14 +1301,15 @@ def out_of_space(exc: BaseException, path: Path) -> LeadscoreError | None:
     Returns:
         The error naming the store and the space to free, or None for any other failure.
     """
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:
-        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or (
-            "No space left on device" in str(seen)
-        ):
-            break
+    while seen is not None and all(seen is not e for e in chain):  # chains can loop
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    else:
+    if not any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+        for e in chain
+    ):
         return None
     folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(folder).free
