@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,28 @@ def test_a_full_disk_is_one_line_and_its_unfinished_runs_are_closed(tmp_path, sm
         runs = {r["run_id"]: r for r in store.recent_runs(10)}
     assert runs[run_id]["status"] == "failed"
     assert runs[run_id]["error"].startswith("abandoned:")
+
+
+def test_output_outside_a_terminal_is_a_clean_log(tmp_path):
+    # subprocess pipes: what cron and systemd see
+    with Sandbox(tmp_path / "sandbox", leads=200, seed=4) as box:
+        config = str(write_sandbox_files(tmp_path, box.info, command="test"))
+        assert leadscore("pull", "--config", config).returncode == 0
+        again = leadscore("pull", "--config", config)  # nothing new: 0 of 0 everywhere
+        assert again.returncode == 0, again.stderr
+        assert "0/0" not in again.stderr and "━" not in again.stderr
+        train = leadscore("train", "--config", config)
+        assert train.returncode == 0, train.stderr
+        assert "search: depth" in train.stderr  # training says what it is doing
+        dry = leadscore("setup", "--dry-run", "--config", config, "--json")
+        assert dry.returncode in (0, 2), dry.stderr
+        assert json.loads(dry.stdout)["seconds"] > 0
+        status = leadscore("status", "--config", config)
+    assert status.returncode == 0, status.stderr
+    assert "…" not in status.stdout  # no cell cut at 80 columns
+    lines = status.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("job "))
+    assert "last error" in header  # the whole header on one line
+    # one line per run, each with its year
+    runs = [line for line in lines if line.strip().split(" ")[0].isdigit()]
+    assert len(runs) == 4 and all(f"{datetime.now(UTC).year}-" in line for line in runs)

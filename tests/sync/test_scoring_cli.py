@@ -148,3 +148,9 @@ def test_report_into_a_folder_that_cannot_be_made_is_one_line_before_the_work(tm
     result = leadscore("report", "--config", config, "--out", str(made), "--json")
     assert result.returncode == 0, result.stderr
     assert made.is_file()
+    # status after a report run (whose counts list its predictions) reads it, as text and JSON
+    status = leadscore("status", "--config", config)
+    assert status.returncode == 0, status.stderr
+    assert "report.html" in status.stdout
+    as_json = json.loads(leadscore("status", "--config", config, "--json").stdout)
+    assert as_json["runs"][0]["counts"]["predictions"] == ["upsell"]
