@@ -102,6 +102,10 @@ def test_import_train_models_and_report_from_a_csv(tmp_path):
     # the monitoring section (drift against the training population) is part of the report
     assert "Monitoring: drift and realized conversion" in page
     assert "Drift against the training population" in page
+    # what reps read: each tier's outcome rate, scores on their 0-100 scale, and the champion
+    # is not described as "no champion yet"
+    assert "Outcome rate by tier on the held-out" in page and "outcome rate</th>" in page
+    assert "no champion yet" not in page
 
 
 def test_scoring_errors_are_one_line(tmp_path):
