@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -794,6 +795,53 @@ def secret_keys() -> list[tuple[str, str]]:
     return keys
 
 
+# Written by `leadscore sandbox` beside the config it generates: generating, serving or stopped.
+SANDBOX_STATE_FILE = "sandbox.state"
+
+
+def sandbox_state(directory: Path) -> str | None:
+    """What the sandbox whose files are in ``directory`` is doing, if a sandbox wrote them.
+
+    Args:
+        directory: a config file's directory.
+
+    Returns:
+        ``generating`` or ``serving`` while its process runs, ``not running`` once it stopped or
+        died, None when no sandbox wrote there.
+    """
+    try:
+        data = json.loads((directory / SANDBOX_STATE_FILE).read_text())
+        state, pid = str(data["state"]), int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if state == "stopped":
+        return "not running"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "not running"
+    except PermissionError:
+        pass  # another user's live process
+    return state
+
+
+def _sandbox_problem(path: Path) -> ConfigError | None:
+    """A clear error when the config belongs to a sandbox that is not serving (yet)."""
+    state = sandbox_state(path.parent)
+    if state == "generating":
+        return ConfigError(
+            f"{path}: not written yet: the sandbox in {path.parent} is still generating its org "
+            "(waiting)",
+            hint="it writes the config when it serves; run again once it prints 'serving'",
+        )
+    if state == "not running":
+        return ConfigError(
+            f"{path}: the sandbox in {path.parent} is not running",
+            hint=f"start it again: leadscore sandbox --workdir {path.parent}",
+        )
+    return None
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
@@ -806,7 +854,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             hint="save the file as UTF-8 (TOML files must be UTF-8)",
         ) from None
     except FileNotFoundError:
-        raise ConfigError(
+        raise _sandbox_problem(path) or ConfigError(
             f"{path}: file not found", hint="pass --config PATH, or start from config.example.toml"
         ) from None
     except (PermissionError, IsADirectoryError, OSError) as exc:
@@ -908,6 +956,8 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
     path = Path(path)
     env = dict(os.environ if environ is None else environ)
     raw = _read_config_file(path)
+    if (problem := _sandbox_problem(path)) is not None:
+        raise problem  # its URL would only answer "could not be reached"
     secrets_path = Path(env.get(f"{ENV_PREFIX}SECRETS_FILE") or path.parent / SECRETS_FILE)
     from_file = _read_secrets_file(secrets_path, path)
     _merge_secrets(raw, env, from_file)

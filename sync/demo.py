@@ -15,7 +15,7 @@ from typing import Any
 from sklearn.metrics import roc_auc_score
 
 from connector.errors import ConfigError
-from sync.config import load_settings
+from sync.config import SANDBOX_STATE_FILE, load_settings
 from sync.jobs import run_sync
 from sync.progress import Reporter
 from sync.run import SILENT
@@ -216,6 +216,7 @@ def prepare_workdir(workdir: Path, *, fresh: bool) -> None:
             "config.toml",
             "secrets.toml",
             "sandbox.json",
+            SANDBOX_STATE_FILE,
         ):
             (workdir / name).unlink(missing_ok=True)
         for name in ("models", "sandbox"):
@@ -332,6 +333,10 @@ def run_sandbox(
             hint=f"use one of {', '.join(FIELD_SECURITY_MODES)}",
         )
     prepare_workdir(workdir, fresh=False)
+    # The config is written when the org serves: a config left by an earlier sandbox names a
+    # port nobody listens on, and a client started meanwhile is told to wait (sync/config.py).
+    (workdir / "config.toml").unlink(missing_ok=True)
+    write_sandbox_state(workdir, "generating")
     sandbox = Sandbox(
         workdir / "sandbox",
         leads=leads,
@@ -343,8 +348,8 @@ def run_sandbox(
         segment=True,
         field_security=field_security,
     )
-    sandbox.start()
     try:
+        sandbox.start()
         sandbox.export_segment()
         write_sandbox_files(
             workdir,
@@ -352,11 +357,23 @@ def run_sandbox(
             command="sandbox",
             campaign_id=ensure_audience_campaign(sandbox),
         )
+        write_sandbox_state(workdir, "serving")
         if ready is not None:
             ready(sandbox.info)
         sandbox.serve_forever()
     finally:
         sandbox.stop()
+        write_sandbox_state(workdir, "stopped")
+
+
+def write_sandbox_state(workdir: Path, state: str) -> None:
+    """Record what the sandbox in ``workdir`` is doing, for clients started meanwhile.
+
+    Args:
+        workdir: the sandbox's directory.
+        state: ``generating``, ``serving`` or ``stopped``.
+    """
+    (workdir / SANDBOX_STATE_FILE).write_text(json.dumps({"state": state, "pid": os.getpid()}))
 
 
 def run_demo(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,3 +295,31 @@ def test_output_outside_a_terminal_is_a_clean_log(tmp_path):
     # one line per run, each with its year
     runs = [line for line in lines if line.strip().split(" ")[0].isdigit()]
     assert len(runs) == 4 and all(f"{datetime.now(UTC).year}-" in line for line in runs)
+
+
+def test_a_client_started_beside_a_sandbox_is_told_to_wait_or_that_it_is_not_running(tmp_path):
+    workdir = tmp_path / "org"
+    config = workdir / "config.toml"
+    sandbox = subprocess.Popen(
+        [LEADSCORE, "sandbox", "--workdir", str(workdir), "--leads", "300"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (workdir / "sandbox.state").exists():
+            assert time.monotonic() < deadline and sandbox.poll() is None
+            time.sleep(0.05)
+        early = leadscore("status", "--config", str(config))
+        if not config.exists():  # still generating: the usual case with a fresh org
+            assert_one_line_error(early, "still generating its org (waiting)")
+        while "serving" not in (workdir / "sandbox.state").read_text():
+            assert time.monotonic() < deadline and sandbox.poll() is None
+            time.sleep(0.1)
+        assert leadscore("status", "--config", str(config)).returncode == 0
+    finally:
+        sandbox.send_signal(signal.SIGINT)
+        sandbox.communicate(timeout=30)
+    stopped = leadscore("status", "--config", str(config))
+    assert_one_line_error(stopped, "is not running", "leadscore sandbox --workdir")
