@@ -155,6 +155,33 @@ def _entity_word(report: ReportInput) -> str:
 # -- sections ---------------------------------------------------------------------------------
 
 
+def lift_sentence(
+    metrics: dict[str, Any], words: str, *, bold: Callable[[str], str] = str
+) -> str | None:
+    """The report's lift sentence: the top 10 % by score against the average, and the top 30 %.
+
+    Args:
+        metrics: a binary model's holdout metrics with their tables (``metadata["metrics"]``).
+        words: what the records are (``leads``).
+        bold: how a figure is emphasised (HTML in the report, nothing on a terminal).
+
+    Returns:
+        The sentence, or None without the decile table.
+    """
+    deciles = metrics.get("tables", {}).get("deciles", [])
+    if not deciles:
+        return None
+    top = deciles[0]
+    rate, average = f"{top['actual']:.0%}", f"{metrics.get('positive_rate', 0):.0%}"
+    lift = f"{top['lift']:.1f}x"
+    gain = f"{deciles[min(2, len(deciles) - 1)]['cumulative_gain']:.0%}"
+    return (
+        f"On {metrics.get('n', 0):,} held-out {words}, the top 10% by score had an outcome rate "
+        f"of {bold(rate)}, against {bold(average)} overall: {bold(lift)} the average. "
+        f"The top 30% hold {bold(gain)} of all positive outcomes."
+    )
+
+
 def section_summary(report: ReportInput) -> Section:
     """What the model does, in plain words, and how it compares with the baselines."""
     meta = report.metadata
@@ -164,16 +191,9 @@ def section_summary(report: ReportInput) -> Section:
     words = _entity_word(report)
     lines = []
     if report.task == "binary":
-        deciles = m.get("tables", {}).get("deciles", [])
-        if deciles:
-            top = deciles[0]
-            lines.append(
-                f"On {m.get('n', 0):,} held-out {words}, the top 10% by score had an outcome rate "
-                f"of <b>{top['actual']:.0%}</b>, against <b>{m.get('positive_rate', 0):.0%}</b> "
-                f"overall: <b>{top['lift']:.1f}x</b> the average. The top 30% hold "
-                f"<b>{deciles[min(2, len(deciles) - 1)]['cumulative_gain']:.0%}</b> of all "
-                "positive outcomes."
-            )
+        lift = lift_sentence(m, words, bold=lambda text: f"<b>{text}</b>")
+        if lift:
+            lines.append(lift)
         lines.append(
             f"Ranking quality (AUC, 0.5 is a coin flip, 1.0 is perfect): <b>{_fmt(m.get('auc'))}"
             "</b>."

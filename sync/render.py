@@ -619,11 +619,16 @@ def _rollback(out: Console, s: RollbackSummary) -> Rows:
 
 def _demo(out: Console, s: DemoSummary) -> Rows:
     out.print()
+    # sales ops first: what reps now see on their leads, and whether the order is worth following
+    tiers = ", ".join(f"{tier} {n:,}" for tier, n in s.tiers.items())
     return [
         ("leads", fmt(s.leads)),
+        ("leads per tier", tiers or "-"),
+        ("fields written", ", ".join(s.fields_written) or "-"),
+        ("lift", s.lift or "-"),
         ("pulled", fmt(s.pulled)),
         ("scored", fmt(s.scored)),
-        ("written", fmt(s.written)),
+        ("written", f"{fmt(s.written)} leads"),
         ("segment", f"{fmt(s.segment_written)} profiles got score traits"),
         ("api calls", fmt(s.api_calls)),
         ("model AUC", f"{s.model_auc:.4f}  (holdout of {s.holdout:,} newest leads)"),

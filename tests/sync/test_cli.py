@@ -323,3 +323,20 @@ def test_a_client_started_beside_a_sandbox_is_told_to_wait_or_that_it_is_not_run
         sandbox.communicate(timeout=30)
     stopped = leadscore("status", "--config", str(config))
     assert_one_line_error(stopped, "is not running", "leadscore sandbox --workdir")
+
+
+def test_the_demo_summary_speaks_to_sales_ops_and_one_seed_gives_one_result(tmp_path):
+    runs = []
+    for name in ("first", "second"):
+        result = leadscore(
+            "demo", "--workdir", str(tmp_path / name), "--leads", "300", "--seed", "9", "--json"
+        )
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(result.stdout))
+    demo = runs[0]
+    assert sum(demo["tiers"].values()) == demo["scored"] and set(demo["tiers"]) <= set("ABCD")
+    assert "Lead.Lead_Score__c" in demo["fields_written"]
+    assert demo["lift"].startswith("On ") and "the top 10% by score" in demo["lift"]
+    # the same seed (on the same day) gives the same org, the same model and the same figures
+    same = ("leads", "pulled", "scored", "written", "model_auc", "oracle_auc", "tiers")
+    assert {k: runs[0][k] for k in same} == {k: runs[1][k] for k in same}
