@@ -586,6 +586,13 @@ def serve(
     health_port: Annotated[
         int | None, typer.Option(help="Serve /healthz and /metrics on this port (0: any).")
     ] = None,
+    health_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the endpoint binds to (default: serve.health_host, loopback); "
+            "0.0.0.0 in a container whose port is published."
+        ),
+    ] = None,
 ) -> None:
     r"""Run the jobs on their \[schedule] until stopped (SIGTERM/Ctrl-C: finish the batch, exit)."""
     from sync.logs import configure_logging
@@ -593,9 +600,14 @@ def serve(
 
     def body() -> None:
         settings = _settings(config)
-        if health_port is not None:
+        overrides = {
+            key: value
+            for key, value in (("health_port", health_port), ("health_host", health_host))
+            if value is not None
+        }
+        if overrides:
             settings = settings.model_copy(
-                update={"serve": settings.serve.model_copy(update={"health_port": health_port})}
+                update={"serve": settings.serve.model_copy(update=overrides)}
             )
         fmt = log_format or settings.serve.log_format
         if fmt not in ("text", "json"):
