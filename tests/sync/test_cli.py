@@ -329,7 +329,7 @@ def test_the_demo_summary_speaks_to_sales_ops_and_one_seed_gives_one_result(tmp_
     runs = []
     for name in ("first", "second"):
         result = leadscore(
-            "demo", "--workdir", str(tmp_path / name), "--leads", "300", "--seed", "9", "--json"
+            "demo", "--workdir", str(tmp_path / name), "--leads", "200", "--seed", "9", "--json"
         )
         assert result.returncode == 0, result.stderr
         runs.append(json.loads(result.stdout))

@@ -106,6 +106,19 @@ def test_import_train_models_and_report_from_a_csv(tmp_path):
     # is not described as "no champion yet"
     assert "Outcome rate by tier on the held-out" in page and "outcome rate</th>" in page
     assert "no champion yet" not in page
+    # the report's folder ("out", above) is made when missing; one that cannot be made is one
+    # line, found before the report is drawn
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the report's folder should be")
+    refused = leadscore("report", "--config", config, "--out", str(blocker / "sub" / "r.html"))
+    assert refused.returncode == 2
+    assert_one_line_error(refused, "report --out", "cannot write there", "pick a file")
+    # status after a report run (whose counts list its predictions) reads it, as text and JSON
+    status = leadscore("status", "--config", config)
+    assert status.returncode == 0, status.stderr
+    assert "report.html" in status.stdout
+    runs = json.loads(leadscore("status", "--config", config, "--json").stdout)["runs"]
+    assert next(r for r in runs if r["job"] == "report")["counts"]["predictions"] == ["upsell"]
 
 
 def test_scoring_errors_are_one_line(tmp_path):
@@ -136,25 +149,3 @@ def test_promote_takes_only_versions_inside_the_registry(tmp_path):
         assert result.returncode == 2, result.stderr
         assert_one_line_error(result, "is not a version of prediction 'upsell'")
     assert not (tmp_path / "models" / "upsell" / "champion.json").exists()
-
-
-def test_report_into_a_folder_that_cannot_be_made_is_one_line_before_the_work(tmp_path):
-    config = str(write_project(tmp_path))
-    assert leadscore("import", "--config", config, "--json").returncode == 0
-    assert leadscore("train", "--config", config, "--json").returncode == 0
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the report's folder should be")
-    result = leadscore("report", "--config", config, "--out", str(blocker / "sub" / "r.html"))
-    assert result.returncode == 2
-    assert_one_line_error(result, "report --out", "cannot write there", "pick a file")
-    # a folder that does not exist yet is made
-    made = tmp_path / "new" / "folder" / "report.html"
-    result = leadscore("report", "--config", config, "--out", str(made), "--json")
-    assert result.returncode == 0, result.stderr
-    assert made.is_file()
-    # status after a report run (whose counts list its predictions) reads it, as text and JSON
-    status = leadscore("status", "--config", config)
-    assert status.returncode == 0, status.stderr
-    assert "report.html" in status.stdout
-    as_json = json.loads(leadscore("status", "--config", config, "--json").stdout)
-    assert as_json["runs"][0]["counts"]["predictions"] == ["upsell"]
