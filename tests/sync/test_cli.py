@@ -340,3 +340,30 @@ def test_the_demo_summary_speaks_to_sales_ops_and_one_seed_gives_one_result(tmp_
     # the same seed (on the same day) gives the same org, the same model and the same figures
     same = ("leads", "pulled", "scored", "written", "model_auc", "oracle_auc", "tiers")
     assert {k: runs[0][k] for k in same} == {k: runs[1][k] for k in same}
+
+
+def test_serve_takes_the_health_endpoint_address_from_the_command_line(tmp_path):
+    # the container's entrypoint serves /healthz on every interface whatever the config says
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.format(url="https://login.salesforce.com")
+        + '[schedule]\ntrain = { cron = "0 3 * * *" }\n'
+    )
+    command = ["serve", "--config", str(config), "--health-port", "0"]
+    process = subprocess.Popen(
+        [LEADSCORE, *command, "--health-host", "127.0.0.2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "health endpoint" not in line:
+            assert time.monotonic() < deadline and process.poll() is None
+            line = process.stderr.readline()
+        assert "http://127.0.0.2:" in line
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
