@@ -17,15 +17,17 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from connector.store import quote_identifier
 from scoring.events import Entity
 from scoring.tiers import percentiles
+
+if TYPE_CHECKING:  # the config validates audiences without pandas; scoring imports it
+    import pandas as pd
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "entity_id",

@@ -5,16 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    confusion_matrix,
-    log_loss,
-    mean_absolute_error,
-    precision_recall_fscore_support,
-    r2_score,
-    roc_auc_score,
-)
+
+# scikit-learn's metrics take a second to import: each function below imports what it uses, so
+# that `leadscore status` (which only needs `headline`) starts quickly.
 
 EPS = 1e-7
 
@@ -30,6 +23,8 @@ def loss(task: str, y: np.ndarray, prediction: np.ndarray) -> float:
     Returns:
         The loss (lower is better).
     """
+    from sklearn.metrics import log_loss
+
     if task == "regression":
         return float(np.sqrt(np.mean((np.asarray(y, float) - prediction) ** 2)))
     if task == "binary":
@@ -194,6 +189,14 @@ def binary_metrics(
         (ECE over 10 equal-count bins; AUCs
         None when only one class is present), plus ``tables``.
     """
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        log_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
     both = len(np.unique(y)) == 2
@@ -239,6 +242,8 @@ def multiclass_metrics(
     Returns:
         ``n, accuracy, macro_f1, log_loss`` plus ``tables``.
     """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y = np.asarray(y, dtype=int)
     predicted = proba.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
     labels = list(range(len(classes)))
@@ -284,6 +289,8 @@ def regression_metrics(
     Returns:
         ``n, mae, rmse, r2, mean_actual`` plus ``tables``.
     """
+    from sklearn.metrics import mean_absolute_error, r2_score
+
     y = np.asarray(y, dtype=float)
     out: dict[str, Any] = {
         "n": len(y),

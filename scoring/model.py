@@ -10,6 +10,7 @@ ordered target statistics for the others).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -353,6 +354,7 @@ def fit_catboost(
     n_classes: int = 0,
     thread_count: int = -1,
     recency: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Fitted:
     """Train CatBoost on the training rows with settings chosen on the validation split.
 
@@ -375,6 +377,7 @@ def fit_catboost(
         n_classes: classes (multiclass).
         thread_count: CPU threads (-1: all cores).
         recency: try the recency treatments (time splits).
+        progress: receives a line per tried setting (the search is the long part of training).
 
     Returns:
         The fitted model and the search trace.
@@ -416,6 +419,14 @@ def fit_catboost(
                 task, y_valid, catboost_predict(model, valid, features, cat_features, task)
             )
             tried[key] = value
+            if progress is not None:
+                recency_note = "" if treatment == NO_RECENCY else f", recency {treatment['name']}"
+                progress(
+                    f"search: depth {depth}, l2_leaf_reg {l2:g}, one_hot_max_size {one_hot}"
+                    f"{recency_note}: "
+                    f"{model.tree_count_} trees, validation loss {value:.4f} "
+                    f"({time.perf_counter() - started:.0f} s)"
+                )
             trace.append(
                 {
                     "depth": depth,

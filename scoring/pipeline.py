@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from scoring.baselines import LinearModel, fit_tree, fit_tree_at, rule_scores, tree_predict
+from scoring.errors import ScoringError
 from scoring.events import (
     Entity,
     SpecError,
@@ -67,10 +68,6 @@ from scoring.traits import TraitSpec, check_traits
 _NOT_FEATURES = frozenset({"lead_created"})
 # Blend weights tried on validation (CatBoost's share).
 BLEND_WEIGHTS = tuple(np.round(np.linspace(0, 1, 11), 2))
-
-
-class ScoringError(Exception):
-    """An expected failure of training or scoring (e.g. not enough data), as one line."""
 
 
 Progress = Callable[[str], None]
@@ -604,6 +601,7 @@ def _select_on_validation(
         n_classes=len(classes),
         thread_count=thread_count,
         recency=spec.training.recency == "auto" and split.method == "time",
+        progress=progress,
     )
     linear = LinearModel.fit(split.train, labels.train, names, cats, task, classes or None)
 

@@ -23,14 +23,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from catboost import CatBoost, CatBoostClassifier, CatBoostRegressor
+if TYPE_CHECKING:
+    # CatBoost, pandas and the model classes are imported where a model is loaded or saved:
+    # reading the registry's pointers and metadata (`leadscore status`) needs none of them.
+    import pandas as pd
 
-from scoring.baselines import LinearModel
-from scoring.features import FeatureColumns
-from scoring.model import Predictor
+    from scoring.model import Predictor
 
 MODEL_FILE = "model.cbm"
 METADATA_FILE = "metadata.json"
@@ -58,6 +58,12 @@ class ModelVersion:
         Returns:
             The predictor.
         """
+        from catboost import CatBoost, CatBoostClassifier, CatBoostRegressor
+
+        from scoring.baselines import LinearModel
+        from scoring.features import FeatureColumns
+        from scoring.model import Predictor
+
         meta = self.metadata
         task = meta.get("task", "binary")
         model: CatBoost = CatBoostRegressor() if task == "regression" else CatBoostClassifier()
@@ -84,6 +90,8 @@ class ModelVersion:
 
     def holdout(self) -> pd.DataFrame | None:
         """The stored holdout predictions, if any."""
+        import pandas as pd
+
         path = self.path / HOLDOUT_FILE
         return pd.read_parquet(path) if path.exists() else None
 
@@ -174,8 +182,15 @@ def load_version(models_dir: Path, prediction: str, version: str) -> ModelVersio
         The version.
 
     Raises:
-        RegistryError: no such version.
+        RegistryError: no such version, or a name that is not a version inside the registry.
     """
+    # A version is one directory name under the prediction: a path (absolute, with a separator,
+    # "..") would make every later score load a file from outside the registry.
+    if not version or version != Path(version).name or version.startswith("."):
+        raise RegistryError(
+            f"'{version}' is not a version of prediction '{prediction}': only versions stored "
+            f"in the registry ({Path(models_dir) / prediction}) can be used"
+        )
     path = Path(models_dir) / prediction / version
     meta = path / METADATA_FILE
     if not meta.exists():

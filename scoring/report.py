@@ -27,6 +27,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from scoring.explain import feature_label
 from scoring.explorer import ExplorerInput, explorer_data, explorer_html
+from scoring.tiers import to_score
 
 MODEL_COLOR = "#1f5fa8"
 BASELINE_COLORS = {
@@ -154,6 +155,33 @@ def _entity_word(report: ReportInput) -> str:
 # -- sections ---------------------------------------------------------------------------------
 
 
+def lift_sentence(
+    metrics: dict[str, Any], words: str, *, bold: Callable[[str], str] = str
+) -> str | None:
+    """The report's lift sentence: the top 10 % by score against the average, and the top 30 %.
+
+    Args:
+        metrics: a binary model's holdout metrics with their tables (``metadata["metrics"]``).
+        words: what the records are (``leads``).
+        bold: how a figure is emphasised (HTML in the report, nothing on a terminal).
+
+    Returns:
+        The sentence, or None without the decile table.
+    """
+    deciles = metrics.get("tables", {}).get("deciles", [])
+    if not deciles:
+        return None
+    top = deciles[0]
+    rate, average = f"{top['actual']:.0%}", f"{metrics.get('positive_rate', 0):.0%}"
+    lift = f"{top['lift']:.1f}x"
+    gain = f"{deciles[min(2, len(deciles) - 1)]['cumulative_gain']:.0%}"
+    return (
+        f"On {metrics.get('n', 0):,} held-out {words}, the top 10% by score had an outcome rate "
+        f"of {bold(rate)}, against {bold(average)} overall: {bold(lift)} the average. "
+        f"The top 30% hold {bold(gain)} of all positive outcomes."
+    )
+
+
 def section_summary(report: ReportInput) -> Section:
     """What the model does, in plain words, and how it compares with the baselines."""
     meta = report.metadata
@@ -163,16 +191,9 @@ def section_summary(report: ReportInput) -> Section:
     words = _entity_word(report)
     lines = []
     if report.task == "binary":
-        deciles = m.get("tables", {}).get("deciles", [])
-        if deciles:
-            top = deciles[0]
-            lines.append(
-                f"On {m.get('n', 0):,} held-out {words}, the top 10% by score had an outcome rate "
-                f"of <b>{top['actual']:.0%}</b>, against <b>{m.get('positive_rate', 0):.0%}</b> "
-                f"overall: <b>{top['lift']:.1f}x</b> the average. The top 30% hold "
-                f"<b>{deciles[min(2, len(deciles) - 1)]['cumulative_gain']:.0%}</b> of all "
-                "positive outcomes."
-            )
+        lift = lift_sentence(m, words, bold=lambda text: f"<b>{text}</b>")
+        if lift:
+            lines.append(lift)
         lines.append(
             f"Ranking quality (AUC, 0.5 is a coin flip, 1.0 is perfect): <b>{_fmt(m.get('auc'))}"
             "</b>."
@@ -199,8 +220,21 @@ def section_summary(report: ReportInput) -> Section:
     if deployed.get("reason"):
         lines.append(f"Model choice: <b>{_e(deployed.get('model'))}</b>. {_e(deployed['reason'])}.")
     gate = meta.get("gate")
-    if gate and gate.get("reason"):
+    if gate and gate.get("reason") == "no champion yet":
+        # this model is the champion: say how it got there, not what was true before it
+        lines.append(
+            "Quality gate: the first model of this prediction; it became the champion without a "
+            "predecessor to beat (later models must beat it on their holdout)."
+        )
+    elif gate and gate.get("reason"):
         lines.append(f"Quality gate: {_e(gate['reason'])}.")
+    rates = tier_conversion(report)
+    if rates:
+        parts = ", ".join(f"{_e(r['tier'])} <b>{r['rate']:.0%}</b>" for r in rates)
+        lines.append(
+            f"Outcome rate by tier on the held-out {words} (tiers by the current cut-offs): "
+            f"{parts}."
+        )
     items = "".join(f"<li>{line}</li>" for line in lines)
     warnings = "".join(f"<li>{_e(w)}</li>" for w in meta.get("warnings", []))
     body = f"<ul>{items}</ul>"
@@ -460,9 +494,11 @@ def section_distribution(report: ReportInput) -> Section | None:
     else:
         plt.close(fig)
         return None
+    if report.task == "binary":
+        values = to_score(values)  # the 0-100 score reps see in Salesforce, not a probability
     ax.hist(values, bins=40, color=MODEL_COLOR, alpha=0.85)
     xlabel = {
-        "binary": "probability",
+        "binary": "score (0-100, as written to Salesforce)",
         "multiclass": "probability of the predicted class",
         "regression": "predicted value",
     }[report.task]
@@ -480,7 +516,65 @@ def section_distribution(report: ReportInput) -> Section | None:
             [("tier", "tier"), ("records", "records"), ("share", "share")],
             formats={"share": _pct},
         )
+    rates = tier_conversion(report)
+    if rates:
+        body += (
+            "<p>Outcome rate per tier on the holdout (each held-out record placed in the tier "
+            "its score reaches under the current cut-offs):</p>"
+        )
+        body += _table(
+            rates,
+            [
+                ("tier", "tier"),
+                ("records", "held-out records"),
+                ("outcomes", "outcomes"),
+                ("rate", "outcome rate"),
+            ],
+            formats={"rate": _pct},
+        )
     return Section("Score distribution", body)
+
+
+def tier_conversion(report: ReportInput) -> list[dict[str, Any]]:
+    """Each tier's outcome rate on the holdout, highest tier first (binary predictions).
+
+    The holdout's predictions come from the model evaluated on it (not the deployed one, which
+    saw those rows); each is placed in the tier whose lowest probability in the latest scoring
+    run it reaches.
+
+    Args:
+        report: the report's input.
+
+    Returns:
+        ``tier, records, outcomes, rate`` per tier; empty without tiers, scores or holdout.
+    """
+    scores, holdout = report.scores, report.holdout
+    if (
+        report.task != "binary"
+        or scores is None
+        or not len(scores)
+        or holdout is None
+        or not len(holdout)
+        or "tier" not in scores
+        or scores["tier"].isna().all()
+    ):
+        return []
+    floors = scores.dropna(subset=["tier"]).groupby("tier")["probability"].min()
+    floors = floors.sort_values()  # lowest tier first: a higher tier overwrites it
+    p = holdout["prediction"].to_numpy(dtype=float)
+    tiers = np.full(len(p), floors.index[0], dtype=object)
+    for tier, floor in floors.items():
+        tiers[p >= floor] = tier
+    labels = holdout["label"].to_numpy(dtype=float)
+    rows = []
+    for tier in reversed(floors.index):
+        mask = tiers == tier
+        n = int(mask.sum())
+        outcomes = int(labels[mask].sum())
+        rows.append(
+            {"tier": tier, "records": n, "outcomes": outcomes, "rate": outcomes / n if n else 0.0}
+        )
+    return rows
 
 
 def section_confusion(report: ReportInput) -> Section | None:

@@ -15,14 +15,16 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import duckdb
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connector.store import quote_identifier, raw_table_name
 from scoring.events import EVENT_SOURCES, Entity, identity_join_sql
+
+if TYPE_CHECKING:  # the config reads trait specs without pandas; compute_traits imports it
+    import pandas as pd
 
 SEGMENT_EVENTS = raw_table_name("segment", "Event")
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -130,6 +132,8 @@ def compute_traits(
     Returns:
         One row per anchor row, in the same order, one float column per trait (0 when no event).
     """
+    import pandas as pd
+
     names = [t.name for t in traits]
     if not traits:
         return pd.DataFrame(index=range(len(anchors)))

@@ -12,20 +12,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from connector.errors import LeadscoreError
-from sync import demo as demos
-from sync import jobs
-from sync.config import JOB_NAMES, Settings, load_settings
+from sync.job_names import JOB_NAMES
 from sync.logs import redact_root_handlers, secret_values
 from sync.progress import ConsoleReporter, Reporter, SilentReporter
+from sync.render import OutputConsole, render_monitor, render_result, render_summary
 from sync.render import kv_table as _kv_table
-from sync.render import render_monitor, render_result, render_summary
 from sync.results import (
     DemoSummary,
     DoctorSummary,
@@ -39,6 +37,29 @@ from sync.results import (
     Summary,
 )
 
+if TYPE_CHECKING:
+    from sync.config import Settings
+    from sync.run import JobResult
+
+
+def _jobs() -> ModuleType:
+    """:mod:`sync.jobs`, imported on first use.
+
+    It brings pandas, CatBoost and every connector; ``--help`` and ``status`` need none of them
+    and start in a fraction of the time without them.
+    """
+    from sync import jobs
+
+    return jobs
+
+
+def _demos() -> ModuleType:
+    """:mod:`sync.demo`, imported on first use (the sandbox generator, scikit-learn)."""
+    from sync import demo
+
+    return demo
+
+
 app = typer.Typer(
     name="leadscore",
     help="Score leads with CatBoost on your own Salesforce data and write the scores back.",
@@ -47,17 +68,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# outside a terminal (cron, systemd, pipes) tables keep their rows on one line: OutputConsole
+out = OutputConsole(highlight=False, soft_wrap=True)
+err = OutputConsole(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Config file (TOML).", show_default=True)
 ]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object instead of a summary.")
-]
+_state: dict[str, Any] = {"debug": False, "verbose": False, "json": False, "where": "leadscore"}
 
-_state = {"debug": False, "verbose": False}
+
+def _remember_json(ctx: typer.Context, value: bool) -> bool:
+    # a failing command still prints one JSON object on stdout when --json was asked for
+    _state["json"] = bool(value)
+    _state["where"] = ctx.command_path
+    return value
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON object instead of a summary.", callback=_remember_json
+    ),
+]
 
 
 @app.callback()
@@ -79,11 +112,23 @@ def _global(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _state["debug"] = debug
     _state["verbose"] = verbose
+    _state["json"] = False
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, *, hint: str | None = None) -> None:
     # escape: messages name config sections such as [schedule], which are not markup
-    err.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True)
+    line = f"{message}; {hint}" if hint else message
+    err.print(f"[bold red]error:[/bold red] {escape(line)}", markup=True)
+    if _state["json"]:
+        _print_json(
+            {
+                "status": "error",
+                "exit_code": code,
+                "error": message,
+                "where": _state["where"],
+                "hint": hint,
+            }
+        )
     raise typer.Exit(code)
 
 
@@ -92,7 +137,7 @@ def _guard(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except LeadscoreError as exc:
-        _fail(str(exc), exc.exit_code)
+        _fail(exc.message, exc.exit_code, hint=exc.hint)
     except KeyboardInterrupt:
         err.print("interrupted; committed work is kept, the next run resumes")
         raise typer.Exit(130) from None
@@ -109,6 +154,8 @@ def _reporter(as_json: bool) -> Reporter:
 
 
 def _settings(config: Path) -> Settings:
+    from sync.config import load_settings
+
     settings = load_settings(config)
     # every command, not only serve: -v logs HTTP calls, and a secret must never reach a log
     redact_root_handlers(secret_values(settings))
@@ -143,7 +190,7 @@ def _cooperative_stop(reporter: Reporter) -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _show_result(result: jobs.JobResult, as_json: bool, *, partial_exit: int = 4) -> None:
+def _show_result(result: JobResult, as_json: bool, *, partial_exit: int = 4) -> None:
     """Print a job's result (JSON or a summary); a partial result exits with ``partial_exit``."""
     if as_json:
         _print_json(result.to_json())
@@ -166,7 +213,7 @@ def _job_command(job: str, config: Path, as_json: bool, **options: Any) -> None:
         settings = _settings(config)
         reporter = _reporter(as_json)
         with _cooperative_stop(reporter) as stop:
-            result = jobs.run_job(
+            result = _jobs().run_job(
                 settings, job, reporter=reporter, should_stop=stop.is_set, **options
             )
         _show_result(result, as_json)
@@ -213,7 +260,7 @@ def report(
     """Write a self-contained HTML report of every champion model (plots included)."""
 
     def body() -> None:
-        result = jobs.run_report(_settings(config), out=out_path, reporter=_reporter(as_json))
+        result = _jobs().run_report(_settings(config), out=out_path, reporter=_reporter(as_json))
         _show_result(result, as_json)
 
     _guard(body)
@@ -233,7 +280,7 @@ def models_list(
     """Every stored version with its role (champion / challenger) and holdout metric."""
 
     def body() -> None:
-        data = jobs.list_models(_settings(config), prediction=prediction)
+        data = _jobs().list_models(_settings(config), prediction=prediction)
         _show_summary(ModelListSummary.from_counts(data), as_json)
 
     _guard(body)
@@ -249,7 +296,7 @@ def models_show(
     """A version's metadata: data window, features, metrics, baselines, choices."""
 
     def body() -> None:
-        meta = jobs.show_model(_settings(config), prediction, version)
+        meta = _jobs().show_model(_settings(config), prediction, version)
         _show_summary(ModelDetailSummary.from_counts(meta), as_json)
 
     _guard(body)
@@ -265,7 +312,7 @@ def models_promote(
     """Make a version (default: the challenger) the champion."""
 
     def body() -> None:
-        data = jobs.promote_model(_settings(config), prediction, version)
+        data = _jobs().promote_model(_settings(config), prediction, version)
         _show_summary(PromoteSummary.from_counts(data), as_json)
 
     _guard(body)
@@ -280,7 +327,7 @@ def models_rollback(
     """Make the previous champion the champion again."""
 
     def body() -> None:
-        data = jobs.rollback_model(_settings(config), prediction)
+        data = _jobs().rollback_model(_settings(config), prediction)
         _show_summary(RollbackSummary.from_counts(data), as_json)
 
     _guard(body)
@@ -310,7 +357,7 @@ DryRunOption = Annotated[
 
 def _plan_command(config: Path, as_json: bool) -> None:
     def body() -> None:
-        data = jobs.run_plan(_settings(config), reporter=_reporter(as_json))
+        data = _jobs().run_plan(_settings(config), reporter=_reporter(as_json))
         _show_summary(PlanSummary.from_counts(data), as_json)
 
     _guard(body)
@@ -356,7 +403,7 @@ def retry(
                 hint="`leadscore status` lists the dead letters and their reasons",
             )
         reporter = _reporter(as_json)
-        result = jobs.run_retry(_settings(config), dead=dead, gone=gone, reporter=reporter)
+        result = _jobs().run_retry(_settings(config), dead=dead, gone=gone, reporter=reporter)
         _show_result(result, as_json)
 
     _guard(body)
@@ -389,7 +436,7 @@ def setup(
     """Make the org ready: output fields, field security (permission sets), reps' list view."""
 
     def body() -> None:
-        result = jobs.run_setup(
+        result = _jobs().run_setup(
             _settings(config), dry_run=dry_run, remove=remove, reporter=_reporter(as_json)
         )
         # a field that needs fixing in Salesforce is a setup problem: exit 2
@@ -404,7 +451,7 @@ def doctor(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fal
 
     def body() -> None:
         summary = DoctorSummary.from_counts(
-            jobs.run_doctor(_settings(config), reporter=_reporter(as_json))
+            _jobs().run_doctor(_settings(config), reporter=_reporter(as_json))
         )
         _show_summary(summary, as_json)
         if not summary.ok:
@@ -435,11 +482,11 @@ def import_files(
         settings = _settings(config)
         reporter = _reporter(as_json)
         if paths:
-            result = jobs.run_segment_import(
+            result = _jobs().run_segment_import(
                 settings, paths, kind=kind, force=force, reporter=reporter
             )
         else:
-            result = jobs.run_import(settings, reporter=reporter)
+            result = _jobs().run_import(settings, reporter=reporter)
         _show_result(result, as_json)
 
     _guard(body)
@@ -454,7 +501,9 @@ def status(
     """Show each job's last and next run, failures, dead letters, API allowance and models."""
 
     def body() -> None:
-        data = jobs.read_status(_settings(config), limit=limit)
+        from sync.status import read_status
+
+        data = read_status(_settings(config), limit=limit)
         _show_summary(StatusSummary.from_counts(data), as_json)
 
     _guard(body)
@@ -481,7 +530,7 @@ def impact(
     def body() -> None:
         from scoring.impact_report import summary_lines
 
-        result = jobs.run_impact(
+        result = _jobs().run_impact(
             _settings(config),
             since=since,
             html_path=html,
@@ -513,9 +562,9 @@ def monitor(
 
     def body() -> None:
         settings = _settings(config)
-        result = jobs.run_job(settings, "monitor", reporter=_reporter(as_json))
+        result = _jobs().run_job(settings, "monitor", reporter=_reporter(as_json))
         if html is not None:
-            html.write_text(jobs.monitoring_html(settings, result), encoding="utf-8")
+            html.write_text(_jobs().monitoring_html(settings, result), encoding="utf-8")
         if as_json:
             _print_json(result.to_json())
             return
@@ -537,6 +586,13 @@ def serve(
     health_port: Annotated[
         int | None, typer.Option(help="Serve /healthz and /metrics on this port (0: any).")
     ] = None,
+    health_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address the endpoint binds to (default: serve.health_host, loopback); "
+            "0.0.0.0 in a container whose port is published."
+        ),
+    ] = None,
 ) -> None:
     r"""Run the jobs on their \[schedule] until stopped (SIGTERM/Ctrl-C: finish the batch, exit)."""
     from sync.logs import configure_logging
@@ -544,9 +600,14 @@ def serve(
 
     def body() -> None:
         settings = _settings(config)
-        if health_port is not None:
+        overrides = {
+            key: value
+            for key, value in (("health_port", health_port), ("health_host", health_host))
+            if value is not None
+        }
+        if overrides:
             settings = settings.model_copy(
-                update={"serve": settings.serve.model_copy(update={"health_port": health_port})}
+                update={"serve": settings.serve.model_copy(update=overrides)}
             )
         fmt = log_format or settings.serve.log_format
         if fmt not in ("text", "json"):
@@ -619,7 +680,7 @@ def sandbox(
         err.print("serving; press Ctrl-C to stop")
 
     _guard(
-        lambda: demos.run_sandbox(
+        lambda: _demos().run_sandbox(
             workdir,
             port=port,
             leads=leads,
@@ -644,7 +705,7 @@ def demo(
     """Generate a Salesforce org, serve it locally, and run the whole pipeline against it."""
 
     def body() -> None:
-        data = demos.run_demo(workdir, leads=leads, seed=seed, reporter=_reporter(as_json))
+        data = _demos().run_demo(workdir, leads=leads, seed=seed, reporter=_reporter(as_json))
         _show_summary(DemoSummary.from_counts(data), as_json)
 
     _guard(body)

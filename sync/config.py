@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -42,6 +43,7 @@ from connector.segment import SegmentSettings
 from scoring.audiences import AudienceError, audience_columns, validate_expression
 from scoring.spec import PredictionSpec
 from scoring.traits import TraitSpec
+from sync.job_names import JOB_NAMES
 
 ENV_PREFIX = "LEADSCORE_"
 SECRETS_FILE = "secrets.toml"
@@ -344,7 +346,6 @@ class AudienceConfig(BaseModel):
 
 # -- operations: [schedule], [serve], [alerts], [monitor] ------------------------------------------
 
-JOB_NAMES: tuple[str, ...] = ("pull", "score", "push", "sync", "train", "monitor")
 
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -794,14 +795,69 @@ def secret_keys() -> list[tuple[str, str]]:
     return keys
 
 
+# Written by `leadscore sandbox` beside the config it generates: generating, serving or stopped.
+SANDBOX_STATE_FILE = "sandbox.state"
+
+
+def sandbox_state(directory: Path) -> str | None:
+    """What the sandbox whose files are in ``directory`` is doing, if a sandbox wrote them.
+
+    Args:
+        directory: a config file's directory.
+
+    Returns:
+        ``generating`` or ``serving`` while its process runs, ``not running`` once it stopped or
+        died, None when no sandbox wrote there.
+    """
+    try:
+        data = json.loads((directory / SANDBOX_STATE_FILE).read_text())
+        state, pid = str(data["state"]), int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if state == "stopped":
+        return "not running"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "not running"
+    except PermissionError:
+        pass  # another user's live process
+    return state
+
+
+def _sandbox_problem(path: Path) -> ConfigError | None:
+    """A clear error when the config belongs to a sandbox that is not serving (yet)."""
+    state = sandbox_state(path.parent)
+    if state == "generating":
+        return ConfigError(
+            f"{path}: not written yet: the sandbox in {path.parent} is still generating its org "
+            "(waiting)",
+            hint="it writes the config when it serves; run again once it prints 'serving'",
+        )
+    if state == "not running":
+        return ConfigError(
+            f"{path}: the sandbox in {path.parent} is not running",
+            hint=f"start it again: leadscore sandbox --workdir {path.parent}",
+        )
+    return None
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            f"(line {line}) is not valid UTF-8",
+            hint="save the file as UTF-8 (TOML files must be UTF-8)",
+        ) from None
+    except FileNotFoundError:
+        raise _sandbox_problem(path) or ConfigError(
             f"{path}: file not found", hint="pass --config PATH, or start from config.example.toml"
         ) from None
-    except (PermissionError, IsADirectoryError, UnicodeDecodeError, OSError) as exc:
+    except (PermissionError, IsADirectoryError, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(
             f"{path}: cannot read the file ({reason})", hint="check the path and permissions"
@@ -811,6 +867,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{path}: invalid TOML: {exc}", hint="fix the syntax at that line"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: invalid TOML: a value is nested too deeply (arrays or tables inside each "
+            "other hundreds of levels deep)",
+            hint="no leadscore setting nests more than a few levels; fix that value",
         ) from None
 
 
@@ -894,10 +956,13 @@ def load_settings(path: str | Path, *, environ: dict[str, str] | None = None) ->
     path = Path(path)
     env = dict(os.environ if environ is None else environ)
     raw = _read_config_file(path)
+    if (problem := _sandbox_problem(path)) is not None:
+        raise problem  # its URL would only answer "could not be reached"
     secrets_path = Path(env.get(f"{ENV_PREFIX}SECRETS_FILE") or path.parent / SECRETS_FILE)
     from_file = _read_secrets_file(secrets_path, path)
     _merge_secrets(raw, env, from_file)
     _resolve_paths(raw, path.parent)
+    _check_before_validation(raw, path)
     settings = _validate(raw, path, secrets_path, from_file)
     return _with_store_paths(settings, path)
 
@@ -956,6 +1021,106 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             block[key] = str(candidate if candidate.is_absolute() else base / candidate)
         elif isinstance(block, dict) and block.get(key) == "":
             block[key] = None
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _number_type(annotation: Any) -> str | None:
+    """``a number`` / ``true or false`` when a field takes only numbers or booleans."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    kinds = set(args) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else None
+    kinds = kinds or {annotation}
+    if kinds <= {int, float}:
+        return "a number"
+    if kinds == {bool}:
+        return "true or false"
+    return None
+
+
+def _strict_scalars(model: type[BaseModel], data: Any, loc: str, path: Path) -> None:
+    """Refuse a quoted number or boolean (``page_size = "2000"``): pydantic would convert it.
+
+    The value was very likely meant as something else (a string where the file's author thought
+    a number was wanted, or a number in quotes by habit); either way the file says one thing and
+    leadscore would do another.
+    """
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        where = f"{loc}.{key}" if loc else key
+        wanted = _number_type(field.annotation)
+        if wanted and isinstance(value, str) and _coercible(value, wanted):
+            bare = value.strip() if wanted == "a number" else value.strip().lower()
+            raise ConfigError(
+                f"{path}: {where}: must be {wanted}, not the string {value!r}",
+                hint=f"write {key} = {bare} without quotes",
+            )
+        for inner in _models_in(field.annotation):
+            if isinstance(value, dict) and typing.get_origin(field.annotation) is dict:
+                for name, item in value.items():
+                    _strict_scalars(inner, item, f"{where}.{name}", path)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    _strict_scalars(inner, item, f"{where}[{i}]", path)
+            else:
+                _strict_scalars(inner, value, where, path)
+
+
+def _coercible(value: str, wanted: str) -> bool:
+    """Whether pydantic would silently turn this string into the number or boolean."""
+    if wanted == "true or false":
+        return value.strip().lower() in {"true", "false", "yes", "no", "on", "off", "1", "0"}
+    try:
+        float(value)
+    except ValueError:
+        return False  # not a number at all: pydantic's own message says so
+    return True
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models in an annotation (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _check_before_validation(raw: dict[str, Any], path: Path) -> None:
+    """Checks that must name the file and key before anything connects anywhere.
+
+    Quoted numbers (pydantic would accept them), Salesforce object and cursor field names that
+    are not identifiers (they would be reported only after a login, by the API), and certificate
+    and key files that do not exist (they would surface as an unexpected error of the HTTP client).
+    """
+    _strict_scalars(Settings, raw, "", path)
+    salesforce = raw.get("salesforce")
+    streams = salesforce.get("streams") if isinstance(salesforce, dict) else None
+    for name, stream in (streams or {}).items() if isinstance(streams, dict) else ():
+        if not _IDENTIFIER.match(name):
+            raise ConfigError(
+                f"{path}: salesforce.streams.{name!r}: not a Salesforce object API name",
+                hint="use the object's API name, e.g. [salesforce.streams.Lead] or "
+                "[salesforce.streams.My_Object__c]",
+            )
+        cursor = stream.get("cursor_field") if isinstance(stream, dict) else None
+        if isinstance(cursor, str) and not _IDENTIFIER.match(cursor):
+            raise ConfigError(
+                f"{path}: salesforce.streams.{name}.cursor_field: {cursor!r} is not a field API "
+                "name",
+                hint="use a datetime field's API name such as SystemModstamp (the default)",
+            )
+    for section, key in _PATH_KEYS:
+        block = raw.get(section)
+        value = block.get(key) if isinstance(block, dict) else None
+        if isinstance(value, str) and value and not Path(value).is_file():
+            raise ConfigError(
+                f"{path}: {section}.{key}: file {value} does not exist",
+                hint=f"fix the path (relative paths start at {path.parent.resolve()}) or leave "
+                f"{section}.{key} out",
+            )
 
 
 def _validate(

@@ -15,7 +15,7 @@ from typing import Any
 from sklearn.metrics import roc_auc_score
 
 from connector.errors import ConfigError
-from sync.config import load_settings
+from sync.config import SANDBOX_STATE_FILE, Settings, load_settings
 from sync.jobs import run_sync
 from sync.progress import Reporter
 from sync.run import SILENT
@@ -216,6 +216,7 @@ def prepare_workdir(workdir: Path, *, fresh: bool) -> None:
             "config.toml",
             "secrets.toml",
             "sandbox.json",
+            SANDBOX_STATE_FILE,
         ):
             (workdir / name).unlink(missing_ok=True)
         for name in ("models", "sandbox"):
@@ -332,6 +333,10 @@ def run_sandbox(
             hint=f"use one of {', '.join(FIELD_SECURITY_MODES)}",
         )
     prepare_workdir(workdir, fresh=False)
+    # The config is written when the org serves: a config left by an earlier sandbox names a
+    # port nobody listens on, and a client started meanwhile is told to wait (sync/config.py).
+    (workdir / "config.toml").unlink(missing_ok=True)
+    write_sandbox_state(workdir, "generating")
     sandbox = Sandbox(
         workdir / "sandbox",
         leads=leads,
@@ -343,8 +348,8 @@ def run_sandbox(
         segment=True,
         field_security=field_security,
     )
-    sandbox.start()
     try:
+        sandbox.start()
         sandbox.export_segment()
         write_sandbox_files(
             workdir,
@@ -352,11 +357,23 @@ def run_sandbox(
             command="sandbox",
             campaign_id=ensure_audience_campaign(sandbox),
         )
+        write_sandbox_state(workdir, "serving")
         if ready is not None:
             ready(sandbox.info)
         sandbox.serve_forever()
     finally:
         sandbox.stop()
+        write_sandbox_state(workdir, "stopped")
+
+
+def write_sandbox_state(workdir: Path, state: str) -> None:
+    """Record what the sandbox in ``workdir`` is doing, for clients started meanwhile.
+
+    Args:
+        workdir: the sandbox's directory.
+        state: ``generating``, ``serving`` or ``stopped``.
+    """
+    (workdir / SANDBOX_STATE_FILE).write_text(json.dumps({"state": state, "pid": os.getpid()}))
 
 
 def run_demo(
@@ -409,6 +426,7 @@ def run_demo(
     model = result.counts["models"]["lead_conversion"]
     model_auc = model["metrics"]["auc"]
     oracle_auc = float(roc_auc_score(merged["label"], merged["p_true"]))
+    ops = _sales_ops_view(settings)
     return {
         "leads": org_leads,
         "pulled": result.counts["pulled"],
@@ -425,4 +443,39 @@ def run_demo(
         "seconds": round(time.perf_counter() - started, 2),
         "workdir": str(workdir),
         "config": str(config),
+        **ops,
+    }
+
+
+def _sales_ops_view(settings: Settings) -> dict[str, Any]:
+    """What sales ops asks after a demo: leads per tier, the fields written, the lift.
+
+    Args:
+        settings: the demo's configuration.
+
+    Returns:
+        ``tiers`` (tier -> leads, highest first), ``fields_written`` (``Object.Field``) and
+        ``lift`` (the report's sentence on the top 10 % by score).
+    """
+    from connector.store import Store
+    from scoring.registry import load_champion
+    from scoring.report import lift_sentence
+
+    spec = settings.predictions[0]
+    with Store(settings.store.path, read_only=True) as store:
+        scores = store.latest_scores(spec.name)
+    counts = scores["tier"].value_counts() if len(scores) else {}
+    tiers = {str(tier): int(counts[tier]) for tier in sorted(counts.keys())} if len(counts) else {}
+    fields = [
+        f"{p.salesforce.object}.{name}"
+        for p in settings.predictions
+        if p.salesforce is not None
+        for name in p.salesforce.fields.values()
+    ]
+    champion = load_champion(settings.store.models_dir, spec.name)
+    metrics = champion.metadata.get("metrics", {}) if champion else {}
+    return {
+        "tiers": tiers,
+        "fields_written": fields,
+        "lift": lift_sentence(metrics, "leads") or "",
     }

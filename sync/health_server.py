@@ -247,7 +247,7 @@ class ServiceState:
             for name, s in sorted(self.jobs.items()):
                 if s.last_status == "failed":
                     reasons.append(f"{name}: last run failed: {s.last_error}")
-                elif s.last_status in ("partial", "skipped"):
+                elif s.last_status in ("partial", "stopped", "skipped"):
                     warnings.append(f"{name}: last run {s.last_status}: {s.last_error or ''}")
                 if s.overdue_since is not None:
                     reasons.append(

@@ -142,6 +142,8 @@ class RunLock:
         self.on_wait = on_wait
         self.busy_message = busy_message
         self.took_over: LockHolder | None = None
+        # True when the last acquire took the lock (not a re-entrant hold inside a run)
+        self.outermost = False
         self._key = str(self.path.resolve())
 
     def holder(self) -> LockHolder | None:
@@ -195,6 +197,7 @@ class RunLock:
             held = _held.get(self._key)
             if held is not None and held.thread == me:
                 held.count += 1
+                self.outermost = False
                 return self
         fd = self._open()
         deadline = time.monotonic() + self.wait_seconds
@@ -250,6 +253,7 @@ class RunLock:
         os.write(fd, json.dumps(me_as_holder).encode())
         with _registry_lock:
             _held[self._key] = _Held(me, 1, fd)
+        self.outermost = True
         return self
 
     def release(self) -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 from rich.text import Text
 
@@ -39,7 +39,9 @@ from sync.results import (
     SyncSummary,
     TrainSummary,
 )
-from sync.run import JobResult
+
+if TYPE_CHECKING:  # sync.run brings the config and the connectors; rendering needs neither
+    from sync.run import JobResult
 
 Rows = list[tuple[str, Any]]
 
@@ -55,6 +57,23 @@ def kv_table(rows: Rows) -> Table:
     return table
 
 
+# Columns of output that is not a terminal (cron, systemd, a pipe): wide enough that no table is
+# wrapped or cut, since nobody's window decides the width. COLUMNS still wins when set.
+LOG_WIDTH = 400
+
+
+class OutputConsole(Console):
+    """A rich console that wraps at the terminal's width, and not at 80 columns in a log."""
+
+    def _size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(LOG_WIDTH, size.height)
+        return size
+
+    size = property(_size, Console.size.fset)  # type: ignore[assignment]
+
+
 def fmt(value: Any) -> str:
     """A number as a terminal shows it: thousands separated, four decimals."""
     if isinstance(value, float):
@@ -65,12 +84,12 @@ def fmt(value: Any) -> str:
 
 
 def when(value: Any) -> str:
-    """A UTC time, short enough for a table cell (the year is in ``--json``)."""
+    """A UTC time with its date and year (a log read months later must not guess the year)."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
         value = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
-        return f"{value:%m-%d %H:%M:%S}"
+        return f"{value:%Y-%m-%d %H:%M:%S}"
     return str(value)
 
 
@@ -442,7 +461,9 @@ def _status_jobs(out: Console, s: StatusSummary) -> None:
             last.get("status") or "never run",
             f"overdue since {when(j['overdue_since'])}"
             if j["overdue_since"]
-            else when(j["next_run"]),
+            else (
+                when(j["next_run"]) if s.serving or not j["schedule"] else "- (serve not running)"
+            ),
             failures,
             (last.get("error") or "")[:80] if last.get("status") != "ok" else "",
         )
@@ -524,6 +545,8 @@ def _status(out: Console, s: StatusSummary) -> Rows:
     """The jobs, the store's health, then the recent runs (printed here: they come last)."""
     if s.busy:
         out.print(f"running now: {s.busy}")
+    if s.serving:
+        out.print(f"serve: {s.serving}")
     if not s.readable:
         out.print(f"the store {s.store} is in use by a run; its history is not shown")
     if s.jobs:
@@ -596,11 +619,16 @@ def _rollback(out: Console, s: RollbackSummary) -> Rows:
 
 def _demo(out: Console, s: DemoSummary) -> Rows:
     out.print()
+    # sales ops first: what reps now see on their leads, and whether the order is worth following
+    tiers = ", ".join(f"{tier} {n:,}" for tier, n in s.tiers.items())
     return [
         ("leads", fmt(s.leads)),
+        ("leads per tier", tiers or "-"),
+        ("fields written", ", ".join(s.fields_written) or "-"),
+        ("lift", s.lift or "-"),
         ("pulled", fmt(s.pulled)),
         ("scored", fmt(s.scored)),
-        ("written", fmt(s.written)),
+        ("written", f"{fmt(s.written)} leads"),
         ("segment", f"{fmt(s.segment_written)} profiles got score traits"),
         ("api calls", fmt(s.api_calls)),
         ("model AUC", f"{s.model_auc:.4f}  (holdout of {s.holdout:,} newest leads)"),

@@ -186,6 +186,7 @@ class StatusSummary(Summary):
     store: str = ""
     readable: bool = True
     busy: str | None = None
+    serving: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead_letters: int | None = None
@@ -259,6 +260,9 @@ class DemoSummary(Summary):
     seconds: float = 0.0
     workdir: str = ""
     config: str = ""
+    tiers: dict[str, int] = field(default_factory=dict)
+    fields_written: list[str] = field(default_factory=list)
+    lift: str = ""
 
 
 # Job name -> its type; a job not listed keeps untyped counts (rendered generically).

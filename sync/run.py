@@ -16,16 +16,14 @@ from connector.http import CallCounter
 from connector.salesforce import (
     SalesforceSettings,
 )
-from connector.store import Store, utc_now
+from connector.store import Store, out_of_space, utc_now
 from connector.store.runs import (
     JobHistory,
     fail_abandoned_runs,
     job_histories,
     record_run,
 )
-from scoring.pipeline import (
-    ScoringError,
-)
+from scoring.errors import ScoringError
 from sync.config import Settings
 from sync.lock import LockHolder, RunLock, lock_path
 from sync.logs import run_context
@@ -48,7 +46,8 @@ class JobResult:
 
     Attributes:
         job: job name.
-        status: ``ok``, ``partial``, ``failed`` or ``skipped``.
+        status: ``ok``, ``partial`` (some records rejected), ``stopped`` (on request, at a
+            checkpoint), ``failed`` or ``skipped``.
         counts: job-specific counts (JSON-serialisable), as the run log records them; read
             them typed through :attr:`summary`.
         api_calls: calls made against remote API allowances.
@@ -104,8 +103,9 @@ def recorded(store: Store, job: str, counter: CallCounter | None = None) -> Iter
         try:
             yield result
         except BaseException as exc:
-            # A stop request ends the run at a checkpoint: what it did is committed (partial).
-            result.status = "partial" if isinstance(exc, Interrupted) else "failed"
+            # A stop request ends the run at a checkpoint: what it did is committed (stopped;
+            # `partial` is kept for runs whose records were rejected in part).
+            result.status = "stopped" if isinstance(exc, Interrupted) else "failed"
             message = (
                 str(exc)
                 if isinstance(exc, LeadscoreError | ScoringError)
@@ -115,19 +115,24 @@ def recorded(store: Store, job: str, counter: CallCounter | None = None) -> Iter
                 message = "interrupted"
             result.seconds = time.perf_counter() - started
             result.api_calls = (counter.api_calls - calls_before) if counter else 0
-            store.finish_run(
-                result.run_id,
-                status=result.status,
-                counts=counts(),
-                api_calls=result.api_calls,
-                error=message,
-            )
+            try:
+                store.finish_run(
+                    result.run_id,
+                    status=result.status,
+                    counts=counts(),
+                    api_calls=result.api_calls,
+                    error=message,
+                )
+            except Exception as unrecorded:
+                # A full disk or a database DuckDB invalidated after a fatal error: the run's
+                # own error is the one to report; the next run closes this row as abandoned.
+                log.warning("%s: could not record the run's end: %s", job, unrecorded)
             # INFO: the caller decides how loudly to report it (the CLI prints one line, the
             # scheduler logs an error).
             log.info(
                 "%s %s after %.1f s: %s",
                 job,
-                "stopped" if result.status == "partial" else "failed",
+                result.status,
                 result.seconds,
                 message,
             )
@@ -172,19 +177,39 @@ def open_store(
         on_wait=waiting,
     )
     with lock:
-        store = Store(settings.store.path)
+        path = settings.store.path
         try:
-            if lock.took_over is not None:
+            store = Store(path)
+        except Exception as exc:
+            raise out_of_space(exc, path) or exc from None
+        try:
+            if lock.outermost:
+                # Holding the lock, this process is the only one running jobs on the store: a
+                # row still `running` belongs to a run that ended without recording its end
+                # (killed, crashed, or a full disk that refused the last write).
+                who = lock.took_over.describe() if lock.took_over else "an earlier run"
                 abandoned = fail_abandoned_runs(
                     store,
-                    f"abandoned: {lock.took_over.describe()} ended without recording an outcome "
-                    "(killed or crashed); committed pages and batches are kept",
+                    f"abandoned: {who} ended without recording an outcome (killed, crashed or "
+                    "out of disk space); committed pages and batches are kept",
                 )
                 if abandoned:
-                    log.warning("marked %d abandoned run(s) as failed", abandoned)
+                    log.log(
+                        logging.WARNING if lock.took_over else logging.INFO,
+                        "marked %d abandoned run(s) as failed",
+                        abandoned,
+                    )
             yield store
+        except Exception as exc:
+            full = out_of_space(exc, path)
+            if full is None:
+                raise
+            raise full from None
         finally:
-            store.close()
+            try:
+                store.close()
+            except Exception as exc:  # an invalidated database cannot checkpoint
+                log.warning("closing the store %s: %s", path, exc)
 
 
 def check_stop(should_stop: StopCheck | None, job: str, where: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
+    JobExecutionEvent,
     JobSubmissionEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -258,7 +259,7 @@ class Service:
         except Interrupted as exc:
             log.warning("%s", exc)
             self.state.finish(
-                name, status="partial", started=started, finished=self.clock(), error=str(exc)
+                name, status="stopped", started=started, finished=self.clock(), error=str(exc)
             )
         except LeadscoreError as exc:
             log.error("%s failed: %s", name, exc)
@@ -287,10 +288,13 @@ class Service:
             self._refresh_schedule()
             self._idle.set()
 
-    def _on_not_run(self, event: JobSubmissionEvent) -> None:
+    def _on_not_run(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
         """A firing that did not run: too late (missed) or the previous run was still going."""
         name = event.job_id
-        when = event.scheduled_run_time
+        # APScheduler 3.11 reports a miss with one time (JobExecutionEvent) and an overlap with
+        # the list of coalesced times (JobSubmissionEvent.scheduled_run_times): the newest counts.
+        times = getattr(event, "scheduled_run_times", None)
+        when = max(times) if times else event.scheduled_run_time
         if event.code == EVENT_JOB_MISSED:
             late = (self.clock() - when).total_seconds()
             reason = (

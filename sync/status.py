@@ -101,12 +101,15 @@ def read_status(
         now: reference time (naive UTC; default now).
 
     Returns:
-        ``store``, ``busy`` (the holder of the run lock, when a run is going on), ``runs`` (newest
-        first), ``jobs`` (per job: schedule, last run, next run, failures), ``dead_letters``,
+        ``store``, ``busy`` (the holder of the run lock, when a run is going on), ``serving`` (the
+        ``serve`` process, when one runs), ``runs`` (newest first), ``jobs`` (per job: schedule,
+        last run, next run (None while no ``serve`` runs), failures), ``dead_letters``,
         ``api_usage``, ``alerts`` (active conditions), ``models`` (champion, AUC, age).
     """
     now = now or utc_now()
     holder = RunLock(lock_path(settings.store.path), "status").holder()
+    # scheduled jobs run only while `serve` runs: without it there is no next run to show
+    serving = RunLock(lock_path(settings.store.path, "serve"), "status").holder()
     runs: list[dict[str, Any]] = []
     histories: dict[str, Any] = {}
     dead, usage, alerts = None, None, []
@@ -160,7 +163,7 @@ def read_status(
                 if last
                 else None
             ),
-            "next_run": upcoming.get(job),
+            "next_run": upcoming.get(job) if serving is not None else None,
             "overdue_since": overdue.get(job),
             "last_ok_at": history.last_ok_at if history else None,
             "consecutive_failures": history.consecutive_failures if history else 0,
@@ -174,6 +177,7 @@ def read_status(
         "store": str(settings.store.path),
         "readable": readable or not settings.store.path.exists(),
         "busy": holder.describe() if holder else None,
+        "serving": serving.describe() if serving else None,
         "runs": runs,
         "jobs": jobs_out,
         "dead_letters": dead,

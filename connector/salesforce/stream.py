@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConfigError, RequestError
 from connector.progress import Reporter
@@ -29,6 +27,9 @@ from connector.salesforce.rest import (
 from connector.salesforce.session import SalesforceClient
 from connector.salesforce.settings import LARGE_RUN_CALLS, StreamSettings
 from connector.store import PageCounts, Store, raw_table_name, utc_now
+
+if TYPE_CHECKING:  # imported on first use by _frame: every CLI command imports this package
+    import pandas as pd
 
 
 @dataclass
@@ -110,6 +111,8 @@ class SalesforceStream:
         setting = f"salesforce.streams.{sobject}"
         description = describe_object(sf, sobject)
         name = description.name
+        # the cursor first, so that a misspelt cursor_field is reported under its own key
+        resolve_fields(description, [stream.cursor_field], setting=f"{setting}.cursor_field")
         fields = resolve_fields(
             description, ["Id", stream.cursor_field, *stream.fields], setting=f"{setting}.fields"
         )
@@ -245,7 +248,7 @@ class SalesforceStream:
                     since=since,
                     include_deleted=include_deleted,
                 ):
-                    frame = pd.DataFrame.from_records(page, columns=query_fields)
+                    frame = _frame(page, columns=query_fields)
                     page_counts = store.upsert_page(
                         name,
                         table,
@@ -314,8 +317,12 @@ class SalesforceStream:
                 page.path for page in read_bulk(sf, job, workdir=store.path.parent)
             )
         else:
-            pages = (
-                pd.DataFrame.from_records(page, columns=["Id"])
-                for page in read_records(sf, name, ["Id"])
-            )
+            pages = (_frame(page, columns=["Id"]) for page in read_records(sf, name, ["Id"]))
         return store.remove_absent(table, "Id", pages)
+
+
+def _frame(records: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """A page of records as a DataFrame (pandas is imported here, when a pull needs it)."""
+    import pandas as pd
+
+    return pd.DataFrame.from_records(records, columns=columns)

@@ -23,21 +23,25 @@ Timestamps are stored as naive ``TIMESTAMP`` in UTC. Identifiers in SQL are vali
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from connector.clock import utc_now
-from connector.errors import ConfigError
+from connector.errors import ConfigError, LeadscoreError
+
+if TYPE_CHECKING:  # pandas costs 0.3 s to import; `leadscore status` never needs it
+    import pandas as pd
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -390,6 +394,23 @@ class Store:
         """
         with self._lock:
             return self.con.execute(sql, params or []).df()
+
+    def query_records(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Run a read query and return its rows as plain dicts (NULL as None).
+
+        Unlike :meth:`query_df` it needs no pandas, which keeps ``leadscore status`` quick.
+
+        Args:
+            sql: SQL with ``?`` placeholders.
+            params: bound values.
+
+        Returns:
+            One dict per row, keyed by column name.
+        """
+        with self._lock:
+            cursor = self.con.execute(sql, params or [])
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def read_connection(self) -> duckdb.DuckDBPyConnection:
         """The connection ``scoring/`` reads the store through (its feature and label SQL).
@@ -1010,12 +1031,11 @@ class Store:
         Returns:
             Run-log rows as dicts (``counts`` decoded).
         """
-        df = self.query_df(
+        runs = self.query_records(
             "SELECT run_id, job, started_at, finished_at, status, counts, api_calls, error "
             "FROM run_log ORDER BY run_id DESC LIMIT ?",
             [limit],
         )
-        runs = df.astype(object).where(df.notna(), None).to_dict("records")
         for run in runs:
             run["counts"] = json.loads(run["counts"]) if run["counts"] else {}
         return runs
@@ -1124,6 +1144,8 @@ class Store:
         """
         if not attempts:
             return
+        import pandas as pd
+
         frame = pd.DataFrame(
             {
                 "record_id": [a["record_id"] for a in attempts],
@@ -1177,6 +1199,8 @@ class Store:
         """
         if not outcomes:
             return
+        import pandas as pd
+
         now = utc_now()
         frame = pd.DataFrame(
             {
@@ -1263,9 +1287,51 @@ class Store:
         return len(rows)
 
 
+def out_of_space(exc: BaseException, path: Path) -> LeadscoreError | None:
+    """The one-line error for a write that failed because the store's disk is full, if it was.
+
+    DuckDB reports a full disk as an ``IOException`` (the write) and then as a
+    ``FatalException`` for every later statement ("database has been invalidated"); both carry
+    the operating system's "No space left on device", as does an ``OSError`` with ``ENOSPC``.
+
+    Args:
+        exc: the exception (its causes are searched too).
+        path: the store's file.
+
+    Returns:
+        The error naming the store and the space to free, or None for any other failure.
+    """
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and all(seen is not e for e in chain):  # chains can loop
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if not any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+        for e in chain
+    ):
+        return None
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(folder).free
+    size = sum(f.stat().st_size for f in path.parent.glob(f"{path.name}*") if f.is_file())
+    # a checkpoint rewrites changed blocks and the WAL grows with a run's writes: ask for the
+    # store's size again (at least 100 MB), which covers a full rewrite
+    needed = max(size, 100 * 2**20)
+    return LeadscoreError(
+        f"the store {path} ran out of disk space ({_mb(free)} free on {folder}); "
+        "the run stopped and what it committed is kept",
+        hint=f"free at least {_mb(needed)} there (the store is {_mb(size)}) or move store.path, "
+        "then run again",
+    )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n / 1024:,.0f} KB"
+
+
 def _py(value: Any) -> Any:
     """Convert a pandas/numpy scalar to a plain Python value DuckDB binds."""
-    if isinstance(value, pd.Timestamp):
+    if hasattr(value, "to_pydatetime"):  # a pandas Timestamp
         return value.to_pydatetime()
     if hasattr(value, "item"):
         return value.item()

@@ -11,16 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from connector.store import Store, utc_now
 
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame rows as plain dicts with None for missing values."""
-    return df.astype(object).where(df.notna(), None).to_dict("records")
+if TYPE_CHECKING:  # pandas is imported by the queries that return frames, not by `status`
+    import pandas as pd
 
 
 # -- run history -----------------------------------------------------------------------------------
@@ -115,7 +111,7 @@ def job_histories(store: Store, now: datetime | None = None) -> dict[str, JobHis
         Job name -> its history, for every job that ever ran.
     """
     now = now or utc_now()
-    stats = store.query_df(
+    stats = store.query_records(
         """SELECT job,
                   count(*) AS runs,
                   max(finished_at) FILTER (WHERE status = 'ok') AS last_ok_at,
@@ -125,11 +121,11 @@ def job_histories(store: Store, now: datetime | None = None) -> dict[str, JobHis
            FROM run_log GROUP BY job""",
         [now - timedelta(hours=24)],
     )
-    last = store.query_df(
+    last = store.query_records(
         """SELECT run_id, job, started_at, finished_at, status, counts, api_calls, error
            FROM run_log WHERE run_id IN (SELECT max(run_id) FROM run_log GROUP BY job)"""
     )
-    streaks = store.query_df(
+    streaks = store.query_records(
         """SELECT r.job, count(*) AS n FROM run_log r
            LEFT JOIN (SELECT job, max(run_id) FILTER (WHERE status NOT IN ('failed', 'skipped',
                                                                          'running')) AS good
@@ -137,13 +133,13 @@ def job_histories(store: Store, now: datetime | None = None) -> dict[str, JobHis
            WHERE r.status = 'failed' AND r.run_id > coalesce(g.good, 0)
            GROUP BY r.job"""
     )
-    streak = dict(zip(streaks["job"], streaks["n"], strict=True))
+    streak = {row["job"]: row["n"] for row in streaks}
     last_by_job = {}
-    for run in _records(last):
+    for run in last:
         run["counts"] = json.loads(run["counts"]) if run["counts"] else {}
         last_by_job[run["job"]] = run
     out = {}
-    for row in _records(stats):
+    for row in stats:
         job = row["job"]
         out[job] = JobHistory(
             job=job,
@@ -165,8 +161,8 @@ def last_started(store: Store) -> dict[str, datetime]:
     Returns:
         Job name -> naive UTC start time.
     """
-    df = store.query_df("SELECT job, max(started_at) AS started FROM run_log GROUP BY job")
-    return {job: ts.to_pydatetime() for job, ts in zip(df["job"], df["started"], strict=True)}
+    rows = store.query_records("SELECT job, max(started_at) AS started FROM run_log GROUP BY job")
+    return {row["job"]: row["started"] for row in rows}
 
 
 def last_api_usage(store: Store) -> dict[str, Any] | None:
@@ -215,7 +211,7 @@ def dead_letter_rows(store: Store, limit: int = 20) -> list[dict[str, Any]]:
         Dicts ``target, object, status, reason, records, fields, example`` where ``reason`` is the
         error code and message of the last attempt and ``example`` one record id.
     """
-    rows = store.query_df(
+    return store.query_records(
         """SELECT target, object, status, coalesce(last_error, 'UNKNOWN') AS reason,
                   count(DISTINCT record_id) AS records, count(*) AS fields,
                   min(record_id) AS example
@@ -223,7 +219,6 @@ def dead_letter_rows(store: Store, limit: int = 20) -> list[dict[str, Any]]:
            GROUP BY ALL ORDER BY records DESC, target, object, reason LIMIT ?""",
         [limit],
     )
-    return _records(rows)
 
 
 # -- alert state -----------------------------------------------------------------------------------
@@ -238,8 +233,10 @@ def read_alert_states(store: Store) -> dict[str, dict[str, Any]]:
     Returns:
         Key -> ``active, since, message, notified, updated_at``.
     """
-    df = store.query_df("SELECT key, active, since, message, notified, updated_at FROM alert_state")
-    return {row.pop("key"): row for row in _records(df)}
+    rows = store.query_records(
+        "SELECT key, active, since, message, notified, updated_at FROM alert_state"
+    )
+    return {row.pop("key"): row for row in rows}
 
 
 def write_alert_state(
@@ -364,13 +361,12 @@ def realized_history(store: Store, prediction: str) -> list[dict[str, Any]]:
     Returns:
         Rows with ``bands`` decoded.
     """
-    df = store.query_df(
+    out = store.query_records(
         "SELECT score_run_id, scored_at, model_version, window_days, evaluated_at, leads, "
         "conversions, auc, bands FROM realized_performance WHERE prediction = ? "
         "ORDER BY scored_at",
         [prediction],
     )
-    out = _records(df)
     for row in out:
         row["bands"] = json.loads(row["bands"]) if row["bands"] else []
     return out

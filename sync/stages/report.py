@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connector.errors import LeadscoreError
+from connector.errors import ConfigError, LeadscoreError
 from connector.store import utc_now
 from scoring.registry import (
     load_challenger,
@@ -39,6 +39,7 @@ def run_report(
         if out
         else ((settings.path.parent if settings.path else Path.cwd()) / "report.html")
     )
+    _check_writable(path)
     with (
         open_store(settings, "report", reporter=reporter) as store,
         recorded(store, "report") as result,
@@ -74,7 +75,6 @@ def run_report(
             raise LeadscoreError(
                 "no prediction has a trained model", hint="run `leadscore train` first"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(
             build_report(
@@ -95,3 +95,25 @@ def run_report(
         tmp.replace(path)
         result.counts = {"path": str(path), "predictions": [i.name for i in inputs]}
     return result
+
+
+def _check_writable(path: Path) -> None:
+    """Make the report's folder (missing folders are created) or say why it cannot be written.
+
+    Checked before the report is drawn, which takes a while.
+
+    Raises:
+        ConfigError: the folder cannot be created or written to.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        probe = path.with_suffix(path.suffix + ".tmp")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"report --out {path}: cannot write there ({exc.strerror or type(exc).__name__})",
+            hint="pick a file in a folder you can write to",
+        ) from None

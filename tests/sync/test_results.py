@@ -73,6 +73,7 @@ def test_the_commands_that_are_not_jobs_print_the_dicts_their_functions_return()
             "store": "store.duckdb",
             "readable": True,
             "busy": None,
+            "serving": None,
             "runs": [],
             "jobs": {},
             "dead_letters": None,

@@ -4,11 +4,14 @@ sleep, skipped runs, alerts once per state change, and the health endpoint."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +19,12 @@ from connector.errors import Busy, ConfigError
 from connector.store import Store
 from sync.config import cron_trigger, load_settings
 from sync.health_server import HealthServer, ServiceState, overdue_jobs
+from sync.jobs import run_job
 from sync.scheduler import Service
 
 from .conftest import write_config
 
+LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)  # a Monday
 
 
@@ -273,3 +278,32 @@ def test_a_busy_health_port_is_a_clear_error(tmp_path):
         assert service.wait()
     finally:
         taken.stop()
+
+
+def test_an_overlapping_firing_is_recorded_as_skipped_without_a_traceback(tmp_path, caplog):
+    # a job that outlasts its 1 s interval: the firings in between overlap and are skipped
+    settings = settings_with(tmp_path, 'score = { every = "1s" }')
+
+    def slow(settings, name, **options):
+        time.sleep(2.5)
+        return run_job(settings, name, **options)
+
+    service = Service(settings, watch_seconds=3600, runner=slow).start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and service.state.runs.get(("score", "failed"), 0) < 1:
+            time.sleep(0.05)
+    finally:
+        service.request_stop("test")
+        assert service.wait()
+    assert "Traceback" not in caplog.text and "Error notifying listener" not in caplog.text
+    status = subprocess.run(
+        [LEADSCORE, "status", "--config", str(settings.path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    skipped = [r for r in json.loads(status.stdout)["runs"] if r["status"] == "skipped"]
+    assert skipped and all(r["job"] == "score" for r in skipped)
+    assert "previous run of this job was still going" in skipped[0]["error"]

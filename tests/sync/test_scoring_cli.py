@@ -102,6 +102,23 @@ def test_import_train_models_and_report_from_a_csv(tmp_path):
     # the monitoring section (drift against the training population) is part of the report
     assert "Monitoring: drift and realized conversion" in page
     assert "Drift against the training population" in page
+    # what reps read: each tier's outcome rate, scores on their 0-100 scale, and the champion
+    # is not described as "no champion yet"
+    assert "Outcome rate by tier on the held-out" in page and "outcome rate</th>" in page
+    assert "no champion yet" not in page
+    # the report's folder ("out", above) is made when missing; one that cannot be made is one
+    # line, found before the report is drawn
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the report's folder should be")
+    refused = leadscore("report", "--config", config, "--out", str(blocker / "sub" / "r.html"))
+    assert refused.returncode == 2
+    assert_one_line_error(refused, "report --out", "cannot write there", "pick a file")
+    # status after a report run (whose counts list its predictions) reads it, as text and JSON
+    status = leadscore("status", "--config", config)
+    assert status.returncode == 0, status.stderr
+    assert "report.html" in status.stdout
+    runs = json.loads(leadscore("status", "--config", config, "--json").stdout)["runs"]
+    assert next(r for r in runs if r["job"] == "report")["counts"]["predictions"] == ["upsell"]
 
 
 def test_scoring_errors_are_one_line(tmp_path):
@@ -118,3 +135,17 @@ def test_scoring_errors_are_one_line(tmp_path):
     assert_one_line_error(
         leadscore("report", "--config", config, "--json"), "no prediction has a trained"
     )
+
+
+def test_promote_takes_only_versions_inside_the_registry(tmp_path):
+    config = write_project(tmp_path)
+    outside = tmp_path / "elsewhere" / "20250101T000000Z-abcd"
+    outside.mkdir(parents=True)
+    (outside / "metadata.json").write_text('{"version": "x", "task": "binary"}')
+    for version in (str(outside), "../../elsewhere/20250101T000000Z-abcd", ".."):
+        result = leadscore(
+            "models", "promote", "upsell", "--config", str(config), "--version", version
+        )
+        assert result.returncode == 2, result.stderr
+        assert_one_line_error(result, "is not a version of prediction 'upsell'")
+    assert not (tmp_path / "models" / "upsell" / "champion.json").exists()

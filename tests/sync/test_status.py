@@ -17,6 +17,7 @@ from scoring.registry import save_version
 from sync.cli import app
 from sync.config import load_settings
 from sync.jobs import read_status
+from sync.lock import RunLock, lock_path
 
 from .conftest import write_config
 
@@ -67,7 +68,11 @@ def test_status_per_job(tmp_path):
         champion=True,
     )
 
-    data = read_status(settings, now=NOW)
+    # a next run exists only while `serve` runs (it holds the store's serve lock)
+    assert read_status(settings, now=NOW)["jobs"]["train"]["next_run"] is None
+    with RunLock(lock_path(settings.store.path, "serve"), "serve"):
+        data = read_status(settings, now=NOW)
+    assert data["serving"].startswith("serve (pid ")
     sync = data["jobs"]["sync"]
     assert sync["schedule"] == "every 10m"
     assert sync["last_run"]["status"] == "failed"
@@ -92,6 +97,8 @@ def test_status_per_job(tmp_path):
     fragments = ("overdue", "13,800 of 15,000", "dead letters", "(2 in a", "failed:sync")
     for fragment in (*fragments, "lead_conversion auc 0.8123 (champion)"):
         assert fragment in words, words
+    # the dates carry their year
+    assert "2025-06-02 11:30:00" in words
 
 
 def test_status_after_a_report_run(tmp_path):
