@@ -105,11 +105,15 @@ class Budget:
         max_share_of_daily_limit: stop when the org's usage reaches this share of its daily
             allowance, or None.
         setting: config key named in the message (e.g. ``salesforce.budget``).
+        read_usage: reads the org's usage without spending a counted call (Salesforce:
+            ``/limits``) into the counter; called before the first counted call of a run, so
+            that a run starting at the share stops before it spends anything.
     """
 
     max_calls_per_run: int | None = None
     max_share_of_daily_limit: float | None = None
     setting: str = "budget"
+    read_usage: Callable[[CallCounter], None] | None = field(default=None, compare=False)
 
     def check(self, counter: CallCounter) -> None:
         """Raise before a call that would exceed the budget.
@@ -126,6 +130,12 @@ class Budget:
                 f"({self.setting}.max_calls_per_run = {self.max_calls_per_run})",
                 hint="raise the cap, or let the next run resume where this one stopped",
             )
+        if (
+            self.max_share_of_daily_limit is not None
+            and counter.org_usage is None
+            and self.read_usage is not None
+        ):
+            self.read_usage(counter)
         if self.max_share_of_daily_limit is not None and counter.org_usage:
             used, total = counter.org_usage
             if total and used >= self.max_share_of_daily_limit * total:

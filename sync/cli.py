@@ -601,6 +601,16 @@ def sandbox(
             "or drifting (interacting, with a regime shift in the newest months)."
         ),
     ] = "classic",
+    daily_api_limit: Annotated[
+        int, typer.Option(min=1, help="The org's daily API allowance (403 past it).")
+    ] = 100_000,
+    faults: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML or JSON file of fault rules (rate, kind: unavailable, request_limit, "
+            "expired_session, slow, drop, lost_answer; lock_rate) to rehearse a bad day."
+        ),
+    ] = None,
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -628,6 +638,8 @@ def sandbox(
             reporter=_reporter(False),
             ready=ready,
             org=org,
+            daily_api_limit=daily_api_limit,
+            faults=faults,
         )
     )
 
