@@ -66,7 +66,7 @@ class CallCounter:
 
     Attributes:
         by_category: attempts sent, by category (``api`` counts against the daily allowance;
-            ``auth`` does not).
+            ``auth`` and ``uncounted`` do not).
         org_usage: (used, max) of the daily allowance from the last ``Sforce-Limit-Info`` header.
     """
 
@@ -305,8 +305,10 @@ class Session(requests.Session):
         budget: Budget | None = None,
         is_auth_url: Callable[[str], bool] = lambda url: False,
         sleep: Callable[[float], None] = time.sleep,
+        is_uncounted_url: Callable[[str], bool] = lambda url: False,
     ) -> None:
         super().__init__()
+        self._is_uncounted_url = is_uncounted_url
         self.settings = settings
         self.counter = counter if counter is not None else CallCounter()
         self.budget = budget
@@ -341,7 +343,13 @@ class Session(requests.Session):
         # make it win.
         kwargs.setdefault("verify", self.settings.ca_bundle or True)
         method = method.upper()
-        category = "auth" if self._is_auth_url(url) else "api"
+        category = (
+            "auth"
+            if self._is_auth_url(url)
+            else "uncounted"
+            if self._is_uncounted_url(url)
+            else "api"
+        )
         resendable = method in IDEMPOTENT_METHODS or self.settings.resend_non_idempotent
         refreshed = False
 
@@ -420,6 +428,7 @@ def make_session(
     sleep: Callable[[float], None] = time.sleep,
     rate_limit: TokenBucket | None = None,
     pool_size: int = 10,
+    is_uncounted_url: Callable[[str], bool] = lambda url: False,
 ) -> Session:
     """Build the session every connector uses.
 
@@ -432,12 +441,19 @@ def make_session(
         sleep: how to wait between attempts (tests pass a no-op).
         rate_limit: a token bucket every attempt waits on (the API's requests-per-second limit).
         pool_size: connections kept per host (raise it for concurrent callers).
+        is_uncounted_url: tells apart API requests the allowance does not count (Salesforce's
+            ``/limits``): no budget check, counted as ``uncounted``.
 
     Returns:
         A configured :class:`Session`.
     """
     session = Session(
-        settings, counter=counter, budget=budget, is_auth_url=is_auth_url, sleep=sleep
+        settings,
+        counter=counter,
+        budget=budget,
+        is_auth_url=is_auth_url,
+        sleep=sleep,
+        is_uncounted_url=is_uncounted_url,
     )
     if rate_limit is not None or pool_size != 10:
         adapter: requests.adapters.HTTPAdapter = (

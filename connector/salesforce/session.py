@@ -81,8 +81,7 @@ class SalesforceClient:
         self.instance_url: str | None = None
         self._auth = TokenAuth(self._fetch_token)
         self._rotated_refresh_token: str | None = None
-        self._usage_lock = threading.RLock()
-        self._reading_usage = False
+        self._usage_lock = threading.Lock()
         self.budget = Budget(
             settings.max_calls_per_run,
             settings.max_share_of_daily_limit,
@@ -90,7 +89,12 @@ class SalesforceClient:
             read_usage=self._read_usage,
         )
         self.session = make_session(
-            http, counter=self.counter, budget=self.budget, auth=self._auth, sleep=sleep
+            http,
+            counter=self.counter,
+            budget=self.budget,
+            auth=self._auth,
+            sleep=sleep,
+            is_uncounted_url=_is_limits_url,
         )
         if settings.duplicate_rule_allow_save:
             # Active duplicate rules then let writes save records they flag
@@ -115,9 +119,8 @@ class SalesforceClient:
             counter: the run's counter, whose ``org_usage`` this sets.
         """
         with self._usage_lock:
-            if self._reading_usage or counter.org_usage is not None:
-                return  # the /limits request itself, or another thread already read it
-            self._reading_usage = True
+            if counter.org_usage is not None:
+                return  # another thread read it meanwhile
             try:
                 _ = self._auth.token  # log in first: the instance URL comes with the token
                 url = f"{self.instance_url}/services/data/v{self.settings.api_version}/limits/"
@@ -133,8 +136,6 @@ class SalesforceClient:
                 # The call that follows fails the same way and says so; the budget still
                 # applies from its usage header on.
                 log.debug("reading /limits failed: %s", type(exc).__name__)
-            finally:
-                self._reading_usage = False
 
     def connect(self) -> SalesforceClient:
         """Log in now, so that bad credentials or URLs fail before any work starts.
@@ -401,6 +402,11 @@ class SalesforceClient:
                 hint="check salesforce.username, the password and the security token",
             ) from None
         return token, f"https://{instance}"
+
+
+def _is_limits_url(url: str) -> bool:
+    """``/services/data/vXX.X/limits``: reading the allowance does not spend it."""
+    return urlparse(url).path.rstrip("/").endswith("/limits")
 
 
 def _jwt_audience(login_url: str) -> str:

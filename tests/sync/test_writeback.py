@@ -155,9 +155,13 @@ def test_a_crash_between_the_write_and_the_ledger_commit_is_read_back_not_resent
     leads = live_leads(sandbox)
     scores = add_scores(settings, leads)
     # Salesforce applies the first update request, then the answer is lost: the process sees a
-    # dropped connection and (max_attempts = 1) gives up, as a killed process would.
+    # dropped connection; its read-back fails too and (max_attempts = 1) it gives up, as a killed
+    # process would.
     sandbox.faults = InjectedFaults(
-        [FaultRule("drop", at=(1,), methods=("PATCH",), categories=("composite",))]
+        [
+            FaultRule("drop", at=(1,), methods=("PATCH",), categories=("composite",)),
+            FaultRule("unavailable", at=(1,), methods=("GET",), categories=("composite",)),
+        ]
     )
     with pytest.raises(TransientError):
         run_push(settings)
@@ -308,3 +312,34 @@ def test_setup_creates_the_fields_of_every_new_output_kind(org):
     add_scores(settings, live_leads(sandbox))
     pushed = run_push(settings).counts["predictions"]["lead_conversion"]
     assert pushed["failed"] == 0 and pushed["written"] == len(live_leads(sandbox))
+
+
+def test_a_lost_write_answer_is_read_back_not_sent_again(org):
+    """Connections dropped after Salesforce applied a Collections write: nothing written twice."""
+    sandbox, config = org
+    settings = settings_for(config, write_batch_size=10)
+    run_pull(settings)
+    leads = live_leads(sandbox)
+    add_scores(settings, leads)
+    # every third Collections update is applied, then its connection closes before any answer
+    sandbox.faults = InjectedFaults(
+        [
+            FaultRule(
+                "lost_answer", at=(1, 4, 7, 10, 13), methods=("PATCH",), categories=("composite",)
+            )
+        ]
+    )
+    result = CliRunner().invoke(app, ["push", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert sandbox.faults.injected["lost_answer"] == 5
+    twice = sandbox.sql(
+        "SELECT count(*) FROM (SELECT record_id, field FROM write_log "
+        "GROUP BY record_id, field HAVING count(*) > 1)"
+    )[0][0]
+    assert twice == 0
+    with Store(settings.store.path) as store:
+        ledger = store.ledger("salesforce", "Lead")
+    assert set(ledger["status"]) == {"written"}
+    assert ledger["record_id"].nunique() == len(leads)
+    rows = dict(sandbox.sql("SELECT Id, Lead_Score__c FROM Lead WHERE IsDeleted = 0"))
+    assert all(rows[lead] is not None for lead in leads)
