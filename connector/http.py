@@ -17,12 +17,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 import tenacity
 
+from connector.clock import parse_http_date_or_none
 from connector.errors import (
     IDEMPOTENT_METHODS,
     Action,
@@ -68,10 +70,13 @@ class CallCounter:
         by_category: attempts sent, by category (``api`` counts against the daily allowance;
             ``auth`` and ``uncounted`` do not).
         org_usage: (used, max) of the daily allowance from the last ``Sforce-Limit-Info`` header.
+        server_time: the newest ``Date`` header answered (naive UTC, the server's clock): a
+            time every change the server committed before it answered is visible at.
     """
 
     by_category: Counter[str] = field(default_factory=Counter)
     org_usage: tuple[int, int] | None = None
+    server_time: datetime | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -94,6 +99,11 @@ class CallCounter:
                 match = _API_USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
                 if match:
                     self.org_usage = (int(match.group(1)), int(match.group(2)))
+                answered = parse_http_date_or_none(response.headers.get("Date"))
+                if answered is not None and (
+                    self.server_time is None or answered > self.server_time
+                ):
+                    self.server_time = answered
 
 
 @dataclass(frozen=True)

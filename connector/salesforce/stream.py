@@ -207,6 +207,11 @@ class SalesforceStream:
             total = count_records(
                 sf, name, cursor_field=cursor.name, since=since, include_deleted=include_deleted
             )
+        # The server's time before the read (the count's answer, or the job's creation): every
+        # change committed before it is read, so the next read's overlap is anchored there. The
+        # newest row read is no anchor: in a quiet org, the records of the last push would be
+        # read again on every cycle.
+        read_from = sf.counter.server_time
         if total is None or total > s.bulk_read_threshold:
             # create + one poll + result pages; /limits tells whether the org can afford it
             check_allowance(
@@ -232,6 +237,7 @@ class SalesforceStream:
                 started_at=started,
             )
             read_job(job, None)
+            read_from = job.created
         elif total > 0:
             planned = math.ceil(total / s.page_size)
             if planned > LARGE_RUN_CALLS:
@@ -257,6 +263,8 @@ class SalesforceStream:
                     add(page_counts, len(page))
                     task.advance(len(page))
                     after_page(counts.to_json())
+        if read_from is not None:
+            store.advance_cursor(name, read_from)
         stale = last_synced is not None and started - last_synced > timedelta(
             days=s.recycle_bin_days
         )

@@ -696,6 +696,16 @@ class Store:
         counts = PageCounts(int(inserted), int(updated), int(unchanged), int(deleted))
         return counts, newest
 
+    def advance_cursor(self, stream: str, through: datetime) -> None:
+        """Move a stream's cursor forward to a time its finished read covers (never back).
+
+        Args:
+            stream: stream name.
+            through: every change before it (minus the overlap) was read.
+        """
+        with self.transaction() as con:
+            self._advance_cursor(con, stream, through)
+
     @staticmethod
     def _advance_cursor(con: duckdb.DuckDBPyConnection, stream: str, newest: Any) -> None:
         if newest is None:

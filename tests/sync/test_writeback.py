@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -343,3 +344,19 @@ def test_a_lost_write_answer_is_read_back_not_sent_again(org):
     assert ledger["record_id"].nunique() == len(leads)
     rows = dict(sandbox.sql("SELECT Id, Lead_Score__c FROM Lead WHERE IsDeleted = 0"))
     assert all(rows[lead] is not None for lead in leads)
+
+
+def test_an_idle_cycle_after_a_push_reads_nothing_again(org):
+    """The overlap is anchored at the server time the last read started, not the newest row."""
+    sandbox, config = org
+    settings = settings_for(config, overlap_seconds=1)
+    run_pull(settings)
+    leads = live_leads(sandbox)
+    add_scores(settings, leads)
+    assert run_push(settings).status == "ok"
+    time.sleep(2.1)  # the push is older than the overlap when the next pull starts
+    after_push = run_pull(settings).counts["streams"]["Lead"]
+    assert after_push["fetched"] == len(leads)  # the push touched every lead's SystemModstamp
+    for _ in range(2):
+        idle = run_pull(settings).counts["streams"]["Lead"]
+        assert idle["fetched"] == 0, idle
