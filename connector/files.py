@@ -8,6 +8,7 @@ DuckDB reads the files directly (parallel, streaming), so imports never hold a w
 
 from __future__ import annotations
 
+import csv
 import gzip
 import tempfile
 from collections.abc import Collection
@@ -78,6 +79,92 @@ def _whitespace_to_tabs(path: Path, out: Path) -> None:
             dst.write("\t".join(line.split()) + "\n")
 
 
+_DELIMITERS = ",;\t|"
+"""Delimiters guessed from the header line when none is configured (the most frequent wins)."""
+
+
+def check_csv(path: Path, delimiter: str | None = None) -> int:
+    """Read a CSV file once, line by line, and refuse damage DuckDB's reader would accept.
+
+    DuckDB's sniffer takes a ragged file for a headerless one (and finds no id column), keeps an
+    unterminated quote as text and NUL bytes in values; a damaged export must instead be named
+    with its line.
+
+    Args:
+        path: the file (``.gz`` is read compressed).
+        delimiter: the configured delimiter (None: the most frequent of ``, ; tab |`` in the
+            header line).
+
+    Returns:
+        The number of data rows (blank lines not counted).
+
+    Raises:
+        ConfigError: the file is empty, not UTF-8 text, holds a NUL byte, a row whose field count
+            differs from the header's, or a quote that is never closed.
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    rows = 0
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as text:  # type: ignore[operator]
+            header_line = text.readline()
+            if not header_line.strip():
+                raise ConfigError(
+                    f"{path}: the file is empty (no header line)",
+                    hint="export the table again; the previous import is kept",
+                )
+            if "\x00" in header_line:
+                raise ConfigError(
+                    f"{path}: line 1 holds a NUL byte: a binary or damaged file, not CSV text",
+                    hint="export the table again as CSV",
+                )
+            sep = delimiter or max(_DELIMITERS, key=header_line.count)
+            text.seek(0)
+            reader = csv.reader(text, delimiter=sep, strict=True)
+            width: int | None = None
+            start = 1
+            try:
+                for record in reader:
+                    line = start
+                    start = reader.line_num + 1
+                    if not record:
+                        continue
+                    if any("\x00" in value for value in record):
+                        raise ConfigError(
+                            f"{path}: line {line} holds a NUL byte: a damaged file",
+                            hint="export the table again, or remove the byte",
+                        )
+                    if width is None:
+                        width = len(record)
+                        continue
+                    if len(record) != width:
+                        raise ConfigError(
+                            f"{path}: line {line} has {len(record)} fields, the header has "
+                            f"{width} (delimiter {sep!r})",
+                            hint="fix the row or export the table again; the previous import "
+                            "is kept",
+                        )
+                    rows += 1
+            except csv.Error as exc:
+                where = (
+                    f"a quote opened on line {start} is never closed"
+                    if ("end of data" in str(exc) or "EOF" in str(exc))
+                    else f"line {start} cannot be read ({exc})"
+                )
+                raise ConfigError(
+                    f"{path}: {where}",
+                    hint="fix the quoting or export the table again; the previous import is kept",
+                ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} of a block cannot be decoded): a binary "
+            "file, or another encoding",
+            hint="export the table as UTF-8 CSV",
+        ) from None
+    except (OSError, EOFError) as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc})", hint="check the file") from None
+    return rows
+
+
 def import_table(
     store: Store,
     path: str | Path,
@@ -87,6 +174,7 @@ def import_table(
     delimiter: str | None = None,
     null_values: tuple[str, ...] = (),
     clean_names: bool = False,
+    allow_empty: bool = False,
 ) -> ImportResult:
     """Load a CSV or Parquet file into a store table, replacing the table.
 
@@ -103,12 +191,15 @@ def import_table(
         clean_names: rename columns that are not plain identifiers (``Lead Origin`` ->
             ``Lead_Origin``) so that SQL and config can name them; ``id_column`` may be given
             either way.
+        allow_empty: a file without rows may replace a table that has rows (by default such a
+            file is refused: a truncated export must not wipe the data).
 
     Returns:
         The table's row count and columns.
 
     Raises:
-        ConfigError: the file is missing or unreadable, or the id column is absent or not unique.
+        ConfigError: the file is missing, unreadable or damaged (named with its line), the id
+            column is absent or not unique, or an empty file would replace a table with rows.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,6 +207,7 @@ def import_table(
     fmt = detect_format(path)
     spaced: Path | None = None
     if fmt == "csv":
+        check_csv(path, None if delimiter == "whitespace" else delimiter)
         options = ["header = true"]
         params: list[object] = [str(path)]
         if delimiter == "whitespace":
@@ -137,7 +229,14 @@ def import_table(
         params = [str(path)]
     try:
         rows, columns = replace_table(
-            store, table, source, params, id_column=id_column, clean_names=clean_names, what=path
+            store,
+            table,
+            source,
+            params,
+            id_column=id_column,
+            clean_names=clean_names,
+            what=path,
+            allow_empty=allow_empty,
         )
     except duckdb.Error as exc:
         raise ConfigError(

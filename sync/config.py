@@ -145,6 +145,8 @@ class SourceSettings(BaseModel):
             (an integer such as 20240131) or ``row_order`` (an integer that only orders rows).
         entities: also derive an entity table from this event table: one row per
             ``id_column`` value with its first event time (``first_event_at``).
+        allow_empty: a file without rows may empty the table (refused by default, so that a
+            truncated export does not wipe the data).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -158,6 +160,7 @@ class SourceSettings(BaseModel):
     as_of: datetime | None = None
     time_formats: dict[str, TimeFormat] = Field(default_factory=dict)
     entities: DerivedEntities | None = None
+    allow_empty: bool = False
 
     @field_validator("delimiter")
     @classmethod
