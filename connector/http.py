@@ -423,9 +423,17 @@ class Session(requests.Session):
         return jitter(state)
 
 
+_PERSONAL_SEGMENT = re.compile(r"(/profiles/[^/:]+:)[^/]+|[^/]*(?:@|%40)[^/]*")
+
+
 def _path(url: str) -> str:
-    """The path of a URL without its query string (SOQL and ids are noise in logs)."""
-    return requests.utils.urlparse(url).path
+    """The path of a URL for a log line, without what must not be logged.
+
+    No query string (SOQL and ids are noise in logs), and no personal identifier: a Profile API
+    path names the person (``profiles/email:...``).
+    """
+    path = requests.utils.urlparse(url).path
+    return _PERSONAL_SEGMENT.sub(lambda m: (m.group(1) or "") + "***", path)
 
 
 def make_session(

@@ -79,6 +79,9 @@ def _global(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _state["debug"] = debug
     _state["verbose"] = verbose
+    # The store, models, reports and logs hold personal data: files this process creates are
+    # readable by their owner only, whatever the shell's umask.
+    os.umask(0o077)
 
 
 def _fail(message: str, code: int) -> None:

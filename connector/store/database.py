@@ -297,6 +297,21 @@ class PageCounts:
     deleted: int = 0
 
 
+def _owner_only(path: Path) -> None:
+    """Make the store file (and its write-ahead log) readable by its owner only.
+
+    The store holds personal data (names, emails, activity); DuckDB creates its files with the
+    process umask, typically world-readable. A store created before is tightened on open.
+    """
+    for file in (path, path.with_name(path.name + ".wal")):
+        try:
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except OSError:
+            pass  # not there yet (no WAL), or not ours to change: nothing to tighten
+
+
 class Store:
     """One DuckDB file. Not safe for concurrent use from several threads; open one per job run."""
 
@@ -327,6 +342,8 @@ class Store:
                 f"cannot open store {self.path}: {reason}",
                 hint="check store.path and that its directory is writable",
             ) from None
+        if not read_only:
+            _owner_only(self.path)
         # DuckDB draws its own progress bar on stdout for long queries (a big import), which would
         # corrupt --json output; leadscore reports progress itself.
         self.con.execute("SET enable_progress_bar = false")
