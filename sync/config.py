@@ -213,8 +213,10 @@ class SegmentOutput(_TargetOptions):
 
     Attributes:
         traits: output -> trait name, e.g. ``{ score = "lead_score", tier = "lead_tier" }``.
-        unmatched: records whose person has no Segment user id are ``skip``-ped (counted), or
-            identified by their ``record_id`` (which creates profiles keyed by the CRM id).
+        unmatched: records whose person has no Segment profile with a user or anonymous id
+            (a profile without a user id is addressed by one of its anonymous ids) are
+            ``skip``-ped (counted), or identified by their ``record_id`` (which creates
+            profiles keyed by the CRM id).
     """
 
     traits: dict[SegmentOutputKind, str] = Field(min_length=1)
@@ -297,8 +299,8 @@ class AudienceSegment(BaseModel):
 
     Attributes:
         trait: a boolean trait set to true on entry and false on exit (optional).
-        unmatched: records without a Segment user id are ``skip``-ped, or identified by their
-            ``record_id``.
+        unmatched: records without a Segment user or anonymous id are ``skip``-ped (counted
+            apart from those entering and leaving), or identified by their ``record_id``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -360,3 +360,26 @@ def test_an_idle_cycle_after_a_push_reads_nothing_again(org):
     for _ in range(2):
         idle = run_pull(settings).counts["streams"]["Lead"]
         assert idle["fetched"] == 0, idle
+
+
+def test_a_segment_audience_plan_counts_people_without_a_segment_user_apart(org):
+    """Nobody is ever sent to them: they must not show as entering on every run."""
+    sandbox, config = org
+    settings = settings_for(config)
+    run_pull(settings)
+    add_scores(settings, live_leads(sandbox))
+    runner = CliRunner()
+
+    def audience() -> dict:
+        planned = runner.invoke(app, ["plan", "--config", str(config), "--json"])
+        assert planned.exit_code == 0, planned.output
+        targets = json.loads(planned.output)["targets"]
+        return next(t for t in targets if t["target"] == "segment audience")
+
+    first = audience()
+    assert first["no_segment_user"] > 0 and first["enter"] > 0
+    assert first["enter"] + first["no_segment_user"] == first["members"]
+    assert run_push(settings).status == "ok"
+    second = audience()
+    assert second["enter"] == second["exit"] == 0
+    assert second["no_segment_user"] == first["no_segment_user"]
