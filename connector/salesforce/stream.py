@@ -126,6 +126,17 @@ class SalesforceStream:
             for f in fields
         }
         added = store.ensure_table(name, table, columns, key="Id")
+        # labels for what reps read: reasons say "Seniority", not "Seniority__c"
+        store.save_field_labels(
+            (
+                description.fields[f.lower()].name,
+                description.fields[f.lower()].label,
+                f"currency:{s.currency}"
+                if description.fields[f.lower()].type == "currency"
+                else description.fields[f.lower()].type,
+            )
+            for f in fields
+        )
         if added:
             # New columns are empty for rows already stored: read the stream again in full to
             # fill them.

@@ -70,6 +70,9 @@ _READ_BULK_CSV = (
 # The tables other packages read by name. scoring/ imports these names rather than spelling a
 # table another module fills (identity_map is rebuilt by connector/store/identity.py).
 IDENTITY_MAP = "identity_map"
+FIELD_LABELS = "field_labels"
+"""What reps read: each pulled field's label and type from describe (``Seniority__c`` ->
+``Seniority``; ``currency:USD`` for amounts), for score reasons and drift tables."""
 """(entity, id_type, id_value, entity_id, profile_id, rule): every identity of every person."""
 
 
@@ -276,6 +279,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE stream_full_read (
             stream VARCHAR PRIMARY KEY,
             read_at TIMESTAMP NOT NULL)""",
+    ),
+    # What reps read (issue 13): field labels and types from describe, for reasons and drift.
+    (
+        """CREATE TABLE field_labels (
+            field VARCHAR PRIMARY KEY,
+            label VARCHAR NOT NULL,
+            type VARCHAR NOT NULL)""",
     ),
 )
 
@@ -712,6 +722,21 @@ class Store:
             con.execute("DROP TABLE IF EXISTS _merge_page")
         counts = PageCounts(int(inserted), int(updated), int(unchanged), int(deleted))
         return counts, newest
+
+    def save_field_labels(self, labels: Iterable[tuple[str, str, str]]) -> None:
+        """Remember the label and type of pulled fields (the last describe wins).
+
+        Args:
+            labels: ``(field API name, label, type)``; type ``currency:XXX`` for amounts.
+        """
+        rows = [(f, lbl, t) for f, lbl, t in labels if f and lbl]
+        if not rows:
+            return
+        with self.transaction() as con:
+            con.executemany(
+                f"INSERT OR REPLACE INTO {FIELD_LABELS} VALUES (?, ?, ?)",
+                rows,
+            )
 
     def advance_cursor(self, stream: str, through: datetime) -> None:
         """Move a stream's cursor forward to a time its finished read covers (never back).
