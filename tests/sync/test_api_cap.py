@@ -122,3 +122,46 @@ def test_sandbox_rejects_a_bad_fault_file_in_one_line(
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "box" / "sandbox").exists()  # nothing generated
+
+
+def test_sandbox_command_serves_the_allowance_and_the_fault_rules(tmp_path: Path) -> None:
+    """`leadscore sandbox --daily-api-limit N --faults FILE`, as an operator rehearses."""
+    from connector.errors import TransientError
+    from connector.salesforce import SalesforceClient, describe_object, read_limits
+    from sync.run import salesforce_settings
+
+    faults = tmp_path / "faults.json"
+    faults.write_text(
+        '{"rules": [{"kind": "unavailable", "rate": 1.0, "categories": ["describe"]}]}'
+    )
+    workdir = tmp_path / "box"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
+    process = subprocess.Popen(
+        [
+            *(LEADSCORE, "sandbox", "--workdir", str(workdir), "--leads", "30"),
+            *("--daily-api-limit", "25", "--faults", str(faults)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (workdir / "sandbox.json").exists():
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the sandbox did not start"
+            time.sleep(0.2)
+        time.sleep(0.5)  # the config files are written just before it serves
+        config = load_settings(workdir / "config.toml", environ={})
+        settings = salesforce_settings(config).model_copy(update={"max_attempts": 1})
+        with SalesforceClient(settings, sleep=lambda s: None) as client:
+            assert read_limits(client)["DailyApiRequests"]["Max"] == 25
+            with pytest.raises(TransientError, match="unavailable"):
+                describe_object(client, "Lead")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        finally:
+            process.kill()
