@@ -49,6 +49,11 @@ def test_a_revoked_segment_token_leaves_salesforce_written_and_alerts(
         assert len(alerts) == 1, webhook.texts
         assert re.search(r"FIRING: \w+: segment failed", alerts[0])
 
+        # without --json, the summary says which part failed and why
+        text = runner.invoke(app, ["pull", "--config", str(config)], env={})
+        assert text.exit_code == 4, text.output
+        assert "segment" in text.output and "failed:" in text.output
+
         secrets.write_text(good + f'\n[alerts]\nwebhook_url = "{webhook.url}"\n')
         again = runner.invoke(app, ["run", "--config", str(config), "--json"], env={})
         assert again.exit_code == 0, again.output
