@@ -82,6 +82,7 @@ class SalesforceClient:
         self._auth = TokenAuth(self._fetch_token)
         self._rotated_refresh_token: str | None = None
         self._usage_lock = threading.Lock()
+        self._usage_read = False  # /limits is read once per client (it may be refused: 403)
         self.budget = Budget(
             settings.max_calls_per_run,
             settings.max_share_of_daily_limit,
@@ -119,8 +120,9 @@ class SalesforceClient:
             counter: the run's counter, whose ``org_usage`` this sets.
         """
         with self._usage_lock:
-            if counter.org_usage is not None:
-                return  # another thread read it meanwhile
+            if counter.org_usage is not None or self._usage_read:
+                return  # another thread read it meanwhile, or /limits is not readable here
+            self._usage_read = True
             try:
                 _ = self._auth.token  # log in first: the instance URL comes with the token
                 url = f"{self.instance_url}/services/data/v{self.settings.api_version}/limits/"
