@@ -19,6 +19,15 @@ from sync.demo import write_sandbox_files
 
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
+# small, fast training: these tests are about what the run does around the model
+FAST = """
+[predictions.training]
+depths = [4]
+l2_leaf_regs = [3.0]
+one_hot_max_sizes = [2]
+max_iterations = 100
+"""
+
 
 def test_a_revoked_segment_token_leaves_salesforce_written_and_alerts(
     tmp_path: Path, webhook
@@ -26,6 +35,7 @@ def test_a_revoked_segment_token_leaves_salesforce_written_and_alerts(
     with Sandbox(tmp_path / "sandbox", leads=150, seed=5, as_of=AS_OF, segment=True) as box:
         box.export_segment()
         config = write_sandbox_files(tmp_path, box.info, command="test")
+        config.write_text(config.read_text() + FAST)
         secrets = tmp_path / "secrets.toml"
         good = secrets.read_text()
         token = box.info["profile_api_token"]

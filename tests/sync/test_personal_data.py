@@ -20,6 +20,15 @@ from sync.demo import write_sandbox_files
 LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
+# small, fast training: these tests are about what the run does around the model
+FAST = """
+[predictions.training]
+depths = [4]
+l2_leaf_regs = [3.0]
+one_hot_max_sizes = [2]
+max_iterations = 100
+"""
+
 
 def leadscore(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")}
@@ -39,6 +48,7 @@ def test_verbose_logs_hold_no_email_and_files_are_private(tmp_path: Path) -> Non
     with Sandbox(tmp_path / "sandbox", leads=200, seed=5, as_of=AS_OF, segment=True) as box:
         box.export_segment()
         config = write_sandbox_files(tmp_path, box.info, command="test")
+        config.write_text(config.read_text() + FAST)
         run = leadscore("-v", "run", "--config", str(config))
         assert run.returncode in (0, 4), run.stderr[-3000:]
         assert "/profiles/email:***/" in run.stderr  # the Profile API was read, and logged
