@@ -8,6 +8,7 @@ the local clock when a timestamp cannot be read: the caller decides what a missi
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 
@@ -61,4 +62,21 @@ def parse_utc_or_none(value: Any) -> datetime | None:
     try:
         return parse_utc(value)
     except ValueError:
+        return None
+
+
+def parse_http_date_or_none(value: str | None) -> datetime | None:
+    """Parse an HTTP ``Date`` header (``Sat, 05 Dec 2026 07:21:56 GMT``) as naive UTC.
+
+    Args:
+        value: the header, or None.
+
+    Returns:
+        The instant (naive UTC), or None when absent or unreadable.
+    """
+    if not value:
+        return None
+    try:
+        return to_naive_utc(parsedate_to_datetime(value))
+    except (TypeError, ValueError, IndexError):
         return None

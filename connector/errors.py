@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 
 class Action(enum.Enum):
@@ -72,6 +73,8 @@ HTTP_ERRORS: tuple[Rule, ...] = (
     Rule(None, "ConnectTimeout", R, T, "the connection timed out", safe_to_resend=True),
     Rule(None, "ReadTimeout", R, T, "the server did not answer in time"),
     Rule(None, "ChunkedEncodingError", R, T, "the connection dropped mid-response"),
+    # The request went out and the connection closed before an answer: it may have been applied.
+    Rule(None, "ConnectionLost", R, T, "the connection dropped before the answer"),
     Rule(None, "SSLError", F, C, "TLS verification failed"),
     # Salesforce
     Rule(401, "INVALID_SESSION_ID", Rf, C, "the session expired or is invalid"),
@@ -114,6 +117,8 @@ RECORD_ERRORS: dict[str, Kind] = {
     "REQUEST_RUNNING_TOO_LONG": Kind.TRANSIENT,
     "ALL_OR_NONE_OPERATION_ROLLED_BACK": Kind.TRANSIENT,
     "UNPROCESSED": Kind.TRANSIENT,  # leadscore's code for rows a bulk job left unprocessed
+    # leadscore's code for a record a write with a lost answer turned out not to hold (read back)
+    "LOST_ANSWER": Kind.TRANSIENT,
     # The record is not there any more: deleted (in the recycle bin), merged into another record
     # (the loser is deleted), or an id that does not exist. The write-back ledger records these as
     # ``gone`` and never retries them on its own.
@@ -124,7 +129,9 @@ RECORD_ERRORS: dict[str, Kind] = {
     # NUMBER_OUTSIDE_VALID_RANGE, ENTITY_IS_DELETED, MALFORMED_ID, ...) is permanent
 }
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+# PATCH is not idempotent (RFC 5789): sent twice, an update is applied twice (a second
+# SystemModstamp bump, a second write for triggers and flows). Its lost answers are read back.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def classify_status(status: int, code: str | None = None, message: str = "") -> Rule:
@@ -169,8 +176,22 @@ def classify_exception(exc: BaseException) -> Rule | None:
         (requests.exceptions.ConnectionError, "ConnectionError"),
     ):
         if isinstance(exc, exc_type):
+            if name == "ConnectionError" and not _never_connected(exc):
+                name = "ConnectionLost"
             return next(rule for rule in HTTP_ERRORS if rule.code == name)
     return None
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a requests ``ConnectionError`` failed before the request reached the server.
+
+    urllib3 reports a failed connect (refused, unresolvable host) as ``MaxRetryError`` around a
+    ``NewConnectionError``; a connection that closed after the request was sent ("Connection
+    aborted", ``RemoteDisconnected``, a reset) arrives as the ``ProtocolError`` or ``OSError``
+    itself. Only the first is safe to send again: the second may have been applied.
+    """
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
 
 
 def is_transient_record_error(code: str) -> bool:

@@ -8,6 +8,7 @@ DuckDB reads the files directly (parallel, streaming), so imports never hold a w
 
 from __future__ import annotations
 
+import csv
 import gzip
 import tempfile
 from collections.abc import Collection
@@ -78,6 +79,92 @@ def _whitespace_to_tabs(path: Path, out: Path) -> None:
             dst.write("\t".join(line.split()) + "\n")
 
 
+_DELIMITERS = ",;\t|"
+"""Delimiters guessed from the header line when none is configured (the most frequent wins)."""
+
+
+def check_csv(path: Path, delimiter: str | None = None) -> int:
+    """Read a CSV file once, line by line, and refuse damage DuckDB's reader would accept.
+
+    DuckDB's sniffer takes a ragged file for a headerless one (and finds no id column), keeps an
+    unterminated quote as text and NUL bytes in values; a damaged export must instead be named
+    with its line.
+
+    Args:
+        path: the file (``.gz`` is read compressed).
+        delimiter: the configured delimiter (None: the most frequent of ``, ; tab |`` in the
+            header line).
+
+    Returns:
+        The number of data rows (blank lines not counted).
+
+    Raises:
+        ConfigError: the file is empty, not UTF-8 text, holds a NUL byte, a row whose field count
+            differs from the header's, or a quote that is never closed.
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    rows = 0
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as text:  # type: ignore[operator]
+            header_line = text.readline()
+            if not header_line.strip():
+                raise ConfigError(
+                    f"{path}: the file is empty (no header line)",
+                    hint="export the table again; the previous import is kept",
+                )
+            if "\x00" in header_line:
+                raise ConfigError(
+                    f"{path}: line 1 holds a NUL byte: a binary or damaged file, not CSV text",
+                    hint="export the table again as CSV",
+                )
+            sep = delimiter or max(_DELIMITERS, key=header_line.count)
+            text.seek(0)
+            reader = csv.reader(text, delimiter=sep, strict=True)
+            width: int | None = None
+            start = 1
+            try:
+                for record in reader:
+                    line = start
+                    start = reader.line_num + 1
+                    if not record:
+                        continue
+                    if any("\x00" in value for value in record):
+                        raise ConfigError(
+                            f"{path}: line {line} holds a NUL byte: a damaged file",
+                            hint="export the table again, or remove the byte",
+                        )
+                    if width is None:
+                        width = len(record)
+                        continue
+                    if len(record) != width:
+                        raise ConfigError(
+                            f"{path}: line {line} has {len(record)} fields, the header has "
+                            f"{width} (delimiter {sep!r})",
+                            hint="fix the row or export the table again; the previous import "
+                            "is kept",
+                        )
+                    rows += 1
+            except csv.Error as exc:
+                where = (
+                    f"a quote opened on line {start} is never closed"
+                    if ("end of data" in str(exc) or "EOF" in str(exc))
+                    else f"line {start} cannot be read ({exc})"
+                )
+                raise ConfigError(
+                    f"{path}: {where}",
+                    hint="fix the quoting or export the table again; the previous import is kept",
+                ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} of a block cannot be decoded): a binary "
+            "file, or another encoding",
+            hint="export the table as UTF-8 CSV",
+        ) from None
+    except (OSError, EOFError) as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc})", hint="check the file") from None
+    return rows
+
+
 def import_table(
     store: Store,
     path: str | Path,
@@ -87,6 +174,7 @@ def import_table(
     delimiter: str | None = None,
     null_values: tuple[str, ...] = (),
     clean_names: bool = False,
+    allow_empty: bool = False,
 ) -> ImportResult:
     """Load a CSV or Parquet file into a store table, replacing the table.
 
@@ -103,12 +191,15 @@ def import_table(
         clean_names: rename columns that are not plain identifiers (``Lead Origin`` ->
             ``Lead_Origin``) so that SQL and config can name them; ``id_column`` may be given
             either way.
+        allow_empty: a file without rows may replace a table that has rows (by default such a
+            file is refused: a truncated export must not wipe the data).
 
     Returns:
         The table's row count and columns.
 
     Raises:
-        ConfigError: the file is missing or unreadable, or the id column is absent or not unique.
+        ConfigError: the file is missing, unreadable or damaged (named with its line), the id
+            column is absent or not unique, or an empty file would replace a table with rows.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,6 +207,7 @@ def import_table(
     fmt = detect_format(path)
     spaced: Path | None = None
     if fmt == "csv":
+        check_csv(path, None if delimiter == "whitespace" else delimiter)
         options = ["header = true"]
         params: list[object] = [str(path)]
         if delimiter == "whitespace":
@@ -137,7 +229,14 @@ def import_table(
         params = [str(path)]
     try:
         rows, columns = replace_table(
-            store, table, source, params, id_column=id_column, clean_names=clean_names, what=path
+            store,
+            table,
+            source,
+            params,
+            id_column=id_column,
+            clean_names=clean_names,
+            what=path,
+            allow_empty=allow_empty,
         )
     except duckdb.Error as exc:
         raise ConfigError(
@@ -158,6 +257,8 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 """Longest line DuckDB's reader accepts; a longer one makes the file unreadable (one error)."""
 _BAD_ENCODING = "\x02leadscore:not-utf-8"
 """Stands in for a line that is not UTF-8 (DuckDB's reader refuses such files; see below)."""
+_OVERSIZE = "\x02leadscore:oversize:"
+"""Followed by the byte count, stands in for a line longer than ``MAX_LINE_BYTES``."""
 
 # Why each line that is not imported was skipped. Lines are never dropped silently: every skipped
 # line is counted by reason and kept in ``seg_import_reject`` with its file and line number.
@@ -171,6 +272,14 @@ SKIP_REASONS = {
     "missing_identity": "neither a user id nor an anonymous id (id graph: no profile or id)",
     "missing_event": "a track without an event name",
     "unknown_identity_type": "an identity type leadscore does not know (see segment.identity)",
+    "wrong_type": "an id or the event name is not a string (e.g. a number or an object)",
+}
+
+# Fields that must be JSON strings when present (null counts as absent): Segment sends ids and
+# event names as strings, and a number or object there is a damaged or foreign line, not an id.
+_STRING_FIELDS = {
+    "tracks": ("event", "userId", "user_id", "anonymousId", "anonymous_id", "messageId"),
+    "identifies": ("userId", "user_id", "anonymousId", "anonymous_id", "messageId"),
 }
 
 
@@ -266,20 +375,40 @@ def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
     """
     fields = {"tracks": _TRACK_FIELDS, "identifies": _IDENTIFY_FIELDS, "id_graph": _ID_GRAPH_FIELDS}
     paths = ", ".join(f"'{p}'" for p in fields[kind])
+    strings = _STRING_FIELDS.get(kind, ())
+    typed = wrong = ""
+    if strings:
+        # the raw JSON of each field that must be a string: anything but "..." or null is wrong
+        raw_paths = ", ".join(f"'$.{n}'" for n in strings)
+        typed = f""",
+                 CASE WHEN ok AND size <= {MAX_MESSAGE_BYTES}
+                      THEN json_extract(text, [{raw_paths}]) END AS j"""
+        wrong = (
+            "\n                WHEN "
+            + " OR ".join(
+                f"NOT (j[{i}] IS NULL OR starts_with(CAST(j[{i}] AS VARCHAR), '\"') "
+                f"OR CAST(j[{i}] AS VARCHAR) = 'null')"
+                for i in range(1, len(strings) + 1)
+            )
+            + " THEN 'wrong_type'"
+        )
     head = f"""WITH raw AS ({_lines_sql(fmt, numbered=numbered)}),
         p AS (
-          SELECT line, text, strlen(text) AS size,
+          SELECT line, text,
+                 CASE WHEN starts_with(text, '{_OVERSIZE}')
+                      THEN CAST(substr(text, {len(_OVERSIZE) + 1}) AS BIGINT)
+                      ELSE strlen(text) END AS size,
                  -- an object, not an array or a scalar (cheaper than json_type)
                  json_valid(text) AND starts_with(ltrim(text), '{{') AS ok
           FROM raw WHERE text IS NOT NULL AND trim(text) <> ''),
         x AS (
           SELECT line, text, size, ok,
                  CASE WHEN ok AND size <= {MAX_MESSAGE_BYTES}
-                      THEN json_extract_string(text, [{paths}]) END AS f
+                      THEN json_extract_string(text, [{paths}]) END AS f{typed}
           FROM p)"""
     early = f"""WHEN text = '{_BAD_ENCODING}' THEN 'bad_encoding'
-                WHEN NOT ok THEN 'bad_json'
-                WHEN size > {MAX_MESSAGE_BYTES} THEN 'oversize_message'"""
+                WHEN size > {MAX_MESSAGE_BYTES} THEN 'oversize_message'
+                WHEN NOT ok THEN 'bad_json'{wrong}"""
     if kind == "tracks":
         return f"""{head},
         y AS (SELECT *, {_utc("f[7]")} AS ts FROM x)
@@ -292,7 +421,7 @@ def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
                     WHEN f[2] IS NULL OR trim(f[2]) = '' THEN 'missing_event' END AS reason,
                coalesce(f[8], f[9], f[10], 'md5-' || md5(text)) AS message_id,
                f[2] AS event, coalesce(f[3], f[4]) AS user_id, coalesce(f[5], f[6]) AS anonymous_id,
-               f[11] AS segment_id, f[7] AS raw_ts
+               f[11] AS segment_id, f[7] AS raw_ts, j
         FROM y"""
     if kind == "identifies":
         return f"""{head},
@@ -307,7 +436,7 @@ def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
                coalesce(f[7], f[8], f[9], 'md5-' || md5(text)) AS message_id,
                coalesce(f[2], f[3]) AS user_id, coalesce(f[4], f[5]) AS anonymous_id,
                f[10] AS segment_id, lower(trim(coalesce(f[11], f[12], f[13]))) AS email,
-               f[6] AS raw_ts
+               f[6] AS raw_ts, j
         FROM y"""
     return f"""{head},
         y AS (SELECT *, {_utc("f[5]")} AS ts,
@@ -333,19 +462,34 @@ def _parsed_sql(kind: str, fmt: str, *, numbered: bool = True) -> str:
 def _reject_detail(kind: str) -> str:
     """SQL for the detail kept with a skipped line (never more than 120 characters)."""
     id_type = "WHEN 'unknown_identity_type' THEN left(id_type, 120)" if kind == "id_graph" else ""
+    strings = _STRING_FIELDS.get(kind, ())
+    # which field has the wrong type, and what it holds: "userId = 42"
+    wrong = (
+        "WHEN 'wrong_type' THEN left(CASE "
+        + " ".join(
+            f"WHEN NOT (j[{i}] IS NULL OR starts_with(CAST(j[{i}] AS VARCHAR), '\"') "
+            f"OR CAST(j[{i}] AS VARCHAR) = 'null') THEN '{name} = ' || CAST(j[{i}] AS VARCHAR)"
+            for i, name in enumerate(strings, start=1)
+        )
+        + " END, 120)"
+        if strings
+        else ""
+    )
     return f"""CASE reason
         WHEN 'bad_json' THEN left(text, 120)
         WHEN 'oversize_message' THEN CAST(size AS VARCHAR) || ' bytes'
         WHEN 'bad_timestamp' THEN left(raw_ts, 120)
         WHEN 'other_type' THEN left(json_extract_string(text, '$.type'), 120)
+        {wrong}
         {id_type} END"""
 
 
 def _sanitised_copy(path: Path, directory: Path) -> Path:
-    """Copy a JSON-lines file, replacing each line that is not UTF-8 by a marker line.
+    """Copy a JSON-lines file, replacing each line DuckDB's reader cannot take by a marker line.
 
-    DuckDB's reader refuses a whole file when one line is not UTF-8; the copy keeps every line in
-    place (so line numbers stay right) and lets the bad ones be counted as ``bad_encoding``.
+    DuckDB's reader refuses a whole file when one line is not UTF-8 or longer than
+    ``MAX_LINE_BYTES``; the copy keeps every line in place (so line numbers stay right) and lets
+    the bad ones be counted as ``bad_encoding`` or ``oversize_message``.
     """
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     target = directory / "sanitised.jsonl"
@@ -353,10 +497,13 @@ def _sanitised_copy(path: Path, directory: Path) -> Path:
     with opener(path, "rb") as source, open(target, "wb") as out:
         for raw in source:
             line = raw.rstrip(b"\r\n")
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                line = marker
+            if len(line) > MAX_MESSAGE_BYTES:
+                line = f"{_OVERSIZE}{len(line)}".encode()
+            else:
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    line = marker
             out.write(line + b"\n")
     return target
 
@@ -431,23 +578,30 @@ def import_segment_export(
         )
     except duckdb.Error as exc:
         message = str(exc)
-        if fmt == "jsonl" and ("unicode" in message.lower() or "utf-8" in message.lower()):
-            with tempfile.TemporaryDirectory(prefix="leadscore-import-") as tmp:
-                copy = _sanitised_copy(path, Path(tmp))
-                return import_segment_rows(
-                    store,
-                    copy,
-                    resolved,
-                    kind,
-                    fmt,
-                    stat.st_size,
-                    modified,
-                    previous,
-                    id_types,
-                    example_limit,
-                    source=str(path),
-                    **sql,
-                )
+        if fmt == "jsonl":
+            # a line that is not UTF-8 or too long for the reader: import a copy in which such
+            # lines are markers, counted as skipped like any other bad line
+            try:
+                with tempfile.TemporaryDirectory(prefix="leadscore-import-") as tmp:
+                    copy = _sanitised_copy(path, Path(tmp))
+                    return import_segment_rows(
+                        store,
+                        copy,
+                        resolved,
+                        kind,
+                        fmt,
+                        stat.st_size,
+                        modified,
+                        previous,
+                        id_types,
+                        example_limit,
+                        source=str(path),
+                        **sql,
+                    )
+            except duckdb.Error as again:
+                message = str(again)
+            except (OSError, EOFError):
+                pass  # not readable by Python either (e.g. not gzip): DuckDB's message says why
         raise ConfigError(
             f"{path}: cannot read the file as {fmt}: {message.splitlines()[0][:200]}",
             hint=f"lines must be shorter than {MAX_LINE_BYTES // (1024 * 1024)} MB; "

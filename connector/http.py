@@ -17,12 +17,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 import tenacity
 
+from connector.clock import parse_http_date_or_none
 from connector.errors import (
     IDEMPOTENT_METHODS,
     Action,
@@ -66,12 +68,15 @@ class CallCounter:
 
     Attributes:
         by_category: attempts sent, by category (``api`` counts against the daily allowance;
-            ``auth`` does not).
+            ``auth`` and ``uncounted`` do not).
         org_usage: (used, max) of the daily allowance from the last ``Sforce-Limit-Info`` header.
+        server_time: the newest ``Date`` header answered (naive UTC, the server's clock): a
+            time every change the server committed before it answered is visible at.
     """
 
     by_category: Counter[str] = field(default_factory=Counter)
     org_usage: tuple[int, int] | None = None
+    server_time: datetime | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -94,6 +99,11 @@ class CallCounter:
                 match = _API_USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
                 if match:
                     self.org_usage = (int(match.group(1)), int(match.group(2)))
+                answered = parse_http_date_or_none(response.headers.get("Date"))
+                if answered is not None and (
+                    self.server_time is None or answered > self.server_time
+                ):
+                    self.server_time = answered
 
 
 @dataclass(frozen=True)
@@ -105,11 +115,15 @@ class Budget:
         max_share_of_daily_limit: stop when the org's usage reaches this share of its daily
             allowance, or None.
         setting: config key named in the message (e.g. ``salesforce.budget``).
+        read_usage: reads the org's usage without spending a counted call (Salesforce:
+            ``/limits``) into the counter; called before the first counted call of a run, so
+            that a run starting at the share stops before it spends anything.
     """
 
     max_calls_per_run: int | None = None
     max_share_of_daily_limit: float | None = None
     setting: str = "budget"
+    read_usage: Callable[[CallCounter], None] | None = field(default=None, compare=False)
 
     def check(self, counter: CallCounter) -> None:
         """Raise before a call that would exceed the budget.
@@ -126,6 +140,12 @@ class Budget:
                 f"({self.setting}.max_calls_per_run = {self.max_calls_per_run})",
                 hint="raise the cap, or let the next run resume where this one stopped",
             )
+        if (
+            self.max_share_of_daily_limit is not None
+            and counter.org_usage is None
+            and self.read_usage is not None
+        ):
+            self.read_usage(counter)
         if self.max_share_of_daily_limit is not None and counter.org_usage:
             used, total = counter.org_usage
             if total and used >= self.max_share_of_daily_limit * total:
@@ -295,8 +315,10 @@ class Session(requests.Session):
         budget: Budget | None = None,
         is_auth_url: Callable[[str], bool] = lambda url: False,
         sleep: Callable[[float], None] = time.sleep,
+        is_uncounted_url: Callable[[str], bool] = lambda url: False,
     ) -> None:
         super().__init__()
+        self._is_uncounted_url = is_uncounted_url
         self.settings = settings
         self.counter = counter if counter is not None else CallCounter()
         self.budget = budget
@@ -331,7 +353,13 @@ class Session(requests.Session):
         # make it win.
         kwargs.setdefault("verify", self.settings.ca_bundle or True)
         method = method.upper()
-        category = "auth" if self._is_auth_url(url) else "api"
+        category = (
+            "auth"
+            if self._is_auth_url(url)
+            else "uncounted"
+            if self._is_uncounted_url(url)
+            else "api"
+        )
         resendable = method in IDEMPOTENT_METHODS or self.settings.resend_non_idempotent
         refreshed = False
 
@@ -395,9 +423,17 @@ class Session(requests.Session):
         return jitter(state)
 
 
+_PERSONAL_SEGMENT = re.compile(r"(/profiles/[^/:]+:)[^/]+|[^/]*(?:@|%40)[^/]*")
+
+
 def _path(url: str) -> str:
-    """The path of a URL without its query string (SOQL and ids are noise in logs)."""
-    return requests.utils.urlparse(url).path
+    """The path of a URL for a log line, without what must not be logged.
+
+    No query string (SOQL and ids are noise in logs), and no personal identifier: a Profile API
+    path names the person (``profiles/email:...``).
+    """
+    path = requests.utils.urlparse(url).path
+    return _PERSONAL_SEGMENT.sub(lambda m: (m.group(1) or "") + "***", path)
 
 
 def make_session(
@@ -410,6 +446,7 @@ def make_session(
     sleep: Callable[[float], None] = time.sleep,
     rate_limit: TokenBucket | None = None,
     pool_size: int = 10,
+    is_uncounted_url: Callable[[str], bool] = lambda url: False,
 ) -> Session:
     """Build the session every connector uses.
 
@@ -422,12 +459,19 @@ def make_session(
         sleep: how to wait between attempts (tests pass a no-op).
         rate_limit: a token bucket every attempt waits on (the API's requests-per-second limit).
         pool_size: connections kept per host (raise it for concurrent callers).
+        is_uncounted_url: tells apart API requests the allowance does not count (Salesforce's
+            ``/limits``): no budget check, counted as ``uncounted``.
 
     Returns:
         A configured :class:`Session`.
     """
     session = Session(
-        settings, counter=counter, budget=budget, is_auth_url=is_auth_url, sleep=sleep
+        settings,
+        counter=counter,
+        budget=budget,
+        is_auth_url=is_auth_url,
+        sleep=sleep,
+        is_uncounted_url=is_uncounted_url,
     )
     if rate_limit is not None or pool_size != 10:
         adapter: requests.adapters.HTTPAdapter = (

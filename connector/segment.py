@@ -480,23 +480,38 @@ def _timestamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def _recipient(user_id: str | None, anonymous_id: str | None) -> dict[str, str]:
+    """``{"userId": ...}``, or ``{"anonymousId": ...}`` for a profile without a user id."""
+    if user_id:
+        return {"userId": user_id}
+    if anonymous_id:
+        return {"anonymousId": anonymous_id}
+    raise ValueError("a Segment message needs a userId or an anonymousId")
+
+
 def identify_message(
-    user_id: str, traits: dict[str, Any], *, timestamp: datetime, message_id: str
+    user_id: str | None,
+    traits: dict[str, Any],
+    *,
+    timestamp: datetime,
+    message_id: str,
+    anonymous_id: str | None = None,
 ) -> dict[str, Any]:
     """An identify call that sets traits on a profile.
 
     Args:
-        user_id: the profile's ``userId``.
+        user_id: the profile's ``userId``, or None to address it by ``anonymous_id``.
         traits: traits to set.
         timestamp: when the values were computed (fixed, so a resent message is byte-identical).
         message_id: from :func:`message_id`.
+        anonymous_id: the profile's ``anonymousId``, used when it has no user id.
 
     Returns:
         The message.
     """
     return {
         "type": "identify",
-        "userId": user_id,
+        **_recipient(user_id, anonymous_id),
         "traits": traits,
         "timestamp": _timestamp(timestamp),
         "messageId": message_id,
@@ -505,28 +520,30 @@ def identify_message(
 
 
 def track_message(
-    user_id: str,
+    user_id: str | None,
     event: str,
     properties: dict[str, Any],
     *,
     timestamp: datetime,
     message_id: str,
+    anonymous_id: str | None = None,
 ) -> dict[str, Any]:
     """A track call (e.g. ``Audience Entered``).
 
     Args:
-        user_id: the profile's ``userId``.
+        user_id: the profile's ``userId``, or None to address it by ``anonymous_id``.
         event: event name.
         properties: event properties.
         timestamp: when it happened.
         message_id: from :func:`message_id`.
+        anonymous_id: the profile's ``anonymousId``, used when it has no user id.
 
     Returns:
         The message.
     """
     return {
         "type": "track",
-        "userId": user_id,
+        **_recipient(user_id, anonymous_id),
         "event": event,
         "properties": properties,
         "timestamp": _timestamp(timestamp),

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 from catboost import Pool
 
+from connector.store import FIELD_LABELS
 from scoring.features import MISSING
 from scoring.model import Predictor
 
@@ -23,6 +26,40 @@ MAX_REASON_CHARS = 255
 # Contributions (log-odds, or the regression's units relative to its spread) below this are noise.
 MIN_EFFECT = 0.02
 _COUNT = re.compile(r"^(?P<event>.+)_(?P<days>\d+)d$")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What reps read instead of column names.
+
+    Attributes:
+        fields: column -> (label, type) from the CRM's describe (``Seniority__c`` ->
+            ``("Seniority", "picklist")``; type ``currency:USD`` for amounts).
+        currency: the currency of amounts that carry none of their own (order values).
+    """
+
+    fields: dict[str, tuple[str, str]] = field(default_factory=dict)
+    currency: str | None = None
+
+
+def read_labels(con: duckdb.DuckDBPyConnection) -> Labels:
+    """The labels the store remembered from describe (empty before the first pull).
+
+    Args:
+        con: the store's read connection.
+
+    Returns:
+        The labels.
+    """
+    try:
+        rows = con.execute(f"SELECT field, label, type FROM {FIELD_LABELS}").fetchall()
+    except duckdb.Error:
+        return Labels()
+    fields = {str(f): (str(lbl), str(t)) for f, lbl, t in rows}
+    currencies = sorted(
+        {t.split(":", 1)[1] for _, t in fields.values() if t.startswith("currency:")}
+    )
+    return Labels(fields, currencies[0] if currencies else None)
 
 
 def humanize(name: str) -> str:
@@ -42,25 +79,62 @@ def humanize(name: str) -> str:
     return " ".join([words[0][:1].upper() + words[0][1:], *(w.lower() for w in words[1:])])
 
 
-def feature_label(feature: str) -> str:
-    """A feature's name for charts: ``task_web_visit_7d`` -> ``Web visits in 7d``.
+def feature_label(feature: str, labels: Labels | None = None) -> str:
+    """A feature's name for charts and tables: ``task_web_visit_7d`` -> ``Web visits in 7d``.
 
     Args:
         feature: feature name.
+        labels: field labels from describe (default: names humanized).
 
     Returns:
         The label.
     """
+    labels = labels or Labels()
+    value = _VALUE.match(feature)
+    if value:
+        return f"{_title(value['event'])} {_STAT_WORDS[value['stat']]} in {value['days']}d"
+    rfm = _RFM.match(feature)
+    if rfm:
+        return f"{_title(rfm['event'])}: {_RFM_WORDS[rfm['part']]}"
     match = _COUNT.match(feature)
     if match:
-        words = _event_words(match["event"])
-        return f"{words[:1].upper()}{words[1:]} in {match['days']}d"
-    return humanize(feature)
+        return f"{_title(_event_words(match['event'], plural=True))} in {match['days']}d"
+    if feature in labels.fields:
+        return labels.fields[feature][0]
+    return _DATE_PARTS.get(feature) or humanize(feature)
 
 
-def _event_words(event: str) -> str:
-    words = event.removeprefix("task_").replace("_", " ")
-    return words if words.endswith("s") else words + "s"
+_VALUE = re.compile(r"^(?P<event>.+)_value_(?P<stat>sum|mean|max)_(?P<days>\d+)d$")
+_RFM = re.compile(
+    r"^(?P<event>.+)_(?P<part>days_since_last|days_since_first|count_all|value_sum_all)$"
+)
+_STAT_WORDS = {"sum": "total", "mean": "average", "max": "largest"}
+_RFM_WORDS = {
+    "days_since_last": "days since the last",
+    "days_since_first": "days since the first",
+    "count_all": "count, all time",
+    "value_sum_all": "total, all time",
+}
+_DATE_PARTS = {"anchor_weekday": "Weekday", "anchor_month": "Month", "anchor_hour": "Hour"}
+# "Object Action" names of Segment's spec (Page Viewed, Order Completed): counted as times
+_PAST = re.compile(r"(ed|ent)$")
+
+
+def _event_words(event: str, *, plural: bool = False) -> str:
+    """An event's readable name: ``seg_page_viewed`` -> ``page viewed``.
+
+    ``task_call`` -> ``calls`` (plural); never the store's prefixes, never a window twice.
+    """
+    words = re.sub(r"^(task|seg)_", "", event).replace("_", " ").strip()
+    words = re.sub(r"\s\d+d$", "", words)  # a trait already named for its window
+    if plural and not _PAST.search(words) and not words.endswith("s"):
+        words += "s"
+    return words
+
+
+def _title(words: str) -> str:
+    words = _event_words(words) if "_" in words else words
+    return words[:1].upper() + words[1:]
 
 
 def _number(value: float) -> str:
@@ -71,37 +145,70 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def describe(feature: str, value: Any, counts: frozenset[str]) -> str:
+def _money(value: Any, currency: str | None) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "unknown"
+    amount = f"{float(value):,.0f}" if abs(float(value)) >= 100 else f"{float(value):,.2f}"
+    return f"{currency} {amount}" if currency else amount
+
+
+def _count(event: str, days: str, value: Any) -> str:
+    n = 0 if value is None or not math.isfinite(float(value)) else int(value)
+    words = _event_words(event)
+    if _PAST.search(words):  # Page viewed 8 times in 90d
+        times = "once" if n == 1 else f"{n} times"
+        return f"{_title(words)} {times} in {days}d"
+    plural = _event_words(event, plural=True)
+    what = plural if n != 1 else words
+    return f"{n if n else 'no'} {what} in {days}d"
+
+
+def describe(feature: str, value: Any, counts: frozenset[str], labels: Labels | None = None) -> str:
     """One factor as text: ``3 web visits in 7d``, ``Industry: Software``.
 
     Args:
         feature: feature name.
         value: the record's value.
         counts: names of the event-count features.
+        labels: field labels and currency from describe (default: names humanized).
 
     Returns:
         The text.
     """
+    labels = labels or Labels()
+    amount = _VALUE.match(feature)
+    if amount:
+        return f"{feature_label(feature)}: {_money(value, labels.currency)}"
+    rfm = _RFM.match(feature)
+    if rfm:
+        event = _event_words(rfm["event"])
+        if value is None or not math.isfinite(float(value)):
+            return f"no {event} yet"
+        if rfm["part"] == "value_sum_all":
+            return f"{_title(event)} total: {_money(value, labels.currency)}"
+        if rfm["part"] == "count_all":
+            return _count(rfm["event"], "all", value).replace(" in alld", " in all")
+        first = "first" if rfm["part"] == "days_since_first" else "last"
+        return f"{first} {event} {_number(float(value))} days ago"
     if feature in counts:
         match = _COUNT.match(feature)
         assert match is not None
-        n = 0 if value is None or not math.isfinite(float(value)) else int(value)
-        what = _event_words(match["event"])
-        if n == 1:
-            what = what[:-1]
-        return f"{n if n else 'no'} {what} in {match['days']}d"
+        return _count(match["event"], match["days"], value)
     if feature == "days_since_created":
         return "created " + (f"{_number(float(value))} days ago" if pd.notna(value) else "?")
     if feature == "days_since_last_event":
         if value is None or not math.isfinite(float(value)):
             return "no activity yet"
         return f"last activity {_number(float(value))} days ago"
-    label = humanize(feature)
+    label, kind = labels.fields.get(feature, (None, ""))
+    label = label or feature_label(feature, labels)
     if isinstance(value, str):
         text = value if value != MISSING else "unknown"
         return f"{label}: {text[:40]}"
     if value is None:
         return f"{label}: unknown"
+    if kind.startswith("currency:"):
+        return f"{label}: {_money(value, kind.split(':', 1)[1])}"
     return f"{label}: {_number(float(value))}"
 
 
@@ -160,6 +267,7 @@ def render_reasons(
     negatives: int = 2,
     max_chars: int = MAX_REASON_CHARS,
     min_effect: float = MIN_EFFECT,
+    labels: Labels | None = None,
 ) -> list[str]:
     """Text of the strongest factors of each record, within ``max_chars``.
 
@@ -171,6 +279,7 @@ def render_reasons(
         negatives: at most this many factors that lower it.
         max_chars: the text limit (Salesforce text fields hold 255).
         min_effect: contributions smaller than this are left out.
+        labels: field labels and currency from describe (what reps read).
 
     Returns:
         One string per row (empty when no factor stands out).
@@ -178,7 +287,7 @@ def render_reasons(
     n = len(frame)
     if n == 0:
         return []
-    counts = frozenset(f for f in features if _COUNT.match(f))
+    counts = frozenset(f for f in features if _COUNT.match(f) and not _VALUE.match(f))
     k_pos, k_neg = min(positives, len(features)), min(negatives, len(features))
     top = np.argsort(-values, axis=1)[:, :k_pos]
     bottom = np.argsort(values, axis=1)[:, :k_neg]
@@ -189,7 +298,7 @@ def render_reasons(
         key = (j, value if not isinstance(value, float) or value == value else None)
         hit = cache.get(key)
         if hit is None:
-            hit = describe(features[j], value, counts)
+            hit = describe(features[j], value, counts, labels)
             cache[key] = hit
         return hit
 

@@ -36,7 +36,7 @@ from scoring.events import (
     resolve_entity,
     table_columns,
 )
-from scoring.explain import explain
+from scoring.explain import explain, read_labels
 from scoring.features import FeatureColumns, build_features, select_attributes
 from scoring.labels import build_examples, current_entity_ids
 from scoring.metrics import (
@@ -1252,7 +1252,11 @@ def score_entities(
             else np.zeros(0, dtype=int)
         )
         tier = np.full(len(out), None, dtype=object)
-    text = explain(predictor, data) if reasons and len(data) else [None] * len(data)
+    text = (
+        explain(predictor, data, labels=read_labels(con))
+        if reasons and len(data)
+        else [None] * len(data)
+    )
     return pd.DataFrame(
         {
             "entity_id": data["entity_id"].to_numpy(),

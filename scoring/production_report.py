@@ -19,6 +19,8 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from scoring.explain import feature_label
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2rem; } h3 { font-size: 1.05rem; }
@@ -53,7 +55,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _drift_figures(drift: dict[str, Any], warn: float, alert: float) -> str:
     features = list(drift["features"].items())[:15]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    names = [n for n, _ in features][::-1]
+    names = [feature_label(n) for n, _ in features][::-1]
     values = [v for _, v in features][::-1]
     colors = [
         {"ok": "#4c9a2a", "warn": "#d4a017", "alert": "#cf222e"}[_level(v, warn, alert)]
@@ -173,7 +175,7 @@ def monitoring_body(
         ]
         rows += [
             (
-                html.escape(name),
+                html.escape(feature_label(name)),
                 f'<span class="psi-{_level(v, psi_warn, psi_alert)}">{v:.3f}</span>',
             )
             for name, v in list(drift["features"].items())[:10]

@@ -27,6 +27,7 @@ from connector.store.runs import read_alert_states, write_alert_state
 from sync.config import AlertSettings, Settings
 from sync.lock import RunLock, lock_path
 from sync.logs import Redactor, secret_values
+from sync.parts import part_outcomes
 from sync.run import open_store
 
 log = logging.getLogger("leadscore.alerts")
@@ -265,6 +266,18 @@ def job_conditions(
             (error or "") if status == "failed" else f"{job} finished {status}",
         )
     ]
+    for part, outcome in part_outcomes(counts).items():
+        # one alert per source or target that failed on its own (the run went on: partial)
+        out.append(
+            Condition(
+                f"part:{part}",
+                outcome != "ok",
+                f"{job}: {part} failed",
+                outcome.removeprefix("failed: ") + "; the other sources and targets went on"
+                if outcome != "ok"
+                else f"{part} ok again",
+            )
+        )
     if job in ("push", "sync") and status != "failed":
         rejected, answered = _rejected(counts)
         share = rejected / answered if answered else 0.0

@@ -113,6 +113,9 @@ def _global(
     _state["debug"] = debug
     _state["verbose"] = verbose
     _state["json"] = False
+    # The store, models, reports and logs hold personal data: files this process creates are
+    # readable by their owner only, whatever the shell's umask.
+    os.umask(0o077)
 
 
 def _fail(message: str, code: int, *, hint: str | None = None) -> None:
@@ -662,6 +665,16 @@ def sandbox(
             "or drifting (interacting, with a regime shift in the newest months)."
         ),
     ] = "classic",
+    daily_api_limit: Annotated[
+        int, typer.Option(min=1, help="The org's daily API allowance (403 past it).")
+    ] = 100_000,
+    faults: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML or JSON file of fault rules (rate, kind: unavailable, request_limit, "
+            "expired_session, slow, drop, lost_answer; lock_rate) to rehearse a bad day."
+        ),
+    ] = None,
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -689,6 +702,8 @@ def sandbox(
             reporter=_reporter(False),
             ready=ready,
             org=org,
+            daily_api_limit=daily_api_limit,
+            faults=faults,
         )
     )
 

@@ -147,6 +147,8 @@ class SourceSettings(BaseModel):
             (an integer such as 20240131) or ``row_order`` (an integer that only orders rows).
         entities: also derive an entity table from this event table: one row per
             ``id_column`` value with its first event time (``first_event_at``).
+        allow_empty: a file without rows may empty the table (refused by default, so that a
+            truncated export does not wipe the data).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -160,6 +162,7 @@ class SourceSettings(BaseModel):
     as_of: datetime | None = None
     time_formats: dict[str, TimeFormat] = Field(default_factory=dict)
     entities: DerivedEntities | None = None
+    allow_empty: bool = False
 
     @field_validator("delimiter")
     @classmethod
@@ -212,8 +215,10 @@ class SegmentOutput(_TargetOptions):
 
     Attributes:
         traits: output -> trait name, e.g. ``{ score = "lead_score", tier = "lead_tier" }``.
-        unmatched: records whose person has no Segment user id are ``skip``-ped (counted), or
-            identified by their ``record_id`` (which creates profiles keyed by the CRM id).
+        unmatched: records whose person has no Segment profile with a user or anonymous id
+            (a profile without a user id is addressed by one of its anonymous ids) are
+            ``skip``-ped (counted), or identified by their ``record_id`` (which creates
+            profiles keyed by the CRM id).
     """
 
     traits: dict[SegmentOutputKind, str] = Field(min_length=1)
@@ -296,8 +301,8 @@ class AudienceSegment(BaseModel):
 
     Attributes:
         trait: a boolean trait set to true on entry and false on exit (optional).
-        unmatched: records without a Segment user id are ``skip``-ped, or identified by their
-            ``record_id``.
+        unmatched: records without a Segment user or anonymous id are ``skip``-ped (counted
+            apart from those entering and leaving), or identified by their ``record_id``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -308,6 +308,8 @@ def run_sandbox(
     reporter: Reporter = SILENT,
     ready: Any = None,
     org: str = "classic",
+    daily_api_limit: int = 100_000,
+    faults: Path | None = None,
 ) -> None:
     """Serve a generated org until interrupted, with config files for any client in ``workdir``.
 
@@ -323,8 +325,11 @@ def run_sandbox(
         reporter: progress.
         ready: called with the sandbox info once it is serving (used by tests).
         org: the generator's hidden model (``classic``, ``interacting``, ``drifting``).
+        daily_api_limit: the org's ``DailyApiRequests`` allowance (403 past it).
+        faults: a TOML or JSON file of fault rules (``connector.sandbox.faults.load_fault_plan``).
     """
     from connector.sandbox import Sandbox
+    from connector.sandbox.faults import load_fault_plan
     from connector.sandbox.security import FIELD_SECURITY_MODES
 
     if field_security not in FIELD_SECURITY_MODES:
@@ -333,6 +338,10 @@ def run_sandbox(
             hint=f"use one of {', '.join(FIELD_SECURITY_MODES)}",
         )
     prepare_workdir(workdir, fresh=False)
+    try:
+        plan = load_fault_plan(faults) if faults is not None else None
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="see `leadscore sandbox --help`") from None
     # The config is written when the org serves: a config left by an earlier sandbox names a
     # port nobody listens on, and a client started meanwhile is told to wait (sync/config.py).
     (workdir / "config.toml").unlink(missing_ok=True)
@@ -347,6 +356,8 @@ def run_sandbox(
         on_progress=_generation_progress(reporter),
         segment=True,
         field_security=field_security,
+        daily_api_limit=daily_api_limit,
+        faults=plan,
     )
     try:
         sandbox.start()

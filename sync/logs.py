@@ -37,6 +37,8 @@ _TOKEN_PATTERNS = (
         r"[\"']?)[^\s\"'&,}]+"
     ),
     re.compile(r"\b00D[A-Za-z0-9]{12,15}![A-Za-z0-9._]{20,}"),
+    # personal data: email addresses (plain or URL-encoded) in URLs and messages
+    re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
 )
 
 

@@ -187,7 +187,7 @@ def monitor_conditions(counts: dict[str, Any], settings: Settings) -> list[Condi
                 f"{name}: the scored population drifted from the training data",
                 (
                     f"score PSI {drift['score_psi']:.3f}, largest feature shift "
-                    f"{drift['max_feature']} PSI {drift['max_feature_psi']:.3f} "
+                    f"{_readable(drift['max_feature'])} PSI {drift['max_feature_psi']:.3f} "
                     f"(monitor.psi_alert = {settings.monitor.psi_alert}); consider retraining"
                 )
                 if active
@@ -256,3 +256,10 @@ def monitoring_report_body(
         psi_warn=settings.monitor.psi_warn,
         psi_alert=settings.monitor.psi_alert,
     )
+
+
+def _readable(feature: str | None) -> str:
+    """A feature as reps read it (``Seniority__c`` -> ``Seniority``)."""
+    from scoring.explain import feature_label  # scoring (catboost) only when drift is reported
+
+    return feature_label(feature) if feature else "none"

@@ -18,6 +18,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 from rich.text import Text
 
+from sync.parts import part_outcomes
 from sync.results import (
     DemoSummary,
     DoctorSummary,
@@ -679,6 +680,10 @@ def render_result(out: Console, result: JobResult) -> None:
     summary = result.summary
     renderer = RENDERERS.get(type(summary)) if summary is not None else None
     rows: Rows = [("status", result.status)]
+    # a source or target that failed on its own (the others went on): say which and why
+    rows += [
+        (part, outcome) for part, outcome in part_outcomes(result.counts).items() if outcome != "ok"
+    ]
     if renderer is not None:
         rows += renderer(out, summary)
     else:

@@ -39,7 +39,7 @@ from connector.segment import (
     track_message,
 )
 from connector.store import Store
-from connector.store.identity import resolve_identities, segment_user_ids
+from connector.store.identity import resolve_identities, segment_recipients
 from connector.store.profiles import lookups_to_read, save_profiles
 from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
@@ -283,6 +283,24 @@ class SegmentMessages:
     exit: int = 0
 
 
+def _address(
+    recipient: tuple[str, str] | None, record_id: str, unmatched: str
+) -> dict[str, str | None] | None:
+    """A message's addressee, as ``identify_message`` / ``track_message`` keywords.
+
+    The profile's user id, else one of its anonymous ids, else (with ``unmatched =
+    "record_id"``) the record id as user id; None when there is nobody to send to.
+    """
+    if recipient is not None:
+        kind, value = recipient
+        if kind == "user_id":
+            return {"user_id": value, "anonymous_id": None}
+        return {"user_id": None, "anonymous_id": value}
+    if unmatched == "record_id":
+        return {"user_id": record_id, "anonymous_id": None}
+    return None
+
+
 def segment_messages(
     store: Store,
     prediction: PredictionConfig,
@@ -321,21 +339,19 @@ def segment_messages(
     built.diff = diff
     traits = diff.records_to_send()
     counts.unchanged = counts.records - len(traits)
-    users = segment_user_ids(store, prediction.entity, list(traits))
+    recipients = segment_recipients(store, prediction.entity, list(traits))
     by_record = frame.set_index("entity_id")
     for record_id, changed in traits.items():
-        user_id = users.get(record_id)
-        if user_id is None:
-            if output.unmatched == "skip":
-                counts.no_segment_user += 1
-                continue
-            user_id = record_id
+        address = _address(recipients.get(record_id), record_id, output.unmatched)
+        if address is None:
+            counts.no_segment_user += 1
+            continue
         row = by_record.loc[record_id]
         stamp = pd.Timestamp(row["scored_at"]).to_pydatetime()
         built.messages.append(
             identify_message(
-                user_id,
-                changed,
+                **address,
+                traits=changed,
                 timestamp=stamp,
                 message_id=message_id(
                     record_id, prediction.name, str(row["model_version"]), changed
@@ -465,20 +481,23 @@ def audience_messages(
     changes += sorted((r, False) for r in was_in - now_in)
     counts.records = len(changes)
     counts.unchanged = len(now_in & was_in)
-    built.enter = sum(1 for _, entered in changes if entered)
-    built.exit = len(changes) - built.enter
-    users = segment_user_ids(store, entity, [r for r, _ in changes])
+    recipients = segment_recipients(store, entity, [r for r, _ in changes])
     for record_id, entered in changes:
-        user_id = users.get(record_id) or (record_id if unmatched == "record_id" else None)
-        if user_id is None:
+        address = _address(recipients.get(record_id), record_id, unmatched)
+        if address is None:
+            # nothing is ever sent to them: counted apart, not as entering or leaving
             counts.no_segment_user += 1
             continue
+        if entered:
+            built.enter += 1
+        else:
+            built.exit += 1
         event = AUDIENCE_ENTERED if entered else AUDIENCE_EXITED
         built.messages.append(
             track_message(
-                user_id,
-                event,
-                {"audience": audience, "entity": entity, "record_id": record_id},
+                **address,
+                event=event,
+                properties={"audience": audience, "entity": entity, "record_id": record_id},
                 timestamp=at,
                 message_id=message_id(record_id, audience, event, at.isoformat()),
             )
@@ -487,8 +506,8 @@ def audience_messages(
         if trait:
             built.messages.append(
                 identify_message(
-                    user_id,
-                    {trait: entered},
+                    **address,
+                    traits={trait: entered},
                     timestamp=at,
                     message_id=message_id(record_id, audience, trait, entered, at.isoformat()),
                 )

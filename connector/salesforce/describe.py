@@ -35,6 +35,7 @@ class FieldDescription:
     picklist_values: tuple[str, ...]
     restricted_picklist: bool = False
     calculated: bool = False  # a formula or roll-up summary: SystemModstamp misses its changes
+    label: str = ""  # what the org's users see (``Seniority`` for ``Seniority__c``)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def describe_object(client: SalesforceClient, sobject: str) -> ObjectDescription
             ),
             restricted_picklist=bool(f.get("restrictedPicklist")),
             calculated=bool(f.get("calculated")),
+            label=str(f.get("label") or ""),
         )
     description = ObjectDescription(name=raw["name"], fields=fields)
     client._describes[key] = description

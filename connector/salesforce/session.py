@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,11 +81,21 @@ class SalesforceClient:
         self.instance_url: str | None = None
         self._auth = TokenAuth(self._fetch_token)
         self._rotated_refresh_token: str | None = None
+        self._usage_lock = threading.Lock()
+        self._usage_read = False  # /limits is read once per client (it may be refused: 403)
         self.budget = Budget(
-            settings.max_calls_per_run, settings.max_share_of_daily_limit, setting="salesforce"
+            settings.max_calls_per_run,
+            settings.max_share_of_daily_limit,
+            setting="salesforce",
+            read_usage=self._read_usage,
         )
         self.session = make_session(
-            http, counter=self.counter, budget=self.budget, auth=self._auth, sleep=sleep
+            http,
+            counter=self.counter,
+            budget=self.budget,
+            auth=self._auth,
+            sleep=sleep,
+            is_uncounted_url=_is_limits_url,
         )
         if settings.duplicate_rule_allow_save:
             # Active duplicate rules then let writes save records they flag
@@ -97,6 +108,36 @@ class SalesforceClient:
         self._limits: dict[str, dict[str, int]] | None = None
         self.logins = 0
         """Sessions obtained so far (the first login plus refreshes)."""
+
+    def _read_usage(self, counter: CallCounter) -> None:
+        """Learn the org's API usage from ``/limits`` before this run's first counted call.
+
+        Without it the first call of every run (a describe) was spent before its usage header
+        told the budget that the share was reached: a scheduled run every few seconds drove the
+        org to its hard limit. ``/limits`` itself does not count against the allowance.
+
+        Args:
+            counter: the run's counter, whose ``org_usage`` this sets.
+        """
+        with self._usage_lock:
+            if counter.org_usage is not None or self._usage_read:
+                return  # another thread read it meanwhile, or /limits is not readable here
+            self._usage_read = True
+            try:
+                _ = self._auth.token  # log in first: the instance URL comes with the token
+                url = f"{self.instance_url}/services/data/v{self.settings.api_version}/limits/"
+                response = self.session.get(url)
+                if response.status_code < 300:
+                    body = response.json()
+                    daily = body.get("DailyApiRequests") if isinstance(body, dict) else None
+                    if isinstance(daily, dict) and daily.get("Max"):
+                        total = int(daily["Max"])
+                        counter.org_usage = (total - int(daily.get("Remaining") or 0), total)
+                    self._limits = {k: dict(v) for k, v in body.items() if isinstance(v, dict)}
+            except (requests.RequestException, ValueError) as exc:
+                # The call that follows fails the same way and says so; the budget still
+                # applies from its usage header on.
+                log.debug("reading /limits failed: %s", type(exc).__name__)
 
     def connect(self) -> SalesforceClient:
         """Log in now, so that bad credentials or URLs fail before any work starts.
@@ -363,6 +404,11 @@ class SalesforceClient:
                 hint="check salesforce.username, the password and the security token",
             ) from None
         return token, f"https://{instance}"
+
+
+def _is_limits_url(url: str) -> bool:
+    """``/services/data/vXX.X/limits``: reading the allowance does not spend it."""
+    return urlparse(url).path.rstrip("/").endswith("/limits")
 
 
 def _jwt_audience(login_url: str) -> str:

@@ -120,6 +120,8 @@ class SalesforceSettings(BaseModel):
         bulk_timeout_seconds: give up waiting for a bulk job after this long (the next run
             resumes a query job where it stopped).
         max_calls_per_run: stop a run cleanly before it makes more API calls than this.
+        currency: the org's corporate currency (ISO code), shown with amounts (currency fields,
+            order values) in the score reasons reps read.
         max_share_of_daily_limit: stop a run cleanly before the org has used this share of its daily
             allowance.
         streams: objects to pull, by API name.
@@ -163,6 +165,7 @@ class SalesforceSettings(BaseModel):
     bulk_timeout_seconds: float = Field(3600.0, gt=0)
     max_calls_per_run: int | None = Field(None, ge=1)
     max_share_of_daily_limit: float | None = Field(0.8, gt=0, le=1)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     streams: dict[str, StreamSettings]
     client_id: SecretStr | None = None
     client_secret: SecretStr | None = None

@@ -129,6 +129,17 @@ class SalesforceStream:
             for f in fields
         }
         added = store.ensure_table(name, table, columns, key="Id")
+        # labels for what reps read: reasons say "Seniority", not "Seniority__c"
+        store.save_field_labels(
+            (
+                description.fields[f.lower()].name,
+                description.fields[f.lower()].label,
+                f"currency:{s.currency}"
+                if description.fields[f.lower()].type == "currency"
+                else description.fields[f.lower()].type,
+            )
+            for f in fields
+        )
         if added:
             # New columns are empty for rows already stored: read the stream again in full to
             # fill them.
@@ -210,6 +221,11 @@ class SalesforceStream:
             total = count_records(
                 sf, name, cursor_field=cursor.name, since=since, include_deleted=include_deleted
             )
+        # The server's time before the read (the count's answer, or the job's creation): every
+        # change committed before it is read, so the next read's overlap is anchored there. The
+        # newest row read is no anchor: in a quiet org, the records of the last push would be
+        # read again on every cycle.
+        read_from = sf.counter.server_time
         if total is None or total > s.bulk_read_threshold:
             # create + one poll + result pages; /limits tells whether the org can afford it
             check_allowance(
@@ -235,6 +251,7 @@ class SalesforceStream:
                 started_at=started,
             )
             read_job(job, None)
+            read_from = job.created
         elif total > 0:
             planned = math.ceil(total / s.page_size)
             if planned > LARGE_RUN_CALLS:
@@ -260,6 +277,8 @@ class SalesforceStream:
                     add(page_counts, len(page))
                     task.advance(len(page))
                     after_page(counts.to_json())
+        if read_from is not None:
+            store.advance_cursor(name, read_from)
         stale = last_synced is not None and started - last_synced > timedelta(
             days=s.recycle_bin_days
         )

@@ -10,23 +10,26 @@ import math
 import re
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from types import SimpleNamespace
 from typing import Any, Literal
 
+import requests
 from simple_salesforce.format import format_soql
 
 from connector.errors import (
+    Action,
     ConfigError,
     LeadscoreError,
     RequestError,
+    classify_exception,
     is_transient_record_error,
 )
 from connector.salesforce.bulk import bulk_call, bulk_url, wait_for_job
 from connector.salesforce.describe import FieldDescription, describe_object
-from connector.salesforce.rest import _ID, _id18
+from connector.salesforce.rest import _ID, _id18, read_records_by_id
 from connector.salesforce.session import SalesforceClient, translate_errors
 from connector.salesforce.settings import (
     BULK_MAX_UPLOAD_BYTES,
@@ -212,6 +215,67 @@ def _collection_error(result: dict[str, Any]) -> _Outcome:
     return _Outcome(False, f"{code}: {first.get('message', '')}".strip(), code)
 
 
+def _answer_lost(exc: requests.RequestException) -> bool:
+    """Whether a request failed after it was sent, so that it may have been applied."""
+    rule = classify_exception(exc)
+    return rule is not None and rule.action is Action.RETRY and not rule.safe_to_resend
+
+
+@contextmanager
+def _lost_answer_raised(applies: bool) -> Iterator[None]:
+    """Turn a transport failure after the request went out into :class:`_LostAnswer`."""
+    try:
+        yield
+    except requests.RequestException as exc:
+        if applies and _answer_lost(exc):
+            raise _LostAnswer from exc
+        raise
+
+
+def _same_value(sent: Any, current: Any) -> bool:
+    """Whether a value read back is the one sent (numbers come back as floats)."""
+    if isinstance(sent, int | float) and isinstance(current, int | float):
+        return not isinstance(sent, bool) and float(sent) == float(current)
+    return sent == current
+
+
+def _read_back(
+    client: SalesforceClient, name: str, records: Sequence[dict[str, Any]]
+) -> list[_Outcome]:
+    """Outcomes of an update whose answer was lost, from the records as Salesforce holds them.
+
+    A record that holds every value sent was written (sending it again would write it twice);
+    any other gets ``LOST_ANSWER``, a transient code, and goes out again in the retry rounds.
+    """
+    fields = sorted({k for r in records for k in r if k != "Id"})
+    current = read_records_by_id(client, name, [str(r["Id"]) for r in records], fields)
+    outcomes = []
+    for record in records:
+        now = current.get(str(record["Id"]))
+        if now is not None and all(
+            _same_value(_encode(v), now.get(k)) for k, v in record.items() if k != "Id"
+        ):
+            outcomes.append(_Outcome(True, id=str(record["Id"])))
+        else:
+            outcomes.append(
+                _Outcome(
+                    False,
+                    "LOST_ANSWER: the answer was lost and the record does not hold the values",
+                    "LOST_ANSWER",
+                )
+            )
+    written = sum(o.success for o in outcomes)
+    log.warning(
+        "%s: the answer to an update of %d records was lost; read back: %d written, %d to send "
+        "again",
+        name,
+        len(records),
+        written,
+        len(records) - written,
+    )
+    return outcomes
+
+
 def _collections_request(
     client: SalesforceClient,
     name: str,
@@ -219,9 +283,36 @@ def _collections_request(
     operation: WriteOperation,
     external_id_field: str | None,
 ) -> list[_Outcome]:
-    """One sObject Collections request (at most 200 records, ``allOrNone=false``)."""
+    """One sObject Collections request (at most 200 records, ``allOrNone=false``).
+
+    An update whose answer is lost (the connection dropped after the request went out) is
+    settled by reading the records back, the path a crash mid-request takes, rather than by
+    sending it again.
+    """
     what = f"{operation} of {len(records)} {name} records"
-    with translate_errors(what):
+    try:
+        return _collections_call(client, name, records, operation, external_id_field, what)
+    except _LostAnswer:
+        return _read_back(client, name, records)
+
+
+class _LostAnswer(Exception):
+    """Internal: an update went out and its answer was lost.
+
+    Not a ``RequestException``, so that ``translate_errors`` lets it through to the read-back.
+    """
+
+
+def _collections_call(
+    client: SalesforceClient,
+    name: str,
+    records: Sequence[dict[str, Any]],
+    operation: WriteOperation,
+    external_id_field: str | None,
+    what: str,
+) -> list[_Outcome]:
+    """Send one sObject Collections request and read its per-record results."""
+    with translate_errors(what), _lost_answer_raised(operation == "update"):
         if operation == "delete":
             ids = ",".join(str(r["Id"]) for r in records)
             results = client.sf.restful(

@@ -10,6 +10,8 @@ tests and benchmarks use: a rate or a schedule of
 - ``slow``: the answer is delayed by ``seconds``, then served normally;
 - ``drop``: the request is served (and applied) normally, but the connection is closed after
   ``after_bytes`` bytes of the body;
+- ``lost_answer``: the request is served (and applied) normally, but the connection is closed
+  before any byte of the answer (the client cannot tell whether it was applied);
 
 plus ``UNABLE_TO_LOCK_ROW`` per record write (sObject Collections and Bulk API 2.0 ingest alike),
 and busy-org batches: a write call of more records than ``busy_batch_size`` fails every record
@@ -33,9 +35,11 @@ from __future__ import annotations
 import json
 import random
 import threading
+import tomllib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class Drop:
     """
 
     after_bytes: int = 0
+
+
+LOST_ANSWER = Drop(-1)
+"""Serve the request, then close the connection before the status line (no answer at all)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,7 @@ BUSY_ERRORS = {
     "UNABLE_TO_LOCK_ROW": "unable to obtain exclusive access to this record or 200 records",
 }
 
-FAULT_KINDS = ("unavailable", "request_limit", "expired_session", "slow", "drop")
+FAULT_KINDS = ("unavailable", "request_limit", "expired_session", "slow", "drop", "lost_answer")
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -237,6 +245,8 @@ class FaultRule:
             return Slow(self.seconds)
         if self.kind == "drop":
             return Drop(self.after_bytes)
+        if self.kind == "lost_answer":
+            return LOST_ANSWER
         return _CANNED[self.kind]
 
 
@@ -341,3 +351,60 @@ class InjectedFaults(FaultPlan):
         return RecordFault(
             "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records"
         )
+
+
+_PLAN_KEYS = frozenset(
+    {"rules", "lock_rate", "lock_at", "lock_objects", "seed", "reject_records"}
+    | {"busy_batch_size", "busy_error", "busy_objects"}
+)
+_RULE_TUPLES = ("at", "methods", "categories")
+
+
+def load_fault_plan(path: Path) -> InjectedFaults:
+    """Read fault rules from a TOML or JSON file (by its suffix) into an :class:`InjectedFaults`.
+
+    The file holds :class:`InjectedFaults`'s keyword arguments, with ``rules`` a list of
+    :class:`FaultRule` fields, e.g. in TOML::
+
+        seed = 1
+        lock_rate = 0.02
+        [[rules]]
+        kind = "lost_answer"
+        rate = 0.05
+        methods = ["PATCH"]
+        categories = ["composite"]
+
+    Args:
+        path: the file (``.json``, or TOML for any other suffix).
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: the file cannot be read or names an unknown key, kind or value.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if Path(path).suffix.lower() == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"cannot read fault rules from {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table of fault settings")
+    unknown = sorted(set(data) - _PLAN_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    rules = []
+    for number, rule in enumerate(data.pop("rules", []) or [], start=1):
+        if not isinstance(rule, dict):
+            raise ValueError(f"{path}: rule {number} is not a table")
+        fields = {
+            k: tuple(v) if k in _RULE_TUPLES and v is not None else v for k, v in rule.items()
+        }
+        try:
+            rules.append(FaultRule(**fields))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: rule {number}: {exc}") from None
+    try:
+        return InjectedFaults(rules, **data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -653,8 +653,10 @@ class SalesforceApi:
             raise _not_found()
         version = match.group(1)
         self._authenticate(request)
-        self._count_call()
         rest = [segment for segment in segments[1:] if segment]
+        if rest != ["limits"]:
+            # Reading the allowance does not spend it, so a client can stop before the cap.
+            self._count_call()
         if not rest:
             self._require_method(request, "GET")
             return self._resources(version)

@@ -161,6 +161,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body=body,
         )
         response = self.server.api.handle(request)
+        if response.truncate_at is not None and response.truncate_at < 0:
+            # Fault injection: the request was applied, the answer is lost with the connection.
+            self.close_connection = True
+            return
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         for name, value in response.headers.items():

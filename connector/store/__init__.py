@@ -7,10 +7,12 @@
 - ``imports.py``   the rows of imported files (``[[sources]]`` tables and Segment exports).
 
 Other packages call these named functions; ``scoring/`` reads tables another module fills by the
-names exported here (``IDENTITY_MAP``, :func:`raw_table_name`), never by a literal.
+names exported here (``IDENTITY_MAP``, ``FIELD_LABELS``, :func:`raw_table_name`), never by a
+literal.
 """
 
 from connector.store.database import (
+    FIELD_LABELS,
     IDENTITY_MAP,
     MIGRATIONS,
     PageCounts,
@@ -22,6 +24,7 @@ from connector.store.database import (
 )
 
 __all__ = [
+    "FIELD_LABELS",
     "IDENTITY_MAP",
     "MIGRATIONS",
     "PageCounts",

@@ -74,6 +74,9 @@ _READ_BULK_CSV = (
 # The tables other packages read by name. scoring/ imports these names rather than spelling a
 # table another module fills (identity_map is rebuilt by connector/store/identity.py).
 IDENTITY_MAP = "identity_map"
+FIELD_LABELS = "field_labels"
+"""What reps read: each pulled field's label and type from describe (``Seniority__c`` ->
+``Seniority``; ``currency:USD`` for amounts), for score reasons and drift tables."""
 """(entity, id_type, id_value, entity_id, profile_id, rule): every identity of every person."""
 
 
@@ -281,6 +284,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stream VARCHAR PRIMARY KEY,
             read_at TIMESTAMP NOT NULL)""",
     ),
+    # What reps read (issue 13): field labels and types from describe, for reasons and drift.
+    (
+        """CREATE TABLE field_labels (
+            field VARCHAR PRIMARY KEY,
+            label VARCHAR NOT NULL,
+            type VARCHAR NOT NULL)""",
+    ),
 )
 
 
@@ -299,6 +309,21 @@ class PageCounts:
     updated: int
     unchanged: int
     deleted: int = 0
+
+
+def _owner_only(path: Path) -> None:
+    """Make the store file (and its write-ahead log) readable by its owner only.
+
+    The store holds personal data (names, emails, activity); DuckDB creates its files with the
+    process umask, typically world-readable. A store created before is tightened on open.
+    """
+    for file in (path, path.with_name(path.name + ".wal")):
+        try:
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except OSError:
+            pass  # not there yet (no WAL), or not ours to change: nothing to tighten
 
 
 class Store:
@@ -331,6 +356,8 @@ class Store:
                 f"cannot open store {self.path}: {reason}",
                 hint="check store.path and that its directory is writable",
             ) from None
+        if not read_only:
+            _owner_only(self.path)
         # DuckDB draws its own progress bar on stdout for long queries (a big import), which would
         # corrupt --json output; leadscore reports progress itself.
         self.con.execute("SET enable_progress_bar = false")
@@ -716,6 +743,31 @@ class Store:
             con.execute("DROP TABLE IF EXISTS _merge_page")
         counts = PageCounts(int(inserted), int(updated), int(unchanged), int(deleted))
         return counts, newest
+
+    def save_field_labels(self, labels: Iterable[tuple[str, str, str]]) -> None:
+        """Remember the label and type of pulled fields (the last describe wins).
+
+        Args:
+            labels: ``(field API name, label, type)``; type ``currency:XXX`` for amounts.
+        """
+        rows = [(f, lbl, t) for f, lbl, t in labels if f and lbl]
+        if not rows:
+            return
+        with self.transaction() as con:
+            con.executemany(
+                f"INSERT OR REPLACE INTO {FIELD_LABELS} VALUES (?, ?, ?)",
+                rows,
+            )
+
+    def advance_cursor(self, stream: str, through: datetime) -> None:
+        """Move a stream's cursor forward to a time its finished read covers (never back).
+
+        Args:
+            stream: stream name.
+            through: every change before it (minus the overlap) was read.
+        """
+        with self.transaction() as con:
+            self._advance_cursor(con, stream, through)
 
     @staticmethod
     def _advance_cursor(con: duckdb.DuckDBPyConnection, stream: str, newest: Any) -> None:

@@ -376,11 +376,14 @@ def _summary(store: Store, conflicts: dict[str, int]) -> IdentityResult:
     return result
 
 
-def segment_user_ids(store: Store, entity: str, entity_ids: Sequence[str]) -> dict[str, str]:
-    """The Segment ``userId`` of each record, for writes back to Segment.
+def segment_recipients(
+    store: Store, entity: str, entity_ids: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """Whom to address each record's Segment messages to: its ``userId``, else an ``anonymousId``.
 
-    A record with several user ids (several matched profiles) gets the one of its strongest match,
-    then the smallest.
+    A profile without a user id (a visitor who never logged in, matched by email or an external
+    id) is still reachable: Segment's identify and track calls take an ``anonymousId`` instead.
+    Among several ids, the one of the strongest match wins, then the smallest.
 
     Args:
         store: the store.
@@ -388,7 +391,7 @@ def segment_user_ids(store: Store, entity: str, entity_ids: Sequence[str]) -> di
         entity_ids: the records.
 
     Returns:
-        entity id -> user id, for records that have one.
+        entity id -> (``user_id`` or ``anonymous_id``, the id), for records that have one.
     """
     if not entity_ids:
         return {}
@@ -398,14 +401,35 @@ def segment_user_ids(store: Store, entity: str, entity_ids: Sequence[str]) -> di
         try:
             rows = con.execute(
                 """SELECT m.entity_id,
-                          arg_min(m.id_value, (CASE WHEN m.rule LIKE 'external_id:%' THEN 1
-                                                    WHEN m.rule = 'primary_email' THEN 2
-                                                    ELSE 3 END, m.id_value))
+                          arg_min([m.id_type, m.id_value],
+                                  (CASE m.id_type WHEN 'user_id' THEN 0 ELSE 1 END,
+                                   CASE WHEN m.rule LIKE 'external_id:%' THEN 1
+                                        WHEN m.rule = 'primary_email' THEN 2
+                                        ELSE 3 END, m.id_value))
                    FROM identity_map m JOIN _wanted w ON w.entity_id = m.entity_id
-                   WHERE m.entity = ? AND m.id_type = 'user_id'
+                   WHERE m.entity = ? AND m.id_type IN ('user_id', 'anonymous_id')
+                     AND m.id_value IS NOT NULL
                    GROUP BY m.entity_id""",
                 [entity],
             ).fetchall()
         finally:
             con.unregister("_wanted")
-    return {str(k): str(v) for k, v in rows if v is not None}
+    return {str(k): (str(v[0]), str(v[1])) for k, v in rows if v is not None}
+
+
+def segment_user_ids(store: Store, entity: str, entity_ids: Sequence[str]) -> dict[str, str]:
+    """The Segment ``userId`` of each record that has one (see :func:`segment_recipients`).
+
+    Args:
+        store: the store.
+        entity: entity name.
+        entity_ids: the records.
+
+    Returns:
+        entity id -> user id, for records that have one.
+    """
+    return {
+        record: value
+        for record, (kind, value) in segment_recipients(store, entity, entity_ids).items()
+        if kind == "user_id"
+    }

@@ -239,6 +239,7 @@ def replace_table(
     id_column: str | None,
     clean_names: bool,
     what: object,
+    allow_empty: bool = False,
 ) -> tuple[int, list[str]]:
     """Replace a table with the rows of a DuckDB table function, in one transaction.
 
@@ -250,15 +251,22 @@ def replace_table(
         id_column: a column that must exist and hold unique, non-null values.
         clean_names: rename columns that are not plain identifiers (see ``clean_column_name``).
         what: the file, named in errors.
+        allow_empty: no rows may replace a table that has rows.
 
     Returns:
         The row count and the columns.
 
     Raises:
-        ConfigError: the id column is absent or not unique (the previous table is kept).
+        ConfigError: the id column is absent or not unique, or no rows would replace a table
+            with rows (the previous table is kept).
         duckdb.Error: the file cannot be read.
     """
     target = quote_identifier(table)
+    before = (
+        store.con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+        if store.table_exists(table)
+        else 0
+    )
     with store.transaction() as con:
         con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}", params)
         columns = [r[0] for r in con.execute(f"DESCRIBE {target}").fetchall()]
@@ -295,6 +303,11 @@ def replace_table(
                     hint="choose a column that identifies each row",
                 )
         rows = con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+        if rows == 0 and before and not allow_empty:
+            raise ConfigError(
+                f"{what}: holds no rows; {table} keeps its {before:,} rows",
+                hint="a truncated export? To empty the table, set allow_empty = true in the source",
+            )
     return int(rows), columns
 
 

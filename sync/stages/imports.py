@@ -96,6 +96,7 @@ def import_sources(
             delimiter=source.delimiter,
             null_values=tuple(source.null_values),
             clean_names=True,
+            allow_empty=source.allow_empty,
         )
         if source.row_id:
             store.number_rows(source.table, source.row_id)

@@ -9,6 +9,7 @@ from connector.salesforce import (
     SalesforceStream,
 )
 from sync.config import Settings
+from sync.parts import finish_parts, run_part
 from sync.progress import Reporter
 from sync.run import (
     SILENT,
@@ -65,32 +66,46 @@ def run_pull(
         open_store(settings, "pull", should_stop=should_stop, reporter=reporter) as store,
         recorded(store, "pull", sf.counter) as result,
     ):
-        sf.connect()
         keys = ("fetched", "new", "changed", "unchanged", "deleted")
         totals = dict.fromkeys(keys, 0)
         streams: dict[str, dict[str, Any]] = {}
         result.counts = {**totals, "pulled": 0, "streams": streams}
-        for sobject, stream in salesforce.streams.items():
 
-            def progress(counts: dict[str, Any], sobject: str = sobject) -> None:
-                result.counts = {**result.counts, "streams": {**streams, sobject: counts}}
-                check_stop(should_stop, "pull", f"after a page of {sobject}")
+        def pull_salesforce() -> None:
+            sf.connect()
+            for sobject, stream in salesforce.streams.items():
 
-            counts = (
-                SalesforceStream(sf, sobject, stream)
-                .sync(store, reporter, progress, sweep=sweep)
-                .to_json()
-            )
-            streams[sobject] = counts
-            for key in keys:
-                totals[key] += counts[key]
-            result.counts = {
-                **totals,
-                "pulled": totals["new"] + totals["changed"],
-                "streams": streams,
-            }
+                def progress(counts: dict[str, Any], sobject: str = sobject) -> None:
+                    result.counts = {**result.counts, "streams": {**streams, sobject: counts}}
+                    check_stop(should_stop, "pull", f"after a page of {sobject}")
+
+                counts = (
+                    SalesforceStream(sf, sobject, stream)
+                    .sync(store, reporter, progress, sweep=sweep)
+                    .to_json()
+                )
+                streams[sobject] = counts
+                for key in keys:
+                    totals[key] += counts[key]
+                result.counts = {
+                    **totals,
+                    "pulled": totals["new"] + totals["changed"],
+                    "streams": streams,
+                }
+
+        # Each source fails on its own (sync/parts.py): Segment still goes when Salesforce is
+        # down, and the Salesforce data is kept when Segment's token was revoked.
+        run_part(result, "salesforce", pull_salesforce)
         if settings.segment is not None:
-            result.counts["segment"] = pull_segment(
-                settings.segment, store, reporter, base=config_dir(settings)
+            segment_settings = settings.segment
+            # a Segment failure (a revoked Profile API token) leaves the Salesforce data pulled
+            # and the run partial (sync/parts.py)
+            segment = run_part(
+                result,
+                "segment",
+                lambda: pull_segment(segment_settings, store, reporter, base=config_dir(settings)),
             )
+            if segment is not None:
+                result.counts["segment"] = segment
+        finish_parts(result)
     return result

@@ -15,6 +15,7 @@ from connector.store import Store
 from scoring.audiences import AudienceError, evaluate_audiences, score_frame
 from scoring.events import SpecError, resolve_entity
 from sync.config import Settings
+from sync.parts import finish_parts, run_part
 from sync.progress import Reporter
 from sync.run import (
     SILENT,
@@ -102,45 +103,56 @@ def run_push(
         recorded(store, "push", sf.counter if sf else None) as result,
     ):
         pushed: dict[str, Any] = {}
-        if sf is not None and writes_salesforce:
-            sf.connect()
-        for spec in settings.predictions:
-            if spec.salesforce is None or sf is None:
-                continue
-            counts = push_salesforce(
-                sf, store, spec, reporter, writeback=settings.writeback, should_stop=should_stop
-            )
-            pushed[spec.name] = counts.to_json()
-        failed = sum(p["failed"] for p in pushed.values())
-        result.counts = {
-            "written": sum(p["written"] for p in pushed.values()),
-            "failed": failed,
-            "predictions": pushed,
-        }
-        members = audience_members(store, settings) if settings.audiences else {}
         campaigns: dict[str, Any] = {}
-        for audience in settings.audiences:
-            if audience.salesforce is None or sf is None:
-                continue
-            check_stop(should_stop, "push", "before the campaigns")
-            reporter.stage(f"audience {audience.name}: campaign {audience.salesforce.campaign_id}")
-            campaigns[audience.name] = push_campaign(
-                sf, store, audience, members[audience.name][0], writeback=settings.writeback
-            )
-            failed += campaigns[audience.name]["failed"]
+        result.counts = {"written": 0, "failed": 0, "predictions": pushed}
+        members = audience_members(store, settings) if settings.audiences else {}
+
+        def salesforce() -> None:
+            assert sf is not None
+            sf.connect()
+            for spec in settings.predictions:
+                if spec.salesforce is None:
+                    continue
+                counts = push_salesforce(
+                    sf, store, spec, reporter, writeback=settings.writeback, should_stop=should_stop
+                )
+                pushed[spec.name] = counts.to_json()
+            for audience in settings.audiences:
+                if audience.salesforce is None:
+                    continue
+                check_stop(should_stop, "push", "before the campaigns")
+                reporter.stage(
+                    f"audience {audience.name}: campaign {audience.salesforce.campaign_id}"
+                )
+                campaigns[audience.name] = push_campaign(
+                    sf, store, audience, members[audience.name][0], writeback=settings.writeback
+                )
+
+        # Each target fails on its own: a Salesforce outage does not hold back Segment's traits,
+        # nor a revoked Segment key the Salesforce fields (sync/parts.py).
+        if sf is not None and writes_salesforce:
+            run_part(result, "salesforce", salesforce)
+        failed = sum(p["failed"] for p in pushed.values())
+        result.counts["written"] = sum(p["written"] for p in pushed.values())
+        result.counts["failed"] = failed
+        failed += sum(c["failed"] for c in campaigns.values())
         if campaigns:
             result.counts["campaigns"] = campaigns
         if settings.segment is not None and (
             any(p.segment for p in settings.predictions)
             or any(a.segment for a in settings.audiences)
         ):
-            segment = _push_segment(settings, store, reporter, members)
-            if segment["predictions"]:
-                result.counts["segment"] = segment["predictions"]
-            if segment["audiences"]:
-                result.counts["segment_audiences"] = segment["audiences"]
-            failed += sum(p["failed"] for p in segment["predictions"].values())
-            failed += sum(p["failed"] for p in segment["audiences"].values())
+            segment = run_part(
+                result, "segment", lambda: _push_segment(settings, store, reporter, members)
+            )
+            if segment is not None:
+                if segment["predictions"]:
+                    result.counts["segment"] = segment["predictions"]
+                if segment["audiences"]:
+                    result.counts["segment_audiences"] = segment["audiences"]
+                failed += sum(p["failed"] for p in segment["predictions"].values())
+                failed += sum(p["failed"] for p in segment["audiences"].values())
+        finish_parts(result)
         if failed:
             result.status = "partial"
     if client is None and sf is not None:

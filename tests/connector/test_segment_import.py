@@ -50,7 +50,10 @@ LINES = {
         "duplicate",
     ),
     16: ("\x01garbage\x01with the reader's delimiter", "bad_json"),
-    17: (track("m17", userId=42, properties={"revenue": 12.5}), None),
+    17: (track("m17", userId=42, properties={"revenue": 12.5}), "wrong_type"),
+    18: (track("m18", event={"name": "Signed Up"}), "wrong_type"),
+    19: (track("m19", anonymousId=["a", "b"], userId=None), "wrong_type"),
+    20: (track("m20", properties={"revenue": 12.5}, context={"userId": 7}), None),
 }
 
 
@@ -93,15 +96,29 @@ def test_every_kind_of_bad_line_is_counted_reported_with_its_line_and_skipped(st
     ]
     details = dict(zip(rejects["line"], rejects["detail"], strict=True))
     assert details[6] == "last tuesday" and details[8].endswith(" bytes") and details[9] == "page"
+    # a number or an object where Segment sends a string is skipped, naming the field
+    assert details[17] == "userId = 42"
+    assert details[18] == 'event = {"name":"Signed Up"}'
+    assert details[19] == 'anonymousId = ["a","b"]'
     assert result.examples[0] == f"{path}:3: bad_json ({{not json)"
     events = store.query_df(
         "SELECT message_id, event, user_id, anonymous_id, ts, properties FROM seg_event ORDER BY 1"
     )
-    assert events["message_id"].tolist() == ["m1", "m14", "m17"]
-    # offsets are converted to UTC; numeric ids are kept as text
+    assert events["message_id"].tolist() == ["m1", "m14", "m20"]
+    # offsets are converted to UTC; nested fields of another type are left alone
     assert str(events.loc[1, "ts"]) == "2025-05-01 10:00:00"
-    assert events.loc[2, "user_id"] == "42"
     assert json.loads(events.loc[2, "properties"]) == {"revenue": 12.5}
+
+
+def test_a_line_over_16_mb_is_skipped_and_the_rest_imported(store, tmp_path):
+    path = tmp_path / "tracks.jsonl.gz"
+    with gzip.open(path, "wt") as out:
+        out.write(track("m1") + "\n")
+        out.write(track("m2", properties={"blob": "x" * (17 * 1024 * 1024)}) + "\n")
+        out.write(track("m3") + "\n")
+    result = import_segment_export(store, path, "tracks")
+    assert result.imported == 2 and result.skipped == {"oversize_message": 1}
+    assert result.examples[0].startswith(f"{path}:2: oversize_message (17")
 
 
 def test_a_file_is_imported_once_and_overlapping_exports_are_deduplicated(store, tmp_path):

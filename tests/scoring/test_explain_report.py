@@ -124,3 +124,43 @@ def test_report_is_self_contained_with_every_section(customer_store, tmp_path, o
     assert len(SECTIONS) == 11
     # One explorer, for the binary prediction only, with its data inline.
     assert page.count('class="lsx"') == 1 and 'id="explorer-lead_conversion"' in page
+
+
+def test_reasons_read_as_reps_would_say_them():
+    """Readable event names, describe labels, one window per factor, amounts with currency."""
+    from scoring.explain import Labels, describe, feature_label
+
+    labels = Labels(
+        {
+            "Seniority__c": ("Seniority", "picklist"),
+            "AnnualRevenue": ("Annual Revenue", "currency:EUR"),
+        },
+        currency="EUR",
+    )
+    counts = frozenset({"seg_page_viewed_90d", "seg_feature_used_14d", "task_web_visit_7d"})
+    said = {
+        describe(f, v, counts, labels)
+        for f, v in [
+            ("seg_page_viewed_90d", 8),
+            ("seg_feature_used_14d", 1),
+            ("task_web_visit_7d", 3),
+            ("Seniority__c", "VP"),
+            ("AnnualRevenue", 2_500_000.0),
+            ("seg_order_completed_value_sum_90d", 1234.0),
+        ]
+    }
+    assert said == {
+        "Page viewed 8 times in 90d",
+        "Feature used once in 14d",
+        "3 web visits in 7d",
+        "Seniority: VP",
+        "Annual Revenue: EUR 2,500,000",
+        "Order completed total in 90d: EUR 1,234",
+    }
+    assert feature_label("Seniority__c") == "Seniority"
+    assert feature_label("Seniority__c", labels) == "Seniority"
+    assert feature_label("seg_feature_used_14d") == "Feature used in 14d"
+    # an event already named for a window does not say a window twice
+    assert describe("seg_pages_viewed_30d_7d", 2, frozenset({"seg_pages_viewed_30d_7d"})) == (
+        "Pages viewed 2 times in 7d"
+    )

@@ -59,6 +59,12 @@ def test_run_scores_every_lead_and_a_second_run_writes_nothing(org):
     # API calls: describe + query pages per stream, and ceil(leads / 200) collection updates
     updates = [r for r in sandbox.request_log if r.category == "composite"]
     assert len(updates) == -(-leads // 200)
+    # what reps read: field labels from describe, amounts with their currency, no API names
+    reasons = [r[0] for r in sandbox.sql("SELECT Lead_Score_Reasons__c FROM Lead") if r[0]]
+    text = " ".join(reasons)
+    assert reasons and "__c" not in text and "Seniority: " in text
+    amounts = [p for r in reasons for p in r.split("; ") if "Annual Revenue" in p]
+    assert amounts and all(": USD " in p for p in amounts), amounts[:3]
 
     second = run_sync(settings)
     assert second.counts["written"] == 0

@@ -197,23 +197,39 @@ def user_ids(settings: Settings) -> dict[str, str]:
     return dict(zip(rows["entity_id"], rows["u"], strict=True))
 
 
+def anonymous_only(settings: Settings) -> dict[str, str]:
+    """Leads matched to a Segment profile that has anonymous ids but no user id."""
+    with Store(settings.store.path, read_only=True) as store:
+        rows = store.query_df(
+            "SELECT entity_id, min(id_value) AS a FROM identity_map WHERE entity = 'lead' "
+            "GROUP BY 1 HAVING count(*) FILTER (id_type = 'user_id') = 0 "
+            "AND count(*) FILTER (id_type = 'anonymous_id') > 0"
+        )
+    return dict(zip(rows["entity_id"], rows["a"], strict=True))
+
+
 def test_scores_become_traits_readable_through_the_profile_api_and_only_changes_go(org):
     box, settings, _ = org
     scores = scores_for(box)
     with Store(settings.store.path) as store:
         store.append_scores("lead_conversion", scores)
     first = run_push(settings).counts["segment"]["lead_conversion"]
-    users = user_ids(settings)
-    assert first["written"] == len(users) > 0 and first["failed"] == 0
-    assert first["no_segment_user"] == len(scores) - len(users)
+    users, anonymous = user_ids(settings), anonymous_only(settings)
+    # profiles without a user id are reached by an anonymous id (identify takes either)
+    assert anonymous, "the org should have leads matched to anonymous-only profiles"
+    assert first["written"] == len(users) + len(anonymous) and first["failed"] == 0
+    assert first["no_segment_user"] == len(scores) - len(users) - len(anonymous)
     assert first["requests"] == 1  # every changed profile in one batch
     client = ProfileClient(load_settings(settings.path, environ={}).segment)
     lead, user = sorted(users.items())[0]
     traits = client.read_profile(f"user_id:{user}").traits
+    stranger, anonymous_id = sorted(anonymous.items())[0]
+    visitor = client.read_profile(f"anonymous_id:{anonymous_id}").traits
     client.close()
     expected = scores.set_index("entity_id").loc[lead]
     assert traits["lead_score"] == int(expected["score"])
     assert traits["lead_tier"] == expected["tier"]
+    assert visitor["lead_score"] == int(scores.set_index("entity_id").loc[stranger]["score"])
 
     second = run_push(settings).counts["segment"]["lead_conversion"]
     assert second["written"] == 0 and second["messages"] == 0
@@ -346,7 +362,8 @@ def test_unmatched_record_id_identifies_records_without_a_segment_user_by_their_
             store.append_scores("lead_conversion", scores)
         counts = run_push(settings).counts["segment"]["lead_conversion"]
         users = user_ids(settings)
-        without = sorted(set(scores["entity_id"]) - set(users))
+        # anonymous-only profiles are reached by their anonymous id; the rest by the record id
+        without = sorted(set(scores["entity_id"]) - set(users) - set(anonymous_only(settings)))
         assert without, "the generated org should have leads the CDP does not know"
         assert counts["no_segment_user"] == 0 and counts["written"] == len(scores)
         sent = {r[0] for r in box.sql("SELECT DISTINCT user_id FROM seg_identify")}
