@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -1196,6 +1196,10 @@ def _unseen_by_champion(
     return None, new_value, "(its own holdout: it was fitted on every row of this one)"
 
 
+SCORE_BATCH_SIZE = 50_000
+"""Entities scored per batch: features, predictions and reasons of one batch at a time."""
+
+
 def score_entities(
     con: duckdb.DuckDBPyConnection,
     spec: PredictionSpec,
@@ -1205,7 +1209,11 @@ def score_entities(
     score_time: datetime,
     reasons: bool = True,
 ) -> pd.DataFrame:
-    """Score every current entity as of ``score_time`` with a stored model.
+    """Score every current entity as of ``score_time`` with a stored model, in one frame.
+
+    The whole population at once (small stores, tests, benchmarks); the score job streams
+    :func:`score_batches` instead. Regression scores and percentile tiers are relative to the
+    whole population (:func:`population_scores`).
 
     Args:
         con: store connection.
@@ -1222,6 +1230,86 @@ def score_entities(
         JSON object; None for other tasks); regression: ``probability`` holds the predicted value
         and ``score`` its percentile (0-100).
     """
+    parts = list(
+        score_batches(
+            con,
+            spec,
+            predictor,
+            metadata,
+            score_time=score_time,
+            reasons=reasons,
+            batch_size=None,
+        )
+    )
+    out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return population_scores(spec, out)
+
+
+def population_scores(spec: PredictionSpec, scores: pd.DataFrame) -> pd.DataFrame:
+    """Set the parts of a scoring run that depend on the whole population.
+
+    Regression scores are the predicted value's percentile and ``tier_by = "percentile"`` tiers
+    are percentile cut-offs; both need every score of the run. :func:`score_batches` leaves them
+    unset (the store computes them in SQL after the last batch); this is the in-memory form.
+
+    Args:
+        spec: the prediction.
+        scores: every score of one run.
+
+    Returns:
+        The scores with ``score`` and ``tier`` final.
+    """
+    probability = scores["probability"].to_numpy(dtype=float)
+    if spec.task == "regression":
+        score = (
+            np.rint(pd.Series(probability).rank(pct=True).to_numpy() * 100).astype(int)
+            if len(probability)
+            else np.zeros(0, dtype=int)
+        )
+        return scores.assign(score=score)
+    if spec.task == "binary" and spec.tier_by == "percentile":
+        tier = assign_tiers_by(probability, spec.tiers, spec.lowest_tier, by="percentile")
+        return scores.assign(tier=tier)
+    return scores
+
+
+def needs_population(spec: PredictionSpec) -> bool:
+    """Whether a run's scores or tiers depend on the whole population.
+
+    See :func:`population_scores`.
+    """
+    return spec.task == "regression" or (spec.task == "binary" and spec.tier_by == "percentile")
+
+
+def score_batches(
+    con: duckdb.DuckDBPyConnection,
+    spec: PredictionSpec,
+    predictor: Predictor,
+    metadata: dict[str, Any],
+    *,
+    score_time: datetime,
+    reasons: bool = True,
+    batch_size: int | None = SCORE_BATCH_SIZE,
+) -> Iterator[pd.DataFrame]:
+    """Score every current entity as of ``score_time``, one batch of entities at a time.
+
+    Features, predictions and reasons are computed per batch, so memory depends on the batch
+    size, not on the number of entities (only the sorted ids are held). Scores and tiers that
+    depend on the whole population (:func:`needs_population`) are left as placeholders: the
+    caller sets them once every batch is stored.
+
+    Args:
+        con: store connection.
+        spec: the prediction (tiers).
+        predictor: the stored predictor.
+        metadata: its metadata (the exact feature columns it was trained with).
+        score_time: features use only data strictly before this time.
+        reasons: explain each score (top positive and negative factors).
+        batch_size: entities per batch (None: all at once).
+
+    Yields:
+        Frames of :func:`score_entities`' columns, entities in id order.
+    """
     try:
         entity = resolve_entity(con, spec)
         create_events_view(con, entity, entity_sources(con, entity, spec))
@@ -1229,13 +1317,34 @@ def score_entities(
         raise ScoringError(f"prediction '{spec.name}': {exc}") from None
     columns = FeatureColumns(**metadata["features"])
     ids = current_entity_ids(con, entity)
-    anchors = pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(score_time)})
-    data = build_features(con, entity, anchors, columns)
+    size = max(1, batch_size or len(ids) or 1)
+    for start in range(0, max(len(ids), 1), size):
+        part = ids.iloc[start : start + size].reset_index(drop=True)
+        anchors = pd.DataFrame({"entity_id": part, "anchor_at": pd.Timestamp(score_time)})
+        data = build_features(con, entity, anchors, columns)
+        yield _score_frame(spec, predictor, metadata, data, score_time, reasons)
+        del data, anchors
+
+
+def _score_frame(
+    spec: PredictionSpec,
+    predictor: Predictor,
+    metadata: dict[str, Any],
+    data: pd.DataFrame,
+    score_time: datetime,
+    reasons: bool,
+) -> pd.DataFrame:
+    """One batch's scores from its features (population-relative parts as placeholders)."""
     out = predictor.predict(data)
+    class_probabilities: list[Any] = [None] * len(data)
     if spec.task == "binary":
         probability = np.round(out, 6)
         score = to_score(out)
-        tier = assign_tiers_by(out, spec.tiers, spec.lowest_tier, by=spec.tier_by)
+        tier = (
+            assign_tiers_by(out, spec.tiers, spec.lowest_tier, by=spec.tier_by)
+            if spec.tier_by != "percentile"
+            else np.full(len(out), None, dtype=object)
+        )
     elif spec.task == "multiclass":
         best = out.argmax(axis=1) if len(out) else np.zeros(0, dtype=int)
         probability = np.round(out[np.arange(len(best)), best], 6) if len(best) else np.zeros(0)
@@ -1248,11 +1357,7 @@ def score_entities(
         ]
     else:
         probability = np.round(out, 6)
-        score = (
-            np.rint(pd.Series(out).rank(pct=True).to_numpy() * 100).astype(int)
-            if len(out)
-            else np.zeros(0, dtype=int)
-        )
+        score = np.zeros(len(out), dtype=int)
         tier = np.full(len(out), None, dtype=object)
     text = explain(predictor, data) if reasons and len(data) else [None] * len(data)
     return pd.DataFrame(
@@ -1264,8 +1369,6 @@ def score_entities(
             "tier": tier,
             "reasons": text,
             "scored_at": pd.Timestamp(score_time),
-            "class_probabilities": class_probabilities
-            if spec.task == "multiclass"
-            else [None] * len(data),
+            "class_probabilities": class_probabilities,
         }
     )

@@ -1023,21 +1023,34 @@ class Store:
     # -- scores
     # ---------------------------------------------------------------------------------------------
 
-    def append_scores(self, prediction: str, scores: pd.DataFrame) -> int:
-        """Append one scoring run to ``score_history``.
+    def start_score_run(self) -> int:
+        """A new scoring run id; its batches are appended with :meth:`append_scores`.
+
+        Returns:
+            The scoring run id.
+        """
+        with self._lock:
+            row = self.con.execute("SELECT nextval('score_run_seq')").fetchall()[0]
+        return int(row[0])
+
+    def append_scores(
+        self, prediction: str, scores: pd.DataFrame, *, score_run_id: int | None = None
+    ) -> int:
+        """Append one scoring run, or one batch of it, to ``score_history``.
 
         Args:
             prediction: prediction name.
             scores: columns ``entity_id, model_version, probability, score, tier, reasons,
                 scored_at`` and optionally ``class_probabilities`` (JSON text, multiclass).
+            score_run_id: the run this batch belongs to (:meth:`start_score_run`); None: the
+                frame is a whole run and gets a new id.
 
         Returns:
             The scoring run id.
         """
+        if score_run_id is None:
+            score_run_id = self.start_score_run()
         with self.transaction() as con:
-            row = con.execute("SELECT nextval('score_run_seq')").fetchall()[0]
-            assert row is not None
-            score_run_id = int(row[0])
             frame = scores.assign(score_run_id=score_run_id, prediction=prediction)
             if "class_probabilities" not in frame.columns:
                 frame = frame.assign(class_probabilities=None)
@@ -1055,6 +1068,102 @@ class Store:
             finally:
                 con.unregister("_scores")
         return score_run_id
+
+    def discard_score_run(self, score_run_id: int) -> None:
+        """Delete the rows of a scoring run that did not finish (so no reader takes it as latest).
+
+        Args:
+            score_run_id: the run.
+        """
+        with self.transaction() as con:
+            con.execute("DELETE FROM score_history WHERE score_run_id = ?", [score_run_id])
+
+    def set_population_scores(
+        self,
+        score_run_id: int,
+        *,
+        percentile_score: bool = False,
+        tiers: dict[str, float] | None = None,
+        lowest_tier: str | None = None,
+        tier_by: str = "probability",
+    ) -> None:
+        """Set the scores and tiers of a stored run that depend on its whole population.
+
+        Computed in SQL over the run's rows, so that a run scored in batches never needs its
+        scores in memory. The percentile is the mean rank of ties over the run's size, as
+        ``scoring.tiers.percentiles`` computes it.
+
+        Args:
+            score_run_id: the run.
+            percentile_score: set ``score`` to the probability's percentile (0-100, regression).
+            tiers: tier name -> cut-off; the highest cut-off reached gives the tier.
+            lowest_tier: the tier below every cut-off.
+            tier_by: cut-offs on ``probability`` or on the ``percentile`` (0-1).
+        """
+        if not percentile_score and not tiers:
+            return
+        sets, params = [], []
+        if percentile_score:
+            sets.append("score = CAST(round(p.pct * 100) AS INTEGER)")
+        if tiers:
+            basis = "p.pct" if tier_by == "percentile" else "p.probability"
+            cases = " ".join(
+                f"WHEN {basis} >= ? THEN ?" for _ in sorted(tiers.items(), key=lambda kv: -kv[1])
+            )
+            for name, cutoff in sorted(tiers.items(), key=lambda kv: -kv[1]):
+                params += [float(cutoff), name]
+            sets.append(f"tier = CASE {cases} ELSE ? END")
+            params.append(lowest_tier)
+        with self.transaction() as con:
+            con.execute(
+                f"""UPDATE score_history SET {", ".join(sets)}
+                    FROM (SELECT entity_id, probability,
+                                 (rank() OVER w + count(*) OVER (w RANGE BETWEEN UNBOUNDED
+                                   PRECEDING AND CURRENT ROW)) / 2.0 / count(*) OVER () AS pct
+                          FROM score_history WHERE score_run_id = ?
+                          WINDOW w AS (ORDER BY probability)) p
+                    WHERE score_history.score_run_id = ?
+                      AND score_history.entity_id = p.entity_id""",
+                [*params, score_run_id, score_run_id],
+            )
+
+    def score_run_rows(self, score_run_id: int, entity_ids: Iterable[str]) -> pd.DataFrame:
+        """``entity_id, probability, tier`` of some entities of one run.
+
+        Args:
+            score_run_id: the run.
+            entity_ids: the entities.
+
+        Returns:
+            Their rows.
+        """
+        ids = pd.DataFrame({"entity_id": pd.Series(list(entity_ids), dtype=object)})
+        with self._lock:
+            self.con.register("_ids", ids)
+            try:
+                return self.con.execute(
+                    "SELECT s.entity_id, s.probability, s.tier FROM score_history s "
+                    "JOIN _ids USING (entity_id) WHERE s.score_run_id = ?",
+                    [score_run_id],
+                ).df()
+            finally:
+                self.con.unregister("_ids")
+
+    def score_run_tiers(self, score_run_id: int) -> tuple[int, dict[str, int]]:
+        """Rows of a run and its rows per tier.
+
+        Args:
+            score_run_id: the run.
+
+        Returns:
+            ``(rows, {tier: rows})`` (tiers sorted by name; rows without a tier left out).
+        """
+        rows = self.con.execute(
+            "SELECT tier, count(*) FROM score_history WHERE score_run_id = ? GROUP BY tier",
+            [score_run_id],
+        ).fetchall()
+        total = sum(int(n) for _, n in rows)
+        return total, {str(t): int(n) for t, n in sorted(rows, key=lambda r: str(r[0])) if t}
 
     def latest_scores(self, prediction: str) -> pd.DataFrame:
         """The scores of the latest scoring run of a prediction.

@@ -1,0 +1,95 @@
+"""Scoring in batches: the same scores as scoring everything at once, stored run by run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from connector.store import Store
+from scoring.pipeline import score_entities
+from scoring.registry import load_champion
+from sync.config import load_settings
+from sync.jobs import run_job
+from sync.stages.imports import run_import
+from tests.sync.test_scoring_cli import CONFIG, write_project
+
+
+def batched_project(tmp_path: Path) -> Path:
+    config = write_project(tmp_path)
+    text = config.read_text().replace(
+        'models_dir = "models"\n', 'models_dir = "models"\nbatch_size = 128\n'
+    )
+    # percentile tiers depend on the whole run: set in SQL after the last batch
+    text = text.replace(
+        "exclude_fields = []",
+        'exclude_fields = []\ntier_by = "percentile"\ntiers = { A = 0.9, B = 0.6 }',
+    )
+    assert text != CONFIG
+    config.write_text(text)
+    return config
+
+
+def test_batched_scores_equal_scoring_everything_at_once(tmp_path):
+    settings = load_settings(batched_project(tmp_path))
+    assert settings.store.batch_size == 128
+    assert run_import(settings).status == "ok"
+    for job in ("train", "score"):
+        assert run_job(settings, job).status == "ok"
+    spec = settings.prediction("upsell")
+    champion = load_champion(settings.store.models_dir, "upsell")
+    assert champion is not None
+    with Store(settings.store.path) as store:
+        stored = store.latest_scores("upsell").sort_values("entity_id").reset_index(drop=True)
+        whole = score_entities(
+            store.read_connection(),
+            spec,
+            champion.load(),
+            champion.metadata,
+            score_time=pd.Timestamp(stored["scored_at"].iloc[0]).to_pydatetime(),
+        )
+    whole = whole.sort_values("entity_id").reset_index(drop=True)
+    assert len(stored) == len(whole) == 900  # 8 batches
+    assert list(stored["entity_id"]) == list(whole["entity_id"])
+    assert (stored["probability"].round(6) == whole["probability"].round(6)).all()
+    assert list(stored["tier"]) == list(whole["tier"])
+    assert set(stored["tier"]) == {"A", "B", "D"}
+    assert 50 < (stored["tier"] == "A").sum() <= 100  # the top 10 %, ties together
+    assert list(stored["reasons"]) == list(whole["reasons"])
+
+
+def test_a_failed_scoring_run_leaves_no_partial_run(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        first = store.append_scores(
+            "p",
+            pd.DataFrame(
+                {
+                    "entity_id": ["a", "b"],
+                    "model_version": "v1",
+                    "probability": [0.2, 0.9],
+                    "score": [20, 90],
+                    "tier": ["C", "A"],
+                    "reasons": [None, None],
+                    "scored_at": pd.Timestamp("2026-01-01"),
+                }
+            ),
+        )
+        run = store.start_score_run()
+        store.append_scores(
+            "p",
+            pd.DataFrame(
+                {
+                    "entity_id": ["a"],
+                    "model_version": "v2",
+                    "probability": [0.5],
+                    "score": [50],
+                    "tier": ["B"],
+                    "reasons": [None],
+                    "scored_at": pd.Timestamp("2026-01-02"),
+                }
+            ),
+            score_run_id=run,
+        )
+        store.discard_score_run(run)
+        latest = store.latest_scores("p")
+        assert run > first and list(latest["model_version"]) == ["v1", "v1"]
