@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from connector.clock import utc_now
@@ -1183,24 +1184,93 @@ class Store:
             [prediction, prediction],
         )
 
+    def latest_run_id(self, prediction: str) -> int | None:
+        """The id of a prediction's latest scoring run (None: never scored)."""
+        row = self.con.execute(
+            "SELECT max(score_run_id) FROM score_history WHERE prediction = ?", [prediction]
+        ).fetchall()[0]
+        return None if row[0] is None else int(row[0])
+
+    def run_probabilities(self, score_run_id: int) -> np.ndarray:
+        """Every probability of one run, sorted (8 bytes a lead: what percentiles are taken in).
+
+        Args:
+            score_run_id: the run.
+
+        Returns:
+            The sorted probabilities (NULLs left out).
+        """
+        with self._lock:
+            table = self.con.execute(
+                "SELECT probability FROM score_history WHERE score_run_id = ? "
+                "AND probability IS NOT NULL ORDER BY probability",
+                [score_run_id],
+            ).fetchnumpy()
+        return np.asarray(table["probability"], dtype=float)
+
+    def latest_score_batches(
+        self, prediction: str, batch_size: int
+    ) -> Iterator[tuple[str, str, pd.DataFrame]]:
+        """The latest scoring run of a prediction, in batches of entities in id order.
+
+        Each batch is read when the previous one is done with, so a caller holds one batch.
+
+        Args:
+            prediction: prediction name.
+            batch_size: entities per batch.
+
+        Yields:
+            ``(first id, last id, scores)`` with :meth:`latest_scores`' columns.
+        """
+        run = self.latest_run_id(prediction)
+        if run is None:
+            return
+        bounds = [
+            r[0]
+            for r in self.con.execute(
+                """SELECT entity_id FROM (
+                     SELECT entity_id, row_number() OVER (ORDER BY entity_id) - 1 AS n
+                     FROM score_history WHERE score_run_id = ?)
+                   WHERE n % ? = 0 ORDER BY entity_id""",
+                [run, int(batch_size)],
+            ).fetchall()
+        ]
+        for i, low in enumerate(bounds):
+            high = bounds[i + 1] if i + 1 < len(bounds) else None
+            frame = self.query_df(
+                """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
+                          CAST(class_probabilities AS VARCHAR) AS class_probabilities
+                   FROM score_history WHERE score_run_id = ? AND entity_id >= ?
+                     AND (CAST(? AS VARCHAR) IS NULL OR entity_id < ?)
+                   ORDER BY entity_id""",
+                [run, low, high, high],
+            )
+            if not frame.empty:
+                yield str(frame["entity_id"].iloc[0]), str(frame["entity_id"].iloc[-1]), frame
+
     # -- write-back ledger
     # ----------------------------------------------------------------------------------
 
-    def ledger(self, target: str, sobject: str) -> pd.DataFrame:
+    def ledger(
+        self, target: str, sobject: str, between: tuple[str, str] | None = None
+    ) -> pd.DataFrame:
         """Ledger rows of one target object.
 
         Args:
             target: target system (``salesforce``, ``segment``).
             sobject: object name.
+            between: only records whose id is in this range (inclusive): one batch's ledger.
 
         Returns:
             Columns ``record_id, field, value, status, attempts, last_error, attempted_value,
             next_attempt_at`` (values JSON-encoded; ``value`` is the last confirmed one).
         """
+        low, high = between if between is not None else (None, None)
         return self.query_df(
             "SELECT record_id, field, value, status, attempts, last_error, attempted_value, "
-            "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ?",
-            [target, sobject],
+            "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ? "
+            "AND (CAST(? AS VARCHAR) IS NULL OR record_id BETWEEN ? AND ?)",
+            [target, sobject, low, low, high],
         )
 
     def confirmed_record_ids(self, sobject: str, field: str) -> set[str]:

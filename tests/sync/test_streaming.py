@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from connector.sandbox import Sandbox
 from connector.store import Store
 from scoring.pipeline import score_entities
 from scoring.registry import load_champion
 from sync.config import load_settings
-from sync.jobs import run_job
+from sync.demo import write_sandbox_files
+from sync.jobs import run_job, run_push, run_sync
 from sync.stages.imports import run_import
 from tests.sync.test_scoring_cli import CONFIG, write_project
 
@@ -93,3 +95,32 @@ def test_a_failed_scoring_run_leaves_no_partial_run(tmp_path):
         store.discard_score_run(run)
         latest = store.latest_scores("p")
         assert run > first and list(latest["model_version"]) == ["v1", "v1"]
+
+
+def test_a_push_diffs_and_writes_one_batch_at_a_time(tmp_path):
+    sandbox = Sandbox(tmp_path / "sandbox", leads=300, seed=11).start()
+    try:
+        config = write_sandbox_files(tmp_path, sandbox.info, command="test")
+        text = config.read_text().replace("[store]\n", "[store]\nbatch_size = 100\n")
+        config.write_text(
+            text.replace("[salesforce]\n", "[salesforce]\nbulk_write_threshold = 50\n", 1)
+        )
+        settings = load_settings(config, environ={})
+        first = run_sync(settings)
+        assert first.counts["written"] == 300 and first.counts["failed"] == 0
+        # one Bulk ingest job per batch of 100 records, none bigger
+        jobs = [
+            r
+            for r in sandbox.request_log
+            if r.method == "POST" and r.path.rstrip("/").endswith("/jobs/ingest")
+        ]
+        assert len(jobs) == 3
+        assert int(sandbox.sql("SELECT count(*) FROM Lead WHERE Lead_Score__c IS NULL")[0][0]) == 0
+        fields = settings.predictions[0].salesforce.fields
+        assert int(sandbox.sql("SELECT count(*) FROM write_log")[0][0]) == len(fields) * 300
+        again = run_push(settings)
+        assert again.counts["written"] == 0
+        counts = again.counts["predictions"]["lead_conversion"]
+        assert counts["records"] == 300 and counts["unchanged"] == 300
+    finally:
+        sandbox.stop()
