@@ -376,7 +376,7 @@ class AudienceConfig(BaseModel):
 
 # -- operations: [schedule], [serve], [alerts], [monitor] ------------------------------------------
 
-JOB_NAMES: tuple[str, ...] = ("pull", "score", "push", "sync", "train", "monitor")
+JOB_NAMES: tuple[str, ...] = ("pull", "score", "push", "sync", "train", "monitor", "vacuum")
 
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -527,6 +527,7 @@ class ScheduleSettings(BaseModel):
     sync: JobSchedule | None = None
     train: JobSchedule | None = None
     monitor: JobSchedule | None = None
+    vacuum: JobSchedule | None = None
 
     @model_validator(mode="before")
     @classmethod

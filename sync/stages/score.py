@@ -15,6 +15,7 @@ from sync.config import PredictionConfig, Settings
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, scoring_error
 from sync.stages.freshness import prediction_as_of
+from sync.stages.vacuum import vacuum_store
 
 
 def score_time_for(as_of: datetime) -> datetime:
@@ -67,6 +68,9 @@ def run_score(
                 "score_time": score_time.isoformat(),
             }
         result.counts = {"scored": sum(s["scored"] for s in scored.values()), "predictions": scored}
+        if settings.store.retention.vacuum_after_score:
+            reporter.stage("vacuum: applying [store.retention]")
+            result.counts["vacuum"] = vacuum_store(store, settings, reporter)
     return result
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from connector.errors import ConfigError
 from connector.sandbox import Sandbox
 from connector.store import Store
 from scoring.pipeline import score_entities
@@ -58,6 +60,10 @@ def test_batched_scores_equal_scoring_everything_at_once(tmp_path):
     assert set(stored["tier"]) == {"A", "B", "D"}
     assert 50 < (stored["tier"] == "A").sum() <= 100  # the top 10 %, ties together
     assert list(stored["reasons"]) == list(whole["reasons"])
+    # the vacuum job (retention and space) runs by name and keeps the latest run whole
+    vacuumed = run_job(settings, "vacuum")
+    assert vacuumed.status == "ok" and vacuumed.counts["score_rows_kept"] == 900
+    assert vacuumed.to_json()["counts"]["bytes_after"] > 0
 
 
 def test_a_failed_scoring_run_leaves_no_partial_run(tmp_path):
@@ -124,3 +130,27 @@ def test_a_push_diffs_and_writes_one_batch_at_a_time(tmp_path):
         assert counts["records"] == 300 and counts["unchanged"] == 300
     finally:
         sandbox.stop()
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key"),
+    [
+        ("[store.retention]", "score_change_points = 500", "store.retention.score_change_points"),
+        ("[store.retention]", "score_history_days = 0", "store.retention.score_history_days"),
+        ("[store]", "batch_size = 1", "store.batch_size"),
+    ],
+)
+def test_out_of_range_store_settings_are_one_line_errors_naming_the_key(
+    tmp_path, section, line, key
+):
+    config = write_project(tmp_path)
+    text = config.read_text()
+    if section == "[store]":
+        text = text.replace("[store]\n", f"[store]\n{line}\n")
+    else:
+        text = text.replace("[[sources]]", f"{section}\n{line}\n\n[[sources]]", 1)
+    config.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(config, environ={})
+    message = str(error.value)
+    assert key in message and "\n" not in message
