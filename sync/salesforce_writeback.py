@@ -46,6 +46,7 @@ from connector.salesforce import (
     write_records,
 )
 from connector.store import Store
+from connector.store.space import check_free_space, ledger_rows_bytes
 from scoring.audiences import score_frame
 from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
@@ -555,6 +556,7 @@ def push_salesforce(
         # An upsert is keyed by the external id, not by an Id to read back by: settle in-flight
         # rows as unconfirmed; sending them again is idempotent.
         _unconfirm_in_flight(store, target.object, policy)
+    _check_first_push_space(store, prediction.name, target.object, len(target.fields))
     pending: list[dict[str, Any]] = []
     ids: dict[str, str] = {}
     with reporter.track(f"push {target.object}", total=None) as task:
@@ -583,6 +585,28 @@ def push_salesforce(
         if pending:
             _write_chunk(client, store, target, pending, ids, counts, writeback, task, should_stop)
     return counts
+
+
+def _check_first_push_space(store: Store, prediction: str, sobject: str, fields: int) -> None:
+    """Before a first push (no ledger row for the object yet): will the disk hold the ledger?"""
+    if _ledger_rows(store, sobject):
+        return
+    run = store.latest_run_id(prediction)
+    records = store.score_run_tiers(run)[0] if run is not None else 0
+    check_free_space(
+        store.path,
+        ledger_rows_bytes(records, fields),
+        f"first push of {records:,} {sobject} records",
+    )
+
+
+def _ledger_rows(store: Store, sobject: str) -> int:
+    rows = store.query_df(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM writeback_ledger "
+        "WHERE target = ? AND object = ? LIMIT 1)",
+        [TARGET, sobject],
+    )
+    return int(rows["n"].iloc[0])
 
 
 def _check_stop(should_stop: Callable[[], bool] | None, counts: PushCounts) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pandas as pd
+import pytest
 
 from connector.store import Store
 from connector.store.retention import RetentionPolicy, apply_retention, reclaim_space
@@ -86,3 +87,18 @@ def test_reclaiming_space_rewrites_a_mostly_free_file_and_keeps_sequences(tmp_pa
         # the store still works, and its sequences go on where they were
         assert store.start_score_run() > first + 1
         assert len(store.latest_scores("p")) == 10
+
+
+def test_a_step_the_disk_cannot_hold_is_refused_in_one_line_naming_the_store(tmp_path):
+    from connector.errors import ConfigError
+    from connector.store.space import check_free_space, ledger_rows_bytes, raw_rows_bytes
+
+    store = tmp_path / "deep" / "store.duckdb"  # its folder does not exist yet
+    check_free_space(store, raw_rows_bytes(1_000, 20), "first sync of 1,000 Lead records")
+    needed = raw_rows_bytes(10**12, 20)  # a trillion rows: no disk holds them
+    with pytest.raises(ConfigError) as error:
+        check_free_space(store, needed, "first sync of 1,000,000,000,000 Lead records")
+    message = str(error.value)
+    assert str(store) in message and "needs about" in message and "TB" in message
+    assert "\n" not in message and "store.path" in message
+    assert ledger_rows_bytes(1_000_000, 5) < 2 * 1024**3
