@@ -153,7 +153,6 @@ def measure_size(leads: int, seed: int, workdir: Path) -> dict[str, dict[str, An
                 file=sys.stderr,
                 flush=True,
             )
-        out["_config"] = {"path": str(config)}
     finally:
         sandbox.stop()
     return out
@@ -165,36 +164,92 @@ def growth(a: float, b: float, n_a: int, n_b: int) -> str:
     return f"{math.log(b / a) / math.log(n_b / n_a):.2f}"
 
 
-def measure_history(config: Path, runs: int) -> list[list[object]]:
-    """Retention: ``runs`` hourly runs with 3 % changes, ``leadscore vacuum`` after each."""
-    _, one_run = score_history_size(config)
+def measure_history(leads: int, runs: int, workdir: Path) -> list[list[object]]:
+    """Retention: one scoring run of ``leads`` leads, then ``runs`` hourly runs with 3 % changes.
+
+    A synthetic store (no org needed): the runs are appended as the score job appends them and
+    ``leadscore vacuum`` runs after each, as ``vacuum_after_score`` would. The size of
+    ``score_history`` is compared with one run, in rows and in the store file's bytes.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.toml"
+    config.write_text(
+        '[store]\npath = "store.duckdb"\nmodels_dir = "models"\n'
+        '[[sources]]\npath = "x.csv"\ntable = "x"\nid_column = "id"\n'
+        '[[predictions]]\nname = "lead_conversion"\nentity_table = { table = "x", '
+        'id_column = "id" }\nlabel = { field = "y" }\n'
+    )
+    rng = np.random.default_rng(5)
+    p = rng.beta(1.2, 4.0, size=leads)
+    reasons = [
+        f"+ Industry is Tech ({int(a)}); + {int(b)} calls in 30 days; - no email opened in 14 days"
+        for a, b in zip(rng.integers(1, 30, leads), rng.integers(0, 12, leads), strict=True)
+    ]
+    frame = pd.DataFrame(
+        {
+            "entity_id": [f"00Q{i:015d}" for i in range(leads)],
+            "model_version": "20260301T000000",
+            "probability": np.round(p, 6),
+            "score": np.rint(p * 100).astype(int),
+            "tier": np.where(p >= 0.8, "A", np.where(p >= 0.5, "B", np.where(p >= 0.2, "C", "D"))),
+            "reasons": reasons,
+            "scored_at": pd.Timestamp("2026-03-01 08:00"),
+        }
+    )
+    settings = load_settings(config, environ={})
+    with Store(settings.store.path) as store:
+        store.append_scores("lead_conversion", frame)
+    run_step(config, "vacuum")
+    one_bytes = settings.store.path.stat().st_size
     for run in range(runs):
-        change_scores(config, 0.03, run=100 + run, hours=run + 2)
-        run_step(config, "vacuum")
-    total, _ = score_history_size(config)
+        change_scores(config, 0.03, run=100 + run, hours=1)
+        result = run_step(config, "vacuum")
+    total, one_run = score_history_size(config)
     ratio = total / one_run
+    size = result["counts"]["bytes_after"] / one_bytes
+    print(
+        f"   history: {total:,} rows after {runs} runs of {one_run:,}; store file "
+        f"{one_bytes / 1e6:.1f} MB -> {result['counts']['bytes_after'] / 1e6:.1f} MB",
+        file=sys.stderr,
+        flush=True,
+    )
     return [
         [
-            f"score_history after {runs} hourly runs (3 % changes)",
+            f"score_history rows after {runs} hourly runs, 3 % changes ({leads // 1000}k leads)",
             f"{ratio:.2f}x one run",
             "< 2x",
             verdict(ratio < 2.0),
-        ]
+        ],
+        [
+            "  store file size, same",
+            f"{size:.2f}x",
+            "-",
+            "-",
+        ],
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--leads", type=int, nargs="+", default=[50_000, 200_000])
+    parser.add_argument("--leads", type=int, nargs="*", default=[50_000, 200_000])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--history-runs", type=int, default=0)
+    parser.add_argument("--history-leads", type=int, default=50_000)
     parser.add_argument("--tmp", type=Path, default=None)
+    parser.add_argument("--save", type=Path, help="write each size's figures to this JSON file")
+    parser.add_argument("--load", type=Path, nargs="*", default=[], help="add saved sizes")
     args = parser.parse_args()
-    sizes = sorted(args.leads)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        results = {n: measure_size(n, args.seed, Path(tmp) / f"org{n}") for n in sizes}
+        results: dict[int, dict[str, dict[str, Any]]] = {}
+        for saved in args.load:
+            results.update({int(k): v for k, v in json.loads(saved.read_text()).items()})
+        for n in args.leads:
+            results[n] = measure_size(n, args.seed, Path(tmp) / f"org{n}")
+        if args.save:
+            args.save.write_text(json.dumps({n: results[n] for n in args.leads}, default=str))
+        sizes = sorted(results)
         rows = []
-        for step in STEPS:
+        for step in STEPS if sizes else ():
             row: list[object] = [step]
             for n in sizes:
                 r = results[n][step]
@@ -212,10 +267,11 @@ def main() -> None:
             columns += [f"s@{k}", f"RSS MB@{k}", f"calls@{k}"]
         if len(sizes) > 1:
             columns += ["time b", "RSS b"]
-        print_table(columns, rows)
-        print()
+        if rows:
+            print_table(columns, rows)
+            print()
         targets = []
-        for step in FLAT_STEPS:
+        for step in FLAT_STEPS if sizes else ():
             peaks = [results[n][step]["rss"] for n in sizes]
             flat = max(peaks) <= min(peaks) * 1.10
             targets.append(
@@ -232,8 +288,7 @@ def main() -> None:
                     [f"{step} RSS between sizes", f"+{spread:.1f} %", "<= 10 %", verdict(flat)]
                 )
         if args.history_runs:
-            config = Path(results[sizes[0]]["_config"]["path"])
-            targets += measure_history(config, args.history_runs)
+            targets += measure_history(args.history_leads, args.history_runs, Path(tmp) / "history")
         print_table(["target", "measured", "goal", "verdict"], targets)
 
 

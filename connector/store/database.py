@@ -278,6 +278,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             stream VARCHAR PRIMARY KEY,
             read_at TIMESTAMP NOT NULL)""",
     ),
+    # Retention (issue 17): a thinned score-history row stands for a stretch of runs in which
+    # the lead's score held, from valid_from (NULL: scored_at) to scored_at; score_run keeps
+    # every finished run (its time, model and size) when its rows are thinned away.
+    (
+        "ALTER TABLE score_history ADD COLUMN valid_from TIMESTAMP",
+        """CREATE TABLE score_run (
+            score_run_id BIGINT PRIMARY KEY,
+            prediction VARCHAR NOT NULL,
+            scored_at TIMESTAMP NOT NULL,
+            model_version VARCHAR,
+            rows BIGINT NOT NULL)""",
+        """INSERT INTO score_run SELECT score_run_id, any_value(prediction), max(scored_at),
+                  any_value(model_version), count(*)
+           FROM score_history GROUP BY score_run_id""",
+    ),
 )
 
 
@@ -1049,6 +1064,7 @@ class Store:
         Returns:
             The scoring run id.
         """
+        whole = score_run_id is None
         if score_run_id is None:
             score_run_id = self.start_score_run()
         with self.transaction() as con:
@@ -1068,7 +1084,28 @@ class Store:
                 )
             finally:
                 con.unregister("_scores")
+            if whole:
+                self._record_run(con, score_run_id)
         return score_run_id
+
+    def finish_score_run(self, score_run_id: int) -> None:
+        """Record a run appended in batches as finished (``score_run``: time, model, size).
+
+        Args:
+            score_run_id: the run.
+        """
+        with self.transaction() as con:
+            self._record_run(con, score_run_id)
+
+    @staticmethod
+    def _record_run(con: duckdb.DuckDBPyConnection, score_run_id: int) -> None:
+        con.execute(
+            """INSERT OR REPLACE INTO score_run
+               SELECT score_run_id, any_value(prediction), max(scored_at),
+                      any_value(model_version), count(*)
+               FROM score_history WHERE score_run_id = ? GROUP BY score_run_id""",
+            [score_run_id],
+        )
 
     def discard_score_run(self, score_run_id: int) -> None:
         """Delete the rows of a scoring run that did not finish (so no reader takes it as latest).
@@ -1078,6 +1115,7 @@ class Store:
         """
         with self.transaction() as con:
             con.execute("DELETE FROM score_history WHERE score_run_id = ?", [score_run_id])
+            con.execute("DELETE FROM score_run WHERE score_run_id = ?", [score_run_id])
 
     def set_population_scores(
         self,
@@ -1127,6 +1165,26 @@ class Store:
                       AND score_history.entity_id = p.entity_id""",
                 [*params, score_run_id, score_run_id],
             )
+
+    def scores_at(self, prediction: str, at: datetime) -> pd.DataFrame:
+        """Every lead's score as it stood at a run's time, also after retention thinned it.
+
+        A thinned row holds from ``valid_from`` to ``scored_at`` (``connector/store/retention``);
+        an unthinned row is its own run.
+
+        Args:
+            prediction: prediction name.
+            at: the run's time (``score_run.scored_at``).
+
+        Returns:
+            ``entity_id, probability, tier``, one row per lead scored then.
+        """
+        return self.query_df(
+            """SELECT entity_id, probability, tier FROM score_history
+               WHERE prediction = ? AND coalesce(valid_from, scored_at) <= ? AND scored_at >= ?
+               QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY score_run_id) = 1""",
+            [prediction, at, at],
+        )
 
     def score_run_rows(self, score_run_id: int, entity_ids: Iterable[str]) -> pd.DataFrame:
         """``entity_id, probability, tier`` of some entities of one run.

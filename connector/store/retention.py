@@ -3,13 +3,13 @@
 Score history grows by one row per lead per scoring run; with hourly scoring of millions of leads
 that is gigabytes a day. :func:`apply_retention` thins it to what is worth keeping:
 
-- every row of the latest run of each prediction (what a push writes);
-- per lead, every row whose tier or model version changed, or whose score moved by more than
-  ``score_change_points`` since the lead's previous kept row (a vacuum after every run compares
-  with the last row kept, so slow drifts are kept once they add up);
-- otherwise one row per lead per day: its last of that day, so the last run of every day stays
-  whole (realized performance is measured on it);
-- nothing older than ``score_history_days``.
+- per lead, one row per *stretch* of runs in which its score held: a new stretch starts when
+  the tier or the model changed, when the score moved by more than ``score_change_points``, and
+  on a new day when the score moved at all (so small moves are kept once a day). The stretch's
+  row is its last, with ``valid_from`` set to when the stretch began: every run's score of every
+  lead can still be read (:meth:`Store.scores_at` reads the rows valid at a run's time);
+- so the latest run of each prediction stays whole (what a push writes);
+- nothing older than ``score_history_days``; ``score_run`` keeps each run's time and size.
 
 Run-log rows older than ``run_log_days`` (each job's latest run excepted) and the rejects of
 files imported more than ``import_reject_days`` ago are deleted too. :func:`reclaim_space`
@@ -71,25 +71,45 @@ class RetentionOutcome:
     rewritten: bool = False
 
 
-_THIN_SCORES = """
-DELETE FROM score_history h USING (
-    SELECT score_run_id, entity_id FROM (
-        SELECT score_run_id, entity_id, scored_at, score, tier, model_version,
-               lag(score) OVER w AS prev_score,
-               lag(tier) OVER w AS prev_tier,
-               lag(model_version) OVER w AS prev_model,
-               lead(scored_at) OVER w AS next_at,
-               max(score_run_id) OVER (PARTITION BY prediction) AS latest_run
+# Per lead, runs fall into stretches: a stretch starts at the lead's first row, at a change of
+# tier or model, at a move of more than N points from the previous row, and at the first row of
+# a new day whose score differs from the previous row's. A stretch keeps one row, its last (so
+# the latest run stays whole), with valid_from set to the stretch's first time.
+_STRETCHES = """
+CREATE OR REPLACE TEMP TABLE _stretch AS
+SELECT prediction, entity_id, score_run_id,
+       max(score_run_id) OVER g AS last_run,
+       min(since) OVER g AS since
+FROM (
+    SELECT *, sum(CAST(starts AS INTEGER)) OVER (
+                  PARTITION BY prediction, entity_id ORDER BY score_run_id
+                  ROWS UNBOUNDED PRECEDING) AS stretch
+    FROM (
+        SELECT prediction, entity_id, score_run_id,
+               coalesce(valid_from, scored_at) AS since,
+               (lag(score_run_id) OVER w IS NULL
+                OR tier IS DISTINCT FROM lag(tier) OVER w
+                OR model_version IS DISTINCT FROM lag(model_version) OVER w
+                OR abs(score - lag(score) OVER w) > ?
+                OR (CAST(coalesce(valid_from, scored_at) AS DATE)
+                        <> CAST(lag(scored_at) OVER w AS DATE)
+                    AND score IS DISTINCT FROM lag(score) OVER w)) AS starts
         FROM score_history
-        WINDOW w AS (PARTITION BY prediction, entity_id ORDER BY score_run_id))
-    WHERE score_run_id <> latest_run
-      AND prev_score IS NOT NULL
-      AND tier IS NOT DISTINCT FROM prev_tier
-      AND model_version = prev_model
-      AND abs(score - prev_score) <= ?
-      AND next_at IS NOT NULL
-      AND CAST(next_at AS DATE) = CAST(scored_at AS DATE)) d
-WHERE h.score_run_id = d.score_run_id AND h.entity_id = d.entity_id
+        WINDOW w AS (PARTITION BY prediction, entity_id ORDER BY score_run_id)))
+WINDOW g AS (PARTITION BY prediction, entity_id, stretch)
+"""
+
+_THIN_SCORES = """
+DELETE FROM score_history USING _stretch s
+WHERE score_history.prediction = s.prediction AND score_history.entity_id = s.entity_id
+  AND score_history.score_run_id = s.score_run_id AND s.score_run_id <> s.last_run
+"""
+
+_STRETCH_START = """
+UPDATE score_history SET valid_from = s.since FROM _stretch s
+WHERE score_history.prediction = s.prediction AND score_history.entity_id = s.entity_id
+  AND score_history.score_run_id = s.score_run_id AND s.score_run_id = s.last_run
+  AND s.since < score_history.scored_at
 """
 
 _OLD_SCORES = """
@@ -127,10 +147,18 @@ def apply_retention(store: Store, policy: RetentionPolicy, now: datetime) -> Ret
     out = RetentionOutcome()
     with store.transaction() as con:
         if policy.compact_scores:
-            out.score_rows += _deleted(con, _THIN_SCORES, [policy.score_change_points])
+            con.execute(_STRETCHES, [policy.score_change_points])
+            out.score_rows += _deleted(con, _THIN_SCORES, [])
+            con.execute(_STRETCH_START)
+            con.execute("DROP TABLE _stretch")
         if policy.score_history_days is not None:
             cutoff = now - timedelta(days=policy.score_history_days)
             out.score_rows += _deleted(con, _OLD_SCORES, [cutoff])
+            con.execute(
+                "DELETE FROM score_run WHERE scored_at < ? AND score_run_id NOT IN "
+                "(SELECT max(score_run_id) FROM score_run GROUP BY prediction)",
+                [cutoff],
+            )
         if policy.run_log_days is not None:
             out.run_log_rows = _deleted(con, _OLD_RUNS, [now - timedelta(days=policy.run_log_days)])
         if policy.import_reject_days is not None:

@@ -130,6 +130,7 @@ def _score_prediction(
     except BaseException:
         store.discard_score_run(run_id)
         raise
+    store.finish_score_run(run_id)
     total, tiers = store.score_run_tiers(run_id)
     return {
         **({"capacity": capacity} if capacity else {}),
