@@ -12,7 +12,7 @@ from connector.sandbox import Sandbox
 from connector.store import Store
 from scoring.pipeline import score_entities
 from scoring.registry import load_champion
-from sync.config import load_settings
+from sync.config import Settings, load_settings
 from sync.demo import write_sandbox_files
 from sync.jobs import run_job, run_push, run_sync
 from sync.stages.imports import run_import
@@ -154,3 +154,34 @@ def test_out_of_range_store_settings_are_one_line_errors_naming_the_key(
         load_settings(config, environ={})
     message = str(error.value)
     assert key in message and "\n" not in message
+
+
+def sampled_project(tmp_path: Path, rows: int) -> Settings:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = write_project(tmp_path, rows=rows, intercept=-3.5)  # about 15 % upgrade
+    config.write_text(
+        config.read_text().replace(
+            "[predictions.training]\n", "[predictions.training]\nsample_above = 1000\n"
+        )
+    )
+    settings = load_settings(config)
+    assert run_import(settings).status == "ok"
+    assert run_job(settings, "train").status == "ok"
+    return settings
+
+
+def test_training_above_sample_above_uses_a_stratified_sample_and_measures_its_cost(tmp_path):
+    # 900 accounts: below the threshold, every row is used (the full-data path)
+    settings = sampled_project(tmp_path / "small", 900)
+    champion = load_champion(settings.store.models_dir, "upsell")
+    assert champion is not None and "sampling" not in champion.metadata
+    # 5,000 accounts, about 3,250 training rows, and a threshold of 1,000: sampled
+    settings = sampled_project(tmp_path / "big", 5000)
+    champion = load_champion(settings.store.models_dir, "upsell")
+    assert champion is not None
+    sampling = champion.metadata["sampling"]
+    assert sampling["positives"] < sampling["sampled_rows"] < sampling["train_rows"]
+    assert 0 < sampling["negative_rate"] < 1
+    assert sampling["probe_rows"] == 1000
+    assert 0.5 < sampling["probe_auc_sampled"] <= 1
+    assert abs(sampling["auc_loss"]) < 0.1  # measured; small on this easy signal
