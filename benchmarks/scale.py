@@ -105,7 +105,12 @@ def change_scores(config: Path, share: float, run: int, hours: int = 1) -> int:
         frame = latest.assign(
             probability=np.round(p, 6),
             score=np.rint(p * 100).astype(int),
-            tier=np.where(p >= 0.8, "A", np.where(p >= 0.5, "B", np.where(p >= 0.2, "C", "D"))),
+            # only the changed leads get a new tier (the prediction's own tiers stay otherwise)
+            tier=np.where(
+                changed,
+                np.where(p >= 0.8, "A", np.where(p >= 0.5, "B", np.where(p >= 0.2, "C", "D"))),
+                latest["tier"].to_numpy(dtype=object),
+            ),
             scored_at=pd.to_datetime(latest["scored_at"]) + pd.Timedelta(hours=hours),
         )
         store.append_scores(name, frame)

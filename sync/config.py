@@ -125,6 +125,8 @@ class StoreSettings(BaseModel):
         batch_size: entities scored, diffed and pushed per batch (memory does not grow with the
             number of leads, only with this).
         retention: what old rows are kept (``[store.retention]``).
+        memory_limit_mb: DuckDB's memory limit for job runs (its cache of the store's blocks
+            grows with the store up to it); None: DuckDB's default (80 % of RAM).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -133,6 +135,7 @@ class StoreSettings(BaseModel):
     models_dir: Path = Path("models")
     batch_size: int = Field(default=50_000, ge=10, le=5_000_000)
     retention: RetentionSettings = RetentionSettings()
+    memory_limit_mb: int | None = Field(default=None, ge=64, le=1_048_576)
 
 
 TimeFormat = Literal[

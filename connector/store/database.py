@@ -316,12 +316,16 @@ class PageCounts:
 class Store:
     """One DuckDB file. Not safe for concurrent use from several threads; open one per job run."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, read_only: bool = False, memory_limit_mb: int | None = None
+    ) -> None:
         """Open (and create or migrate) the store.
 
         Args:
             path: the DuckDB file; its directory is created when missing.
             read_only: open without taking the write lock (for ``status`` while a run is going on).
+            memory_limit_mb: DuckDB's memory limit (its buffer pool caches the file's blocks up
+                to it; operators spill to disk past it). None: DuckDB's default, 80 % of RAM.
 
         Raises:
             ConfigError: the file cannot be opened (unwritable directory, locked by another process,
@@ -346,6 +350,8 @@ class Store:
         # DuckDB draws its own progress bar on stdout for long queries (a big import), which would
         # corrupt --json output; leadscore reports progress itself.
         self.con.execute("SET enable_progress_bar = false")
+        if memory_limit_mb is not None:
+            self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self._lock = threading.RLock()
         if not read_only:
             self._migrate()

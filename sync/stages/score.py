@@ -13,7 +13,7 @@ from scoring.registry import ModelVersion, load_champion
 from sync.capacity import apply_capacity_tiers
 from sync.config import PredictionConfig, Settings
 from sync.progress import Reporter
-from sync.run import SILENT, JobResult, open_store, recorded, scoring_error
+from sync.run import SILENT, JobResult, open_store, recorded, release_memory, scoring_error
 from sync.stages.freshness import prediction_as_of
 from sync.stages.vacuum import vacuum_store
 
@@ -108,6 +108,8 @@ def _score_prediction(
                 store.append_scores(spec.name, batch, score_run_id=run_id)
                 rows += len(batch)
                 task.advance(len(batch))
+                del batch
+                release_memory()
         by_percentile = spec.task == "binary" and spec.tier_by == "percentile"
         store.set_population_scores(
             run_id,
