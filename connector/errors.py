@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,9 @@ HTTP_ERRORS: tuple[Rule, ...] = (
     # The request went out and the connection closed before an answer: it may have been applied.
     Rule(None, "ConnectionLost", R, T, "the connection dropped before the answer"),
     Rule(None, "SSLError", F, C, "TLS verification failed"),
+    # An SSL-level failure that is not about the certificate: the peer closed the connection
+    # mid-request (an upload the server refused to read on, a proxy's cut), a TLS record cut short.
+    Rule(None, "SSLConnectionClosed", R, T, "the connection was closed mid-request"),
     # Salesforce
     Rule(401, "INVALID_SESSION_ID", Rf, C, "the session expired or is invalid"),
     Rule(
@@ -168,6 +172,8 @@ def classify_exception(exc: BaseException) -> Rule | None:
         The matching rule, or None when the exception is not a transport error.
     """
     # Order matters: SSLError and ConnectTimeout are subclasses of ConnectionError.
+    if isinstance(exc, requests.exceptions.SSLError) and not is_certificate_error(exc):
+        return next(rule for rule in HTTP_ERRORS if rule.code == "SSLConnectionClosed")
     for exc_type, name in (
         (requests.exceptions.SSLError, "SSLError"),
         (requests.exceptions.ConnectTimeout, "ConnectTimeout"),
@@ -192,6 +198,51 @@ def _never_connected(exc: BaseException) -> bool:
     """
     cause = exc.args[0] if exc.args else None
     return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
+
+
+_CERTIFICATE_SIGNS = (
+    "certificate verify failed",
+    "certificate_verify_failed",
+    "self signed certificate",
+    "self-signed certificate",
+    "hostname mismatch",
+    "doesn't match",
+    "unable to get local issuer",
+    "certificate has expired",
+    "no such file",  # a ca_bundle path that does not exist
+    "could not find a suitable tls ca certificate bundle",
+)
+
+
+def is_certificate_error(exc: BaseException) -> bool:
+    """Tell whether an SSL failure is about trust (certificate, host name, CA bundle).
+
+    Everything else at the SSL level (EOF in violation of protocol, a connection reset while a
+    request body was being written, a bad record) is the connection closing, not a certificate.
+
+    Args:
+        exc: the exception (requests wraps urllib3's, which wraps the ``ssl`` module's).
+
+    Returns:
+        True when the certificate or its verification failed.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        text = str(current).lower()
+        if any(sign in text for sign in _CERTIFICATE_SIGNS):
+            return True
+        pending += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(linked, BaseException):
+                pending.append(linked)
+    return False
 
 
 def is_transient_record_error(code: str) -> bool:

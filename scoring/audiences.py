@@ -24,7 +24,7 @@ import numpy as np
 
 from connector.store import quote_identifier
 from scoring.events import Entity
-from scoring.tiers import percentiles
+from scoring.tiers import percentiles, percentiles_in
 
 if TYPE_CHECKING:  # the config validates audiences without pandas; scoring imports it
     import pandas as pd
@@ -183,13 +183,17 @@ def validate_expression(expression: str, columns: Iterable[str] | None = None) -
     return frozenset(lowered)
 
 
-def score_frame(scores: pd.DataFrame, task: str) -> pd.DataFrame:
+def score_frame(
+    scores: pd.DataFrame, task: str, population: np.ndarray | None = None
+) -> pd.DataFrame:
     """The latest scores with every score column an audience or an output can name.
 
     Args:
         scores: one scoring run (``entity_id, model_version, probability, score, tier,
             scored_at``...).
         task: ``binary``, ``multiclass`` or ``regression``.
+        population: the whole run's probabilities, sorted, when ``scores`` is one batch of it
+            (percentiles are of the run, not of the batch).
 
     Returns:
         The scores plus ``percentile`` (0-100, of the probability or predicted value in this
@@ -198,7 +202,10 @@ def score_frame(scores: pd.DataFrame, task: str) -> pd.DataFrame:
     out = scores.copy()
     out["entity_id"] = out["entity_id"].astype(str)
     probability = out["probability"].astype(float).to_numpy()
-    out["percentile"] = np.rint(percentiles(probability) * 100).astype(int)
+    ranks = (
+        percentiles(probability) if population is None else percentiles_in(probability, population)
+    )
+    out["percentile"] = np.rint(ranks * 100).astype(int)
     out["predicted_class"] = out["tier"] if task == "multiclass" else None
     out["predicted_value"] = out["probability"] if task == "regression" else np.nan
     if task == "regression":

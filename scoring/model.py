@@ -173,6 +173,39 @@ def split_examples(frame: pd.DataFrame, task: str, spec: TrainingSpec) -> Split:
     return replace(split, reason=reason + (" stratified by label" if task != "regression" else ""))
 
 
+SAMPLE_WEIGHT = "sample_weight"
+"""Column of a stratified training sample's weights (1 for a positive, 1/rate for a negative)."""
+
+
+def stratified_sample(
+    frame: pd.DataFrame, y: np.ndarray, keep: int, seed: int
+) -> tuple[pd.DataFrame, np.ndarray, float]:
+    """Every positive and a random share of the negatives, weighted back (binary labels).
+
+    The share keeps about ``keep`` rows, and at least one negative per positive.
+
+    Args:
+        frame: the training rows.
+        y: their labels (0/1).
+        keep: rows to keep (about).
+        seed: random seed.
+
+    Returns:
+        The sampled rows (with :data:`SAMPLE_WEIGHT`), their labels, and the negatives' rate.
+    """
+    positives = np.flatnonzero(y == 1)
+    negatives = np.flatnonzero(y != 1)
+    # at least one negative per positive: below that the sample says little about negatives
+    floor = len(positives) / max(len(negatives), 1)
+    rate = min(1.0, max((keep - len(positives)) / max(len(negatives), 1), floor))
+    rng = np.random.default_rng(seed)
+    chosen = negatives[rng.random(len(negatives)) < rate]
+    rows = np.sort(np.concatenate([positives, chosen]))
+    out = frame.iloc[rows].copy()
+    out[SAMPLE_WEIGHT] = np.where(y[rows] == 1, 1.0, 1.0 / rate)
+    return out.reset_index(drop=True), y[rows], rate
+
+
 def make_pool(
     frame: pd.DataFrame,
     features: list[str],
@@ -192,6 +225,10 @@ def make_pool(
     Returns:
         The pool.
     """
+    if SAMPLE_WEIGHT in frame.columns:
+        # negatives of a stratified training sample count for the ones left out
+        sampled = frame[SAMPLE_WEIGHT].fillna(1.0).to_numpy(dtype=float)
+        weight = sampled if weight is None else weight * sampled
     return Pool(
         frame[features],
         label=label,

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -36,7 +36,7 @@ from scoring.events import (
     resolve_entity,
     table_columns,
 )
-from scoring.explain import explain, read_labels
+from scoring.explain import Labels, explain, read_labels
 from scoring.features import FeatureColumns, build_features, select_attributes
 from scoring.labels import build_examples, current_entity_ids
 from scoring.metrics import (
@@ -58,6 +58,7 @@ from scoring.model import (
     refit_catboost,
     refit_wanted,
     split_examples,
+    stratified_sample,
 )
 from scoring.production_metrics import build_profile, measure_drift
 from scoring.spec import PredictionSpec
@@ -870,7 +871,32 @@ def train_prediction(
     split = split_examples(training.data, task, spec.training)
     progress(f"{split.method} split: {split.reason}")
     labels = _encode_split(spec, split)
+    full_train, full_y = split.train, labels.train
+    sampling: dict[str, Any] | None = None
+    limit = spec.training.sample_above
+    if task == "binary" and limit is not None and len(split.train) > limit:
+        sampled, y_sampled, rate = stratified_sample(
+            split.train, labels.train, limit, spec.training.random_seed
+        )
+        progress(
+            f"training on a stratified sample: {len(sampled):,} of {len(split.train):,} rows "
+            f"(every positive, {rate:.1%} of the negatives, weighted back)"
+        )
+        sampling = {
+            "train_rows": len(split.train),
+            "sampled_rows": len(sampled),
+            "positives": int((labels.train == 1).sum()),
+            "negative_rate": round(rate, 6),
+        }
+        split = replace(split, train=sampled)
+        labels = replace(labels, train=y_sampled)
     selection = _select_on_validation(spec, split, labels, columns, thread_count, progress)
+    if sampling is not None:
+        progress("measuring what the sample costs on the holdout")
+        sampling.update(
+            _sampling_loss(spec, full_train, full_y, split.test, labels.test, columns, selection)
+        )
+    del full_train, full_y
 
     progress("refitting the model and the baselines on training + validation rows")
     refit = refit_wanted(spec.training, len(split.train))
@@ -980,6 +1006,14 @@ def train_prediction(
         warnings=warnings,
         started=started,
     )
+    if sampling is not None:
+        metadata["sampling"] = sampling
+        if sampling["auc_loss"] > spec.training.quality_tolerance:
+            warnings.append(
+                f"the stratified training sample cost {sampling['auc_loss']:.4f} AUC on the "
+                "holdout (measured on a full-data comparison at probe size); raise "
+                "training.sample_above or unset it to train on every row"
+            )
     return TrainOutcome(
         deployed.predictor,
         metadata,
@@ -992,6 +1026,48 @@ def train_prediction(
         },
         evaluated=evaluated.predictor,
     )
+
+
+def _sampling_loss(
+    spec: PredictionSpec,
+    train: pd.DataFrame,
+    y: np.ndarray,
+    test: pd.DataFrame,
+    y_test: np.ndarray,
+    columns: FeatureColumns,
+    selection: _Selection,
+) -> dict[str, Any]:
+    """The holdout AUC lost by training on the stratified sample, measured at a probe size.
+
+    Full-data training is what the sample avoids, so the comparison is made on a random probe of
+    ``sample_above`` training rows: the chosen settings fitted on the whole probe and on its
+    stratified sample at the same negative rate, both scored on the whole holdout. With more
+    rows the sample loses less, so this is an upper estimate of the loss at full size.
+    """
+    limit = spec.training.sample_above or len(train)
+    rng = np.random.default_rng(spec.training.random_seed + 1)
+    rows = np.sort(rng.choice(len(train), min(limit, len(train)), replace=False))
+    probe, y_probe = train.iloc[rows].reset_index(drop=True), y[rows]
+    share = limit / max(len(train), 1)
+    sampled, y_sampled, _ = stratified_sample(
+        probe, y_probe, round(limit * share) or 1, spec.training.random_seed
+    )
+    names, cats = columns.names, columns.cat_features
+    aucs = []
+    for frame, labels in ((probe, y_probe), (sampled, y_sampled)):
+        model = refit_catboost(
+            selection.fitted, frame, labels, names, cats, "binary", train_rows=len(frame)
+        )
+        aucs.append(
+            float(roc_auc_score(y_test, catboost_predict(model, test, names, cats, "binary")))
+        )
+    return {
+        "probe_rows": len(probe),
+        "probe_sampled_rows": len(sampled),
+        "probe_auc_full": round(aucs[0], 4),
+        "probe_auc_sampled": round(aucs[1], 4),
+        "auc_loss": round(aucs[0] - aucs[1], 4),
+    }
 
 
 def _split_summary(split: Split) -> dict[str, Any]:
@@ -1194,6 +1270,10 @@ def _unseen_by_champion(
     return None, new_value, "(its own holdout: it was fitted on every row of this one)"
 
 
+SCORE_BATCH_SIZE = 50_000
+"""Entities scored per batch: features, predictions and reasons of one batch at a time."""
+
+
 def score_entities(
     con: duckdb.DuckDBPyConnection,
     spec: PredictionSpec,
@@ -1203,7 +1283,11 @@ def score_entities(
     score_time: datetime,
     reasons: bool = True,
 ) -> pd.DataFrame:
-    """Score every current entity as of ``score_time`` with a stored model.
+    """Score every current entity as of ``score_time`` with a stored model, in one frame.
+
+    The whole population at once (small stores, tests, benchmarks); the score job streams
+    :func:`score_batches` instead. Regression scores and percentile tiers are relative to the
+    whole population (:func:`population_scores`).
 
     Args:
         con: store connection.
@@ -1220,6 +1304,86 @@ def score_entities(
         JSON object; None for other tasks); regression: ``probability`` holds the predicted value
         and ``score`` its percentile (0-100).
     """
+    parts = list(
+        score_batches(
+            con,
+            spec,
+            predictor,
+            metadata,
+            score_time=score_time,
+            reasons=reasons,
+            batch_size=None,
+        )
+    )
+    out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return population_scores(spec, out)
+
+
+def population_scores(spec: PredictionSpec, scores: pd.DataFrame) -> pd.DataFrame:
+    """Set the parts of a scoring run that depend on the whole population.
+
+    Regression scores are the predicted value's percentile and ``tier_by = "percentile"`` tiers
+    are percentile cut-offs; both need every score of the run. :func:`score_batches` leaves them
+    unset (the store computes them in SQL after the last batch); this is the in-memory form.
+
+    Args:
+        spec: the prediction.
+        scores: every score of one run.
+
+    Returns:
+        The scores with ``score`` and ``tier`` final.
+    """
+    probability = scores["probability"].to_numpy(dtype=float)
+    if spec.task == "regression":
+        score = (
+            np.rint(pd.Series(probability).rank(pct=True).to_numpy() * 100).astype(int)
+            if len(probability)
+            else np.zeros(0, dtype=int)
+        )
+        return scores.assign(score=score)
+    if spec.task == "binary" and spec.tier_by == "percentile":
+        tier = assign_tiers_by(probability, spec.tiers, spec.lowest_tier, by="percentile")
+        return scores.assign(tier=tier)
+    return scores
+
+
+def needs_population(spec: PredictionSpec) -> bool:
+    """Whether a run's scores or tiers depend on the whole population.
+
+    See :func:`population_scores`.
+    """
+    return spec.task == "regression" or (spec.task == "binary" and spec.tier_by == "percentile")
+
+
+def score_batches(
+    con: duckdb.DuckDBPyConnection,
+    spec: PredictionSpec,
+    predictor: Predictor,
+    metadata: dict[str, Any],
+    *,
+    score_time: datetime,
+    reasons: bool = True,
+    batch_size: int | None = SCORE_BATCH_SIZE,
+) -> Iterator[pd.DataFrame]:
+    """Score every current entity as of ``score_time``, one batch of entities at a time.
+
+    Features, predictions and reasons are computed per batch, so memory depends on the batch
+    size, not on the number of entities (only the sorted ids are held). Scores and tiers that
+    depend on the whole population (:func:`needs_population`) are left as placeholders: the
+    caller sets them once every batch is stored.
+
+    Args:
+        con: store connection.
+        spec: the prediction (tiers).
+        predictor: the stored predictor.
+        metadata: its metadata (the exact feature columns it was trained with).
+        score_time: features use only data strictly before this time.
+        reasons: explain each score (top positive and negative factors).
+        batch_size: entities per batch (None: all at once).
+
+    Yields:
+        Frames of :func:`score_entities`' columns, entities in id order.
+    """
     try:
         entity = resolve_entity(con, spec)
         create_events_view(con, entity, entity_sources(con, entity, spec))
@@ -1227,13 +1391,36 @@ def score_entities(
         raise ScoringError(f"prediction '{spec.name}': {exc}") from None
     columns = FeatureColumns(**metadata["features"])
     ids = current_entity_ids(con, entity)
-    anchors = pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(score_time)})
-    data = build_features(con, entity, anchors, columns)
+    size = max(1, batch_size or len(ids) or 1)
+    labels = read_labels(con) if reasons else None
+    for start in range(0, max(len(ids), 1), size):
+        part = ids.iloc[start : start + size].reset_index(drop=True)
+        anchors = pd.DataFrame({"entity_id": part, "anchor_at": pd.Timestamp(score_time)})
+        data = build_features(con, entity, anchors, columns)
+        yield _score_frame(spec, predictor, metadata, data, score_time, reasons, labels)
+        del data, anchors
+
+
+def _score_frame(
+    spec: PredictionSpec,
+    predictor: Predictor,
+    metadata: dict[str, Any],
+    data: pd.DataFrame,
+    score_time: datetime,
+    reasons: bool,
+    labels: Labels | None = None,
+) -> pd.DataFrame:
+    """One batch's scores from its features (population-relative parts as placeholders)."""
     out = predictor.predict(data)
+    class_probabilities: list[Any] = [None] * len(data)
     if spec.task == "binary":
         probability = np.round(out, 6)
         score = to_score(out)
-        tier = assign_tiers_by(out, spec.tiers, spec.lowest_tier, by=spec.tier_by)
+        tier = (
+            assign_tiers_by(out, spec.tiers, spec.lowest_tier, by=spec.tier_by)
+            if spec.tier_by != "percentile"
+            else np.full(len(out), None, dtype=object)
+        )
     elif spec.task == "multiclass":
         best = out.argmax(axis=1) if len(out) else np.zeros(0, dtype=int)
         probability = np.round(out[np.arange(len(best)), best], 6) if len(best) else np.zeros(0)
@@ -1246,17 +1433,9 @@ def score_entities(
         ]
     else:
         probability = np.round(out, 6)
-        score = (
-            np.rint(pd.Series(out).rank(pct=True).to_numpy() * 100).astype(int)
-            if len(out)
-            else np.zeros(0, dtype=int)
-        )
+        score = np.zeros(len(out), dtype=int)
         tier = np.full(len(out), None, dtype=object)
-    text = (
-        explain(predictor, data, labels=read_labels(con))
-        if reasons and len(data)
-        else [None] * len(data)
-    )
+    text = explain(predictor, data, labels=labels) if reasons and len(data) else [None] * len(data)
     return pd.DataFrame(
         {
             "entity_id": data["entity_id"].to_numpy(),
@@ -1266,8 +1445,6 @@ def score_entities(
             "tier": tier,
             "reasons": text,
             "scored_at": pd.Timestamp(score_time),
-            "class_probabilities": class_probabilities
-            if spec.task == "multiclass"
-            else [None] * len(data),
+            "class_probabilities": class_probabilities,
         }
     )

@@ -713,6 +713,16 @@ def section_drift(report: ReportInput) -> Section | None:
         f"the deployed model is fitted on {deploy.get('rows', 0):,} "
         f"({_e(deploy.get('fit', 'pre_holdout'))}).</p>"
     )
+    sampling = meta.get("sampling")
+    if sampling:
+        body += (
+            f"<p><b>Stratified training sample</b>: {sampling['sampled_rows']:,} of "
+            f"{sampling['train_rows']:,} training rows (every positive, "
+            f"{sampling['negative_rate']:.1%} of the negatives, weighted back); validation and "
+            f"holdout whole. Quality lost, measured on {sampling['probe_rows']:,} rows fitted "
+            f"whole and sampled: holdout AUC {sampling['probe_auc_full']:.4f} / "
+            f"{sampling['probe_auc_sampled']:.4f}, a loss of {sampling['auc_loss']:.4f}.</p>"
+        )
     calibration = meta.get("calibration")
     if calibration:
         raw, cal = calibration.get("holdout_raw", {}), calibration.get("holdout", {})

@@ -290,6 +290,9 @@ class TrainingSpec(_Spec):
             this much worse than the champion's on the same holdout (AUC: absolute; multiclass
             log loss and regression RMSE: relative, 0.005 = 0.5%).
         threshold: decision threshold for precision/recall/F1 (default: best F1 on validation).
+        sample_above: binary predictions with more training rows than this train on every
+            positive and a sample of the negatives, weighted back (validation and holdout stay
+            whole); the quality lost is measured and recorded. None: every row (full data).
     """
 
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
@@ -311,6 +314,7 @@ class TrainingSpec(_Spec):
     min_per_class: int = Field(20, ge=5)
     leakage_auc: float = Field(0.97, gt=0.5, le=1.0)
     quality_tolerance: float = Field(0.005, ge=0)
+    sample_above: int | None = Field(None, ge=1_000, le=1_000_000_000)
     threshold: float | None = Field(None, gt=0, lt=1)
 
     @field_validator("depths")

@@ -352,6 +352,12 @@ def score(
     _job_command("score", config, as_json, retier=retier)
 
 
+@app.command()
+def vacuum(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+    """Apply [store.retention] (score history, run log, import rejects) and reclaim the space."""
+    _job_command("vacuum", config, as_json)
+
+
 DryRunOption = Annotated[
     bool,
     typer.Option("--dry-run", help="Show what would be written and its API calls; write nothing."),

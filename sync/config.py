@@ -91,18 +91,53 @@ class _TargetOptions(BaseModel):
     sync_nulls: list[OutputKind] = Field(default_factory=list)
 
 
+class RetentionSettings(BaseModel):
+    """The ``[store.retention]`` section: what old rows the store keeps (``leadscore vacuum``).
+
+    Score history keeps, per lead, every row whose tier changed or whose score moved by more
+    than ``score_change_points`` since the lead's previous row, and otherwise one row per lead
+    per day (the day's last); the latest run of each prediction is always kept whole. Unset
+    numbers of days keep everything.
+
+    Attributes:
+        score_history_days: days of score history kept (older rows are deleted).
+        score_change_points: a move of more than this many points is always kept.
+        compact_scores: thin the score history as above (False: keep every row).
+        run_log_days: days of run-log rows kept (each job's last run is always kept).
+        import_reject_days: days of import rejects kept (by the file's import time).
+        vacuum_after_score: apply the retention and reclaim space after every score job.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score_history_days: int | None = Field(default=None, ge=1, le=36_500)
+    score_change_points: int = Field(default=5, ge=0, le=100)
+    compact_scores: bool = True
+    run_log_days: int | None = Field(default=None, ge=1, le=36_500)
+    import_reject_days: int | None = Field(default=None, ge=1, le=36_500)
+    vacuum_after_score: bool = False
+
+
 class StoreSettings(BaseModel):
     """The ``[store]`` section.
 
     Attributes:
         path: the DuckDB file.
         models_dir: where model versions are kept.
+        batch_size: entities scored, diffed and pushed per batch (memory does not grow with the
+            number of leads, only with this).
+        retention: what old rows are kept (``[store.retention]``).
+        memory_limit_mb: DuckDB's memory limit for job runs (its cache of the store's blocks
+            grows with the store up to it); None: DuckDB's default (80 % of RAM).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path = Path("leadscore.duckdb")
     models_dir: Path = Path("models")
+    batch_size: int = Field(default=50_000, ge=10, le=5_000_000)
+    retention: RetentionSettings = RetentionSettings()
+    memory_limit_mb: int | None = Field(default=None, ge=64, le=1_048_576)
 
 
 TimeFormat = Literal[
@@ -501,6 +536,7 @@ class ScheduleSettings(BaseModel):
     sync: JobSchedule | None = None
     train: JobSchedule | None = None
     monitor: JobSchedule | None = None
+    vacuum: JobSchedule | None = None
 
     @model_validator(mode="before")
     @classmethod

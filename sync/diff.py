@@ -232,6 +232,34 @@ class Diff:
         return out
 
 
+def merge_diffs(diffs: list[Diff]) -> Diff:
+    """One diff of the batches a push diffed one by one (batches hold disjoint records).
+
+    Args:
+        diffs: the batches' diffs.
+
+    Returns:
+        Their changes and invalid rows together, their counts added.
+    """
+    out = Diff(
+        changes=pd.concat([d.changes for d in diffs], ignore_index=True),
+        invalid=pd.concat([d.invalid for d in diffs], ignore_index=True),
+    )
+    for name in (
+        "records",
+        "create",
+        "update",
+        "unchanged",
+        "hysteresis",
+        "invalid_records",
+        "deferred",
+        "dead",
+        "gone",
+    ):
+        setattr(out, name, sum(getattr(d, name) for d in diffs))
+    return out
+
+
 def _confirmed_number(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values.astype(object).where(values.notna(), None), errors="coerce")
 

@@ -5,4 +5,4 @@ A module of its own so that ``leadscore --help`` can list them without importing
 
 from __future__ import annotations
 
-JOB_NAMES: tuple[str, ...] = ("pull", "score", "push", "sync", "train", "monitor")
+JOB_NAMES: tuple[str, ...] = ("pull", "score", "push", "sync", "train", "monitor", "vacuum")

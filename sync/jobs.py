@@ -61,6 +61,7 @@ from sync.stages.push import run_push
 from sync.stages.report import run_report
 from sync.stages.score import run_score
 from sync.stages.train import run_train
+from sync.stages.vacuum import run_vacuum
 from sync.status import read_status
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "run_setup",
     "run_sync",
     "run_train",
+    "run_vacuum",
     "settle_service_alerts",
     "show_model",
 ]
@@ -176,7 +178,7 @@ def run_job(
 
     Args:
         settings: configuration.
-        job: ``pull``, ``score``, ``push``, ``sync``, ``train`` or ``monitor``.
+        job: ``pull``, ``score``, ``push``, ``sync``, ``train``, ``monitor`` or ``vacuum``.
         reporter: progress.
         should_stop: cooperative stop (pull, push and sync check it between pages and batches).
         prediction: ``train`` only this prediction.
@@ -198,6 +200,7 @@ def run_job(
         "sync": lambda: run_sync(settings, reporter=reporter, should_stop=should_stop),
         "train": lambda: run_train(settings, prediction=prediction, reporter=reporter),
         "monitor": lambda: run_monitor(settings, reporter=reporter),
+        "vacuum": lambda: run_vacuum(settings, reporter=reporter),
     }
     if job not in runners:
         close = difflib.get_close_matches(job, JOB_NAMES, n=1)

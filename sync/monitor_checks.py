@@ -113,13 +113,13 @@ def monitor_prediction(
         out["realized"] = {"unavailable": "realized performance needs a binary event label"}
         return out
     days = int(spec.label.within_days)
+    # score_run lists every finished run, also those whose rows retention thinned away
     runs = store.query_df(
         """SELECT score_run_id, scored_at, model_version FROM (
-             SELECT score_run_id, max(scored_at) AS scored_at, any_value(model_version)
-                      AS model_version,
-                    row_number() OVER (PARTITION BY CAST(max(scored_at) AS DATE)
+             SELECT score_run_id, scored_at, model_version,
+                    row_number() OVER (PARTITION BY CAST(scored_at AS DATE)
                                        ORDER BY score_run_id DESC) AS nth
-             FROM score_history WHERE prediction = ? GROUP BY score_run_id)
+             FROM score_run WHERE prediction = ?)
            WHERE nth = 1 AND scored_at + to_days(CAST(? AS INTEGER)) <= ?
            ORDER BY scored_at""",
         [spec.name, days, as_of],
@@ -130,11 +130,7 @@ def monitor_prediction(
     bands = [*spec.tiers, spec.lowest_tier]
     rows = []
     for run in pending[-max_runs:]:
-        scores = store.query_df(
-            "SELECT entity_id, probability, tier FROM score_history "
-            "WHERE prediction = ? AND score_run_id = ?",
-            [spec.name, int(run.score_run_id)],
-        )
+        scores = store.scores_at(spec.name, pd.Timestamp(run.scored_at).to_pydatetime())
         if written is not None:
             scores = scores[scores["entity_id"].isin(written)]
         at = pd.Timestamp(run.scored_at).to_pydatetime()

@@ -39,6 +39,7 @@ from sync.results import (
     Summary,
     SyncSummary,
     TrainSummary,
+    VacuumSummary,
 )
 
 if TYPE_CHECKING:  # sync.run brings the config and the connectors; rendering needs neither
@@ -210,6 +211,20 @@ def _import(out: Console, s: ImportSummary) -> Rows:
 
 def _report(out: Console, s: ReportSummary) -> Rows:
     return [("report", s.path)]
+
+
+def _vacuum(out: Console, s: VacuumSummary) -> Rows:
+    mb = 1024 * 1024
+    return [
+        ("score history", f"{s.score_rows_deleted:,} rows deleted, {s.score_rows_kept:,} kept"),
+        ("run log", f"{s.run_log_rows_deleted:,} rows deleted"),
+        ("import rejects", f"{s.import_rejects_deleted:,} rows deleted"),
+        (
+            "store file",
+            f"{s.bytes_before / mb:,.1f} MB -> {s.bytes_after / mb:,.1f} MB"
+            + (" (rewritten)" if s.rewritten else ""),
+        ),
+    ]
 
 
 def _score(out: Console, s: ScoreSummary) -> Rows:
@@ -656,6 +671,7 @@ RENDERERS: dict[type[Summary], Callable[[Console, Any], Rows]] = {
     ImportSummary: _import,
     ReportSummary: _report,
     ScoreSummary: _score,
+    VacuumSummary: _vacuum,
     PushSummary: _push,
     SetupSummary: _setup,
     SyncSummary: _sync,

@@ -266,6 +266,19 @@ class DemoSummary(Summary):
 
 
 # Job name -> its type; a job not listed keeps untyped counts (rendered generically).
+@dataclass
+class VacuumSummary(Summary):
+    """``vacuum``: rows the retention policy deleted and the store file's size before and after."""
+
+    score_rows_deleted: int = 0
+    score_rows_kept: int = 0
+    run_log_rows_deleted: int = 0
+    import_rejects_deleted: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    rewritten: bool = False
+
+
 SUMMARIES: dict[str, type[Summary]] = {
     "pull": PullSummary,
     "segment_import": SegmentImportSummary,
@@ -277,6 +290,7 @@ SUMMARIES: dict[str, type[Summary]] = {
     "setup": SetupSummary,
     "monitor": MonitorSummary,
     "sync": SyncSummary,
+    "vacuum": VacuumSummary,
 }
 
 

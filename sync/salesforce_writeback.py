@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +46,11 @@ from connector.salesforce import (
     write_records,
 )
 from connector.store import Store
+from connector.store.space import check_free_space, ledger_rows_bytes
 from scoring.audiences import score_frame
 from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
-from sync.diff import Diff, changed_values, diff_outputs, output_values
+from sync.diff import Diff, changed_values, diff_outputs, merge_diffs, output_values
 from sync.progress import Reporter
 from sync.writeback import (
     RecordOutcome,
@@ -204,6 +205,7 @@ class SalesforceWrite:
         record_ids: write key -> the entity's record id (the ledger's ``record_id``).
         in_flight: records with ledger rows still ``sending`` (an update push reads them back
             before anything is sent; an upsert sends them again).
+        batch_size: records per write (a push sends one batch at a time; None: one write).
     """
 
     object: str
@@ -214,6 +216,7 @@ class SalesforceWrite:
     records: list[dict[str, Any]]
     record_ids: dict[str, str]
     in_flight: int = 0
+    batch_size: int | None = None
 
     def estimated_calls(self, client: SalesforceClient, *, describe: bool = True) -> dict[str, int]:
         """The API calls the push makes, on the path the connector would choose.
@@ -226,11 +229,19 @@ class SalesforceWrite:
             Calls by purpose (``describe, read_back, limits, writes``) and ``total``.
         """
         settings = client.settings
-        writes = estimate_write_calls(
-            len(self.records),
-            bulk_write_threshold=settings.bulk_write_threshold,
-            batch_size=settings.write_batch_size,
-        )
+        size = self.batch_size or max(len(self.records), 1)
+        parts = [
+            min(size, len(self.records) - start) for start in range(0, len(self.records), size)
+        ]
+        per_part = [
+            estimate_write_calls(
+                n,
+                bulk_write_threshold=settings.bulk_write_threshold,
+                batch_size=settings.write_batch_size,
+            )
+            for n in parts
+        ]
+        writes = sum(per_part)
         calls = {
             "describe": int(describe),
             "read_back": math.ceil(self.in_flight / COLLECTION_SIZE)
@@ -286,36 +297,27 @@ def _reject_records(diff: Diff, rejected: dict[str, str]) -> None:
     diff.changes = diff.changes[~mask].reset_index(drop=True)
 
 
-def prepare_salesforce(
-    client: SalesforceClient,
-    store: Store,
-    prediction: PredictionConfig,
-    writeback: WritebackSettings | None = None,
-) -> SalesforceWrite | None:
-    """Diff a prediction's latest scores against the Salesforce ledger; build the write.
+@dataclass
+class _Target:
+    """Where a prediction's Salesforce outputs go (describe spellings)."""
 
-    Reads describe (field names, validation); writes nothing.
+    object: str
+    mode: str
+    key: str
+    fields: dict[str, str]
+    check: Callable[[str, Any], str | None]
 
-    Args:
-        client: connected client.
-        store: the store.
-        prediction: the prediction and its ``[predictions.salesforce]`` mapping.
-        writeback: ``[writeback]`` settings (trend threshold).
 
-    Returns:
-        The prepared write, or None when the prediction writes nothing to Salesforce.
-    """
+def _target(client: SalesforceClient, prediction: PredictionConfig) -> _Target | None:
     output = prediction.salesforce
     if output is None:
         return None
-    w = writeback or WritebackSettings()
     description = describe_object(client, output.object)
     names = resolve_fields(
         description,
         list(output.fields.values()),
         setting=f"predictions.{prediction.name}.salesforce.fields",
     )
-    fields = dict(zip(output.fields, names, strict=True))
     key = "Id"
     if output.mode == "upsert":
         assert output.external_id_field is not None
@@ -324,29 +326,61 @@ def prepare_salesforce(
             [output.external_id_field],
             setting=f"predictions.{prediction.name}.salesforce.external_id_field",
         )[0]
-    scores = store.latest_scores(prediction.name)
-    ledger = store.ledger(TARGET, description.name)
-    diff = diff_outputs(
-        score_frame(scores, prediction.task),
-        ledger,
-        fields,
-        task=prediction.task,
-        epsilon=output.epsilon,
-        sync_nulls=set(output.sync_nulls),
-        trend_threshold=w.trend_threshold,
+    return _Target(
+        object=description.name,
+        mode=output.mode,
+        key=key,
+        fields=dict(zip(output.fields, names, strict=True)),
         check=_describe_check(description),
     )
+
+
+def _prepared_batches(
+    store: Store,
+    prediction: PredictionConfig,
+    target: _Target,
+    writeback: WritebackSettings,
+    batch_size: int,
+) -> Iterator[SalesforceWrite]:
+    """The write, one batch of scored records at a time (each batch diffed with its own ledger).
+
+    Every rule of the diff is per record, so diffing batch by batch gives the same changes as
+    one diff of every record; percentiles are of the whole run.
+    """
+    output = prediction.salesforce
+    assert output is not None
+    run = store.latest_run_id(prediction.name)
+    population = store.run_probabilities(run) if run is not None else None
+    keys = _external_keys(store, prediction, target.key) if target.mode == "upsert" else {}
+    shared = Counter(keys.values())
+    for low, high, scores in store.latest_score_batches(prediction.name, batch_size):
+        diff = diff_outputs(
+            score_frame(scores, prediction.task, population),
+            store.ledger(TARGET, target.object, between=(low, high)),
+            target.fields,
+            task=prediction.task,
+            epsilon=output.epsilon,
+            sync_nulls=set(output.sync_nulls),
+            trend_threshold=writeback.trend_threshold,
+            check=target.check,
+        )
+        yield _write_of(diff, target, keys, shared)
+
+
+def _write_of(
+    diff: Diff, target: _Target, keys: dict[str, str], shared: Counter[str]
+) -> SalesforceWrite:
+    """The request records of a diff (an upsert's records without a unique key are invalid)."""
     wanted = diff.records_to_send()
     record_ids = {r: r for r in wanted}
-    if output.mode == "upsert":
-        keys = _external_keys(store, prediction, key)
-        shared = Counter(keys.get(r) for r in wanted)
+    key = target.key
+    if target.mode == "upsert":
         rejected = {
             r: f"MISSING_EXTERNAL_ID: no {key} to upsert by"
             if keys.get(r) is None
             else f"DUPLICATE_EXTERNAL_ID: {key} '{keys[r]}' is shared by several records"
             for r in wanted
-            if keys.get(r) is None or shared[keys.get(r)] > 1
+            if keys.get(r) is None or shared[keys[r]] > 1
         }
         _reject_records(diff, rejected)
         wanted = {r: v for r, v in wanted.items() if r not in rejected}
@@ -354,20 +388,70 @@ def prepare_salesforce(
         records = [{key: keys[r], **values} for r, values in wanted.items()]
     else:
         records = [{"Id": r, **values} for r, values in wanted.items()]
-    in_flight = (
-        int(ledger.loc[ledger["status"] == "sending", "record_id"].nunique())
-        if not ledger.empty
-        else 0
-    )
     return SalesforceWrite(
-        object=description.name,
-        mode=output.mode,
+        object=target.object,
+        mode=target.mode,
         key=key,
-        fields=fields,
+        fields=target.fields,
         diff=diff,
         records=records,
         record_ids=record_ids,
-        in_flight=in_flight,
+    )
+
+
+def _in_flight(store: Store, sobject: str) -> int:
+    rows = store.query_df(
+        "SELECT count(DISTINCT record_id) AS n FROM writeback_ledger "
+        "WHERE target = ? AND object = ? AND status = 'sending'",
+        [TARGET, sobject],
+    )
+    return int(rows["n"].iloc[0])
+
+
+def prepare_salesforce(
+    client: SalesforceClient,
+    store: Store,
+    prediction: PredictionConfig,
+    writeback: WritebackSettings | None = None,
+    *,
+    batch_size: int | None = None,
+) -> SalesforceWrite | None:
+    """Diff a prediction's latest scores against the Salesforce ledger; build the whole write.
+
+    Reads describe (field names, validation); writes nothing. This holds every change in memory
+    (a plan shows them); a push streams the same batches instead (:func:`push_salesforce`).
+
+    Args:
+        client: connected client.
+        store: the store.
+        prediction: the prediction and its ``[predictions.salesforce]`` mapping.
+        writeback: ``[writeback]`` settings (trend threshold).
+        batch_size: records per batch: the diff's and each write's (None: one batch).
+
+    Returns:
+        The prepared write, or None when the prediction writes nothing to Salesforce.
+    """
+    target = _target(client, prediction)
+    if target is None:
+        return None
+    size = batch_size or 1 << 62
+    parts = list(
+        _prepared_batches(store, prediction, target, writeback or WritebackSettings(), size)
+    )
+    empty = Diff(
+        changes=pd.DataFrame(columns=["record_id", "field", "kind", "value", "before"]),
+        invalid=pd.DataFrame(columns=["record_id", "field", "kind", "value", "error"]),
+    )
+    return SalesforceWrite(
+        object=target.object,
+        mode=target.mode,
+        key=target.key,
+        fields=target.fields,
+        diff=merge_diffs([p.diff for p in parts]) if parts else empty,
+        records=[r for p in parts for r in p.records],
+        record_ids={k: v for p in parts for k, v in p.record_ids.items()},
+        in_flight=_in_flight(store, target.object),
+        batch_size=batch_size,
     )
 
 
@@ -376,6 +460,8 @@ def plan_salesforce(
     store: Store,
     prediction: PredictionConfig,
     writeback: WritebackSettings | None = None,
+    *,
+    batch_size: int | None = None,
 ) -> dict[str, Any] | None:
     """What a push of one prediction to Salesforce would do, and its price in API calls.
 
@@ -384,13 +470,14 @@ def plan_salesforce(
         store: the store (read only).
         prediction: the prediction.
         writeback: ``[writeback]`` settings (sample size).
+        batch_size: records per write (``store.batch_size``), as the push sends them.
 
     Returns:
         ``object, mode, path, counts, sample, invalid, estimated_calls``; None when the prediction
         writes nothing to Salesforce.
     """
     w = writeback or WritebackSettings()
-    prepared = prepare_salesforce(client, store, prediction, w)
+    prepared = prepare_salesforce(client, store, prediction, w, batch_size=batch_size)
     if prepared is None:
         return None
     diff = prepared.diff
@@ -404,7 +491,10 @@ def plan_salesforce(
         "object": prepared.object,
         "mode": prepared.mode,
         "key": prepared.key,
-        "path": choose_write_path(len(prepared.records), client.settings.bulk_write_threshold)
+        "path": choose_write_path(
+            min(len(prepared.records), batch_size or len(prepared.records)),
+            client.settings.bulk_write_threshold,
+        )
         if prepared.records
         else None,
         "counts": diff.counts(),
@@ -423,9 +513,13 @@ def push_salesforce(
     *,
     writeback: WritebackSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
+    batch_size: int = 50_000,
 ) -> PushCounts:
     """Write a prediction's latest outputs to Salesforce, sending only changes.
 
+    The scores are diffed against the ledger one batch of ``batch_size`` records at a time and
+    the changes are written ``batch_size`` records at a time (one Bulk job, or that many records'
+    Collections calls), so the push holds at most one batch of changes whatever the org's size.
     Each request is recorded as ``sending`` before it goes out and with its outcome when
     Salesforce answers; a batch interrupted in between is settled by :func:`reconcile_in_flight`
     first. Rejections are retried by later pushes after a backoff, up to ``max_attempts``.
@@ -437,6 +531,7 @@ def push_salesforce(
         reporter: progress.
         writeback: ``[writeback]`` settings (retries, dead letters).
         should_stop: checked after each batch is recorded; True stops before the next one.
+        batch_size: records per diff batch and per write (``store.batch_size``).
 
     Returns:
         Counts.
@@ -449,49 +544,114 @@ def push_salesforce(
     if output is None:
         return counts
     policy = ledger_policy(writeback)
-    description = describe_object(client, output.object)
+    target = _target(client, prediction)
+    assert target is not None
     if output.mode == "update":
-        counts.recovered = reconcile_in_flight(client, store, description.name, writeback)
+        counts.recovered = reconcile_in_flight(client, store, target.object, writeback)
     else:
         # An upsert is keyed by the external id, not by an Id to read back by: settle in-flight
         # rows as unconfirmed; sending them again is idempotent.
-        _unconfirm_in_flight(store, description.name, policy)
-    prepared = prepare_salesforce(client, store, prediction, writeback)
-    assert prepared is not None
-    diff = prepared.diff
-    counts.records = diff.records
-    counts.unchanged = diff.unchanged
-    counts.hysteresis = diff.hysteresis
-    counts.deferred, counts.dead, counts.gone = diff.deferred, diff.dead, diff.gone
-    if not diff.invalid.empty:
-        # Rejected here rather than by Salesforce: the same ledger record, no API call spent.
-        counts.invalid = diff.invalid["record_id"].nunique()
-        for error in diff.invalid.drop_duplicates("record_id")["error"]:
-            counts.count_failure(error)
-        store.record_outcomes(
-            TARGET,
-            prepared.object,
-            [
-                {
-                    "record_id": r,
-                    "field": f,
-                    "value": json.loads(v),
-                    "success": False,
-                    "error": e,
-                }
-                for r, f, v, e in zip(
-                    diff.invalid["record_id"],
-                    diff.invalid["field"],
-                    diff.invalid["value"],
-                    diff.invalid["error"],
-                    strict=True,
+        _unconfirm_in_flight(store, target.object, policy)
+    _check_first_push_space(store, prediction.name, target.object, len(target.fields))
+    pending: list[dict[str, Any]] = []
+    ids: dict[str, str] = {}
+    with reporter.track(f"push {target.object}", total=None) as task:
+        for prepared in _prepared_batches(
+            store, prediction, target, writeback or WritebackSettings(), batch_size
+        ):
+            diff = prepared.diff
+            counts.records += diff.records
+            counts.unchanged += diff.unchanged
+            counts.hysteresis += diff.hysteresis
+            counts.deferred += diff.deferred
+            counts.dead += diff.dead
+            counts.gone += diff.gone
+            _record_invalid(store, target.object, diff, counts, policy)
+            pending += prepared.records
+            ids.update(prepared.record_ids)
+            del prepared, diff
+            while len(pending) >= batch_size:
+                chunk, pending = pending[:batch_size], pending[batch_size:]
+                _write_chunk(
+                    client, store, target, chunk, ids, counts, writeback, task, should_stop
                 )
-            ],
-            **policy,
+                waiting = {str(r[target.key]) for r in pending}
+                ids = {k: v for k, v in ids.items() if k in waiting}
+                _check_stop(should_stop, counts)
+        if pending:
+            _write_chunk(client, store, target, pending, ids, counts, writeback, task, should_stop)
+    return counts
+
+
+def _check_first_push_space(store: Store, prediction: str, sobject: str, fields: int) -> None:
+    """Before a first push (no ledger row for the object yet): will the disk hold the ledger?"""
+    if _ledger_rows(store, sobject):
+        return
+    run = store.latest_run_id(prediction)
+    records = store.score_run_tiers(run)[0] if run is not None else 0
+    check_free_space(
+        store.path,
+        ledger_rows_bytes(records, fields),
+        f"first push of {records:,} {sobject} records",
+    )
+
+
+def _ledger_rows(store: Store, sobject: str) -> int:
+    rows = store.query_df(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM writeback_ledger "
+        "WHERE target = ? AND object = ? LIMIT 1)",
+        [TARGET, sobject],
+    )
+    return int(rows["n"].iloc[0])
+
+
+def _check_stop(should_stop: Callable[[], bool] | None, counts: PushCounts) -> None:
+    if should_stop is not None and should_stop():
+        raise Interrupted(
+            f"push: stopped on request after {counts.sent:,} records; every answered batch is "
+            "in the ledger and the next push sends the rest"
         )
-    batch = prepared.records
-    key = prepared.key
-    ids = prepared.record_ids
+
+
+def _record_invalid(
+    store: Store, sobject: str, diff: Diff, counts: PushCounts, policy: dict[str, Any]
+) -> None:
+    """Rejected here rather than by Salesforce: the same ledger record, no API call spent."""
+    if diff.invalid.empty:
+        return
+    counts.invalid += diff.invalid["record_id"].nunique()
+    for error in diff.invalid.drop_duplicates("record_id")["error"]:
+        counts.count_failure(error)
+    store.record_outcomes(
+        TARGET,
+        sobject,
+        [
+            {"record_id": r, "field": f, "value": json.loads(v), "success": False, "error": e}
+            for r, f, v, e in zip(
+                diff.invalid["record_id"],
+                diff.invalid["field"],
+                diff.invalid["value"],
+                diff.invalid["error"],
+                strict=True,
+            )
+        ],
+        **policy,
+    )
+
+
+def _write_chunk(
+    client: SalesforceClient,
+    store: Store,
+    target: _Target,
+    batch: list[dict[str, Any]],
+    ids: dict[str, str],
+    counts: PushCounts,
+    writeback: WritebackSettings | None,
+    task: Any,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """Write one batch of records (one Bulk job or its Collections calls) and record outcomes."""
+    key = target.key
 
     def intents(chunk: Any) -> list[dict[str, Any]]:
         return [
@@ -509,47 +669,42 @@ def push_salesforce(
     if planned and (planned > LARGE_RUN_CALLS or len(batch) > client.settings.bulk_write_threshold):
         check_allowance(client, planned_calls=planned, what=f"write of {len(batch):,} records")
     by_key = {str(r[key]): r for r in batch}
-    with reporter.track(f"push {prepared.object}", total=len(batch)) as task:
-        # Outcomes come per batch, each record exactly once with its final outcome (transient
-        # failures after their retries), matched back by key. Each request's records are recorded
-        # as in flight first (write-ahead), so that a crash mid-request is reconciled by reading
-        # back rather than by writing again.
-        for outcomes in write_records(
-            client,
-            prepared.object,
-            batch,
-            operation=prepared.mode,  # type: ignore[arg-type]
-            external_id_field=key if prepared.mode == "upsert" else None,
-            before_send=lambda chunk: store.record_attempts(
-                TARGET, prepared.object, intents(chunk)
-            ),
-        ):
-            record_batch(
-                store,
-                TARGET,
-                prepared.object,
-                (
-                    RecordOutcome(
-                        ids[outcome["id"]],
-                        {k: v for k, v in by_key[outcome["id"]].items() if k != key},
-                        outcome["success"],
-                        outcome["error"],
-                        gone=not outcome["success"]
-                        and is_gone_record_error(error_code(outcome["error"])),
-                    )
-                    for outcome in outcomes
-                ),
-                counts,
-                writeback,
-            )
-            counts.sent += len(outcomes)
-            task.advance(len(outcomes))
-            if should_stop is not None and should_stop() and counts.sent < len(batch):
-                raise Interrupted(
-                    f"push: stopped on request after {counts.sent:,} of {len(batch):,} records; "
-                    "every answered batch is in the ledger and the next push sends the rest"
+    sent = 0
+    # Outcomes come per request, each record exactly once with its final outcome (transient
+    # failures after their retries), matched back by key. Each request's records are recorded as
+    # in flight first (write-ahead), so that a crash mid-request is reconciled by reading back
+    # rather than by writing again.
+    for outcomes in write_records(
+        client,
+        target.object,
+        batch,
+        operation=target.mode,  # type: ignore[arg-type]
+        external_id_field=key if target.mode == "upsert" else None,
+        before_send=lambda chunk: store.record_attempts(TARGET, target.object, intents(chunk)),
+    ):
+        record_batch(
+            store,
+            TARGET,
+            target.object,
+            (
+                RecordOutcome(
+                    ids[outcome["id"]],
+                    {k: v for k, v in by_key[outcome["id"]].items() if k != key},
+                    outcome["success"],
+                    outcome["error"],
+                    gone=not outcome["success"]
+                    and is_gone_record_error(error_code(outcome["error"])),
                 )
-    return counts
+                for outcome in outcomes
+            ),
+            counts,
+            writeback,
+        )
+        counts.sent += len(outcomes)
+        sent += len(outcomes)
+        task.advance(len(outcomes))
+        if sent < len(batch):
+            _check_stop(should_stop, counts)
 
 
 def _unconfirm_in_flight(store: Store, sobject: str, policy: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import glob
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ from connector.store.identity import resolve_identities, segment_recipients
 from connector.store.profiles import lookups_to_read, save_profiles
 from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
-from sync.diff import Diff, diff_outputs
+from sync.diff import Diff, diff_outputs, merge_diffs
 from sync.progress import Reporter
 from sync.writeback import RecordOutcome, TargetCounts, record_batch
 
@@ -305,61 +305,104 @@ def segment_messages(
     store: Store,
     prediction: PredictionConfig,
     writeback: WritebackSettings | None = None,
+    *,
+    batch_size: int | None = None,
 ) -> SegmentMessages:
     """The identify calls that set a prediction's changed traits (see :func:`push_segment`).
+
+    Every message at once (a plan shows them); a push streams :func:`segment_batches`.
 
     Args:
         store: the store (scores, identity map, ledger).
         prediction: the prediction and its ``[predictions.segment]`` mapping.
         writeback: ``[writeback]`` settings (trend threshold).
+        batch_size: records diffed at a time (None: all at once).
 
     Returns:
         The messages, their owners and the diff.
     """
     counts = SegmentPushCounts()
-    output = prediction.segment
     built = SegmentMessages([], [], counts)
-    if output is None:
-        return built
-    scores = store.latest_scores(prediction.name)
-    counts.records = len(scores)
-    if scores.empty:
-        return built
-    frame = score_frame(scores, prediction.task)
-    diff = diff_outputs(
-        frame,
-        store.ledger(TARGET, PROFILE_OBJECT),
-        dict(output.traits),
-        task=prediction.task,
-        epsilon=output.epsilon,
-        sync_nulls=set(output.sync_nulls),
-        trend_threshold=(writeback or WritebackSettings()).trend_threshold,
-        structured=True,
-    )
-    built.diff = diff
-    traits = diff.records_to_send()
-    counts.unchanged = counts.records - len(traits)
-    recipients = segment_recipients(store, prediction.entity, list(traits))
-    by_record = frame.set_index("entity_id")
-    for record_id, changed in traits.items():
-        address = _address(recipients.get(record_id), record_id, output.unmatched)
-        if address is None:
-            counts.no_segment_user += 1
-            continue
-        row = by_record.loc[record_id]
-        stamp = pd.Timestamp(row["scored_at"]).to_pydatetime()
-        built.messages.append(
-            identify_message(
-                **address,
-                traits=changed,
-                timestamp=stamp,
-                message_id=message_id(
-                    record_id, prediction.name, str(row["model_version"]), changed
-                ),
-            )
-        )
-        built.owners.append((record_id, changed))
+    diffs = []
+    for part in segment_batches(store, prediction, writeback, batch_size=batch_size, counts=counts):
+        built.messages += part.messages
+        built.owners += part.owners
+        if part.diff is not None:
+            diffs.append(part.diff)
+    if diffs:
+        built.diff = merge_diffs(diffs)
     return built
+
+
+def segment_batches(
+    store: Store,
+    prediction: PredictionConfig,
+    writeback: WritebackSettings | None = None,
+    *,
+    batch_size: int | None = None,
+    counts: SegmentPushCounts | None = None,
+) -> Iterator[SegmentMessages]:
+    """The identify calls of changed traits, one batch of scored records at a time.
+
+    Each batch is diffed against its own records' ledger rows (every diff rule is per record),
+    so a push holds one batch's scores, diff and messages whatever the number of leads.
+
+    Args:
+        store: the store (scores, identity map, ledger).
+        prediction: the prediction and its ``[predictions.segment]`` mapping.
+        writeback: ``[writeback]`` settings (trend threshold).
+        batch_size: records per batch (None: one batch).
+        counts: counts the batches add to (records, unchanged, no Segment user).
+
+    Yields:
+        Each batch's messages, owners and diff (``counts`` is the shared one).
+    """
+    counts = counts if counts is not None else SegmentPushCounts()
+    output = prediction.segment
+    if output is None:
+        return
+    run = store.latest_run_id(prediction.name)
+    if run is None:
+        return
+    population = store.run_probabilities(run)
+    for low, high, scores in store.latest_score_batches(prediction.name, batch_size or 1 << 62):
+        built = SegmentMessages([], [], counts)
+        counts.records += len(scores)
+        frame = score_frame(scores, prediction.task, population)
+        diff = diff_outputs(
+            frame,
+            store.ledger(TARGET, PROFILE_OBJECT, between=(low, high)),
+            dict(output.traits),
+            task=prediction.task,
+            epsilon=output.epsilon,
+            sync_nulls=set(output.sync_nulls),
+            trend_threshold=(writeback or WritebackSettings()).trend_threshold,
+            structured=True,
+        )
+        built.diff = diff
+        traits = diff.records_to_send()
+        counts.unchanged += len(scores) - len(traits)
+        recipients = segment_recipients(store, prediction.entity, list(traits))
+        by_record = frame.set_index("entity_id")
+        for record_id, changed in traits.items():
+            address = _address(recipients.get(record_id), record_id, output.unmatched)
+            if address is None:
+                counts.no_segment_user += 1
+                continue
+            row = by_record.loc[record_id]
+            stamp = pd.Timestamp(row["scored_at"]).to_pydatetime()
+            built.messages.append(
+                identify_message(
+                    **address,
+                    traits=changed,
+                    timestamp=stamp,
+                    message_id=message_id(
+                        record_id, prediction.name, str(row["model_version"]), changed
+                    ),
+                )
+            )
+            built.owners.append((record_id, changed))
+        yield built
 
 
 def push_segment(
@@ -369,13 +412,15 @@ def push_segment(
     reporter: Reporter,
     *,
     writeback: WritebackSettings | None = None,
+    batch_size: int = 50_000,
 ) -> SegmentPushCounts:
     """Set a prediction's latest outputs as traits on each person's Segment profile (changes only).
 
-    The diff is ``sync/diff.py``'s, as for Salesforce (hysteresis, nulls, retries). Each record
-    with a changed trait gets one identify call holding its changed traits. Its ``messageId`` is
-    derived from (record, prediction, model version, traits), so a batch sent again after a lost
-    answer is de-duplicated by Segment.
+    The diff is ``sync/diff.py``'s, as for Salesforce (hysteresis, nulls, retries), taken one
+    batch of ``batch_size`` records at a time; each batch's messages are sent before the next
+    batch is read. Each record with a changed trait gets one identify call holding its changed
+    traits. Its ``messageId`` is derived from (record, prediction, model version, traits), so a
+    batch sent again after a lost answer is de-duplicated by Segment.
 
     Args:
         client: Tracking API client.
@@ -383,23 +428,27 @@ def push_segment(
         prediction: the prediction and its ``[predictions.segment]`` mapping.
         reporter: progress.
         writeback: ``[writeback]`` settings (retries, dead letters).
+        batch_size: records per batch (``store.batch_size``).
 
     Returns:
         Counts.
     """
-    built = segment_messages(store, prediction, writeback)
-    _send(
-        client,
-        store,
-        PROFILE_OBJECT,
-        built.messages,
-        built.owners,
-        built.counts,
-        reporter,
-        "push Segment traits",
-        writeback,
-    )
-    return built.counts
+    counts = SegmentPushCounts()
+    for built in segment_batches(
+        store, prediction, writeback, batch_size=batch_size, counts=counts
+    ):
+        _send(
+            client,
+            store,
+            PROFILE_OBJECT,
+            built.messages,
+            built.owners,
+            counts,
+            reporter,
+            "push Segment traits",
+            writeback,
+        )
+    return counts
 
 
 def plan_segment(

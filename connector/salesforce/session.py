@@ -462,6 +462,14 @@ def translate_errors(what: str, *, setting: str = "salesforce") -> Iterator[None
         reason = type(exc).__name__
         if rule is None:
             raise RequestError(f"{what} failed: {reason}") from None
+        if rule.code == "SSLConnectionClosed":
+            raise error_for(
+                rule,
+                f"{what}: {rule.meaning} ({host}): the server closed the connection while the "
+                "request was being sent",
+                hint="a request body over the server's limit or a proxy cutting long uploads; "
+                "the next run retries",
+            ) from None
         raise error_for(
             rule,
             f"{what}: {rule.meaning} ({host}, {reason})",

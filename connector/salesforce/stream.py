@@ -27,6 +27,7 @@ from connector.salesforce.rest import (
 from connector.salesforce.session import SalesforceClient
 from connector.salesforce.settings import LARGE_RUN_CALLS, StreamSettings
 from connector.store import PageCounts, Store, raw_table_name, utc_now
+from connector.store.space import check_free_space, raw_rows_bytes
 
 if TYPE_CHECKING:  # imported on first use by _frame: every CLI command imports this package
     import pandas as pd
@@ -161,12 +162,25 @@ class SalesforceStream:
             counts.unchanged += page_counts.unchanged
             counts.deleted += page_counts.deleted
 
+        # A first read writes every record: its size is checked against the disk once known.
+        first_read = store.read_cursor(name) is None
+
         def read_job(job: BulkJob, locator: str | None) -> None:
             counts.path = "bulk"
             if locator != "null":  # "null": every page is stored already
                 with reporter.track(f"pull {name} (bulk)") as task:
+
+                    def total(rows: int) -> None:
+                        task.set_total(rows)
+                        if first_read:  # the job counted the rows: will the disk hold them?
+                            check_free_space(
+                                store.path,
+                                raw_rows_bytes(rows, len(query_fields)),
+                                f"first sync of {rows:,} {name} records",
+                            )
+
                     for page in read_bulk(
-                        sf, job, locator=locator, workdir=store.path.parent, on_total=task.set_total
+                        sf, job, locator=locator, workdir=store.path.parent, on_total=total
                     ):
                         page_counts = store.upsert_csv(
                             name,

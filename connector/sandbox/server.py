@@ -20,7 +20,9 @@ from connector.sandbox.salesforce_api import ApiRequest, ApiResponse
 
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 IDLE_TIMEOUT_SECONDS = 120.0
-MAX_BODY_BYTES = 64 * 1024 * 1024
+# Salesforce documents 150 MB per Bulk API 2.0 upload (after base64 encoding); the sandbox takes
+# request bodies up to that size, as the real API does.
+MAX_BODY_BYTES = 150 * 1024 * 1024
 
 
 class Handler(Protocol):

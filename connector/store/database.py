@@ -41,6 +41,7 @@ from connector.clock import utc_now
 from connector.errors import ConfigError, LeadscoreError
 
 if TYPE_CHECKING:  # pandas costs 0.3 s to import; `leadscore status` never needs it
+    import numpy as np
     import pandas as pd
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -291,6 +292,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             label VARCHAR NOT NULL,
             type VARCHAR NOT NULL)""",
     ),
+    # Retention (issue 17): a thinned score-history row stands for a stretch of runs in which
+    # the lead's score held, from valid_from (NULL: scored_at) to scored_at; score_run keeps
+    # every finished run (its time, model and size) when its rows are thinned away.
+    (
+        "ALTER TABLE score_history ADD COLUMN valid_from TIMESTAMP",
+        """CREATE TABLE score_run (
+            score_run_id BIGINT PRIMARY KEY,
+            prediction VARCHAR NOT NULL,
+            scored_at TIMESTAMP NOT NULL,
+            model_version VARCHAR,
+            rows BIGINT NOT NULL)""",
+        """INSERT INTO score_run SELECT score_run_id, any_value(prediction), max(scored_at),
+                  any_value(model_version), count(*)
+           FROM score_history GROUP BY score_run_id""",
+    ),
 )
 
 
@@ -329,12 +345,16 @@ def _owner_only(path: Path) -> None:
 class Store:
     """One DuckDB file. Not safe for concurrent use from several threads; open one per job run."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, read_only: bool = False, memory_limit_mb: int | None = None
+    ) -> None:
         """Open (and create or migrate) the store.
 
         Args:
             path: the DuckDB file; its directory is created when missing.
             read_only: open without taking the write lock (for ``status`` while a run is going on).
+            memory_limit_mb: DuckDB's memory limit (its buffer pool caches the file's blocks up
+                to it; operators spill to disk past it). None: DuckDB's default, 80 % of RAM.
 
         Raises:
             ConfigError: the file cannot be opened (unwritable directory, locked by another process,
@@ -361,6 +381,8 @@ class Store:
         # DuckDB draws its own progress bar on stdout for long queries (a big import), which would
         # corrupt --json output; leadscore reports progress itself.
         self.con.execute("SET enable_progress_bar = false")
+        if memory_limit_mb is not None:
+            self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self._lock = threading.RLock()
         if not read_only:
             self._migrate()
@@ -1095,21 +1117,35 @@ class Store:
     # -- scores
     # ---------------------------------------------------------------------------------------------
 
-    def append_scores(self, prediction: str, scores: pd.DataFrame) -> int:
-        """Append one scoring run to ``score_history``.
+    def start_score_run(self) -> int:
+        """A new scoring run id; its batches are appended with :meth:`append_scores`.
+
+        Returns:
+            The scoring run id.
+        """
+        with self._lock:
+            row = self.con.execute("SELECT nextval('score_run_seq')").fetchall()[0]
+        return int(row[0])
+
+    def append_scores(
+        self, prediction: str, scores: pd.DataFrame, *, score_run_id: int | None = None
+    ) -> int:
+        """Append one scoring run, or one batch of it, to ``score_history``.
 
         Args:
             prediction: prediction name.
             scores: columns ``entity_id, model_version, probability, score, tier, reasons,
                 scored_at`` and optionally ``class_probabilities`` (JSON text, multiclass).
+            score_run_id: the run this batch belongs to (:meth:`start_score_run`); None: the
+                frame is a whole run and gets a new id.
 
         Returns:
             The scoring run id.
         """
+        whole = score_run_id is None
+        if score_run_id is None:
+            score_run_id = self.start_score_run()
         with self.transaction() as con:
-            row = con.execute("SELECT nextval('score_run_seq')").fetchall()[0]
-            assert row is not None
-            score_run_id = int(row[0])
             frame = scores.assign(score_run_id=score_run_id, prediction=prediction)
             if "class_probabilities" not in frame.columns:
                 frame = frame.assign(class_probabilities=None)
@@ -1126,7 +1162,147 @@ class Store:
                 )
             finally:
                 con.unregister("_scores")
+            if whole:
+                self._record_run(con, score_run_id)
         return score_run_id
+
+    def finish_score_run(self, score_run_id: int) -> None:
+        """Record a run appended in batches as finished (``score_run``: time, model, size).
+
+        Args:
+            score_run_id: the run.
+        """
+        with self.transaction() as con:
+            self._record_run(con, score_run_id)
+
+    @staticmethod
+    def _record_run(con: duckdb.DuckDBPyConnection, score_run_id: int) -> None:
+        con.execute(
+            """INSERT OR REPLACE INTO score_run
+               SELECT score_run_id, any_value(prediction), max(scored_at),
+                      any_value(model_version), count(*)
+               FROM score_history WHERE score_run_id = ? GROUP BY score_run_id""",
+            [score_run_id],
+        )
+
+    def discard_score_run(self, score_run_id: int) -> None:
+        """Delete the rows of a scoring run that did not finish (so no reader takes it as latest).
+
+        Args:
+            score_run_id: the run.
+        """
+        with self.transaction() as con:
+            con.execute("DELETE FROM score_history WHERE score_run_id = ?", [score_run_id])
+            con.execute("DELETE FROM score_run WHERE score_run_id = ?", [score_run_id])
+
+    def set_population_scores(
+        self,
+        score_run_id: int,
+        *,
+        percentile_score: bool = False,
+        tiers: dict[str, float] | None = None,
+        lowest_tier: str | None = None,
+        tier_by: str = "probability",
+    ) -> None:
+        """Set the scores and tiers of a stored run that depend on its whole population.
+
+        Computed in SQL over the run's rows, so that a run scored in batches never needs its
+        scores in memory. The percentile is the mean rank of ties over the run's size, as
+        ``scoring.tiers.percentiles`` computes it.
+
+        Args:
+            score_run_id: the run.
+            percentile_score: set ``score`` to the probability's percentile (0-100, regression).
+            tiers: tier name -> cut-off; the highest cut-off reached gives the tier.
+            lowest_tier: the tier below every cut-off.
+            tier_by: cut-offs on ``probability`` or on the ``percentile`` (0-1).
+        """
+        if not percentile_score and not tiers:
+            return
+        sets, params = [], []
+        if percentile_score:
+            sets.append("score = CAST(round(p.pct * 100) AS INTEGER)")
+        if tiers:
+            basis = "p.pct" if tier_by == "percentile" else "p.probability"
+            cases = " ".join(
+                f"WHEN {basis} >= ? THEN ?" for _ in sorted(tiers.items(), key=lambda kv: -kv[1])
+            )
+            for name, cutoff in sorted(tiers.items(), key=lambda kv: -kv[1]):
+                params += [float(cutoff), name]
+            sets.append(f"tier = CASE {cases} ELSE ? END")
+            params.append(lowest_tier)
+        with self.transaction() as con:
+            con.execute(
+                f"""UPDATE score_history SET {", ".join(sets)}
+                    FROM (SELECT entity_id, probability,
+                                 (rank() OVER w + count(*) OVER (w RANGE BETWEEN UNBOUNDED
+                                   PRECEDING AND CURRENT ROW)) / 2.0 / count(*) OVER () AS pct
+                          FROM score_history WHERE score_run_id = ?
+                          WINDOW w AS (ORDER BY probability)) p
+                    WHERE score_history.score_run_id = ?
+                      AND score_history.entity_id = p.entity_id""",
+                [*params, score_run_id, score_run_id],
+            )
+
+    def scores_at(self, prediction: str, at: datetime) -> pd.DataFrame:
+        """Every lead's score as it stood at a run's time, also after retention thinned it.
+
+        A thinned row holds from ``valid_from`` to ``scored_at`` (``connector/store/retention``);
+        an unthinned row is its own run.
+
+        Args:
+            prediction: prediction name.
+            at: the run's time (``score_run.scored_at``).
+
+        Returns:
+            ``entity_id, probability, tier``, one row per lead scored then.
+        """
+        return self.query_df(
+            """SELECT entity_id, probability, tier FROM score_history
+               WHERE prediction = ? AND coalesce(valid_from, scored_at) <= ? AND scored_at >= ?
+               QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY score_run_id) = 1""",
+            [prediction, at, at],
+        )
+
+    def score_run_rows(self, score_run_id: int, entity_ids: Iterable[str]) -> pd.DataFrame:
+        """``entity_id, probability, tier`` of some entities of one run.
+
+        Args:
+            score_run_id: the run.
+            entity_ids: the entities.
+
+        Returns:
+            Their rows.
+        """
+        import pandas as pd
+
+        ids = pd.DataFrame({"entity_id": pd.Series(list(entity_ids), dtype=object)})
+        with self._lock:
+            self.con.register("_ids", ids)
+            try:
+                return self.con.execute(
+                    "SELECT s.entity_id, s.probability, s.tier FROM score_history s "
+                    "JOIN _ids USING (entity_id) WHERE s.score_run_id = ?",
+                    [score_run_id],
+                ).df()
+            finally:
+                self.con.unregister("_ids")
+
+    def score_run_tiers(self, score_run_id: int) -> tuple[int, dict[str, int]]:
+        """Rows of a run and its rows per tier.
+
+        Args:
+            score_run_id: the run.
+
+        Returns:
+            ``(rows, {tier: rows})`` (tiers sorted by name; rows without a tier left out).
+        """
+        rows = self.con.execute(
+            "SELECT tier, count(*) FROM score_history WHERE score_run_id = ? GROUP BY tier",
+            [score_run_id],
+        ).fetchall()
+        total = sum(int(n) for _, n in rows)
+        return total, {str(t): int(n) for t, n in sorted(rows, key=lambda r: str(r[0])) if t}
 
     def latest_scores(self, prediction: str) -> pd.DataFrame:
         """The scores of the latest scoring run of a prediction.
@@ -1146,24 +1322,95 @@ class Store:
             [prediction, prediction],
         )
 
+    def latest_run_id(self, prediction: str) -> int | None:
+        """The id of a prediction's latest scoring run (None: never scored)."""
+        row = self.con.execute(
+            "SELECT max(score_run_id) FROM score_history WHERE prediction = ?", [prediction]
+        ).fetchall()[0]
+        return None if row[0] is None else int(row[0])
+
+    def run_probabilities(self, score_run_id: int) -> np.ndarray:
+        """Every probability of one run, sorted (8 bytes a lead: what percentiles are taken in).
+
+        Args:
+            score_run_id: the run.
+
+        Returns:
+            The sorted probabilities (NULLs left out).
+        """
+        with self._lock:
+            table = self.con.execute(
+                "SELECT probability FROM score_history WHERE score_run_id = ? "
+                "AND probability IS NOT NULL ORDER BY probability",
+                [score_run_id],
+            ).fetchnumpy()
+        import numpy as np
+
+        return np.asarray(table["probability"], dtype=float)
+
+    def latest_score_batches(
+        self, prediction: str, batch_size: int
+    ) -> Iterator[tuple[str, str, pd.DataFrame]]:
+        """The latest scoring run of a prediction, in batches of entities in id order.
+
+        Each batch is read when the previous one is done with, so a caller holds one batch.
+
+        Args:
+            prediction: prediction name.
+            batch_size: entities per batch.
+
+        Yields:
+            ``(first id, last id, scores)`` with :meth:`latest_scores`' columns.
+        """
+        run = self.latest_run_id(prediction)
+        if run is None:
+            return
+        bounds = [
+            r[0]
+            for r in self.con.execute(
+                """SELECT entity_id FROM (
+                     SELECT entity_id, row_number() OVER (ORDER BY entity_id) - 1 AS n
+                     FROM score_history WHERE score_run_id = ?)
+                   WHERE n % ? = 0 ORDER BY entity_id""",
+                [run, int(batch_size)],
+            ).fetchall()
+        ]
+        for i, low in enumerate(bounds):
+            high = bounds[i + 1] if i + 1 < len(bounds) else None
+            frame = self.query_df(
+                """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
+                          CAST(class_probabilities AS VARCHAR) AS class_probabilities
+                   FROM score_history WHERE score_run_id = ? AND entity_id >= ?
+                     AND (CAST(? AS VARCHAR) IS NULL OR entity_id < ?)
+                   ORDER BY entity_id""",
+                [run, low, high, high],
+            )
+            if not frame.empty:
+                yield str(frame["entity_id"].iloc[0]), str(frame["entity_id"].iloc[-1]), frame
+
     # -- write-back ledger
     # ----------------------------------------------------------------------------------
 
-    def ledger(self, target: str, sobject: str) -> pd.DataFrame:
+    def ledger(
+        self, target: str, sobject: str, between: tuple[str, str] | None = None
+    ) -> pd.DataFrame:
         """Ledger rows of one target object.
 
         Args:
             target: target system (``salesforce``, ``segment``).
             sobject: object name.
+            between: only records whose id is in this range (inclusive): one batch's ledger.
 
         Returns:
             Columns ``record_id, field, value, status, attempts, last_error, attempted_value,
             next_attempt_at`` (values JSON-encoded; ``value`` is the last confirmed one).
         """
+        low, high = between if between is not None else (None, None)
         return self.query_df(
             "SELECT record_id, field, value, status, attempts, last_error, attempted_value, "
-            "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ?",
-            [target, sobject],
+            "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ? "
+            "AND (CAST(? AS VARCHAR) IS NULL OR record_id BETWEEN ? AND ?)",
+            [target, sobject, low, low, high],
         )
 
     def confirmed_record_ids(self, sobject: str, field: str) -> set[str]:

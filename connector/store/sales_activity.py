@@ -123,7 +123,9 @@ def read_sales_activity(store: Store, prediction: str) -> SalesActivity:
     )
     scores = store.query_df(
         """SELECT entity_id, probability, tier, scored_at FROM (
-               SELECT entity_id, probability, tier, scored_at,
+               SELECT entity_id, probability, tier,
+                      -- a row thinned by retention holds from valid_from on
+                      coalesce(valid_from, scored_at) AS scored_at,
                       lag(probability) OVER w AS previous_probability,
                       lag(tier) OVER w AS previous_tier,
                       row_number() OVER w AS n

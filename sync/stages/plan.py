@@ -54,7 +54,9 @@ def run_plan(
                 if spec.salesforce is None or sf is None:
                     continue
                 reporter.stage(f"{spec.name}: diffing against the Salesforce ledger")
-                plan = plan_salesforce(sf, store, spec, settings.writeback)
+                plan = plan_salesforce(
+                    sf, store, spec, settings.writeback, batch_size=settings.store.batch_size
+                )
                 assert plan is not None
                 estimate = plan["estimated_calls"]
                 calls["describe"].add(plan["object"])

@@ -46,23 +46,34 @@ def audience_members(
     for name in sorted({a.prediction for a in audiences}):
         spec = settings.prediction(name)
         mine = {a.name: a.where for a in audiences if a.prediction == name}
-        scores = store.latest_scores(name)
-        if scores.empty:
+        run = store.latest_run_id(name)
+        if run is None:
             out.update({a: (set(), None) for a in mine})
             continue
-        try:
-            entity = resolve_entity(store.read_connection(), spec)
-            if not store.table_exists(entity.table):
-                raise LeadscoreError(
-                    f"audiences of '{name}': the store has no {entity.table} table yet",
-                    hint="run `leadscore pull --config FILE` first",
+        # One batch of scores at a time: only the member ids are kept.
+        population = store.run_probabilities(run)
+        members: dict[str, set[str]] = {a: set() for a in mine}
+        at: datetime | None = None
+        for _, _, scores in store.latest_score_batches(name, settings.store.batch_size):
+            try:
+                entity = resolve_entity(store.read_connection(), spec)
+                if not store.table_exists(entity.table):
+                    raise LeadscoreError(
+                        f"audiences of '{name}': the store has no {entity.table} table yet",
+                        hint="run `leadscore pull --config FILE` first",
+                    )
+                found = evaluate_audiences(
+                    store.read_connection(),
+                    score_frame(scores, spec.task, population),
+                    entity,
+                    mine,
                 )
-            members = evaluate_audiences(
-                store.read_connection(), score_frame(scores, spec.task), entity, mine
-            )
-        except (AudienceError, SpecError) as exc:
-            raise ConfigError(str(exc), hint="fix the audience's where expression") from None
-        at = pd.Timestamp(scores["scored_at"].max()).to_pydatetime()
+            except (AudienceError, SpecError) as exc:
+                raise ConfigError(str(exc), hint="fix the audience's where expression") from None
+            for a, ids in found.items():
+                members[a] |= ids
+            last = pd.Timestamp(scores["scored_at"].max()).to_pydatetime()
+            at = last if at is None else max(at, last)
         out.update({a: (m, at) for a, m in members.items()})
     return out
 
@@ -114,7 +125,13 @@ def run_push(
                 if spec.salesforce is None:
                     continue
                 counts = push_salesforce(
-                    sf, store, spec, reporter, writeback=settings.writeback, should_stop=should_stop
+                    sf,
+                    store,
+                    spec,
+                    reporter,
+                    writeback=settings.writeback,
+                    should_stop=should_stop,
+                    batch_size=settings.store.batch_size,
                 )
                 pushed[spec.name] = counts.to_json()
             for audience in settings.audiences:
@@ -174,7 +191,12 @@ def _push_segment(
     try:
         predictions = {
             spec.name: push_segment(
-                client, store, spec, reporter, writeback=settings.writeback
+                client,
+                store,
+                spec,
+                reporter,
+                writeback=settings.writeback,
+                batch_size=settings.store.batch_size,
             ).to_json()
             for spec in settings.predictions
             if spec.segment is not None

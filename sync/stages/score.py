@@ -6,19 +6,16 @@ from datetime import datetime
 from typing import Any
 
 from connector.errors import LeadscoreError
-from connector.store import utc_now
-from scoring.pipeline import (
-    ScoringError,
-    score_entities,
-)
-from scoring.registry import (
-    load_champion,
-)
+from connector.store import Store, utc_now
+from connector.store.sales_activity import recent_leads
+from scoring.pipeline import ScoringError, score_batches
+from scoring.registry import ModelVersion, load_champion
 from sync.capacity import apply_capacity_tiers
-from sync.config import Settings
+from sync.config import PredictionConfig, Settings
 from sync.progress import Reporter
-from sync.run import SILENT, JobResult, open_store, recorded, scoring_error
+from sync.run import SILENT, JobResult, open_store, recorded, release_memory, scoring_error
 from sync.stages.freshness import prediction_as_of
+from sync.stages.vacuum import vacuum_store
 
 
 def score_time_for(as_of: datetime) -> datetime:
@@ -64,27 +61,82 @@ def run_score(
                     hint="run `leadscore train --config FILE` first",
                 )
             reporter.stage(f"{spec.name}: scoring with model {champion.version}")
-            try:
-                scores = score_entities(
-                    store.read_connection(),
-                    spec,
-                    champion.load(),
-                    champion.metadata,
-                    score_time=score_time,
-                )
-            except ScoringError as exc:
-                raise scoring_error(exc) from None
-            scores, capacity = apply_capacity_tiers(store, spec, champion, scores, retier=retier)
-            store.append_scores(spec.name, scores)
             scored[spec.name] = {
-                **({"capacity": capacity} if capacity else {}),
-                "version": champion.version,
-                "scored": len(scores),
-                "tiers": {
-                    str(k): int(v)
-                    for k, v in scores["tier"].dropna().value_counts().sort_index().items()
-                },
+                **_score_prediction(
+                    store, settings, spec, champion, score_time, retier=retier, reporter=reporter
+                ),
                 "score_time": score_time.isoformat(),
             }
         result.counts = {"scored": sum(s["scored"] for s in scored.values()), "predictions": scored}
+        if settings.store.retention.vacuum_after_score:
+            reporter.stage("vacuum: applying [store.retention]")
+            result.counts["vacuum"] = vacuum_store(store, settings, reporter)
     return result
+
+
+def _score_prediction(
+    store: Store,
+    settings: Settings,
+    spec: PredictionConfig,
+    champion: ModelVersion,
+    score_time: datetime,
+    *,
+    retier: bool,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """Score one prediction in batches of ``store.batch_size`` entities, each stored as it comes.
+
+    Features, predictions, reasons and the history write happen per batch, so memory does not
+    depend on the number of entities. What depends on the whole run (regression percentiles,
+    percentile or capacity tiers) is set afterwards in the store, in SQL. A run that fails half
+    way is deleted, so that a push never takes a partial run for the latest one.
+    """
+    predictor = champion.load()
+    run_id = store.start_score_run()
+    rows = 0
+    capacity: dict[str, Any] | None = None
+    try:
+        with reporter.track(f"score {spec.name}", total=None) as task:
+            for batch in score_batches(
+                store.read_connection(),
+                spec,
+                predictor,
+                champion.metadata,
+                score_time=score_time,
+                batch_size=settings.store.batch_size,
+            ):
+                store.append_scores(spec.name, batch, score_run_id=run_id)
+                rows += len(batch)
+                task.advance(len(batch))
+                del batch
+                release_memory()
+        by_percentile = spec.task == "binary" and spec.tier_by == "percentile"
+        store.set_population_scores(
+            run_id,
+            percentile_score=spec.task == "regression",
+            tiers=dict(spec.tiers) if by_percentile else None,
+            lowest_tier=spec.lowest_tier,
+            tier_by=spec.tier_by,
+        )
+        if spec.capacity is not None and spec.task == "binary":
+            recent = recent_leads(store, spec.capacity_days)
+            subset = store.score_run_rows(run_id, recent["lead_id"].astype(str))
+            _, capacity = apply_capacity_tiers(store, spec, champion, subset, retier=retier)
+            assert capacity is not None
+            store.set_population_scores(
+                run_id, tiers=capacity["cutoffs"], lowest_tier=spec.lowest_tier
+            )
+    except ScoringError as exc:
+        store.discard_score_run(run_id)
+        raise scoring_error(exc) from None
+    except BaseException:
+        store.discard_score_run(run_id)
+        raise
+    store.finish_score_run(run_id)
+    total, tiers = store.score_run_tiers(run_id)
+    return {
+        **({"capacity": capacity} if capacity else {}),
+        "version": champion.version,
+        "scored": total,
+        "tiers": tiers,
+    }

@@ -39,12 +39,14 @@ points = 2
 """
 
 
-def write_project(tmp_path: Path, exclude: str = "") -> Path:
+def write_project(
+    tmp_path: Path, exclude: str = "", rows: int = 900, intercept: float = -2.0
+) -> Path:
     rng = np.random.default_rng(7)
-    n = 900
+    n = rows
     plan = rng.choice(["Starter", "Team", "Select"], size=n)
     logins = rng.poisson(8, size=n)
-    p = 1 / (1 + np.exp(-(-2 + 0.2 * logins + 1.0 * (plan == "Team"))))
+    p = 1 / (1 + np.exp(-(intercept + 0.2 * logins + 1.0 * (plan == "Team"))))
     pd.DataFrame(
         {
             "Account ID": [f"A{i}" for i in range(n)],

@@ -1,0 +1,301 @@
+"""Scale (issue 17): one org size through every step, each step a separate process.
+
+For each ``--leads`` size a sandbox org is generated and served in this process, and every step
+runs as its own ``leadscore`` child process (``pull`` = first sync, ``train``, ``score``, the
+first ``push`` of every lead, a ``push`` after 3 % of the scores changed, and an incremental
+``pull``). Per step: wall time, peak RSS (the child's ``VmHWM`` from ``/proc``, sampled until it
+exits; not ``ru_maxrss``, which Linux carries over from this big parent into a vfork+exec child)
+and the API calls the job counted (its ``--json`` ``api_calls``). With two sizes or more, a fit of
+how each step grows: the exponent ``b`` of ``time ~ n^b`` and ``RSS ~ n^b`` between the smallest
+and the largest size.
+
+``--history-runs N`` then measures retention on the smallest org: N simulated hourly scoring
+runs with 3 % of the scores changed each, ``leadscore vacuum`` after each, and the size of
+``score_history`` against one scoring run (target: under 2x after 30 runs).
+
+Targets: peak RSS of score, first push and 3 % push <= 1.5 GB each and within 10 % between the
+sizes; score_history < 2x one run after 30 hourly runs.
+
+Usage: nice -n 10 python benchmarks/scale.py --leads 50000 200000 [--history-runs 30]
+       [--tmp DIR] [--seed 42]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from bench_table import print_table, verdict
+
+from connector.sandbox import Sandbox
+from connector.store import Store
+from sync.config import load_settings
+from sync.demo import write_sandbox_files
+
+LEADSCORE = str(Path(sys.executable).parent / "leadscore")
+STEPS = ("pull", "train", "score", "push", "push_3pct", "pull_incremental")
+FLAT_STEPS = ("score", "push", "push_3pct")
+RSS_LIMIT_MB = 1536
+
+
+def high_water_kb(pid: int) -> int:
+    """A running process's peak resident set (``VmHWM``, kB); 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def run_step(config: Path, *command: str) -> dict[str, Any]:
+    """``leadscore COMMAND --config FILE --json`` in a child: its result, wall time and peak RSS."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+        process = subprocess.Popen(
+            [LEADSCORE, *command, "--config", str(config), "--json"],
+            stdout=out,
+            stderr=err,
+            env={k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")},
+        )
+        peak_kb = 0
+        while process.poll() is None:
+            peak_kb = max(peak_kb, high_water_kb(process.pid))
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        text, error = out.read(), err.read()
+    if process.returncode != 0:
+        raise SystemExit(f"leadscore {' '.join(command)} failed: {text[-800:]} {error[-800:]}")
+    result = json.loads(text)
+    result["rss_mb"] = peak_kb / 1024
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+def change_scores(config: Path, share: float, run: int, hours: int = 1) -> int:
+    """Append a scoring run equal to the latest one but for ``share`` of the leads, an hour later.
+
+    The changed leads move by 10 to 30 points (past any hysteresis), as after a day's activity.
+
+    Returns:
+        The leads changed.
+    """
+    settings = load_settings(config, environ={})
+    name = settings.predictions[0].name
+    rng = np.random.default_rng(run)
+    with Store(settings.store.path) as store:
+        latest = store.latest_scores(name)
+        changed = rng.random(len(latest)) < share
+        move = rng.uniform(0.10, 0.30, size=len(latest)) * rng.choice([-1, 1], size=len(latest))
+        p = latest["probability"].to_numpy(dtype=float)
+        p = np.where(changed, np.clip(p + move, 0.001, 0.999), p)
+        frame = latest.assign(
+            probability=np.round(p, 6),
+            score=np.rint(p * 100).astype(int),
+            # only the changed leads get a new tier (the prediction's own tiers stay otherwise)
+            tier=np.where(
+                changed,
+                np.where(p >= 0.8, "A", np.where(p >= 0.5, "B", np.where(p >= 0.2, "C", "D"))),
+                latest["tier"].to_numpy(dtype=object),
+            ),
+            scored_at=pd.to_datetime(latest["scored_at"]) + pd.Timedelta(hours=hours),
+        )
+        store.append_scores(name, frame)
+    return int(changed.sum())
+
+
+def score_history_size(config: Path) -> tuple[int, int]:
+    """Rows of ``score_history`` and the rows of its latest run."""
+    settings = load_settings(config, environ={})
+    with Store(settings.store.path, read_only=True) as store:
+        total = int(store.query_df("SELECT count(*) AS n FROM score_history")["n"][0])
+        latest = int(
+            store.query_df(
+                "SELECT count(*) AS n FROM score_history WHERE score_run_id = "
+                "(SELECT max(score_run_id) FROM score_history)"
+            )["n"][0]
+        )
+    return total, latest
+
+
+def measure_size(leads: int, seed: int, workdir: Path) -> dict[str, dict[str, Any]]:
+    """Every step on one org size."""
+    print(f"== {leads:,} leads: generating the org", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    sandbox = Sandbox(workdir / "sandbox", leads=leads, seed=seed).start()
+    print(f"   generated in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        (workdir / "run").mkdir(parents=True, exist_ok=True)
+        config = write_sandbox_files(workdir / "run", sandbox.info, command="benchmark")
+        for step in STEPS:
+            command = {"push_3pct": ["push"], "pull_incremental": ["pull"]}.get(step, [step])
+            if step == "push_3pct":
+                change_scores(config, 0.03, run=1)
+            result = run_step(config, *command)
+            out[step] = {
+                "wall": result["wall_seconds"],
+                "rss": result["rss_mb"],
+                "calls": result.get("api_calls") or 0,
+                "counts": result.get("counts", {}),
+            }
+            print(
+                f"   {step:<17} {result['wall_seconds']:7.1f} s  {result['rss_mb']:7.0f} MB  "
+                f"{out[step]['calls']:5d} calls",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        sandbox.stop()
+    return out
+
+
+def growth(a: float, b: float, n_a: int, n_b: int) -> str:
+    if a <= 0 or b <= 0:
+        return "-"
+    return f"{math.log(b / a) / math.log(n_b / n_a):.2f}"
+
+
+def measure_history(leads: int, runs: int, workdir: Path) -> list[list[object]]:
+    """Retention: one scoring run of ``leads`` leads, then ``runs`` hourly runs with 3 % changes.
+
+    A synthetic store (no org needed): the runs are appended as the score job appends them and
+    ``leadscore vacuum`` runs after each, as ``vacuum_after_score`` would. The size of
+    ``score_history`` is compared with one run, in rows and in the store file's bytes.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "config.toml"
+    config.write_text(
+        '[store]\npath = "store.duckdb"\nmodels_dir = "models"\n'
+        '[[sources]]\npath = "x.csv"\ntable = "x"\nid_column = "id"\n'
+        '[[predictions]]\nname = "lead_conversion"\nentity_table = { table = "x", '
+        'id_column = "id" }\nlabel = { field = "y" }\n'
+    )
+    rng = np.random.default_rng(5)
+    p = rng.beta(1.2, 4.0, size=leads)
+    reasons = [
+        f"+ Industry is Tech ({int(a)}); + {int(b)} calls in 30 days; - no email opened in 14 days"
+        for a, b in zip(rng.integers(1, 30, leads), rng.integers(0, 12, leads), strict=True)
+    ]
+    frame = pd.DataFrame(
+        {
+            "entity_id": [f"00Q{i:015d}" for i in range(leads)],
+            "model_version": "20260301T000000",
+            "probability": np.round(p, 6),
+            "score": np.rint(p * 100).astype(int),
+            "tier": np.where(p >= 0.8, "A", np.where(p >= 0.5, "B", np.where(p >= 0.2, "C", "D"))),
+            "reasons": reasons,
+            "scored_at": pd.Timestamp("2026-03-01 08:00"),
+        }
+    )
+    settings = load_settings(config, environ={})
+    with Store(settings.store.path) as store:
+        store.append_scores("lead_conversion", frame)
+    run_step(config, "vacuum")
+    one_bytes = settings.store.path.stat().st_size
+    for run in range(runs):
+        change_scores(config, 0.03, run=100 + run, hours=1)
+        result = run_step(config, "vacuum")
+    total, one_run = score_history_size(config)
+    ratio = total / one_run
+    size = result["counts"]["bytes_after"] / one_bytes
+    print(
+        f"   history: {total:,} rows after {runs} runs of {one_run:,}; store file "
+        f"{one_bytes / 1e6:.1f} MB -> {result['counts']['bytes_after'] / 1e6:.1f} MB",
+        file=sys.stderr,
+        flush=True,
+    )
+    return [
+        [
+            f"score_history rows after {runs} hourly runs, 3 % changes ({leads // 1000}k leads)",
+            f"{ratio:.2f}x one run",
+            "< 2x",
+            verdict(ratio < 2.0),
+        ],
+        [
+            "  store file size, same",
+            f"{size:.2f}x",
+            "-",
+            "-",
+        ],
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, nargs="*", default=[50_000, 200_000])
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--history-runs", type=int, default=0)
+    parser.add_argument("--history-leads", type=int, default=50_000)
+    parser.add_argument("--tmp", type=Path, default=None)
+    parser.add_argument("--save", type=Path, help="write each size's figures to this JSON file")
+    parser.add_argument("--load", type=Path, nargs="*", default=[], help="add saved sizes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        results: dict[int, dict[str, dict[str, Any]]] = {}
+        for saved in args.load:
+            results.update({int(k): v for k, v in json.loads(saved.read_text()).items()})
+        for n in args.leads:
+            results[n] = measure_size(n, args.seed, Path(tmp) / f"org{n}")
+        if args.save:
+            args.save.write_text(json.dumps({n: results[n] for n in args.leads}, default=str))
+        sizes = sorted(results)
+        rows = []
+        for step in STEPS if sizes else ():
+            row: list[object] = [step]
+            for n in sizes:
+                r = results[n][step]
+                row += [f"{r['wall']:.1f}", f"{r['rss']:.0f}", r["calls"]]
+            if len(sizes) > 1:
+                lo, hi = results[sizes[0]][step], results[sizes[-1]][step]
+                row += [
+                    growth(lo["wall"], hi["wall"], sizes[0], sizes[-1]),
+                    growth(lo["rss"], hi["rss"], sizes[0], sizes[-1]),
+                ]
+            rows.append(row)
+        columns = ["step"]
+        for n in sizes:
+            k = f"{n // 1000}k"
+            columns += [f"s@{k}", f"RSS MB@{k}", f"calls@{k}"]
+        if len(sizes) > 1:
+            columns += ["time b", "RSS b"]
+        if rows:
+            print_table(columns, rows)
+            print()
+        targets = []
+        for step in FLAT_STEPS if sizes else ():
+            peaks = [results[n][step]["rss"] for n in sizes]
+            flat = max(peaks) <= min(peaks) * 1.10
+            targets.append(
+                [
+                    f"{step} peak RSS",
+                    f"max {max(peaks):.0f} MB",
+                    f"<= {RSS_LIMIT_MB} MB",
+                    verdict(max(peaks) <= RSS_LIMIT_MB),
+                ]
+            )
+            if len(sizes) > 1:
+                spread = (max(peaks) / min(peaks) - 1) * 100
+                targets.append(
+                    [f"{step} RSS between sizes", f"+{spread:.1f} %", "<= 10 %", verdict(flat)]
+                )
+        if args.history_runs:
+            targets += measure_history(args.history_leads, args.history_runs, Path(tmp) / "history")
+        print_table(["target", "measured", "goal", "verdict"], targets)
+
+
+if __name__ == "__main__":
+    main()
