@@ -326,7 +326,11 @@ def run_fresh(
     try:
         with (
             open_store(
-                settings, "fresh", reporter=reporter, wait_seconds=fresh.max_wait_seconds
+                settings,
+                "fresh",
+                reporter=reporter,
+                wait_seconds=fresh.max_wait_seconds,
+                borrow=True,
             ) as store,
             recorded(store, "fresh", sf.counter) as result,
         ):
