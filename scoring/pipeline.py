@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -1204,6 +1204,7 @@ def score_entities(
     *,
     score_time: datetime,
     reasons: bool = True,
+    entity_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Score every current entity as of ``score_time`` with a stored model.
 
@@ -1214,6 +1215,8 @@ def score_entities(
         metadata: its metadata (the exact feature columns it was trained with).
         score_time: features use only data strictly before this time.
         reasons: explain each score (top positive and negative factors).
+        entity_ids: score only these entities (the fresh job); ids not in the store, or
+            deleted, are left out.
 
     Returns:
         ``entity_id, model_version, probability, score, tier, reasons, scored_at,
@@ -1229,6 +1232,9 @@ def score_entities(
         raise ScoringError(f"prediction '{spec.name}': {exc}") from None
     columns = FeatureColumns(**metadata["features"])
     ids = current_entity_ids(con, entity)
+    if entity_ids is not None:
+        wanted = {str(i) for i in entity_ids}
+        ids = ids[ids.isin(wanted)].reset_index(drop=True)
     anchors = pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(score_time)})
     data = build_features(con, entity, anchors, columns)
     out = predictor.predict(data)

@@ -12,7 +12,10 @@ Layout (see ``docs/architecture.md``):
   same transaction as the page it belongs to;
 - ``stream_full_read``: per stream, when it was last read in full (periodic full reads);
 - ``run_log``: one row per job run;
-- ``score_history``: every score ever computed, by prediction and scoring run;
+- ``score_history``: every score ever computed, by prediction and scoring run (``partial`` runs
+  of the fresh job score some entities and overlay the latest full run);
+- ``fresh_position``, ``fresh_latency``: where the fresh job's trigger stands, and how long new
+  records waited for their first confirmed score;
 - ``writeback_ledger``: per target record and field, the last value the target confirmed, plus the
   status and error of the latest attempt. Nothing is marked written until the target system
   confirmed it.
@@ -276,6 +279,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE stream_full_read (
             stream VARCHAR PRIMARY KEY,
             read_at TIMESTAMP NOT NULL)""",
+    ),
+    # Speed to lead (issue 14): a scoring run of some entities only (the fresh job) overlays the
+    # latest full run; where the fresh job's trigger stands (poll cursors, a CDC replay id),
+    # committed after the work it triggered; creation -> confirmed write latency per new record.
+    (
+        "ALTER TABLE score_history ADD COLUMN partial BOOLEAN",
+        """CREATE TABLE fresh_position (
+            trigger VARCHAR PRIMARY KEY,
+            position JSON NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE fresh_latency (
+            prediction VARCHAR NOT NULL,
+            entity_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            confirmed_at TIMESTAMP NOT NULL,
+            seconds DOUBLE NOT NULL,
+            trigger VARCHAR NOT NULL,
+            PRIMARY KEY (prediction, entity_id))""",
     ),
 )
 
@@ -1023,13 +1044,15 @@ class Store:
     # -- scores
     # ---------------------------------------------------------------------------------------------
 
-    def append_scores(self, prediction: str, scores: pd.DataFrame) -> int:
+    def append_scores(self, prediction: str, scores: pd.DataFrame, *, partial: bool = False) -> int:
         """Append one scoring run to ``score_history``.
 
         Args:
             prediction: prediction name.
             scores: columns ``entity_id, model_version, probability, score, tier, reasons,
                 scored_at`` and optionally ``class_probabilities`` (JSON text, multiclass).
+            partial: the run scored some entities only (the fresh job): it overlays the latest
+                full run in :meth:`latest_scores` instead of replacing it.
 
         Returns:
             The scoring run id.
@@ -1038,7 +1061,7 @@ class Store:
             row = con.execute("SELECT nextval('score_run_seq')").fetchall()[0]
             assert row is not None
             score_run_id = int(row[0])
-            frame = scores.assign(score_run_id=score_run_id, prediction=prediction)
+            frame = scores.assign(score_run_id=score_run_id, prediction=prediction, partial=partial)
             if "class_probabilities" not in frame.columns:
                 frame = frame.assign(class_probabilities=None)
             frame["class_probabilities"] = frame["class_probabilities"].astype(object)
@@ -1047,17 +1070,20 @@ class Store:
                 con.execute(
                     "INSERT INTO score_history (score_run_id, prediction, entity_id, "
                     "model_version, probability, score, tier, reasons, scored_at, "
-                    "class_probabilities) "
+                    "class_probabilities, partial) "
                     "SELECT score_run_id, prediction, entity_id, "
                     "model_version, probability, score, tier, reasons, scored_at, "
-                    "CAST(class_probabilities AS JSON) FROM _scores"
+                    "CAST(class_probabilities AS JSON), partial FROM _scores"
                 )
             finally:
                 con.unregister("_scores")
         return score_run_id
 
     def latest_scores(self, prediction: str) -> pd.DataFrame:
-        """The scores of the latest scoring run of a prediction.
+        """The current scores of a prediction: its latest full run, overlaid by later partial runs.
+
+        A partial run (the fresh job) scores a few entities; for those its row is newer than the
+        full run's, for every other entity the full run's row stands.
 
         Args:
             prediction: prediction name.
@@ -1068,11 +1094,105 @@ class Store:
         """
         return self.query_df(
             """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
-                      CAST(class_probabilities AS VARCHAR) AS class_probabilities
-               FROM score_history WHERE prediction = ? AND score_run_id =
-                 (SELECT max(score_run_id) FROM score_history WHERE prediction = ?)""",
+                      class_probabilities FROM (
+                 SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
+                        CAST(class_probabilities AS VARCHAR) AS class_probabilities,
+                        row_number() OVER (PARTITION BY entity_id
+                                           ORDER BY score_run_id DESC) AS nth
+                 FROM score_history WHERE prediction = ? AND score_run_id >= coalesce(
+                   (SELECT max(score_run_id) FROM score_history
+                    WHERE prediction = ? AND NOT coalesce(partial, false)), 0))
+               WHERE nth = 1 ORDER BY entity_id""",
             [prediction, prediction],
         )
+
+    # -- the fresh job
+    # ----------------------------------------------------------------------------------
+
+    def fresh_position(self, trigger: str) -> Any:
+        """Where a fresh trigger stands (poll cursors, a replay id), or None before its first run.
+
+        Args:
+            trigger: the trigger's key (``poll``, ``cdc:/data/LeadChangeEvent``).
+
+        Returns:
+            The JSON value last committed with :meth:`commit_fresh_position`.
+        """
+        rows = self.con.execute(
+            "SELECT CAST(position AS VARCHAR) FROM fresh_position WHERE trigger = ?", [trigger]
+        ).fetchall()
+        return json.loads(rows[0][0]) if rows else None
+
+    def commit_fresh_position(
+        self, trigger: str, position: Any, latencies: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Commit a trigger's position with the first-write latencies of the work it triggered.
+
+        Called after the triggered records were scored and their writes confirmed: a crash before
+        this commit repeats the work, which the write-back ledger turns into no writes.
+
+        Args:
+            trigger: the trigger's key.
+            position: JSON-serialisable position.
+            latencies: ``prediction, entity_id, created_at, confirmed_at, trigger`` of records
+                whose first score write was confirmed (a record keeps its first latency).
+        """
+        with self.transaction() as con:
+            con.execute(
+                """INSERT INTO fresh_position VALUES (?, ?, ?)
+                   ON CONFLICT (trigger) DO UPDATE SET position = excluded.position,
+                     updated_at = excluded.updated_at""",
+                [trigger, json.dumps(position, default=str), utc_now()],
+            )
+            for row in latencies:
+                seconds = (row["confirmed_at"] - row["created_at"]).total_seconds()
+                con.execute(
+                    "INSERT INTO fresh_latency VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [
+                        row["prediction"],
+                        row["entity_id"],
+                        _py(row["created_at"]),
+                        _py(row["confirmed_at"]),
+                        seconds,
+                        row["trigger"],
+                    ],
+                )
+
+    def merge_records(
+        self,
+        table: str,
+        page: pd.DataFrame,
+        *,
+        key: str,
+        cursor_field: str,
+        deleted_field: str | None = None,
+    ) -> PageCounts:
+        """Upsert records read outside a stream's pull (the fresh job), leaving every cursor alone.
+
+        The stream's own pull still reads them (and finds them unchanged); the fresh job commits
+        its own position once the records are scored and written.
+
+        Args:
+            table: raw table (created by :meth:`ensure_table`).
+            page: records with the table's columns.
+            key: primary-key column.
+            cursor_field: the stream's cursor column (newest version of a record wins).
+            deleted_field: boolean column marking deleted records (removed from the table).
+
+        Returns:
+            Counts of new, changed, unchanged and deleted rows.
+        """
+        if page.empty:
+            return PageCounts(0, 0, 0)
+        with self.transaction() as con:
+            con.register("_page", page)
+            try:
+                counts, _ = self._merge(
+                    con, table, "_page", list(page.columns), key, cursor_field, deleted_field
+                )
+            finally:
+                con.unregister("_page")
+        return counts
 
     # -- write-back ledger
     # ----------------------------------------------------------------------------------
@@ -1093,6 +1213,30 @@ class Store:
             "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ?",
             [target, sobject],
         )
+
+    def confirmed_times(
+        self, target: str, sobject: str, record_ids: Iterable[str]
+    ) -> dict[str, datetime]:
+        """When a target last confirmed each record's writes (the earliest of its fields).
+
+        Args:
+            target: ``salesforce`` or ``segment``.
+            sobject: object name.
+            record_ids: the records.
+
+        Returns:
+            Record id -> confirmation time, for records with a confirmed value.
+        """
+        ids = sorted({str(r) for r in record_ids})
+        if not ids:
+            return {}
+        rows = self.con.execute(
+            "SELECT record_id, min(confirmed_at) FROM writeback_ledger "
+            "WHERE target = ? AND object = ? AND confirmed_at IS NOT NULL "
+            "AND record_id IN (SELECT unnest(?)) GROUP BY record_id",
+            [target, sobject, ids],
+        ).fetchall()
+        return {str(r[0]): r[1] for r in rows}
 
     def confirmed_record_ids(self, sobject: str, field: str) -> set[str]:
         """Records for which a target confirmed a value of this object's field (any target).
