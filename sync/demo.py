@@ -244,6 +244,14 @@ def write_sandbox_files(
         url_json=json.dumps(info["salesforce_url"]),
         ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
     )
+    if info.get("pubsub_endpoint"):
+        # The sandbox's Pub/Sub API (change events for fresh.trigger = "cdc").
+        text = text.replace(
+            f"ca_bundle = {json.dumps(str(Path(info['ca_bundle']).resolve()))}\npage_size",
+            f"ca_bundle = {json.dumps(str(Path(info['ca_bundle']).resolve()))}\n"
+            f"pubsub_endpoint = {json.dumps(info['pubsub_endpoint'])}\npage_size",
+            1,
+        )
     reps = [user["username"] for user in info.get("sales_users") or []]
     if reps:
         # A rep whose view doctor checks, and the reps setup grants read on the scores.

@@ -86,6 +86,7 @@ class Service:
     _watchdog: threading.Thread | None = field(init=False, default=None)
     _fresh: threading.Thread | None = field(init=False, default=None)
     _fresh_said: str | None = field(init=False, default=None)
+    _cdc: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.state = ServiceState(started_at=self.clock())
@@ -205,6 +206,8 @@ class Service:
             self.settings.serve.stop_timeout_seconds,
         )
         self._stop.set()
+        if self._cdc is not None:
+            self._cdc.close()  # ends the subscription's wait for the next event
         if self._scheduler is not None:
             self._scheduler.pause()
 
@@ -316,6 +319,9 @@ class Service:
             from sync.run import salesforce_settings
 
             client = SalesforceClient(salesforce_settings(self.settings))
+            if self.settings.fresh.trigger == "cdc":
+                self._follow_changes(client)
+                return
             wait = 0.0
             while not self._stop.wait(wait):
                 started = time.monotonic()
@@ -327,11 +333,42 @@ class Service:
             if client is not None:
                 client.close()
 
-    def run_fresh_cycle(self, client: Any = None) -> jobs.JobResult | None:
+    def _follow_changes(self, client: Any) -> None:
+        """``fresh.trigger = "cdc"``: follow change events until stopped (sync/stages/fresh_cdc)."""
+        from sync.stages.fresh_cdc import ALERT_KEY, CdcTrigger
+
+        def alert(active: bool, detail: str) -> None:
+            condition = Condition(
+                ALERT_KEY,
+                active,
+                "change data capture fell back to polling",
+                detail,
+            )
+            try:
+                jobs.settle_service_alerts(self.settings, [condition])
+            except Exception as exc:  # an alert problem must not stop the trigger
+                log.warning("fresh: the cdc alert was not evaluated: %s", exc)
+
+        trigger = CdcTrigger(
+            self.settings,
+            client,
+            lambda batch: self.run_fresh_cycle(client, batch=batch, catch_up=batch is None),
+            alert,
+            self._stop,
+        )
+        self._cdc = trigger
+        log.info("fresh follows change events (%s)", "/data/LeadChangeEvent")
+        trigger.run()
+
+    def run_fresh_cycle(
+        self, client: Any = None, *, batch: Any = None, catch_up: bool = False
+    ) -> jobs.JobResult | None:
         """One fresh cycle, recorded in the state like a scheduled run; never raises.
 
         Args:
             client: a connected Salesforce client kept between cycles.
+            batch: the leads of a group of change events (cdc trigger); None polls.
+            catch_up: poll although the trigger is ``cdc`` (its catch-up).
 
         Returns:
             The cycle's result, or None when it was skipped or failed.
@@ -339,7 +376,7 @@ class Service:
         started = self.clock()
         self.state.begin("fresh")
         try:
-            result = run_fresh(self.settings, client=client)
+            result = run_fresh(self.settings, client=client, batch=batch, catch_up=catch_up)
         except Busy as exc:
             log.warning("fresh skipped: %s", exc)
             self.state.skipped("fresh", str(exc))

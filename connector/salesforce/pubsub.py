@@ -168,6 +168,8 @@ class ChangeEventSubscriber:
         self._stub: pb_grpc.PubSubStub | None = None
         self._call: Any = None
         self._closed = threading.Event()
+        self.started = threading.Event()
+        """Set once a Subscribe call was opened (its first request is on its way)."""
         self.reconnects = 0
         """Subscriptions opened again after a transient failure."""
         self.events_received = 0
@@ -326,6 +328,7 @@ class ChangeEventSubscriber:
 
         call = stub.Subscribe(outgoing(), metadata=self._metadata())
         self._call = call
+        self.started.set()
         try:
             for response in call:
                 events = tuple(self._decode(event) for event in response.events)

@@ -298,6 +298,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             trigger VARCHAR NOT NULL,
             PRIMARY KEY (prediction, entity_id))""",
     ),
+    # Change data capture (issue 14): every change event the fresh job's cdc trigger handled,
+    # written in the transaction that commits its replay id (fresh_position), so an event is
+    # either handled and recorded with its position, or neither (a restart replays it).
+    (
+        """CREATE TABLE change_events (
+            trigger VARCHAR NOT NULL,
+            replay_id VARCHAR NOT NULL,
+            entity VARCHAR NOT NULL,
+            change_type VARCHAR NOT NULL,
+            record_ids JSON NOT NULL,
+            outcome VARCHAR NOT NULL,
+            committed_at TIMESTAMP,
+            received_at TIMESTAMP NOT NULL,
+            handled_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (trigger, replay_id))""",
+    ),
 )
 
 
@@ -1124,7 +1140,11 @@ class Store:
         return json.loads(rows[0][0]) if rows else None
 
     def commit_fresh_position(
-        self, trigger: str, position: Any, latencies: Sequence[dict[str, Any]] = ()
+        self,
+        trigger: str,
+        position: Any,
+        latencies: Sequence[dict[str, Any]] = (),
+        events: Sequence[dict[str, Any]] = (),
     ) -> None:
         """Commit a trigger's position with the first-write latencies of the work it triggered.
 
@@ -1136,6 +1156,9 @@ class Store:
             position: JSON-serialisable position.
             latencies: ``prediction, entity_id, created_at, confirmed_at, trigger`` of records
                 whose first score write was confirmed (a record keeps its first latency).
+            events: the change events this work handled (``replay_id`` hex, ``entity``,
+                ``change_type``, ``record_ids``, ``outcome``, ``committed_at``,
+                ``received_at``): recorded with the position, never twice.
         """
         with self.transaction() as con:
             con.execute(
@@ -1157,6 +1180,37 @@ class Store:
                         row["trigger"],
                     ],
                 )
+            handled_at = utc_now()
+            for event in events:
+                con.execute(
+                    "INSERT INTO change_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        trigger,
+                        event["replay_id"],
+                        event["entity"],
+                        event["change_type"],
+                        json.dumps(list(event["record_ids"])),
+                        event["outcome"],
+                        _py(event["committed_at"]) if event.get("committed_at") else None,
+                        _py(event["received_at"]),
+                        handled_at,
+                    ],
+                )
+
+    def change_event_counts(self, trigger: str) -> dict[str, int]:
+        """How many handled change events had each outcome (``scored``, ``ignored_fields``, ...).
+
+        Args:
+            trigger: the trigger's key.
+
+        Returns:
+            Outcome -> count.
+        """
+        rows = self.con.execute(
+            "SELECT outcome, count(*) FROM change_events WHERE trigger = ? GROUP BY outcome",
+            [trigger],
+        ).fetchall()
+        return {str(outcome): int(count) for outcome, count in rows}
 
     def merge_records(
         self,

@@ -57,11 +57,14 @@ class FreshBatch:
         trigger: the position's key in the store (``poll``, ``cdc:/data/LeadChangeEvent``).
         position: JSON-serialisable position committed after the leads' writes are confirmed
             (poll cursors per object, a replay id); None commits nothing.
+        events: the change events behind the batch (cdc trigger), recorded in the store in
+            the transaction that commits ``position`` (``Store.commit_fresh_position``).
     """
 
     lead_ids: frozenset[str]
     trigger: str
     position: Any = None
+    events: tuple[dict[str, Any], ...] = ()
 
 
 def lead_predictions(settings: Settings) -> list[PredictionConfig]:
@@ -223,7 +226,7 @@ def score_leads(
             latencies += _latencies(store, spec, output.object, first, created, batch.trigger)
         predictions[spec.name] = counts
     if batch.position is not None:
-        store.commit_fresh_position(batch.trigger, batch.position, latencies)
+        store.commit_fresh_position(batch.trigger, batch.position, latencies, batch.events)
     return {
         "trigger": batch.trigger,
         "leads": len(ids),
@@ -276,7 +279,12 @@ def _in_chunks(
     total: dict[str, Any] = {}
     for n, chunk in enumerate(chunks):
         last = n == len(chunks) - 1
-        part = FreshBatch(frozenset(chunk), batch.trigger, batch.position if last else None)
+        part = FreshBatch(
+            frozenset(chunk),
+            batch.trigger,
+            batch.position if last else None,
+            batch.events if last else (),
+        )
         counts = score_leads(settings, store, client, part, reporter=reporter)
         if not total:
             total = counts
@@ -297,6 +305,7 @@ def run_fresh(
     reporter: Reporter = SILENT,
     client: SalesforceClient | None = None,
     batch: FreshBatch | None = None,
+    catch_up: bool = False,
 ) -> JobResult:
     """One fresh cycle: find the changed leads (or take ``batch``), score and write them.
 
@@ -309,6 +318,8 @@ def run_fresh(
         reporter: progress.
         client: a connected client kept between cycles (``serve``); one is made otherwise.
         batch: the leads to score (another trigger); None polls.
+        catch_up: poll even though ``fresh.trigger`` is ``cdc`` (its catch-up after a
+            subscription failure or an expired replay id).
 
     Returns:
         The cycle's result (see :func:`score_leads`); ``skipped`` when no prediction has a
@@ -317,7 +328,7 @@ def run_fresh(
     from sync.config import FreshSettings
 
     fresh = settings.fresh or FreshSettings()
-    if batch is None and fresh.trigger != POLL:
+    if batch is None and fresh.trigger != POLL and not catch_up:
         raise ConfigError(
             f"fresh.trigger = '{fresh.trigger}' is not available in this build",
             hint='use trigger = "poll"',
