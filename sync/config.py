@@ -589,6 +589,9 @@ class FreshSettings(BaseModel):
             ``LEADSCORE_FRESH__API_TOKEN``); without one the endpoint answers 503.
         max_body_bytes: larger request bodies get a 413 without being read.
         max_records: records one request may score.
+        cdc_window_seconds: ``trigger = "cdc"``: after an event arrives, wait this long for more
+            before handing them to the job as one batch (fewer API calls per lead, at this much
+            added latency); 0 takes only what already arrived.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -600,6 +603,7 @@ class FreshSettings(BaseModel):
     api_token: SecretStr | None = None
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000)
     max_records: int = Field(5000, ge=1, le=100_000)
+    cdc_window_seconds: float = Field(1.0, ge=0, le=60)
 
     @field_validator("every")
     @classmethod

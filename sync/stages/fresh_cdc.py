@@ -194,6 +194,7 @@ class CdcTrigger:
         fresh = settings.fresh
         self.interval = fresh.interval_seconds if fresh is not None else 30
         self.wait_seconds = fresh.max_wait_seconds if fresh is not None else 10.0
+        self.window = fresh.cdc_window_seconds if fresh is not None else 1.0
         self.counts = CdcCounts()
         self._alerting = False
         self._subscriber: ChangeEventSubscriber | None = None
@@ -269,10 +270,12 @@ class CdcTrigger:
                 except queue.Empty:
                     continue
                 group = [first]
-                # Events that arrived together go as one batch (they are already here).
-                while True:
+                # Events that arrive together (within fresh.cdc_window_seconds of the first)
+                # go as one batch: one read and one write for all their leads.
+                until = time.monotonic() + (self.window if isinstance(first, ChangeBatch) else 0)
+                while group[-1] is not None and not isinstance(group[-1], BaseException):
                     try:
-                        group.append(arrived.get_nowait())
+                        group.append(arrived.get(timeout=max(0.0, until - time.monotonic())))
                     except queue.Empty:
                         break
                 batches = [item for item in group if isinstance(item, ChangeBatch)]
