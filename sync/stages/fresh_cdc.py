@@ -53,7 +53,12 @@ ALERT_KEY = "fresh:cdc"
 _SCORED_TYPES = frozenset({"CREATE", "UNDELETE"})
 # After the subscription's first request left: time for the server to fix its start.
 _SETTLE_SECONDS = 0.5
+_RETRY_CYCLE_SECONDS = 1.0
 _ID_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class _CycleIncomplete(LeadscoreError):
+    """A cycle for a group of events was skipped or failed: its events must come again."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,14 @@ class CdcTrigger:
                 # The catch-up runs once the new subscription stands, so nothing falls between.
                 position, catch_up = None, "the stored replay id expired"
                 continue
+            except _CycleIncomplete as exc:
+                # The store was busy or the cycle failed: nothing was committed, so the same
+                # events come again from the stored replay id (no alert: the cycle said why).
+                log.warning("cdc: %s; resubscribing from the stored replay id", exc)
+                if self.stop.wait(_RETRY_CYCLE_SECONDS):
+                    return
+                position, catch_up = self._stored_position(), None
+                continue
             except LeadscoreError as exc:
                 self.counts.failures += 1
                 self._fail(f"{exc}; polling every {self.interval} s until it subscribes again")
@@ -318,7 +331,7 @@ class CdcTrigger:
             if result is None:
                 # Skipped or failed: nothing was committed, so resubscribe from the stored
                 # position and get these events again.
-                raise LeadscoreError("a fresh cycle for change events did not complete")
+                raise _CycleIncomplete("a fresh cycle for change events did not complete")
         elif plan.events or self._stored_position() != latest:
             # Nothing to score (our own writes' events, keepalives): commit the position alone.
             with open_store(

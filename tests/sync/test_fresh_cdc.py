@@ -34,7 +34,9 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, Pat
         workdir / "sandbox", leads=LEADS, seed=5, pubsub=True, pubsub_keepalive_seconds=0.5
     ).start()
     config = write_sandbox_files(workdir, sandbox.info, command="test")
-    config.write_text(config.read_text() + '\n[fresh]\nevery = "2s"\ntrigger = "cdc"\n')
+    config.write_text(
+        config.read_text() + '\n[fresh]\nevery = "2s"\ntrigger = "cdc"\ncdc_window_seconds = 0.2\n'
+    )
     assert run_sync(settings_for(config)).status == "ok"
     yield sandbox, config
     sandbox.stop()
@@ -47,13 +49,17 @@ def settings_for(config: Path) -> Settings:
 class Running:
     """A CdcTrigger on a thread, as serve runs it, with its alerts recorded."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, skip_batches: int = 0) -> None:
         assert settings.salesforce is not None
         self.client = SalesforceClient(settings.salesforce)
         self.alerts: list[tuple[bool, str]] = []
         self.cycles: list[Any] = []
+        self.skipped: list[Any] = []
 
         def cycle(batch: Any) -> Any:
+            if batch is not None and len(self.skipped) < skip_batches:
+                self.skipped.append(batch)  # as serve does when the store stays busy
+                return None
             result = run_fresh(settings, client=self.client, batch=batch, catch_up=batch is None)
             self.cycles.append(batch)
             return result
@@ -217,3 +223,19 @@ def test_plan_ignores_other_objects_and_fields() -> None:
     ]
     assert plan.lead_ids == {lead}
     assert plan.catch_up  # a wildcard gap cannot be read by id
+
+
+def test_a_skipped_cycle_gets_its_events_again(org: tuple[Sandbox, Path]) -> None:
+    sandbox, config = org
+    settings = settings_for(config)
+    running = Running(settings, skip_batches=1)
+    try:
+        wait_for(lambda: running.trigger._subscriber is not None)
+        lead = create_lead(settings, Industry="Technology")
+        wait_for(lambda: score_writes(sandbox, lead) == 1)
+        assert [set(b.lead_ids) for b in running.skipped] == [{lead}]
+        assert not running.alerts
+    finally:
+        running.stop()
+    replays = [r for r, _, _ in stored_events(config)]
+    assert len(set(replays)) == len(replays)
