@@ -232,14 +232,14 @@ class Scorer:
         if not isinstance(fields, dict):
             raise BadRequest("fields must be an object", f"{where}.fields")
         own_sources = [s for s in EVENT_SOURCES.get(entity.name, ()) if s.table == entity.table]
-        times = {s.time_column for s in own_sources} | {
-            c for s in own_sources if (c := s.condition_column)
-        }
+        times = {s.time_column for s in own_sources}
+        conditions = {c for s in own_sources if (c := s.condition_column)}
         known = (
             set(columns.categorical)
             | set(columns.numeric)
             | self._stream_fields
             | times
+            | conditions
             | {entity.id_column, *(x for x in [entity.created_column] if x)}
         )
         out: dict[str, Any] = {}
@@ -252,6 +252,9 @@ class Scorer:
                     raise BadRequest(f"{key} must be a number or null", path)
             elif key in times or key == entity.created_column:
                 value = None if value is None else _time(value, path)
+            elif key in conditions and key not in columns.categorical:
+                if value is not None and not isinstance(value, bool):
+                    raise BadRequest(f"{key} must be true, false or null", path)
             elif value is not None and not isinstance(value, str | bool | int | float):
                 raise BadRequest(f"{key} must be a string, number, boolean or null", path)
             out[key] = value
