@@ -1158,6 +1158,22 @@ class Store:
                     ],
                 )
 
+    def fresh_latency_summary(self, since: datetime) -> dict[str, Any]:
+        """Creation -> first confirmed score write of leads written since a time.
+
+        Args:
+            since: only writes confirmed at or after this time (naive UTC).
+
+        Returns:
+            ``leads``, ``p50``, ``p95``, ``max`` (seconds; None without leads).
+        """
+        row = self.con.execute(
+            "SELECT count(*), quantile_cont(seconds, 0.5), quantile_cont(seconds, 0.95), "
+            "max(seconds) FROM fresh_latency WHERE confirmed_at >= ?",
+            [since],
+        ).fetchall()[0]
+        return {"leads": int(row[0]), "p50": row[1], "p95": row[2], "max": row[3]}
+
     def merge_records(
         self,
         table: str,
