@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from connector.store import quote_identifier
@@ -483,11 +484,14 @@ def features_from_records(
             row[f"anchor_{part}"] = anchor_at.strftime(DATE_PARTS[part])
         for c in columns.numeric:
             row[c] = _as_float(record.get(c))
+        ages: dict[str, list[float]] = {}
+        for n, _, _, age in counted:
+            ages.setdefault(n, []).append(age)
         for event in columns.events:
+            mine = ages.get(event, [])
             for w in columns.windows_days:
-                row[f"{event}_{w}d"] = float(
-                    sum(1 for n, _, _, age in counted if n == event and age <= w * 86400)
-                )
+                limit = w * 86400
+                row[f"{event}_{w}d"] = float(sum(1 for age in mine if age <= limit))
         for event in columns.values:
             for w in columns.windows_days:
                 inside = [
@@ -528,9 +532,13 @@ def features_from_records(
                 else float("nan")
             )
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["entity_id", *columns.computed])
-    out = pd.DataFrame({"entity_id": frame["entity_id"].to_numpy(), "anchor_at": anchor_at})
+    # One DataFrame built from whole columns: per-column assignment costs more than the features.
     categorical = set(columns.cat_features)
+    data: dict[str, Any] = {
+        "entity_id": np.array([r["entity_id"] for r in rows], dtype=object),
+        "anchor_at": np.full(len(rows), np.datetime64(anchor_at, "us")),
+    }
     for c in columns.names:
-        out[c] = frame[c].astype(object).to_numpy() if c in categorical else frame[c].astype(float)
-    return out
+        values = [r[c] for r in rows]
+        data[c] = np.array(values, dtype=object if c in categorical else float)
+    return pd.DataFrame(data, copy=False)
