@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,24 @@ def free_port() -> int:
 
 def configure(workdir: Path, sandbox: Sandbox, args: argparse.Namespace, port: int) -> Path:
     config = write_sandbox_files(workdir, sandbox.info, command="benchmark")
-    train_after = max(60, int(args.minutes * 60 / 2))
     config.write_text(
         config.read_text()
-        + "\n[schedule]\n"
-        + f'sync = {{ every = "{args.sync_every}" }}\n'
-        + f'train = {{ every = "{train_after}s" }}\n'
-        + "lock_wait_seconds = 600\n"
         + f'\n[serve]\nhealth_port = {port}\nlog_format = "json"\n'
         + f'\n[fresh]\nevery = "{args.fresh_every}"\n'
     )
     return config
+
+
+def schedule(config: Path, args: argparse.Namespace) -> None:
+    """Sync on its interval from now; train once, at the first whole minute past the middle."""
+    middle = datetime.now(UTC) + timedelta(seconds=args.minutes * 60 / 2 + 60)
+    config.write_text(
+        config.read_text()
+        + "\n[schedule]\n"
+        + f'sync = {{ every = "{args.sync_every}" }}\n'
+        + f'train = {{ cron = "{middle.minute} {middle.hour} * * *" }}\n'
+        + "lock_wait_seconds = 600\n"
+    )
 
 
 def start_serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -143,6 +151,7 @@ def stream(args: argparse.Namespace, workdir: Path) -> tuple[Settings, dict[str,
         settings = load_settings(config, environ={})
         first = run_sync(settings)  # a champion and every existing lead scored before the clock
         assert first.status == "ok", first.counts
+        schedule(config, args)
         log = workdir / "serve.log"
         serve = start_serve(config, log)
         made: list[str] = []

@@ -203,6 +203,9 @@ def _score(out: Console, s: ScoreSummary) -> Rows:
 
 def _fresh(out: Console, s: FreshSummary) -> Rows:
     rows: Rows = [("leads", f"{s.leads:,} changed ({s.trigger})")]
+    for name, r in (s.polled or {}).items():
+        figures = f"{r['fetched']:,} ({r['new']:,} new, {r['changed']:,} changed)"
+        rows.append((f"  polled {name}", figures))
     for name, r in s.read.items():
         rows.append(
             (f"  read {name}", f"{r['fetched']:,} ({r['new']:,} new, {r['changed']:,} changed)")

@@ -106,6 +106,7 @@ class FreshSummary(Summary):
     trigger: str = "poll"
     leads: int = 0
     read: dict[str, dict[str, Any]] = field(default_factory=dict)
+    polled: dict[str, dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
     predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 

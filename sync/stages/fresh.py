@@ -30,7 +30,7 @@ import pandas as pd
 
 from connector.errors import ConfigError, LeadscoreError
 from connector.salesforce import SalesforceClient, SalesforceStream, since_with_overlap
-from connector.store import Store, utc_now
+from connector.store import Store, raw_table_name, utc_now
 from scoring.pipeline import ScoringError, score_entities
 from scoring.registry import load_champion
 from sync.capacity import apply_capacity_tiers
@@ -57,11 +57,15 @@ class FreshBatch:
         trigger: the position's key in the store (``poll``, ``cdc:/data/LeadChangeEvent``).
         position: JSON-serialisable position committed after the leads' writes are confirmed
             (poll cursors per object, a replay id); None commits nothing.
+        stored: objects whose changed records the trigger already stored (the poll reads them
+            whole); :func:`score_leads` then reads only leads missing from the store, and not
+            those objects again. A trigger that knows only ids leaves it empty.
     """
 
     lead_ids: frozenset[str]
     trigger: str
     position: Any = None
+    stored: frozenset[str] = frozenset()
 
 
 def lead_predictions(settings: Settings) -> list[PredictionConfig]:
@@ -94,13 +98,14 @@ def _streams(settings: Settings, client: SalesforceClient) -> dict[str, Salesfor
 
 def poll_batch(
     settings: Settings, store: Store, client: SalesforceClient, *, limit: int | None = None
-) -> FreshBatch:
+) -> tuple[FreshBatch, dict[str, Any]]:
     """The polling trigger: leads changed since the job's cursor, directly or by a related record.
 
-    One SOQL query per object (Lead by ``Id``, Task by ``WhoId``, CampaignMember by ``LeadId``)
-    reads ``Id``, ``SystemModstamp`` and the lead's id of records changed since the object's
-    cursor (less the configured overlap). Before its first cycle the job starts from the pull's
-    cursor of each object, so nothing the last pull missed is missed.
+    One SOQL query per object (Lead, Task, CampaignMember) reads the records changed since the
+    object's cursor (less the configured overlap) with every configured field and stores them
+    (no stream cursor moves); the leads are the changed Leads and the leads named by changed
+    Tasks (``WhoId``) and CampaignMembers (``LeadId``). Three calls per cycle when nothing else
+    is needed. Before its first cycle the job starts from the pull's cursor of each object.
 
     Args:
         settings: configuration.
@@ -110,14 +115,16 @@ def poll_batch(
             still covers every lead read, so :func:`run_fresh` trims instead).
 
     Returns:
-        The leads and the new per-object cursors.
+        The batch (leads, new per-object cursors), and per object what the poll read.
     """
     del limit
     sf = salesforce_settings(settings)
     position: dict[str, str] = dict(store.fresh_position(POLL) or {})
     ids: set[str] = set()
     new_position = dict(position)
-    for name, stream in _streams(settings, client).items():
+    streams = _streams(settings, client)
+    polled: dict[str, Any] = {}
+    for name, stream in streams.items():
         saved = position.get(name)
         cursor = pd.Timestamp(saved).to_pydatetime() if saved else store.read_cursor(name)
         if cursor is None:
@@ -125,14 +132,16 @@ def poll_batch(
                 f"fresh: {name} has not been pulled into the store yet",
                 hint="run `leadscore pull --config FILE` (or sync) once first",
             )
-        values, newest = stream.changed_since(
+        polled[name], values, newest = stream.read_changed(
+            store,
             "Id" if name == LEAD else RELATED[name],
             since_with_overlap(cursor, sf.overlap_seconds),
         )
         ids |= values
         newest = max(cursor, newest) if newest is not None else cursor
         new_position[name] = newest.isoformat()
-    return FreshBatch(frozenset(ids), POLL, new_position)
+    batch = FreshBatch(frozenset(ids), POLL, new_position, frozenset(streams))
+    return batch, {name: result.to_json() for name, result in polled.items()}
 
 
 def score_leads(
@@ -164,19 +173,25 @@ def score_leads(
     streams = _streams(settings, client)
     ids = {i for i in batch.lead_ids if i}
     read: dict[str, Any] = {}
-    lead_records: list[dict[str, Any]] = []
+    lead_table = raw_table_name("salesforce", LEAD)
     if ids:
-        result, lead_records = streams[LEAD].read_where(store, "Id", ids)
-        read[LEAD] = result.to_json()
-        ids = {str(r["Id"]) for r in lead_records}
+        known = set(store.values_by_key(lead_table, "Id", "Id", ids))
+        need = ids - known if LEAD in batch.stored else ids
+        if need:
+            result, _ = streams[LEAD].read_where(store, "Id", need)
+            read[LEAD] = result.to_json()
+        created = store.values_by_key(lead_table, "Id", "CreatedDate", ids)
+        ids = set(created)  # leads only: a Task's WhoId may name a Contact
         for name, stream in streams.items():
-            if name != LEAD and ids:
-                read[name] = stream.read_where(store, RELATED[name], ids)[0].to_json()
-    created = {
-        str(r["Id"]): r.get("CreatedDate")
-        for r in lead_records
-        if isinstance(r.get("CreatedDate"), datetime)
-    }
+            if name == LEAD or not ids:
+                continue
+            # the trigger stored this object's changes; new leads' records are among them
+            wanted = ids - known if name in batch.stored else ids
+            if wanted:
+                read[name] = stream.read_where(store, RELATED[name], wanted)[0].to_json()
+    else:
+        created = {}
+    created = {k: v for k, v in created.items() if isinstance(v, datetime)}
     predictions: dict[str, Any] = {}
     latencies: list[dict[str, Any]] = []
     score_time = score_time_for(now())
@@ -335,9 +350,12 @@ def run_fresh(
             recorded(store, "fresh", sf.counter) as result,
         ):
             sf.connect()
+            polled: dict[str, Any] = {}
             if batch is None:
-                batch = poll_batch(settings, store, sf)
+                batch, polled = poll_batch(settings, store, sf)
             result.counts = _in_chunks(settings, store, sf, batch, fresh.max_leads, reporter)
+            if polled:
+                result.counts["polled"] = polled
             failed = sum(p.get("failed", 0) for p in result.counts["predictions"].values())
             if failed:
                 result.status = "partial"
