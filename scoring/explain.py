@@ -17,7 +17,7 @@ import pandas as pd
 from catboost import Pool
 
 from scoring.features import MISSING
-from scoring.model import Predictor
+from scoring.model import Predictor, pool_data
 
 MAX_REASON_CHARS = 255
 # Contributions (log-odds, or the regression's units relative to its spread) below this are noise.
@@ -125,7 +125,7 @@ def contributions(
     if n == 0:
         return np.zeros((0, f))
     pool = Pool(
-        frame[predictor.features],
+        pool_data(frame, predictor.features),
         cat_features=[predictor.features.index(c) for c in predictor.cat_features],
     )
     shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))

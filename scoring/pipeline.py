@@ -1237,6 +1237,34 @@ def score_entities(
         ids = ids[ids.isin(wanted)].reset_index(drop=True)
     anchors = pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(score_time)})
     data = build_features(con, entity, anchors, columns)
+    return score_features(spec, predictor, metadata, data, score_time=score_time, reasons=reasons)
+
+
+def score_features(
+    spec: PredictionSpec,
+    predictor: Predictor,
+    metadata: dict[str, Any],
+    data: pd.DataFrame,
+    *,
+    score_time: datetime,
+    reasons: bool = True,
+) -> pd.DataFrame:
+    """Outputs (probability, score, tier, reasons) of rows whose features are computed.
+
+    Batch scoring (features in SQL) and the scoring endpoint (features in-process,
+    :func:`scoring.features.features_from_records`) both end here.
+
+    Args:
+        spec: the prediction (tiers).
+        predictor: the stored predictor.
+        metadata: its metadata.
+        data: ``entity_id`` and the feature columns.
+        score_time: the scoring time.
+        reasons: explain each score.
+
+    Returns:
+        As :func:`score_entities`.
+    """
     out = predictor.predict(data)
     if spec.task == "binary":
         probability = np.round(out, 6)

@@ -302,6 +302,15 @@ def score(
     _job_command("score", config, as_json, retier=retier)
 
 
+@app.command()
+def fresh(
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Score and write the leads changed since the last fresh cycle (serve runs it every 30 s)."""
+    _job_command("fresh", config, as_json)
+
+
 DryRunOption = Annotated[
     bool,
     typer.Option("--dry-run", help="Show what would be written and its API calls; write nothing."),

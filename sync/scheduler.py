@@ -41,6 +41,7 @@ from sync.alerts import Condition
 from sync.config import Settings
 from sync.health_server import HealthServer, ServiceState, overdue_jobs
 from sync.lock import RunLock, checkpoint, lock_path
+from sync.score_api import Scorer
 from sync.stages.fresh import run_fresh
 
 log = logging.getLogger("leadscore.serve")
@@ -147,8 +148,15 @@ class Service:
         if serve.health_port is None:
             return
         try:
+            fresh = self.settings.fresh
+            token = fresh.api_token.get_secret_value() if fresh and fresh.api_token else None
             self.health_server = HealthServer(
-                self.state, serve.health_host, serve.health_port
+                self.state,
+                serve.health_host,
+                serve.health_port,
+                scorer=Scorer(self.settings),
+                token=token,
+                max_body_bytes=fresh.max_body_bytes if fresh else 1_000_000,
             ).start()
         except OSError as exc:
             raise ConfigError(
@@ -157,7 +165,7 @@ class Service:
                 hint="pick a free serve.health_port, or leave it out to disable the endpoint",
             ) from None
         log.info(
-            "health endpoint on http://%s:%d/healthz and /metrics",
+            "health endpoint on http://%s:%d/healthz and /metrics (POST /v1/score)",
             serve.health_host,
             self.health_server.port,
         )

@@ -325,6 +325,59 @@ class SalesforceStream:
                     newest = record[cursor]
         return values, newest
 
+    def read_changed(
+        self, store: Store, field: str, since: datetime | None
+    ) -> tuple[StreamResult, set[str], datetime | None]:
+        """Read the records changed since a time into the store (no cursor moves), in one query.
+
+        The fresh job's poll: the changed Leads, Tasks or CampaignMembers with every configured
+        field, so the records are stored by the same call that finds them.
+
+        Args:
+            store: the store (the object must have been pulled once).
+            field: the id field whose values to collect (``Id``, ``WhoId``, ``LeadId``).
+            since: changes at or after this time (inclusive).
+
+        Returns:
+            What was read and changed, the field's non-empty values, the newest cursor value.
+        """
+        name, table, query_fields, cursor, deleted = self._layout(store)
+        column = resolve_fields(
+            describe_object(self.client, self.sobject),
+            [field],
+            setting=f"salesforce.streams.{self.sobject}",
+        )[0]
+        select = list(dict.fromkeys([*query_fields, column]))
+        result = StreamResult()
+        values: set[str] = set()
+        newest: datetime | None = None
+        for page in read_records(
+            self.client,
+            name,
+            select,
+            cursor_field=cursor,
+            since=since,
+            include_deleted=deleted is not None,
+        ):
+            for record in page:
+                if record[column]:
+                    values.add(str(record[column]))
+                if record[cursor] is not None and (newest is None or record[cursor] > newest):
+                    newest = record[cursor]
+            counts = store.merge_records(
+                table,
+                pd.DataFrame.from_records(page, columns=select),
+                key="Id",
+                cursor_field=cursor,
+                deleted_field=deleted,
+            )
+            result.fetched += len(page)
+            result.new += counts.inserted
+            result.changed += counts.updated
+            result.unchanged += counts.unchanged
+            result.deleted += counts.deleted
+        return result, values, newest
+
     def read_where(
         self, store: Store, field: str, values: set[str] | list[str]
     ) -> tuple[StreamResult, list[dict[str, Any]]]:

@@ -1212,6 +1212,47 @@ class Store:
         ).fetchall()
         return {str(outcome): int(count) for outcome, count in rows}
 
+    def fresh_latency_summary(self, since: datetime) -> dict[str, Any]:
+        """Creation -> first confirmed score write of leads written since a time.
+
+        Args:
+            since: only writes confirmed at or after this time (naive UTC).
+
+        Returns:
+            ``leads``, ``p50``, ``p95``, ``max`` (seconds; None without leads).
+        """
+        row = self.con.execute(
+            "SELECT count(*), quantile_cont(seconds, 0.5), quantile_cont(seconds, 0.95), "
+            "max(seconds) FROM fresh_latency WHERE confirmed_at >= ?",
+            [since],
+        ).fetchall()[0]
+        return {"leads": int(row[0]), "p50": row[1], "p95": row[2], "max": row[3]}
+
+    def values_by_key(
+        self, table: str, key: str, column: str, keys: Iterable[str]
+    ) -> dict[str, Any]:
+        """One column of the rows of a table whose key is one of ``keys``.
+
+        Args:
+            table: the table (a validated identifier).
+            key: the key column.
+            column: the value column.
+            keys: the keys.
+
+        Returns:
+            Key (as text) -> value, for the rows present.
+        """
+        wanted = sorted({str(k) for k in keys})
+        if not wanted:
+            return {}
+        q = quote_identifier
+        rows = self.con.execute(
+            f"SELECT CAST({q(key)} AS VARCHAR), {q(column)} FROM {q(table)} "
+            f"WHERE CAST({q(key)} AS VARCHAR) IN (SELECT unnest(?))",
+            [wanted],
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
     def merge_records(
         self,
         table: str,

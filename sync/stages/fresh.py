@@ -21,6 +21,7 @@ from a running long job at its next checkpoint (see ``docs/architecture.md``, "S
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +31,7 @@ import pandas as pd
 
 from connector.errors import ConfigError, LeadscoreError
 from connector.salesforce import SalesforceClient, SalesforceStream, since_with_overlap
-from connector.store import Store, utc_now
+from connector.store import Store, raw_table_name, utc_now
 from scoring.pipeline import ScoringError, score_entities
 from scoring.registry import load_champion
 from sync.capacity import apply_capacity_tiers
@@ -43,6 +44,8 @@ from sync.stages.score import score_time_for
 # The object the fresh job scores, and the related objects it reads with each lead: object ->
 # the field naming the lead. Converted leads' Tasks move to their Contact; batch scoring maps
 # them back, the fresh job does not need to (a converted lead is no longer worked as a lead).
+log = logging.getLogger("leadscore.fresh")
+
 LEAD = "Lead"
 RELATED = {"Task": "WhoId", "Event": "WhoId", "CampaignMember": "LeadId"}
 POLL = "poll"
@@ -57,6 +60,9 @@ class FreshBatch:
         trigger: the position's key in the store (``poll``, ``cdc:/data/LeadChangeEvent``).
         position: JSON-serialisable position committed after the leads' writes are confirmed
             (poll cursors per object, a replay id); None commits nothing.
+        stored: objects whose changed records the trigger already stored (the poll reads them
+            whole); :func:`score_leads` then reads only leads missing from the store, and not
+            those objects again. A trigger that knows only ids leaves it empty.
         events: the change events behind the batch (cdc trigger), recorded in the store in
             the transaction that commits ``position`` (``Store.commit_fresh_position``).
     """
@@ -64,6 +70,7 @@ class FreshBatch:
     lead_ids: frozenset[str]
     trigger: str
     position: Any = None
+    stored: frozenset[str] = frozenset()
     events: tuple[dict[str, Any], ...] = ()
 
 
@@ -97,13 +104,14 @@ def _streams(settings: Settings, client: SalesforceClient) -> dict[str, Salesfor
 
 def poll_batch(
     settings: Settings, store: Store, client: SalesforceClient, *, limit: int | None = None
-) -> FreshBatch:
+) -> tuple[FreshBatch, dict[str, Any]]:
     """The polling trigger: leads changed since the job's cursor, directly or by a related record.
 
-    One SOQL query per object (Lead by ``Id``, Task by ``WhoId``, CampaignMember by ``LeadId``)
-    reads ``Id``, ``SystemModstamp`` and the lead's id of records changed since the object's
-    cursor (less the configured overlap). Before its first cycle the job starts from the pull's
-    cursor of each object, so nothing the last pull missed is missed.
+    One SOQL query per object (Lead, Task, CampaignMember) reads the records changed since the
+    object's cursor (less the configured overlap) with every configured field and stores them
+    (no stream cursor moves); the leads are the changed Leads and the leads named by changed
+    Tasks (``WhoId``) and CampaignMembers (``LeadId``). Three calls per cycle when nothing else
+    is needed. Before its first cycle the job starts from the pull's cursor of each object.
 
     Args:
         settings: configuration.
@@ -113,14 +121,16 @@ def poll_batch(
             still covers every lead read, so :func:`run_fresh` trims instead).
 
     Returns:
-        The leads and the new per-object cursors.
+        The batch (leads, new per-object cursors), and per object what the poll read.
     """
     del limit
     sf = salesforce_settings(settings)
     position: dict[str, str] = dict(store.fresh_position(POLL) or {})
     ids: set[str] = set()
     new_position = dict(position)
-    for name, stream in _streams(settings, client).items():
+    streams = _streams(settings, client)
+    polled: dict[str, Any] = {}
+    for name, stream in streams.items():
         saved = position.get(name)
         cursor = pd.Timestamp(saved).to_pydatetime() if saved else store.read_cursor(name)
         if cursor is None:
@@ -128,14 +138,16 @@ def poll_batch(
                 f"fresh: {name} has not been pulled into the store yet",
                 hint="run `leadscore pull --config FILE` (or sync) once first",
             )
-        values, newest = stream.changed_since(
+        polled[name], values, newest = stream.read_changed(
+            store,
             "Id" if name == LEAD else RELATED[name],
             since_with_overlap(cursor, sf.overlap_seconds),
         )
         ids |= values
         newest = max(cursor, newest) if newest is not None else cursor
         new_position[name] = newest.isoformat()
-    return FreshBatch(frozenset(ids), POLL, new_position)
+    batch = FreshBatch(frozenset(ids), POLL, new_position, frozenset(streams))
+    return batch, {name: result.to_json() for name, result in polled.items()}
 
 
 def score_leads(
@@ -167,19 +179,25 @@ def score_leads(
     streams = _streams(settings, client)
     ids = {i for i in batch.lead_ids if i}
     read: dict[str, Any] = {}
-    lead_records: list[dict[str, Any]] = []
+    lead_table = raw_table_name("salesforce", LEAD)
     if ids:
-        result, lead_records = streams[LEAD].read_where(store, "Id", ids)
-        read[LEAD] = result.to_json()
-        ids = {str(r["Id"]) for r in lead_records}
+        known = set(store.values_by_key(lead_table, "Id", "Id", ids))
+        need = ids - known if LEAD in batch.stored else ids
+        if need:
+            result, _ = streams[LEAD].read_where(store, "Id", need)
+            read[LEAD] = result.to_json()
+        created = store.values_by_key(lead_table, "Id", "CreatedDate", ids)
+        ids = set(created)  # leads only: a Task's WhoId may name a Contact
         for name, stream in streams.items():
-            if name != LEAD and ids:
-                read[name] = stream.read_where(store, RELATED[name], ids)[0].to_json()
-    created = {
-        str(r["Id"]): r.get("CreatedDate")
-        for r in lead_records
-        if isinstance(r.get("CreatedDate"), datetime)
-    }
+            if name == LEAD or not ids:
+                continue
+            # the trigger stored this object's changes; new leads' records are among them
+            wanted = ids - known if name in batch.stored else ids
+            if wanted:
+                read[name] = stream.read_where(store, RELATED[name], wanted)[0].to_json()
+    else:
+        created = {}
+    created = {k: v for k, v in created.items() if isinstance(v, datetime)}
     predictions: dict[str, Any] = {}
     latencies: list[dict[str, Any]] = []
     score_time = score_time_for(now())
@@ -283,7 +301,7 @@ def _in_chunks(
             frozenset(chunk),
             batch.trigger,
             batch.position if last else None,
-            batch.events if last else (),
+            events=batch.events if last else (),
         )
         counts = score_leads(settings, store, client, part, reporter=reporter)
         if not total:
@@ -318,8 +336,8 @@ def run_fresh(
         reporter: progress.
         client: a connected client kept between cycles (``serve``); one is made otherwise.
         batch: the leads to score (another trigger); None polls.
-        catch_up: poll even though ``fresh.trigger`` is ``cdc`` (its catch-up after a
-            subscription failure or an expired replay id).
+        catch_up: the poll is the cdc trigger's catch-up (after a subscription failure or an
+            expired replay id); without a batch a cycle polls whatever the trigger.
 
     Returns:
         The cycle's result (see :func:`score_leads`); ``skipped`` when no prediction has a
@@ -329,10 +347,9 @@ def run_fresh(
 
     fresh = settings.fresh or FreshSettings()
     if batch is None and fresh.trigger != POLL and not catch_up:
-        raise ConfigError(
-            f"fresh.trigger = '{fresh.trigger}' is not available in this build",
-            hint='use trigger = "poll"',
-        )
+        # trigger = "cdc" follows change events inside `serve`; a cycle run on its own (the
+        # `leadscore fresh` command) is a polling catch-up, which never hurts.
+        log.info("fresh.trigger = %s: this cycle polls (a catch-up)", fresh.trigger)
     sf = client or SalesforceClient(salesforce_settings(settings))
     try:
         with (
@@ -346,9 +363,12 @@ def run_fresh(
             recorded(store, "fresh", sf.counter) as result,
         ):
             sf.connect()
+            polled: dict[str, Any] = {}
             if batch is None:
-                batch = poll_batch(settings, store, sf)
+                batch, polled = poll_batch(settings, store, sf)
             result.counts = _in_chunks(settings, store, sf, batch, fresh.max_leads, reporter)
+            if polled:
+                result.counts["polled"] = polled
             failed = sum(p.get("failed", 0) for p in result.counts["predictions"].values())
             if failed:
                 result.status = "partial"

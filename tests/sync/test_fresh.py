@@ -6,18 +6,22 @@ Asserts on what the sandbox holds (its records and write_log), not on what leads
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from connector.salesforce import SalesforceClient
 from connector.sandbox import Sandbox
 from connector.store import Store
+from sync.cli import app
 from sync.config import Settings, load_settings
 from sync.demo import write_sandbox_files
 from sync.jobs import run_sync
-from sync.stages.fresh import run_fresh
+from sync.stages.fresh import FreshBatch, run_fresh
+from sync.status import read_status
 
 LEADS = 300
 
@@ -60,7 +64,8 @@ def test_a_lead_created_through_rest_is_scored_by_the_next_cycle_once(org):
 
     first = run_fresh(settings)
     assert first.status == "ok", first.counts
-    assert first.counts["leads"] >= 1 and first.counts["read"]["Lead"]["new"] >= 1
+    # the poll read the new lead (one query per object, records stored as they come)
+    assert first.counts["leads"] >= 1 and first.counts["polled"]["Lead"]["new"] >= 1
     figures = first.counts["predictions"]["lead_conversion"]
     assert figures["written"] >= 1 and figures["failed"] == 0
     score, tier = sandbox.sql("SELECT Lead_Score__c, Lead_Tier__c FROM Lead WHERE Id = ?", [lead])[
@@ -84,3 +89,53 @@ def test_a_lead_created_through_rest_is_scored_by_the_next_cycle_once(org):
     # the batch job agrees: a full sync finds the lead's outputs unchanged
     again = run_sync(settings)
     assert writes_of(sandbox, lead) == written, again.counts
+
+
+def test_the_cli_runs_a_cycle_and_status_shows_it_with_its_p95(org):
+    sandbox, config = org
+    settings = settings_for(config)
+    lead = create_lead(settings, Industry="Retail")
+    runner = CliRunner()
+    answer = runner.invoke(app, ["fresh", "--config", str(config), "--json"], env={})
+    assert answer.exit_code == 0, answer.output
+    counts = json.loads(answer.output)["counts"]
+    assert counts["leads"] >= 1 and counts["predictions"]["lead_conversion"]["written"] >= 1
+    assert writes_of(sandbox, lead)
+    status = read_status(settings)
+    fresh = status["fresh"]
+    assert fresh["last_cycle"]["status"] == "ok"
+    assert fresh["latency_24h"]["leads"] >= 2 and fresh["latency_24h"]["p95"] >= 0
+    shown = runner.invoke(app, ["status", "--config", str(config)], env={})
+    assert shown.exit_code == 0 and "creation -> score p95" in shown.output
+
+
+def test_without_a_champion_the_cycle_says_so_and_writes_nothing(org, tmp_path):
+    sandbox, config = org
+    settings = settings_for(config)
+    lonely = settings.model_copy(
+        update={"store": settings.store.model_copy(update={"models_dir": tmp_path / "none"})}
+    )
+    lead = create_lead(settings, Industry="Energy")
+    result = run_fresh(lonely)
+    assert result.counts["predictions"]["lead_conversion"] == {"skipped": "no champion model yet"}
+    assert writes_of(sandbox, lead) == []
+
+
+def test_a_trigger_that_knows_only_ids_gets_the_leads_read_and_its_position_committed(org):
+    """The seam other triggers (change events) use: lead ids in, position committed after."""
+    sandbox, config = org
+    settings = settings_for(config)
+    lead = create_lead(settings, Industry="Finance", Title="VP Sales")
+    batch = FreshBatch(frozenset({lead}), "cdc:test", {"replay_id": "AAA1"})
+    result = run_fresh(settings, batch=batch)
+    assert result.status == "ok", result.counts
+    assert result.counts["leads"] == 1 and result.counts["read"]["Lead"]["new"] == 1
+    assert result.counts["predictions"]["lead_conversion"]["written"] == 1
+    assert writes_of(sandbox, lead)
+    with Store(settings.store.path) as store:
+        assert store.fresh_position("cdc:test") == {"replay_id": "AAA1"}
+    # the same batch again (a replay after a crash before the commit): nothing written twice
+    before = writes_of(sandbox, lead)
+    again = run_fresh(settings, batch=batch)
+    assert again.counts["predictions"]["lead_conversion"]["written"] == 0
+    assert writes_of(sandbox, lead) == before
