@@ -327,7 +327,9 @@ class CdcTrigger:
         if plan.catch_up:
             self._catch_up("a gap event named no readable record")
         if plan.lead_ids:
-            result = self.run_cycle(FreshBatch(plan.lead_ids, TRIGGER, position, plan.events))
+            result = self.run_cycle(
+                FreshBatch(plan.lead_ids, TRIGGER, position, events=plan.events)
+            )
             if result is None:
                 # Skipped or failed: nothing was committed, so resubscribe from the stored
                 # position and get these events again.
