@@ -610,6 +610,16 @@ def sandbox(
             "or drifting (interacting, with a regime shift in the newest months)."
         ),
     ] = "classic",
+    pubsub: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve the Pub/Sub API (change events, gRPC over TLS) for "
+            'fresh.trigger = "cdc"; its port goes into config.toml.'
+        ),
+    ] = False,
+    pubsub_port: Annotated[
+        int, typer.Option(help="Pub/Sub API port on 127.0.0.1 (0: any free port).")
+    ] = 0,
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -619,6 +629,11 @@ def sandbox(
                 [
                     ("salesforce", info["salesforce_url"]),
                     ("segment", f"{info['segment_url']}/v1/ (space {info['space_id']})"),
+                    *(
+                        [("pub/sub api", info["pubsub_endpoint"])]
+                        if info.get("pubsub_endpoint")
+                        else []
+                    ),
                     ("config", workdir / "config.toml"),
                     ("connection", workdir / "sandbox.json"),
                     ("try", f"leadscore run --config {workdir / 'config.toml'}"),
@@ -637,6 +652,7 @@ def sandbox(
             reporter=_reporter(False),
             ready=ready,
             org=org,
+            pubsub_port=pubsub_port if pubsub else None,
         )
     )
 

@@ -315,6 +315,7 @@ def run_sandbox(
     reporter: Reporter = SILENT,
     ready: Any = None,
     org: str = "classic",
+    pubsub_port: int | None = None,
 ) -> None:
     """Serve a generated org until interrupted, with config files for any client in ``workdir``.
 
@@ -330,6 +331,8 @@ def run_sandbox(
         reporter: progress.
         ready: called with the sandbox info once it is serving (used by tests).
         org: the generator's hidden model (``classic``, ``interacting``, ``drifting``).
+        pubsub_port: also serve the Pub/Sub API (change events) on this port (0: any); None:
+            not.
     """
     from connector.sandbox import Sandbox
     from connector.sandbox.security import FIELD_SECURITY_MODES
@@ -350,6 +353,8 @@ def run_sandbox(
         on_progress=_generation_progress(reporter),
         segment=True,
         field_security=field_security,
+        pubsub=pubsub_port is not None,
+        pubsub_port=pubsub_port or 0,
     )
     sandbox.start()
     try:

@@ -138,7 +138,22 @@ class ServiceState:
     fresh_leads: int = 0
     score_requests: dict[int, int] = field(default_factory=dict)
     score_seconds: Histogram = field(default_factory=lambda: Histogram(REQUEST_BUCKETS))
+    cdc_events: dict[str, int] = field(default_factory=dict)
+    cdc_lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def change_events(self, outcomes: dict[str, int], lags: list[float]) -> None:
+        """Count change events the cdc trigger handled (``fresh.trigger = "cdc"``).
+
+        Args:
+            outcomes: events by outcome (``scored``, ``ignored_fields``, ``gap``, ...).
+            lags: per event, seconds from its commit in Salesforce to its arrival here.
+        """
+        with self._lock:
+            for outcome, count in outcomes.items():
+                self.cdc_events[outcome] = self.cdc_events.get(outcome, 0) + count
+            for lag in lags:
+                self.cdc_lag.observe(lag)
 
     def scored(self, status: int, seconds: float) -> None:
         """Count one ``/v1/score`` request.
@@ -446,6 +461,18 @@ class ServiceState:
                     "leadscore_score_request_seconds", "Time to answer a good POST /v1/score."
                 )
             )
+            family(
+                "leadscore_cdc_events_total",
+                "counter",
+                "Change events the fresh job's cdc trigger received and handled, by outcome.",
+                [(_labels(outcome=k), v) for k, v in sorted(self.cdc_events.items())],
+            )
+            lines.extend(
+                self.cdc_lag.exposition(
+                    "leadscore_cdc_event_lag_seconds",
+                    "Change event commit in Salesforce to its arrival in serve (lagging events).",
+                )
+            )
         family(
             "process_resident_memory_bytes",
             "gauge",
@@ -457,6 +484,7 @@ class ServiceState:
 
 LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0)
 REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 @dataclass

@@ -363,6 +363,7 @@ class Service:
             lambda batch: self.run_fresh_cycle(client, batch=batch, catch_up=batch is None),
             alert,
             self._stop,
+            observe=self.state.change_events,
         )
         self._cdc = trigger
         log.info("fresh follows change events (%s)", "/data/LeadChangeEvent")

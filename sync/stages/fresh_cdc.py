@@ -180,6 +180,7 @@ class CdcTrigger:
             it was skipped or failed (the events are then delivered again).
         alert: ``alert(active, detail)`` sets or clears the ``fresh:cdc`` alert.
         stop: set to end :meth:`run`.
+        observe: told each group's outcomes and per-event lags (``serve``'s ``/metrics``).
     """
 
     def __init__(
@@ -189,8 +190,10 @@ class CdcTrigger:
         run_cycle: Callable[[FreshBatch | None], JobResult | None],
         alert: Callable[[bool, str], None],
         stop: threading.Event,
+        observe: Callable[[dict[str, int], list[float]], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.observe = observe
         self.client = client
         self.run_cycle = run_cycle
         self.alert = alert
@@ -314,13 +317,20 @@ class CdcTrigger:
         latest = next((b.latest_replay_id for b in reversed(batches) if b.latest_replay_id), b"")
         plan = plan_batch(batches, self.watched)
         now = time.time()
+        lags: list[float] = []
         for batch in batches:
             self.counts.events += len(batch.events)
             for event in batch.events:
                 made = event.commit_time.replace(tzinfo=UTC).timestamp()
-                self.counts.lag_seconds.append(max(0.0, batch.received_at - made))
+                lags.append(max(0.0, batch.received_at - made))
+        self.counts.lag_seconds.extend(lags)
+        outcomes: dict[str, int] = {}
         for row in plan.events:
-            self.counts.outcomes[row["outcome"]] = self.counts.outcomes.get(row["outcome"], 0) + 1
+            outcomes[row["outcome"]] = outcomes.get(row["outcome"], 0) + 1
+        for outcome, count in outcomes.items():
+            self.counts.outcomes[outcome] = self.counts.outcomes.get(outcome, 0) + count
+        if self.observe is not None and plan.events:
+            self.observe(outcomes, lags)
         if not latest:
             return
         position = {"replay_id": latest.hex()}

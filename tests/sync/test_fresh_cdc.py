@@ -239,3 +239,17 @@ def test_a_skipped_cycle_gets_its_events_again(org: tuple[Sandbox, Path]) -> Non
         running.stop()
     replays = [r for r, _, _ in stored_events(config)]
     assert len(set(replays)) == len(replays)
+
+
+def test_metrics_count_events_by_outcome_and_their_lag() -> None:
+    import datetime as dt
+
+    from sync.health_server import ServiceState
+
+    state = ServiceState(started_at=dt.datetime.now(dt.UTC))
+    state.change_events({"scored": 2, "ignored_fields": 1}, [0.3, 1.5, 7.0])
+    text = state.metrics()
+    assert 'leadscore_cdc_events_total{outcome="scored"} 2' in text
+    assert 'leadscore_cdc_events_total{outcome="ignored_fields"} 1' in text
+    assert "leadscore_cdc_event_lag_seconds_count 3" in text
+    assert 'leadscore_cdc_event_lag_seconds_bucket{le="0.5"} 1' in text
