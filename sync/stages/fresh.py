@@ -291,7 +291,9 @@ def _in_chunks(
     total: dict[str, Any] = {}
     for n, chunk in enumerate(chunks):
         last = n == len(chunks) - 1
-        part = FreshBatch(frozenset(chunk), batch.trigger, batch.position if last else None)
+        part = FreshBatch(
+            frozenset(chunk), batch.trigger, batch.position if last else None, batch.stored
+        )
         counts = score_leads(settings, store, client, part, reporter=reporter)
         if not total:
             total = counts
