@@ -339,7 +339,9 @@ class SalesforceStream:
             since: changes at or after this time (inclusive).
 
         Returns:
-            What was read and changed, the field's non-empty values, the newest cursor value.
+            What was read and changed, the field's values on records that were new or changed
+            in the store (a record whose stored values did not change, such as a lead whose
+            only change was leadscore's own score write, names nothing), the newest cursor value.
         """
         name, table, query_fields, cursor, deleted = self._layout(store)
         column = resolve_fields(
@@ -359,18 +361,20 @@ class SalesforceStream:
             since=since,
             include_deleted=deleted is not None,
         ):
-            for record in page:
-                if record[column]:
-                    values.add(str(record[column]))
-                if record[cursor] is not None and (newest is None or record[cursor] > newest):
-                    newest = record[cursor]
+            changed: set[str] = set()
             counts = store.merge_records(
                 table,
                 pd.DataFrame.from_records(page, columns=select),
                 key="Id",
                 cursor_field=cursor,
                 deleted_field=deleted,
+                changed=changed,
             )
+            for record in page:
+                if record[column] and str(record["Id"]) in changed:
+                    values.add(str(record[column]))
+                if record[cursor] is not None and (newest is None or record[cursor] > newest):
+                    newest = record[cursor]
             result.fetched += len(page)
             result.new += counts.inserted
             result.changed += counts.updated

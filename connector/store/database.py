@@ -42,6 +42,8 @@ import pandas as pd
 from connector.clock import utc_now
 from connector.errors import ConfigError
 
+# Columns every write moves, whoever makes it: not a change of the record's content.
+_BOOKKEEPING = frozenset({"systemmodstamp", "lastmodifieddate", "lastmodifiedbyid"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -662,8 +664,13 @@ class Store:
         deleted_field: str | None,
         *,
         text: bool = False,
+        changed: set[str] | None = None,
     ) -> tuple[PageCounts, Any]:
         """Merge a registered page into a raw table (caller holds the transaction).
+
+        ``changed``, when given, receives the keys of rows inserted, deleted or updated in a
+        column other than the bookkeeping ones (cursor, ``LastModifiedDate``...): a record whose
+        only change is a write by leadscore itself (it moves ``SystemModstamp``) is not in it.
 
         Returns:
             The counts and the page's newest cursor value (deleted rows included).
@@ -720,6 +727,22 @@ class Store:
                       max(p.{cursor})
                     FROM _merge_page p LEFT JOIN {t} t ON t.{k} = p.{k}"""
             ).fetchall()[0]
+            if changed is not None:
+                bookkeeping = {cursor_field.lower(), *_BOOKKEEPING}
+                content = (
+                    " OR ".join(
+                        f"t.{q} IS DISTINCT FROM p.{q}"
+                        for c, q in zip(columns, quoted, strict=True)
+                        if q != k and c.lower() not in bookkeeping
+                    )
+                    or "false"
+                )
+                rows = con.execute(
+                    f"""SELECT CAST(p.{k} AS VARCHAR) FROM _merge_page p
+                        LEFT JOIN {t} t ON t.{k} = p.{k}
+                        WHERE t.{k} IS NULL OR p._ls_deleted OR ({content})"""
+                ).fetchall()
+                changed.update(r[0] for r in rows)
             if deleted_field:
                 con.execute(
                     f"DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM _merge_page WHERE _ls_deleted)"
@@ -1261,6 +1284,7 @@ class Store:
         key: str,
         cursor_field: str,
         deleted_field: str | None = None,
+        changed: set[str] | None = None,
     ) -> PageCounts:
         """Upsert records read outside a stream's pull (the fresh job), leaving every cursor alone.
 
@@ -1273,6 +1297,7 @@ class Store:
             key: primary-key column.
             cursor_field: the stream's cursor column (newest version of a record wins).
             deleted_field: boolean column marking deleted records (removed from the table).
+            changed: receives the keys of the rows that were new, changed or deleted.
 
         Returns:
             Counts of new, changed, unchanged and deleted rows.
@@ -1283,7 +1308,14 @@ class Store:
             con.register("_page", page)
             try:
                 counts, _ = self._merge(
-                    con, table, "_page", list(page.columns), key, cursor_field, deleted_field
+                    con,
+                    table,
+                    "_page",
+                    list(page.columns),
+                    key,
+                    cursor_field,
+                    deleted_field,
+                    changed=changed,
                 )
             finally:
                 con.unregister("_page")

@@ -301,6 +301,7 @@ def _in_chunks(
             frozenset(chunk),
             batch.trigger,
             batch.position if last else None,
+            batch.stored,
             events=batch.events if last else (),
         )
         counts = score_leads(settings, store, client, part, reporter=reporter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pandas as pd
@@ -49,6 +50,17 @@ def _prediction_traits(settings: Settings, spec: PredictionConfig) -> list[Trait
     return [t for t in settings.traits if chosen is None or t.name in chosen]
 
 
+def _training_threads(settings: Settings) -> int:
+    """CatBoost's threads: all cores, or all but one when fresh cycles must keep running.
+
+    A fit saturates every core; a fresh cycle borrowing the store meanwhile would then take
+    several times longer than its 30 s. With ``[fresh]`` configured, training leaves one core.
+    """
+    if settings.fresh is None:
+        return -1
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def run_train(
     settings: Settings, *, prediction: str | None = None, reporter: Reporter = SILENT
 ) -> JobResult:
@@ -91,6 +103,7 @@ def run_train(
                         exclude_fields={f.lower() for f in output_fields(settings, spec)},
                         progress=lambda stage, name=spec.name: reporter.stage(f"{name}: {stage}"),
                         traits=_prediction_traits(settings, spec),
+                        thread_count=_training_threads(settings),
                     )
                     current = load_champion(settings.store.models_dir, spec.name)
                     gate = (

@@ -85,6 +85,8 @@ def test_a_lead_created_through_rest_is_scored_by_the_next_cycle_once(org):
 
     second = run_fresh(settings)
     assert second.status == "ok"
+    # the lead's only change since is leadscore's own write: nothing to score again
+    assert second.counts["leads"] == 0
     assert writes_of(sandbox, lead) == written  # nothing written twice
     # the batch job agrees: a full sync finds the lead's outputs unchanged
     again = run_sync(settings)
@@ -139,3 +141,24 @@ def test_a_trigger_that_knows_only_ids_gets_the_leads_read_and_its_position_comm
     again = run_fresh(settings, batch=batch)
     assert again.counts["predictions"]["lead_conversion"]["written"] == 0
     assert writes_of(sandbox, lead) == before
+
+
+def test_metrics_show_the_creation_to_write_histogram_and_score_requests():
+    from datetime import UTC, datetime
+
+    from sync.health_server import ServiceState
+
+    state = ServiceState(started_at=datetime(2026, 1, 1, tzinfo=UTC))
+    at = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    state.finish(
+        "fresh", status="ok", started=at, finished=at, counts={"leads": 3, "latencies": [4.0, 31.0]}
+    )
+    state.scored(200, 0.004)
+    state.scored(400, 0.001)
+    text = state.metrics()
+    assert 'leadscore_fresh_latency_seconds_bucket{le="5"} 1' in text
+    assert 'leadscore_fresh_latency_seconds_bucket{le="45"} 2' in text
+    assert "leadscore_fresh_latency_seconds_count 2" in text
+    assert "leadscore_fresh_leads_total 3" in text
+    assert 'leadscore_score_requests_total{status="400"} 1' in text
+    assert 'leadscore_score_request_seconds_bucket{le="0.005"} 1' in text
