@@ -173,6 +173,27 @@ def split_examples(frame: pd.DataFrame, task: str, spec: TrainingSpec) -> Split:
     return replace(split, reason=reason + (" stratified by label" if task != "regression" else ""))
 
 
+# Up to this many rows a pool is built from a NumPy object matrix: CatBoost reads a DataFrame
+# column by column at a fixed cost that dominates small requests (3 ms for one row vs 0.2 ms).
+SMALL_FRAME_ROWS = 5000
+
+
+def pool_data(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame | np.ndarray:
+    """The feature columns in model order, as CatBoost reads them fastest for the frame's size.
+
+    Args:
+        frame: rows.
+        features: feature columns in model order.
+
+    Returns:
+        A NumPy object matrix for small frames, the DataFrame's columns otherwise (the values are
+        the same either way).
+    """
+    if len(frame) <= SMALL_FRAME_ROWS:
+        return frame.to_numpy(dtype=object)[:, frame.columns.get_indexer(features)]
+    return frame[features]
+
+
 def make_pool(
     frame: pd.DataFrame,
     features: list[str],
@@ -193,7 +214,8 @@ def make_pool(
         The pool.
     """
     return Pool(
-        frame[features],
+        # predictions only: training keeps reading the DataFrame as it always did
+        pool_data(frame, features) if label is None else frame[features],
         label=label,
         cat_features=[features.index(c) for c in cat_features],
         weight=weight,

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -36,7 +36,7 @@ from scoring.events import (
     resolve_entity,
     table_columns,
 )
-from scoring.explain import explain, read_labels
+from scoring.explain import Labels, explain, read_labels
 from scoring.features import FeatureColumns, build_features, select_attributes
 from scoring.labels import build_examples, current_entity_ids
 from scoring.metrics import (
@@ -980,6 +980,8 @@ def train_prediction(
         warnings=warnings,
         started=started,
     )
+    # The endpoint scores without the store: it words reasons with the labels known at training.
+    metadata["reason_labels"] = read_labels(con).to_json()
     return TrainOutcome(
         deployed.predictor,
         metadata,
@@ -1202,6 +1204,7 @@ def score_entities(
     *,
     score_time: datetime,
     reasons: bool = True,
+    entity_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Score every current entity as of ``score_time`` with a stored model.
 
@@ -1212,6 +1215,8 @@ def score_entities(
         metadata: its metadata (the exact feature columns it was trained with).
         score_time: features use only data strictly before this time.
         reasons: explain each score (top positive and negative factors).
+        entity_ids: score only these entities (the fresh job); ids not in the store, or
+            deleted, are left out.
 
     Returns:
         ``entity_id, model_version, probability, score, tier, reasons, scored_at,
@@ -1227,8 +1232,49 @@ def score_entities(
         raise ScoringError(f"prediction '{spec.name}': {exc}") from None
     columns = FeatureColumns(**metadata["features"])
     ids = current_entity_ids(con, entity)
+    if entity_ids is not None:
+        wanted = {str(i) for i in entity_ids}
+        ids = ids[ids.isin(wanted)].reset_index(drop=True)
     anchors = pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(score_time)})
     data = build_features(con, entity, anchors, columns)
+    return score_features(
+        spec,
+        predictor,
+        metadata,
+        data,
+        score_time=score_time,
+        reasons=reasons,
+        labels=read_labels(con) if reasons else None,
+    )
+
+
+def score_features(
+    spec: PredictionSpec,
+    predictor: Predictor,
+    metadata: dict[str, Any],
+    data: pd.DataFrame,
+    *,
+    score_time: datetime,
+    reasons: bool = True,
+    labels: Labels | None = None,
+) -> pd.DataFrame:
+    """Outputs (probability, score, tier, reasons) of rows whose features are computed.
+
+    Batch scoring (features in SQL) and the scoring endpoint (features in-process,
+    :func:`scoring.features.features_from_records`) both end here.
+
+    Args:
+        spec: the prediction (tiers).
+        predictor: the stored predictor.
+        metadata: its metadata.
+        data: ``entity_id`` and the feature columns.
+        score_time: the scoring time.
+        reasons: explain each score.
+        labels: the field labels reasons are worded with (None: column names humanized).
+
+    Returns:
+        As :func:`score_entities`.
+    """
     out = predictor.predict(data)
     if spec.task == "binary":
         probability = np.round(out, 6)
@@ -1253,7 +1299,7 @@ def score_entities(
         )
         tier = np.full(len(out), None, dtype=object)
     text = (
-        explain(predictor, data, labels=read_labels(con))
+        explain(predictor, data, labels=labels or Labels())
         if reasons and len(data)
         else [None] * len(data)
     )

@@ -119,7 +119,8 @@ def monitor_prediction(
                       AS model_version,
                     row_number() OVER (PARTITION BY CAST(max(scored_at) AS DATE)
                                        ORDER BY score_run_id DESC) AS nth
-             FROM score_history WHERE prediction = ? GROUP BY score_run_id)
+             FROM score_history WHERE prediction = ? AND NOT coalesce(partial, false)
+             GROUP BY score_run_id)
            WHERE nth = 1 AND scored_at + to_days(CAST(? AS INTEGER)) <= ?
            ORDER BY scored_at""",
         [spec.name, days, as_of],

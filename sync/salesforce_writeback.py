@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,6 +291,8 @@ def prepare_salesforce(
     store: Store,
     prediction: PredictionConfig,
     writeback: WritebackSettings | None = None,
+    *,
+    record_ids: Collection[str] | None = None,
 ) -> SalesforceWrite | None:
     """Diff a prediction's latest scores against the Salesforce ledger; build the write.
 
@@ -301,6 +303,7 @@ def prepare_salesforce(
         store: the store.
         prediction: the prediction and its ``[predictions.salesforce]`` mapping.
         writeback: ``[writeback]`` settings (trend threshold).
+        record_ids: diff only these records (the fresh job's leads); None diffs every one.
 
     Returns:
         The prepared write, or None when the prediction writes nothing to Salesforce.
@@ -326,6 +329,10 @@ def prepare_salesforce(
         )[0]
     scores = store.latest_scores(prediction.name)
     ledger = store.ledger(TARGET, description.name)
+    if record_ids is not None:
+        wanted_ids = {str(r) for r in record_ids}
+        scores = scores[scores["entity_id"].isin(wanted_ids)]
+        ledger = ledger[ledger["record_id"].isin(wanted_ids)] if not ledger.empty else ledger
     diff = diff_outputs(
         score_frame(scores, prediction.task),
         ledger,
@@ -423,6 +430,7 @@ def push_salesforce(
     *,
     writeback: WritebackSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
+    record_ids: Collection[str] | None = None,
 ) -> PushCounts:
     """Write a prediction's latest outputs to Salesforce, sending only changes.
 
@@ -437,6 +445,8 @@ def push_salesforce(
         reporter: progress.
         writeback: ``[writeback]`` settings (retries, dead letters).
         should_stop: checked after each batch is recorded; True stops before the next one.
+        record_ids: write only these records' changes (the fresh job); None writes every
+            change.
 
     Returns:
         Counts.
@@ -456,7 +466,7 @@ def push_salesforce(
         # An upsert is keyed by the external id, not by an Id to read back by: settle in-flight
         # rows as unconfirmed; sending them again is idempotent.
         _unconfirm_in_flight(store, description.name, policy)
-    prepared = prepare_salesforce(client, store, prediction, writeback)
+    prepared = prepare_salesforce(client, store, prediction, writeback, record_ids=record_ids)
     assert prepared is not None
     diff = prepared.diff
     counts.records = diff.records

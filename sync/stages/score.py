@@ -16,6 +16,7 @@ from scoring.registry import (
 )
 from sync.capacity import apply_capacity_tiers
 from sync.config import Settings
+from sync.lock import lendable, lock_path
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, scoring_error
 from sync.stages.freshness import prediction_as_of
@@ -65,13 +66,15 @@ def run_score(
                 )
             reporter.stage(f"{spec.name}: scoring with model {champion.version}")
             try:
-                scores = score_entities(
-                    store.read_connection(),
-                    spec,
-                    champion.load(),
-                    champion.metadata,
-                    score_time=score_time,
-                )
+                # scoring only reads the store: a fresh cycle may borrow it meanwhile
+                with lendable(lock_path(settings.store.path)):
+                    scores = score_entities(
+                        store.read_connection(),
+                        spec,
+                        champion.load(),
+                        champion.metadata,
+                        score_time=score_time,
+                    )
             except ScoringError as exc:
                 raise scoring_error(exc) from None
             scores, capacity = apply_capacity_tiers(store, spec, champion, scores, retier=retier)
