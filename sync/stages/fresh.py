@@ -3,8 +3,9 @@
 A cycle is two steps with a seam between them:
 
 1. *Which leads*: a trigger names the leads that changed and the position to commit once they
-   are done. :func:`poll_batch` is the polling trigger (SOQL on ``SystemModstamp`` of Lead, Task
-   and CampaignMember since the job's own cursor); change data capture is another trigger that
+   are done. :func:`poll_batch` is the polling trigger (one SOQL query per object on
+   ``SystemModstamp`` of Lead, Task and CampaignMember since the job's own cursor, records read
+   whole and stored); change data capture is another trigger that
    builds the same :class:`FreshBatch` from change events (its replay id as the position).
 2. *Score and write them*: :func:`score_leads` reads those leads and their Tasks and
    CampaignMembers into the store (no stream cursor moves), scores them with each lead
@@ -103,7 +104,7 @@ def _streams(settings: Settings, client: SalesforceClient) -> dict[str, Salesfor
 
 
 def poll_batch(
-    settings: Settings, store: Store, client: SalesforceClient, *, limit: int | None = None
+    settings: Settings, store: Store, client: SalesforceClient
 ) -> tuple[FreshBatch, dict[str, Any]]:
     """The polling trigger: leads changed since the job's cursor, directly or by a related record.
 
@@ -117,13 +118,10 @@ def poll_batch(
         settings: configuration.
         store: the store (the job's position, the pull's cursors).
         client: connected client.
-        limit: unused by polling (a cycle scores at most ``fresh.max_leads``; the cursor
-            still covers every lead read, so :func:`run_fresh` trims instead).
 
     Returns:
         The batch (leads, new per-object cursors), and per object what the poll read.
     """
-    del limit
     sf = salesforce_settings(settings)
     position: dict[str, str] = dict(store.fresh_position(POLL) or {})
     ids: set[str] = set()
