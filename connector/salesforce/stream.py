@@ -386,7 +386,7 @@ class SalesforceStream:
             changed: set[str] = set()
             counts = store.merge_records(
                 table,
-                pd.DataFrame.from_records(page, columns=select),
+                _frame(page, select),
                 key="Id",
                 cursor_field=cursor,
                 deleted_field=deleted,
@@ -434,7 +434,7 @@ class SalesforceStream:
             sorted(values),
             include_deleted=deleted is not None,
         )
-        frame = pd.DataFrame.from_records(records, columns=query_fields)
+        frame = _frame(records, query_fields)
         counts = store.merge_records(
             table, frame, key="Id", cursor_field=cursor, deleted_field=deleted
         )
