@@ -30,6 +30,8 @@ MIN_DISTINCT_TIMES = 10
 # Rows used by the settings search (the final model uses every training row).
 SEARCH_ROWS = 20_000
 SEARCH_LEARNING_RATE = 0.12
+# Histogram bins per numeric feature (CatBoost's CPU default is 254).
+BORDER_COUNT = 128
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,10 @@ def _params(task: str, spec: TrainingSpec, n_classes: int, thread_count: int) ->
         # categorical combinations of at most 2 features: 4 (the default) costs more time than it
         # buys on CRM data
         "max_ctr_complexity": 2,
+        # 128 histogram bins per numeric feature instead of 254: every tree's split search costs
+        # less (training 100k leads: 7 % less CPU) at no measured loss (interacting org AUC
+        # 0.8454 -> 0.8458, drifting 0.8134 -> 0.8141, X Education 0.9078 -> 0.9077)
+        "border_count": BORDER_COUNT,
     }
     if task == "multiclass":
         params["classes_count"] = n_classes
@@ -495,8 +501,9 @@ def refit_catboost(
 ) -> CatBoost:
     """The chosen settings trained again on more rows, without early stopping.
 
-    As many trees as early stopping chose on ``train_rows`` rows, scaled by the larger data
-    (AutoML's "refit full"), with the chosen recency treatment relative to the newest row.
+    As many trees as early stopping chose on ``train_rows`` rows, scaled by the square root of
+    the larger data's share (AutoML's "refit full"), with the chosen recency treatment relative
+    to the newest row.
 
     Args:
         fitted: the selection model and its settings.
@@ -516,7 +523,11 @@ def refit_catboost(
         for k, v in fitted.params.items()
         if k not in ("best_iteration", "tree_count", "recency", "od_type", "od_wait")
     }
-    trees = max(1, round(int(fitted.params["tree_count"]) * len(frame) / max(train_rows, 1)))
+    # more rows carry more signal per tree, so the refit needs more trees than early stopping
+    # chose, but fewer than in proportion: the square root of the row ratio (1.14 x for
+    # training + validation, 1.24 x for every labelled row, instead of 1.3 x and 1.55 x)
+    ratio = (len(frame) / max(train_rows, 1)) ** 0.5
+    trees = max(1, round(int(fitted.params["tree_count"]) * ratio))
     params.update(iterations=trees, use_best_model=False, verbose=False, allow_writing_files=False)
     treatment = fitted.params.get("recency") or NO_RECENCY
     weights = recency_weights(frame["anchor_at"], treatment) if "anchor_at" in frame else None
