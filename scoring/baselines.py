@@ -97,8 +97,8 @@ class Encoder:
         blocks = []
         for c, levels in self.categorical.items():
             # vectorised level lookup (a Python loop per value cost seconds at 100k rows);
-            # unseen levels get code -1 and go to the "(other)" column
-            codes = pd.Categorical(frame[c].astype(str), categories=levels).codes.astype(int)
+            # unseen levels get -1 and go to the "(other)" column
+            codes = pd.Index(levels, dtype=object).get_indexer(frame[c].astype(str).to_numpy())
             codes[codes < 0] = len(levels)
             block = np.zeros((len(frame), len(levels) + 1))
             block[np.arange(len(frame)), codes] = 1.0
