@@ -133,6 +133,43 @@ RECORD_ERRORS: dict[str, Kind] = {
     # NUMBER_OUTSIDE_VALID_RANGE, ENTITY_IS_DELETED, MALFORMED_ID, ...) is permanent
 }
 
+# Pub/Sub API (gRPC) failures, by gRPC status name or by the ``error-code`` trailer Salesforce
+# sends (contract: shared/docs/api-contracts-realorg.md section 4.2; the trailer codes are those of
+# Salesforce's Pub/Sub API error documentation). A retried failure resubscribes after the last
+# replay id handed to the caller, with the session's backoff.
+REPLAY_ID_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+GRPC_ERRORS: tuple[Rule, ...] = (
+    Rule(None, REPLAY_ID_INVALID, F, T, "the stored replay id is outside the retention window"),
+    Rule(None, "UNAUTHENTICATED", Rf, C, "the session expired or is invalid"),
+    Rule(None, "UNAVAILABLE", R, T, "the Pub/Sub API could not be reached"),
+    Rule(None, "DEADLINE_EXCEEDED", R, T, "the Pub/Sub API did not answer in time"),
+    Rule(None, "RESOURCE_EXHAUSTED", R, T, "the Pub/Sub API limited the subscription"),
+    Rule(None, "INTERNAL", R, T, "the Pub/Sub API failed"),
+    Rule(None, "ABORTED", R, T, "the Pub/Sub API aborted the call"),
+    Rule(None, "UNKNOWN", R, T, "the Pub/Sub API failed"),
+    Rule(None, "PERMISSION_DENIED", F, C, "the integration user may not subscribe to the topic"),
+    Rule(None, "NOT_FOUND", F, C, "the topic or schema does not exist (is CDC enabled for it?)"),
+    Rule(None, "INVALID_ARGUMENT", F, Q, "the Pub/Sub API rejected the request"),
+    Rule(None, None, F, Q, "unexpected Pub/Sub API failure"),
+)
+
+
+def classify_grpc(status: str, error_code: str | None = None) -> Rule:
+    """Find the rule for a failed Pub/Sub API call.
+
+    Args:
+        status: the gRPC status name (``UNAVAILABLE``).
+        error_code: the ``error-code`` trailer, if the server sent one.
+
+    Returns:
+        The first matching rule of ``GRPC_ERRORS`` (the trailer code wins over the status).
+    """
+    for rule in GRPC_ERRORS:
+        if rule.code is None or rule.code in (error_code, status):
+            return rule
+    raise AssertionError("GRPC_ERRORS ends with a catch-all row")
+
+
 # PATCH is not idempotent (RFC 5789): sent twice, an update is applied twice (a second
 # SystemModstamp bump, a second write for triggers and flows). Its lost answers are read back.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -345,6 +382,10 @@ class Interrupted(LeadscoreError):
     """A run stopped on request (SIGTERM/SIGINT) at a checkpoint; committed work is kept."""
 
     exit_code = 130
+
+
+class ReplayIdExpired(TransientError):
+    """A stored change-event replay id is no longer retained: catch up by polling, then resume."""
 
 
 ERROR_CLASSES: dict[Kind, type[LeadscoreError]] = {

@@ -419,8 +419,27 @@ class Session(requests.Session):
         cap = self.settings.max_backoff_seconds
         if isinstance(failure, _Retryable) and failure.delay is not None:
             return min(failure.delay, cap)
-        jitter = tenacity.wait_random_exponential(multiplier=self.settings.backoff_seconds, max=cap)
-        return jitter(state)
+        return backoff_seconds(self.settings, state.attempt_number)
+
+
+def backoff_seconds(settings: HttpSettings, attempt_number: int) -> float:
+    """The policy's wait after a failed attempt: exponential with full jitter, capped.
+
+    The HTTP session and the Pub/Sub subscriber (reconnects) both wait this long.
+
+    Args:
+        settings: the transport settings (``backoff_seconds``, ``max_backoff_seconds``).
+        attempt_number: 1 after the first failure, 2 after the second, ...
+
+    Returns:
+        Seconds to wait.
+    """
+    jitter = tenacity.wait_random_exponential(
+        multiplier=settings.backoff_seconds, max=settings.max_backoff_seconds
+    )
+    state = tenacity.RetryCallState(None, None, (), {})
+    state.attempt_number = attempt_number
+    return float(jitter(state))
 
 
 _PERSONAL_SEGMENT = re.compile(r"(/profiles/[^/:]+:)[^/]+|[^/]*(?:@|%40)[^/]*")

@@ -96,9 +96,10 @@ class Encoder:
         """
         blocks = []
         for c, levels in self.categorical.items():
-            values = frame[c].astype(str).to_numpy()
-            index = {level: i for i, level in enumerate(levels)}
-            codes = np.array([index.get(v, len(levels)) for v in values], dtype=int)
+            # vectorised level lookup (a Python loop per value cost seconds at 100k rows);
+            # unseen levels get -1 and go to the "(other)" column
+            codes = pd.Index(levels, dtype=object).get_indexer(frame[c].astype(str).to_numpy())
+            codes[codes < 0] = len(levels)
             block = np.zeros((len(frame), len(levels) + 1))
             block[np.arange(len(frame)), codes] = 1.0
             blocks.append(block)

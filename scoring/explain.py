@@ -20,7 +20,7 @@ from catboost import Pool
 
 from connector.store import FIELD_LABELS
 from scoring.features import MISSING
-from scoring.model import Predictor
+from scoring.model import Predictor, pool_data
 
 MAX_REASON_CHARS = 255
 # Contributions (log-odds, or the regression's units relative to its spread) below this are noise.
@@ -40,6 +40,18 @@ class Labels:
 
     fields: dict[str, tuple[str, str]] = field(default_factory=dict)
     currency: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The labels as JSON (a model's metadata keeps them for scoring without the store)."""
+        return {"fields": {k: list(v) for k, v in self.fields.items()}, "currency": self.currency}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Labels:
+        """Labels from :meth:`to_json` (None: no labels)."""
+        if not data:
+            return cls()
+        fields = {str(k): (str(v[0]), str(v[1])) for k, v in data.get("fields", {}).items()}
+        return cls(fields, data.get("currency"))
 
 
 def read_labels(con: duckdb.DuckDBPyConnection) -> Labels:
@@ -232,7 +244,7 @@ def contributions(
     if n == 0:
         return np.zeros((0, f))
     pool = Pool(
-        frame[predictor.features],
+        pool_data(frame, predictor.features),
         cat_features=[predictor.features.index(c) for c in predictor.cat_features],
     )
     shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))

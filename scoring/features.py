@@ -15,9 +15,11 @@ prediction's ``exclude_fields``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from connector.store import quote_identifier
@@ -417,3 +419,126 @@ def build_features(
     for c in columns.names:
         out[c] = result[c].to_numpy()
     return out
+
+
+def _as_text(value: Any) -> str:
+    """A value as DuckDB's ``CAST(... AS VARCHAR)`` spells it (booleans lower case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _as_float(value: Any) -> float:
+    """``TRY_CAST(... AS DOUBLE)``: a number, or NaN for anything that is not one."""
+    if value is None or isinstance(value, bool):
+        return float(value) if isinstance(value, bool) else float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def features_from_records(
+    entity: Entity,
+    records: list[dict[str, Any]],
+    events: list[list[tuple[str, datetime, float | None]]],
+    anchor_at: datetime,
+    columns: FeatureColumns,
+) -> pd.DataFrame:
+    """Compute the features of posted records in-process, as :func:`build_features` would.
+
+    The same definitions as the SQL above, over a record and its events held in memory (the
+    scoring endpoint: no database round trip per request). ``tests`` assert that a record scored
+    both ways gets the same score.
+
+    Args:
+        entity: the entity (its creation column).
+        records: one dict of entity fields per record.
+        events: per record, its events ``(name, time as naive UTC, value)``, including those the
+            entity table implies itself (creation, conversion).
+        anchor_at: the scoring time (naive UTC); only events strictly before it count.
+        columns: the model's feature columns.
+
+    Returns:
+        One row per record with one column per feature (``entity_id`` from the id column).
+
+    Raises:
+        ValueError: the model uses computed traits, which need the store.
+    """
+    if columns.traits:
+        raise ValueError("this model uses computed traits, which only batch scoring computes")
+    wanted = set(columns.events)
+    longest = max(columns.windows_days) if columns.windows_days else 0
+    rows = []
+    for record, own in zip(records, events, strict=True):
+        row: dict[str, Any] = {"entity_id": _as_text(record.get(entity.id_column))}
+        counted = [
+            (name, ts, value, (anchor_at - ts).total_seconds())
+            for name, ts, value in own
+            if name in wanted and ts < anchor_at
+        ]
+        for c in columns.categorical:
+            value = record.get(c)
+            row[c] = MISSING if value is None else _as_text(value)
+        for part in columns.date_parts:
+            row[f"anchor_{part}"] = anchor_at.strftime(DATE_PARTS[part])
+        for c in columns.numeric:
+            row[c] = _as_float(record.get(c))
+        ages: dict[str, list[float]] = {}
+        for n, _, _, age in counted:
+            ages.setdefault(n, []).append(age)
+        for event in columns.events:
+            mine = ages.get(event, [])
+            for w in columns.windows_days:
+                limit = w * 86400
+                row[f"{event}_{w}d"] = float(sum(1 for age in mine if age <= limit))
+        for event in columns.values:
+            for w in columns.windows_days:
+                inside = [
+                    float(v)
+                    for n, _, v, age in counted
+                    if n == event and age <= w * 86400 and v is not None
+                ]
+                row[f"{event}_value_sum_{w}d"] = float(sum(inside))
+                row[f"{event}_value_mean_{w}d"] = (
+                    sum(inside) / len(inside) if inside else float("nan")
+                )
+                row[f"{event}_value_max_{w}d"] = max(inside) if inside else float("nan")
+            times = [ts for n, ts, _, _ in counted if n == event]
+            values = [float(v) for n, _, v, _ in counted if n == event and v is not None]
+            row[f"{event}_days_since_last"] = (
+                (anchor_at - max(times)).total_seconds() / 86400.0 if times else float("nan")
+            )
+            row[f"{event}_days_since_first"] = (
+                (anchor_at - min(times)).total_seconds() / 86400.0 if times else float("nan")
+            )
+            row[f"{event}_count_all"] = float(len(times))
+            row[f"{event}_value_sum_all"] = float(sum(values))
+        if columns.active_days:
+            row[f"active_days_{longest}d"] = float(
+                len({ts.date() for _, ts, _, age in counted if age <= longest * 86400})
+            )
+        if "days_since_created" in columns.derived:
+            created = record.get(entity.created_column) if entity.created_column else None
+            row["days_since_created"] = (
+                (anchor_at - created).total_seconds() / 86400.0
+                if isinstance(created, datetime)
+                else float("nan")
+            )
+        if "days_since_last_event" in columns.derived:
+            row["days_since_last_event"] = (
+                (anchor_at - max(ts for _, ts, _, _ in counted)).total_seconds() / 86400.0
+                if counted
+                else float("nan")
+            )
+        rows.append(row)
+    # One DataFrame built from whole columns: per-column assignment costs more than the features.
+    categorical = set(columns.cat_features)
+    data: dict[str, Any] = {
+        "entity_id": np.array([r["entity_id"] for r in rows], dtype=object),
+        "anchor_at": np.full(len(rows), np.datetime64(anchor_at, "us")),
+    }
+    for c in columns.names:
+        values = [r[c] for r in rows]
+        data[c] = np.array(values, dtype=object if c in categorical else float)
+    return pd.DataFrame(data, copy=False)

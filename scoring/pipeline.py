@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -1006,6 +1006,8 @@ def train_prediction(
         warnings=warnings,
         started=started,
     )
+    # The endpoint scores without the store: it words reasons with the labels known at training.
+    metadata["reason_labels"] = read_labels(con).to_json()
     if sampling is not None:
         metadata["sampling"] = sampling
         if sampling["auc_loss"] > spec.training.quality_tolerance:
@@ -1282,6 +1284,7 @@ def score_entities(
     *,
     score_time: datetime,
     reasons: bool = True,
+    entity_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Score every current entity as of ``score_time`` with a stored model, in one frame.
 
@@ -1296,6 +1299,8 @@ def score_entities(
         metadata: its metadata (the exact feature columns it was trained with).
         score_time: features use only data strictly before this time.
         reasons: explain each score (top positive and negative factors).
+        entity_ids: score only these entities (the fresh job); ids not in the store, or
+            deleted, are left out.
 
     Returns:
         ``entity_id, model_version, probability, score, tier, reasons, scored_at,
@@ -1313,6 +1318,7 @@ def score_entities(
             score_time=score_time,
             reasons=reasons,
             batch_size=None,
+            entity_ids=entity_ids,
         )
     )
     out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
@@ -1364,6 +1370,7 @@ def score_batches(
     score_time: datetime,
     reasons: bool = True,
     batch_size: int | None = SCORE_BATCH_SIZE,
+    entity_ids: Collection[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Score every current entity as of ``score_time``, one batch of entities at a time.
 
@@ -1380,6 +1387,7 @@ def score_batches(
         score_time: features use only data strictly before this time.
         reasons: explain each score (top positive and negative factors).
         batch_size: entities per batch (None: all at once).
+        entity_ids: only these entities (the fresh job); None: every current entity.
 
     Yields:
         Frames of :func:`score_entities`' columns, entities in id order.
@@ -1391,26 +1399,55 @@ def score_batches(
         raise ScoringError(f"prediction '{spec.name}': {exc}") from None
     columns = FeatureColumns(**metadata["features"])
     ids = current_entity_ids(con, entity)
+    if entity_ids is not None:
+        wanted = {str(i) for i in entity_ids}
+        ids = ids[ids.isin(wanted)].reset_index(drop=True)
     size = max(1, batch_size or len(ids) or 1)
     labels = read_labels(con) if reasons else None
     for start in range(0, max(len(ids), 1), size):
         part = ids.iloc[start : start + size].reset_index(drop=True)
         anchors = pd.DataFrame({"entity_id": part, "anchor_at": pd.Timestamp(score_time)})
         data = build_features(con, entity, anchors, columns)
-        yield _score_frame(spec, predictor, metadata, data, score_time, reasons, labels)
+        yield score_features(
+            spec,
+            predictor,
+            metadata,
+            data,
+            score_time=score_time,
+            reasons=reasons,
+            labels=labels,
+        )
         del data, anchors
 
 
-def _score_frame(
+def score_features(
     spec: PredictionSpec,
     predictor: Predictor,
     metadata: dict[str, Any],
     data: pd.DataFrame,
+    *,
     score_time: datetime,
-    reasons: bool,
+    reasons: bool = True,
     labels: Labels | None = None,
 ) -> pd.DataFrame:
-    """One batch's scores from its features (population-relative parts as placeholders)."""
+    """Outputs (probability, score, tier, reasons) of rows whose features are computed.
+
+    Batch scoring (features in SQL) and the scoring endpoint (features in-process,
+    :func:`scoring.features.features_from_records`) both end here.
+
+    Args:
+        spec: the prediction (tiers).
+        predictor: the stored predictor.
+        metadata: its metadata.
+        data: ``entity_id`` and the feature columns.
+        score_time: the scoring time.
+        reasons: explain each score.
+        labels: the field labels reasons are worded with (None: column names humanized).
+
+    Returns:
+        As :func:`score_entities` (scores and tiers that depend on the whole
+        population are placeholders: see :func:`population_scores`).
+    """
     out = predictor.predict(data)
     class_probabilities: list[Any] = [None] * len(data)
     if spec.task == "binary":
@@ -1435,7 +1472,11 @@ def _score_frame(
         probability = np.round(out, 6)
         score = np.zeros(len(out), dtype=int)
         tier = np.full(len(out), None, dtype=object)
-    text = explain(predictor, data, labels=labels) if reasons and len(data) else [None] * len(data)
+    text = (
+        explain(predictor, data, labels=labels or Labels())
+        if reasons and len(data)
+        else [None] * len(data)
+    )
     return pd.DataFrame(
         {
             "entity_id": data["entity_id"].to_numpy(),

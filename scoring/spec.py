@@ -257,7 +257,8 @@ class TrainingSpec(_Spec):
         test_fraction: newest share of examples held out for the final evaluation.
         validation_fraction: next-newest share used for early stopping and model selection.
         max_iterations: upper bound on boosting iterations (early stopping picks the number).
-        learning_rate: CatBoost learning rate of the final model.
+        learning_rate: CatBoost learning rate of the final model; by default 0.05, or 0.1 with
+            more than 20,000 training rows (the settings search's subsample size).
         depth: fix the tree depth instead of searching ``depths``.
         depths: tree depths tried on the validation split.
         l2_leaf_regs: L2 regularisation strengths tried on the validation split.
@@ -298,7 +299,7 @@ class TrainingSpec(_Spec):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     max_iterations: int = Field(2000, ge=10, le=20000)
-    learning_rate: float = Field(0.05, gt=0, le=1)
+    learning_rate: float | None = Field(None, gt=0, le=1)
     depth: int | None = Field(None, ge=1, le=12)
     depths: list[int] = Field(default_factory=lambda: [4, 6, 8], min_length=1)
     l2_leaf_regs: list[float] = Field(default_factory=lambda: [1.0, 3.0, 10.0], min_length=1)

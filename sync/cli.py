@@ -353,6 +353,15 @@ def score(
 
 
 @app.command()
+def fresh(
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Score and write the leads changed since the last fresh cycle (serve runs it every 30 s)."""
+    _job_command("fresh", config, as_json)
+
+
+@app.command()
 def vacuum(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
     """Apply [store.retention] (score history, run log, import rejects) and reclaim the space."""
     _job_command("vacuum", config, as_json)
@@ -681,6 +690,16 @@ def sandbox(
             "expired_session, slow, drop, lost_answer; lock_rate) to rehearse a bad day."
         ),
     ] = None,
+    pubsub: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve the Pub/Sub API (change events, gRPC over TLS) for "
+            'fresh.trigger = "cdc"; its port goes into config.toml.'
+        ),
+    ] = False,
+    pubsub_port: Annotated[
+        int, typer.Option(help="Pub/Sub API port on 127.0.0.1 (0: any free port).")
+    ] = 0,
 ) -> None:
     """Serve a generated Salesforce org and its Segment workspace on https://127.0.0.1 (Ctrl-C)."""
 
@@ -690,6 +709,11 @@ def sandbox(
                 [
                     ("salesforce", info["salesforce_url"]),
                     ("segment", f"{info['segment_url']}/v1/ (space {info['space_id']})"),
+                    *(
+                        [("pub/sub api", info["pubsub_endpoint"])]
+                        if info.get("pubsub_endpoint")
+                        else []
+                    ),
                     ("config", workdir / "config.toml"),
                     ("connection", workdir / "sandbox.json"),
                     ("try", f"leadscore run --config {workdir / 'config.toml'}"),
@@ -710,6 +734,7 @@ def sandbox(
             org=org,
             daily_api_limit=daily_api_limit,
             faults=faults,
+            pubsub_port=pubsub_port if pubsub else None,
         )
     )
 

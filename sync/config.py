@@ -615,6 +615,55 @@ class ServeSettings(BaseModel):
     log_format: Literal["text", "json"] = "text"
 
 
+class FreshSettings(BaseModel):
+    """The ``[fresh]`` section: speed to lead (the ``fresh`` job and ``POST /v1/score``).
+
+    Attributes:
+        every: how often ``serve`` runs a fresh cycle (``"30s"``), on its own thread beside the
+            ``[schedule]`` jobs; leave the section out to run no fresh cycles.
+        trigger: how a cycle learns which leads changed: ``poll`` (SOQL on SystemModstamp of
+            Lead, Task and CampaignMember since the job's own cursor) or ``cdc`` (change events).
+        max_wait_seconds: how long a cycle waits for the store when a sync or train holds it;
+            long jobs lend the store to a waiting cycle at their next checkpoint, so the wait
+            stays short (the cycle is skipped, and retried next time, beyond this).
+        max_leads: leads one cycle scores at most (the rest wait for the next cycle).
+        api_token: bearer token ``POST /v1/score`` requires (secret: ``secrets.toml`` or
+            ``LEADSCORE_FRESH__API_TOKEN``); without one the endpoint answers 503.
+        max_body_bytes: larger request bodies get a 413 without being read.
+        max_records: records one request may score.
+        cdc_window_seconds: ``trigger = "cdc"``: after an event arrives, wait this long for more
+            before handing them to the job as one batch (fewer API calls per lead, at this much
+            added latency); 0 takes only what already arrived.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: str = "30s"
+    trigger: Literal["poll", "cdc"] = "poll"
+    max_wait_seconds: float = Field(10.0, ge=0, le=600)
+    max_leads: int = Field(2000, ge=1, le=100_000)
+    api_token: SecretStr | None = None
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000)
+    max_records: int = Field(5000, ge=1, le=100_000)
+    cdc_window_seconds: float = Field(1.0, ge=0, le=60)
+
+    @field_validator("every")
+    @classmethod
+    def _check_every(cls, value: str) -> str:
+        # the same interval syntax as [schedule]
+        match = _EVERY.match(value)
+        if not match or int(match.group(1)) == 0:
+            raise ValueError("not an interval; write a number and a unit s, m, h or d, e.g. '30s'")
+        return value
+
+    @property
+    def interval_seconds(self) -> int:
+        """The cycle interval in seconds."""
+        match = _EVERY.match(self.every)
+        assert match is not None
+        return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
 class AlertSettings(BaseModel):
     """The ``[alerts]`` section: where alerts go and when a partial run is worth one.
 
@@ -698,6 +747,7 @@ class Settings(BaseModel):
     predictions: list[PredictionConfig] = Field(min_length=1)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    fresh: FreshSettings | None = None
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     writeback: WritebackSettings = Field(default_factory=WritebackSettings)

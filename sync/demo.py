@@ -245,6 +245,14 @@ def write_sandbox_files(
         url_json=json.dumps(info["salesforce_url"]),
         ca_json=json.dumps(str(Path(info["ca_bundle"]).resolve())),
     )
+    if info.get("pubsub_endpoint"):
+        # The sandbox's Pub/Sub API (change events for fresh.trigger = "cdc").
+        text = text.replace(
+            f"ca_bundle = {json.dumps(str(Path(info['ca_bundle']).resolve()))}\npage_size",
+            f"ca_bundle = {json.dumps(str(Path(info['ca_bundle']).resolve()))}\n"
+            f"pubsub_endpoint = {json.dumps(info['pubsub_endpoint'])}\npage_size",
+            1,
+        )
     reps = [user["username"] for user in info.get("sales_users") or []]
     if reps:
         # A rep whose view doctor checks, and the reps setup grants read on the scores.
@@ -310,6 +318,7 @@ def run_sandbox(
     org: str = "classic",
     daily_api_limit: int = 100_000,
     faults: Path | None = None,
+    pubsub_port: int | None = None,
 ) -> None:
     """Serve a generated org until interrupted, with config files for any client in ``workdir``.
 
@@ -327,6 +336,8 @@ def run_sandbox(
         org: the generator's hidden model (``classic``, ``interacting``, ``drifting``).
         daily_api_limit: the org's ``DailyApiRequests`` allowance (403 past it).
         faults: a TOML or JSON file of fault rules (``connector.sandbox.faults.load_fault_plan``).
+        pubsub_port: also serve the Pub/Sub API (change events) on this port (0: any); None:
+            not.
     """
     from connector.sandbox import Sandbox
     from connector.sandbox.faults import load_fault_plan
@@ -358,6 +369,8 @@ def run_sandbox(
         field_security=field_security,
         daily_api_limit=daily_api_limit,
         faults=plan,
+        pubsub=pubsub_port is not None,
+        pubsub_port=pubsub_port or 0,
     )
     try:
         sandbox.start()

@@ -12,14 +12,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync.config import ScheduleSettings
+
+if TYPE_CHECKING:  # the scoring endpoint loads pandas and CatBoost; `status` needs neither
+    from sync.score_api import Scorer
+
+log = logging.getLogger("leadscore.serve")
 
 
 def _aware(ts: datetime) -> datetime:
@@ -129,7 +136,38 @@ class ServiceState:
     durations: dict[str, tuple[float, int]] = field(default_factory=dict)
     drift: dict[tuple[str, str], float] = field(default_factory=dict)
     impact: dict[tuple[str, str], float] = field(default_factory=dict)
+    fresh_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    fresh_leads: int = 0
+    score_requests: dict[int, int] = field(default_factory=dict)
+    score_seconds: Histogram = field(default_factory=lambda: Histogram(REQUEST_BUCKETS))
+    cdc_events: dict[str, int] = field(default_factory=dict)
+    cdc_lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def change_events(self, outcomes: dict[str, int], lags: list[float]) -> None:
+        """Count change events the cdc trigger handled (``fresh.trigger = "cdc"``).
+
+        Args:
+            outcomes: events by outcome (``scored``, ``ignored_fields``, ``gap``, ...).
+            lags: per event, seconds from its commit in Salesforce to its arrival here.
+        """
+        with self._lock:
+            for outcome, count in outcomes.items():
+                self.cdc_events[outcome] = self.cdc_events.get(outcome, 0) + count
+            for lag in lags:
+                self.cdc_lag.observe(lag)
+
+    def scored(self, status: int, seconds: float) -> None:
+        """Count one ``/v1/score`` request.
+
+        Args:
+            status: HTTP status answered.
+            seconds: time to answer.
+        """
+        with self._lock:
+            self.score_requests[status] = self.score_requests.get(status, 0) + 1
+            if status == 200:
+                self.score_seconds.observe(seconds)
 
     def job(self, name: str) -> JobState:
         """The state of a job (created on first use)."""
@@ -193,6 +231,10 @@ class ServiceState:
             self.api_calls[name] = self.api_calls.get(name, 0) + api_calls
             total, count = self.durations.get(name, (0.0, 0))
             self.durations[name] = (total + state.last_seconds, count + 1)
+            if name == "fresh":
+                self.fresh_leads += int((counts or {}).get("leads", 0))
+                for seconds in (counts or {}).get("latencies", []):
+                    self.fresh_latency.observe(float(seconds))
             if name == "monitor":
                 for prediction, figures in (counts or {}).get("predictions", {}).items():
                     drift = figures.get("drift") or {}
@@ -398,6 +440,41 @@ class ServiceState:
                     for (p, m), v in sorted(self.impact.items())
                 ],
             )
+            lines.extend(
+                self.fresh_latency.exposition(
+                    "leadscore_fresh_latency_seconds",
+                    "Lead creation to confirmed score write, for leads the fresh job wrote first.",
+                )
+            )
+            family(
+                "leadscore_fresh_leads_total",
+                "counter",
+                "Leads the fresh job was told about (changed, created) since start.",
+                [("", self.fresh_leads)],
+            )
+            family(
+                "leadscore_score_requests_total",
+                "counter",
+                "POST /v1/score requests by HTTP status.",
+                [(_labels(status=str(k)), v) for k, v in sorted(self.score_requests.items())],
+            )
+            lines.extend(
+                self.score_seconds.exposition(
+                    "leadscore_score_request_seconds", "Time to answer a good POST /v1/score."
+                )
+            )
+            family(
+                "leadscore_cdc_events_total",
+                "counter",
+                "Change events the fresh job's cdc trigger received and handled, by outcome.",
+                [(_labels(outcome=k), v) for k, v in sorted(self.cdc_events.items())],
+            )
+            lines.extend(
+                self.cdc_lag.exposition(
+                    "leadscore_cdc_event_lag_seconds",
+                    "Change event commit in Salesforce to its arrival in serve (lagging events).",
+                )
+            )
         family(
             "process_resident_memory_bytes",
             "gauge",
@@ -405,6 +482,54 @@ class ServiceState:
             [("", resident_memory_bytes())],
         )
         return "\n".join(lines) + "\n"
+
+
+LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0)
+REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass
+class Histogram:
+    """A Prometheus histogram: cumulative bucket counts, sum and count (caller holds the lock)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        """Add one observation.
+
+        Args:
+            value: the observed value.
+        """
+        if not self.counts:
+            self.counts = [0] * len(self.bounds)
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    def exposition(self, name: str, help_text: str) -> list[str]:
+        """The histogram's lines in the text format.
+
+        Args:
+            name: metric name.
+            help_text: its help.
+
+        Returns:
+            Lines.
+        """
+        counts = self.counts or [0] * len(self.bounds)
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        for bound, n in zip(self.bounds, counts, strict=True):
+            lines.append(f'{name}_bucket{{le="{_number(bound)}"}} {n}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        lines.append(f"{name}_sum {_number(self.total)}")
+        lines.append(f"{name}_count {self.count}")
+        return lines
 
 
 def _labels(suffix: str = "", **labels: str) -> str:
@@ -442,13 +567,25 @@ def resident_memory_bytes(pid: int | None = None) -> int:
 class HealthServer:
     """``/healthz`` and ``/metrics`` over HTTP, served from a daemon thread."""
 
-    def __init__(self, state: ServiceState, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        state: ServiceState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        scorer: Scorer | None = None,
+        token: str | None = None,
+        max_body_bytes: int = 1_000_000,
+    ) -> None:
         """Bind the server (port 0: any free port).
 
         Args:
             state: what to report.
             host: bind address.
             port: TCP port.
+            scorer: the models behind ``POST /v1/score`` (None: the endpoint answers 404).
+            token: the bearer token ``/v1/score`` requires (None: it answers 503).
+            max_body_bytes: larger ``/v1/score`` bodies get a 413 unread.
 
         Raises:
             OSError: the address cannot be bound (port in use).
@@ -457,6 +594,59 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "leadscore"
+            # keep-alive: a client scoring record after record reuses its connection; with it,
+            # Nagle's algorithm would hold each answer's body until the client's delayed ACK
+            # (about 40 ms per request)
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_POST(self) -> None:
+                started = time.perf_counter()
+                status, answer = self._post()
+                self._send(status, json.dumps(answer).encode(), "application/json")
+                outer.scored(status, time.perf_counter() - started)
+
+            def _post(self) -> tuple[int, dict[str, Any]]:
+                """The status and answer of a POST; never raises."""
+                if self.path.split("?", 1)[0] != "/v1/score" or scorer is None:
+                    self._drain()
+                    return 404, {"error": "not found; POST /v1/score"}
+                if token is None:
+                    self._drain()
+                    return 503, {"error": "no fresh.api_token configured: scoring is disabled"}
+                from sync.score_api import authorized
+
+                if not authorized(self.headers.get("Authorization"), token):
+                    self._drain()
+                    return 401, {"error": "missing or wrong bearer token"}
+                try:
+                    length = int(self.headers.get("Content-Length", ""))
+                except ValueError:
+                    self.close_connection = True
+                    return 411, {"error": "a Content-Length header is required"}
+                if length > max_body_bytes or length < 0:
+                    self.close_connection = True  # the body is not read
+                    return 413, {"error": f"the body is over {max_body_bytes} bytes"}
+                try:
+                    body = json.loads(self.rfile.read(length) or b"null")
+                except (ValueError, UnicodeDecodeError) as exc:
+                    return 400, {"error": f"the body is not JSON: {exc}"}
+                try:
+                    return scorer.score(body)
+                except Exception as exc:  # nothing a client sends may take serve down
+                    log.exception("/v1/score failed")
+                    return 422, {"error": f"could not score this body ({type(exc).__name__})"}
+
+            def _drain(self) -> None:
+                """Read (and drop) a small body so the connection stays usable, else close it."""
+                try:
+                    length = int(self.headers.get("Content-Length", "0"))
+                except ValueError:
+                    length = -1
+                if 0 <= length <= max_body_bytes:
+                    self.rfile.read(length)
+                else:
+                    self.close_connection = True
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]

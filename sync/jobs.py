@@ -10,6 +10,7 @@ Where things are:
 - ``sync/stages/imports.py``   ``[[sources]]`` files and Segment exports into the store
 - ``sync/stages/train.py``     a model version per prediction
 - ``sync/stages/score.py``     score every current entity with the champion
+- ``sync/stages/fresh.py``     score and write the leads changed since the last cycle
 - ``sync/stages/push.py``      write what changed to Salesforce and Segment
 - ``sync/stages/plan.py``      what a push would write
 - ``sync/stages/report.py``    the HTML report
@@ -52,6 +53,7 @@ from sync.run import (
     recorded,
     salesforce_settings,
 )
+from sync.stages.fresh import run_fresh
 from sync.stages.impact import run_impact
 from sync.stages.imports import run_import, run_segment_import
 from sync.stages.monitor import monitoring_html, run_monitor
@@ -74,6 +76,7 @@ __all__ = [
     "record_skipped",
     "rollback_model",
     "run_doctor",
+    "run_fresh",
     "run_impact",
     "run_import",
     "run_job",
@@ -178,7 +181,8 @@ def run_job(
 
     Args:
         settings: configuration.
-        job: ``pull``, ``score``, ``push``, ``sync``, ``train``, ``monitor`` or ``vacuum``.
+        job: ``pull``, ``score``, ``push``, ``sync``, ``train``, ``monitor``, ``fresh`` or
+            ``vacuum``.
         reporter: progress.
         should_stop: cooperative stop (pull, push and sync check it between pages and batches).
         prediction: ``train`` only this prediction.
@@ -200,6 +204,7 @@ def run_job(
         "sync": lambda: run_sync(settings, reporter=reporter, should_stop=should_stop),
         "train": lambda: run_train(settings, prediction=prediction, reporter=reporter),
         "monitor": lambda: run_monitor(settings, reporter=reporter),
+        "fresh": lambda: run_fresh(settings, reporter=reporter),
         "vacuum": lambda: run_vacuum(settings, reporter=reporter),
     }
     if job not in runners:

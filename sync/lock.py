@@ -22,7 +22,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,9 +93,17 @@ class _Held:
     thread: int
     count: int
     fd: int
+    # Lending (the fresh job): a borrower thread of the same process waits for the holder's next
+    # checkpoint, uses the store while the holder is parked there, and gives it back.
+    borrowers_waiting: int = 0
+    lendable: bool = False
+    lent_to: int | None = None
+    lent_count: int = 0
 
 
 _registry_lock = threading.Lock()
+# Signalled whenever a lock is lent, given back, released or opened for lending.
+_changed = threading.Condition(_registry_lock)
 _held: dict[str, _Held] = {}
 
 
@@ -122,6 +131,7 @@ class RunLock:
         should_stop: Callable[[], bool] | None = None,
         on_wait: Callable[[LockHolder | None], None] | None = None,
         busy_message: str | None = None,
+        borrow: bool = False,
     ) -> None:
         """Describe a lock; :meth:`acquire` (or ``with``) takes it.
 
@@ -133,6 +143,8 @@ class RunLock:
             should_stop: checked while waiting; a stop request ends the wait.
             on_wait: called once when the lock is busy and the wait begins.
             busy_message: replaces the start of the message when the lock stays busy.
+            borrow: when another thread of this process holds the lock, borrow it at that
+                thread's next checkpoint rather than wait for its release (the fresh job).
         """
         self.path = Path(path)
         self.job = job
@@ -141,10 +153,49 @@ class RunLock:
         self.should_stop = should_stop
         self.on_wait = on_wait
         self.busy_message = busy_message
+        self.borrow = borrow
         self.took_over: LockHolder | None = None
         # True when the last acquire took the lock (not a re-entrant hold inside a run)
         self.outermost = False
         self._key = str(self.path.resolve())
+        self._borrowed = False
+
+    def _borrow(self, me: int) -> bool:
+        """Borrow the lock from another thread of this process at its next checkpoint.
+
+        Returns:
+            True when borrowed; False when no thread of this process holds it (take it normally).
+
+        Raises:
+            Busy: the holder reached no checkpoint within ``wait_seconds``.
+        """
+        deadline = time.monotonic() + self.wait_seconds
+        with _changed:
+            held = _held.get(self._key)
+            if held is None:
+                return False
+            held.borrowers_waiting += 1
+            _changed.notify_all()
+            try:
+                while True:
+                    current = _held.get(self._key)
+                    if current is not held:
+                        return False  # released meanwhile: take it the normal way
+                    if held.lendable and held.lent_to is None:
+                        held.lent_to, held.lent_count = me, 1
+                        self._borrowed = True
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise Busy(
+                            f"{self.job}: the store is busy: {held_description(self.path)} did "
+                            f"not reach a checkpoint within {self.wait_seconds:g} s",
+                            hint="the next cycle tries again",
+                        )
+                    _changed.wait(left)
+            finally:
+                held.borrowers_waiting -= 1
+                _changed.notify_all()
 
     def holder(self) -> LockHolder | None:
         """Who holds the lock now, as recorded in its file (None when free or unreadable).
@@ -184,6 +235,10 @@ class RunLock:
     def acquire(self) -> RunLock:
         """Take the lock, waiting up to ``wait_seconds`` for the current holder.
 
+        A borrowing lock (``borrow=True``) whose holder is another thread of this process waits
+        for that holder's next checkpoint (:func:`checkpoint`, :func:`lendable`) and uses the
+        store while the holder is parked there, instead of waiting for the holder to finish.
+
         Returns:
             The lock.
 
@@ -199,6 +254,12 @@ class RunLock:
                 held.count += 1
                 self.outermost = False
                 return self
+            if held is not None and held.lent_to == me:
+                held.lent_count += 1
+                self._borrowed = True
+                return self
+        if self.borrow and self._borrow(me):
+            return self
         fd = self._open()
         deadline = time.monotonic() + self.wait_seconds
         waiting = False
@@ -258,14 +319,21 @@ class RunLock:
 
     def release(self) -> None:
         """Release the lock (the outermost release of a re-entrant hold empties and unlocks)."""
-        with _registry_lock:
+        with _changed:
             held = _held.get(self._key)
+            if held is not None and held.lent_to == threading.get_ident():
+                held.lent_count -= 1
+                if held.lent_count == 0:
+                    held.lent_to = None  # given back: the holder goes on
+                    _changed.notify_all()
+                return
             if held is None or held.thread != threading.get_ident():
                 return
             held.count -= 1
             if held.count > 0:
                 return
             del _held[self._key]
+            _changed.notify_all()
         try:
             os.ftruncate(held.fd, 0)
         finally:
@@ -282,3 +350,71 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def held_description(path: Path) -> str:
+    """Who holds a lock, for messages."""
+    holder = RunLock(path, "").holder()
+    return holder.describe() if holder else "another leadscore run"
+
+
+@contextmanager
+def lendable(path: Path) -> Iterator[None]:
+    """Mark a stretch of work that does not touch the store: a borrower may use it meanwhile.
+
+    Called by the lock's holder (``train`` around its model fits); a no-op for a thread that
+    does not hold the lock. On leaving, the holder waits for a borrower to give the lock back.
+
+    Args:
+        path: the lock file (``lock_path(store)``).
+    """
+    key = str(Path(path).resolve())
+    me = threading.get_ident()
+    with _changed:
+        held = _held.get(key)
+        if held is None or held.thread != me:
+            held = None
+        else:
+            held.lendable = True
+            _changed.notify_all()
+    try:
+        yield
+    finally:
+        if held is not None:
+            with _changed:
+                held.lendable = False
+                while held.lent_to is not None:
+                    _changed.wait()
+
+
+def checkpoint(path: Path, wait_seconds: float = 60.0) -> bool:
+    """Between two units of store work: lend the lock to a waiting borrower, and wait for it back.
+
+    Long jobs call this where they hold no transaction open (between pages, batches, steps); it
+    costs nothing when nobody waits.
+
+    Args:
+        path: the lock file.
+        wait_seconds: how long a waiting borrower has to take the lock before the holder goes on.
+
+    Returns:
+        True when the lock was lent (and given back).
+    """
+    key = str(Path(path).resolve())
+    me = threading.get_ident()
+    with _changed:
+        held = _held.get(key)
+        if held is None or held.thread != me or held.borrowers_waiting == 0:
+            return False
+        held.lendable = True
+        _changed.notify_all()
+        deadline = time.monotonic() + wait_seconds
+        try:
+            # until a borrower took it and gave it back (or no borrower came after all)
+            while held.lent_to is not None or (
+                held.borrowers_waiting > 0 and time.monotonic() < deadline
+            ):
+                _changed.wait(max(0.01, deadline - time.monotonic()))
+        finally:
+            held.lendable = False
+    return True

@@ -119,7 +119,7 @@ def monitor_prediction(
              SELECT score_run_id, scored_at, model_version,
                     row_number() OVER (PARTITION BY CAST(scored_at AS DATE)
                                        ORDER BY score_run_id DESC) AS nth
-             FROM score_run WHERE prediction = ?)
+             FROM score_run WHERE prediction = ? AND NOT coalesce(partial, false))
            WHERE nth = 1 AND scored_at + to_days(CAST(? AS INTEGER)) <= ?
            ORDER BY scored_at""",
         [spec.name, days, as_of],

@@ -22,6 +22,7 @@ from sync.parts import part_outcomes
 from sync.results import (
     DemoSummary,
     DoctorSummary,
+    FreshSummary,
     ImportSummary,
     ModelDetailSummary,
     ModelListSummary,
@@ -232,6 +233,33 @@ def _score(out: Console, s: ScoreSummary) -> Rows:
     for name, p in s.predictions.items():
         tiers = "  ".join(f"{t}:{n:,}" for t, n in p["tiers"].items())
         rows.append((name, f"{p['scored']:,} scored with {p['version']}   {tiers}"))
+    return rows
+
+
+def _fresh(out: Console, s: FreshSummary) -> Rows:
+    rows: Rows = [("leads", f"{s.leads:,} changed ({s.trigger})")]
+    for name, r in (s.polled or {}).items():
+        figures = f"{r['fetched']:,} ({r['new']:,} new, {r['changed']:,} changed)"
+        rows.append((f"  polled {name}", figures))
+    for name, r in s.read.items():
+        rows.append(
+            (f"  read {name}", f"{r['fetched']:,} ({r['new']:,} new, {r['changed']:,} changed)")
+        )
+    for name, p in s.predictions.items():
+        if "skipped" in p:
+            rows.append((name, f"waiting: {p['skipped']}"))
+            continue
+        rows.append(
+            (
+                name,
+                f"{p['scored']:,} scored with {p.get('version', '-')}, "
+                f"{p.get('written', 0):,} written, {p.get('unchanged', 0):,} unchanged, "
+                f"{p.get('failed', 0):,} failed",
+            )
+        )
+    if s.latencies:
+        worst = max(s.latencies)
+        rows.append(("creation -> score", f"{len(s.latencies)} new lead(s), at most {worst:.1f} s"))
     return rows
 
 
@@ -527,6 +555,21 @@ def _status_health(s: StatusSummary) -> Rows:
             "; ".join(f"{a['key']} since {when(a['since'])}" for a in s.alerts) or "none active",
         )
     )
+    if s.fresh is not None:
+        last = s.fresh.get("last_cycle") or {}
+        day = s.fresh.get("latency_24h") or {}
+        rows.append(
+            (
+                "fresh",
+                f"last cycle {when(last.get('started_at'))} {last.get('status', 'never run')}; "
+                + (
+                    f"creation -> score p95 {day['p95']:.1f} s over {day['leads']:,} new leads "
+                    "(24h)"
+                    if day.get("leads")
+                    else "no new lead scored in 24h"
+                ),
+            )
+        )
     return rows
 
 
@@ -678,6 +721,7 @@ RENDERERS: dict[type[Summary], Callable[[Console, Any], Rows]] = {
     PlanSummary: _plan,
     DoctorSummary: _doctor,
     StatusSummary: _status,
+    FreshSummary: _fresh,
     ModelListSummary: _model_list,
     ModelDetailSummary: _model_detail,
     PromoteSummary: _promote,

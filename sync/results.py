@@ -100,6 +100,18 @@ class ScoreSummary(Summary):
 
 
 @dataclass
+class FreshSummary(Summary):
+    """``fresh``: one cycle: the leads it was told about, what it read, scored and wrote."""
+
+    trigger: str = "poll"
+    leads: int = 0
+    read: dict[str, dict[str, Any]] = field(default_factory=dict)
+    polled: dict[str, dict[str, Any]] | None = field(default=None, metadata=OPTIONAL)
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
 class PushSummary(Summary):
     """``push`` (and ``retry``): per prediction and audience, what each target confirmed."""
 
@@ -194,6 +206,7 @@ class StatusSummary(Summary):
     api_usage: dict[str, Any] | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     models: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    fresh: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass
@@ -285,6 +298,7 @@ SUMMARIES: dict[str, type[Summary]] = {
     "import": ImportSummary,
     "train": TrainSummary,
     "score": ScoreSummary,
+    "fresh": FreshSummary,
     "push": PushSummary,
     "report": ReportSummary,
     "setup": SetupSummary,

@@ -157,12 +157,15 @@ def open_store(
     should_stop: StopCheck | None = None,
     reporter: Reporter = SILENT,
     wait_seconds: float | None = None,
+    borrow: bool = False,
 ) -> Iterator[Store]:
     """Take the store's run lock for ``job``, then open the store.
 
     Only one process may write a DuckDB file, and two runs of a job must never overlap, so every
     job holds the lock (re-entrant: ``sync`` holds it around its pull, score and push). A run waits
     up to ``schedule.lock_wait_seconds`` for another to finish, then gives up with :class:`Busy`.
+    ``borrow`` (the fresh job) borrows the lock from a long job of the same process at that job's
+    next checkpoint instead of waiting for its end (:mod:`sync.lock`).
     """
 
     def waiting(holder: LockHolder | None) -> None:
@@ -177,6 +180,7 @@ def open_store(
         wait_seconds=wait,
         should_stop=should_stop,
         on_wait=waiting,
+        borrow=borrow,
     )
     with lock:
         path = settings.store.path

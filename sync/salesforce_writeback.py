@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,11 +341,13 @@ def _prepared_batches(
     target: _Target,
     writeback: WritebackSettings,
     batch_size: int,
+    record_ids: Collection[str] | None = None,
 ) -> Iterator[SalesforceWrite]:
     """The write, one batch of scored records at a time (each batch diffed with its own ledger).
 
     Every rule of the diff is per record, so diffing batch by batch gives the same changes as
-    one diff of every record; percentiles are of the whole run.
+    one diff of every record; percentiles are of the whole run. With ``record_ids`` (the fresh
+    job's few leads) only those records are diffed, in one batch.
     """
     output = prediction.salesforce
     assert output is not None
@@ -353,10 +355,12 @@ def _prepared_batches(
     population = store.run_probabilities(run) if run is not None else None
     keys = _external_keys(store, prediction, target.key) if target.mode == "upsert" else {}
     shared = Counter(keys.values())
-    for low, high, scores in store.latest_score_batches(prediction.name, batch_size):
+    for scores, ledger in _score_and_ledger_batches(
+        store, prediction.name, target.object, batch_size, record_ids
+    ):
         diff = diff_outputs(
             score_frame(scores, prediction.task, population),
-            store.ledger(TARGET, target.object, between=(low, high)),
+            ledger,
             target.fields,
             task=prediction.task,
             epsilon=output.epsilon,
@@ -365,6 +369,27 @@ def _prepared_batches(
             check=target.check,
         )
         yield _write_of(diff, target, keys, shared)
+
+
+def _score_and_ledger_batches(
+    store: Store,
+    prediction: str,
+    sobject: str,
+    batch_size: int,
+    record_ids: Collection[str] | None,
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Latest scores and their ledger rows, batch by batch (or only some records, at once)."""
+    if record_ids is None:
+        for low, high, scores in store.latest_score_batches(prediction, batch_size):
+            yield scores, store.ledger(TARGET, sobject, between=(low, high))
+        return
+    wanted = {str(r) for r in record_ids}
+    scores = store.latest_scores(prediction)
+    scores = scores[scores["entity_id"].isin(wanted)].reset_index(drop=True)
+    ledger = store.ledger(TARGET, sobject)
+    if not ledger.empty:
+        ledger = ledger[ledger["record_id"].isin(wanted)].reset_index(drop=True)
+    yield scores, ledger
 
 
 def _write_of(
@@ -514,6 +539,7 @@ def push_salesforce(
     writeback: WritebackSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
     batch_size: int = 50_000,
+    record_ids: Collection[str] | None = None,
 ) -> PushCounts:
     """Write a prediction's latest outputs to Salesforce, sending only changes.
 
@@ -532,6 +558,8 @@ def push_salesforce(
         writeback: ``[writeback]`` settings (retries, dead letters).
         should_stop: checked after each batch is recorded; True stops before the next one.
         batch_size: records per diff batch and per write (``store.batch_size``).
+        record_ids: write only these records' changes (the fresh job); None writes every
+            change.
 
     Returns:
         Counts.
@@ -557,7 +585,7 @@ def push_salesforce(
     ids: dict[str, str] = {}
     with reporter.track(f"push {target.object}", total=None) as task:
         for prepared in _prepared_batches(
-            store, prediction, target, writeback or WritebackSettings(), batch_size
+            store, prediction, target, writeback or WritebackSettings(), batch_size, record_ids
         ):
             diff = prepared.diff
             counts.records += diff.records

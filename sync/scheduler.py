@@ -9,6 +9,9 @@
 - A failing job is logged, recorded and alerted on; the scheduler goes on.
 - A watchdog thread checks for missed schedules (alerts, ``/healthz``) and refreshes next run
   times.
+- ``[fresh]``: a fresh cycle every ``fresh.every`` on its own thread (not the worker: a cycle must
+  not queue behind a sync or train). It borrows the store from a running job at that job's next
+  checkpoint, which the worker's ``should_stop`` check offers (``sync.lock.checkpoint``).
 - :meth:`Service.request_stop` (SIGTERM/SIGINT) stops new runs and asks the running one to stop
   at its next checkpoint (page or batch); :meth:`Service.wait` returns once it has, or after
   ``serve.stop_timeout_seconds``.
@@ -38,7 +41,9 @@ from sync import jobs
 from sync.alerts import Condition
 from sync.config import Settings
 from sync.health_server import HealthServer, ServiceState, overdue_jobs
-from sync.lock import RunLock, lock_path
+from sync.lock import RunLock, checkpoint, lock_path
+from sync.score_api import Scorer
+from sync.stages.fresh import run_fresh
 
 log = logging.getLogger("leadscore.serve")
 
@@ -81,6 +86,9 @@ class Service:
     _skips: list[_Skip] = field(init=False, default_factory=list)
     _skips_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _watchdog: threading.Thread | None = field(init=False, default=None)
+    _fresh: threading.Thread | None = field(init=False, default=None)
+    _fresh_said: str | None = field(init=False, default=None)
+    _cdc: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.state = ServiceState(started_at=self.clock())
@@ -122,6 +130,12 @@ class Service:
             target=self._watch, name="leadscore-watchdog", daemon=True
         )
         self._watchdog.start()
+        if self.settings.fresh is not None:
+            self._fresh = threading.Thread(
+                target=self._fresh_loop, name="leadscore-fresh", daemon=True
+            )
+            self._fresh.start()
+            log.info("fresh cycles every %s", self.settings.fresh.every)
         return self
 
     def _load_history(self) -> None:
@@ -135,8 +149,15 @@ class Service:
         if serve.health_port is None:
             return
         try:
+            fresh = self.settings.fresh
+            token = fresh.api_token.get_secret_value() if fresh and fresh.api_token else None
             self.health_server = HealthServer(
-                self.state, serve.health_host, serve.health_port
+                self.state,
+                serve.health_host,
+                serve.health_port,
+                scorer=Scorer(self.settings),
+                token=token,
+                max_body_bytes=fresh.max_body_bytes if fresh else 1_000_000,
             ).start()
         except OSError as exc:
             raise ConfigError(
@@ -145,7 +166,7 @@ class Service:
                 hint="pick a free serve.health_port, or leave it out to disable the endpoint",
             ) from None
         log.info(
-            "health endpoint on http://%s:%d/healthz and /metrics",
+            "health endpoint on http://%s:%d/healthz and /metrics (POST /v1/score)",
             serve.health_host,
             self.health_server.port,
         )
@@ -194,6 +215,8 @@ class Service:
             self.settings.serve.stop_timeout_seconds,
         )
         self._stop.set()
+        if self._cdc is not None:
+            self._cdc.close()  # ends the subscription's wait for the next event
         if self._scheduler is not None:
             self._scheduler.pause()
 
@@ -211,6 +234,8 @@ class Service:
         if not self._stop.wait(timeout):
             return True
         clean = self._idle.wait(self.settings.serve.stop_timeout_seconds)
+        if self._fresh is not None:
+            self._fresh.join(self.settings.serve.stop_timeout_seconds)
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if clean:
@@ -253,7 +278,7 @@ class Service:
         started = self.clock()
         try:
             self._flush_skips()
-            result = self.runner(self.settings, name, should_stop=self._stop.is_set)
+            result = self.runner(self.settings, name, should_stop=self._checkpoint)
         except Busy as exc:
             self._skip(name, started, str(exc))
         except Interrupted as exc:
@@ -287,6 +312,125 @@ class Service:
         finally:
             self._refresh_schedule()
             self._idle.set()
+
+    def _checkpoint(self) -> bool:
+        """A running job's checkpoint: lend the store to a waiting fresh cycle; stop requested?"""
+        checkpoint(lock_path(self.settings.store.path))
+        return self._stop.is_set()
+
+    def _fresh_loop(self) -> None:
+        """Fresh cycles on their own thread, every ``fresh.every`` from the start of the last."""
+        assert self.settings.fresh is not None
+        interval = self.settings.fresh.interval_seconds
+        client = None
+        try:
+            from connector.salesforce import SalesforceClient
+            from sync.run import salesforce_settings
+
+            client = SalesforceClient(salesforce_settings(self.settings))
+            if self.settings.fresh.trigger == "cdc":
+                self._follow_changes(client)
+                return
+            wait = 0.0
+            while not self._stop.wait(wait):
+                started = time.monotonic()
+                self.run_fresh_cycle(client)
+                wait = max(0.0, interval - (time.monotonic() - started))
+        except Exception:  # the loop must not die silently
+            log.exception("fresh cycles stopped")
+        finally:
+            if client is not None:
+                client.close()
+
+    def _follow_changes(self, client: Any) -> None:
+        """``fresh.trigger = "cdc"``: follow change events until stopped (sync/stages/fresh_cdc)."""
+        from sync.stages.fresh_cdc import ALERT_KEY, CdcTrigger
+
+        def alert(active: bool, detail: str) -> None:
+            condition = Condition(
+                ALERT_KEY,
+                active,
+                "change data capture fell back to polling",
+                detail,
+            )
+            try:
+                jobs.settle_service_alerts(self.settings, [condition])
+            except Exception as exc:  # an alert problem must not stop the trigger
+                log.warning("fresh: the cdc alert was not evaluated: %s", exc)
+
+        trigger = CdcTrigger(
+            self.settings,
+            client,
+            lambda batch: self.run_fresh_cycle(client, batch=batch, catch_up=batch is None),
+            alert,
+            self._stop,
+            observe=self.state.change_events,
+        )
+        self._cdc = trigger
+        log.info("fresh follows change events (%s)", "/data/LeadChangeEvent")
+        trigger.run()
+
+    def run_fresh_cycle(
+        self, client: Any = None, *, batch: Any = None, catch_up: bool = False
+    ) -> jobs.JobResult | None:
+        """One fresh cycle, recorded in the state like a scheduled run; never raises.
+
+        Args:
+            client: a connected Salesforce client kept between cycles.
+            batch: the leads of a group of change events (cdc trigger); None polls.
+            catch_up: poll although the trigger is ``cdc`` (its catch-up).
+
+        Returns:
+            The cycle's result, or None when it was skipped or failed.
+        """
+        started = self.clock()
+        self.state.begin("fresh")
+        try:
+            result = run_fresh(self.settings, client=client, batch=batch, catch_up=catch_up)
+        except Busy as exc:
+            log.warning("fresh skipped: %s", exc)
+            self.state.skipped("fresh", str(exc))
+            return None
+        except LeadscoreError as exc:
+            self._say_once(f"fresh failed: {exc}", logging.ERROR)
+            self.state.finish(
+                "fresh", status="failed", started=started, finished=self.clock(), error=str(exc)
+            )
+            return None
+        except Exception as exc:
+            log.exception("fresh failed unexpectedly")
+            self.state.finish(
+                "fresh",
+                status="failed",
+                started=started,
+                finished=self.clock(),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return None
+        skipped = [
+            f"{name}: {p['skipped']}"
+            for name, p in result.counts.get("predictions", {}).items()
+            if "skipped" in p
+        ]
+        if skipped:
+            self._say_once("fresh waits: " + "; ".join(skipped), logging.WARNING)
+        else:
+            self._fresh_said = None
+        self.state.finish(
+            "fresh",
+            status=result.status,
+            started=started,
+            finished=self.clock(),
+            counts=result.counts,
+            api_calls=result.api_calls,
+        )
+        return result
+
+    def _say_once(self, message: str, level: int) -> None:
+        """Log a message once until it changes (a missing champion is said once, not every 30 s)."""
+        if message != self._fresh_said:
+            log.log(level, "%s", message)
+            self._fresh_said = message
 
     def _on_not_run(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
         """A firing that did not run: too late (missed) or the previous run was still going."""

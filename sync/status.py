@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,7 @@ def read_status(
     histories: dict[str, Any] = {}
     dead, usage, alerts = None, None, []
     dead_rows: list[dict[str, Any]] = []
+    latency: dict[str, Any] | None = None
     readable = False
     if settings.store.path.exists():
         store = _open_for_reading(settings.store.path)
@@ -130,6 +131,10 @@ def read_status(
                     for k, v in sorted(read_alert_states(store).items())
                     if v["active"]
                 ]
+                if (settings.fresh is not None or "fresh" in histories) and store.table_exists(
+                    "fresh_latency"
+                ):
+                    latency = store.fresh_latency_summary(now - timedelta(days=1))
     upcoming = next_run_times(settings, now)
     schedules = settings.schedule.jobs()
     # Overdue by the run log alone (serve may not be running at all): due at the first scheduled
@@ -185,4 +190,18 @@ def read_status(
         "api_usage": usage,
         "alerts": alerts,
         "models": models,
+        **({"fresh": _fresh_status(histories.get("fresh"), latency)} if latency else {}),
+    }
+
+
+def _fresh_status(history: Any, latency: dict[str, Any]) -> dict[str, Any]:
+    """The fresh job's last cycle and its creation -> score latency over the last day."""
+    last = history.last_run if history is not None else None
+    return {
+        "last_cycle": (
+            {k: last[k] for k in ("run_id", "started_at", "finished_at", "status", "error")}
+            if last
+            else None
+        ),
+        "latency_24h": latency,
     }

@@ -57,6 +57,7 @@ from connector.salesforce.rest import (
     read_limits,
     read_records,
     read_records_by_id,
+    read_records_in,
     since_with_overlap,
 )
 from connector.salesforce.session import (
@@ -127,6 +128,7 @@ __all__ = [
     "read_limits",
     "read_records",
     "read_records_by_id",
+    "read_records_in",
     "resolve_fields",
     "since_with_overlap",
     "start_bulk_query",

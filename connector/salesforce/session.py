@@ -103,6 +103,8 @@ class SalesforceClient:
             self.session.headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
         self.user_id: str | None = None
         """The user the session acts as (from the OAuth identity URL), once logged in."""
+        self.org_id: str | None = None
+        """The org (tenant) id, from the OAuth identity URL, once logged in."""
         self._sf: Salesforce | None = None
         self._describes: dict[str, ObjectDescription] = {}
         self._limits: dict[str, dict[str, int]] | None = None
@@ -165,6 +167,29 @@ class SalesforceClient:
                 version=self.settings.api_version,
             )
         return self._sf
+
+    @property
+    def access_token(self) -> str:
+        """The current access token (logging in first if needed); never log it."""
+        return self._auth.token
+
+    def renew_token(self, stale: str) -> None:
+        """Log in again after ``stale`` was rejected (unless another caller already did).
+
+        Args:
+            stale: The rejected token.
+        """
+        self._auth.refresh(stale)
+
+    @property
+    def tenant_id(self) -> str:
+        """The org id the Pub/Sub API expects as ``tenantid`` (logging in first if needed).
+
+        From the OAuth identity URL; a SOAP session has none, and then the session id's prefix
+        before ``!``, which is the org id in Salesforce session ids.
+        """
+        token = self.access_token
+        return self.org_id or token.split("!", 1)[0]
 
     def forget_describes(self) -> None:
         """Drop cached describes (after fields were created or changed)."""
@@ -356,7 +381,9 @@ class SalesforceClient:
             identity = body.get("id")
             if isinstance(identity, str) and "/" in identity:
                 # https://login.salesforce.com/id/{orgId}/{userId}: the user the token acts as
-                self.user_id = identity.rstrip("/").rsplit("/", 1)[1]
+                parts = identity.rstrip("/").rsplit("/", 2)
+                self.user_id = parts[-1]
+                self.org_id = parts[-2]
             return str(body["access_token"]), str(body["instance_url"])
         except (ValueError, KeyError, TypeError):
             raise ConfigError(

@@ -135,6 +135,8 @@ class SalesforceSettings(BaseModel):
         sales_user: a rep's username; ``doctor`` checks what they can read.
         duplicate_rule_allow_save: writes send ``Sforce-Duplicate-Rule-Header: allowSave=true``,
             so active duplicate rules do not block score updates of records they flag.
+        pubsub_endpoint: ``host:port`` of the Pub/Sub API (change events, ``fresh.trigger =
+            "cdc"``): api.pubsub.salesforce.com:7443, or the stand-in's Pub/Sub port.
         write_batch_size: records per sObject Collections call (at most 200); halved on
             ``UNABLE_TO_LOCK_ROW`` / ``CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY`` (triggers at their
             CPU limit), down to one record, and grown back after successful calls.
@@ -176,6 +178,9 @@ class SalesforceSettings(BaseModel):
     sales_user: str | None = None
     duplicate_rule_allow_save: bool = False
     write_batch_size: int = Field(COLLECTION_SIZE, ge=1, le=COLLECTION_SIZE)
+    pubsub_endpoint: str = Field(
+        "api.pubsub.salesforce.com:7443", pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$"
+    )
 
     @field_validator("login_url", "jwt_audience")
     @classmethod

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connector.errors import ConfigError, RequestError
+from connector.errors import ConfigError, LeadscoreError, RequestError
 from connector.progress import Reporter
 from connector.salesforce.bulk import BulkJob, bulk_cursor, read_bulk, start_bulk_query
 from connector.salesforce.describe import db_type, describe_object, resolve_fields
@@ -22,6 +22,7 @@ from connector.salesforce.rest import (
     check_allowance,
     count_records,
     read_records,
+    read_records_in,
     since_with_overlap,
 )
 from connector.salesforce.session import SalesforceClient
@@ -304,6 +305,157 @@ class SalesforceStream:
         if current is None:
             store.mark_full_read(name, started)
         return counts
+
+    def _layout(self, store: Store) -> tuple[str, str, list[str], str, str | None]:
+        """(object, raw table, query fields, cursor field, deleted field) of a pulled object."""
+        description = describe_object(self.client, self.sobject)
+        fields = resolve_fields(
+            description,
+            ["Id", self.settings.cursor_field, *self.settings.fields],
+            setting=f"salesforce.streams.{self.sobject}.fields",
+        )
+        table = raw_table_name("salesforce", description.name)
+        if not store.table_exists(table):
+            raise LeadscoreError(
+                f"{description.name} has not been pulled into the store yet",
+                hint="run `leadscore pull --config FILE` first",
+            )
+        deleted = "IsDeleted" if description.field("IsDeleted") is not None else None
+        query_fields = [*fields, *([deleted] if deleted and deleted not in fields else [])]
+        known = set(store.table_columns(table))
+        query_fields = [f for f in query_fields if f in known or f == deleted]
+        return description.name, table, query_fields, fields[1], deleted
+
+    def changed_since(self, field: str, since: datetime | None) -> tuple[set[str], datetime | None]:
+        """The values of ``field`` (an id) on records changed since a time, and the newest change.
+
+        The fresh job's poll: which leads changed, which leads' Tasks or CampaignMembers did.
+        Reads ``Id``, the cursor field and ``field`` only, deleted records included.
+
+        Args:
+            field: the id field to collect (``Id``, ``WhoId``, ``LeadId``).
+            since: changes at or after this time (inclusive; None reads every record).
+
+        Returns:
+            (the field's non-empty values, the newest cursor value seen or None).
+        """
+        description = describe_object(self.client, self.sobject)
+        setting = f"salesforce.streams.{self.sobject}"
+        cursor = resolve_fields(description, [self.settings.cursor_field], setting=setting)[0]
+        column = resolve_fields(description, [field], setting=setting)[0]
+        select = list(dict.fromkeys(["Id", cursor, column]))
+        values: set[str] = set()
+        newest: datetime | None = None
+        for page in read_records(
+            self.client,
+            description.name,
+            select,
+            cursor_field=cursor,
+            since=since,
+            include_deleted=description.field("IsDeleted") is not None,
+        ):
+            for record in page:
+                if record[column]:
+                    values.add(str(record[column]))
+                if record[cursor] is not None and (newest is None or record[cursor] > newest):
+                    newest = record[cursor]
+        return values, newest
+
+    def read_changed(
+        self, store: Store, field: str, since: datetime | None
+    ) -> tuple[StreamResult, set[str], datetime | None]:
+        """Read the records changed since a time into the store (no cursor moves), in one query.
+
+        The fresh job's poll: the changed Leads, Tasks or CampaignMembers with every configured
+        field, so the records are stored by the same call that finds them.
+
+        Args:
+            store: the store (the object must have been pulled once).
+            field: the id field whose values to collect (``Id``, ``WhoId``, ``LeadId``).
+            since: changes at or after this time (inclusive).
+
+        Returns:
+            What was read and changed, the field's values on records that were new or changed
+            in the store (a record whose stored values did not change, such as a lead whose
+            only change was leadscore's own score write, names nothing), the newest cursor value.
+        """
+        name, table, query_fields, cursor, deleted = self._layout(store)
+        column = resolve_fields(
+            describe_object(self.client, self.sobject),
+            [field],
+            setting=f"salesforce.streams.{self.sobject}",
+        )[0]
+        select = list(dict.fromkeys([*query_fields, column]))
+        result = StreamResult()
+        values: set[str] = set()
+        newest: datetime | None = None
+        for page in read_records(
+            self.client,
+            name,
+            select,
+            cursor_field=cursor,
+            since=since,
+            include_deleted=deleted is not None,
+        ):
+            changed: set[str] = set()
+            counts = store.merge_records(
+                table,
+                _frame(page, select),
+                key="Id",
+                cursor_field=cursor,
+                deleted_field=deleted,
+                changed=changed,
+            )
+            for record in page:
+                if record[column] and str(record["Id"]) in changed:
+                    values.add(str(record[column]))
+                if record[cursor] is not None and (newest is None or record[cursor] > newest):
+                    newest = record[cursor]
+            result.fetched += len(page)
+            result.new += counts.inserted
+            result.changed += counts.updated
+            result.unchanged += counts.unchanged
+            result.deleted += counts.deleted
+        return result, values, newest
+
+    def read_where(
+        self, store: Store, field: str, values: set[str] | list[str]
+    ) -> tuple[StreamResult, list[dict[str, Any]]]:
+        """Read the records whose ``field`` is one of ``values`` into the store (no cursor moves).
+
+        Args:
+            store: the store (the object must have been pulled once).
+            field: the field to match (``Id``, ``WhoId``, ``LeadId``).
+            values: ids.
+
+        Returns:
+            What was read and changed, and the records read.
+        """
+        name, table, query_fields, cursor, deleted = self._layout(store)
+        column = resolve_fields(
+            describe_object(self.client, self.sobject),
+            [field],
+            setting=f"salesforce.streams.{self.sobject}",
+        )[0]
+        result = StreamResult()
+        if not values:
+            return result, []
+        records = read_records_in(
+            self.client,
+            name,
+            query_fields,
+            column,
+            sorted(values),
+            include_deleted=deleted is not None,
+        )
+        frame = _frame(records, query_fields)
+        counts = store.merge_records(
+            table, frame, key="Id", cursor_field=cursor, deleted_field=deleted
+        )
+        result.fetched = len(records)
+        result.new, result.changed = counts.inserted, counts.updated
+        result.unchanged, result.deleted = counts.unchanged, counts.deleted
+        return result, records
 
     @staticmethod
     def _full_read_due(store: Store, name: str, stream: StreamSettings, reporter: Reporter) -> bool:

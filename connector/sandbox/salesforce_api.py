@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from connector.sandbox.change_events import ChangeEventLog, origin_for
 from connector.sandbox.database import Database
 from connector.sandbox.faults import Drop, FaultPlan, RequestInfo, Slow
 from connector.sandbox.ids import BASE62, SEQUENCE_DIGITS, make_id, normalize_id
@@ -315,6 +316,10 @@ class SalesforceApi:
         from connector.sandbox.bulk_v1 import BulkV1Api
 
         self.bulk_v1 = BulkV1Api(self)
+        # Change Data Capture (connector/sandbox/change_events.py): set by the Sandbox when its
+        # Pub/Sub API is on; None captures nothing.
+        self.change_events: ChangeEventLog | None = None
+        self._call = threading.local()
 
     @property
     def objects(self) -> dict[str, ObjectDef]:
@@ -384,6 +389,7 @@ class SalesforceApi:
             The response.
         """
         category = _categorize(request)
+        self._call.origin = origin_for(request.path)
         fault = self.faults.on_request(RequestInfo(request.method, request.path, category))
         truncate_at: int | None = None
         if isinstance(fault, Slow):
@@ -463,6 +469,17 @@ class SalesforceApi:
             # The token acts as this user (contract section 1.3).
             users[token] = user_id or self.credentials.user_id
         return token
+
+    def token_is_valid(self, token: str) -> bool:
+        """Whether an access token was issued by this org and has not expired (Pub/Sub API).
+
+        Args:
+            token: The access token.
+
+        Returns:
+            True when valid.
+        """
+        return self._token_is_valid(token)
 
     def _token_is_valid(self, token: str) -> bool:
         with self._state_lock:
@@ -1170,9 +1187,14 @@ class SalesforceApi:
         if busy is not None:
             error = RecordError(busy.status_code, busy.message).as_dict()
             return [{"success": False, "errors": [error]} for _ in writes]
+        events = self.change_events
         with self.db.lock:
             conn = self.db.connection
             conn.execute("BEGIN IMMEDIATE")
+            if events is not None:
+                # UI edits (log=False) are not API calls: an empty changeOrigin.
+                events.begin(getattr(self._call, "origin", "") if log else "")
+            committed = False
             try:
                 for write in writes:
                     conn.execute("SAVEPOINT record")
@@ -1203,9 +1225,13 @@ class SalesforceApi:
                         for result in results
                     ]
                 conn.execute("COMMIT")
+                committed = True
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                if events is not None:
+                    events.end(committed)
         return results
 
     def _apply_one(
@@ -1315,6 +1341,7 @@ class SalesforceApi:
         self.security.after_write(conn, obj, record_id)
         if log:
             self._log(conn, obj, record_id, changes, now)
+        self._capture(obj, record_id, "UPDATE", assignments, now)
         return {"id": record_id, "success": True, "errors": []}
 
     def _create(
@@ -1368,7 +1395,16 @@ class SalesforceApi:
         )
         if log:
             self._log(conn, obj, record_id, changes, now)
+        self._capture(obj, record_id, "CREATE", row, now)
         return {"id": record_id, "success": True, "errors": []}
+
+    def _capture(
+        self, obj: ObjectDef, record_id: str, change_type: str, values: dict[str, Any], now: int
+    ) -> None:
+        """Record the write's change event in its transaction (when CDC is on)."""
+        if self.change_events is not None:
+            user = self.security.acting_user or self.credentials.user_id
+            self.change_events.capture(obj, record_id, change_type, values, now, user)
 
     def _delete(
         self, conn: sqlite3.Connection, write: _Write, now: int, log: bool
@@ -1389,6 +1425,7 @@ class SalesforceApi:
         )
         if log:
             self._log(conn, obj, record_id, {"IsDeleted": 1}, now)
+        self._capture(obj, record_id, "DELETE", {}, now)
         return {"id": record_id, "success": True, "errors": []}
 
     def _check_new_member(self, conn: sqlite3.Connection, row: dict[str, Any]) -> None:

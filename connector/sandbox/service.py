@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from connector.sandbox.change_events import DEFAULT_RETENTION_SECONDS, ChangeEventLog
 from connector.sandbox.database import DATABASE_NAME, Database, create_indexes, create_schema
 from connector.sandbox.faults import FaultPlan
 from connector.sandbox.generator import (
@@ -39,6 +40,9 @@ from connector.sandbox.schema import API_VERSION
 from connector.sandbox.security import INTEGRATION_PROFILE
 from connector.sandbox.segment_api import SegmentApi, SegmentCredentials, SegmentOptions
 from connector.sandbox.server import SandboxServer
+
+if TYPE_CHECKING:
+    from connector.sandbox.pubsub_server import PubSubServer
 from connector.sandbox.tls import TlsFiles, ensure_tls_files, make_server_context
 
 HOST = "127.0.0.1"
@@ -126,6 +130,12 @@ class Sandbox:
             fields (``connector/sandbox/org_rules.py``).
         org: The hidden model: ``classic``, ``interacting`` or ``drifting``
             (``connector.sandbox.generator.ORGS``; ``docs/sandbox.md``).
+        pubsub: Serve the Pub/Sub API (gRPC over TLS, same CA) on its own port and capture
+            change events of ``cdc_entities`` (``connector/sandbox/pubsub_server.py``).
+        pubsub_port: Its TCP port on 127.0.0.1 (0 picks a free one).
+        pubsub_keepalive_seconds: Interval of the empty keepalive responses (270 in Salesforce).
+        change_event_retention_seconds: How long change events stay replayable (72 h).
+        cdc_entities: Objects selected for Change Data Capture.
     """
 
     def __init__(
@@ -151,6 +161,11 @@ class Sandbox:
         setup_rights: bool = True,
         org_features: OrgFeatures | None = None,
         org: str = "classic",
+        pubsub: bool = False,
+        pubsub_port: int = 0,
+        pubsub_keepalive_seconds: float = 270.0,
+        change_event_retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        cdc_entities: Sequence[str] = ("Lead",),
     ) -> None:
         if org not in ORGS:
             raise ValueError(f"org must be one of {', '.join(ORGS)}, not {org!r}")
@@ -198,6 +213,13 @@ class Sandbox:
         self._tls: TlsFiles | None = None
         self._as_of_epoch: int | None = None
         self._stopped = threading.Event()
+        self.pubsub = pubsub
+        self.pubsub_port = pubsub_port
+        self.pubsub_keepalive_seconds = pubsub_keepalive_seconds
+        self.change_event_retention_seconds = change_event_retention_seconds
+        self.cdc_entities = tuple(cdc_entities)
+        self._change_events: ChangeEventLog | None = None
+        self._pubsub_server: PubSubServer | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -241,6 +263,8 @@ class Sandbox:
         self._server = SandboxServer(
             (HOST, self.port), _Routes(self._api, self._segment_api), make_server_context(self._tls)
         )
+        if self.pubsub:
+            self._start_pubsub()
         self._stopped.clear()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -250,6 +274,21 @@ class Sandbox:
         )
         self._thread.start()
         return self
+
+    def _start_pubsub(self) -> None:
+        from connector.sandbox.pubsub_server import PubSubServer, PubSubService  # grpc: opt-in
+
+        db, api, tls = self._require_db(), self._require_api(), self._tls
+        assert tls is not None
+        self._change_events = ChangeEventLog(
+            db.connection, db.lock, self.cdc_entities, self.change_event_retention_seconds
+        )
+        self._change_events.expire(time.time())
+        api.change_events = self._change_events
+        service = PubSubService(
+            api, self._change_events, lambda: self.url, self.pubsub_keepalive_seconds
+        )
+        self._pubsub_server = PubSubServer(service, tls, HOST, self.pubsub_port)
 
     def serve_forever(self) -> None:
         """Start (if needed) and block until ``stop()`` or KeyboardInterrupt."""
@@ -264,6 +303,9 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop serving, close connections and the database. Safe to call twice."""
+        pubsub, self._pubsub_server = self._pubsub_server, None
+        if pubsub is not None:
+            pubsub.stop()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -398,6 +440,58 @@ class Sandbox:
         return f"https://{HOST}:{self._server.port}"
 
     @property
+    def pubsub_endpoint(self) -> str:
+        """The Pub/Sub API's ``host:port`` (gRPC over TLS, trusting ``ca_bundle``)."""
+        if self._pubsub_server is None:
+            raise RuntimeError("the sandbox's Pub/Sub API is not started (pubsub=True)")
+        return f"{HOST}:{self._pubsub_server.port}"
+
+    @property
+    def pubsub_calls(self) -> list[str]:
+        """Every Pub/Sub RPC served, by method name, in order."""
+        if self._pubsub_server is None:
+            raise RuntimeError("the sandbox's Pub/Sub API is not started (pubsub=True)")
+        return list(self._pubsub_server.service.calls)
+
+    def _require_change_events(self) -> ChangeEventLog:
+        if self._change_events is None:
+            raise RuntimeError("the sandbox's Pub/Sub API is not started (pubsub=True)")
+        return self._change_events
+
+    def emit_gap_event(self, sobject: str, ids: list[str], change_type: str = "GAP_UPDATE") -> int:
+        """Commit a gap event naming records, as Salesforce does when it cannot build an event.
+
+        Args:
+            sobject: Object API name (captured).
+            ids: The records.
+            change_type: ``GAP_CREATE``, ``GAP_UPDATE``, ``GAP_DELETE``, ``GAP_UNDELETE`` or
+                ``GAP_OVERFLOW``.
+
+        Returns:
+            The gap event's replay id (as a number).
+        """
+        events = self._require_change_events()
+        obj = self._require_api().org_objects[sobject.lower()]
+        return events.emit_gap(obj, ids, change_type, int(time.time()), self.credentials.user_id)
+
+    def expire_change_events(self, retention_seconds: float = 0.0) -> int:
+        """Drop change events older than a window now, as if time had passed (default: all).
+
+        Args:
+            retention_seconds: Keep events committed within this many seconds.
+
+        Returns:
+            The number of events dropped; replay ids up to the newest one dropped are expired.
+        """
+        return self._require_change_events().expire(time.time(), retention_seconds)
+
+    def reset_pubsub_streams(self) -> None:
+        """End every open Subscribe call with ``UNAVAILABLE`` (a failover, as clients see it)."""
+        if self._pubsub_server is None:
+            raise RuntimeError("the sandbox's Pub/Sub API is not started (pubsub=True)")
+        self._pubsub_server.service.reset_streams()
+
+    @property
     def as_of(self) -> dt.datetime:
         """End of the generated history (UTC)."""
         if self._as_of_epoch is None:
@@ -433,6 +527,9 @@ class Sandbox:
             "profile_api_token": self.segment_credentials.access_token,
             "space_id": self.segment_credentials.space_id,
             "segment_data": self.segment,
+            # Pub/Sub API (gRPC over TLS, same CA); None unless started with pubsub=True.
+            "pubsub_endpoint": self.pubsub_endpoint if self._pubsub_server else None,
+            "org_id": self.credentials.org_id,
             # Sales reps log in with the OAuth username-password flow (UI API as a rep).
             "sales_users": [
                 {"username": user.username, "password": user.password}

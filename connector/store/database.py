@@ -12,7 +12,10 @@ Layout (see ``docs/architecture.md``):
   same transaction as the page it belongs to;
 - ``stream_full_read``: per stream, when it was last read in full (periodic full reads);
 - ``run_log``: one row per job run;
-- ``score_history``: every score ever computed, by prediction and scoring run;
+- ``score_history``: every score ever computed, by prediction and scoring run (``partial`` runs
+  of the fresh job score some entities and overlay the latest full run);
+- ``fresh_position``, ``fresh_latency``: where the fresh job's trigger stands, and how long new
+  records waited for their first confirmed score;
 - ``writeback_ledger``: per target record and field, the last value the target confirmed, plus the
   status and error of the latest attempt. Nothing is marked written until the target system
   confirmed it.
@@ -44,6 +47,8 @@ if TYPE_CHECKING:  # pandas costs 0.3 s to import; `leadscore status` never need
     import numpy as np
     import pandas as pd
 
+# Columns every write moves, whoever makes it: not a change of the record's content.
+_BOOKKEEPING = frozenset({"systemmodstamp", "lastmodifieddate", "lastmodifiedbyid"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -292,6 +297,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             label VARCHAR NOT NULL,
             type VARCHAR NOT NULL)""",
     ),
+    # Speed to lead (issue 14): a scoring run of some entities only (the fresh job) overlays the
+    # latest full run; where the fresh job's trigger stands (poll cursors, a CDC replay id),
+    # committed after the work it triggered; creation -> confirmed write latency per new record.
+    (
+        "ALTER TABLE score_history ADD COLUMN partial BOOLEAN",
+        """CREATE TABLE fresh_position (
+            trigger VARCHAR PRIMARY KEY,
+            position JSON NOT NULL,
+            updated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE fresh_latency (
+            prediction VARCHAR NOT NULL,
+            entity_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            confirmed_at TIMESTAMP NOT NULL,
+            seconds DOUBLE NOT NULL,
+            trigger VARCHAR NOT NULL,
+            PRIMARY KEY (prediction, entity_id))""",
+    ),
+    # Change data capture (issue 14): every change event the fresh job's cdc trigger handled,
+    # written in the transaction that commits its replay id (fresh_position), so an event is
+    # either handled and recorded with its position, or neither (a restart replays it).
+    (
+        """CREATE TABLE change_events (
+            trigger VARCHAR NOT NULL,
+            replay_id VARCHAR NOT NULL,
+            entity VARCHAR NOT NULL,
+            change_type VARCHAR NOT NULL,
+            record_ids JSON NOT NULL,
+            outcome VARCHAR NOT NULL,
+            committed_at TIMESTAMP,
+            received_at TIMESTAMP NOT NULL,
+            handled_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (trigger, replay_id))""",
+    ),
     # Retention (issue 17): a thinned score-history row stands for a stretch of runs in which
     # the lead's score held, from valid_from (NULL: scored_at) to scored_at; score_run keeps
     # every finished run (its time, model and size) when its rows are thinned away.
@@ -302,9 +341,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             prediction VARCHAR NOT NULL,
             scored_at TIMESTAMP NOT NULL,
             model_version VARCHAR,
-            rows BIGINT NOT NULL)""",
+            rows BIGINT NOT NULL,
+            partial BOOLEAN)""",
         """INSERT INTO score_run SELECT score_run_id, any_value(prediction), max(scored_at),
-                  any_value(model_version), count(*)
+                  any_value(model_version), count(*),
+                  bool_or(coalesce(partial, false))
            FROM score_history GROUP BY score_run_id""",
     ),
 )
@@ -695,8 +736,13 @@ class Store:
         deleted_field: str | None,
         *,
         text: bool = False,
+        changed: set[str] | None = None,
     ) -> tuple[PageCounts, Any]:
         """Merge a registered page into a raw table (caller holds the transaction).
+
+        ``changed``, when given, receives the keys of rows inserted, deleted or updated in a
+        column other than the bookkeeping ones (cursor, ``LastModifiedDate``...): a record whose
+        only change is a write by leadscore itself (it moves ``SystemModstamp``) is not in it.
 
         Returns:
             The counts and the page's newest cursor value (deleted rows included).
@@ -753,6 +799,22 @@ class Store:
                       max(p.{cursor})
                     FROM _merge_page p LEFT JOIN {t} t ON t.{k} = p.{k}"""
             ).fetchall()[0]
+            if changed is not None:
+                bookkeeping = {cursor_field.lower(), *_BOOKKEEPING}
+                content = (
+                    " OR ".join(
+                        f"t.{q} IS DISTINCT FROM p.{q}"
+                        for c, q in zip(columns, quoted, strict=True)
+                        if q != k and c.lower() not in bookkeeping
+                    )
+                    or "false"
+                )
+                rows = con.execute(
+                    f"""SELECT CAST(p.{k} AS VARCHAR) FROM _merge_page p
+                        LEFT JOIN {t} t ON t.{k} = p.{k}
+                        WHERE t.{k} IS NULL OR p._ls_deleted OR ({content})"""
+                ).fetchall()
+                changed.update(r[0] for r in rows)
             if deleted_field:
                 con.execute(
                     f"DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM _merge_page WHERE _ls_deleted)"
@@ -1128,7 +1190,12 @@ class Store:
         return int(row[0])
 
     def append_scores(
-        self, prediction: str, scores: pd.DataFrame, *, score_run_id: int | None = None
+        self,
+        prediction: str,
+        scores: pd.DataFrame,
+        *,
+        score_run_id: int | None = None,
+        partial: bool = False,
     ) -> int:
         """Append one scoring run, or one batch of it, to ``score_history``.
 
@@ -1138,6 +1205,8 @@ class Store:
                 scored_at`` and optionally ``class_probabilities`` (JSON text, multiclass).
             score_run_id: the run this batch belongs to (:meth:`start_score_run`); None: the
                 frame is a whole run and gets a new id.
+            partial: the run scored some entities only (the fresh job): it overlays the latest
+                full run in :meth:`latest_scores` instead of replacing it.
 
         Returns:
             The scoring run id.
@@ -1146,7 +1215,7 @@ class Store:
         if score_run_id is None:
             score_run_id = self.start_score_run()
         with self.transaction() as con:
-            frame = scores.assign(score_run_id=score_run_id, prediction=prediction)
+            frame = scores.assign(score_run_id=score_run_id, prediction=prediction, partial=partial)
             if "class_probabilities" not in frame.columns:
                 frame = frame.assign(class_probabilities=None)
             frame["class_probabilities"] = frame["class_probabilities"].astype(object)
@@ -1155,10 +1224,10 @@ class Store:
                 con.execute(
                     "INSERT INTO score_history (score_run_id, prediction, entity_id, "
                     "model_version, probability, score, tier, reasons, scored_at, "
-                    "class_probabilities) "
+                    "class_probabilities, partial) "
                     "SELECT score_run_id, prediction, entity_id, "
                     "model_version, probability, score, tier, reasons, scored_at, "
-                    "CAST(class_probabilities AS JSON) FROM _scores"
+                    "CAST(class_probabilities AS JSON), partial FROM _scores"
                 )
             finally:
                 con.unregister("_scores")
@@ -1180,7 +1249,7 @@ class Store:
         con.execute(
             """INSERT OR REPLACE INTO score_run
                SELECT score_run_id, any_value(prediction), max(scored_at),
-                      any_value(model_version), count(*)
+                      any_value(model_version), count(*), bool_or(coalesce(partial, false))
                FROM score_history WHERE score_run_id = ? GROUP BY score_run_id""",
             [score_run_id],
         )
@@ -1305,7 +1374,10 @@ class Store:
         return total, {str(t): int(n) for t, n in sorted(rows, key=lambda r: str(r[0])) if t}
 
     def latest_scores(self, prediction: str) -> pd.DataFrame:
-        """The scores of the latest scoring run of a prediction.
+        """The current scores of a prediction: its latest full run, overlaid by later partial runs.
+
+        A partial run (the fresh job) scores a few entities; for those its row is newer than the
+        full run's, for every other entity the full run's row stands.
 
         Args:
             prediction: prediction name.
@@ -1316,16 +1388,28 @@ class Store:
         """
         return self.query_df(
             """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
-                      CAST(class_probabilities AS VARCHAR) AS class_probabilities
-               FROM score_history WHERE prediction = ? AND score_run_id =
-                 (SELECT max(score_run_id) FROM score_history WHERE prediction = ?)""",
+                      class_probabilities FROM (
+                 SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
+                        CAST(class_probabilities AS VARCHAR) AS class_probabilities,
+                        row_number() OVER (PARTITION BY entity_id
+                                           ORDER BY score_run_id DESC) AS nth
+                 FROM score_history WHERE prediction = ? AND score_run_id >= coalesce(
+                   (SELECT max(score_run_id) FROM score_history
+                    WHERE prediction = ? AND NOT coalesce(partial, false)), 0))
+               WHERE nth = 1 ORDER BY entity_id""",
             [prediction, prediction],
         )
 
     def latest_run_id(self, prediction: str) -> int | None:
-        """The id of a prediction's latest scoring run (None: never scored)."""
+        """The id of a prediction's latest full scoring run (None: never scored).
+
+        The fresh job's partial runs overlay it (:meth:`latest_scores`); they are not runs of
+        their own for percentiles or batches.
+        """
         row = self.con.execute(
-            "SELECT max(score_run_id) FROM score_history WHERE prediction = ?", [prediction]
+            "SELECT max(score_run_id) FROM score_history "
+            "WHERE prediction = ? AND NOT coalesce(partial, false)",
+            [prediction],
         ).fetchall()[0]
         return None if row[0] is None else int(row[0])
 
@@ -1377,16 +1461,200 @@ class Store:
         ]
         for i, low in enumerate(bounds):
             high = bounds[i + 1] if i + 1 < len(bounds) else None
+            # the full run's rows, overlaid by the fresh job's later partial runs (whose new
+            # entities may sort before the first bound: the first batch has no lower bound)
             frame = self.query_df(
                 """SELECT entity_id, model_version, probability, score, tier, reasons, scored_at,
-                          CAST(class_probabilities AS VARCHAR) AS class_probabilities
-                   FROM score_history WHERE score_run_id = ? AND entity_id >= ?
-                     AND (CAST(? AS VARCHAR) IS NULL OR entity_id < ?)
-                   ORDER BY entity_id""",
-                [run, low, high, high],
+                          class_probabilities FROM (
+                     SELECT entity_id, model_version, probability, score, tier, reasons,
+                            scored_at, CAST(class_probabilities AS VARCHAR) AS class_probabilities,
+                            row_number() OVER (PARTITION BY entity_id
+                                               ORDER BY score_run_id DESC) AS nth
+                     FROM score_history
+                     WHERE prediction = ? AND score_run_id >= ?
+                       AND (CAST(? AS VARCHAR) IS NULL OR entity_id >= ?)
+                       AND (CAST(? AS VARCHAR) IS NULL OR entity_id < ?))
+                   WHERE nth = 1 ORDER BY entity_id""",
+                [prediction, run, None if i == 0 else low, low, high, high],
             )
             if not frame.empty:
                 yield str(frame["entity_id"].iloc[0]), str(frame["entity_id"].iloc[-1]), frame
+
+    # -- the fresh job
+    # ----------------------------------------------------------------------------------
+
+    def fresh_position(self, trigger: str) -> Any:
+        """Where a fresh trigger stands (poll cursors, a replay id), or None before its first run.
+
+        Args:
+            trigger: the trigger's key (``poll``, ``cdc:/data/LeadChangeEvent``).
+
+        Returns:
+            The JSON value last committed with :meth:`commit_fresh_position`.
+        """
+        rows = self.con.execute(
+            "SELECT CAST(position AS VARCHAR) FROM fresh_position WHERE trigger = ?", [trigger]
+        ).fetchall()
+        return json.loads(rows[0][0]) if rows else None
+
+    def commit_fresh_position(
+        self,
+        trigger: str,
+        position: Any,
+        latencies: Sequence[dict[str, Any]] = (),
+        events: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Commit a trigger's position with the first-write latencies of the work it triggered.
+
+        Called after the triggered records were scored and their writes confirmed: a crash before
+        this commit repeats the work, which the write-back ledger turns into no writes.
+
+        Args:
+            trigger: the trigger's key.
+            position: JSON-serialisable position.
+            latencies: ``prediction, entity_id, created_at, confirmed_at, trigger`` of records
+                whose first score write was confirmed (a record keeps its first latency).
+            events: the change events this work handled (``replay_id`` hex, ``entity``,
+                ``change_type``, ``record_ids``, ``outcome``, ``committed_at``,
+                ``received_at``): recorded with the position, never twice.
+        """
+        with self.transaction() as con:
+            con.execute(
+                """INSERT INTO fresh_position VALUES (?, ?, ?)
+                   ON CONFLICT (trigger) DO UPDATE SET position = excluded.position,
+                     updated_at = excluded.updated_at""",
+                [trigger, json.dumps(position, default=str), utc_now()],
+            )
+            for row in latencies:
+                seconds = (row["confirmed_at"] - row["created_at"]).total_seconds()
+                con.execute(
+                    "INSERT INTO fresh_latency VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [
+                        row["prediction"],
+                        row["entity_id"],
+                        _py(row["created_at"]),
+                        _py(row["confirmed_at"]),
+                        seconds,
+                        row["trigger"],
+                    ],
+                )
+            handled_at = utc_now()
+            for event in events:
+                con.execute(
+                    "INSERT INTO change_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        trigger,
+                        event["replay_id"],
+                        event["entity"],
+                        event["change_type"],
+                        json.dumps(list(event["record_ids"])),
+                        event["outcome"],
+                        _py(event["committed_at"]) if event.get("committed_at") else None,
+                        _py(event["received_at"]),
+                        handled_at,
+                    ],
+                )
+
+    def change_event_counts(self, trigger: str) -> dict[str, int]:
+        """How many handled change events had each outcome (``scored``, ``ignored_fields``, ...).
+
+        Args:
+            trigger: the trigger's key.
+
+        Returns:
+            Outcome -> count.
+        """
+        rows = self.con.execute(
+            "SELECT outcome, count(*) FROM change_events WHERE trigger = ? GROUP BY outcome",
+            [trigger],
+        ).fetchall()
+        return {str(outcome): int(count) for outcome, count in rows}
+
+    def fresh_latency_summary(self, since: datetime) -> dict[str, Any]:
+        """Creation -> first confirmed score write of leads written since a time.
+
+        Args:
+            since: only writes confirmed at or after this time (naive UTC).
+
+        Returns:
+            ``leads``, ``p50``, ``p95``, ``max`` (seconds; None without leads).
+        """
+        row = self.con.execute(
+            "SELECT count(*), quantile_cont(seconds, 0.5), quantile_cont(seconds, 0.95), "
+            "max(seconds) FROM fresh_latency WHERE confirmed_at >= ?",
+            [since],
+        ).fetchall()[0]
+        return {"leads": int(row[0]), "p50": row[1], "p95": row[2], "max": row[3]}
+
+    def values_by_key(
+        self, table: str, key: str, column: str, keys: Iterable[str]
+    ) -> dict[str, Any]:
+        """One column of the rows of a table whose key is one of ``keys``.
+
+        Args:
+            table: the table (a validated identifier).
+            key: the key column.
+            column: the value column.
+            keys: the keys.
+
+        Returns:
+            Key (as text) -> value, for the rows present.
+        """
+        wanted = sorted({str(k) for k in keys})
+        if not wanted:
+            return {}
+        q = quote_identifier
+        rows = self.con.execute(
+            f"SELECT CAST({q(key)} AS VARCHAR), {q(column)} FROM {q(table)} "
+            f"WHERE CAST({q(key)} AS VARCHAR) IN (SELECT unnest(?))",
+            [wanted],
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def merge_records(
+        self,
+        table: str,
+        page: pd.DataFrame,
+        *,
+        key: str,
+        cursor_field: str,
+        deleted_field: str | None = None,
+        changed: set[str] | None = None,
+    ) -> PageCounts:
+        """Upsert records read outside a stream's pull (the fresh job), leaving every cursor alone.
+
+        The stream's own pull still reads them (and finds them unchanged); the fresh job commits
+        its own position once the records are scored and written.
+
+        Args:
+            table: raw table (created by :meth:`ensure_table`).
+            page: records with the table's columns.
+            key: primary-key column.
+            cursor_field: the stream's cursor column (newest version of a record wins).
+            deleted_field: boolean column marking deleted records (removed from the table).
+            changed: receives the keys of the rows that were new, changed or deleted.
+
+        Returns:
+            Counts of new, changed, unchanged and deleted rows.
+        """
+        if page.empty:
+            return PageCounts(0, 0, 0)
+        with self.transaction() as con:
+            con.register("_page", page)
+            try:
+                counts, _ = self._merge(
+                    con,
+                    table,
+                    "_page",
+                    list(page.columns),
+                    key,
+                    cursor_field,
+                    deleted_field,
+                    changed=changed,
+                )
+            finally:
+                con.unregister("_page")
+        return counts
 
     # -- write-back ledger
     # ----------------------------------------------------------------------------------
@@ -1412,6 +1680,30 @@ class Store:
             "AND (CAST(? AS VARCHAR) IS NULL OR record_id BETWEEN ? AND ?)",
             [target, sobject, low, low, high],
         )
+
+    def confirmed_times(
+        self, target: str, sobject: str, record_ids: Iterable[str]
+    ) -> dict[str, datetime]:
+        """When a target last confirmed each record's writes (the earliest of its fields).
+
+        Args:
+            target: ``salesforce`` or ``segment``.
+            sobject: object name.
+            record_ids: the records.
+
+        Returns:
+            Record id -> confirmation time, for records with a confirmed value.
+        """
+        ids = sorted({str(r) for r in record_ids})
+        if not ids:
+            return {}
+        rows = self.con.execute(
+            "SELECT record_id, min(confirmed_at) FROM writeback_ledger "
+            "WHERE target = ? AND object = ? AND confirmed_at IS NOT NULL "
+            "AND record_id IN (SELECT unnest(?)) GROUP BY record_id",
+            [target, sobject, ids],
+        ).fetchall()
+        return {str(r[0]): r[1] for r in rows}
 
     def confirmed_record_ids(self, sobject: str, field: str) -> set[str]:
         """Records for which a target confirmed a value of this object's field (any target).

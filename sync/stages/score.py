@@ -12,6 +12,7 @@ from scoring.pipeline import ScoringError, score_batches
 from scoring.registry import ModelVersion, load_champion
 from sync.capacity import apply_capacity_tiers
 from sync.config import PredictionConfig, Settings
+from sync.lock import lendable, lock_path
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, release_memory, scoring_error
 from sync.stages.freshness import prediction_as_of
@@ -97,14 +98,20 @@ def _score_prediction(
     capacity: dict[str, Any] | None = None
     try:
         with reporter.track(f"score {spec.name}", total=None) as task:
-            for batch in score_batches(
+            batches = score_batches(
                 store.read_connection(),
                 spec,
                 predictor,
                 champion.metadata,
                 score_time=score_time,
                 batch_size=settings.store.batch_size,
-            ):
+            )
+            while True:
+                # computing a batch only reads the store: a fresh cycle may borrow it meanwhile
+                with lendable(lock_path(settings.store.path)):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
                 store.append_scores(spec.name, batch, score_run_id=run_id)
                 rows += len(batch)
                 task.advance(len(batch))

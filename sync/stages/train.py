@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pandas as pd
@@ -21,6 +22,7 @@ from scoring.registry import (
 )
 from scoring.traits import TraitSpec
 from sync.config import PredictionConfig, Settings
+from sync.lock import lendable, lock_path
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, scoring_error
 from sync.stages.freshness import prediction_as_of
@@ -46,6 +48,17 @@ def _prediction_traits(settings: Settings, spec: PredictionConfig) -> list[Trait
     """The ``[[traits]]`` a prediction uses as features (``features.traits``; default all)."""
     chosen = spec.features.traits
     return [t for t in settings.traits if chosen is None or t.name in chosen]
+
+
+def _training_threads(settings: Settings) -> int:
+    """CatBoost's threads: all cores, or all but one when fresh cycles must keep running.
+
+    A fit saturates every core; a fresh cycle borrowing the store meanwhile would then take
+    several times longer than its 30 s. With ``[fresh]`` configured, training leaves one core.
+    """
+    if settings.fresh is None:
+        return -1
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def run_train(
@@ -80,33 +93,36 @@ def run_train(
             as_of = prediction_as_of(store, settings, spec)
             when = f" as of {as_of:%Y-%m-%d %H:%M} UTC" if as_of else ""
             reporter.stage(f"{spec.name}: training set{when}")
+            # Fitting only reads the store: a fresh cycle may borrow it meanwhile (sync/lock.py).
             try:
-                outcome = train_prediction(
-                    store.read_connection(),
-                    spec,
-                    as_of=as_of,
-                    exclude_fields={f.lower() for f in output_fields(settings, spec)},
-                    progress=lambda stage, name=spec.name: reporter.stage(f"{name}: {stage}"),
-                    traits=_prediction_traits(settings, spec),
-                )
-                current = load_champion(settings.store.models_dir, spec.name)
-                gate = (
-                    compare_with_champion(
-                        store.read_connection(), spec, outcome, current.load(), current.metadata
+                with lendable(lock_path(settings.store.path)):
+                    outcome = train_prediction(
+                        store.read_connection(),
+                        spec,
+                        as_of=as_of,
+                        exclude_fields={f.lower() for f in output_fields(settings, spec)},
+                        progress=lambda stage, name=spec.name: reporter.stage(f"{name}: {stage}"),
+                        traits=_prediction_traits(settings, spec),
+                        thread_count=_training_threads(settings),
                     )
-                    if current is not None
-                    else {"promote": True, "reason": "no champion yet"}
-                )
-                # Reference for drift monitoring: the population this model would score at the
-                # cut-off (static tables have no time: their scoring time is now).
-                reporter.stage(f"{spec.name}: profiling the scored population for drift monitoring")
-                profile = reference_profile(
-                    store.read_connection(),
-                    spec,
-                    outcome.predictor,
-                    outcome.metadata,
-                    at=score_time_for(as_of or utc_now()),
-                )
+                    current = load_champion(settings.store.models_dir, spec.name)
+                    gate = (
+                        compare_with_champion(
+                            store.read_connection(), spec, outcome, current.load(), current.metadata
+                        )
+                        if current is not None
+                        else {"promote": True, "reason": "no champion yet"}
+                    )
+                    # Reference for drift monitoring: the population this model would score at the
+                    # cut-off (static tables have no time: their scoring time is now).
+                    reporter.stage(f"{spec.name}: profiling the scored population for drift")
+                    profile = reference_profile(
+                        store.read_connection(),
+                        spec,
+                        outcome.predictor,
+                        outcome.metadata,
+                        at=score_time_for(as_of or utc_now()),
+                    )
             except ScoringError as exc:
                 raise scoring_error(exc) from None
             metadata = {**outcome.metadata, "gate": gate, "monitoring_profile": profile}

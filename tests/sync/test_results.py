@@ -46,7 +46,7 @@ def test_optional_keys_stay_absent_and_present_ones_stay_present():
 
 def test_a_job_without_a_type_keeps_its_counts_and_is_rendered_generically():
     console = Console(record=True, width=100)
-    result = JobResult("fresh", counts={"stale": 4, "note": "text"}, api_calls=2, seconds=1.5)
+    result = JobResult("reindex", counts={"stale": 4, "note": "text"}, api_calls=2, seconds=1.5)
     assert result.summary is None
     assert result.to_json()["counts"] == {"stale": 4, "note": "text"}
     render_result(console, result)

@@ -306,6 +306,8 @@ def test_info_is_json_safe_and_complete(sandbox):
         "profile_api_token",
         "space_id",
         "segment_data",
+        "pubsub_endpoint",
+        "org_id",
         "sales_users",
     }
     assert info["api_version"] == "59.0" and info["login_url"] == info["salesforce_url"]

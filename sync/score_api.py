@@ -1,0 +1,357 @@
+"""``POST /v1/score``: score posted records in milliseconds with each prediction's champion.
+
+The body is one record or a list::
+
+    {"prediction": "lead_conversion",            # optional when there is one prediction
+     "as_of": "2026-12-05T09:00:00Z",            # optional: the scoring time (default: now,
+                                                 #   floored to the hour as batch scoring does)
+     "reasons": true,                            # optional: false skips the explanations
+     "record": {"fields": {"Industry": "Technology", "CreatedDate": "...", ...},
+                "events": [{"event": "task_call", "at": "2026-12-01T10:00:00Z", "value": 1}]}}
+
+or ``"records": [...]`` with several. Features are computed in-process from the record with the
+batch feature definitions (:func:`scoring.features.features_from_records`), then scored by the
+same output code as batch scoring (:func:`scoring.pipeline.score_features`): no database round
+trip per request. The champion is reloaded when its version changes (a promotion or rollback),
+checked at most once a second.
+
+Every bad body is a 400 with ``{"error": ..., "field": ...}`` naming the field; nothing a client
+sends can make the endpoint answer 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from connector.clock import parse_utc, to_naive_utc, utc_now
+from scoring.events import ENTITIES, EVENT_SOURCES, Entity
+from scoring.explain import Labels
+from scoring.features import FeatureColumns, features_from_records
+from scoring.model import Predictor
+from scoring.pipeline import score_features
+from scoring.registry import ModelVersion, load_champion
+from scoring.tiers import assign_tiers
+from sync.capacity import all_cutoffs, stored_capacity_tiers
+from sync.config import PredictionConfig, Settings
+from sync.stages.score import score_time_for
+
+# How often the champion pointer is read again (a promotion is seen within this time).
+RELOAD_SECONDS = 1.0
+
+
+class BadRequest(Exception):
+    """A body the endpoint refuses: a 400 (or 413) naming the field."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        """Describe the problem.
+
+        Args:
+            message: what is wrong, one line.
+            field: the JSON path of the offending field (``records[0].fields.Industry``).
+            status: HTTP status.
+        """
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        return {"error": str(self), **({"field": self.field} if self.field else {})}
+
+
+@dataclass
+class _Loaded:
+    version: str
+    predictor: Predictor
+    metadata: dict[str, Any]
+    columns: FeatureColumns
+    cutoffs: dict[str, float] | None
+    checked: float
+
+
+class Scorer:
+    """The models behind ``/v1/score``, hot-swapped when a champion changes. Thread-safe."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Bind to the configuration (models load on first use).
+
+        Args:
+            settings: configuration.
+        """
+        self.settings = settings
+        self._loaded: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()
+        lead = (settings.salesforce.streams if settings.salesforce else {}).get("Lead")
+        self._stream_fields = set(lead.fields) if lead else set()
+
+    def _spec(self, name: str | None) -> PredictionConfig:
+        predictions = [p for p in self.settings.predictions if p.entity_table is None]
+        if name is None:
+            if len(predictions) != 1:
+                raise BadRequest(
+                    "several predictions are configured: name one",
+                    "prediction",
+                )
+            return predictions[0]
+        for p in predictions:
+            if p.name == name:
+                return p
+        raise BadRequest(f"no prediction named '{name}'", "prediction")
+
+    def model(self, spec: PredictionConfig) -> _Loaded | None:
+        """The champion of a prediction, reloaded when its version changed.
+
+        Args:
+            spec: the prediction.
+
+        Returns:
+            The loaded model, or None when the prediction has no champion.
+        """
+        with self._lock:
+            loaded = self._loaded.get(spec.name)
+            now = time.monotonic()
+            if loaded is not None and now - loaded.checked < RELOAD_SECONDS:
+                return loaded
+            champion = load_champion(self.settings.store.models_dir, spec.name)
+            if champion is None:
+                self._loaded.pop(spec.name, None)
+                return None
+            if loaded is not None and loaded.version == champion.version:
+                loaded.checked = now
+                return loaded
+            loaded = _load(spec, champion, now)
+            self._loaded[spec.name] = loaded
+            return loaded
+
+    def score(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """Score a parsed body.
+
+        Args:
+            body: the JSON body.
+
+        Returns:
+            (HTTP status, JSON answer).
+        """
+        try:
+            return 200, self._score(body)
+        except BadRequest as exc:
+            return exc.status, exc.body()
+
+    def _score(self, body: Any) -> dict[str, Any]:
+        if isinstance(body, list):
+            body = {"records": body}
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object or a list of records")
+        unknown = sorted(set(body) - {"prediction", "as_of", "record", "records", "reasons"})
+        if unknown:
+            raise BadRequest(f"unknown key '{unknown[0]}'", unknown[0])
+        reasons = body.get("reasons", True)
+        if not isinstance(reasons, bool):
+            raise BadRequest("reasons must be true or false", "reasons")
+        name = body.get("prediction")
+        if name is not None and not isinstance(name, str):
+            raise BadRequest("prediction must be a string", "prediction")
+        spec = self._spec(name)
+        single = "record" in body
+        if single == ("records" in body):
+            raise BadRequest("give either record (one) or records (a list)", "records")
+        raw = [body["record"]] if single else body["records"]
+        if not isinstance(raw, list) or not raw:
+            raise BadRequest("records must be a non-empty list", "records")
+        fresh = self.settings.fresh
+        limit = fresh.max_records if fresh else 5000
+        if len(raw) > limit:
+            raise BadRequest(f"at most {limit} records per request", "records", status=413)
+        as_of = body.get("as_of")
+        anchor = (
+            _time(as_of, "as_of") if as_of is not None else score_time_for(utc_now())
+        ).replace(microsecond=0)
+        loaded = self.model(spec)
+        if loaded is None:
+            raise BadRequest(
+                f"prediction '{spec.name}' has no trained model yet", "prediction", status=503
+            )
+        entity = ENTITIES[spec.entity]
+        records, events = [], []
+        for i, item in enumerate(raw):
+            where = "record" if single else f"records[{i}]"
+            fields, own = self._record(item, where, loaded.columns, entity)
+            records.append(fields)
+            events.append(own)
+        try:
+            data = features_from_records(entity, records, events, anchor, loaded.columns)
+        except ValueError as exc:
+            raise BadRequest(str(exc), "prediction", status=422) from None
+        scores = score_features(
+            spec,
+            loaded.predictor,
+            loaded.metadata,
+            data,
+            score_time=anchor,
+            reasons=reasons,
+            labels=Labels.from_json(loaded.metadata.get("reason_labels")),
+        )
+        if spec.task == "binary":
+            if loaded.cutoffs is not None:
+                tiers = assign_tiers(
+                    scores["probability"].to_numpy(dtype=float), loaded.cutoffs, spec.lowest_tier
+                )
+                scores = scores.assign(tier=tiers)
+            elif spec.tier_by == "percentile":
+                scores = scores.assign(tier=None)  # percentiles need the scored population
+        # column lists, not to_dict(): boxing the scored_at column costs more than the model
+        columns = {
+            c: scores[c].tolist()
+            for c in ("entity_id", "probability", "score", "tier", "reasons", "class_probabilities")
+        }
+        results = []
+        for i, entity_id in enumerate(columns["entity_id"]):
+            score = columns["score"][i]
+            classes = columns["class_probabilities"][i]
+            results.append(
+                {
+                    "id": entity_id or None,
+                    "probability": _finite(columns["probability"][i]),
+                    "score": None if pd.isna(score) else int(score),
+                    "tier": columns["tier"][i],
+                    "reasons": columns["reasons"][i],
+                    **({"class_probabilities": json.loads(classes)} if classes else {}),
+                }
+            )
+        head = {
+            "prediction": spec.name,
+            "model_version": loaded.version,
+            "scored_at": anchor.isoformat() + "Z",
+        }
+        return {**head, **results[0]} if single else {**head, "results": results}
+
+    def _record(
+        self, item: Any, where: str, columns: FeatureColumns, entity: Entity
+    ) -> tuple[dict[str, Any], list[tuple[str, datetime, float | None]]]:
+        """Validate one posted record: its fields and its events."""
+        if not isinstance(item, dict):
+            raise BadRequest("a record must be an object with fields (and events)", where)
+        extra = sorted(set(item) - {"fields", "events"})
+        if extra:
+            raise BadRequest(f"unknown key '{extra[0]}'", f"{where}.{extra[0]}")
+        fields = item.get("fields")
+        if not isinstance(fields, dict):
+            raise BadRequest("fields must be an object", f"{where}.fields")
+        own_sources = [s for s in EVENT_SOURCES.get(entity.name, ()) if s.table == entity.table]
+        times = {s.time_column for s in own_sources}
+        conditions = {c for s in own_sources if (c := s.condition_column)}
+        known = (
+            set(columns.categorical)
+            | set(columns.numeric)
+            | self._stream_fields
+            | times
+            | conditions
+            | {entity.id_column, *(x for x in [entity.created_column] if x)}
+        )
+        out: dict[str, Any] = {}
+        for key, value in fields.items():
+            path = f"{where}.fields.{key}"
+            if key not in known:
+                raise BadRequest(f"unknown field '{key}'", path)
+            if key in columns.numeric:
+                if isinstance(value, bool) or not (value is None or isinstance(value, int | float)):
+                    raise BadRequest(f"{key} must be a number or null", path)
+            elif key in times or key == entity.created_column:
+                value = None if value is None else _time(value, path)
+            elif key in conditions and key not in columns.categorical:
+                if value is not None and not isinstance(value, bool):
+                    raise BadRequest(f"{key} must be true, false or null", path)
+            elif value is not None and not isinstance(value, str | bool | int | float):
+                raise BadRequest(f"{key} must be a string, number, boolean or null", path)
+            out[key] = value
+        missing = [c for c in (*columns.categorical, *columns.numeric) if c not in fields]
+        if missing:
+            raise BadRequest(
+                f"missing field '{missing[0]}' (send null when it is unknown)",
+                f"{where}.fields.{missing[0]}",
+            )
+        own: list[tuple[str, datetime, float | None]] = []
+        for source in own_sources:
+            at = out.get(source.time_column)
+            if at is None or not source.event_names:
+                continue
+            if source.condition_column and out.get(source.condition_column) is not True:
+                continue
+            own.append((source.event_names[0], at, None))
+        posted = item.get("events", [])
+        if not isinstance(posted, list):
+            raise BadRequest("events must be a list", f"{where}.events")
+        for j, event in enumerate(posted):
+            path = f"{where}.events[{j}]"
+            if not isinstance(event, dict):
+                raise BadRequest("an event must be an object with event and at", path)
+            bad = sorted(set(event) - {"event", "at", "value"})
+            if bad:
+                raise BadRequest(f"unknown key '{bad[0]}'", f"{path}.{bad[0]}")
+            name = event.get("event")
+            if not isinstance(name, str) or not name:
+                raise BadRequest("event must be a non-empty string", f"{path}.event")
+            if "at" not in event:
+                raise BadRequest("missing at (the event's time)", f"{path}.at")
+            value = event.get("value")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise BadRequest("value must be a number or null", f"{path}.value")
+            own.append((name, _time(event["at"], f"{path}.at"), value))
+        return out, own
+
+
+def _time(value: Any, field: str) -> datetime:
+    """An ISO 8601 time (naive UTC), or a 400 naming the field."""
+    if not isinstance(value, str):
+        raise BadRequest("must be an ISO 8601 time string", field)
+    try:
+        return to_naive_utc(parse_utc(value))
+    except (ValueError, TypeError):
+        pass
+    try:
+        return to_naive_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise BadRequest(f"'{value[:40]}' is not an ISO 8601 time", field) from None
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _load(spec: PredictionConfig, champion: ModelVersion, now: float) -> _Loaded:
+    tiers = stored_capacity_tiers(champion) if spec.capacity and spec.task == "binary" else None
+    return _Loaded(
+        version=champion.version,
+        predictor=champion.load(),
+        metadata=champion.metadata,
+        columns=FeatureColumns(**champion.metadata["features"]),
+        cutoffs=all_cutoffs(spec, tiers) if tiers is not None else None,
+        checked=now,
+    )
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries the bearer token (constant-time compare).
+
+    Args:
+        header: the header's value.
+        token: the configured token.
+
+    Returns:
+        True when it matches.
+    """
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
