@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ from connector.sandbox.segment_api import SegmentOptions
 from connector.segment import SegmentSettings
 
 SEGMENT_AS_OF = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+# pytest-xdist's workers export the terminal's size; the CLI's tables would wrap at it there and
+# not under a plain `pytest`, so every test sees no terminal size, as cron and systemd do.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 def segment_settings(box: Sandbox, **overrides: Any) -> SegmentSettings:
