@@ -1,9 +1,10 @@
 """Why a record scored as it did: per-record factors from SHAP values, as short human text.
 
-For every scored record the top positive and top negative factors come from CatBoost's SHAP values
-(``get_feature_importance(type="ShapValues")``; with a blend, the linear model's contributions are
-mixed in with the same weight) and are rendered as text that fits a 255-character Salesforce text
-field, e.g. ``+ Title: VP Engineering; + 3 web visits in 7d; - Employees: 8``.
+For every scored record the top positive and top negative factors come from the model's SHAP
+values (CatBoost's TreeSHAP, read from a per-leaf table built once per model by
+:mod:`scoring.tree_shap`; with a blend, the linear model's contributions are mixed in with the same
+weight) and are rendered as text that fits a 255-character Salesforce text field, e.g.
+``+ Title: VP Engineering; + 3 web visits in 7d; - Employees: 8``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from catboost import Pool
 from connector.store import FIELD_LABELS
 from scoring.features import MISSING
 from scoring.model import Predictor, pool_data
+from scoring.tree_shap import tree_shap
 
 MAX_REASON_CHARS = 255
 # Contributions (log-odds, or the regression's units relative to its spread) below this are noise.
@@ -247,13 +249,15 @@ def contributions(
         pool_data(frame, predictor.features),
         cat_features=[predictor.features.index(c) for c in predictor.cat_features],
     )
-    shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))
-    if predictor.task == "multiclass":
-        if rows_class is None:
-            rows_class = predictor.predict(frame).argmax(axis=1)
-        values = shap[np.arange(n), rows_class, :f]
+    if predictor.task == "multiclass" and rows_class is None:
+        rows_class = predictor.predict(frame).argmax(axis=1)
+    table = tree_shap(predictor.model, f)
+    if table is not None:
+        leaves = np.asarray(predictor.model.calc_leaf_indexes(pool), dtype=np.int64)
+        values = table.contributions(leaves, rows_class)
     else:
-        values = shap[:, :f]
+        shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))
+        values = shap[np.arange(n), rows_class, :f] if rows_class is not None else shap[:, :f]
     if predictor.weight < 1.0 and predictor.linear is not None:
         output = 0
         linear = (

@@ -438,24 +438,45 @@ def _as_float(value: Any) -> float:
         return float("nan")
 
 
+@dataclass(frozen=True)
+class PostedEvents:
+    """Events of posted records, flat: event ``i`` belongs to record ``row[i]``.
+
+    In the order the records and their events were posted (sums add in that order, as the SQL
+    definitions do per record).
+
+    Attributes:
+        row: (events,) the record each event belongs to (index into the records).
+        name: (events,) event names (``task_call``, ``lead_created``).
+        at: (events,) event times, naive UTC, ``datetime64[us]``.
+        value: (events,) the event's numeric value, NaN when it has none.
+    """
+
+    row: np.ndarray
+    name: list[str]
+    at: np.ndarray
+    value: np.ndarray
+
+
 def features_from_records(
     entity: Entity,
     records: list[dict[str, Any]],
-    events: list[list[tuple[str, datetime, float | None]]],
+    events: PostedEvents,
     anchor_at: datetime,
     columns: FeatureColumns,
 ) -> pd.DataFrame:
     """Compute the features of posted records in-process, as :func:`build_features` would.
 
-    The same definitions as the SQL above, over a record and its events held in memory (the
-    scoring endpoint: no database round trip per request). ``tests`` assert that a record scored
-    both ways gets the same score.
+    The same definitions as the SQL above, over records and their events held in memory (the
+    scoring endpoint: no database round trip per request), computed for all records at once with
+    NumPy group sums, so a request of 1,000 records costs about as much as a few. ``tests``
+    assert that a record scored both ways gets the same score.
 
     Args:
         entity: the entity (its creation column).
         records: one dict of entity fields per record.
-        events: per record, its events ``(name, time as naive UTC, value)``, including those the
-            entity table implies itself (creation, conversion).
+        events: the records' events, including those the entity table implies itself
+            (creation, conversion).
         anchor_at: the scoring time (naive UTC); only events strictly before it count.
         columns: the model's feature columns.
 
@@ -467,78 +488,105 @@ def features_from_records(
     """
     if columns.traits:
         raise ValueError("this model uses computed traits, which only batch scoring computes")
-    wanted = set(columns.events)
-    longest = max(columns.windows_days) if columns.windows_days else 0
-    rows = []
-    for record, own in zip(records, events, strict=True):
-        row: dict[str, Any] = {"entity_id": _as_text(record.get(entity.id_column))}
-        counted = [
-            (name, ts, value, (anchor_at - ts).total_seconds())
-            for name, ts, value in own
-            if name in wanted and ts < anchor_at
-        ]
-        for c in columns.categorical:
-            value = record.get(c)
-            row[c] = MISSING if value is None else _as_text(value)
-        for part in columns.date_parts:
-            row[f"anchor_{part}"] = anchor_at.strftime(DATE_PARTS[part])
-        for c in columns.numeric:
-            row[c] = _as_float(record.get(c))
-        ages: dict[str, list[float]] = {}
-        for n, _, _, age in counted:
-            ages.setdefault(n, []).append(age)
-        for event in columns.events:
-            mine = ages.get(event, [])
-            for w in columns.windows_days:
-                limit = w * 86400
-                row[f"{event}_{w}d"] = float(sum(1 for age in mine if age <= limit))
-        for event in columns.values:
-            for w in columns.windows_days:
-                inside = [
-                    float(v)
-                    for n, _, v, age in counted
-                    if n == event and age <= w * 86400 and v is not None
-                ]
-                row[f"{event}_value_sum_{w}d"] = float(sum(inside))
-                row[f"{event}_value_mean_{w}d"] = (
-                    sum(inside) / len(inside) if inside else float("nan")
-                )
-                row[f"{event}_value_max_{w}d"] = max(inside) if inside else float("nan")
-            times = [ts for n, ts, _, _ in counted if n == event]
-            values = [float(v) for n, _, v, _ in counted if n == event and v is not None]
-            row[f"{event}_days_since_last"] = (
-                (anchor_at - max(times)).total_seconds() / 86400.0 if times else float("nan")
-            )
-            row[f"{event}_days_since_first"] = (
-                (anchor_at - min(times)).total_seconds() / 86400.0 if times else float("nan")
-            )
-            row[f"{event}_count_all"] = float(len(times))
-            row[f"{event}_value_sum_all"] = float(sum(values))
-        if columns.active_days:
-            row[f"active_days_{longest}d"] = float(
-                len({ts.date() for _, ts, _, age in counted if age <= longest * 86400})
-            )
-        if "days_since_created" in columns.derived:
-            created = record.get(entity.created_column) if entity.created_column else None
-            row["days_since_created"] = (
-                (anchor_at - created).total_seconds() / 86400.0
-                if isinstance(created, datetime)
-                else float("nan")
-            )
-        if "days_since_last_event" in columns.derived:
-            row["days_since_last_event"] = (
-                (anchor_at - max(ts for _, ts, _, _ in counted)).total_seconds() / 86400.0
-                if counted
-                else float("nan")
-            )
-        rows.append(row)
-    # One DataFrame built from whole columns: per-column assignment costs more than the features.
-    categorical = set(columns.cat_features)
+    n = len(records)
+    nan = float("nan")
     data: dict[str, Any] = {
-        "entity_id": np.array([r["entity_id"] for r in rows], dtype=object),
-        "anchor_at": np.full(len(rows), np.datetime64(anchor_at, "us")),
+        "entity_id": np.array([_as_text(r.get(entity.id_column)) for r in records], dtype=object),
+        "anchor_at": np.full(n, np.datetime64(anchor_at, "us")),
     }
-    for c in columns.names:
-        values = [r[c] for r in rows]
-        data[c] = np.array(values, dtype=object if c in categorical else float)
-    return pd.DataFrame(data, copy=False)
+    for c in columns.categorical:
+        data[c] = np.array(
+            [MISSING if (v := r.get(c)) is None else _as_text(v) for r in records], dtype=object
+        )
+    for part in columns.date_parts:
+        data[f"anchor_{part}"] = np.full(n, anchor_at.strftime(DATE_PARTS[part]), dtype=object)
+    for c in columns.numeric:
+        data[c] = np.array([_as_float(r.get(c)) for r in records], dtype=float)
+
+    # The events that count: a feature's event, strictly before the anchor.
+    code_of = {name: k for k, name in enumerate(columns.events)}
+    codes = np.array([code_of.get(name, -1) for name in events.name], dtype=np.int64)
+    at = events.at.astype("datetime64[us]")
+    age_us = (np.datetime64(anchor_at, "us") - at).astype(np.int64)
+    keep = (codes >= 0) & (age_us > 0)
+    row = events.row.astype(np.int64)[keep]
+    code, age_us, at = codes[keep], age_us[keep], at[keep]
+    value = events.value.astype(float)[keep]
+    # seconds as timedelta.total_seconds() gives them (microseconds / 10**6)
+    age = age_us / 1e6
+    k = len(columns.events)
+    key = row * k + code
+    cells = n * k
+
+    def per_event(counts: np.ndarray) -> np.ndarray:
+        return counts.reshape(n, k) if k else np.zeros((n, 0))
+
+    for w in columns.windows_days:
+        inside = age <= w * 86400
+        counts = per_event(np.bincount(key[inside], minlength=cells).astype(float))
+        for j, event in enumerate(columns.events):
+            data[f"{event}_{w}d"] = counts[:, j]
+    valued = ~np.isnan(value)
+    everyone = per_event(np.bincount(key, minlength=cells).astype(float))
+    for event in columns.values:
+        j = code_of.get(event)
+        for w in columns.windows_days:
+            if j is None:  # not a counted event: no value ever counts (as the SQL)
+                stats = (np.zeros(n), np.full(n, nan), np.full(n, nan))
+            else:
+                inside = valued & (age <= w * 86400) & (code == j)
+                total = np.bincount(row[inside], weights=value[inside], minlength=n)
+                number = np.bincount(row[inside], minlength=n)
+                largest = np.full(n, -np.inf)
+                np.maximum.at(largest, row[inside], value[inside])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.where(number > 0, total / np.maximum(number, 1), nan)
+                stats = (total, mean, np.where(number > 0, largest, nan))
+            for stat, values in zip(VALUE_STATS, stats, strict=True):
+                data[f"{event}_value_{stat}_{w}d"] = values
+        if j is None:
+            newest, oldest = np.full(n, nan), np.full(n, nan)
+            count, total = np.zeros(n), np.zeros(n)
+        else:
+            mine = code == j
+            newest = _group_extreme(row[mine], age_us[mine], n, np.minimum)
+            oldest = _group_extreme(row[mine], age_us[mine], n, np.maximum)
+            count = everyone[:, j]
+            sums = mine & valued
+            total = np.bincount(row[sums], weights=value[sums], minlength=n)
+        data[f"{event}_days_since_last"] = newest / 1e6 / 86400.0
+        data[f"{event}_days_since_first"] = oldest / 1e6 / 86400.0
+        data[f"{event}_count_all"] = count
+        data[f"{event}_value_sum_all"] = total
+    if columns.active_days:
+        longest = max(columns.windows_days) if columns.windows_days else 0
+        inside = age <= longest * 86400
+        days = at[inside].astype("datetime64[D]").astype(np.int64)
+        pairs = (
+            np.unique(np.stack([row[inside], days]), axis=1) if inside.any() else np.zeros((2, 0))
+        )
+        data[f"active_days_{longest}d"] = np.bincount(
+            pairs[0].astype(np.int64), minlength=n
+        ).astype(float)
+    if "days_since_created" in columns.derived:
+        created = [r.get(entity.created_column) if entity.created_column else None for r in records]
+        data["days_since_created"] = np.array(
+            [
+                (anchor_at - c).total_seconds() / 86400.0 if isinstance(c, datetime) else nan
+                for c in created
+            ],
+            dtype=float,
+        )
+    if "days_since_last_event" in columns.derived:
+        data["days_since_last_event"] = _group_extreme(row, age_us, n, np.minimum) / 1e6 / 86400.0
+    return pd.DataFrame(
+        {c: data[c] for c in ["entity_id", "anchor_at", *columns.names]}, copy=False
+    )
+
+
+def _group_extreme(groups: np.ndarray, values: np.ndarray, n: int, pick: np.ufunc) -> np.ndarray:
+    """Per group 0..n-1, the smallest or largest value (``pick``), NaN for an empty group."""
+    out = np.full(n, np.iinfo(np.int64).max if pick is np.minimum else np.iinfo(np.int64).min)
+    pick.at(out, groups, values)
+    present = np.bincount(groups, minlength=n) > 0
+    return np.where(present, out.astype(float), float("nan"))

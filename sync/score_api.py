@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from connector.clock import parse_utc, to_naive_utc, utc_now
 from scoring.events import ENTITIES, EVENT_SOURCES, Entity
 from scoring.explain import Labels
-from scoring.features import FeatureColumns, features_from_records
+from scoring.features import FeatureColumns, PostedEvents, features_from_records
 from scoring.model import Predictor
 from scoring.pipeline import score_features
 from scoring.registry import ModelVersion, load_champion
@@ -181,12 +182,13 @@ class Scorer:
                 f"prediction '{spec.name}' has no trained model yet", "prediction", status=503
             )
         entity = ENTITIES[spec.entity]
-        records, events = [], []
+        schema = _Schema.of(entity, loaded.columns, self._stream_fields)
+        records: list[dict[str, Any]] = []
+        collected = _Events()
         for i, item in enumerate(raw):
             where = "record" if single else f"records[{i}]"
-            fields, own = self._record(item, where, loaded.columns, entity)
-            records.append(fields)
-            events.append(own)
+            records.append(schema.record(item, where, i, collected))
+        events = collected.finish(single)
         try:
             data = features_from_records(entity, records, events, anchor, loaded.columns)
         except ValueError as exc:
@@ -234,81 +236,190 @@ class Scorer:
         }
         return {**head, **results[0]} if single else {**head, "results": results}
 
-    def _record(
-        self, item: Any, where: str, columns: FeatureColumns, entity: Entity
-    ) -> tuple[dict[str, Any], list[tuple[str, datetime, float | None]]]:
-        """Validate one posted record: its fields and its events."""
-        if not isinstance(item, dict):
-            raise BadRequest("a record must be an object with fields (and events)", where)
-        extra = sorted(set(item) - {"fields", "events"})
-        if extra:
-            raise BadRequest(f"unknown key '{extra[0]}'", f"{where}.{extra[0]}")
-        fields = item.get("fields")
-        if not isinstance(fields, dict):
-            raise BadRequest("fields must be an object", f"{where}.fields")
-        own_sources = [s for s in EVENT_SOURCES.get(entity.name, ()) if s.table == entity.table]
+
+@dataclass(frozen=True)
+class _Schema:
+    """What a posted record of one model may hold, worked out once per request."""
+
+    entity: Entity
+    known: frozenset[str]
+    numeric: frozenset[str]
+    times: frozenset[str]
+    conditions: frozenset[str]
+    required: tuple[str, ...]
+    own_sources: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, entity: Entity, columns: FeatureColumns, stream_fields: set[str]) -> _Schema:
+        own_sources = tuple(
+            s for s in EVENT_SOURCES.get(entity.name, ()) if s.table == entity.table
+        )
         times = {s.time_column for s in own_sources}
+        if entity.created_column:
+            times.add(entity.created_column)
         conditions = {c for s in own_sources if (c := s.condition_column)}
+        conditions -= set(columns.categorical)
         known = (
             set(columns.categorical)
             | set(columns.numeric)
-            | self._stream_fields
+            | stream_fields
             | times
             | conditions
-            | {entity.id_column, *(x for x in [entity.created_column] if x)}
+            | {entity.id_column}
         )
+        return cls(
+            entity=entity,
+            known=frozenset(known),
+            numeric=frozenset(columns.numeric),
+            times=frozenset(times),
+            conditions=frozenset(conditions),
+            required=(*columns.categorical, *columns.numeric),
+            own_sources=own_sources,
+        )
+
+    def record(self, item: Any, where: str, row: int, events: _Events) -> dict[str, Any]:
+        """Validate one posted record; its events go to ``events`` (a 400 naming the field)."""
+        if type(item) is not dict:
+            raise BadRequest("a record must be an object with fields (and events)", where)
+        if not item.keys() <= _RECORD_KEYS:
+            extra = sorted(set(item) - _RECORD_KEYS)[0]
+            raise BadRequest(f"unknown key '{extra}'", f"{where}.{extra}")
+        fields = item.get("fields")
+        if type(fields) is not dict:
+            raise BadRequest("fields must be an object", f"{where}.fields")
+        if not fields.keys() <= self.known:
+            key = next(k for k in fields if k not in self.known)
+            raise BadRequest(f"unknown field '{key}'", f"{where}.fields.{key}")
         out: dict[str, Any] = {}
         for key, value in fields.items():
-            path = f"{where}.fields.{key}"
-            if key not in known:
-                raise BadRequest(f"unknown field '{key}'", path)
-            if key in columns.numeric:
-                if isinstance(value, bool) or not (value is None or isinstance(value, int | float)):
-                    raise BadRequest(f"{key} must be a number or null", path)
-            elif key in times or key == entity.created_column:
-                value = None if value is None else _time(value, path)
-            elif key in conditions and key not in columns.categorical:
-                if value is not None and not isinstance(value, bool):
-                    raise BadRequest(f"{key} must be true, false or null", path)
-            elif value is not None and not isinstance(value, str | bool | int | float):
-                raise BadRequest(f"{key} must be a string, number, boolean or null", path)
-            out[key] = value
-        missing = [c for c in (*columns.categorical, *columns.numeric) if c not in fields]
-        if missing:
-            raise BadRequest(
-                f"missing field '{missing[0]}' (send null when it is unknown)",
-                f"{where}.fields.{missing[0]}",
-            )
-        own: list[tuple[str, datetime, float | None]] = []
-        for source in own_sources:
+            if value is None:
+                out[key] = None
+            elif key in self.numeric:
+                if type(value) not in (int, float) or not math.isfinite(value):
+                    raise BadRequest(f"{key} must be a number or null", f"{where}.fields.{key}")
+                out[key] = value
+            elif key in self.times:
+                out[key] = _time(value, f"{where}.fields.{key}")
+            elif key in self.conditions:
+                if type(value) is not bool:
+                    raise BadRequest(f"{key} must be true, false or null", f"{where}.fields.{key}")
+                out[key] = value
+            elif type(value) not in (str, bool, int) and not (
+                type(value) is float and math.isfinite(value)
+            ):
+                raise BadRequest(
+                    f"{key} must be a string, number, boolean or null", f"{where}.fields.{key}"
+                )
+            else:
+                out[key] = value
+        for c in self.required:
+            if c not in fields:
+                raise BadRequest(
+                    f"missing field '{c}' (send null when it is unknown)", f"{where}.fields.{c}"
+                )
+        for source in self.own_sources:
             at = out.get(source.time_column)
             if at is None or not source.event_names:
                 continue
             if source.condition_column and out.get(source.condition_column) is not True:
                 continue
-            own.append((source.event_names[0], at, None))
+            events.own(row, source.event_names[0], at)
         posted = item.get("events", [])
-        if not isinstance(posted, list):
+        if type(posted) is not list:
             raise BadRequest("events must be a list", f"{where}.events")
         for j, event in enumerate(posted):
-            path = f"{where}.events[{j}]"
-            if not isinstance(event, dict):
-                raise BadRequest("an event must be an object with event and at", path)
-            bad = sorted(set(event) - {"event", "at", "value"})
-            if bad:
-                raise BadRequest(f"unknown key '{bad[0]}'", f"{path}.{bad[0]}")
-            name = event.get("event")
-            if not isinstance(name, str) or not name:
-                raise BadRequest("event must be a non-empty string", f"{path}.event")
-            if "at" not in event:
-                raise BadRequest("missing at (the event's time)", f"{path}.at")
-            value = event.get("value")
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise BadRequest("value must be a number or null", f"{path}.value")
-            own.append((name, _time(event["at"], f"{path}.at"), value))
-        return out, own
+            if type(event) is not dict or not event.keys() <= _EVENT_KEYS:
+                _bad_event(event, f"{where}.events[{j}]")
+            name, at, value = event.get("event"), event.get("at"), event.get("value")
+            if type(name) is not str or not name or type(at) is not str:
+                _bad_event(event, f"{where}.events[{j}]")
+            if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+                raise BadRequest(
+                    "value must be a finite number or null", f"{where}.events[{j}].value"
+                )
+            events.posted(row, j, name, at, value)
+        return out
+
+
+class _Events:
+    """Posted events gathered while records are validated; times are parsed all at once."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.names: list[str] = []
+        self.values: list[float] = []
+        self.stamps: list[Any] = []  # ISO text (posted events) or datetime (the record's own)
+        self.texts: list[tuple[int, int, int]] = []  # (position, record, event) of ISO texts
+
+    def own(self, row: int, name: str, at: datetime) -> None:
+        """An event the record's own fields imply (creation, conversion)."""
+        self.rows.append(row)
+        self.names.append(name)
+        self.values.append(math.nan)
+        self.stamps.append(at)
+
+    def posted(self, row: int, index: int, name: str, at: str, value: float | None) -> None:
+        """A posted event (its time still ISO text)."""
+        self.texts.append((len(self.stamps), row, index))
+        self.rows.append(row)
+        self.names.append(name)
+        self.values.append(math.nan if value is None else value)
+        self.stamps.append(at)
+
+    def finish(self, single: bool) -> PostedEvents:
+        """The events as arrays; a 400 naming the first time that is not ISO 8601."""
+        at = np.empty(len(self.stamps), dtype="datetime64[us]")
+        own = [i for i, stamp in enumerate(self.stamps) if isinstance(stamp, datetime)]
+        if own:
+            at[own] = np.array([self.stamps[i] for i in own], dtype="datetime64[us]")
+        if self.texts:
+            positions = [p for p, _, _ in self.texts]
+            at[positions] = self._parse([self.stamps[p] for p in positions], single)
+        return PostedEvents(
+            row=np.array(self.rows, dtype=np.int64),
+            name=self.names,
+            at=at,
+            value=np.array(self.values, dtype=float),
+        )
+
+    def _parse(self, texts: list[str], single: bool) -> np.ndarray:
+        # pandas reads ISO 8601 in C (1.5 ms for 15,000 times, against 15 ms one by one); when
+        # it refuses one (or is stricter than the one parser), read them one by one to name it
+        try:
+            # pandas also reads "now" and "today": an ISO time starts with its year
+            if not {text[:1] for text in texts} <= _DIGITS:
+                raise ValueError("not ISO 8601")
+            parsed = pd.to_datetime(texts, format="ISO8601", utc=True)
+            if not parsed.isna().any():
+                return parsed.tz_convert(None).to_numpy().astype("datetime64[us]")
+        except (ValueError, TypeError, OverflowError):
+            pass
+        out = []
+        for text, (_, row, index) in zip(texts, self.texts, strict=True):
+            where = "record" if single else f"records[{row}]"
+            out.append(_time(text, f"{where}.events[{index}].at"))
+        return np.array(out, dtype="datetime64[us]")
+
+
+_RECORD_KEYS = frozenset({"fields", "events"})
+_DIGITS = frozenset("0123456789")
+_EVENT_KEYS = frozenset({"event", "at", "value"})
+
+
+def _bad_event(event: Any, path: str) -> None:
+    """Raise the 400 that names what is wrong with a posted event."""
+    if not isinstance(event, dict):
+        raise BadRequest("an event must be an object with event and at", path)
+    bad = sorted(set(event) - _EVENT_KEYS)
+    if bad:
+        raise BadRequest(f"unknown key '{bad[0]}'", f"{path}.{bad[0]}")
+    name = event.get("event")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("event must be a non-empty string", f"{path}.event")
+    if "at" not in event:
+        raise BadRequest("missing at (the event's time)", f"{path}.at")
+    _time(event["at"], f"{path}.at")
+    raise BadRequest("not a valid event", path)  # unreachable for the checks above
 
 
 def _time(value: Any, field: str) -> datetime:

@@ -153,6 +153,21 @@ def test_a_record_scored_by_the_endpoint_gets_its_batch_score(org, server):
             "ISO 8601",
         ),
         (
+            {"record": {"fields": VALID, "events": [{"event": "x", "at": "today"}]}},
+            "record.events[0].at",
+            "ISO 8601",
+        ),
+        (
+            {
+                "record": {
+                    "fields": VALID,
+                    "events": [{"event": "x", "at": "2026-01-01", "value": float("nan")}],
+                }
+            },
+            "record.events[0].value",
+            "finite number",
+        ),
+        (
             {"record": {"fields": VALID, "events": [{"event": "x", "at": "2026-01-01", "n": 1}]}},
             "record.events[0].n",
             "unknown key",
