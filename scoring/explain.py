@@ -21,7 +21,7 @@ from catboost import Pool
 
 from connector.store import FIELD_LABELS
 from scoring.features import MISSING
-from scoring.model import Predictor, pool_data
+from scoring.model import Predictor, pool_data, small_frame_threads
 from scoring.tree_shap import tree_shap
 
 MAX_REASON_CHARS = 255
@@ -253,7 +253,10 @@ def contributions(
         rows_class = predictor.predict(frame).argmax(axis=1)
     table = tree_shap(predictor.model, f)
     if table is not None:
-        leaves = np.asarray(predictor.model.calc_leaf_indexes(pool), dtype=np.int64)
+        threads = small_frame_threads(n)
+        leaves = np.asarray(
+            predictor.model.calc_leaf_indexes(pool, thread_count=threads), dtype=np.int64
+        )
         values = table.contributions(leaves, rows_class)
     else:
         shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))
@@ -307,22 +310,27 @@ def render_reasons(
     k_pos, k_neg = min(positives, len(features)), min(negatives, len(features))
     top = np.argsort(-values, axis=1)[:, :k_pos]
     bottom = np.argsort(values, axis=1)[:, :k_neg]
-    columns = [frame[f].to_numpy() for f in features]
-    cache: dict[tuple[int, Any], str] = {}
-
-    def text(j: int, value: Any) -> str:
-        key = (j, value if not isinstance(value, float) or value == value else None)
-        hit = cache.get(key)
-        if hit is None:
-            hit = describe(features[j], value, counts, labels)
-            cache[key] = hit
-        return hit
-
+    # The text of each chosen factor, worded once per distinct value of each feature: a batch of
+    # 1,000 records has about 5,000 factors but only a few hundred distinct texts.
+    chosen = np.concatenate([top, bottom], axis=1)
+    sign = np.array(["+ "] * k_pos + ["- "] * k_neg, dtype=object)
+    effect = np.take_along_axis(values, chosen, axis=1)
+    shown = np.concatenate(
+        [effect[:, :k_pos] >= min_effect, effect[:, k_pos:] <= -min_effect], axis=1
+    )
+    pieces = np.empty(chosen.shape, dtype=object)
+    for j in np.unique(chosen[shown]):
+        rows, slots = np.nonzero(shown & (chosen == j))
+        column = frame[features[j]].to_numpy()[rows]
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        texts = [describe(features[j], value, counts, labels) for value in uniques]
+        if (codes < 0).any():  # missing values, worded from the missing value itself
+            texts.append(describe(features[j], column[codes < 0][0], counts, labels))
+        # code -1 (missing) picks the last text, the missing one
+        pieces[rows, slots] = sign[slots] + np.array(texts, dtype=object)[codes]
     out = []
     for i in range(n):
-        parts = ["+ " + text(j, columns[j][i]) for j in top[i] if values[i, j] >= min_effect] + [
-            "- " + text(j, columns[j][i]) for j in bottom[i] if values[i, j] <= -min_effect
-        ]
+        parts = [pieces[i, k] for k in range(chosen.shape[1]) if shown[i, k]]
         line = "; ".join(parts)
         while len(line) > max_chars and parts:
             parts.pop()

@@ -199,6 +199,22 @@ def pool_data(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame | np.nda
     return frame[features]
 
 
+def small_frame_threads(rows: int) -> int:
+    """CatBoost's thread count for applying a model to ``rows`` rows.
+
+    Up to ``SMALL_FRAME_ROWS`` one thread: starting and joining threads costs more than the work
+    (the scoring endpoint: 1 to 1,000 records), and much more on a busy machine. Batch scoring
+    uses every core (-1).
+
+    Args:
+        rows: the number of rows.
+
+    Returns:
+        1 or -1.
+    """
+    return 1 if rows <= SMALL_FRAME_ROWS else -1
+
+
 SAMPLE_WEIGHT = "sample_weight"
 """Column of a stratified training sample's weights (1 for a positive, 1/rate for a negative)."""
 
@@ -399,9 +415,10 @@ def catboost_predict(
     if frame.empty:
         return np.zeros((0, 0)) if task == "multiclass" else np.zeros(0)
     pool = make_pool(frame, features, cat_features)
+    threads = small_frame_threads(len(frame))
     if task == "regression":
-        return np.asarray(model.predict(pool), dtype=float)
-    proba = np.asarray(model.predict_proba(pool), dtype=float)
+        return np.asarray(model.predict(pool, thread_count=threads), dtype=float)
+    proba = np.asarray(model.predict_proba(pool, thread_count=threads), dtype=float)
     return proba[:, 1] if task == "binary" else proba
 
 

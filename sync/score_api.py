@@ -24,11 +24,13 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import operator
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from itertools import repeat
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -295,7 +297,7 @@ class _Schema:
             if value is None:
                 out[key] = None
             elif key in self.numeric:
-                if type(value) not in (int, float) or not math.isfinite(value):
+                if not _finite_number(value):
                     raise BadRequest(f"{key} must be a number or null", f"{where}.fields.{key}")
                 out[key] = value
             elif key in self.times:
@@ -304,9 +306,7 @@ class _Schema:
                 if type(value) is not bool:
                     raise BadRequest(f"{key} must be true, false or null", f"{where}.fields.{key}")
                 out[key] = value
-            elif type(value) not in (str, bool, int) and not (
-                type(value) is float and math.isfinite(value)
-            ):
+            elif type(value) not in (str, bool) and not _finite_number(value):
                 raise BadRequest(
                     f"{key} must be a string, number, boolean or null", f"{where}.fields.{key}"
                 )
@@ -327,60 +327,86 @@ class _Schema:
         posted = item.get("events", [])
         if type(posted) is not list:
             raise BadRequest("events must be a list", f"{where}.events")
-        for j, event in enumerate(posted):
-            if type(event) is not dict or not event.keys() <= _EVENT_KEYS:
-                _bad_event(event, f"{where}.events[{j}]")
-            name, at, value = event.get("event"), event.get("at"), event.get("value")
-            if type(name) is not str or not name or type(at) is not str:
-                _bad_event(event, f"{where}.events[{j}]")
-            if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
-                raise BadRequest(
-                    "value must be a finite number or null", f"{where}.events[{j}].value"
-                )
-            events.posted(row, j, name, at, value)
+        events.posted.append((row, posted))
         return out
 
 
 class _Events:
-    """Posted events gathered while records are validated; times are parsed all at once."""
+    """The events of a request's records, checked and parsed all at once.
+
+    A request of 1,000 records carries about 15,000 events: checked one by one in Python they
+    cost more than scoring them. Here each check is one comprehension over all events, and times
+    are read by pandas' C parser; only when a check fails are the events walked one by one, to
+    name the first bad field exactly as the per-event checks word it.
+    """
 
     def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.names: list[str] = []
-        self.values: list[float] = []
-        self.stamps: list[Any] = []  # ISO text (posted events) or datetime (the record's own)
-        self.texts: list[tuple[int, int, int]] = []  # (position, record, event) of ISO texts
+        self.own_rows: list[int] = []
+        self.own_names: list[str] = []
+        self.own_at: list[datetime] = []
+        self.posted: list[tuple[int, list[Any]]] = []
 
     def own(self, row: int, name: str, at: datetime) -> None:
         """An event the record's own fields imply (creation, conversion)."""
-        self.rows.append(row)
-        self.names.append(name)
-        self.values.append(math.nan)
-        self.stamps.append(at)
-
-    def posted(self, row: int, index: int, name: str, at: str, value: float | None) -> None:
-        """A posted event (its time still ISO text)."""
-        self.texts.append((len(self.stamps), row, index))
-        self.rows.append(row)
-        self.names.append(name)
-        self.values.append(math.nan if value is None else value)
-        self.stamps.append(at)
+        self.own_rows.append(row)
+        self.own_names.append(name)
+        self.own_at.append(at)
 
     def finish(self, single: bool) -> PostedEvents:
-        """The events as arrays; a 400 naming the first time that is not ISO 8601."""
-        at = np.empty(len(self.stamps), dtype="datetime64[us]")
-        own = [i for i, stamp in enumerate(self.stamps) if isinstance(stamp, datetime)]
-        if own:
-            at[own] = np.array([self.stamps[i] for i in own], dtype="datetime64[us]")
-        if self.texts:
-            positions = [p for p, _, _ in self.texts]
-            at[positions] = self._parse([self.stamps[p] for p in positions], single)
-        return PostedEvents(
-            row=np.array(self.rows, dtype=np.int64),
-            name=self.names,
-            at=at,
-            value=np.array(self.values, dtype=float),
+        """All events as arrays (a 400 naming the first bad event field)."""
+        flat = [event for _, events in self.posted for event in events]
+        # map() over C functions: about 0.3 us an event for all the checks together
+        try:
+            if not set(map(type, flat)) <= {dict}:
+                self._refuse(single)
+            names = list(map(_EVENT_NAME, flat))
+            texts = list(map(_EVENT_AT, flat))
+        except KeyError:
+            self._refuse(single)
+        raw = list(map(dict.get, flat, repeat("value"), repeat(_ABSENT)))
+        absent = raw.count(_ABSENT)
+        plausible = (
+            # event, at and maybe value: no other key
+            sum(map(len, flat)) == 3 * len(flat) - absent
+            and set(map(type, names)) <= {str}
+            and all(names)
+            and set(map(type, texts)) <= {str}
+            and set(map(type, raw)) <= _VALUE_TYPES
         )
+        if not plausible:
+            self._refuse(single)
+        try:
+            values = np.array(
+                [math.nan if v is None or v is _ABSENT else v for v in raw], dtype=float
+            )
+        except OverflowError:  # an integer beyond any float
+            self._refuse(single)
+        if np.isnan(values).sum() != absent + raw.count(None) or np.isinf(values).any():
+            self._refuse(single)  # NaN or infinity posted as a value
+        at = self._parse(texts, single) if texts else np.zeros(0, dtype="datetime64[us]")
+        sizes = [len(events) for _, events in self.posted]
+        rows = np.repeat(np.array([row for row, _ in self.posted], dtype=np.int64), sizes)
+        return PostedEvents(
+            row=np.concatenate([np.array(self.own_rows, dtype=np.int64), rows]),
+            name=[*self.own_names, *names],
+            at=np.concatenate([np.array(self.own_at, dtype="datetime64[us]"), at]),
+            value=np.concatenate([np.full(len(self.own_rows), math.nan), values]),
+        )
+
+    def _refuse(self, single: bool) -> NoReturn:
+        """Walk the events one by one and raise the 400 of the first bad one."""
+        for row, events in self.posted:
+            where = "record" if single else f"records[{row}]"
+            for j, event in enumerate(events):
+                path = f"{where}.events[{j}]"
+                if not isinstance(event, dict) or not event.keys() <= _EVENT_KEYS:
+                    _bad_event(event, path)
+                name, at, value = event.get("event"), event.get("at"), event.get("value")
+                if not isinstance(name, str) or not name or not isinstance(at, str):
+                    _bad_event(event, path)
+                if value is not None and not _finite_number(value):
+                    raise BadRequest("value must be a finite number or null", f"{path}.value")
+        raise BadRequest("an event is not valid", "records")  # not reached: a check failed
 
     def _parse(self, texts: list[str], single: bool) -> np.ndarray:
         # pandas reads ISO 8601 in C (1.5 ms for 15,000 times, against 15 ms one by one); when
@@ -395,18 +421,32 @@ class _Events:
         except (ValueError, TypeError, OverflowError):
             pass
         out = []
-        for text, (_, row, index) in zip(texts, self.texts, strict=True):
+        for row, events in self.posted:
             where = "record" if single else f"records[{row}]"
-            out.append(_time(text, f"{where}.events[{index}].at"))
+            for j, event in enumerate(events):
+                out.append(_time(event["at"], f"{where}.events[{j}].at"))
         return np.array(out, dtype="datetime64[us]")
 
 
 _RECORD_KEYS = frozenset({"fields", "events"})
 _DIGITS = frozenset("0123456789")
 _EVENT_KEYS = frozenset({"event", "at", "value"})
+_EVENT_NAME = operator.itemgetter("event")
+_EVENT_AT = operator.itemgetter("at")
+_ABSENT = object()  # no "value" key (None is a posted null)
+_VALUE_TYPES = frozenset({type(None), int, float, object})
 
 
-def _bad_event(event: Any, path: str) -> None:
+def _finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float (not a boolean, NaN, infinity or a 400-digit int)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is int:
+        return abs(value) < 2**1023
+    return False
+
+
+def _bad_event(event: Any, path: str) -> NoReturn:
     """Raise the 400 that names what is wrong with a posted event."""
     if not isinstance(event, dict):
         raise BadRequest("an event must be an object with event and at", path)

@@ -168,6 +168,19 @@ def test_a_record_scored_by_the_endpoint_gets_its_batch_score(org, server):
             "finite number",
         ),
         (
+            {
+                "record": {
+                    "fields": VALID,
+                    "events": [
+                        {"event": "x", "at": "2026-01-01"},
+                        {"event": "y", "at": "2026-01-02", "value": 10**400},
+                    ],
+                }
+            },
+            "record.events[1]",
+            "finite number",
+        ),
+        (
             {"record": {"fields": VALID, "events": [{"event": "x", "at": "2026-01-01", "n": 1}]}},
             "record.events[0].n",
             "unknown key",
