@@ -21,7 +21,7 @@ from catboost import Pool
 
 from connector.store import FIELD_LABELS
 from scoring.features import MISSING
-from scoring.model import Predictor, pool_data, small_frame_threads
+from scoring.model import Predictor, small_frame_threads
 from scoring.tree_shap import tree_shap
 
 MAX_REASON_CHARS = 255
@@ -227,7 +227,10 @@ def describe(feature: str, value: Any, counts: frozenset[str], labels: Labels | 
 
 
 def contributions(
-    predictor: Predictor, frame: pd.DataFrame, rows_class: np.ndarray | None = None
+    predictor: Predictor,
+    frame: pd.DataFrame,
+    rows_class: np.ndarray | None = None,
+    pool: Pool | None = None,
 ) -> np.ndarray:
     """Per-record, per-feature contributions to the prediction.
 
@@ -238,6 +241,7 @@ def contributions(
         predictor: the deployed predictor.
         frame: rows with the feature columns.
         rows_class: multiclass: each row's class index to explain (default: argmax).
+        pool: the frame's pool (:meth:`Predictor.pool`), when the caller built it already.
 
     Returns:
         Matrix (rows, features).
@@ -245,12 +249,10 @@ def contributions(
     n, f = len(frame), len(predictor.features)
     if n == 0:
         return np.zeros((0, f))
-    pool = Pool(
-        pool_data(frame, predictor.features),
-        cat_features=[predictor.features.index(c) for c in predictor.cat_features],
-    )
+    if pool is None:
+        pool = predictor.pool(frame)
     if predictor.task == "multiclass" and rows_class is None:
-        rows_class = predictor.predict(frame).argmax(axis=1)
+        rows_class = predictor.predict(frame, pool).argmax(axis=1)
     table = tree_shap(predictor.model, f)
     if table is not None:
         threads = small_frame_threads(n)
@@ -328,29 +330,40 @@ def render_reasons(
             texts.append(describe(features[j], column[codes < 0][0], counts, labels))
         # code -1 (missing) picks the last text, the missing one
         pieces[rows, slots] = sign[slots] + np.array(texts, dtype=object)[codes]
-    out = []
-    for i in range(n):
+    # "; ".join of each row's shown pieces, one column at a time (element-wise in C)
+    lines = np.full(n, "", dtype=object)
+    for k in range(chosen.shape[1]):
+        show = shown[:, k]
+        first = show & (lines == "")
+        lines[first] = pieces[first, k]
+        rest = show & ~first
+        lines[rest] = lines[rest] + "; " + pieces[rest, k]
+    out = lines.tolist()
+    for i in np.nonzero(np.fromiter(map(len, out), dtype=np.int64, count=n) > max_chars)[0]:
         parts = [pieces[i, k] for k in range(chosen.shape[1]) if shown[i, k]]
         line = "; ".join(parts)
         while len(line) > max_chars and parts:
             parts.pop()
             line = "; ".join(parts)
-        out.append(line[:max_chars])
+        out[i] = line[:max_chars]
     return out
 
 
-def explain(predictor: Predictor, frame: pd.DataFrame, **options: Any) -> list[str]:
+def explain(
+    predictor: Predictor, frame: pd.DataFrame, pool: Pool | None = None, **options: Any
+) -> list[str]:
     """Reasons text for each record (see :func:`render_reasons` for the options).
 
     Args:
         predictor: the deployed predictor.
         frame: rows with the feature columns.
+        pool: the frame's pool (:meth:`Predictor.pool`), when the caller built it already.
         **options: passed to :func:`render_reasons`.
 
     Returns:
         One string per row.
     """
-    values = contributions(predictor, frame)
+    values = contributions(predictor, frame, pool=pool)
     if predictor.task == "regression" and len(values):
         # express effects relative to the spread of the predictions, so MIN_EFFECT means the same
         spread = float(np.std(values.sum(axis=1))) or 1.0

@@ -398,7 +398,12 @@ def _new_model(task: str, params: dict[str, Any]) -> CatBoost:
 
 
 def catboost_predict(
-    model: CatBoost, frame: pd.DataFrame, features: list[str], cat_features: list[str], task: str
+    model: CatBoost,
+    frame: pd.DataFrame,
+    features: list[str],
+    cat_features: list[str],
+    task: str,
+    pool: Pool | None = None,
 ) -> np.ndarray:
     """Raw CatBoost predictions: P(positive), class probabilities, or values.
 
@@ -408,13 +413,15 @@ def catboost_predict(
         features: feature columns in model order.
         cat_features: the categorical ones.
         task: the task.
+        pool: the frame's pool, when the caller built it already (:func:`make_pool`).
 
     Returns:
         Predictions.
     """
     if frame.empty:
         return np.zeros((0, 0)) if task == "multiclass" else np.zeros(0)
-    pool = make_pool(frame, features, cat_features)
+    if pool is None:
+        pool = make_pool(frame, features, cat_features)
     threads = small_frame_threads(len(frame))
     if task == "regression":
         return np.asarray(model.predict(pool, thread_count=threads), dtype=float)
@@ -787,23 +794,28 @@ class Predictor:
     linear: LinearModel | None = None
     calibrator: dict[str, Any] | None = None
 
-    def raw(self, frame: pd.DataFrame) -> np.ndarray:
-        """The blend before calibration."""
-        out = catboost_predict(self.model, frame, self.features, self.cat_features, self.task)
+    def pool(self, frame: pd.DataFrame) -> Pool:
+        """The CatBoost pool of a frame's feature columns (build once, predict and explain)."""
+        return make_pool(frame, self.features, self.cat_features)
+
+    def raw(self, frame: pd.DataFrame, pool: Pool | None = None) -> np.ndarray:
+        """The blend before calibration (``pool``: the frame's, when built already)."""
+        out = catboost_predict(self.model, frame, self.features, self.cat_features, self.task, pool)
         if self.weight < 1.0 and self.linear is not None and len(frame):
             out = self.weight * out + (1 - self.weight) * self.linear.predict(frame)
         return out
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, frame: pd.DataFrame, pool: Pool | None = None) -> np.ndarray:
         """Predictions: P(positive), class probabilities, or values.
 
         Args:
             frame: rows with the feature columns (missing values and unseen categories are fine).
+            pool: the frame's pool (:meth:`pool`), when the caller built it already.
 
         Returns:
             Predictions.
         """
-        out = self.raw(frame)
+        out = self.raw(frame, pool)
         if self.task == "binary":
             return calibrate(self.calibrator, out)
         return out

@@ -1448,7 +1448,8 @@ def score_features(
         As :func:`score_entities` (scores and tiers that depend on the whole
         population are placeholders: see :func:`population_scores`).
     """
-    out = predictor.predict(data)
+    pool = predictor.pool(data) if len(data) else None  # one pool: predict and explain
+    out = predictor.predict(data, pool)
     class_probabilities: list[Any] = [None] * len(data)
     if spec.task == "binary":
         probability = np.round(out, 6)
@@ -1473,7 +1474,7 @@ def score_features(
         score = np.zeros(len(out), dtype=int)
         tier = np.full(len(out), None, dtype=object)
     text = (
-        explain(predictor, data, labels=labels or Labels())
+        explain(predictor, data, pool, labels=labels or Labels())
         if reasons and len(data)
         else [None] * len(data)
     )

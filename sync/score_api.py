@@ -376,8 +376,12 @@ class _Events:
         if not plausible:
             self._refuse(single)
         try:
-            values = np.array(
-                [math.nan if v is None or v is _ABSENT else v for v in raw], dtype=float
+            values = (
+                np.full(len(raw), math.nan)
+                if absent == len(raw)  # events without values: the common case
+                else np.array(
+                    [math.nan if v is None or v is _ABSENT else v for v in raw], dtype=float
+                )
             )
         except OverflowError:  # an integer beyond any float
             self._refuse(single)
