@@ -256,9 +256,8 @@ def contributions(
     table = tree_shap(predictor.model, f)
     if table is not None:
         threads = small_frame_threads(n)
-        leaves = np.asarray(
-            predictor.model.calc_leaf_indexes(pool, thread_count=threads), dtype=np.int64
-        )
+        # uint32 as CatBoost returns them: 1 KB a row for a 270-tree model
+        leaves = np.asarray(predictor.model.calc_leaf_indexes(pool, thread_count=threads))
         values = table.contributions(leaves, rows_class)
     else:
         shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))

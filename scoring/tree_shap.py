@@ -40,6 +40,8 @@ from threadpoolctl import ThreadpoolController
 # 2^depth subsets x 2^depth leaves per tree: depth 8 builds in about 2 ms a tree, depth 10 in
 # ~60 ms (a 1,000-tree model would take a minute to load), so deeper models keep CatBoost's way.
 MAX_DEPTH = 8
+# Rows explained at once (bounds the gathered block to a few tens of MB).
+CHUNK_ROWS = 2048
 # Larger tables (trees x leaves x players x classes, 4 bytes each) are not worth the memory.
 MAX_TABLE_BYTES = 256 * 1024 * 1024
 
@@ -71,18 +73,22 @@ class TreeShap:
             (records, features) SHAP values, without the expected value.
         """
         n, trees = leaves.shape
-        if n == 0:
-            return np.zeros((0, self.assign.shape[1]))
+        out = np.zeros((n, self.assign.shape[1]))
         tree_index = np.arange(trees)[None, :]
-        if self.dimensions == 1:
-            gathered = self.values[tree_index, leaves, :, 0]
-        else:
-            dims = np.zeros(n, dtype=np.int64) if rows_class is None else rows_class
-            gathered = self.values[tree_index, leaves, :, dims[:, None]]
+        dims = np.zeros(n, dtype=np.int64) if rows_class is None else rows_class
         # One thread: OpenBLAS's threads cost 2-3x more than they save for a product this small
         # (1,000 x 2,000 x 30), far more on a busy machine; 8 us to switch.
         with _BLAS.limit(limits=1, user_api="blas"):
-            return (gathered.reshape(n, -1) @ self.assign).astype(float)
+            # blocks of rows: the gathered values are trees x slots floats a row (8 KB for a
+            # 270-tree model), so a 50,000-lead batch at once would hold 430 MB
+            for start in range(0, n, CHUNK_ROWS):
+                block = slice(start, min(start + CHUNK_ROWS, n))
+                if self.dimensions == 1:
+                    gathered = self.values[tree_index, leaves[block], :, 0]
+                else:
+                    gathered = self.values[tree_index, leaves[block], :, dims[block, None]]
+                out[block] = gathered.reshape(len(gathered), -1) @ self.assign
+        return out
 
 
 _BLAS = ThreadpoolController()
