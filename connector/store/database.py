@@ -1254,6 +1254,26 @@ class Store:
             [score_run_id],
         )
 
+    def discard_unfinished_score_runs(self) -> int:
+        """Delete the rows of scoring runs that never finished (a process killed mid-run).
+
+        Only where no run can be in progress: the start of a full scoring run or of a vacuum.
+
+        Returns:
+            The number of score rows deleted.
+        """
+        with self.transaction() as con:
+            row = con.execute(
+                "SELECT count(*) FROM score_history "
+                "WHERE score_run_id NOT IN (SELECT score_run_id FROM score_run)"
+            ).fetchall()[0]
+            if row[0]:
+                con.execute(
+                    "DELETE FROM score_history "
+                    "WHERE score_run_id NOT IN (SELECT score_run_id FROM score_run)"
+                )
+        return int(row[0])
+
     def discard_score_run(self, score_run_id: int) -> None:
         """Delete the rows of a scoring run that did not finish (so no reader takes it as latest).
 
@@ -1394,20 +1414,24 @@ class Store:
                         row_number() OVER (PARTITION BY entity_id
                                            ORDER BY score_run_id DESC) AS nth
                  FROM score_history WHERE prediction = ? AND score_run_id >= coalesce(
-                   (SELECT max(score_run_id) FROM score_history
-                    WHERE prediction = ? AND NOT coalesce(partial, false)), 0))
+                   (SELECT max(score_run_id) FROM score_run
+                    WHERE prediction = ? AND NOT coalesce(partial, false)), 0)
+                   -- finished runs only: a run still being written, or cut short by a crash,
+                   -- has rows here but no score_run row yet
+                   AND score_run_id IN (SELECT score_run_id FROM score_run WHERE prediction = ?))
                WHERE nth = 1 ORDER BY entity_id""",
-            [prediction, prediction],
+            [prediction, prediction, prediction],
         )
 
     def latest_run_id(self, prediction: str) -> int | None:
-        """The id of a prediction's latest full scoring run (None: never scored).
+        """The id of a prediction's latest finished full scoring run (None: never scored).
 
         The fresh job's partial runs overlay it (:meth:`latest_scores`); they are not runs of
-        their own for percentiles or batches.
+        their own for percentiles or batches. A run still being written (a fresh cycle may
+        borrow the store between its batches) or cut short by a crash is not finished.
         """
         row = self.con.execute(
-            "SELECT max(score_run_id) FROM score_history "
+            "SELECT max(score_run_id) FROM score_run "
             "WHERE prediction = ? AND NOT coalesce(partial, false)",
             [prediction],
         ).fetchall()[0]

@@ -186,7 +186,7 @@ def recent_arrivals(store: Store, prediction: str, days: int) -> pd.Series:
             SELECT s.probability FROM score_history s
             JOIN {LEAD} l ON l.Id = s.entity_id, ends
             WHERE s.prediction = ? AND s.probability IS NOT NULL
-              AND s.score_run_id = (SELECT max(score_run_id) FROM score_history
+              AND s.score_run_id = (SELECT max(score_run_id) FROM score_run
                                     WHERE prediction = ? AND NOT coalesce(partial, false))
               AND CAST(l.CreatedDate AS TIMESTAMP) > ends.newest - to_days(CAST(? AS INTEGER))""",
         [prediction, prediction, days],

@@ -93,6 +93,9 @@ def _score_prediction(
     way is deleted, so that a push never takes a partial run for the latest one.
     """
     predictor = champion.load()
+    # rows of a run a kill -9 cut short: readers skip them already; they are deleted here, where
+    # no other run can be in progress
+    store.discard_unfinished_score_runs()
     run_id = store.start_score_run()
     rows = 0
     capacity: dict[str, Any] | None = None

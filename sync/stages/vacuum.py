@@ -33,11 +33,12 @@ def vacuum_store(store: Store, settings: Settings, reporter: Reporter = SILENT) 
         and after (bytes) and whether it was rewritten.
     """
     reporter.stage("applying the retention policy")
+    unfinished = store.discard_unfinished_score_runs()  # a run a crash cut short
     outcome = apply_retention(store, retention_policy(settings.store.retention), utc_now())
     reporter.stage("reclaiming space")
     before, after, rewritten = reclaim_space(store)
     return {
-        "score_rows_deleted": outcome.score_rows,
+        "score_rows_deleted": outcome.score_rows + unfinished,
         "score_rows_kept": outcome.score_rows_kept,
         "run_log_rows_deleted": outcome.run_log_rows,
         "import_rejects_deleted": outcome.import_rejects,

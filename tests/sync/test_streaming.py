@@ -103,6 +103,41 @@ def test_a_failed_scoring_run_leaves_no_partial_run(tmp_path):
         assert run > first and list(latest["model_version"]) == ["v1", "v1"]
 
 
+def _scores(ids: list[str], version: str, day: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "entity_id": ids,
+            "model_version": version,
+            "probability": [0.5] * len(ids),
+            "score": [50] * len(ids),
+            "tier": ["B"] * len(ids),
+            "reasons": [None] * len(ids),
+            "scored_at": pd.Timestamp(day),
+        }
+    )
+
+
+def test_a_run_cut_short_by_a_crash_is_never_read_and_is_deleted_by_the_next(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        first = store.append_scores("p", _scores(["a", "b"], "v1", "2026-01-01"))
+        # a streamed run whose process was killed after one batch: no finish, no discard
+        cut = store.start_score_run()
+        store.append_scores("p", _scores(["a"], "v2", "2026-01-02"), score_run_id=cut)
+        # a fresh cycle's partial run after it still overlays the finished run
+        store.append_scores("p", _scores(["b"], "v1", "2026-01-03"), partial=True)
+        assert store.latest_run_id("p") == first
+        latest = store.latest_scores("p").set_index("entity_id")
+        assert list(latest["model_version"]) == ["v1", "v1"]
+        assert latest.loc["b", "scored_at"] == pd.Timestamp("2026-01-03")
+        batches = list(store.latest_score_batches("p", 10))
+        assert [len(frame) for _, _, frame in batches] == [2]
+    # the next process: its scoring run (or a vacuum) deletes the leftovers
+    with Store(tmp_path / "s.duckdb") as store:
+        assert store.discard_unfinished_score_runs() == 1
+        assert store.discard_unfinished_score_runs() == 0
+        assert store.latest_run_id("p") == first
+
+
 def test_a_push_diffs_and_writes_one_batch_at_a_time(tmp_path):
     sandbox = Sandbox(tmp_path / "sandbox", leads=300, seed=11).start()
     try:
