@@ -21,6 +21,8 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from connector.store import quote_identifier
 from scoring.events import Entity
@@ -344,35 +346,40 @@ def build_features(
     categorical = set(columns.cat_features)
     features: dict[str, Any] = {}
     for c in columns.names:
-        if c in categorical:
-            values = pd.Series(result[c], dtype=object)
-            features[c] = values.where(values.notna(), MISSING).astype(str)
+        if c in categorical:  # from _fetch: text with (missing) filled in
+            features[c] = result[c]
         else:
             features[c] = np.asarray(result[c], dtype=float)
     out = anchors.reset_index(drop=True)
     if any(c in out.columns for c in features):
         out = out.copy()
         for c, values in features.items():
-            out[c] = np.asarray(values)
+            out[c] = values
         return out
     # one frame built from whole columns: assigning ~50 columns one by one costs more than the SQL
     return pd.concat([out, pd.DataFrame(features, index=out.index)], axis=1)
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> dict[str, Any]:
-    """Run a query and return its columns as NumPy arrays, NULL as NaN / None (no pandas).
+# The dtype of ``Series.astype(str)`` (pandas 3: Arrow-backed strings, pandas 2: objects): the one
+# categorical features have always reached CatBoost in.
+_TEXT = pd.Series([""], dtype=object).astype(str).dtype
 
-    A column with NULLs comes back as floats (numbers, booleans) or objects (text).
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> dict[str, Any]:
+    """Run a query and return its columns as arrays, through Arrow (no pandas frame, no tuples).
+
+    Text columns come back as categorical feature values (missing as ``(missing)``, in the
+    ``astype(str)`` dtype); other columns as NumPy arrays, NULL numbers as NaN.
     """
-    out = {}
-    for name, column in con.execute(sql, params).fetchnumpy().items():
-        if isinstance(column, np.ma.MaskedArray):
-            # filled(None) would fill with the array's default fill value ('?'), not None
-            kind = column.dtype.kind
-            data = np.array(column.data, dtype=object if kind == "O" else float)
-            data[np.ma.getmaskarray(column)] = None if kind == "O" else np.nan
-            column = data
-        out[name] = np.asarray(column)
+    relation = con.sql(sql, params=params)
+    # DuckDB 2 renamed fetch_arrow_table (now deprecated) to to_arrow_table; 1.x has only arrow()
+    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    out: dict[str, Any] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            out[name] = pd.array(pc.fill_null(column, MISSING), dtype=_TEXT)
+        else:
+            out[name] = column.to_numpy()
     return out
 
 
