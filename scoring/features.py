@@ -406,9 +406,7 @@ def _attribute_features(
             ORDER BY a._row""",
         [],
     )
-    rows = len(attributes.pop("_row"))
-    if "days_since_created" in columns.derived and not entity.created_column:
-        attributes["days_since_created"] = np.full(rows, np.nan)
+    del attributes["_row"]  # only there to give a query without attributes a column
     return attributes
 
 
@@ -418,9 +416,9 @@ def _event_features(
     """Counts, value statistics, RFM, active days and recency per ``_anchors`` row.
 
     One join of the anchors with the events view fetches one line per event before its anchor;
-    everything else is arithmetic on those arrays. The SQL this replaces grouped by row with one
-    filtered aggregate per event and window (24 string comparisons per event on the benchmark
-    org); here each window is one ``bincount``.
+    everything else is arithmetic on those arrays. The query this replaces grouped by row with one
+    filtered aggregate per event and window, each comparing the event's name again (24 on the
+    benchmark org), and a distinct count of days: here each window is one ``bincount``.
     """
     q = quote_identifier
     events = list(dict.fromkeys(columns.events))
@@ -429,7 +427,8 @@ def _event_features(
     longest = max(columns.windows_days) if columns.windows_days else 0
     wanted = ["a._row", "c.code", "epoch(a.anchor_at) - epoch(e.ts) AS age"]
     if "days_since_last_event" in columns.derived:
-        # the same expression as days_since_created's: its minimum per row is the last event's
+        # the old query's expression applied to each event: it falls as the event's time rises,
+        # so its minimum per row is exactly its value at the last event
         wanted.append("epoch(a.anchor_at - e.ts) / 86400.0 AS ago")
     if columns.active_days:
         wanted.append("CAST(a.anchor_at AS DATE) - CAST(e.ts AS DATE) AS day_offset")
@@ -510,7 +509,8 @@ def _extreme(ufunc: np.ufunc, row: np.ndarray, x: np.ndarray, rows: int) -> np.n
         One float per row.
     """
     out = np.full(rows, np.inf if ufunc is np.minimum else -np.inf)
-    ufunc.at(out, row, x)
+    with np.errstate(invalid="ignore"):  # a NaN value makes its row's result NaN, as in SQL
+        ufunc.at(out, row, x)
     out[np.bincount(row, minlength=rows) == 0] = np.nan
     return out
 

@@ -117,6 +117,8 @@ def test_value_and_rfm_features_are_unchanged(tmp_path, scoring):
     store = Store(tmp_path / "values.duckdb")
     load_table(store, "customers", customers)
     load_table(store, "orders", orders)
+    # and NaN amounts propagate through sums, means and maxima, as in SQL
+    store.con.execute("UPDATE orders SET amount = 'nan'::DOUBLE WHERE order_id LIKE '%03'")
     spec = customer_spec(
         name="ltv",
         task="regression",
@@ -144,4 +146,5 @@ def test_value_and_rfm_features_are_unchanged(tmp_path, scoring):
     assert_same(new, old, columns)
     assert new["order_value_max_60d"].notna().sum() > 20
     assert new["order_days_since_first"].notna().sum() > 100
+    assert new["order_value_sum_all"].isna().any()  # a NaN amount reached the features
     store.close()
