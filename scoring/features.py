@@ -21,6 +21,8 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from connector.store import quote_identifier
 from scoring.events import Entity
@@ -308,6 +310,13 @@ def build_features(
 ) -> pd.DataFrame:
     """Compute features for (entity_id, anchor_at) pairs from data strictly before each anchor.
 
+    Two queries per call: one fetches, for every event of a counted type before its row's anchor,
+    the row, the event's code and its age (plus its value and day where the features need them);
+    the other fetches the entity's attributes per row. Counts, value statistics, RFM, active days
+    and recency are then aggregated per row with NumPy (``bincount`` and ``ufunc.at``) from the
+    same per-event quantities SQL compared before, so the result is the same (value sums up to the
+    order of summation, which DuckDB's parallel aggregation never fixed either).
+
     Args:
         con: store connection with the events view.
         entity: the entity.
@@ -319,50 +328,66 @@ def build_features(
         are strings with missing values as ``(missing)``; numeric values are floats with NaN for
         missing (also for values that are not numbers).
     """
+    frame = anchors[["entity_id", "anchor_at"]].reset_index(drop=True).copy()
+    frame["anchor_at"] = pd.to_datetime(frame["anchor_at"])
+    frame["_row"] = np.arange(len(frame), dtype=np.int64)
+    con.register("_anchors", frame)
+    try:
+        result = _attribute_features(con, entity, columns)
+        result.update(_event_features(con, entity, columns, len(frame)))
+    finally:
+        con.unregister("_anchors")
+    if columns.traits:
+        traits = compute_traits(
+            con, entity, frame, [TraitSpec.model_validate(t) for t in columns.traits]
+        )
+        for name in traits.columns:
+            result[name] = traits[name].to_numpy()
+    categorical = set(columns.cat_features)
+    features: dict[str, Any] = {}
+    for c in columns.names:
+        if c in categorical:  # from _fetch: text with (missing) filled in
+            features[c] = result[c]
+        else:
+            features[c] = np.asarray(result[c], dtype=float)
+    out = anchors.reset_index(drop=True)
+    if any(c in out.columns for c in features):
+        out = out.copy()
+        for c, values in features.items():
+            out[c] = values
+        return out
+    # one frame built from whole columns: assigning ~50 columns one by one costs more than the SQL
+    return pd.concat([out, pd.DataFrame(features, index=out.index)], axis=1)
+
+
+# The dtype of ``Series.astype(str)`` (pandas 3: Arrow-backed strings, pandas 2: objects): the one
+# categorical features have always reached CatBoost in.
+_TEXT = pd.Series([""], dtype=object).astype(str).dtype
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> dict[str, Any]:
+    """Run a query and return its columns as arrays, through Arrow (no pandas frame, no tuples).
+
+    Text columns come back as categorical feature values (missing as ``(missing)``, in the
+    ``astype(str)`` dtype); other columns as NumPy arrays, NULL numbers as NaN.
+    """
+    relation = con.sql(sql, params=params)
+    # DuckDB 2 renamed fetch_arrow_table (now deprecated) to to_arrow_table; 1.x has only arrow()
+    table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    out: dict[str, Any] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            out[name] = pd.array(pc.fill_null(column, MISSING), dtype=_TEXT)
+        else:
+            out[name] = column.to_numpy()
+    return out
+
+
+def _attribute_features(
+    con: duckdb.DuckDBPyConnection, entity: Entity, columns: FeatureColumns
+) -> dict[str, Any]:
+    """Attribute, creation-age and anchor-part columns per ``_anchors`` row, in row order."""
     q = quote_identifier
-    # The window test uses the age of each event in seconds, computed once per joined row:
-    # e.ts in [anchor - W days, anchor)  <=>  0 < age <= W * 86400.
-    counts, outer = [], []
-    params: list[object] = []
-    for event in columns.events:
-        for w in columns.windows_days:
-            name = q(f"{event}_{w}d")
-            counts.append(
-                f"count(*) FILTER (WHERE j.event = ? AND j.age <= {int(w) * 86400}) AS {name}"
-            )
-            outer.append(f"coalesce(agg.{name}, 0) AS {name}")
-            params.append(event)
-    for event in columns.values:
-        for w in columns.windows_days:
-            inside = f"j.event = ? AND j.age <= {int(w) * 86400}"
-            for stat, sql in (("sum", "sum"), ("mean", "avg"), ("max", "max")):
-                name = q(f"{event}_value_{stat}_{w}d")
-                counts.append(f"{sql}(j.value) FILTER (WHERE {inside}) AS {name}")
-                default = "0" if stat == "sum" else "NULL"
-                outer.append(f"coalesce(agg.{name}, {default}) AS {name}")
-                params.append(event)
-        rfm = {
-            "days_since_last": "(epoch(max(j.anchor_at)) - epoch(max(j.ts) FILTER (WHERE "
-            "j.event = ?))) / 86400.0",
-            "days_since_first": "(epoch(max(j.anchor_at)) - epoch(min(j.ts) FILTER (WHERE "
-            "j.event = ?))) / 86400.0",
-            "count_all": "count(*) FILTER (WHERE j.event = ?)",
-            "value_sum_all": "sum(j.value) FILTER (WHERE j.event = ?)",
-        }
-        for part in RFM_PARTS:
-            name = q(f"{event}_{part}")
-            counts.append(f"{rfm[part]} AS {name}")
-            default = "0" if part in ("count_all", "value_sum_all") else "NULL"
-            outer.append(f"coalesce(agg.{name}, {default}) AS {name}")
-            params.append(event)
-    if columns.active_days:
-        # one distinct count (over the longest window): each costs a hash set per row
-        w = max(columns.windows_days)
-        name = q(f"active_days_{w}d")
-        counts.append(f"count(DISTINCT j.day) FILTER (WHERE j.age <= {int(w) * 86400}) AS {name}")
-        outer.append(f"coalesce(agg.{name}, 0) AS {name}")
-    event_filter = ", ".join("?" for _ in columns.events)
-    params.extend(columns.events)
     attrs = [f"CAST(x.{q(c)} AS VARCHAR) AS {q(c)}" for c in columns.categorical]
     attrs += [f"TRY_CAST(x.{q(c)} AS DOUBLE) AS {q(c)}" for c in columns.numeric]
     if "days_since_created" in columns.derived and entity.created_column:
@@ -372,52 +397,121 @@ def build_features(
         )
     for part in columns.date_parts:
         attrs.append(f"strftime(a.anchor_at, '{DATE_PARTS[part]}') AS {q('anchor_' + part)}")
+    attributes = _fetch(
+        con,
+        f"""SELECT a._row {", " + ", ".join(attrs) if attrs else ""}
+            FROM _anchors a
+            LEFT JOIN {q(entity.table)} x
+              ON CAST(x.{q(entity.id_column)} AS VARCHAR) = a.entity_id
+            ORDER BY a._row""",
+        [],
+    )
+    del attributes["_row"]  # only there to give a query without attributes a column
+    return attributes
+
+
+def _event_features(
+    con: duckdb.DuckDBPyConnection, entity: Entity, columns: FeatureColumns, rows: int
+) -> dict[str, np.ndarray]:
+    """Counts, value statistics, RFM, active days and recency per ``_anchors`` row.
+
+    One join of the anchors with the events view fetches one line per event before its anchor;
+    everything else is arithmetic on those arrays. The query this replaces grouped by row with one
+    filtered aggregate per event and window, each comparing the event's name again (24 on the
+    benchmark org), and a distinct count of days: here each window is one ``bincount``.
+    """
+    q = quote_identifier
+    events = list(dict.fromkeys(columns.events))
+    codes = {event: code for code, event in enumerate(events)}
+    values = [e for e in columns.values if e in codes]
+    longest = max(columns.windows_days) if columns.windows_days else 0
+    wanted = ["a._row", "c.code", "epoch(a.anchor_at) - epoch(e.ts) AS age"]
     if "days_since_last_event" in columns.derived:
-        attrs.append("epoch(a.anchor_at - agg.last_ts) / 86400.0 AS days_since_last_event")
-    frame = anchors[["entity_id", "anchor_at"]].reset_index(drop=True).copy()
-    frame["anchor_at"] = pd.to_datetime(frame["anchor_at"])
-    frame["_row"] = range(len(frame))
-    if columns.events:
-        aggregate = f"""SELECT j._row, {", ".join(counts)}, max(j.ts) AS last_ts
-            FROM (SELECT a._row, a.anchor_at, e.event, e.ts, e.value,
-                         CAST(e.ts AS DATE) AS day, epoch(a.anchor_at) - epoch(e.ts) AS age
-                  FROM _anchors a JOIN {q(entity.events_view)} e
-                    ON e.entity_id = a.entity_id AND e.ts < a.anchor_at
-                   AND e.event IN ({event_filter})) j
-            GROUP BY j._row"""
-    else:
-        aggregate = "SELECT NULL::BIGINT AS _row, NULL::TIMESTAMP AS last_ts WHERE false"
-    selected = [*outer, *attrs]
-    con.register("_anchors", frame)
-    try:
-        result = con.execute(
-            f"""WITH agg AS ({aggregate})
-                SELECT a._row {", " + ", ".join(selected) if selected else ""}
+        # the old query's expression applied to each event: it falls as the event's time rises,
+        # so its minimum per row is exactly its value at the last event
+        wanted.append("epoch(a.anchor_at - e.ts) / 86400.0 AS ago")
+    if columns.active_days:
+        wanted.append("CAST(a.anchor_at AS DATE) - CAST(e.ts AS DATE) AS day_offset")
+    if values:
+        # NULL and NaN differ (SQL aggregates skip NULLs, NaN propagates): keep both
+        wanted += ["e.value", "e.value IS NOT NULL AS has_value"]
+    data: dict[str, Any] = {}
+    if events:
+        lookup = ", ".join(f"(?, {code})" for code in codes.values())
+        data = _fetch(
+            con,
+            f"""SELECT {", ".join(wanted)}
                 FROM _anchors a
-                LEFT JOIN agg ON agg._row = a._row
-                LEFT JOIN {q(entity.table)} x
-                  ON CAST(x.{q(entity.id_column)} AS VARCHAR) = a.entity_id
-                ORDER BY a._row""",
-            params,
-        ).df()
-    finally:
-        con.unregister("_anchors")
-    result = result.drop(columns="_row")
-    if columns.traits:
-        traits = compute_traits(
-            con, entity, frame, [TraitSpec.model_validate(t) for t in columns.traits]
+                JOIN {q(entity.events_view)} e
+                  ON e.entity_id = a.entity_id AND e.ts < a.anchor_at
+                JOIN (VALUES {lookup}) c(event, code) ON c.event = e.event""",
+            list(codes),
         )
-        for name in traits.columns:
-            result[name] = traits[name].to_numpy()
-    categorical = set(columns.cat_features)
-    for c in columns.cat_features:
-        result[c] = result[c].astype(object).where(result[c].notna(), MISSING).astype(str)
-    numeric_cols = [c for c in columns.names if c not in categorical]
-    if numeric_cols:
-        result[numeric_cols] = result[numeric_cols].astype(float)
-    out = anchors.reset_index(drop=True).copy()
-    for c in columns.names:
-        out[c] = result[c].to_numpy()
+    empty = np.zeros(0, dtype=np.int64)
+    row = data.get("_row", empty).astype(np.int64)
+    code = data.get("code", empty).astype(np.int64)
+    age = data.get("age", empty).astype(float)
+    out: dict[str, np.ndarray] = {}
+    cell = row * len(events) + code  # one bin per (row, event)
+    for w in columns.windows_days:
+        inside = age <= int(w) * 86400
+        counts = np.bincount(cell[inside], minlength=rows * len(events)).reshape(rows, -1)
+        for event in events:
+            out[f"{event}_{w}d"] = counts[:, codes[event]].astype(float)
+    value = data.get("value", np.zeros(len(row))).astype(float)
+    has_value = data.get("has_value", np.zeros(len(row), dtype=bool)).astype(bool)
+    for event in columns.values:
+        mine = code == codes[event] if event in codes else np.zeros(len(row), dtype=bool)
+        valued = mine & has_value
+        for w in columns.windows_days:
+            m = valued & (age <= int(w) * 86400)
+            n = np.bincount(row[m], minlength=rows)
+            total = np.bincount(row[m], weights=value[m], minlength=rows)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+            out[f"{event}_value_sum_{w}d"] = total
+            out[f"{event}_value_mean_{w}d"] = mean
+            out[f"{event}_value_max_{w}d"] = _extreme(np.maximum, row[m], value[m], rows)
+        # RFM over all history before the anchor; an age's minimum is the last event's
+        out[f"{event}_days_since_last"] = _extreme(np.minimum, row[mine], age[mine], rows) / 86400.0
+        out[f"{event}_days_since_first"] = (
+            _extreme(np.maximum, row[mine], age[mine], rows) / 86400.0
+        )
+        out[f"{event}_count_all"] = np.bincount(row[mine], minlength=rows).astype(float)
+        out[f"{event}_value_sum_all"] = np.bincount(
+            row[valued], weights=value[valued], minlength=rows
+        )
+    if columns.active_days:
+        # An event counted over the longest window W is at most W calendar days before its
+        # anchor's day (a whole number of days back from the anchor keeps its time of day), so
+        # (row, day offset) indexes a dense rows x (W + 1) table of active days.
+        inside = age <= int(longest) * 86400
+        offset = data.get("day_offset", empty)[inside].astype(np.int64)
+        active = np.zeros(rows * (longest + 1), dtype=bool)
+        active[row[inside] * (longest + 1) + offset] = True
+        out[f"active_days_{longest}d"] = active.reshape(rows, -1).sum(axis=1).astype(float)
+    if "days_since_last_event" in columns.derived:
+        ago = data.get("ago", np.zeros(0)).astype(float)
+        out["days_since_last_event"] = _extreme(np.minimum, row, ago, rows)
+    return out
+
+
+def _extreme(ufunc: np.ufunc, row: np.ndarray, x: np.ndarray, rows: int) -> np.ndarray:
+    """Per-row minimum or maximum of ``x`` (NaN propagates, as in SQL); NaN for rows without any.
+
+    Args:
+        ufunc: ``np.minimum`` or ``np.maximum``.
+        row: the row of each value.
+        x: the values.
+        rows: number of rows.
+
+    Returns:
+        One float per row.
+    """
+    out = np.full(rows, np.inf if ufunc is np.minimum else -np.inf)
+    with np.errstate(invalid="ignore"):  # a NaN value makes its row's result NaN, as in SQL
+        ufunc.at(out, row, x)
+    out[np.bincount(row, minlength=rows) == 0] = np.nan
     return out
 
 
