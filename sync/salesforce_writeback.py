@@ -383,13 +383,11 @@ def _score_and_ledger_batches(
         for low, high, scores in store.latest_score_batches(prediction, batch_size):
             yield scores, store.ledger(TARGET, sobject, between=(low, high))
         return
-    wanted = {str(r) for r in record_ids}
-    scores = store.latest_scores(prediction)
-    scores = scores[scores["entity_id"].isin(wanted)].reset_index(drop=True)
-    ledger = store.ledger(TARGET, sobject)
-    if not ledger.empty:
-        ledger = ledger[ledger["record_id"].isin(wanted)].reset_index(drop=True)
-    yield scores, ledger
+    # by key: a fresh cycle's few records, whatever the org's size
+    yield (
+        store.latest_scores(prediction, entity_ids=record_ids),
+        store.ledger(TARGET, sobject, record_ids=record_ids),
+    )
 
 
 def _write_of(

@@ -31,7 +31,7 @@ import json
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -1393,7 +1393,9 @@ class Store:
         total = sum(int(n) for _, n in rows)
         return total, {str(t): int(n) for t, n in sorted(rows, key=lambda r: str(r[0])) if t}
 
-    def latest_scores(self, prediction: str) -> pd.DataFrame:
+    def latest_scores(
+        self, prediction: str, entity_ids: Collection[str] | None = None
+    ) -> pd.DataFrame:
         """The current scores of a prediction: its latest full run, overlaid by later partial runs.
 
         A partial run (the fresh job) scores a few entities; for those its row is newer than the
@@ -1401,6 +1403,8 @@ class Store:
 
         Args:
             prediction: prediction name.
+            entity_ids: only these entities (the fresh job's few; read by key, not by scanning
+                every score of the org); None: all.
 
         Returns:
             One row per entity (empty when never scored), with ``class_probabilities`` as JSON
@@ -1418,9 +1422,10 @@ class Store:
                     WHERE prediction = ? AND NOT coalesce(partial, false)), 0)
                    -- finished runs only: a run still being written, or cut short by a crash,
                    -- has rows here but no score_run row yet
-                   AND score_run_id IN (SELECT score_run_id FROM score_run WHERE prediction = ?))
+                   AND score_run_id IN (SELECT score_run_id FROM score_run WHERE prediction = ?)
+                   AND (CAST(? AS VARCHAR[]) IS NULL OR entity_id IN (SELECT unnest(?))))
                WHERE nth = 1 ORDER BY entity_id""",
-            [prediction, prediction, prediction],
+            [prediction, prediction, prediction, *[_id_list(entity_ids)] * 2],
         )
 
     def latest_run_id(self, prediction: str) -> int | None:
@@ -1684,7 +1689,11 @@ class Store:
     # ----------------------------------------------------------------------------------
 
     def ledger(
-        self, target: str, sobject: str, between: tuple[str, str] | None = None
+        self,
+        target: str,
+        sobject: str,
+        between: tuple[str, str] | None = None,
+        record_ids: Collection[str] | None = None,
     ) -> pd.DataFrame:
         """Ledger rows of one target object.
 
@@ -1692,6 +1701,7 @@ class Store:
             target: target system (``salesforce``, ``segment``).
             sobject: object name.
             between: only records whose id is in this range (inclusive): one batch's ledger.
+            record_ids: only these records (the fresh job's few).
 
         Returns:
             Columns ``record_id, field, value, status, attempts, last_error, attempted_value,
@@ -1701,8 +1711,9 @@ class Store:
         return self.query_df(
             "SELECT record_id, field, value, status, attempts, last_error, attempted_value, "
             "next_attempt_at FROM writeback_ledger WHERE target = ? AND object = ? "
-            "AND (CAST(? AS VARCHAR) IS NULL OR record_id BETWEEN ? AND ?)",
-            [target, sobject, low, low, high],
+            "AND (CAST(? AS VARCHAR) IS NULL OR record_id BETWEEN ? AND ?) "
+            "AND (CAST(? AS VARCHAR[]) IS NULL OR record_id IN (SELECT unnest(?)))",
+            [target, sobject, low, low, high, *[_id_list(record_ids)] * 2],
         )
 
     def confirmed_times(
@@ -1951,3 +1962,8 @@ def _py(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+def _id_list(ids: Collection[str] | None) -> list[str] | None:
+    """A bound list parameter of ids (``IN (SELECT unnest(?))``), or None for "all"."""
+    return None if ids is None else sorted({str(i) for i in ids})

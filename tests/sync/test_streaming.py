@@ -138,6 +138,19 @@ def test_a_run_cut_short_by_a_crash_is_never_read_and_is_deleted_by_the_next(tmp
         assert store.latest_run_id("p") == first
 
 
+def test_scores_and_ledger_read_by_key_equal_the_filtered_whole(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.append_scores("p", _scores(["a", "b", "c"], "v1", "2026-01-01"))
+        store.append_scores("p", _scores(["b"], "v2", "2026-01-02"), partial=True)
+        whole = store.latest_scores("p")
+        some = store.latest_scores("p", entity_ids={"b", "c", "zz"})
+        expected = whole[whole["entity_id"].isin({"b", "c"})].reset_index(drop=True)
+        pd.testing.assert_frame_equal(some, expected)
+        assert list(some["model_version"]) == ["v2", "v1"]
+        assert store.latest_scores("p", entity_ids=[]).empty
+        assert store.ledger("salesforce", "Lead", record_ids=["a"]).empty
+
+
 def test_a_push_diffs_and_writes_one_batch_at_a_time(tmp_path):
     sandbox = Sandbox(tmp_path / "sandbox", leads=300, seed=11).start()
     try:
