@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -187,18 +187,24 @@ class Diff:
         """Records with something to send."""
         return self.create + self.update
 
+    # the counts' names (``invalid`` is ``invalid_records``), in the order reports show them
+    COUNTS: ClassVar[tuple[str, ...]] = (
+        "records",
+        "create",
+        "update",
+        "unchanged",
+        "hysteresis",
+        "invalid",
+        "deferred",
+        "dead",
+        "gone",
+    )
+
     def counts(self) -> dict[str, int]:
         """The counts (JSON-serialisable)."""
         return {
-            "records": self.records,
-            "create": self.create,
-            "update": self.update,
-            "unchanged": self.unchanged,
-            "hysteresis": self.hysteresis,
-            "invalid": self.invalid_records,
-            "deferred": self.deferred,
-            "dead": self.dead,
-            "gone": self.gone,
+            name: getattr(self, "invalid_records" if name == "invalid" else name)
+            for name in self.COUNTS
         }
 
     def sample(self, n: int) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ from connector.store.space import check_free_space, ledger_rows_bytes
 from scoring.audiences import score_frame
 from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
-from sync.diff import Diff, changed_values, diff_outputs, merge_diffs, output_values
+from sync.diff import Diff, changed_values, diff_outputs, output_values
 from sync.progress import Reporter
 from sync.writeback import (
     RecordOutcome,
@@ -69,7 +69,6 @@ __all__ = [
     "output_values",
     "plan_campaign",
     "plan_salesforce",
-    "prepare_salesforce",
     "push_campaign",
     "push_salesforce",
     "reconcile_in_flight",
@@ -217,42 +216,6 @@ class SalesforceWrite:
     record_ids: dict[str, str]
     in_flight: int = 0
     batch_size: int | None = None
-
-    def estimated_calls(self, client: SalesforceClient, *, describe: bool = True) -> dict[str, int]:
-        """The API calls the push makes, on the path the connector would choose.
-
-        Args:
-            client: the client (its settings and what it has cached).
-            describe: count the describe a fresh run makes.
-
-        Returns:
-            Calls by purpose (``describe, read_back, limits, writes``) and ``total``.
-        """
-        settings = client.settings
-        size = self.batch_size or max(len(self.records), 1)
-        parts = [
-            min(size, len(self.records) - start) for start in range(0, len(self.records), size)
-        ]
-        per_part = [
-            estimate_write_calls(
-                n,
-                bulk_write_threshold=settings.bulk_write_threshold,
-                batch_size=settings.write_batch_size,
-            )
-            for n in parts
-        ]
-        writes = sum(per_part)
-        calls = {
-            "describe": int(describe),
-            "read_back": math.ceil(self.in_flight / COLLECTION_SIZE)
-            if self.mode == "update"
-            else 0,
-            # /limits (read before a large write) does not count against the allowance
-            "limits": 0,
-            "writes": writes,
-        }
-        calls["total"] = sum(calls.values())
-        return calls
 
 
 def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> dict[str, str]:
@@ -431,53 +394,6 @@ def _in_flight(store: Store, sobject: str) -> int:
     return int(rows["n"].iloc[0])
 
 
-def prepare_salesforce(
-    client: SalesforceClient,
-    store: Store,
-    prediction: PredictionConfig,
-    writeback: WritebackSettings | None = None,
-    *,
-    batch_size: int | None = None,
-) -> SalesforceWrite | None:
-    """Diff a prediction's latest scores against the Salesforce ledger; build the whole write.
-
-    Reads describe (field names, validation); writes nothing. This holds every change in memory
-    (a plan shows them); a push streams the same batches instead (:func:`push_salesforce`).
-
-    Args:
-        client: connected client.
-        store: the store.
-        prediction: the prediction and its ``[predictions.salesforce]`` mapping.
-        writeback: ``[writeback]`` settings (trend threshold).
-        batch_size: records per batch: the diff's and each write's (None: one batch).
-
-    Returns:
-        The prepared write, or None when the prediction writes nothing to Salesforce.
-    """
-    target = _target(client, prediction)
-    if target is None:
-        return None
-    size = batch_size or 1 << 62
-    parts = list(
-        _prepared_batches(store, prediction, target, writeback or WritebackSettings(), size)
-    )
-    empty = Diff(
-        changes=pd.DataFrame(columns=["record_id", "field", "kind", "value", "before"]),
-        invalid=pd.DataFrame(columns=["record_id", "field", "kind", "value", "error"]),
-    )
-    return SalesforceWrite(
-        object=target.object,
-        mode=target.mode,
-        key=target.key,
-        fields=target.fields,
-        diff=merge_diffs([p.diff for p in parts]) if parts else empty,
-        records=[r for p in parts for r in p.records],
-        record_ids={k: v for p in parts for k, v in p.record_ids.items()},
-        in_flight=_in_flight(store, target.object),
-        batch_size=batch_size,
-    )
-
-
 def plan_salesforce(
     client: SalesforceClient,
     store: Store,
@@ -488,43 +404,67 @@ def plan_salesforce(
 ) -> dict[str, Any] | None:
     """What a push of one prediction to Salesforce would do, and its price in API calls.
 
+    Diffed batch by batch as the push diffs (memory of one batch, whatever the org's size): the
+    counts are added up, the sample is taken from the first changes, and the writes are priced
+    per batch, as the push sends them (one Bulk job or that many Collections calls a batch).
+
     Args:
         client: connected client.
         store: the store (read only).
         prediction: the prediction.
         writeback: ``[writeback]`` settings (sample size).
-        batch_size: records per write (``store.batch_size``), as the push sends them.
+        batch_size: records per diff batch and per write (``store.batch_size``).
 
     Returns:
         ``object, mode, path, counts, sample, invalid, estimated_calls``; None when the prediction
         writes nothing to Salesforce.
     """
     w = writeback or WritebackSettings()
-    prepared = prepare_salesforce(client, store, prediction, w, batch_size=batch_size)
-    if prepared is None:
+    target = _target(client, prediction)
+    if target is None:
         return None
-    diff = prepared.diff
-    invalid = (
-        diff.invalid.drop_duplicates("record_id")
-        .head(w.plan_sample)[["record_id", "field", "value", "error"]]
-        .assign(value=lambda f: f["value"].map(json.loads))
-        .to_dict("records")
-    )
+    settings = client.settings
+    counts: Counter[str] = Counter()
+    sample: list[dict[str, Any]] = []
+    invalid: list[dict[str, Any]] = []
+    writes, largest = 0, 0
+    for part in _prepared_batches(store, prediction, target, w, batch_size or 1 << 62):
+        counts.update(part.diff.counts())
+        if len(sample) < w.plan_sample:
+            sample += part.diff.sample(w.plan_sample - len(sample))
+        if len(invalid) < w.plan_sample and not part.diff.invalid.empty:
+            invalid += (
+                part.diff.invalid.drop_duplicates("record_id")
+                .head(w.plan_sample - len(invalid))[["record_id", "field", "value", "error"]]
+                .assign(value=lambda f: f["value"].map(json.loads))
+                .to_dict("records")
+            )
+        if part.records:
+            writes += estimate_write_calls(
+                len(part.records),
+                bulk_write_threshold=settings.bulk_write_threshold,
+                batch_size=settings.write_batch_size,
+            )
+            largest = max(largest, len(part.records))
+    in_flight = _in_flight(store, target.object)
+    calls = {
+        "describe": 1,
+        "read_back": math.ceil(in_flight / COLLECTION_SIZE) if target.mode == "update" else 0,
+        # /limits (read before a large write) does not count against the allowance
+        "limits": 0,
+        "writes": writes,
+    }
+    calls["total"] = sum(calls.values())
     return {
-        "object": prepared.object,
-        "mode": prepared.mode,
-        "key": prepared.key,
-        "path": choose_write_path(
-            min(len(prepared.records), batch_size or len(prepared.records)),
-            client.settings.bulk_write_threshold,
-        )
-        if prepared.records
-        else None,
-        "counts": diff.counts(),
-        "in_flight": prepared.in_flight,
-        "sample": diff.sample(w.plan_sample),
+        "object": target.object,
+        "mode": target.mode,
+        "key": target.key,
+        "path": choose_write_path(largest, settings.bulk_write_threshold) if largest else None,
+        "counts": {name: int(counts[name]) for name in Diff.COUNTS},
+        "in_flight": in_flight,
+        "sample": sample,
         "invalid": invalid,
-        "estimated_calls": prepared.estimated_calls(client),
+        "estimated_calls": calls,
     }
 
 

@@ -98,9 +98,15 @@ def write_requests(sandbox: Sandbox) -> int:
     )
 
 
-@pytest.mark.parametrize("threshold", [2000, 50], ids=["collections", "bulk"])
-def test_a_plan_writes_nothing_and_prices_the_push_exactly(org, threshold):
+@pytest.mark.parametrize(
+    ("threshold", "batch"),
+    [(2000, None), (50, None), (50, 700)],
+    ids=["collections", "bulk", "bulk-in-batches"],
+)
+def test_a_plan_writes_nothing_and_prices_the_push_exactly(org, threshold, batch):
     sandbox, config = org
+    if batch is not None:  # the plan diffs and prices batch by batch, as the push writes
+        edit_config(config, add={"store.batch_size": batch})
     settings = settings_for(config, bulk_write_threshold=threshold)
     run_pull(settings)
     add_scores(settings, live_leads(sandbox))
