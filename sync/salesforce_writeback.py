@@ -218,8 +218,13 @@ class SalesforceWrite:
     batch_size: int | None = None
 
 
-def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> dict[str, str]:
-    """Entity id -> the value of its external id field, from the entity's table in the store."""
+def _external_keys(
+    store: Store, prediction: PredictionConfig, column: str, ids: Collection[str]
+) -> tuple[dict[str, str], Counter[str]]:
+    """Entity id -> the value of its external id field, and how many entities share each value.
+
+    Read for one batch of entities (the store counts the sharing over the whole table).
+    """
     try:
         entity = resolve_entity(store.read_connection(), prediction)
     except SpecError as exc:
@@ -232,7 +237,8 @@ def _external_keys(store: Store, prediction: PredictionConfig, column: str) -> d
             f"{entity.table} has no column '{column}'",
             hint="pull that field (add it to the stream's fields) or pick another key",
         )
-    return store.column_values(entity.table, entity.id_column, found)
+    shared = store.shared_values(entity.table, entity.id_column, found, ids)
+    return {k: v for k, (v, _) in shared.items()}, Counter({v: n for v, n in shared.values()})
 
 
 def _describe_check(description: ObjectDescription) -> Callable[[str, Any], str | None]:
@@ -316,11 +322,14 @@ def _prepared_batches(
     assert output is not None
     run = store.latest_run_id(prediction.name)
     population = store.run_probabilities(run) if run is not None else None
-    keys = _external_keys(store, prediction, target.key) if target.mode == "upsert" else {}
-    shared = Counter(keys.values())
     for scores, ledger in _score_and_ledger_batches(
         store, prediction.name, target.object, batch_size, record_ids
     ):
+        keys, shared = (
+            _external_keys(store, prediction, target.key, scores["entity_id"])
+            if target.mode == "upsert"
+            else ({}, Counter())
+        )
         diff = diff_outputs(
             score_frame(scores, prediction.task, population),
             ledger,

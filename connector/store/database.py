@@ -514,23 +514,38 @@ class Store:
         """
         return self.con
 
-    def column_values(self, table: str, key_column: str, value_column: str) -> dict[str, str]:
-        """Key -> value of one column of a table, as text, for rows where the value is not blank.
+    def shared_values(
+        self, table: str, key_column: str, value_column: str, keys: Collection[str]
+    ) -> dict[str, tuple[str, int]]:
+        """For some rows of a table: the text of one column, and how many rows share it.
+
+        What an upsert needs of its external id field, read for one batch of records at a time
+        (memory of a batch, not of the table): the key's value, and whether another row of the
+        whole table holds the same value.
 
         Args:
             table: the table (a validated identifier).
             key_column: the key column.
             value_column: the value column.
+            keys: the rows' keys.
 
         Returns:
-            The non-blank values by key.
+            Key -> (value, rows of the table with that value), for rows whose value is not blank.
         """
         q = quote_identifier
+        text = f"CAST({q(value_column)} AS VARCHAR)"
+        values = f"""SELECT CAST({q(key_column)} AS VARCHAR) AS k, {text} AS v
+                     FROM {q(table)}
+                     WHERE length(trim({text}, ' \t\r\n')) > 0"""
         rows = self.con.execute(
-            f"SELECT CAST({q(key_column)} AS VARCHAR), CAST({q(value_column)} AS VARCHAR) "
-            f"FROM {q(table)} WHERE {q(value_column)} IS NOT NULL"
+            f"""WITH all_values AS ({values}),
+                     mine AS (SELECT k, v FROM all_values WHERE k IN (SELECT unnest(?)))
+                SELECT mine.k, mine.v, n.rows FROM mine JOIN (
+                    SELECT v, count(*) AS rows FROM all_values
+                    WHERE v IN (SELECT v FROM mine) GROUP BY v) n ON n.v = mine.v""",
+            [_id_list(keys)],
         ).fetchall()
-        return {str(r[0]): str(r[1]) for r in rows if str(r[1]).strip()}
+        return {str(k): (str(v), int(n)) for k, v, n in rows}
 
     def table_exists(self, table: str) -> bool:
         """Tell whether a table or view exists in the main schema.

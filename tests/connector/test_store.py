@@ -122,3 +122,16 @@ def test_identifiers_are_validated():
         with pytest.raises(ValueError):
             quote_identifier(bad)
     assert raw_table_name("salesforce", "CampaignMember") == "sf_campaign_member"
+
+
+def test_shared_values_counts_sharing_over_the_whole_table_for_a_few_keys(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        store.con.execute("CREATE TABLE people (Id VARCHAR, Email VARCHAR)")
+        store.con.execute(
+            "INSERT INTO people VALUES ('a', 'x@e.com'), ('b', 'y@e.com'), ('c', 'x@e.com'), "
+            "('d', '  '), ('e', NULL)"
+        )
+        # 'a' shares its email with 'c', which is not among the keys asked for
+        found = store.shared_values("people", "Id", "Email", ["a", "b", "d", "e", "zz"])
+        assert found == {"a": ("x@e.com", 2), "b": ("y@e.com", 1)}
+        assert store.shared_values("people", "Id", "Email", []) == {}

@@ -246,14 +246,28 @@ def test_upsert_by_external_id_and_a_campaign_that_mirrors_its_audience(org):
     no_email = {
         r[0] for r in sandbox.sql("SELECT Id FROM Lead WHERE Email IS NULL AND IsDeleted = 0")
     }
+    # two leads sharing an email in the store: an upsert by it cannot tell them apart
+    twins = sorted(set(leads) - no_email)[:2]
+    with Store(settings.store.path) as store:
+        store.con.execute(
+            "UPDATE sf_lead SET Email = 'shared@example.com' WHERE Id IN (?, ?)", twins
+        )
     campaign = ensure_audience_campaign(sandbox)
     # a member someone added by hand: mirror mode removes it
     outsider = sorted(set(leads) - no_email)[-1]
     sandbox.create_records("CampaignMember", [{"CampaignId": campaign, "LeadId": outsider}])
     first = run_push(settings)
     counts = first.counts["predictions"]["lead_conversion"]
-    assert counts["written"] == len(leads) - len(no_email)
-    assert counts["invalid"] == len(no_email)
+    assert counts["written"] == len(leads) - len(no_email) - 2
+    assert counts["invalid"] == len(no_email) + 2
+    with Store(settings.store.path) as store:
+        errors = store.query_df(
+            "SELECT DISTINCT record_id, last_error FROM writeback_ledger "
+            "WHERE record_id IN (?, ?) AND last_error IS NOT NULL",
+            twins,
+        )
+    assert set(errors["record_id"]) == set(twins)
+    assert errors["last_error"].str.startswith("DUPLICATE_EXTERNAL_ID").all()
     # upserts matched the existing leads by Email: no lead was created
     assert sandbox.sql("SELECT count(*) FROM Lead WHERE IsDeleted = 0")[0][0] == len(leads)
     members = {
