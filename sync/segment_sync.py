@@ -18,7 +18,7 @@ import glob
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -341,6 +341,7 @@ def segment_batches(
     *,
     batch_size: int | None = None,
     counts: SegmentPushCounts | None = None,
+    record_ids: Collection[str] | None = None,
 ) -> Iterator[SegmentMessages]:
     """The identify calls of changed traits, one batch of scored records at a time.
 
@@ -353,6 +354,7 @@ def segment_batches(
         writeback: ``[writeback]`` settings (trend threshold).
         batch_size: records per batch (None: one batch).
         counts: counts the batches add to (records, unchanged, no Segment user).
+        record_ids: only these records, read by key in one batch (the fresh job's few leads).
 
     Yields:
         Each batch's messages, owners and diff (``counts`` is the shared one).
@@ -365,13 +367,28 @@ def segment_batches(
     if run is None:
         return
     population = store.run_probabilities(run)
-    for low, high, scores in store.latest_score_batches(prediction.name, batch_size or 1 << 62):
+    batches: Iterable[tuple[pd.DataFrame, pd.DataFrame]] = (
+        [
+            (
+                store.latest_scores(prediction.name, entity_ids=record_ids),
+                store.ledger(TARGET, PROFILE_OBJECT, record_ids=record_ids),
+            )
+        ]
+        if record_ids is not None
+        else (
+            (scores, store.ledger(TARGET, PROFILE_OBJECT, between=(low, high)))
+            for low, high, scores in store.latest_score_batches(
+                prediction.name, batch_size or 1 << 62
+            )
+        )
+    )
+    for scores, ledger in batches:
         built = SegmentMessages([], [], counts)
         counts.records += len(scores)
         frame = score_frame(scores, prediction.task, population)
         diff = diff_outputs(
             frame,
-            store.ledger(TARGET, PROFILE_OBJECT, between=(low, high)),
+            ledger,
             dict(output.traits),
             task=prediction.task,
             epsilon=output.epsilon,
@@ -413,6 +430,7 @@ def push_segment(
     *,
     writeback: WritebackSettings | None = None,
     batch_size: int = 50_000,
+    record_ids: Collection[str] | None = None,
 ) -> SegmentPushCounts:
     """Set a prediction's latest outputs as traits on each person's Segment profile (changes only).
 
@@ -429,13 +447,14 @@ def push_segment(
         reporter: progress.
         writeback: ``[writeback]`` settings (retries, dead letters).
         batch_size: records per batch (``store.batch_size``).
+        record_ids: send only these records' changes (the fresh job); None: every change.
 
     Returns:
         Counts.
     """
     counts = SegmentPushCounts()
     for built in segment_batches(
-        store, prediction, writeback, batch_size=batch_size, counts=counts
+        store, prediction, writeback, batch_size=batch_size, counts=counts, record_ids=record_ids
     ):
         _send(
             client,
