@@ -69,11 +69,16 @@ class Plan:
         lead_ids: leads to read, score and write.
         events: one row per event for ``change_events`` (its outcome).
         catch_up: an event asks for a polling catch-up (a gap naming no readable record).
+        changes: the Lead events that change what leadscore stores (creates, updates of
+            watched fields, deletes, gaps), in stream order: the leads are built from them.
+        new_leads: leads created by these events.
     """
 
     lead_ids: frozenset[str]
     events: tuple[dict[str, Any], ...]
     catch_up: bool
+    changes: tuple[ChangeEvent, ...] = ()
+    new_leads: frozenset[str] = frozenset()
 
 
 def watched_fields(settings: Settings) -> frozenset[str]:
@@ -106,11 +111,17 @@ def plan_batch(batches: Iterable[ChangeBatch], watched: frozenset[str]) -> Plan:
     """
     leads: set[str] = set()
     rows: list[dict[str, Any]] = []
+    changes: list[ChangeEvent] = []
+    created: set[str] = set()
     catch_up = False
     for batch in batches:
         received = datetime.fromtimestamp(batch.received_at, UTC).replace(tzinfo=None)
         for event in batch.events:
             outcome = _outcome(event, watched)
+            if outcome in ("scored", "gap", "deleted"):
+                changes.append(event)
+                if event.change_type == "CREATE":
+                    created.update(event.record_ids)
             if outcome in ("scored", "gap"):
                 ids = [i for i in event.record_ids if _is_record_id(i)]
                 if outcome == "gap" and (not ids or len(ids) < len(event.record_ids)):
@@ -128,7 +139,7 @@ def plan_batch(batches: Iterable[ChangeBatch], watched: frozenset[str]) -> Plan:
                     "received_at": received,
                 }
             )
-    return Plan(frozenset(leads), tuple(rows), catch_up)
+    return Plan(frozenset(leads), tuple(rows), catch_up, tuple(changes), frozenset(created & leads))
 
 
 def _outcome(event: ChangeEvent, watched: frozenset[str]) -> str:
@@ -338,7 +349,14 @@ class CdcTrigger:
             self._catch_up("a gap event named no readable record")
         if plan.lead_ids:
             result = self.run_cycle(
-                FreshBatch(plan.lead_ids, TRIGGER, position, events=plan.events)
+                FreshBatch(
+                    plan.lead_ids,
+                    TRIGGER,
+                    position,
+                    events=plan.events,
+                    changes=plan.changes,
+                    new_leads=plan.new_leads,
+                )
             )
             if result is None:
                 # Skipped or failed: nothing was committed, so resubscribe from the stored
