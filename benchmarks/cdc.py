@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,7 @@ def latency_run(workdir: Path, leads: int, seed: int, rate: float, seconds: int)
     try:
         wait_subscribed(sandbox)
         calls_before = sandbox.api_calls()
+        log_before = len(sandbox.request_log)
         load = Load(config, rate).start()
         watcher = threading.Thread(target=watch_scores, args=(sandbox, load, seen, stop))
         watcher.start()
@@ -177,6 +179,13 @@ def latency_run(workdir: Path, leads: int, seed: int, rate: float, seconds: int)
         while len(seen) < len(load.created) and time.monotonic() < deadline:
             time.sleep(0.2)
         calls = sandbox.api_calls() - calls_before - load.calls
+        # What the trigger's calls were, by kind (the load's own creates taken out).
+        kinds = Counter(
+            f"{r.category} {r.method}"
+            for r in sandbox.request_log[log_before:]
+            if r.category not in ("auth", "limits")
+        )
+        kinds["sobject POST"] -= load.calls
         stop.set()
         watcher.join()
     finally:
@@ -204,6 +213,7 @@ def latency_run(workdir: Path, leads: int, seed: int, rate: float, seconds: int)
         "max": max(latencies),
         "store_p95": float(np.percentile(stored, 95)) if stored else float("nan"),
         "calls_per_hour": calls * 3600 / seconds,
+        "calls_by_kind": {k: round(v * 3600 / seconds) for k, v in kinds.items() if v > 0},
         "trains": int(trains),
         "outcomes": outcomes,
     }
@@ -311,6 +321,7 @@ def main() -> None:
     print(
         f"fresh.cdc_window_seconds = {args.window}; event outcomes (run 1): {runs[0]['outcomes']}"
     )
+    print(f"the trigger's calls per hour by kind (run 1): {runs[0]['calls_by_kind']}")
 
 
 if __name__ == "__main__":

@@ -253,3 +253,81 @@ def test_metrics_count_events_by_outcome_and_their_lag() -> None:
     assert 'leadscore_cdc_events_total{outcome="ignored_fields"} 1' in text
     assert "leadscore_cdc_event_lag_seconds_count 3" in text
     assert 'leadscore_cdc_event_lag_seconds_bucket{le="0.5"} 1' in text
+
+
+def stored_lead(config: Path, lead: str) -> dict[str, Any]:
+    with Store(settings_for(config).store.path) as store:
+        rows = store.rows_by_key("sf_lead", "Id", ["Title", "Industry", "CreatedDate"], [lead])
+    return rows[lead]
+
+
+def calls_since(sandbox: Sandbox, start: int) -> list[str]:
+    """The trigger's REST calls (kinds) served since a point of the request log."""
+    return [
+        f"{r.category} {r.method}"
+        for r in sandbox.request_log[start:]
+        if r.category not in ("auth", "limits")
+    ]
+
+
+def test_leads_are_built_from_their_change_events(org: tuple[Sandbox, Path]) -> None:
+    sandbox, config = org
+    settings = settings_for(config)
+    running = Running(settings)
+    try:
+        wait_for(lambda: running.trigger._subscriber is not None)
+        time.sleep(1.0)  # a first start's catch-up has run
+        lead = create_lead(settings, Industry="Technology", Title="CTO")
+        start = len(sandbox.request_log)
+        wait_for(lambda: score_writes(sandbox, lead) == 1)
+        # A new lead costs its score write only: no Lead, Task or CampaignMember query (a
+        # describe is read once per client).
+        calls = calls_since(sandbox, start)
+        assert [c for c in calls if not c.startswith("describe")] == ["composite PATCH"]
+        row = stored_lead(config, lead)
+        assert (row["Title"], row["Industry"]) == ("CTO", "Technology")
+        created = sandbox.sql("SELECT CreatedDate FROM Lead WHERE Id = ?", [lead])[0][0]
+        assert row["CreatedDate"].timestamp() == pytest.approx(int(created), abs=1)
+        # An update's changed fields are applied onto the stored lead, a nulled one as null.
+        assert settings.salesforce is not None
+        scored = running.trigger.counts.outcomes.get("scored", 0)
+        with SalesforceClient(settings.salesforce) as client:
+            client.sf.Lead.update(lead, {"Title": None, "Industry": "Retail"})
+        wait_for(lambda: running.trigger.counts.outcomes.get("scored", 0) > scored)
+        wait_for(lambda: stored_lead(config, lead)["Industry"] == "Retail")
+        assert stored_lead(config, lead)["Title"] is None
+    finally:
+        running.stop()
+
+
+def test_the_daily_share_holds_the_events_until_there_is_room(org: tuple[Sandbox, Path]) -> None:
+    sandbox, config = org
+    # A share the org has already used: the trigger must not spend a counted call.
+    capped = config.parent / "capped.toml"  # beside its secrets.toml, the same store
+    capped.write_text(
+        config.read_text().replace(
+            "[salesforce]\n", "[salesforce]\nmax_share_of_daily_limit = 0.00001\n", 1
+        )
+    )
+    capped_settings = settings_for(capped)
+    assert capped_settings.salesforce is not None
+    assert capped_settings.salesforce.max_share_of_daily_limit == 0.00001
+    settings = settings_for(config)
+    running = Running(capped_settings)
+    try:
+        wait_for(lambda: running.trigger._subscriber is not None)
+        lead = create_lead(settings, Industry="Banking")
+        used = sandbox.api_calls()
+        wait_for(lambda: running.trigger.counts.budget_waits >= 1)
+        time.sleep(0.5)
+        assert sandbox.api_calls() == used and score_writes(sandbox, lead) == 0
+    finally:
+        running.stop()
+    # Room again (here: the usual share): the held event is handled, once.
+    running = Running(settings)
+    try:
+        wait_for(lambda: score_writes(sandbox, lead) == 1)
+    finally:
+        running.stop()
+    replays = [r for r, _, _ in stored_events(config)]
+    assert len(set(replays)) == len(replays)
