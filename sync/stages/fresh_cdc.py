@@ -215,7 +215,7 @@ class CdcTrigger:
         fresh = settings.fresh
         self.interval = fresh.interval_seconds if fresh is not None else 30
         self.wait_seconds = fresh.max_wait_seconds if fresh is not None else 10.0
-        self.window = fresh.cdc_window_seconds if fresh is not None else 1.0
+        self.window = fresh.cdc_window_seconds if fresh is not None else 2.0
         self.counts = CdcCounts()
         self._alerting = False
         self._budget_said = False

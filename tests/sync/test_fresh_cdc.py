@@ -331,3 +331,44 @@ def test_the_daily_share_holds_the_events_until_there_is_room(org: tuple[Sandbox
         running.stop()
     replays = [r for r, _, _ in stored_events(config)]
     assert len(set(replays)) == len(replays)
+
+
+def test_what_an_event_cannot_give_is_left_to_a_rest_read(org: tuple[Sandbox, Path]) -> None:
+    import datetime as dt
+
+    from connector.salesforce import SalesforceStream
+    from connector.salesforce.pubsub import ChangeEvent
+
+    _, config = org
+    settings = settings_for(config)
+    assert settings.salesforce is not None
+    lead_settings = settings.salesforce.streams["Lead"]
+    everything = frozenset(lead_settings.fields) - {"IsDeleted"}
+
+    def event(n: int, kind: str, lead: str, carried: frozenset[str], **values: Any) -> ChangeEvent:
+        changed = tuple(values) if kind == "UPDATE" else ()
+        old = dt.datetime(2020, 1, 1)
+        replay = n.to_bytes(8, "big")
+        return ChangeEvent(
+            replay, "Lead", (lead,), kind, changed, old, "t", 1, "005", values, carried
+        )
+
+    with SalesforceClient(settings.salesforce) as client, Store(settings.store.path) as store:
+        stream = SalesforceStream(client, "Lead", lead_settings)
+        stored, title = sorted(store.column_values("sf_lead", "Id", "Title").items())[0]
+        fresh, unknown = "00Q5e00000000ZZAAA", "00Q5e00000000ZYAAA"
+        result, unread = stream.apply_changes(
+            store,
+            [
+                # a configured field the schema lacks (a formula field, say): read it
+                event(1, "CREATE", fresh, everything - {"Email"}, Company="Acme"),
+                # an update of a lead the store does not hold: read it
+                event(2, "UPDATE", unknown, everything, Title="CEO"),
+                # an update older than the stored version (a pull stored a newer one): no-op
+                event(3, "UPDATE", stored, everything, Title="Changed in 2020"),
+            ],
+        )
+        assert unread == {fresh, unknown}
+        assert result.new == 0
+        assert store.values_by_key("sf_lead", "Id", "Title", [stored])[stored] == title
+        assert not store.values_by_key("sf_lead", "Id", "Id", [fresh, unknown])
