@@ -473,8 +473,8 @@ class SalesforceStream:
         stored yet, a record after a gap or delete in the same changes. ``IsDeleted`` and
         ``SystemModstamp``, which change events never carry, are false and the event's
         ``LastModifiedDate`` (else its commit time); the next pull stores the record as
-        Salesforce has it. An update older than the stored record (a pull stored a newer
-        version meanwhile) changes nothing.
+        Salesforce has it. An event older than the stored record (a pull stored a newer
+        version before the event came, or came again after a restart) changes nothing.
 
         Args:
             store: the store (the object must have been pulled once).
@@ -487,13 +487,8 @@ class SalesforceStream:
         description = describe_object(self.client, self.sobject)
         kinds = {f: description.fields[f.lower()].type for f in query_fields}
         derived = {"Id", cursor, *([deleted] if deleted else [])} - {"LastModifiedDate"}
-        updated = {
-            rid
-            for event in changes
-            if event.entity == name and event.change_type == "UPDATE"
-            for rid in event.record_ids
-        }
-        stored = store.rows_by_key(table, "Id", query_fields, updated)
+        named = {rid for event in changes if event.entity == name for rid in event.record_ids}
+        stored = store.rows_by_key(table, "Id", query_fields, named)
         built: dict[str, dict[str, Any]] = {}
         unread: set[str] = set()
         for event in changes:
@@ -503,19 +498,21 @@ class SalesforceStream:
             missing = {f for f in query_fields if f not in event.carried} - derived
             when = _event_time(event, values)
             for rid in event.record_ids:
+                mine = built.get(rid) or stored.get(rid)
+                stamp = mine.get(cursor) if mine is not None else None
+                if isinstance(stamp, datetime) and stamp > when and rid not in unread:
+                    # The store holds a newer version (a pull stored it after this change, and
+                    # the event came again after a restart): keep it, it includes this change.
+                    continue
                 if event.change_type in ("CREATE", "UNDELETE") and not missing:
                     row = {f: _event_value(kinds[f], values.get(f)) for f in query_fields}
                     built[rid] = row
                 elif event.change_type == "UPDATE" and rid not in unread:
-                    base = built.get(rid) or stored.get(rid)
                     changed = {c.rsplit(".", 1)[-1] for c in event.changed_fields}
-                    if base is None or (changed & set(query_fields)) - event.carried:
+                    if mine is None or (changed & set(query_fields)) - event.carried:
                         unread.add(rid)
                         continue
-                    stamp = base.get(cursor)
-                    if isinstance(stamp, datetime) and stamp > when:
-                        continue  # the store holds a newer version already
-                    row = dict(base)
+                    row = dict(mine)
                     for f in changed & set(query_fields):
                         row[f] = _event_value(kinds[f], values.get(f))
                     built[rid] = row

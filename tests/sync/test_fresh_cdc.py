@@ -366,6 +366,8 @@ def test_what_an_event_cannot_give_is_left_to_a_rest_read(org: tuple[Sandbox, Pa
                 event(2, "UPDATE", unknown, everything, Title="CEO"),
                 # an update older than the stored version (a pull stored a newer one): no-op
                 event(3, "UPDATE", stored, everything, Title="Changed in 2020"),
+                # a create delivered again after the pull stored the lead: no-op
+                event(4, "CREATE", stored, everything, Title="Created in 2020"),
             ],
         )
         assert unread == {fresh, unknown}
