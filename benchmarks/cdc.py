@@ -140,7 +140,7 @@ def score_writes(sandbox: Sandbox, ids: list[str]) -> dict[str, int]:
     return {str(a): int(b) for a, b in rows}
 
 
-WINDOW = 1.0
+WINDOW = 2.0
 
 
 def prepare(workdir: Path, leads: int, seed: int, seconds: int) -> tuple[Sandbox, Path]:
@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=2000, help="the generated org's leads")
     parser.add_argument("--no-kill", action="store_true", help="skip part 2")
     parser.add_argument(
-        "--window", type=float, default=1.0, help="fresh.cdc_window_seconds (batching window)"
+        "--window", type=float, default=2.0, help="fresh.cdc_window_seconds (batching window)"
     )
     args = parser.parse_args()
     global WINDOW
