@@ -73,6 +73,7 @@ def configure(workdir: Path, sandbox: Sandbox, args: argparse.Namespace, port: i
         config.read_text()
         + f'\n[serve]\nhealth_port = {port}\nlog_format = "json"\n'
         + f'\n[fresh]\nevery = "{args.fresh_every}"\ntrigger = "{args.trigger}"\n'
+        + (f"cdc_window_seconds = {args.cdc_window}\n" if args.cdc_window is not None else "")
     )
     return config
 
@@ -373,6 +374,12 @@ def main() -> None:
     parser.add_argument("--fresh-every", default="30s", help="fresh cycle interval")
     parser.add_argument(
         "--trigger", choices=("poll", "cdc"), default="poll", help="fresh.trigger (cdc: p95 <= 5 s)"
+    )
+    parser.add_argument(
+        "--cdc-window",
+        type=float,
+        default=None,
+        help="fresh.cdc_window_seconds (--trigger cdc; default: the config's default)",
     )
     parser.add_argument("--kill-at", type=float, default=240.0, help="SIGKILL serve at (0: never)")
     parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait at the end")

@@ -7,7 +7,7 @@ the local clock when a timestamp cannot be read: the caller decides what a missi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -27,6 +27,30 @@ def to_naive_utc(value: datetime) -> datetime:
         The same instant, naive UTC.
     """
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def from_epoch_millis(millis: float) -> datetime:
+    """An epoch-millisecond time (change events' datetimes and commit times) as naive UTC.
+
+    Args:
+        millis: milliseconds since 1970-01-01T00:00:00Z.
+
+    Returns:
+        The instant, naive UTC.
+    """
+    return datetime(1970, 1, 1) + timedelta(milliseconds=millis)
+
+
+def from_epoch_days(days: int) -> date:
+    """An epoch-day date (change events' date fields) as a date.
+
+    Args:
+        days: days since 1970-01-01.
+
+    Returns:
+        The date.
+    """
+    return date(1970, 1, 1) + timedelta(days=days)
 
 
 def parse_utc(text: str) -> datetime:

@@ -30,12 +30,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import fastavro
 import grpc
 
+from connector.clock import from_epoch_millis
 from connector.errors import (
     REPLAY_ID_INVALID,
     Action,
@@ -72,6 +73,10 @@ class ChangeEvent:
         sequence_number: Order within the transaction.
         commit_user: The user who made the change.
         values: The event's non-null fields (compound fields as dicts).
+        carried: Every field the event's schema has, compound fields' parts under their own
+            names (``FirstName``): a field not here never reaches the subscriber (formula
+            fields, ``SystemModstamp``, ``IsDeleted``), one here but absent from ``values`` is
+            null (or, in an update, unchanged).
     """
 
     replay_id: bytes
@@ -84,6 +89,18 @@ class ChangeEvent:
     sequence_number: int
     commit_user: str
     values: dict[str, Any] = field(default_factory=dict)
+    carried: frozenset[str] = frozenset()
+
+    @property
+    def field_values(self) -> dict[str, Any]:
+        """The non-null values by field name, compound fields' parts flattened (``FirstName``)."""
+        out: dict[str, Any] = {}
+        for name, value in self.values.items():
+            if isinstance(value, dict):
+                out.update((part, v) for part, v in value.items() if v is not None)
+            else:
+                out[name] = value
+        return out
 
     @property
     def is_gap(self) -> bool:
@@ -137,6 +154,28 @@ def changed_field_names(bitmaps: list[str], schema: dict[str, Any]) -> tuple[str
     return tuple(names)
 
 
+def schema_field_names(schema: dict[str, Any]) -> frozenset[str]:
+    """The record fields a change event schema carries, compound fields' parts by their names.
+
+    Args:
+        schema: The event's Avro schema (JSON, as parsed by ``json.loads``).
+
+    Returns:
+        Field names, without the header (``Name`` -> ``FirstName``, ``LastName``, ...).
+    """
+    names: set[str] = set()
+    for entry in schema["fields"]:
+        if entry["name"] == "ChangeEventHeader":
+            continue
+        kinds = entry["type"] if isinstance(entry["type"], list) else [entry["type"]]
+        record = next((k for k in kinds if isinstance(k, dict) and "fields" in k), None)
+        if record is None:
+            names.add(entry["name"])
+        else:
+            names.update(part["name"] for part in record["fields"])
+    return frozenset(names)
+
+
 class ChangeEventSubscriber:
     """Subscribes to a change event topic and yields decoded batches.
 
@@ -164,6 +203,7 @@ class ChangeEventSubscriber:
             timeout_seconds=settings.timeout_seconds, max_attempts=settings.max_attempts
         )
         self._schemas: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._carried: dict[str, frozenset[str]] = {}
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.PubSubStub | None = None
         self._call: Any = None
@@ -351,19 +391,21 @@ class ChangeEventSubscriber:
         record = fastavro.schemaless_reader(io.BytesIO(event.payload), parsed)
         assert isinstance(record, dict)
         header = record.pop("ChangeEventHeader")
+        carried = self._carried.get(event.schema_id)
+        if carried is None:
+            carried = self._carried[event.schema_id] = schema_field_names(document)
         return ChangeEvent(
             replay_id=bytes(consumer_event.replay_id),
             entity=str(header["entityName"]),
             record_ids=tuple(header["recordIds"]),
             change_type=str(header["changeType"]),
             changed_fields=changed_field_names(list(header.get("changedFields") or []), document),
-            commit_time=datetime.fromtimestamp(header["commitTimestamp"] / 1000, UTC).replace(
-                tzinfo=None
-            ),
+            commit_time=from_epoch_millis(header["commitTimestamp"]),
             transaction_key=str(header["transactionKey"]),
             sequence_number=int(header["sequenceNumber"]),
             commit_user=str(header["commitUser"]),
             values={name: value for name, value in record.items() if value is not None},
+            carried=carried,
         )
 
     def _error(self, what: str, error: grpc.RpcError) -> Exception:

@@ -141,6 +141,22 @@ class SalesforceClient:
                 # applies from its usage header on.
                 log.debug("reading /limits failed: %s", type(exc).__name__)
 
+    def refresh_usage(self) -> tuple[int, int] | None:
+        """Read the org's API usage again (``/limits``, which does not count against it).
+
+        A client kept for a long time (the fresh job's change data capture trigger) stops at
+        the daily share and must learn when the 24-hour window has made room again; until the
+        next counted call, only ``/limits`` can tell it.
+
+        Returns:
+            (used, max) of the daily allowance, or None when ``/limits`` could not be read.
+        """
+        with self._usage_lock:
+            self._usage_read = False
+            self.counter.org_usage = None
+        self._read_usage(self.counter)
+        return self.counter.org_usage
+
     def connect(self) -> SalesforceClient:
         """Log in now, so that bad credentials or URLs fail before any work starts.
 

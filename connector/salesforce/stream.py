@@ -8,12 +8,13 @@ job for a pull, and that knows how a read resumes after a crash: orchestration a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connector.clock import from_epoch_days, from_epoch_millis
 from connector.errors import ConfigError, LeadscoreError, RequestError
 from connector.progress import Reporter
 from connector.salesforce.bulk import BulkJob, bulk_cursor, read_bulk, start_bulk_query
@@ -32,6 +33,8 @@ from connector.store.space import check_free_space, raw_rows_bytes
 
 if TYPE_CHECKING:  # imported on first use by _frame: every CLI command imports this package
     import pandas as pd
+
+    from connector.salesforce.pubsub import ChangeEvent
 
 
 @dataclass
@@ -457,6 +460,84 @@ class SalesforceStream:
         result.unchanged, result.deleted = counts.unchanged, counts.deleted
         return result, records
 
+    def apply_changes(
+        self, store: Store, changes: Sequence[ChangeEvent]
+    ) -> tuple[StreamResult, set[str]]:
+        """Store records built from change events instead of reading them (no API call).
+
+        A create or undelete carries every field of the record (Pub/Sub API: all fields, empty
+        ones null); an update carries the fields it changed (``changedFields``, nulled fields
+        among them), applied onto the stored record. What an event cannot give is left to a
+        REST read and named in the result: a record whose configured fields the event schema
+        lacks (formula fields, which change events never carry), an update of a record not
+        stored yet, a record after a gap or delete in the same changes. ``IsDeleted`` and
+        ``SystemModstamp``, which change events never carry, are false and the event's
+        ``LastModifiedDate`` (else its commit time); the next pull stores the record as
+        Salesforce has it. An event older than the stored record (a pull stored a newer
+        version before the event came, or came again after a restart) changes nothing.
+
+        Args:
+            store: the store (the object must have been pulled once).
+            changes: the object's change events, in stream order.
+
+        Returns:
+            What was stored (``path`` ``events``), and the ids to read through REST.
+        """
+        name, table, query_fields, cursor, deleted = self._layout(store)
+        description = describe_object(self.client, self.sobject)
+        kinds = {f: description.fields[f.lower()].type for f in query_fields}
+        derived = {"Id", cursor, *([deleted] if deleted else [])} - {"LastModifiedDate"}
+        named = {rid for event in changes if event.entity == name for rid in event.record_ids}
+        stored = store.rows_by_key(table, "Id", query_fields, named)
+        built: dict[str, dict[str, Any]] = {}
+        unread: set[str] = set()
+        for event in changes:
+            if event.entity != name:
+                continue
+            values = event.field_values
+            missing = {f for f in query_fields if f not in event.carried} - derived
+            when = _event_time(event, values)
+            for rid in event.record_ids:
+                mine = built.get(rid) or stored.get(rid)
+                stamp = mine.get(cursor) if mine is not None else None
+                if isinstance(stamp, datetime) and stamp > when and rid not in unread:
+                    # The store holds a newer version (a pull stored it after this change, and
+                    # the event came again after a restart): keep it, it includes this change.
+                    continue
+                if event.change_type in ("CREATE", "UNDELETE") and not missing:
+                    row = {f: _event_value(kinds[f], values.get(f)) for f in query_fields}
+                    built[rid] = row
+                elif event.change_type == "UPDATE" and rid not in unread:
+                    changed = {c.rsplit(".", 1)[-1] for c in event.changed_fields}
+                    if mine is None or (changed & set(query_fields)) - event.carried:
+                        unread.add(rid)
+                        continue
+                    row = dict(mine)
+                    for f in changed & set(query_fields):
+                        row[f] = _event_value(kinds[f], values.get(f))
+                    built[rid] = row
+                else:  # a gap, a delete, a create without every field: read it
+                    built.pop(rid, None)
+                    unread.add(rid)
+                    continue
+                built[rid].update({"Id": rid, cursor: when})
+                if deleted:
+                    built[rid][deleted] = False
+                unread.discard(rid)
+        result = StreamResult(path="events")
+        if built:
+            counts = store.merge_records(
+                table,
+                _frame(list(built.values()), query_fields),
+                key="Id",
+                cursor_field=cursor,
+                deleted_field=deleted,
+            )
+            result.fetched = len(built)
+            result.new, result.changed = counts.inserted, counts.updated
+            result.unchanged, result.deleted = counts.unchanged, counts.deleted
+        return result, unread
+
     @staticmethod
     def _full_read_due(store: Store, name: str, stream: StreamSettings, reporter: Reporter) -> bool:
         """Start a periodic full read when ``full_read_days`` have passed since the last one.
@@ -504,6 +585,23 @@ class SalesforceStream:
         else:
             pages = (_frame(page, columns=["Id"]) for page in read_records(sf, name, ["Id"]))
         return store.remove_absent(table, "Id", pages)
+
+
+def _event_time(event: ChangeEvent, values: dict[str, Any]) -> datetime:
+    """When an event's change was made: its ``LastModifiedDate``, else its commit time."""
+    stamp = values.get("LastModifiedDate")
+    return from_epoch_millis(stamp) if isinstance(stamp, int) else event.commit_time
+
+
+def _event_value(kind: str, value: Any) -> Any:
+    """A change event's value as a REST read returns it (datetimes and dates are epoch numbers)."""
+    if value is None:
+        return None
+    if kind == "datetime" and isinstance(value, int | float):
+        return from_epoch_millis(value)
+    if kind == "date" and isinstance(value, int):
+        return from_epoch_days(value)
+    return value
 
 
 def _frame(records: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:

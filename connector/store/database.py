@@ -1658,6 +1658,36 @@ class Store:
         ).fetchall()
         return {r[0]: r[1] for r in rows}
 
+    def rows_by_key(
+        self, table: str, key: str, columns: Sequence[str], keys: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Some columns of the rows of a table whose key is one of ``keys``.
+
+        The fresh job's change events apply an update's changed fields onto the stored record.
+
+        Args:
+            table: the table (a validated identifier).
+            key: the key column.
+            columns: the columns to return (validated identifiers, present in the table).
+            keys: the keys.
+
+        Returns:
+            Key (as text) -> the row's columns by name, for the rows present.
+        """
+        wanted = sorted({str(k) for k in keys})
+        if not wanted or not columns:
+            return {}
+        q = quote_identifier
+        names = list(dict.fromkeys([key, *columns]))
+        with self._lock:
+            cursor = self.con.execute(
+                f"SELECT {', '.join(q(c) for c in names)} FROM {q(table)} "
+                f"WHERE CAST({q(key)} AS VARCHAR) IN (SELECT unnest(?))",
+                [wanted],
+            )
+            rows = cursor.fetchall()
+        return {str(row[0]): dict(zip(names, row, strict=True)) for row in rows}
+
     def merge_records(
         self,
         table: str,

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -41,6 +41,9 @@ from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, salesforce_settings, scoring_error
 from sync.salesforce_writeback import TARGET, push_salesforce
 from sync.stages.score import score_time_for
+
+if TYPE_CHECKING:
+    from connector.salesforce.pubsub import ChangeEvent
 
 # The object the fresh job scores, and the related objects it reads with each lead: object ->
 # the field naming the lead. Converted leads' Tasks move to their Contact; batch scoring maps
@@ -66,6 +69,12 @@ class FreshBatch:
             those objects again. A trigger that knows only ids leaves it empty.
         events: the change events behind the batch (cdc trigger), recorded in the store in
             the transaction that commits ``position`` (``Store.commit_fresh_position``).
+        changes: the Lead change events whose payloads give the leads' fields (cdc trigger):
+            :func:`score_leads` stores the leads from them and reads through REST only what
+            they cannot give (``SalesforceStream.apply_changes``).
+        new_leads: leads the trigger saw created: nothing of theirs is older than they are,
+            so their Tasks and CampaignMembers are not read (records made in the seconds
+            between creation and scoring reach the store with the next pull).
     """
 
     lead_ids: frozenset[str]
@@ -73,6 +82,8 @@ class FreshBatch:
     position: Any = None
     stored: frozenset[str] = frozenset()
     events: tuple[dict[str, Any], ...] = ()
+    changes: tuple[ChangeEvent, ...] = ()
+    new_leads: frozenset[str] = frozenset()
 
 
 def lead_predictions(settings: Settings) -> list[PredictionConfig]:
@@ -181,6 +192,12 @@ def score_leads(
     if ids:
         known = set(store.values_by_key(lead_table, "Id", "Id", ids))
         need = ids - known if LEAD in batch.stored else ids
+        if batch.changes:
+            # Change events carry the leads' fields: store them, read only what they lack.
+            applied, unread = streams[LEAD].apply_changes(store, batch.changes)
+            read["events"] = applied.to_json()
+            covered = {i for event in batch.changes for i in event.record_ids} - unread
+            need = need - covered  # not in place: need may be ids itself
         if need:
             result, _ = streams[LEAD].read_where(store, "Id", need)
             read[LEAD] = result.to_json()
@@ -191,6 +208,7 @@ def score_leads(
                 continue
             # the trigger stored this object's changes; new leads' records are among them
             wanted = ids - known if name in batch.stored else ids
+            wanted = wanted - batch.new_leads  # nothing of a lead created seconds ago is older
             if wanted:
                 read[name] = stream.read_where(store, RELATED[name], wanted)[0].to_json()
     else:
@@ -295,12 +313,15 @@ def _in_chunks(
     total: dict[str, Any] = {}
     for n, chunk in enumerate(chunks):
         last = n == len(chunks) - 1
+        members = set(chunk)
         part = FreshBatch(
             frozenset(chunk),
             batch.trigger,
             batch.position if last else None,
             batch.stored,
             events=batch.events if last else (),
+            changes=tuple(e for e in batch.changes if members & set(e.record_ids)),
+            new_leads=batch.new_leads & members,
         )
         counts = score_leads(settings, store, client, part, reporter=reporter)
         if not total:

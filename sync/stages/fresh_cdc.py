@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.errors import LeadscoreError, ReplayIdExpired
+from connector.errors import BudgetExceeded, LeadscoreError, ReplayIdExpired
 from connector.salesforce import SalesforceClient
 from connector.salesforce.pubsub import LEAD_TOPIC, ChangeBatch, ChangeEvent, ChangeEventSubscriber
 from sync.config import Settings
@@ -69,11 +69,16 @@ class Plan:
         lead_ids: leads to read, score and write.
         events: one row per event for ``change_events`` (its outcome).
         catch_up: an event asks for a polling catch-up (a gap naming no readable record).
+        changes: the Lead events that change what leadscore stores (creates, updates of
+            watched fields, deletes, gaps), in stream order: the leads are built from them.
+        new_leads: leads created by these events.
     """
 
     lead_ids: frozenset[str]
     events: tuple[dict[str, Any], ...]
     catch_up: bool
+    changes: tuple[ChangeEvent, ...] = ()
+    new_leads: frozenset[str] = frozenset()
 
 
 def watched_fields(settings: Settings) -> frozenset[str]:
@@ -106,11 +111,17 @@ def plan_batch(batches: Iterable[ChangeBatch], watched: frozenset[str]) -> Plan:
     """
     leads: set[str] = set()
     rows: list[dict[str, Any]] = []
+    changes: list[ChangeEvent] = []
+    created: set[str] = set()
     catch_up = False
     for batch in batches:
         received = datetime.fromtimestamp(batch.received_at, UTC).replace(tzinfo=None)
         for event in batch.events:
             outcome = _outcome(event, watched)
+            if outcome in ("scored", "gap", "deleted"):
+                changes.append(event)
+                if event.change_type == "CREATE":
+                    created.update(event.record_ids)
             if outcome in ("scored", "gap"):
                 ids = [i for i in event.record_ids if _is_record_id(i)]
                 if outcome == "gap" and (not ids or len(ids) < len(event.record_ids)):
@@ -128,7 +139,7 @@ def plan_batch(batches: Iterable[ChangeBatch], watched: frozenset[str]) -> Plan:
                     "received_at": received,
                 }
             )
-    return Plan(frozenset(leads), tuple(rows), catch_up)
+    return Plan(frozenset(leads), tuple(rows), catch_up, tuple(changes), frozenset(created & leads))
 
 
 def _outcome(event: ChangeEvent, watched: frozenset[str]) -> str:
@@ -157,6 +168,7 @@ class CdcCounts:
         catch_ups: polling catch-ups run (first start, expired replay id, failures, gaps).
         failures: subscriptions that failed (after the session's retries).
         reconnects: transient failures the subscriber healed by itself.
+        budget_waits: waits at ``salesforce.max_share_of_daily_limit`` (nothing handed over).
         lag_seconds: per event, commit in Salesforce -> received here.
     """
 
@@ -166,6 +178,7 @@ class CdcCounts:
     catch_ups: int = 0
     failures: int = 0
     reconnects: int = 0
+    budget_waits: int = 0
     lag_seconds: list[float] = field(default_factory=list)
 
 
@@ -202,9 +215,10 @@ class CdcTrigger:
         fresh = settings.fresh
         self.interval = fresh.interval_seconds if fresh is not None else 30
         self.wait_seconds = fresh.max_wait_seconds if fresh is not None else 10.0
-        self.window = fresh.cdc_window_seconds if fresh is not None else 1.0
+        self.window = fresh.cdc_window_seconds if fresh is not None else 2.0
         self.counts = CdcCounts()
         self._alerting = False
+        self._budget_said = False
         self._subscriber: ChangeEventSubscriber | None = None
 
     # The loop ---------------------------------------------------------------------------------
@@ -224,13 +238,26 @@ class CdcTrigger:
                 # The catch-up runs once the new subscription stands, so nothing falls between.
                 position, catch_up = None, "the stored replay id expired"
                 continue
+            except BudgetExceeded as exc:
+                # The org reached salesforce.max_share_of_daily_limit: nothing was spent and
+                # nothing committed. The events wait in the Pub/Sub API's retention (72 h);
+                # /limits (not counted) tells when the 24-hour window has made room again.
+                self.counts.budget_waits += 1
+                if not self._budget_said:
+                    log.warning("cdc: %s; waiting, checking every %d s", exc, self.interval)
+                    self._budget_said = True
+                if self.stop.wait(self.interval):
+                    return
+                self.client.refresh_usage()
+                position, catch_up = self._resume()
+                continue
             except _CycleIncomplete as exc:
                 # The store was busy or the cycle failed: nothing was committed, so the same
                 # events come again from the stored replay id (no alert: the cycle said why).
                 log.warning("cdc: %s; resubscribing from the stored replay id", exc)
                 if self.stop.wait(_RETRY_CYCLE_SECONDS):
                     return
-                position, catch_up = self._stored_position(), None
+                position, catch_up = self._resume()
                 continue
             except LeadscoreError as exc:
                 self.counts.failures += 1
@@ -238,7 +265,7 @@ class CdcTrigger:
                 self._catch_up(str(exc))
                 if self.stop.wait(self.interval):
                     return
-                position, catch_up = self._stored_position(), None
+                position, catch_up = self._resume()
                 continue
             return
 
@@ -286,12 +313,16 @@ class CdcTrigger:
                 except queue.Empty:
                     continue
                 group = [first]
-                # Events that arrive together (within fresh.cdc_window_seconds of the first)
-                # go as one batch: one read and one write for all their leads.
-                until = time.monotonic() + (self.window if isinstance(first, ChangeBatch) else 0)
+                # Events that arrive within fresh.cdc_window_seconds of the first go as one
+                # batch: one write call for all their leads. The window counts from when the
+                # first arrived, not from when it left the queue: events that queued behind a
+                # slow cycle have waited already and go at once, with what queued beside them.
+                until = time.time()
+                if isinstance(first, ChangeBatch) and first.events:
+                    until = first.received_at + self.window
                 while group[-1] is not None and not isinstance(group[-1], BaseException):
                     try:
-                        group.append(arrived.get(timeout=max(0.0, until - time.monotonic())))
+                        group.append(arrived.get(timeout=max(0.0, until - time.time())))
                     except queue.Empty:
                         break
                 batches = [item for item in group if isinstance(item, ChangeBatch)]
@@ -337,8 +368,19 @@ class CdcTrigger:
         if plan.catch_up:
             self._catch_up("a gap event named no readable record")
         if plan.lead_ids:
+            # The daily share is decided before a counted call, as for every run: at the share
+            # the group is not handed over (BudgetExceeded ends this subscription, run() waits).
+            self.client.budget.check(self.client.counter)
+            self._budget_said = False
             result = self.run_cycle(
-                FreshBatch(plan.lead_ids, TRIGGER, position, events=plan.events)
+                FreshBatch(
+                    plan.lead_ids,
+                    TRIGGER,
+                    position,
+                    events=plan.events,
+                    changes=plan.changes,
+                    new_leads=plan.new_leads,
+                )
             )
             if result is None:
                 # Skipped or failed: nothing was committed, so resubscribe from the stored
@@ -365,6 +407,15 @@ class CdcTrigger:
         log.warning("cdc: %s", detail)
         self._alerting = True
         self.alert(True, detail)
+
+    def _resume(self) -> tuple[bytes | None, str | None]:
+        """Where to subscribe again after a group was not handled (and whether to catch up).
+
+        From the stored replay id: its events come again. Before any was stored (the first
+        start), at the tip with a polling catch-up, which covers the unhandled group's changes.
+        """
+        position = self._stored_position()
+        return position, None if position is not None else "no replay id stored yet"
 
     def _stored_position(self) -> bytes | None:
         with open_store(

@@ -96,6 +96,14 @@ def test_non_secret_in_secrets_toml_is_rejected(tmp_path):
             r"salesforce\.login_url: must be an https",
         ),
         (MINIMAL + "\n[unknown]\nx = 1\n", r"unknown: unknown key"),
+        (
+            MINIMAL + "\n[fresh]\ncdc_window_seconds = -1\n",
+            r"fresh\.cdc_window_seconds: Input should be greater than or equal to 0",
+        ),
+        (
+            MINIMAL + '\n[fresh]\ncdc_window_seconds = "2"\n',
+            r"fresh\.cdc_window_seconds: must be a number",
+        ),
         ("[salesforce\n", r"invalid TOML"),
     ],
 )

@@ -253,3 +253,124 @@ def test_metrics_count_events_by_outcome_and_their_lag() -> None:
     assert 'leadscore_cdc_events_total{outcome="ignored_fields"} 1' in text
     assert "leadscore_cdc_event_lag_seconds_count 3" in text
     assert 'leadscore_cdc_event_lag_seconds_bucket{le="0.5"} 1' in text
+
+
+def stored_lead(config: Path, lead: str) -> dict[str, Any]:
+    with Store(settings_for(config).store.path) as store:
+        rows = store.rows_by_key("sf_lead", "Id", ["Title", "Industry", "CreatedDate"], [lead])
+    return rows[lead]
+
+
+def calls_since(sandbox: Sandbox, start: int) -> list[str]:
+    """The trigger's REST calls (kinds) served since a point of the request log."""
+    return [
+        f"{r.category} {r.method}"
+        for r in sandbox.request_log[start:]
+        if r.category not in ("auth", "limits")
+    ]
+
+
+def test_leads_are_built_from_their_change_events(org: tuple[Sandbox, Path]) -> None:
+    sandbox, config = org
+    settings = settings_for(config)
+    running = Running(settings)
+    try:
+        wait_for(lambda: running.trigger._subscriber is not None)
+        time.sleep(1.0)  # a first start's catch-up has run
+        lead = create_lead(settings, Industry="Technology", Title="CTO")
+        start = len(sandbox.request_log)
+        wait_for(lambda: score_writes(sandbox, lead) == 1)
+        # A new lead costs its score write only: no Lead, Task or CampaignMember query (a
+        # describe is read once per client).
+        calls = calls_since(sandbox, start)
+        assert [c for c in calls if not c.startswith("describe")] == ["composite PATCH"]
+        row = stored_lead(config, lead)
+        assert (row["Title"], row["Industry"]) == ("CTO", "Technology")
+        created = sandbox.sql("SELECT CreatedDate FROM Lead WHERE Id = ?", [lead])[0][0]
+        assert row["CreatedDate"].timestamp() == pytest.approx(int(created), abs=1)
+        # An update's changed fields are applied onto the stored lead, a nulled one as null.
+        assert settings.salesforce is not None
+        scored = running.trigger.counts.outcomes.get("scored", 0)
+        with SalesforceClient(settings.salesforce) as client:
+            client.sf.Lead.update(lead, {"Title": None, "Industry": "Retail"})
+        wait_for(lambda: running.trigger.counts.outcomes.get("scored", 0) > scored)
+        wait_for(lambda: stored_lead(config, lead)["Industry"] == "Retail")
+        assert stored_lead(config, lead)["Title"] is None
+    finally:
+        running.stop()
+
+
+def test_the_daily_share_holds_the_events_until_there_is_room(org: tuple[Sandbox, Path]) -> None:
+    sandbox, config = org
+    # A share the org has already used: the trigger must not spend a counted call.
+    capped = config.parent / "capped.toml"  # beside its secrets.toml, the same store
+    capped.write_text(
+        config.read_text().replace(
+            "[salesforce]\n", "[salesforce]\nmax_share_of_daily_limit = 0.00001\n", 1
+        )
+    )
+    capped_settings = settings_for(capped)
+    assert capped_settings.salesforce is not None
+    assert capped_settings.salesforce.max_share_of_daily_limit == 0.00001
+    settings = settings_for(config)
+    running = Running(capped_settings)
+    try:
+        wait_for(lambda: running.trigger._subscriber is not None)
+        lead = create_lead(settings, Industry="Banking")
+        used = sandbox.api_calls()
+        wait_for(lambda: running.trigger.counts.budget_waits >= 1)
+        time.sleep(0.5)
+        assert sandbox.api_calls() == used and score_writes(sandbox, lead) == 0
+    finally:
+        running.stop()
+    # Room again (here: the usual share): the held event is handled, once.
+    running = Running(settings)
+    try:
+        wait_for(lambda: score_writes(sandbox, lead) == 1)
+    finally:
+        running.stop()
+    replays = [r for r, _, _ in stored_events(config)]
+    assert len(set(replays)) == len(replays)
+
+
+def test_what_an_event_cannot_give_is_left_to_a_rest_read(org: tuple[Sandbox, Path]) -> None:
+    import datetime as dt
+
+    from connector.salesforce import SalesforceStream
+    from connector.salesforce.pubsub import ChangeEvent
+
+    _, config = org
+    settings = settings_for(config)
+    assert settings.salesforce is not None
+    lead_settings = settings.salesforce.streams["Lead"]
+    everything = frozenset(lead_settings.fields) - {"IsDeleted"}
+
+    def event(n: int, kind: str, lead: str, carried: frozenset[str], **values: Any) -> ChangeEvent:
+        changed = tuple(values) if kind == "UPDATE" else ()
+        old = dt.datetime(2020, 1, 1)
+        replay = n.to_bytes(8, "big")
+        return ChangeEvent(
+            replay, "Lead", (lead,), kind, changed, old, "t", 1, "005", values, carried
+        )
+
+    with SalesforceClient(settings.salesforce) as client, Store(settings.store.path) as store:
+        stream = SalesforceStream(client, "Lead", lead_settings)
+        stored, title = sorted(store.column_values("sf_lead", "Id", "Title").items())[0]
+        fresh, unknown = "00Q5e00000000ZZAAA", "00Q5e00000000ZYAAA"
+        result, unread = stream.apply_changes(
+            store,
+            [
+                # a configured field the schema lacks (a formula field, say): read it
+                event(1, "CREATE", fresh, everything - {"Email"}, Company="Acme"),
+                # an update of a lead the store does not hold: read it
+                event(2, "UPDATE", unknown, everything, Title="CEO"),
+                # an update older than the stored version (a pull stored a newer one): no-op
+                event(3, "UPDATE", stored, everything, Title="Changed in 2020"),
+                # a create delivered again after the pull stored the lead: no-op
+                event(4, "CREATE", stored, everything, Title="Created in 2020"),
+            ],
+        )
+        assert unread == {fresh, unknown}
+        assert result.new == 0
+        assert store.values_by_key("sf_lead", "Id", "Title", [stored])[stored] == title
+        assert not store.values_by_key("sf_lead", "Id", "Id", [fresh, unknown])
