@@ -355,7 +355,10 @@ def test_what_an_event_cannot_give_is_left_to_a_rest_read(org: tuple[Sandbox, Pa
 
     with SalesforceClient(settings.salesforce) as client, Store(settings.store.path) as store:
         stream = SalesforceStream(client, "Lead", lead_settings)
-        stored, title = sorted(store.column_values("sf_lead", "Id", "Title").items())[0]
+        first = store.query_df(
+            "SELECT Id, Title FROM sf_lead WHERE trim(Title) <> '' ORDER BY Id LIMIT 1"
+        )
+        stored, title = str(first["Id"][0]), str(first["Title"][0])
         fresh, unknown = "00Q5e00000000ZZAAA", "00Q5e00000000ZYAAA"
         result, unread = stream.apply_changes(
             store,
