@@ -246,6 +246,9 @@ class CdcTrigger:
                 if not self._budget_said:
                     log.warning("cdc: %s; waiting, checking every %d s", exc, self.interval)
                     self._budget_said = True
+                    # new leads go unscored meanwhile: ops must hear of it (cleared by the
+                    # first group handled once there is room)
+                    self._fail(f"{exc}; change events wait in the Pub/Sub API until there is room")
                 if self.stop.wait(self.interval):
                     return
                 self.client.refresh_usage()

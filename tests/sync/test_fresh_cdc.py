@@ -321,6 +321,8 @@ def test_the_daily_share_holds_the_events_until_there_is_room(org: tuple[Sandbox
         wait_for(lambda: running.trigger.counts.budget_waits >= 1)
         time.sleep(0.5)
         assert sandbox.api_calls() == used and score_writes(sandbox, lead) == 0
+        assert [active for active, _ in running.alerts] == [True]
+        assert "wait in the Pub/Sub API" in running.alerts[0][1]
     finally:
         running.stop()
     # Room again (here: the usual share): the held event is handled, once.
