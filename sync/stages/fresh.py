@@ -40,6 +40,7 @@ from sync.config import PredictionConfig, Settings
 from sync.progress import Reporter
 from sync.run import SILENT, JobResult, open_store, recorded, salesforce_settings, scoring_error
 from sync.salesforce_writeback import TARGET, push_salesforce
+from sync.segment_sync import push_segment
 from sync.stages.score import score_time_for
 
 if TYPE_CHECKING:
@@ -258,6 +259,10 @@ def score_leads(
                 output.object, field
             )
             latencies += _latencies(store, spec, output.object, first, created, batch.trigger)
+        if spec.segment is not None and settings.segment is not None and not scores.empty:
+            counts["segment"] = _push_segment_traits(
+                settings, store, spec, reporter, set(scores["entity_id"])
+            )
         predictions[spec.name] = counts
     if batch.position is not None:
         store.commit_fresh_position(batch.trigger, batch.position, latencies, batch.events)
@@ -268,6 +273,39 @@ def score_leads(
         "predictions": predictions,
         "latencies": [round(r["seconds"], 3) for r in latencies],
     }
+
+
+def _push_segment_traits(
+    settings: Settings,
+    store: Store,
+    spec: PredictionConfig,
+    reporter: Reporter,
+    ids: set[str],
+) -> dict[str, Any]:
+    """The scored leads' changed traits to Segment, as the push sends them (the same diff).
+
+    Segment failing does not undo or hold back the Salesforce writes: its counts say so
+    (``failed``) and the cycle is partial; the next cycle or sync sends what is still due.
+    """
+    from connector.segment import TrackingClient
+
+    assert settings.segment is not None
+    client = TrackingClient(settings.segment)
+    try:
+        return push_segment(
+            client,
+            store,
+            spec,
+            reporter,
+            writeback=settings.writeback,
+            batch_size=settings.store.batch_size,
+            record_ids=ids,
+        ).to_json()
+    except LeadscoreError as exc:
+        log.warning("fresh: Segment traits not sent: %s", exc)
+        return {"failed": len(ids), "error": str(exc)}
+    finally:
+        client.close()
 
 
 def _latencies(
@@ -389,7 +427,10 @@ def run_fresh(
             result.counts = _in_chunks(settings, store, sf, batch, fresh.max_leads, reporter)
             if polled:
                 result.counts["polled"] = polled
-            failed = sum(p.get("failed", 0) for p in result.counts["predictions"].values())
+            failed = sum(
+                p.get("failed", 0) + p.get("segment", {}).get("failed", 0)
+                for p in result.counts["predictions"].values()
+            )
             if failed:
                 result.status = "partial"
     finally:

@@ -22,6 +22,8 @@ from sync.demo import write_sandbox_files
 from sync.jobs import run_sync
 from sync.stages.fresh import FreshBatch, run_fresh
 from sync.status import read_status
+from tests.configs import edit_config
+from tests.conftest import SEGMENT_AS_OF
 
 LEADS = 300
 
@@ -162,3 +164,40 @@ def test_metrics_show_the_creation_to_write_histogram_and_score_requests():
     assert "leadscore_fresh_leads_total 3" in text
     assert 'leadscore_score_requests_total{status="400"} 1' in text
     assert 'leadscore_score_request_seconds_bucket{le="0.005"} 1' in text
+
+
+def test_a_fresh_lead_gets_its_segment_traits_in_the_same_cycle(tmp_path):
+    sandbox = Sandbox(
+        tmp_path / "sandbox", leads=150, seed=7, as_of=SEGMENT_AS_OF, segment=True
+    ).start()
+    try:
+        sandbox.export_segment()
+        config = write_sandbox_files(tmp_path, sandbox.info, command="test")
+        # a brand-new lead has no Segment profile yet: address it by its record id
+        edit_config(
+            config,
+            {"segment.max_profiles_per_run": 40},
+            add={"predictions.segment.unmatched": "record_id"},
+        )
+        config.write_text(config.read_text() + '\n[fresh]\nevery = "30s"\n')
+        settings = settings_for(config)
+        assert run_sync(settings).status == "ok"
+        lead = create_lead(settings, Industry="Technology", Email="fresh.lead@example.com")
+
+        cycle = run_fresh(settings)
+        assert cycle.status == "ok", cycle.counts
+        segment = cycle.counts["predictions"]["lead_conversion"]["segment"]
+        assert segment["records"] == 1 and segment["written"] == 1 and segment["failed"] == 0
+        traits = sandbox.sql(
+            "SELECT traits FROM seg_identify WHERE user_id = ? ORDER BY seq DESC", [lead]
+        )
+        assert len(traits) == 1
+        sent = json.loads(traits[0][0])
+        score = sandbox.sql("SELECT Lead_Score__c FROM Lead WHERE Id = ?", [lead])[0][0]
+        assert sent["lead_score"] == score and sent["lead_tier"] in {"A", "B", "C", "D"}
+        # the next cycle has nothing new to send
+        again = run_fresh(settings)
+        assert again.counts["leads"] == 0
+        assert len(sandbox.sql("SELECT 1 FROM seg_identify WHERE user_id = ?", [lead])) == 1
+    finally:
+        sandbox.stop()
