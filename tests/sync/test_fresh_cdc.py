@@ -57,7 +57,8 @@ class Running:
         self.skipped: list[Any] = []
 
         def cycle(batch: Any) -> Any:
-            if batch is not None and len(self.skipped) < skip_batches:
+            # a batch with leads (one of only earlier tests' own writes may come first)
+            if batch is not None and batch.lead_ids and len(self.skipped) < skip_batches:
                 self.skipped.append(batch)  # as serve does when the store stays busy
                 return None
             result = run_fresh(settings, client=self.client, batch=batch, catch_up=batch is None)
