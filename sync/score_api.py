@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 import numpy as np
 import pandas as pd
 
-from connector.clock import parse_utc, to_naive_utc, utc_now
+from connector.clock import parse_utc, utc_now
 from scoring.events import ENTITIES, EVENT_SOURCES, Entity
 from scoring.explain import Labels
 from scoring.features import FeatureColumns, PostedEvents, features_from_records
@@ -471,11 +471,7 @@ def _time(value: Any, field: str) -> datetime:
     if not isinstance(value, str):
         raise BadRequest("must be an ISO 8601 time string", field)
     try:
-        return to_naive_utc(parse_utc(value))
-    except (ValueError, TypeError):
-        pass
-    try:
-        return to_naive_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return parse_utc(value)
     except ValueError:
         raise BadRequest(f"'{value[:40]}' is not an ISO 8601 time", field) from None
 
