@@ -410,47 +410,88 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 # Helpers
 
 
-def _insert(conn: sqlite3.Connection, sobject: str, columns: dict[str, Sequence[Any]]) -> None:
-    """Insert column-oriented data into an object's table in chunks of ``_INSERT_ROWS``."""
+Column = np.ndarray | Sequence[Any] | Callable[[slice], Sequence[Any]]
+"""An ``_insert`` column: an array (converted to Python values one batch at a time), a sequence of
+Python values, or a function giving the values of a slice of rows."""
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    sobject: str,
+    columns: dict[str, Column],
+    rows: int | None = None,
+) -> None:
+    """Insert column-oriented data into an object's table in batches of ``_INSERT_ROWS``.
+
+    Python objects (an int, a float or a str per value, 30-80 bytes each) are made one batch at a
+    time: whole columns of them were most of the generator's memory.
+
+    Args:
+        conn: The database.
+        sobject: The object (table) name.
+        columns: Field name -> values (see ``Column``); all of the same length.
+        rows: The number of rows, required when every column is a function.
+    """
     names = list(columns)
-    # sqlite3 binds Python scalars only: numpy arrays go through tolist(), not list().
-    lists = [
-        values.tolist() if isinstance(values, np.ndarray) else list(values)
-        for values in columns.values()
-    ]
-    lengths = {len(values) for values in lists}
+    lengths = {len(values) for values in columns.values() if not callable(values)}
+    if rows is not None:
+        lengths.add(rows)
     if len(lengths) > 1:
         raise ValueError(f"ragged columns for {sobject}: {lengths}")
     count = lengths.pop() if lengths else 0
     quoted = ", ".join(f'"{name}"' for name in names)
     sql = f'INSERT INTO "{sobject}" ({quoted}) VALUES ({", ".join("?" * len(names))})'
     for start in range(0, count, _INSERT_ROWS):
+        part = slice(start, min(count, start + _INSERT_ROWS))
         conn.executemany(
-            sql, zip(*(values[start : start + _INSERT_ROWS] for values in lists), strict=True)
+            sql, zip(*(_batch(values, part) for values in columns.values()), strict=True)
         )
 
 
-def _date_strings(epoch: np.ndarray) -> list[str]:
-    """Render epoch seconds as ``YYYY-MM-DD`` strings (vectorised through a per-day table)."""
+def _batch(values: Column, part: slice) -> Sequence[Any]:
+    """One batch of a column as Python values (sqlite3 binds Python scalars only)."""
+    if callable(values):
+        return values(part)
+    if isinstance(values, np.ndarray):
+        return values[part].tolist()
+    return values[part]
+
+
+def _date_strings(epoch: np.ndarray) -> np.ndarray:
+    """Render epoch seconds as ``YYYY-MM-DD`` strings (vectorised through a per-day table).
+
+    Returns:
+        An object array whose entries share one str per day (8 bytes a row, not a str each).
+    """
     if len(epoch) == 0:
-        return []
+        return np.empty(0, dtype=object)
     days = np.asarray(epoch, dtype=np.int64) // DAY
     low = int(days.min())
     table = np.datetime_as_string(
         np.arange(low, int(days.max()) + 1).astype("datetime64[D]"), unit="D"
     ).astype(object)
-    return table[days - low].tolist()
+    return table[days - low]
 
 
-def _nullable(values: np.ndarray, mask: np.ndarray) -> list[Any]:
-    """Turn an array into a list with None where ``mask`` is False."""
+def _nullable(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An object array of ``values`` with None where ``mask`` is False."""
     result = np.asarray(values, dtype=object).copy()
     result[~mask] = None
-    return result.tolist()
+    return result
 
 
-def _pick(vocabulary: Sequence[str], index: np.ndarray) -> list[str]:
-    return np.asarray(vocabulary, dtype=object)[index].tolist()
+def _pick(vocabulary: Sequence[str], index: np.ndarray) -> np.ndarray:
+    """Vocabulary entries by index, as an object array sharing the vocabulary's strings."""
+    return np.asarray(vocabulary, dtype=object)[index]
+
+
+def _names(first: np.ndarray, last: np.ndarray) -> Callable[[slice], list[str]]:
+    """A ``Name`` column made batch by batch from first and last names."""
+
+    def column(part: slice) -> list[str]:
+        return [f"{f} {s}" for f, s in zip(first[part].tolist(), last[part].tolist(), strict=True)]
+
+    return column
 
 
 def _trunc_exponential(rng: np.random.Generator, tau: np.ndarray, limit: np.ndarray) -> np.ndarray:
@@ -1052,20 +1093,20 @@ class _OrgGenerator:
             "Task",
             {
                 "Id": make_ids("00T", task_seq, count),
-                "WhoId": who.tolist(),
+                "WhoId": who,
                 "WhatId": _nullable(opportunity_ids, converted),
-                "Subject": subject.tolist(),
+                "Subject": subject,
                 "Type": _pick(task_types, kind),
                 "Status": ["Completed"] * count,
                 "Priority": ["Normal"] * count,
                 "IsClosed": [1] * count,
                 "ActivityDate": _date_strings(created),
-                "TaskSubtype": subtype.tolist(),
-                "OwnerId": owner.tolist(),
-                "IsDeleted": is_deleted.astype(int).tolist(),
-                "CreatedDate": created.tolist(),
-                "LastModifiedDate": modified.tolist(),
-                "SystemModstamp": modified.tolist(),
+                "TaskSubtype": subtype,
+                "OwnerId": owner,
+                "IsDeleted": is_deleted.astype(int),
+                "CreatedDate": created,
+                "LastModifiedDate": modified,
+                "SystemModstamp": modified,
             },
         )
         # Meetings also put an Event on the calendar a few days later.
@@ -1081,20 +1122,20 @@ class _OrgGenerator:
                 "Event",
                 {
                     "Id": make_ids("00U", event_seq, meetings),
-                    "WhoId": who[meeting].tolist(),
+                    "WhoId": who[meeting],
                     "WhatId": _nullable(opportunity_ids[meeting], converted[meeting]),
                     "Subject": ["Discovery meeting"] * meetings,
                     "Type": ["Meeting"] * meetings,
                     "ActivityDate": _date_strings(start),
-                    "ActivityDateTime": start.tolist(),
-                    "StartDateTime": start.tolist(),
-                    "EndDateTime": (start + duration * 60).tolist(),
-                    "DurationInMinutes": duration.tolist(),
-                    "OwnerId": owner[meeting].tolist(),
-                    "IsDeleted": is_deleted[meeting].astype(int).tolist(),
-                    "CreatedDate": created[meeting].tolist(),
-                    "LastModifiedDate": modified[meeting].tolist(),
-                    "SystemModstamp": modified[meeting].tolist(),
+                    "ActivityDateTime": start,
+                    "StartDateTime": start,
+                    "EndDateTime": (start + duration * 60),
+                    "DurationInMinutes": duration,
+                    "OwnerId": owner[meeting],
+                    "IsDeleted": is_deleted[meeting].astype(int),
+                    "CreatedDate": created[meeting],
+                    "LastModifiedDate": modified[meeting],
+                    "SystemModstamp": modified[meeting],
                 },
             )
         return task_seq + count, event_seq + meetings
@@ -1161,45 +1202,42 @@ class _OrgGenerator:
             self.conn,
             "Opportunity",
             {
-                "Id": opportunity_ids.tolist(),
-                "AccountId": lead_account.tolist(),
-                "Name": [f"{companies.name[c]} - New Business" for c in company.tolist()],
+                "Id": opportunity_ids,
+                "AccountId": lead_account,
+                "Name": lambda part: [
+                    f"{companies.name[c]} - New Business" for c in company[part].tolist()
+                ],
                 "StageName": _pick(OPPORTUNITY_STAGES, stage),
-                "IsClosed": closed.astype(int).tolist(),
-                "IsWon": won.astype(int).tolist(),
-                "Amount": amount.tolist(),
+                "IsClosed": closed.astype(int),
+                "IsWon": won.astype(int),
+                "Amount": amount,
                 "CloseDate": _date_strings(close_at),
-                "LeadSource": source.tolist(),
-                "OwnerId": owner.tolist(),
+                "LeadSource": source,
+                "OwnerId": owner,
                 "IsDeleted": [0] * count,
-                "CreatedDate": at.tolist(),
-                "LastModifiedDate": opp_modified.tolist(),
-                "SystemModstamp": opp_modified.tolist(),
+                "CreatedDate": at,
+                "LastModifiedDate": opp_modified,
+                "SystemModstamp": opp_modified,
             },
         )
         _insert(
             self.conn,
             "Contact",
             {
-                "Id": contact_ids.tolist(),
-                "AccountId": lead_account.tolist(),
-                "FirstName": leads.first[converted].tolist(),
-                "LastName": leads.last[converted].tolist(),
-                "Name": [
-                    f"{f} {s}"
-                    for f, s in zip(
-                        leads.first[converted].tolist(), leads.last[converted].tolist(), strict=True
-                    )
-                ],
-                "Email": np.asarray(leads.email, dtype=object)[converted].tolist(),
-                "Title": leads.title[converted].tolist(),
-                "LeadSource": source.tolist(),
-                "MailingCountry": country.tolist(),
-                "OwnerId": owner.tolist(),
+                "Id": contact_ids,
+                "AccountId": lead_account,
+                "FirstName": leads.first[converted],
+                "LastName": leads.last[converted],
+                "Name": _names(leads.first[converted], leads.last[converted]),
+                "Email": np.asarray(leads.email, dtype=object)[converted],
+                "Title": leads.title[converted],
+                "LeadSource": source,
+                "MailingCountry": country,
+                "OwnerId": owner,
                 "IsDeleted": [0] * count,
-                "CreatedDate": at.tolist(),
-                "LastModifiedDate": at.tolist(),
-                "SystemModstamp": at.tolist(),
+                "CreatedDate": at,
+                "LastModifiedDate": at,
+                "SystemModstamp": at,
             },
         )
         won_company = pd.Series(won).groupby(company).any()
@@ -1210,22 +1248,22 @@ class _OrgGenerator:
             self.conn,
             "Account",
             {
-                "Id": account_ids.tolist(),
-                "Name": [companies.name[c] for c in accounts.tolist()],
+                "Id": account_ids,
+                "Name": np.asarray(companies.name, dtype=object)[accounts],
                 "Type": np.where(
                     won_company.loc[accounts].to_numpy(), "Customer - Direct", "Prospect"
-                ).tolist(),
+                ),
                 "Industry": _pick(INDUSTRIES, companies.industry[accounts]),
-                "NumberOfEmployees": companies.employees[accounts].tolist(),
-                "AnnualRevenue": companies.revenue[accounts].tolist(),
+                "NumberOfEmployees": companies.employees[accounts],
+                "AnnualRevenue": companies.revenue[accounts],
                 "BillingCountry": np.asarray(self.countries, dtype=object)[
                     companies.country[accounts]
-                ].tolist(),
-                "OwnerId": first_owner.loc[accounts].tolist(),
+                ],
+                "OwnerId": first_owner.loc[accounts].to_numpy(),
                 "IsDeleted": [0] * len(accounts),
-                "CreatedDate": created.tolist(),
-                "LastModifiedDate": created.tolist(),
-                "SystemModstamp": created.tolist(),
+                "CreatedDate": created,
+                "LastModifiedDate": created,
+                "SystemModstamp": created,
             },
         )
         per_lead = np.full(self.n, None, dtype=object)
@@ -1337,18 +1375,18 @@ class _OrgGenerator:
             "CampaignMember",
             {
                 "Id": make_ids("00v", 1, total),
-                "CampaignId": np.asarray(campaigns.ids, dtype=object)[campaign].tolist(),
-                "LeadId": np.asarray(leads.ids, dtype=object)[lead].tolist(),
-                "ContactId": converted_ids["contact"][lead].tolist(),
-                "Status": np.where(responded, "Responded", "Sent").tolist(),
-                "HasResponded": responded.astype(int).tolist(),
+                "CampaignId": np.asarray(campaigns.ids, dtype=object)[campaign],
+                "LeadId": np.asarray(leads.ids, dtype=object)[lead],
+                "ContactId": converted_ids["contact"][lead],
+                "Status": np.where(responded, "Responded", "Sent"),
+                "HasResponded": responded.astype(int),
                 "FirstRespondedDate": _nullable(
                     np.asarray(_date_strings(responded_on), dtype=object), responded
                 ),
-                "IsDeleted": deleted.astype(int).tolist(),
-                "CreatedDate": created.tolist(),
-                "LastModifiedDate": modified.tolist(),
-                "SystemModstamp": modified.tolist(),
+                "IsDeleted": deleted.astype(int),
+                "CreatedDate": created,
+                "LastModifiedDate": modified,
+                "SystemModstamp": modified,
             },
         )
 
@@ -1393,64 +1431,64 @@ class _OrgGenerator:
             "Lead",
             {
                 "Id": leads.ids,
-                "FirstName": leads.first.tolist(),
-                "LastName": leads.last.tolist(),
-                "Name": [
-                    f"{f} {s}"
-                    for f, s in zip(leads.first.tolist(), leads.last.tolist(), strict=True)
-                ],
+                "FirstName": leads.first,
+                "LastName": leads.last,
+                "Name": _names(leads.first, leads.last),
                 "Email": leads.email,
-                "Company": np.asarray(companies.name, dtype=object)[company].tolist(),
-                "Title": leads.title.tolist(),
+                "Company": np.asarray(companies.name, dtype=object)[company],
+                "Title": leads.title,
                 "Seniority__c": _pick(SENIORITIES, leads.seniority),
-                "OwnerId": leads.owner.tolist(),
+                "OwnerId": leads.owner,
                 "Industry": _pick(INDUSTRIES, companies.industry[company]),
                 "LeadSource": _pick(LEAD_SOURCES, leads.source),
-                "Status": status.tolist(),
-                "Rating": rating.tolist(),
+                "Status": status,
+                "Rating": rating,
                 "Country": _pick(self.countries, companies.country[company]),
-                "NumberOfEmployees": companies.employees[company].tolist(),
-                "AnnualRevenue": companies.revenue[company].tolist(),
-                "IsConverted": converted.astype(int).tolist(),
+                "NumberOfEmployees": companies.employees[company],
+                "AnnualRevenue": companies.revenue[company],
+                "IsConverted": converted.astype(int),
                 "ConvertedDate": _nullable(
                     np.asarray(_date_strings(np.where(converted, conversion, 0)), dtype=object),
                     converted,
                 ),
-                "ConvertedAccountId": converted_ids["account"].tolist(),
-                "ConvertedContactId": converted_ids["contact"].tolist(),
-                "ConvertedOpportunityId": converted_ids["opportunity"].tolist(),
-                "IsDeleted": leads.deleted.astype(int).tolist(),
-                "CreatedDate": leads.created.tolist(),
-                "LastModifiedDate": modified.tolist(),
-                "SystemModstamp": modified.tolist(),
+                "ConvertedAccountId": converted_ids["account"],
+                "ConvertedContactId": converted_ids["contact"],
+                "ConvertedOpportunityId": converted_ids["opportunity"],
+                "IsDeleted": leads.deleted.astype(int),
+                "CreatedDate": leads.created,
+                "LastModifiedDate": modified,
+                "SystemModstamp": modified,
             },
         )
 
     def ground_truth(self, leads: _Leads, outcome: dict[str, np.ndarray]) -> None:
-        """Store the hidden model's answer for every anchored lead."""
-        anchored = np.flatnonzero(leads.anchored)
-        conversion = outcome["conversion"][anchored]
-        columns = [
-            np.asarray(leads.ids, dtype=object)[anchored].tolist(),
-            leads.anchor_at[anchored].tolist(),
-            outcome["p_true"][anchored].tolist(),
-            outcome["label"][anchored].astype(int).tolist(),
-            (leads.anchor_at[anchored] + LABEL_WINDOW_DAYS * DAY <= self.as_of)
-            .astype(int)
-            .tolist(),
-            _nullable(conversion, conversion < np.iinfo(np.int64).max),
-            *(outcome[name][anchored].tolist() for name in ENGAGEMENT_WINDOWS),
-            *(
-                outcome[name][anchored].tolist()
-                if self.segment is not None
-                else [None] * len(anchored)
-                for name in CDP_WINDOWS
-            ),
-        ]
-        self.conn.executemany(
-            f"INSERT INTO _ground_truth VALUES ({', '.join('?' * len(columns))})",
-            zip(*columns, strict=True),
-        )
+        """Store the hidden model's answer for every anchored lead (a batch of rows at a time)."""
+        all_anchored = np.flatnonzero(leads.anchored)
+        lead_ids = np.asarray(leads.ids, dtype=object)
+        for start in range(0, len(all_anchored), _INSERT_ROWS):
+            anchored = all_anchored[start : start + _INSERT_ROWS]
+            conversion = outcome["conversion"][anchored]
+            columns = [
+                lead_ids[anchored].tolist(),
+                leads.anchor_at[anchored].tolist(),
+                outcome["p_true"][anchored].tolist(),
+                outcome["label"][anchored].astype(int).tolist(),
+                (leads.anchor_at[anchored] + LABEL_WINDOW_DAYS * DAY <= self.as_of)
+                .astype(int)
+                .tolist(),
+                _nullable(conversion, conversion < np.iinfo(np.int64).max).tolist(),
+                *(outcome[name][anchored].tolist() for name in ENGAGEMENT_WINDOWS),
+                *(
+                    outcome[name][anchored].tolist()
+                    if self.segment is not None
+                    else [None] * len(anchored)
+                    for name in CDP_WINDOWS
+                ),
+            ]
+            self.conn.executemany(
+                f"INSERT INTO _ground_truth VALUES ({', '.join('?' * len(columns))})",
+                zip(*columns, strict=True),
+            )
 
     def run(self) -> None:
         """Generate the whole org."""

@@ -108,7 +108,7 @@ def tier_of(values: np.ndarray) -> np.ndarray:
     return np.where(v < TIERS[0][2], "BRONZE", np.where(v <= TIERS[1][2], "SILVER", "GOLD"))
 
 
-TIER_CHUNK_CUSTOMERS = 5_000
+TIER_CHUNK_CUSTOMERS = 1_000
 """Customers whose tier simulations are drawn at once (memory only: the draws do not change)."""
 INSERT_ROWS = 50_000
 """Rows converted to Python objects and inserted at once (memory only)."""
