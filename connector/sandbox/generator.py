@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from connector.sandbox.ids import make_ids
+from connector.sandbox.ids import make_id_array, make_ids
 from connector.sandbox.profiles import CDP_WINDOWS, People, SegmentGenerator, cdp_logit
 from connector.sandbox.reps import first_touch_times
 from connector.sandbox.schema import (
@@ -494,6 +494,66 @@ def _names(first: np.ndarray, last: np.ndarray) -> Callable[[slice], list[str]]:
     return column
 
 
+def _id_column(leads: _Leads, index: np.ndarray) -> Callable[[slice], list[str]]:
+    """A column of lead ids (``index`` into the leads) made batch by batch."""
+    return lambda part: leads.id_strings(index[part]).tolist()
+
+
+def _title_table() -> np.ndarray:
+    """Titles by (seniority, function, head of): an object array of shape (5, functions, 2)."""
+    table = np.empty((len(SENIORITIES), len(FUNCTIONS), 2), dtype=object)
+    for func, (name, chief, individual) in enumerate(FUNCTIONS):
+        for head in (0, 1):
+            table[:, func, head] = (
+                chief,
+                f"VP {name}",
+                f"Head of {name}" if head else f"Director of {name}",
+                f"{name} Manager",
+                individual,
+            )
+    return table
+
+
+def _email_numbers(
+    first: np.ndarray, last: np.ndarray, company: np.ndarray, domains: np.ndarray
+) -> np.ndarray:
+    """For each lead, how many earlier leads have the same ``first.last@domain`` address.
+
+    Integer codes stand in for the address strings (a str per lead held for the whole run was a
+    large part of the memory): equal locals and equal domains get equal codes, so the counting is
+    exactly that of the strings.
+
+    Args:
+        first: index of each lead's first name in ``FIRST_NAMES``.
+        last: index of each lead's last name in ``LAST_NAMES``.
+        company: each lead's company.
+        domains: each company's domain.
+
+    Returns:
+        The numbers (0 for the first lead with an address).
+    """
+    locals_: dict[str, int] = {}
+    local_code = np.array(
+        [
+            [locals_.setdefault(f"{f}.{s}".lower(), len(locals_)) for s in LAST_NAMES]
+            for f in FIRST_NAMES
+        ],
+        dtype=np.int64,
+    )
+    domain_codes: dict[str, int] = {}
+    domain_code = np.array(
+        [domain_codes.setdefault(d, len(domain_codes)) for d in domains.tolist()], dtype=np.int64
+    )
+    key = local_code[first, last] * max(1, len(domain_codes)) + domain_code[company]
+    order = np.argsort(key, kind="stable")  # stable: numbered in lead order, like a cumcount
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    numbers = np.empty(len(key), dtype=np.int64)
+    numbers[order] = np.arange(len(key)) - run_start
+    return numbers
+
+
 def _trunc_exponential(rng: np.random.Generator, tau: np.ndarray, limit: np.ndarray) -> np.ndarray:
     """Draw Exp(tau) truncated to [0, limit] by inverting its CDF."""
     u = rng.random(len(tau))
@@ -504,12 +564,16 @@ def _trunc_exponential(rng: np.random.Generator, tau: np.ndarray, limit: np.ndar
 class _Leads:
     """Lead-level arrays, indexed by lead number (creation order)."""
 
-    ids: list[str]
+    ids: np.ndarray
+    """``S18`` ids (18 bytes a lead): str objects are made per batch by :meth:`id_strings`."""
     created: np.ndarray
     company: np.ndarray
     first: np.ndarray
     last: np.ndarray
-    email: list[str]
+    email_number: np.ndarray
+    """The number in the email of the 2nd, 3rd... lead with the same address (0: none)."""
+    domains: np.ndarray
+    """Each company's email domain."""
     title: np.ndarray
     seniority: np.ndarray
     source: np.ndarray
@@ -524,6 +588,24 @@ class _Leads:
     deleted: np.ndarray
     deleted_at: np.ndarray
     unanchored_conversion: np.ndarray
+
+    def id_strings(self, index: slice | np.ndarray) -> np.ndarray:
+        """The ids of some leads as an object array of str."""
+        return self.ids[index].astype(str).astype(object)
+
+    def emails(self, index: slice | np.ndarray) -> list[str]:
+        """The emails of some leads: ``first.last@domain``, numbered from the second on."""
+        out = []
+        for first, last, domain, number in zip(
+            self.first[index].tolist(),
+            self.last[index].tolist(),
+            self.domains[self.company[index]].tolist(),
+            self.email_number[index].tolist(),
+            strict=True,
+        ):
+            local = f"{first}.{last}".lower()
+            out.append(f"{local}{number}@{domain}" if number else f"{local}@{domain}")
+        return out
 
 
 @dataclass
@@ -665,37 +747,16 @@ class _OrgGenerator:
         seniority = rng.choice(len(SENIORITIES), n, p=SENIORITY_WEIGHTS)
         function = rng.choice(len(FUNCTIONS), n, p=FUNCTION_WEIGHTS)
         head_of = rng.random(n) < 0.3
-        titles = []
-        for level, func, head in zip(
-            seniority.tolist(), function.tolist(), head_of.tolist(), strict=True
-        ):
-            name, chief, individual = FUNCTIONS[func]
-            titles.append(
-                (
-                    chief,
-                    f"VP {name}",
-                    f"Head of {name}" if head else f"Director of {name}",
-                    f"{name} Manager",
-                    individual,
-                )[level]
-            )
-        first = np.array(FIRST_NAMES, dtype=object)[rng.integers(0, len(FIRST_NAMES), n)]
-        last = np.array(LAST_NAMES, dtype=object)[rng.integers(0, len(LAST_NAMES), n)]
+        # A title is one of a few hundred strings: an object array sharing them, not one each.
+        title = _title_table()[seniority, function, head_of.astype(np.int64)]
+        first_name = rng.integers(0, len(FIRST_NAMES), n)
+        last_name = rng.integers(0, len(LAST_NAMES), n)
+        first = np.array(FIRST_NAMES, dtype=object)[first_name]
+        last = np.array(LAST_NAMES, dtype=object)[last_name]
         region = self.country_region[companies.country[company]]
         owner = self.rep_ids[region * 3 + rng.integers(0, 3, n)]
-        local = pd.Series(
-            [f"{f}.{s}".lower() for f, s in zip(first.tolist(), last.tolist(), strict=True)]
-        )
-        domain = pd.Series(np.asarray(companies.domain, dtype=object)[company])
-        address = local + "@" + domain
-        duplicate = address.groupby(address).cumcount()
-        numbered = local + duplicate.astype(str) + "@" + domain
-        email = [
-            str(value)
-            for value in np.where(
-                duplicate.to_numpy() > 0, numbered.to_numpy(object), address.to_numpy(object)
-            )
-        ]
+        domains = np.asarray(companies.domain, dtype=object)
+        email_number = _email_numbers(first_name, last_name, company, domains)
 
         # Anchors: the first campaign response day.
         responds = rng.random(n) < P_RESPOND
@@ -733,13 +794,14 @@ class _OrgGenerator:
         deleted = ~responds & (unanchored_conversion > self.as_of) & (rng.random(n) < P_DELETED)
         deleted_at = created + (rng.random(n) * (self.as_of - created)).astype(np.int64)
         return _Leads(
-            ids=make_ids("00Q", 1, n),
+            ids=make_id_array("00Q", 1, n),
             created=created,
             company=company,
             first=first,
             last=last,
-            email=email,
-            title=np.array(titles, dtype=object),
+            email_number=email_number,
+            domains=domains,
+            title=title,
             seniority=seniority,
             source=source,
             owner=owner,
@@ -805,27 +867,19 @@ class _OrgGenerator:
             **{name: np.zeros(n, dtype=np.int64) for name in ENGAGEMENT_WINDOWS},
             **{name: np.zeros(n, dtype=float) for name in CDP_WINDOWS},
         }
-        people = People(
-            ids=leads.ids,
-            email=leads.email,
-            first=leads.first,
-            last=leads.last,
-            company=np.asarray(companies.name, dtype=object)[leads.company],
-            created=leads.created,
-            anchor_at=leads.anchor_at,
-            responds=leads.responds,
-        )
-        frame_static = pd.DataFrame(
-            {
-                "Industry": np.asarray(INDUSTRIES, dtype=object)[companies.industry[leads.company]],
-                "Seniority__c": np.asarray(SENIORITIES, dtype=object)[leads.seniority],
-                "NumberOfEmployees": companies.employees[leads.company],
-                "LeadSource": np.asarray(LEAD_SOURCES, dtype=object)[leads.source],
-                "Country": np.asarray(self.countries, dtype=object)[
-                    companies.country[leads.company]
-                ],
-            }
-        )
+        people = None
+        if self.segment is not None:
+            # The CDP side reads every lead's id and email as str (only when it is generated).
+            people = People(
+                ids=leads.id_strings(slice(None)).tolist(),
+                email=leads.emails(slice(None)),
+                first=leads.first,
+                last=leads.last,
+                company=np.asarray(companies.name, dtype=object)[leads.company],
+                created=leads.created,
+                anchor_at=leads.anchor_at,
+                responds=leads.responds,
+            )
         task_seq = 1
         event_seq = 1
         contact_seq = 0
@@ -837,14 +891,14 @@ class _OrgGenerator:
             counts = self._window_counts(leads, marketing, low, high)
             for name, values in counts.items():
                 outcome[name][low:high] = values
-            frame = frame_static.iloc[low:high].reset_index(drop=True)
+            frame = self._static_frame(leads, companies, low, high)
             for name, values in counts.items():
                 frame[name] = values
             frame["age_days"] = (leads.anchor_at[low:high] - leads.created[low:high]) / DAY
             frame["regime"] = (leads.anchor_at[low:high] > self.as_of - REGIME_DAYS * DAY).astype(
                 int
             )
-            if self.segment is not None:
+            if self.segment is not None and people is not None:
                 # The CDP side of the same people; its usage counts enter the hidden model.
                 for name, values in self.segment.chunk(chunk, people, low, high).items():
                     outcome[name][low:high] = values
@@ -874,6 +928,21 @@ class _OrgGenerator:
             self.progress("activities", high, n)
         self.contact_count = contact_seq
         return outcome
+
+    def _static_frame(
+        self, leads: _Leads, companies: _Companies, low: int, high: int
+    ) -> pd.DataFrame:
+        """The hidden model's firmographic inputs of leads [low, high) (one chunk at a time)."""
+        company = leads.company[low:high]
+        return pd.DataFrame(
+            {
+                "Industry": np.asarray(INDUSTRIES, dtype=object)[companies.industry[company]],
+                "Seniority__c": np.asarray(SENIORITIES, dtype=object)[leads.seniority[low:high]],
+                "NumberOfEmployees": companies.employees[company],
+                "LeadSource": np.asarray(LEAD_SOURCES, dtype=object)[leads.source[low:high]],
+                "Country": np.asarray(self.countries, dtype=object)[companies.country[company]],
+            }
+        )
 
     def _marketing_events(
         self, rng: np.random.Generator, leads: _Leads, low: int, high: int
@@ -987,7 +1056,7 @@ class _OrgGenerator:
             visible=outcome["p_true"][low:high],
             rep_ids=self.rep_ids,
             conn=self.conn,
-            lead_ids=np.asarray(leads.ids, dtype=object)[low:high],
+            lead_ids=leads.id_strings(slice(low, high)),
             first_day=self.start // DAY,
         )
         # Converters are contacted before they convert.
@@ -1060,7 +1129,7 @@ class _OrgGenerator:
         converted = conversion <= self.as_of
         contact_ids = self.contact_ids_for(outcome["contact_seq"][global_lead], converted)
         opportunity_ids = self.opportunity_ids_for(outcome["contact_seq"][global_lead], converted)
-        lead_ids = np.asarray(leads.ids, dtype=object)[global_lead]
+        lead_ids = leads.id_strings(global_lead)
         who = np.where(converted, contact_ids, lead_ids)
         modified = np.where(converted, np.maximum(created, conversion), created)
         is_deleted = leads.deleted[global_lead]
@@ -1229,7 +1298,7 @@ class _OrgGenerator:
                 "FirstName": leads.first[converted],
                 "LastName": leads.last[converted],
                 "Name": _names(leads.first[converted], leads.last[converted]),
-                "Email": np.asarray(leads.email, dtype=object)[converted],
+                "Email": lambda part: leads.emails(converted[part]),
                 "Title": leads.title[converted],
                 "LeadSource": source,
                 "MailingCountry": country,
@@ -1376,7 +1445,7 @@ class _OrgGenerator:
             {
                 "Id": make_ids("00v", 1, total),
                 "CampaignId": np.asarray(campaigns.ids, dtype=object)[campaign],
-                "LeadId": np.asarray(leads.ids, dtype=object)[lead],
+                "LeadId": _id_column(leads, lead),
                 "ContactId": converted_ids["contact"][lead],
                 "Status": np.where(responded, "Responded", "Sent"),
                 "HasResponded": responded.astype(int),
@@ -1430,11 +1499,11 @@ class _OrgGenerator:
             self.conn,
             "Lead",
             {
-                "Id": leads.ids,
+                "Id": lambda part: leads.id_strings(part).tolist(),
                 "FirstName": leads.first,
                 "LastName": leads.last,
                 "Name": _names(leads.first, leads.last),
-                "Email": leads.email,
+                "Email": leads.emails,
                 "Company": np.asarray(companies.name, dtype=object)[company],
                 "Title": leads.title,
                 "Seniority__c": _pick(SENIORITIES, leads.seniority),
@@ -1464,12 +1533,11 @@ class _OrgGenerator:
     def ground_truth(self, leads: _Leads, outcome: dict[str, np.ndarray]) -> None:
         """Store the hidden model's answer for every anchored lead (a batch of rows at a time)."""
         all_anchored = np.flatnonzero(leads.anchored)
-        lead_ids = np.asarray(leads.ids, dtype=object)
         for start in range(0, len(all_anchored), _INSERT_ROWS):
             anchored = all_anchored[start : start + _INSERT_ROWS]
             conversion = outcome["conversion"][anchored]
             columns = [
-                lead_ids[anchored].tolist(),
+                leads.id_strings(anchored).tolist(),
                 leads.anchor_at[anchored].tolist(),
                 outcome["p_true"][anchored].tolist(),
                 outcome["label"][anchored].astype(int).tolist(),
