@@ -142,7 +142,7 @@ def _tier_shares(
     lam: np.ndarray,
     log_mean: np.ndarray,
     active: np.ndarray,
-    chunk: int = TIER_CHUNK_CUSTOMERS,
+    chunk: int | None = None,
 ) -> np.ndarray:
     """Each customer's share of BRONZE, SILVER and GOLD over ``TIER_SIMULATIONS`` simulated lives.
 
@@ -160,7 +160,8 @@ def _tier_shares(
         lam: order rate per customer.
         log_mean: mean log order value per customer.
         active: whether each customer is active at its anchor.
-        chunk: customers drawn at once (changes the memory, never the result).
+        chunk: customers drawn at once, ``TIER_CHUNK_CUSTOMERS`` by default (changes the memory,
+            never the result).
 
     Returns:
         A (customers, 3) array of the BRONZE, SILVER and GOLD shares.
@@ -168,7 +169,8 @@ def _tier_shares(
     n = len(hazard)
     sims = TIER_SIMULATIONS
     sim = np.random.default_rng([seed, 9002])
-    chunks = [(low, min(n, low + chunk)) for low in range(0, n, chunk)]
+    step = chunk or TIER_CHUNK_CUSTOMERS
+    chunks = [(low, min(n, low + step)) for low in range(0, n, step)]
 
     def life(draw: np.random.Generator, low: int, high: int) -> np.ndarray:
         span = np.minimum(draw.exponential(1.0 / np.repeat(hazard[low:high], sims)), LTV_DAYS)
