@@ -494,9 +494,30 @@ def _names(first: np.ndarray, last: np.ndarray) -> Callable[[slice], list[str]]:
     return column
 
 
+def _lazy(make: Callable[..., Any], *arrays: np.ndarray) -> Callable[[slice], list[Any]]:
+    """A column computed batch by batch: ``make`` of each array's slice for the batch."""
+
+    def column(part: slice) -> list[Any]:
+        values = make(*(array[part] for array in arrays))
+        return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+    return column
+
+
+def _id_range(key_prefix: str, start: int) -> Callable[[slice], list[str]]:
+    """A column of consecutive ids from sequence number ``start``, made batch by batch."""
+    return lambda part: make_ids(key_prefix, start + part.start, part.stop - part.start)
+
+
 def _id_column(leads: _Leads, index: np.ndarray) -> Callable[[slice], list[str]]:
     """A column of lead ids (``index`` into the leads) made batch by batch."""
     return lambda part: leads.id_strings(index[part]).tolist()
+
+
+def _take(columns: dict[str, np.ndarray], index: np.ndarray) -> None:
+    """Index every column in place, one at a time (each old column is freed as it goes)."""
+    for name in list(columns):
+        columns[name] = columns[name][index]
 
 
 def _title_table() -> np.ndarray:
@@ -1161,7 +1182,7 @@ class _OrgGenerator:
             self.conn,
             "Task",
             {
-                "Id": make_ids("00T", task_seq, count),
+                "Id": _id_range("00T", task_seq),
                 "WhoId": who,
                 "WhatId": _nullable(opportunity_ids, converted),
                 "Subject": subject,
@@ -1190,7 +1211,7 @@ class _OrgGenerator:
                 self.conn,
                 "Event",
                 {
-                    "Id": make_ids("00U", event_seq, meetings),
+                    "Id": _id_range("00U", event_seq),
                     "WhoId": who[meeting],
                     "WhatId": _nullable(opportunity_ids[meeting], converted[meeting]),
                     "Subject": ["Discovery meeting"] * meetings,
@@ -1395,67 +1416,78 @@ class _OrgGenerator:
             leads.created[sent_lead] + 60,
         )
         # priority: 0 anchor response, 1 later response, 2 send (dedupe keeps the lowest).
-        lead = np.concatenate([anchored, again, sent_lead])
-        campaign = np.concatenate([leads.anchor_campaign[anchored], second_campaign, sent_campaign])
-        created = np.concatenate([leads.member_created[anchored], second_created, sent_created])
-        responded_on = np.concatenate(
-            [leads.anchor_at[anchored], second_day, np.zeros(len(sent_lead), np.int64)]
-        )
-        modified = np.concatenate([leads.response_at[anchored], second_response, sent_created])
-        priority = np.concatenate(
-            [np.zeros(len(anchored), int), np.ones(len(again), int), np.full(len(sent_lead), 2)]
-        )
-        order = np.lexsort((priority, campaign, lead))
-        lead, campaign, created, responded_on, modified, priority = (
-            values[order] for values in (lead, campaign, created, responded_on, modified, priority)
-        )
-        first_of_pair = np.ones(len(lead), dtype=bool)
-        first_of_pair[1:] = (lead[1:] != lead[:-1]) | (campaign[1:] != campaign[:-1])
+        # Columns live in one dict and are replaced one at a time (not as a tuple of new
+        # arrays), so that an old column is freed before the next new one is made.
+        member = {
+            "lead": np.concatenate([anchored, again, sent_lead]),
+            "campaign": np.concatenate(
+                [leads.anchor_campaign[anchored], second_campaign, sent_campaign]
+            ),
+            "created": np.concatenate(
+                [leads.member_created[anchored], second_created, sent_created]
+            ),
+            "responded_on": np.concatenate(
+                [leads.anchor_at[anchored], second_day, np.zeros(len(sent_lead), np.int64)]
+            ),
+            "modified": np.concatenate(
+                [leads.response_at[anchored], second_response, sent_created]
+            ),
+            "priority": np.concatenate(
+                [
+                    np.zeros(len(anchored), np.int8),
+                    np.ones(len(again), np.int8),
+                    np.full(len(sent_lead), 2, np.int8),
+                ]
+            ),
+        }
+        del again, second_day, second_campaign, second_created, second_response
+        del sent_lead, first_campaign, room, has_room, sent_campaign, sent_created, sends
+        _take(member, np.lexsort((member["priority"], member["campaign"], member["lead"])))
+        lead, campaign, created = member["lead"], member["campaign"], member["created"]
+        keep = np.ones(len(lead), dtype=bool)
+        keep[1:] = (lead[1:] != lead[:-1]) | (campaign[1:] != campaign[:-1])
         conversion = outcome["conversion"][lead]
         # A converted lead cannot join campaigns; deleted leads took their memberships along.
-        keep = first_of_pair & (created <= self.as_of) & (created <= conversion)
+        keep &= (created <= self.as_of) & (created <= conversion)
         keep &= ~leads.deleted[lead] | (created <= leads.deleted_at[lead])
-        lead, campaign, created, responded_on, modified, priority = (
-            values[keep] for values in (lead, campaign, created, responded_on, modified, priority)
-        )
+        del lead, campaign, created, conversion
+        _take(member, keep)
+        del keep
+        lead = member["lead"]
         conversion = outcome["conversion"][lead]
         converted = conversion <= self.as_of
-        modified = np.where(converted, np.maximum(modified, conversion), modified)
-        deleted = leads.deleted[lead]
-        modified = np.where(deleted, np.maximum(modified, leads.deleted_at[lead]), modified)
-        order = np.argsort(created, kind="stable")
-        lead, campaign, created, responded_on, modified, priority, converted, deleted = (
-            values[order]
-            for values in (
-                lead,
-                campaign,
-                created,
-                responded_on,
-                modified,
-                priority,
-                converted,
-                deleted,
-            )
+        modified = np.where(
+            converted, np.maximum(member["modified"], conversion), member["modified"]
         )
-        responded = priority < 2
-        total = len(lead)
+        del conversion
+        member["deleted"] = deleted = leads.deleted[lead]
+        member["modified"] = np.where(
+            deleted, np.maximum(modified, leads.deleted_at[lead]), modified
+        )
+        del lead, converted, deleted, modified
+        _take(member, np.argsort(member["created"], kind="stable"))
+        responded = member.pop("priority") < 2
+        campaign_ids = np.asarray(campaigns.ids, dtype=object)
+        contact_ids = converted_ids["contact"]
         _insert(
             self.conn,
             "CampaignMember",
             {
-                "Id": make_ids("00v", 1, total),
-                "CampaignId": np.asarray(campaigns.ids, dtype=object)[campaign],
-                "LeadId": _id_column(leads, lead),
-                "ContactId": converted_ids["contact"][lead],
-                "Status": np.where(responded, "Responded", "Sent"),
-                "HasResponded": responded.astype(int),
-                "FirstRespondedDate": _nullable(
-                    np.asarray(_date_strings(responded_on), dtype=object), responded
+                "Id": _id_range("00v", 1),
+                "CampaignId": _lazy(lambda c: campaign_ids[c], member["campaign"]),
+                "LeadId": _id_column(leads, member["lead"]),
+                "ContactId": _lazy(lambda index: contact_ids[index], member["lead"]),
+                "Status": _lazy(lambda r: np.where(r, "Responded", "Sent"), responded),
+                "HasResponded": _lazy(lambda r: r.astype(int), responded),
+                "FirstRespondedDate": _lazy(
+                    lambda day, r: _nullable(_date_strings(day), r),
+                    member["responded_on"],
+                    responded,
                 ),
-                "IsDeleted": deleted.astype(int),
-                "CreatedDate": created,
-                "LastModifiedDate": modified,
-                "SystemModstamp": modified,
+                "IsDeleted": _lazy(lambda d: d.astype(int), member["deleted"]),
+                "CreatedDate": member["created"],
+                "LastModifiedDate": member["modified"],
+                "SystemModstamp": member["modified"],
             },
         )
 
@@ -1478,10 +1510,10 @@ class _OrgGenerator:
         rating_draw = rng.random(n)
         hot_cut = np.where(will_convert, 0.55, 0.08)
         warm_cut = hot_cut + np.where(will_convert, 0.35, 0.32)
-        rating = np.where(
-            rating_draw < hot_cut, "Hot", np.where(rating_draw < warm_cut, "Warm", "Cold")
-        ).astype(object)
-        rating[~touched] = None
+        # codes into RATINGS (one shared str each, not a str per lead); untouched leads: None
+        rating = np.where(rating_draw < hot_cut, 0, np.where(rating_draw < warm_cut, 1, 2))
+        rating[~touched] = 3
+        del rating_draw, hot_cut, warm_cut
         closed_at = first_touch + 60 * DAY
         closes = touched & ~will_convert & (closed_at <= self.as_of) & (rng.random(n) < 0.75)
         status = np.full(n, "Open - Not Contacted", dtype=object)
@@ -1495,6 +1527,10 @@ class _OrgGenerator:
         modified = np.where(leads.deleted, np.maximum(modified, leads.deleted_at), modified)
         modified = np.minimum(modified, self.as_of)
         company = leads.company
+        # Columns that are lookups are made per batch (_lazy): n-long object arrays of them
+        # were this step's memory.
+        names = np.asarray(companies.name, dtype=object)
+        ratings = np.array(("Hot", "Warm", "Cold", None), dtype=object)
         _insert(
             self.conn,
             "Lead",
@@ -1504,26 +1540,27 @@ class _OrgGenerator:
                 "LastName": leads.last,
                 "Name": _names(leads.first, leads.last),
                 "Email": leads.emails,
-                "Company": np.asarray(companies.name, dtype=object)[company],
+                "Company": _lazy(lambda c: names[c], company),
                 "Title": leads.title,
-                "Seniority__c": _pick(SENIORITIES, leads.seniority),
+                "Seniority__c": _lazy(lambda i: _pick(SENIORITIES, i), leads.seniority),
                 "OwnerId": leads.owner,
-                "Industry": _pick(INDUSTRIES, companies.industry[company]),
-                "LeadSource": _pick(LEAD_SOURCES, leads.source),
+                "Industry": _lazy(lambda c: _pick(INDUSTRIES, companies.industry[c]), company),
+                "LeadSource": _lazy(lambda i: _pick(LEAD_SOURCES, i), leads.source),
                 "Status": status,
-                "Rating": rating,
-                "Country": _pick(self.countries, companies.country[company]),
-                "NumberOfEmployees": companies.employees[company],
-                "AnnualRevenue": companies.revenue[company],
-                "IsConverted": converted.astype(int),
-                "ConvertedDate": _nullable(
-                    np.asarray(_date_strings(np.where(converted, conversion, 0)), dtype=object),
+                "Rating": _lazy(lambda r: ratings[r], rating),
+                "Country": _lazy(lambda c: _pick(self.countries, companies.country[c]), company),
+                "NumberOfEmployees": _lazy(lambda c: companies.employees[c], company),
+                "AnnualRevenue": _lazy(lambda c: companies.revenue[c], company),
+                "IsConverted": _lazy(lambda c: c.astype(int), converted),
+                "ConvertedDate": _lazy(
+                    lambda at, c: _nullable(_date_strings(np.where(c, at, 0)), c),
+                    conversion,
                     converted,
                 ),
                 "ConvertedAccountId": converted_ids["account"],
                 "ConvertedContactId": converted_ids["contact"],
                 "ConvertedOpportunityId": converted_ids["opportunity"],
-                "IsDeleted": leads.deleted.astype(int),
+                "IsDeleted": _lazy(lambda d: d.astype(int), leads.deleted),
                 "CreatedDate": leads.created,
                 "LastModifiedDate": modified,
                 "SystemModstamp": modified,
