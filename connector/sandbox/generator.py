@@ -593,8 +593,7 @@ class _Leads:
     last: np.ndarray
     email_number: np.ndarray
     """The number in the email of the 2nd, 3rd... lead with the same address (0: none)."""
-    domains: np.ndarray
-    """Each company's email domain."""
+    companies: _Companies
     title: np.ndarray
     seniority: np.ndarray
     source: np.ndarray
@@ -620,7 +619,7 @@ class _Leads:
         for first, last, domain, number in zip(
             self.first[index].tolist(),
             self.last[index].tolist(),
-            self.domains[self.company[index]].tolist(),
+            self.companies.domains(self.company[index]).tolist(),
             self.email_number[index].tolist(),
             strict=True,
         ):
@@ -633,12 +632,40 @@ class _Leads:
 class _Companies:
     """Company-level arrays (leads belong to companies; accounts are created per company)."""
 
-    name: list[str]
-    domain: list[str]
+    number: np.ndarray
+    """Each company's place in the walk through prefix x root x suffix: its name and domain are
+    made from it when they are written (:meth:`names`, :meth:`domains`), not held as strings."""
     industry: np.ndarray
     employees: np.ndarray
     revenue: np.ndarray
     country: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.number)
+
+    def names(self, index: slice | np.ndarray) -> np.ndarray:
+        """Company names, as an object array of str."""
+        return np.array([_company_name(n)[0] for n in self.number[index].tolist()], dtype=object)
+
+    def domains(self, index: slice | np.ndarray) -> np.ndarray:
+        """Company email domains, as an object array of str."""
+        return np.array([_company_name(n)[1] for n in self.number[index].tolist()], dtype=object)
+
+
+def _company_name(number: int) -> tuple[str, str]:
+    """The name and email domain of the company at ``number`` in the walk."""
+    slots = len(COMPANY_PREFIXES) * len(COMPANY_ROOTS) * len(COMPANY_SUFFIXES)
+    prefix = COMPANY_PREFIXES[number % len(COMPANY_PREFIXES)]
+    root = COMPANY_ROOTS[(number // len(COMPANY_PREFIXES)) % len(COMPANY_ROOTS)]
+    suffix_index = number // (len(COMPANY_PREFIXES) * len(COMPANY_ROOTS))
+    suffix = COMPANY_SUFFIXES[suffix_index % len(COMPANY_SUFFIXES)]
+    generation = number // slots
+    tail = f" {generation + 1}" if generation else ""
+    tld = ("com", "io", "net", "co")[suffix_index % 4]
+    return (
+        f"{prefix} {root} {suffix}{tail}",
+        f"{prefix}{root}{suffix_index}{tail.strip()}.{tld}".lower(),
+    )
 
 
 @dataclass
@@ -733,19 +760,7 @@ class _OrgGenerator:
         # Unique names: a shuffled walk through prefix x root x suffix, numbered once exhausted.
         slots = len(COMPANY_PREFIXES) * len(COMPANY_ROOTS) * len(COMPANY_SUFFIXES)
         order = rng.permutation(max(count, slots))[:count] if count <= slots else np.arange(count)
-        names: list[str] = []
-        domains: list[str] = []
-        for number in order.tolist():
-            prefix = COMPANY_PREFIXES[number % len(COMPANY_PREFIXES)]
-            root = COMPANY_ROOTS[(number // len(COMPANY_PREFIXES)) % len(COMPANY_ROOTS)]
-            suffix_index = number // (len(COMPANY_PREFIXES) * len(COMPANY_ROOTS))
-            suffix = COMPANY_SUFFIXES[suffix_index % len(COMPANY_SUFFIXES)]
-            generation = number // slots
-            tail = f" {generation + 1}" if generation else ""
-            names.append(f"{prefix} {root} {suffix}{tail}")
-            tld = ("com", "io", "net", "co")[suffix_index % 4]
-            domains.append(f"{prefix}{root}{suffix_index}{tail.strip()}.{tld}".lower())
-        return _Companies(names, domains, industry, employees, revenue, country)
+        return _Companies(order, industry, employees, revenue, country)
 
     def leads(self, companies: _Companies) -> _Leads:
         rng = self.rng(2)
@@ -764,7 +779,7 @@ class _OrgGenerator:
         order = np.argsort(created, kind="stable")
         created = created[order]
         source = source[order]
-        company = rng.integers(0, len(companies.name), n)
+        company = rng.integers(0, len(companies), n)
         seniority = rng.choice(len(SENIORITIES), n, p=SENIORITY_WEIGHTS)
         function = rng.choice(len(FUNCTIONS), n, p=FUNCTION_WEIGHTS)
         head_of = rng.random(n) < 0.3
@@ -776,8 +791,10 @@ class _OrgGenerator:
         last = np.array(LAST_NAMES, dtype=object)[last_name]
         region = self.country_region[companies.country[company]]
         owner = self.rep_ids[region * 3 + rng.integers(0, 3, n)]
-        domains = np.asarray(companies.domain, dtype=object)
+        # every domain as a str only while the addresses are counted
+        domains = companies.domains(slice(None))
         email_number = _email_numbers(first_name, last_name, company, domains)
+        del domains
 
         # Anchors: the first campaign response day.
         responds = rng.random(n) < P_RESPOND
@@ -821,7 +838,7 @@ class _OrgGenerator:
             first=first,
             last=last,
             email_number=email_number,
-            domains=domains,
+            companies=companies,
             title=title,
             seniority=seniority,
             source=source,
@@ -896,7 +913,7 @@ class _OrgGenerator:
                 email=leads.emails(slice(None)),
                 first=leads.first,
                 last=leads.last,
-                company=np.asarray(companies.name, dtype=object)[leads.company],
+                company=companies.names(leads.company),
                 created=leads.created,
                 anchor_at=leads.anchor_at,
                 responds=leads.responds,
@@ -1295,7 +1312,7 @@ class _OrgGenerator:
                 "Id": opportunity_ids,
                 "AccountId": lead_account,
                 "Name": lambda part: [
-                    f"{companies.name[c]} - New Business" for c in company[part].tolist()
+                    f"{name} - New Business" for name in companies.names(company[part]).tolist()
                 ],
                 "StageName": _pick(OPPORTUNITY_STAGES, stage),
                 "IsClosed": closed.astype(int),
@@ -1339,7 +1356,7 @@ class _OrgGenerator:
             "Account",
             {
                 "Id": account_ids,
-                "Name": np.asarray(companies.name, dtype=object)[accounts],
+                "Name": _lazy(companies.names, accounts),
                 "Type": np.where(
                     won_company.loc[accounts].to_numpy(), "Customer - Direct", "Prospect"
                 ),
@@ -1529,7 +1546,6 @@ class _OrgGenerator:
         company = leads.company
         # Columns that are lookups are made per batch (_lazy): n-long object arrays of them
         # were this step's memory.
-        names = np.asarray(companies.name, dtype=object)
         ratings = np.array(("Hot", "Warm", "Cold", None), dtype=object)
         _insert(
             self.conn,
@@ -1540,7 +1556,7 @@ class _OrgGenerator:
                 "LastName": leads.last,
                 "Name": _names(leads.first, leads.last),
                 "Email": leads.emails,
-                "Company": _lazy(lambda c: names[c], company),
+                "Company": _lazy(companies.names, company),
                 "Title": leads.title,
                 "Seniority__c": _lazy(lambda i: _pick(SENIORITIES, i), leads.seniority),
                 "OwnerId": leads.owner,
