@@ -2,8 +2,13 @@
 
 The generator is deterministic for a given ``(seed, leads, as_of)``: every random draw comes from
 a numpy ``Generator`` seeded with ``[seed, stream, chunk]``. It is vectorised, and it writes
-activities chunk by chunk (``TASK_CHUNK_LEADS`` leads at a time), so memory stays bounded at
-200,000 leads and ~2,000,000 tasks.
+activities chunk by chunk (``TASK_CHUNK_LEADS`` leads at a time). Records are held as compact
+numpy arrays and become Python values only ``_INSERT_ROWS`` rows at a time (``_insert``); ids,
+emails, company names and other lookups are made per batch. What stays proportional to the org
+is a few hundred bytes of numpy arrays per lead (lead fields, outcomes, campaign memberships
+while they are sorted), because later stages (conversions, memberships, the Lead rows) need
+every lead's outcome: about 0.45 MB of peak RSS per 1,000 leads (docs/benchmarks.md, "Sandbox
+generator memory (issue 17)"). Batch and chunk sizes change the memory, never a row.
 
 The hidden model (``hidden_logit``) gives each anchored lead its probability of converting
 within 30 days of its first campaign response. It reads only what Salesforce shows at the anchor:
@@ -52,6 +57,7 @@ LABEL_WINDOW_DAYS = 30
 TASK_CHUNK_LEADS = 20_000
 """Leads per activity chunk: bounds memory and fixes the random streams (part of determinism)."""
 _INSERT_ROWS = 50_000
+"""Rows turned into Python values and inserted at once (memory only: never changes a row)."""
 
 ProgressCallback = Callable[[str, int, int], None]
 
