@@ -2,8 +2,13 @@
 
 The generator is deterministic for a given ``(seed, leads, as_of)``: every random draw comes from
 a numpy ``Generator`` seeded with ``[seed, stream, chunk]``. It is vectorised, and it writes
-activities chunk by chunk (``TASK_CHUNK_LEADS`` leads at a time), so memory stays bounded at
-200,000 leads and ~2,000,000 tasks.
+activities chunk by chunk (``TASK_CHUNK_LEADS`` leads at a time). Records are held as compact
+numpy arrays and become Python values only ``_INSERT_ROWS`` rows at a time (``_insert``); ids,
+emails, company names and other lookups are made per batch. What stays proportional to the org
+is a few hundred bytes of numpy arrays per lead (lead fields, outcomes, campaign memberships
+while they are sorted), because later stages (conversions, memberships, the Lead rows) need
+every lead's outcome: about 0.45 MB of peak RSS per 1,000 leads (docs/benchmarks.md, "Sandbox
+generator memory (issue 17)"). Batch and chunk sizes change the memory, never a row.
 
 The hidden model (``hidden_logit``) gives each anchored lead its probability of converting
 within 30 days of its first campaign response. It reads only what Salesforce shows at the anchor:
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from connector.sandbox.ids import make_ids
+from connector.sandbox.ids import make_id_array, make_ids
 from connector.sandbox.profiles import CDP_WINDOWS, People, SegmentGenerator, cdp_logit
 from connector.sandbox.reps import first_touch_times
 from connector.sandbox.schema import (
@@ -52,6 +57,7 @@ LABEL_WINDOW_DAYS = 30
 TASK_CHUNK_LEADS = 20_000
 """Leads per activity chunk: bounds memory and fixes the random streams (part of determinism)."""
 _INSERT_ROWS = 50_000
+"""Rows turned into Python values and inserted at once (memory only: never changes a row)."""
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -410,47 +416,169 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 # Helpers
 
 
-def _insert(conn: sqlite3.Connection, sobject: str, columns: dict[str, Sequence[Any]]) -> None:
-    """Insert column-oriented data into an object's table in chunks of ``_INSERT_ROWS``."""
+Column = np.ndarray | Sequence[Any] | Callable[[slice], Sequence[Any]]
+"""An ``_insert`` column: an array (converted to Python values one batch at a time), a sequence of
+Python values, or a function giving the values of a slice of rows."""
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    sobject: str,
+    columns: dict[str, Column],
+    rows: int | None = None,
+) -> None:
+    """Insert column-oriented data into an object's table in batches of ``_INSERT_ROWS``.
+
+    Python objects (an int, a float or a str per value, 30-80 bytes each) are made one batch at a
+    time: whole columns of them were most of the generator's memory.
+
+    Args:
+        conn: The database.
+        sobject: The object (table) name.
+        columns: Field name -> values (see ``Column``); all of the same length.
+        rows: The number of rows, required when every column is a function.
+    """
     names = list(columns)
-    # sqlite3 binds Python scalars only: numpy arrays go through tolist(), not list().
-    lists = [
-        values.tolist() if isinstance(values, np.ndarray) else list(values)
-        for values in columns.values()
-    ]
-    lengths = {len(values) for values in lists}
+    lengths = {len(values) for values in columns.values() if not callable(values)}
+    if rows is not None:
+        lengths.add(rows)
     if len(lengths) > 1:
         raise ValueError(f"ragged columns for {sobject}: {lengths}")
     count = lengths.pop() if lengths else 0
     quoted = ", ".join(f'"{name}"' for name in names)
     sql = f'INSERT INTO "{sobject}" ({quoted}) VALUES ({", ".join("?" * len(names))})'
     for start in range(0, count, _INSERT_ROWS):
+        part = slice(start, min(count, start + _INSERT_ROWS))
         conn.executemany(
-            sql, zip(*(values[start : start + _INSERT_ROWS] for values in lists), strict=True)
+            sql, zip(*(_batch(values, part) for values in columns.values()), strict=True)
         )
 
 
-def _date_strings(epoch: np.ndarray) -> list[str]:
-    """Render epoch seconds as ``YYYY-MM-DD`` strings (vectorised through a per-day table)."""
+def _batch(values: Column, part: slice) -> Sequence[Any]:
+    """One batch of a column as Python values (sqlite3 binds Python scalars only)."""
+    if callable(values):
+        return values(part)
+    if isinstance(values, np.ndarray):
+        return values[part].tolist()
+    return values[part]
+
+
+def _date_strings(epoch: np.ndarray) -> np.ndarray:
+    """Render epoch seconds as ``YYYY-MM-DD`` strings (vectorised through a per-day table).
+
+    Returns:
+        An object array whose entries share one str per day (8 bytes a row, not a str each).
+    """
     if len(epoch) == 0:
-        return []
+        return np.empty(0, dtype=object)
     days = np.asarray(epoch, dtype=np.int64) // DAY
     low = int(days.min())
     table = np.datetime_as_string(
         np.arange(low, int(days.max()) + 1).astype("datetime64[D]"), unit="D"
     ).astype(object)
-    return table[days - low].tolist()
+    return table[days - low]
 
 
-def _nullable(values: np.ndarray, mask: np.ndarray) -> list[Any]:
-    """Turn an array into a list with None where ``mask`` is False."""
+def _nullable(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An object array of ``values`` with None where ``mask`` is False."""
     result = np.asarray(values, dtype=object).copy()
     result[~mask] = None
-    return result.tolist()
+    return result
 
 
-def _pick(vocabulary: Sequence[str], index: np.ndarray) -> list[str]:
-    return np.asarray(vocabulary, dtype=object)[index].tolist()
+def _pick(vocabulary: Sequence[str], index: np.ndarray) -> np.ndarray:
+    """Vocabulary entries by index, as an object array sharing the vocabulary's strings."""
+    return np.asarray(vocabulary, dtype=object)[index]
+
+
+def _names(first: np.ndarray, last: np.ndarray) -> Callable[[slice], list[str]]:
+    """A ``Name`` column made batch by batch from first and last names."""
+
+    def column(part: slice) -> list[str]:
+        return [f"{f} {s}" for f, s in zip(first[part].tolist(), last[part].tolist(), strict=True)]
+
+    return column
+
+
+def _lazy(make: Callable[..., Any], *arrays: np.ndarray) -> Callable[[slice], list[Any]]:
+    """A column computed batch by batch: ``make`` of each array's slice for the batch."""
+
+    def column(part: slice) -> list[Any]:
+        values = make(*(array[part] for array in arrays))
+        return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+    return column
+
+
+def _id_range(key_prefix: str, start: int) -> Callable[[slice], list[str]]:
+    """A column of consecutive ids from sequence number ``start``, made batch by batch."""
+    return lambda part: make_ids(key_prefix, start + part.start, part.stop - part.start)
+
+
+def _id_column(leads: _Leads, index: np.ndarray) -> Callable[[slice], list[str]]:
+    """A column of lead ids (``index`` into the leads) made batch by batch."""
+    return lambda part: leads.id_strings(index[part]).tolist()
+
+
+def _take(columns: dict[str, np.ndarray], index: np.ndarray) -> None:
+    """Index every column in place, one at a time (each old column is freed as it goes)."""
+    for name in list(columns):
+        columns[name] = columns[name][index]
+
+
+def _title_table() -> np.ndarray:
+    """Titles by (seniority, function, head of): an object array of shape (5, functions, 2)."""
+    table = np.empty((len(SENIORITIES), len(FUNCTIONS), 2), dtype=object)
+    for func, (name, chief, individual) in enumerate(FUNCTIONS):
+        for head in (0, 1):
+            table[:, func, head] = (
+                chief,
+                f"VP {name}",
+                f"Head of {name}" if head else f"Director of {name}",
+                f"{name} Manager",
+                individual,
+            )
+    return table
+
+
+def _email_numbers(
+    first: np.ndarray, last: np.ndarray, company: np.ndarray, domains: np.ndarray
+) -> np.ndarray:
+    """For each lead, how many earlier leads have the same ``first.last@domain`` address.
+
+    Integer codes stand in for the address strings (a str per lead held for the whole run was a
+    large part of the memory): equal locals and equal domains get equal codes, so the counting is
+    exactly that of the strings.
+
+    Args:
+        first: index of each lead's first name in ``FIRST_NAMES``.
+        last: index of each lead's last name in ``LAST_NAMES``.
+        company: each lead's company.
+        domains: each company's domain.
+
+    Returns:
+        The numbers (0 for the first lead with an address).
+    """
+    locals_: dict[str, int] = {}
+    local_code = np.array(
+        [
+            [locals_.setdefault(f"{f}.{s}".lower(), len(locals_)) for s in LAST_NAMES]
+            for f in FIRST_NAMES
+        ],
+        dtype=np.int64,
+    )
+    domain_codes: dict[str, int] = {}
+    domain_code = np.array(
+        [domain_codes.setdefault(d, len(domain_codes)) for d in domains.tolist()], dtype=np.int64
+    )
+    key = local_code[first, last] * max(1, len(domain_codes)) + domain_code[company]
+    order = np.argsort(key, kind="stable")  # stable: numbered in lead order, like a cumcount
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    numbers = np.empty(len(key), dtype=np.int64)
+    numbers[order] = np.arange(len(key)) - run_start
+    return numbers
 
 
 def _trunc_exponential(rng: np.random.Generator, tau: np.ndarray, limit: np.ndarray) -> np.ndarray:
@@ -463,12 +591,15 @@ def _trunc_exponential(rng: np.random.Generator, tau: np.ndarray, limit: np.ndar
 class _Leads:
     """Lead-level arrays, indexed by lead number (creation order)."""
 
-    ids: list[str]
+    ids: np.ndarray
+    """``S18`` ids (18 bytes a lead): str objects are made per batch by :meth:`id_strings`."""
     created: np.ndarray
     company: np.ndarray
     first: np.ndarray
     last: np.ndarray
-    email: list[str]
+    email_number: np.ndarray
+    """The number in the email of the 2nd, 3rd... lead with the same address (0: none)."""
+    companies: _Companies
     title: np.ndarray
     seniority: np.ndarray
     source: np.ndarray
@@ -484,17 +615,63 @@ class _Leads:
     deleted_at: np.ndarray
     unanchored_conversion: np.ndarray
 
+    def id_strings(self, index: slice | np.ndarray) -> np.ndarray:
+        """The ids of some leads as an object array of str."""
+        return self.ids[index].astype(str).astype(object)
+
+    def emails(self, index: slice | np.ndarray) -> list[str]:
+        """The emails of some leads: ``first.last@domain``, numbered from the second on."""
+        out = []
+        for first, last, domain, number in zip(
+            self.first[index].tolist(),
+            self.last[index].tolist(),
+            self.companies.domains(self.company[index]).tolist(),
+            self.email_number[index].tolist(),
+            strict=True,
+        ):
+            local = f"{first}.{last}".lower()
+            out.append(f"{local}{number}@{domain}" if number else f"{local}@{domain}")
+        return out
+
 
 @dataclass
 class _Companies:
     """Company-level arrays (leads belong to companies; accounts are created per company)."""
 
-    name: list[str]
-    domain: list[str]
+    number: np.ndarray
+    """Each company's place in the walk through prefix x root x suffix: its name and domain are
+    made from it when they are written (:meth:`names`, :meth:`domains`), not held as strings."""
     industry: np.ndarray
     employees: np.ndarray
     revenue: np.ndarray
     country: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.number)
+
+    def names(self, index: slice | np.ndarray) -> np.ndarray:
+        """Company names, as an object array of str."""
+        return np.array([_company_name(n)[0] for n in self.number[index].tolist()], dtype=object)
+
+    def domains(self, index: slice | np.ndarray) -> np.ndarray:
+        """Company email domains, as an object array of str."""
+        return np.array([_company_name(n)[1] for n in self.number[index].tolist()], dtype=object)
+
+
+def _company_name(number: int) -> tuple[str, str]:
+    """The name and email domain of the company at ``number`` in the walk."""
+    slots = len(COMPANY_PREFIXES) * len(COMPANY_ROOTS) * len(COMPANY_SUFFIXES)
+    prefix = COMPANY_PREFIXES[number % len(COMPANY_PREFIXES)]
+    root = COMPANY_ROOTS[(number // len(COMPANY_PREFIXES)) % len(COMPANY_ROOTS)]
+    suffix_index = number // (len(COMPANY_PREFIXES) * len(COMPANY_ROOTS))
+    suffix = COMPANY_SUFFIXES[suffix_index % len(COMPANY_SUFFIXES)]
+    generation = number // slots
+    tail = f" {generation + 1}" if generation else ""
+    tld = ("com", "io", "net", "co")[suffix_index % 4]
+    return (
+        f"{prefix} {root} {suffix}{tail}",
+        f"{prefix}{root}{suffix_index}{tail.strip()}.{tld}".lower(),
+    )
 
 
 @dataclass
@@ -589,19 +766,7 @@ class _OrgGenerator:
         # Unique names: a shuffled walk through prefix x root x suffix, numbered once exhausted.
         slots = len(COMPANY_PREFIXES) * len(COMPANY_ROOTS) * len(COMPANY_SUFFIXES)
         order = rng.permutation(max(count, slots))[:count] if count <= slots else np.arange(count)
-        names: list[str] = []
-        domains: list[str] = []
-        for number in order.tolist():
-            prefix = COMPANY_PREFIXES[number % len(COMPANY_PREFIXES)]
-            root = COMPANY_ROOTS[(number // len(COMPANY_PREFIXES)) % len(COMPANY_ROOTS)]
-            suffix_index = number // (len(COMPANY_PREFIXES) * len(COMPANY_ROOTS))
-            suffix = COMPANY_SUFFIXES[suffix_index % len(COMPANY_SUFFIXES)]
-            generation = number // slots
-            tail = f" {generation + 1}" if generation else ""
-            names.append(f"{prefix} {root} {suffix}{tail}")
-            tld = ("com", "io", "net", "co")[suffix_index % 4]
-            domains.append(f"{prefix}{root}{suffix_index}{tail.strip()}.{tld}".lower())
-        return _Companies(names, domains, industry, employees, revenue, country)
+        return _Companies(order, industry, employees, revenue, country)
 
     def leads(self, companies: _Companies) -> _Leads:
         rng = self.rng(2)
@@ -620,41 +785,22 @@ class _OrgGenerator:
         order = np.argsort(created, kind="stable")
         created = created[order]
         source = source[order]
-        company = rng.integers(0, len(companies.name), n)
+        company = rng.integers(0, len(companies), n)
         seniority = rng.choice(len(SENIORITIES), n, p=SENIORITY_WEIGHTS)
         function = rng.choice(len(FUNCTIONS), n, p=FUNCTION_WEIGHTS)
         head_of = rng.random(n) < 0.3
-        titles = []
-        for level, func, head in zip(
-            seniority.tolist(), function.tolist(), head_of.tolist(), strict=True
-        ):
-            name, chief, individual = FUNCTIONS[func]
-            titles.append(
-                (
-                    chief,
-                    f"VP {name}",
-                    f"Head of {name}" if head else f"Director of {name}",
-                    f"{name} Manager",
-                    individual,
-                )[level]
-            )
-        first = np.array(FIRST_NAMES, dtype=object)[rng.integers(0, len(FIRST_NAMES), n)]
-        last = np.array(LAST_NAMES, dtype=object)[rng.integers(0, len(LAST_NAMES), n)]
+        # A title is one of a few hundred strings: an object array sharing them, not one each.
+        title = _title_table()[seniority, function, head_of.astype(np.int64)]
+        first_name = rng.integers(0, len(FIRST_NAMES), n)
+        last_name = rng.integers(0, len(LAST_NAMES), n)
+        first = np.array(FIRST_NAMES, dtype=object)[first_name]
+        last = np.array(LAST_NAMES, dtype=object)[last_name]
         region = self.country_region[companies.country[company]]
         owner = self.rep_ids[region * 3 + rng.integers(0, 3, n)]
-        local = pd.Series(
-            [f"{f}.{s}".lower() for f, s in zip(first.tolist(), last.tolist(), strict=True)]
-        )
-        domain = pd.Series(np.asarray(companies.domain, dtype=object)[company])
-        address = local + "@" + domain
-        duplicate = address.groupby(address).cumcount()
-        numbered = local + duplicate.astype(str) + "@" + domain
-        email = [
-            str(value)
-            for value in np.where(
-                duplicate.to_numpy() > 0, numbered.to_numpy(object), address.to_numpy(object)
-            )
-        ]
+        # every domain as a str only while the addresses are counted
+        domains = companies.domains(slice(None))
+        email_number = _email_numbers(first_name, last_name, company, domains)
+        del domains
 
         # Anchors: the first campaign response day.
         responds = rng.random(n) < P_RESPOND
@@ -692,13 +838,14 @@ class _OrgGenerator:
         deleted = ~responds & (unanchored_conversion > self.as_of) & (rng.random(n) < P_DELETED)
         deleted_at = created + (rng.random(n) * (self.as_of - created)).astype(np.int64)
         return _Leads(
-            ids=make_ids("00Q", 1, n),
+            ids=make_id_array("00Q", 1, n),
             created=created,
             company=company,
             first=first,
             last=last,
-            email=email,
-            title=np.array(titles, dtype=object),
+            email_number=email_number,
+            companies=companies,
+            title=title,
             seniority=seniority,
             source=source,
             owner=owner,
@@ -764,27 +911,19 @@ class _OrgGenerator:
             **{name: np.zeros(n, dtype=np.int64) for name in ENGAGEMENT_WINDOWS},
             **{name: np.zeros(n, dtype=float) for name in CDP_WINDOWS},
         }
-        people = People(
-            ids=leads.ids,
-            email=leads.email,
-            first=leads.first,
-            last=leads.last,
-            company=np.asarray(companies.name, dtype=object)[leads.company],
-            created=leads.created,
-            anchor_at=leads.anchor_at,
-            responds=leads.responds,
-        )
-        frame_static = pd.DataFrame(
-            {
-                "Industry": np.asarray(INDUSTRIES, dtype=object)[companies.industry[leads.company]],
-                "Seniority__c": np.asarray(SENIORITIES, dtype=object)[leads.seniority],
-                "NumberOfEmployees": companies.employees[leads.company],
-                "LeadSource": np.asarray(LEAD_SOURCES, dtype=object)[leads.source],
-                "Country": np.asarray(self.countries, dtype=object)[
-                    companies.country[leads.company]
-                ],
-            }
-        )
+        people = None
+        if self.segment is not None:
+            # The CDP side reads every lead's id and email as str (only when it is generated).
+            people = People(
+                ids=leads.id_strings(slice(None)).tolist(),
+                email=leads.emails(slice(None)),
+                first=leads.first,
+                last=leads.last,
+                company=companies.names(leads.company),
+                created=leads.created,
+                anchor_at=leads.anchor_at,
+                responds=leads.responds,
+            )
         task_seq = 1
         event_seq = 1
         contact_seq = 0
@@ -796,14 +935,14 @@ class _OrgGenerator:
             counts = self._window_counts(leads, marketing, low, high)
             for name, values in counts.items():
                 outcome[name][low:high] = values
-            frame = frame_static.iloc[low:high].reset_index(drop=True)
+            frame = self._static_frame(leads, companies, low, high)
             for name, values in counts.items():
                 frame[name] = values
             frame["age_days"] = (leads.anchor_at[low:high] - leads.created[low:high]) / DAY
             frame["regime"] = (leads.anchor_at[low:high] > self.as_of - REGIME_DAYS * DAY).astype(
                 int
             )
-            if self.segment is not None:
+            if self.segment is not None and people is not None:
                 # The CDP side of the same people; its usage counts enter the hidden model.
                 for name, values in self.segment.chunk(chunk, people, low, high).items():
                     outcome[name][low:high] = values
@@ -833,6 +972,21 @@ class _OrgGenerator:
             self.progress("activities", high, n)
         self.contact_count = contact_seq
         return outcome
+
+    def _static_frame(
+        self, leads: _Leads, companies: _Companies, low: int, high: int
+    ) -> pd.DataFrame:
+        """The hidden model's firmographic inputs of leads [low, high) (one chunk at a time)."""
+        company = leads.company[low:high]
+        return pd.DataFrame(
+            {
+                "Industry": np.asarray(INDUSTRIES, dtype=object)[companies.industry[company]],
+                "Seniority__c": np.asarray(SENIORITIES, dtype=object)[leads.seniority[low:high]],
+                "NumberOfEmployees": companies.employees[company],
+                "LeadSource": np.asarray(LEAD_SOURCES, dtype=object)[leads.source[low:high]],
+                "Country": np.asarray(self.countries, dtype=object)[companies.country[company]],
+            }
+        )
 
     def _marketing_events(
         self, rng: np.random.Generator, leads: _Leads, low: int, high: int
@@ -946,7 +1100,7 @@ class _OrgGenerator:
             visible=outcome["p_true"][low:high],
             rep_ids=self.rep_ids,
             conn=self.conn,
-            lead_ids=np.asarray(leads.ids, dtype=object)[low:high],
+            lead_ids=leads.id_strings(slice(low, high)),
             first_day=self.start // DAY,
         )
         # Converters are contacted before they convert.
@@ -1019,7 +1173,7 @@ class _OrgGenerator:
         converted = conversion <= self.as_of
         contact_ids = self.contact_ids_for(outcome["contact_seq"][global_lead], converted)
         opportunity_ids = self.opportunity_ids_for(outcome["contact_seq"][global_lead], converted)
-        lead_ids = np.asarray(leads.ids, dtype=object)[global_lead]
+        lead_ids = leads.id_strings(global_lead)
         who = np.where(converted, contact_ids, lead_ids)
         modified = np.where(converted, np.maximum(created, conversion), created)
         is_deleted = leads.deleted[global_lead]
@@ -1051,21 +1205,21 @@ class _OrgGenerator:
             self.conn,
             "Task",
             {
-                "Id": make_ids("00T", task_seq, count),
-                "WhoId": who.tolist(),
+                "Id": _id_range("00T", task_seq),
+                "WhoId": who,
                 "WhatId": _nullable(opportunity_ids, converted),
-                "Subject": subject.tolist(),
+                "Subject": subject,
                 "Type": _pick(task_types, kind),
                 "Status": ["Completed"] * count,
                 "Priority": ["Normal"] * count,
                 "IsClosed": [1] * count,
                 "ActivityDate": _date_strings(created),
-                "TaskSubtype": subtype.tolist(),
-                "OwnerId": owner.tolist(),
-                "IsDeleted": is_deleted.astype(int).tolist(),
-                "CreatedDate": created.tolist(),
-                "LastModifiedDate": modified.tolist(),
-                "SystemModstamp": modified.tolist(),
+                "TaskSubtype": subtype,
+                "OwnerId": owner,
+                "IsDeleted": is_deleted.astype(int),
+                "CreatedDate": created,
+                "LastModifiedDate": modified,
+                "SystemModstamp": modified,
             },
         )
         # Meetings also put an Event on the calendar a few days later.
@@ -1080,21 +1234,21 @@ class _OrgGenerator:
                 self.conn,
                 "Event",
                 {
-                    "Id": make_ids("00U", event_seq, meetings),
-                    "WhoId": who[meeting].tolist(),
+                    "Id": _id_range("00U", event_seq),
+                    "WhoId": who[meeting],
                     "WhatId": _nullable(opportunity_ids[meeting], converted[meeting]),
                     "Subject": ["Discovery meeting"] * meetings,
                     "Type": ["Meeting"] * meetings,
                     "ActivityDate": _date_strings(start),
-                    "ActivityDateTime": start.tolist(),
-                    "StartDateTime": start.tolist(),
-                    "EndDateTime": (start + duration * 60).tolist(),
-                    "DurationInMinutes": duration.tolist(),
-                    "OwnerId": owner[meeting].tolist(),
-                    "IsDeleted": is_deleted[meeting].astype(int).tolist(),
-                    "CreatedDate": created[meeting].tolist(),
-                    "LastModifiedDate": modified[meeting].tolist(),
-                    "SystemModstamp": modified[meeting].tolist(),
+                    "ActivityDateTime": start,
+                    "StartDateTime": start,
+                    "EndDateTime": (start + duration * 60),
+                    "DurationInMinutes": duration,
+                    "OwnerId": owner[meeting],
+                    "IsDeleted": is_deleted[meeting].astype(int),
+                    "CreatedDate": created[meeting],
+                    "LastModifiedDate": modified[meeting],
+                    "SystemModstamp": modified[meeting],
                 },
             )
         return task_seq + count, event_seq + meetings
@@ -1161,45 +1315,42 @@ class _OrgGenerator:
             self.conn,
             "Opportunity",
             {
-                "Id": opportunity_ids.tolist(),
-                "AccountId": lead_account.tolist(),
-                "Name": [f"{companies.name[c]} - New Business" for c in company.tolist()],
+                "Id": opportunity_ids,
+                "AccountId": lead_account,
+                "Name": lambda part: [
+                    f"{name} - New Business" for name in companies.names(company[part]).tolist()
+                ],
                 "StageName": _pick(OPPORTUNITY_STAGES, stage),
-                "IsClosed": closed.astype(int).tolist(),
-                "IsWon": won.astype(int).tolist(),
-                "Amount": amount.tolist(),
+                "IsClosed": closed.astype(int),
+                "IsWon": won.astype(int),
+                "Amount": amount,
                 "CloseDate": _date_strings(close_at),
-                "LeadSource": source.tolist(),
-                "OwnerId": owner.tolist(),
+                "LeadSource": source,
+                "OwnerId": owner,
                 "IsDeleted": [0] * count,
-                "CreatedDate": at.tolist(),
-                "LastModifiedDate": opp_modified.tolist(),
-                "SystemModstamp": opp_modified.tolist(),
+                "CreatedDate": at,
+                "LastModifiedDate": opp_modified,
+                "SystemModstamp": opp_modified,
             },
         )
         _insert(
             self.conn,
             "Contact",
             {
-                "Id": contact_ids.tolist(),
-                "AccountId": lead_account.tolist(),
-                "FirstName": leads.first[converted].tolist(),
-                "LastName": leads.last[converted].tolist(),
-                "Name": [
-                    f"{f} {s}"
-                    for f, s in zip(
-                        leads.first[converted].tolist(), leads.last[converted].tolist(), strict=True
-                    )
-                ],
-                "Email": np.asarray(leads.email, dtype=object)[converted].tolist(),
-                "Title": leads.title[converted].tolist(),
-                "LeadSource": source.tolist(),
-                "MailingCountry": country.tolist(),
-                "OwnerId": owner.tolist(),
+                "Id": contact_ids,
+                "AccountId": lead_account,
+                "FirstName": leads.first[converted],
+                "LastName": leads.last[converted],
+                "Name": _names(leads.first[converted], leads.last[converted]),
+                "Email": lambda part: leads.emails(converted[part]),
+                "Title": leads.title[converted],
+                "LeadSource": source,
+                "MailingCountry": country,
+                "OwnerId": owner,
                 "IsDeleted": [0] * count,
-                "CreatedDate": at.tolist(),
-                "LastModifiedDate": at.tolist(),
-                "SystemModstamp": at.tolist(),
+                "CreatedDate": at,
+                "LastModifiedDate": at,
+                "SystemModstamp": at,
             },
         )
         won_company = pd.Series(won).groupby(company).any()
@@ -1210,22 +1361,22 @@ class _OrgGenerator:
             self.conn,
             "Account",
             {
-                "Id": account_ids.tolist(),
-                "Name": [companies.name[c] for c in accounts.tolist()],
+                "Id": account_ids,
+                "Name": _lazy(companies.names, accounts),
                 "Type": np.where(
                     won_company.loc[accounts].to_numpy(), "Customer - Direct", "Prospect"
-                ).tolist(),
+                ),
                 "Industry": _pick(INDUSTRIES, companies.industry[accounts]),
-                "NumberOfEmployees": companies.employees[accounts].tolist(),
-                "AnnualRevenue": companies.revenue[accounts].tolist(),
+                "NumberOfEmployees": companies.employees[accounts],
+                "AnnualRevenue": companies.revenue[accounts],
                 "BillingCountry": np.asarray(self.countries, dtype=object)[
                     companies.country[accounts]
-                ].tolist(),
-                "OwnerId": first_owner.loc[accounts].tolist(),
+                ],
+                "OwnerId": first_owner.loc[accounts].to_numpy(),
                 "IsDeleted": [0] * len(accounts),
-                "CreatedDate": created.tolist(),
-                "LastModifiedDate": created.tolist(),
-                "SystemModstamp": created.tolist(),
+                "CreatedDate": created,
+                "LastModifiedDate": created,
+                "SystemModstamp": created,
             },
         )
         per_lead = np.full(self.n, None, dtype=object)
@@ -1288,67 +1439,78 @@ class _OrgGenerator:
             leads.created[sent_lead] + 60,
         )
         # priority: 0 anchor response, 1 later response, 2 send (dedupe keeps the lowest).
-        lead = np.concatenate([anchored, again, sent_lead])
-        campaign = np.concatenate([leads.anchor_campaign[anchored], second_campaign, sent_campaign])
-        created = np.concatenate([leads.member_created[anchored], second_created, sent_created])
-        responded_on = np.concatenate(
-            [leads.anchor_at[anchored], second_day, np.zeros(len(sent_lead), np.int64)]
-        )
-        modified = np.concatenate([leads.response_at[anchored], second_response, sent_created])
-        priority = np.concatenate(
-            [np.zeros(len(anchored), int), np.ones(len(again), int), np.full(len(sent_lead), 2)]
-        )
-        order = np.lexsort((priority, campaign, lead))
-        lead, campaign, created, responded_on, modified, priority = (
-            values[order] for values in (lead, campaign, created, responded_on, modified, priority)
-        )
-        first_of_pair = np.ones(len(lead), dtype=bool)
-        first_of_pair[1:] = (lead[1:] != lead[:-1]) | (campaign[1:] != campaign[:-1])
+        # Columns live in one dict and are replaced one at a time (not as a tuple of new
+        # arrays), so that an old column is freed before the next new one is made.
+        member = {
+            "lead": np.concatenate([anchored, again, sent_lead]),
+            "campaign": np.concatenate(
+                [leads.anchor_campaign[anchored], second_campaign, sent_campaign]
+            ),
+            "created": np.concatenate(
+                [leads.member_created[anchored], second_created, sent_created]
+            ),
+            "responded_on": np.concatenate(
+                [leads.anchor_at[anchored], second_day, np.zeros(len(sent_lead), np.int64)]
+            ),
+            "modified": np.concatenate(
+                [leads.response_at[anchored], second_response, sent_created]
+            ),
+            "priority": np.concatenate(
+                [
+                    np.zeros(len(anchored), np.int8),
+                    np.ones(len(again), np.int8),
+                    np.full(len(sent_lead), 2, np.int8),
+                ]
+            ),
+        }
+        del again, second_day, second_campaign, second_created, second_response
+        del sent_lead, first_campaign, room, has_room, sent_campaign, sent_created, sends
+        _take(member, np.lexsort((member["priority"], member["campaign"], member["lead"])))
+        lead, campaign, created = member["lead"], member["campaign"], member["created"]
+        keep = np.ones(len(lead), dtype=bool)
+        keep[1:] = (lead[1:] != lead[:-1]) | (campaign[1:] != campaign[:-1])
         conversion = outcome["conversion"][lead]
         # A converted lead cannot join campaigns; deleted leads took their memberships along.
-        keep = first_of_pair & (created <= self.as_of) & (created <= conversion)
+        keep &= (created <= self.as_of) & (created <= conversion)
         keep &= ~leads.deleted[lead] | (created <= leads.deleted_at[lead])
-        lead, campaign, created, responded_on, modified, priority = (
-            values[keep] for values in (lead, campaign, created, responded_on, modified, priority)
-        )
+        del lead, campaign, created, conversion
+        _take(member, keep)
+        del keep
+        lead = member["lead"]
         conversion = outcome["conversion"][lead]
         converted = conversion <= self.as_of
-        modified = np.where(converted, np.maximum(modified, conversion), modified)
-        deleted = leads.deleted[lead]
-        modified = np.where(deleted, np.maximum(modified, leads.deleted_at[lead]), modified)
-        order = np.argsort(created, kind="stable")
-        lead, campaign, created, responded_on, modified, priority, converted, deleted = (
-            values[order]
-            for values in (
-                lead,
-                campaign,
-                created,
-                responded_on,
-                modified,
-                priority,
-                converted,
-                deleted,
-            )
+        modified = np.where(
+            converted, np.maximum(member["modified"], conversion), member["modified"]
         )
-        responded = priority < 2
-        total = len(lead)
+        del conversion
+        member["deleted"] = deleted = leads.deleted[lead]
+        member["modified"] = np.where(
+            deleted, np.maximum(modified, leads.deleted_at[lead]), modified
+        )
+        del lead, converted, deleted, modified
+        _take(member, np.argsort(member["created"], kind="stable"))
+        responded = member.pop("priority") < 2
+        campaign_ids = np.asarray(campaigns.ids, dtype=object)
+        contact_ids = converted_ids["contact"]
         _insert(
             self.conn,
             "CampaignMember",
             {
-                "Id": make_ids("00v", 1, total),
-                "CampaignId": np.asarray(campaigns.ids, dtype=object)[campaign].tolist(),
-                "LeadId": np.asarray(leads.ids, dtype=object)[lead].tolist(),
-                "ContactId": converted_ids["contact"][lead].tolist(),
-                "Status": np.where(responded, "Responded", "Sent").tolist(),
-                "HasResponded": responded.astype(int).tolist(),
-                "FirstRespondedDate": _nullable(
-                    np.asarray(_date_strings(responded_on), dtype=object), responded
+                "Id": _id_range("00v", 1),
+                "CampaignId": _lazy(lambda c: campaign_ids[c], member["campaign"]),
+                "LeadId": _id_column(leads, member["lead"]),
+                "ContactId": _lazy(lambda index: contact_ids[index], member["lead"]),
+                "Status": _lazy(lambda r: np.where(r, "Responded", "Sent"), responded),
+                "HasResponded": _lazy(lambda r: r.astype(int), responded),
+                "FirstRespondedDate": _lazy(
+                    lambda day, r: _nullable(_date_strings(day), r),
+                    member["responded_on"],
+                    responded,
                 ),
-                "IsDeleted": deleted.astype(int).tolist(),
-                "CreatedDate": created.tolist(),
-                "LastModifiedDate": modified.tolist(),
-                "SystemModstamp": modified.tolist(),
+                "IsDeleted": _lazy(lambda d: d.astype(int), member["deleted"]),
+                "CreatedDate": member["created"],
+                "LastModifiedDate": member["modified"],
+                "SystemModstamp": member["modified"],
             },
         )
 
@@ -1371,10 +1533,10 @@ class _OrgGenerator:
         rating_draw = rng.random(n)
         hot_cut = np.where(will_convert, 0.55, 0.08)
         warm_cut = hot_cut + np.where(will_convert, 0.35, 0.32)
-        rating = np.where(
-            rating_draw < hot_cut, "Hot", np.where(rating_draw < warm_cut, "Warm", "Cold")
-        ).astype(object)
-        rating[~touched] = None
+        # codes into RATINGS (one shared str each, not a str per lead); untouched leads: None
+        rating = np.where(rating_draw < hot_cut, 0, np.where(rating_draw < warm_cut, 1, 2))
+        rating[~touched] = 3
+        del rating_draw, hot_cut, warm_cut
         closed_at = first_touch + 60 * DAY
         closes = touched & ~will_convert & (closed_at <= self.as_of) & (rng.random(n) < 0.75)
         status = np.full(n, "Open - Not Contacted", dtype=object)
@@ -1388,69 +1550,72 @@ class _OrgGenerator:
         modified = np.where(leads.deleted, np.maximum(modified, leads.deleted_at), modified)
         modified = np.minimum(modified, self.as_of)
         company = leads.company
+        # Columns that are lookups are made per batch (_lazy): n-long object arrays of them
+        # were this step's memory.
+        ratings = np.array(("Hot", "Warm", "Cold", None), dtype=object)
         _insert(
             self.conn,
             "Lead",
             {
-                "Id": leads.ids,
-                "FirstName": leads.first.tolist(),
-                "LastName": leads.last.tolist(),
-                "Name": [
-                    f"{f} {s}"
-                    for f, s in zip(leads.first.tolist(), leads.last.tolist(), strict=True)
-                ],
-                "Email": leads.email,
-                "Company": np.asarray(companies.name, dtype=object)[company].tolist(),
-                "Title": leads.title.tolist(),
-                "Seniority__c": _pick(SENIORITIES, leads.seniority),
-                "OwnerId": leads.owner.tolist(),
-                "Industry": _pick(INDUSTRIES, companies.industry[company]),
-                "LeadSource": _pick(LEAD_SOURCES, leads.source),
-                "Status": status.tolist(),
-                "Rating": rating.tolist(),
-                "Country": _pick(self.countries, companies.country[company]),
-                "NumberOfEmployees": companies.employees[company].tolist(),
-                "AnnualRevenue": companies.revenue[company].tolist(),
-                "IsConverted": converted.astype(int).tolist(),
-                "ConvertedDate": _nullable(
-                    np.asarray(_date_strings(np.where(converted, conversion, 0)), dtype=object),
+                "Id": lambda part: leads.id_strings(part).tolist(),
+                "FirstName": leads.first,
+                "LastName": leads.last,
+                "Name": _names(leads.first, leads.last),
+                "Email": leads.emails,
+                "Company": _lazy(companies.names, company),
+                "Title": leads.title,
+                "Seniority__c": _lazy(lambda i: _pick(SENIORITIES, i), leads.seniority),
+                "OwnerId": leads.owner,
+                "Industry": _lazy(lambda c: _pick(INDUSTRIES, companies.industry[c]), company),
+                "LeadSource": _lazy(lambda i: _pick(LEAD_SOURCES, i), leads.source),
+                "Status": status,
+                "Rating": _lazy(lambda r: ratings[r], rating),
+                "Country": _lazy(lambda c: _pick(self.countries, companies.country[c]), company),
+                "NumberOfEmployees": _lazy(lambda c: companies.employees[c], company),
+                "AnnualRevenue": _lazy(lambda c: companies.revenue[c], company),
+                "IsConverted": _lazy(lambda c: c.astype(int), converted),
+                "ConvertedDate": _lazy(
+                    lambda at, c: _nullable(_date_strings(np.where(c, at, 0)), c),
+                    conversion,
                     converted,
                 ),
-                "ConvertedAccountId": converted_ids["account"].tolist(),
-                "ConvertedContactId": converted_ids["contact"].tolist(),
-                "ConvertedOpportunityId": converted_ids["opportunity"].tolist(),
-                "IsDeleted": leads.deleted.astype(int).tolist(),
-                "CreatedDate": leads.created.tolist(),
-                "LastModifiedDate": modified.tolist(),
-                "SystemModstamp": modified.tolist(),
+                "ConvertedAccountId": converted_ids["account"],
+                "ConvertedContactId": converted_ids["contact"],
+                "ConvertedOpportunityId": converted_ids["opportunity"],
+                "IsDeleted": _lazy(lambda d: d.astype(int), leads.deleted),
+                "CreatedDate": leads.created,
+                "LastModifiedDate": modified,
+                "SystemModstamp": modified,
             },
         )
 
     def ground_truth(self, leads: _Leads, outcome: dict[str, np.ndarray]) -> None:
-        """Store the hidden model's answer for every anchored lead."""
-        anchored = np.flatnonzero(leads.anchored)
-        conversion = outcome["conversion"][anchored]
-        columns = [
-            np.asarray(leads.ids, dtype=object)[anchored].tolist(),
-            leads.anchor_at[anchored].tolist(),
-            outcome["p_true"][anchored].tolist(),
-            outcome["label"][anchored].astype(int).tolist(),
-            (leads.anchor_at[anchored] + LABEL_WINDOW_DAYS * DAY <= self.as_of)
-            .astype(int)
-            .tolist(),
-            _nullable(conversion, conversion < np.iinfo(np.int64).max),
-            *(outcome[name][anchored].tolist() for name in ENGAGEMENT_WINDOWS),
-            *(
-                outcome[name][anchored].tolist()
-                if self.segment is not None
-                else [None] * len(anchored)
-                for name in CDP_WINDOWS
-            ),
-        ]
-        self.conn.executemany(
-            f"INSERT INTO _ground_truth VALUES ({', '.join('?' * len(columns))})",
-            zip(*columns, strict=True),
-        )
+        """Store the hidden model's answer for every anchored lead (a batch of rows at a time)."""
+        all_anchored = np.flatnonzero(leads.anchored)
+        for start in range(0, len(all_anchored), _INSERT_ROWS):
+            anchored = all_anchored[start : start + _INSERT_ROWS]
+            conversion = outcome["conversion"][anchored]
+            columns = [
+                leads.id_strings(anchored).tolist(),
+                leads.anchor_at[anchored].tolist(),
+                outcome["p_true"][anchored].tolist(),
+                outcome["label"][anchored].astype(int).tolist(),
+                (leads.anchor_at[anchored] + LABEL_WINDOW_DAYS * DAY <= self.as_of)
+                .astype(int)
+                .tolist(),
+                _nullable(conversion, conversion < np.iinfo(np.int64).max).tolist(),
+                *(outcome[name][anchored].tolist() for name in ENGAGEMENT_WINDOWS),
+                *(
+                    outcome[name][anchored].tolist()
+                    if self.segment is not None
+                    else [None] * len(anchored)
+                    for name in CDP_WINDOWS
+                ),
+            ]
+            self.conn.executemany(
+                f"INSERT INTO _ground_truth VALUES ({', '.join('?' * len(columns))})",
+                zip(*columns, strict=True),
+            )
 
     def run(self) -> None:
         """Generate the whole org."""

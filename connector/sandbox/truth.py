@@ -24,7 +24,10 @@ files, the way a billing export reaches leadscore (``[[sources]]``).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -105,17 +108,98 @@ def tier_of(values: np.ndarray) -> np.ndarray:
     return np.where(v < TIERS[0][2], "BRONZE", np.where(v <= TIERS[1][2], "SILVER", "GOLD"))
 
 
-def generate_customers(seed: int, n: int, as_of: int) -> dict[str, pd.DataFrame]:
-    """Customers, orders and the oracle's answers.
+TIER_CHUNK_CUSTOMERS = 1_000
+"""Customers whose tier simulations are drawn at once (memory only: the draws do not change)."""
+INSERT_ROWS = 50_000
+"""Rows converted to Python objects and inserted at once (memory only)."""
+
+
+@dataclass
+class _CustomerData:
+    """Customers and their oracle answers (one row each), orders as compact arrays."""
+
+    customers: pd.DataFrame
+    truth: pd.DataFrame
+    ids: np.ndarray
+    order_customer: np.ndarray
+    """Customer index of each order, orders sorted by (``ordered_at``, ``order_id``)."""
+    order_number: np.ndarray
+    """The ``n`` of each order's ``order_id`` ``OR{n:09d}`` (its draw order), same sort."""
+    ordered_at: np.ndarray
+    amount: np.ndarray
+
+
+def _restored(state: dict[str, Any]) -> np.random.Generator:
+    """A generator continuing from a saved bit-generator state (the default PCG64)."""
+    bit_generator = np.random.PCG64()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def _tier_shares(
+    seed: int,
+    hazard: np.ndarray,
+    lam: np.ndarray,
+    log_mean: np.ndarray,
+    active: np.ndarray,
+    chunk: int | None = None,
+) -> np.ndarray:
+    """Each customer's share of BRONZE, SILVER and GOLD over ``TIER_SIMULATIONS`` simulated lives.
+
+    The stream ``[seed, 9002]`` draws every simulation's lifetime first, then every order count,
+    then every order value (``TIER_SIMULATIONS`` x customers each). Drawing all of them at once
+    takes about 250 bytes per simulation (5 GB at 1M leads), so the draws are replayed chunk by
+    chunk of ``TIER_CHUNK_CUSTOMERS`` customers instead: a first pass records the bit generator's
+    state where each chunk's lifetimes and counts begin, and the last pass re-draws them from
+    those states. Numpy draws element by element, so the numbers are exactly those of the single
+    draws (and so are the per-simulation sums, which stay in the same order).
 
     Args:
-        seed: random seed.
-        n: customers.
-        as_of: end of the history, UTC epoch seconds.
+        seed: the org's seed.
+        hazard: churn hazard per customer.
+        lam: order rate per customer.
+        log_mean: mean log order value per customer.
+        active: whether each customer is active at its anchor.
+        chunk: customers drawn at once, ``TIER_CHUNK_CUSTOMERS`` by default (changes the memory,
+            never the result).
 
     Returns:
-        ``customers``, ``orders`` and ``truth`` frames (times in epoch seconds).
+        A (customers, 3) array of the BRONZE, SILVER and GOLD shares.
     """
+    n = len(hazard)
+    sims = TIER_SIMULATIONS
+    sim = np.random.default_rng([seed, 9002])
+    step = chunk or TIER_CHUNK_CUSTOMERS
+    chunks = [(low, min(n, low + step)) for low in range(0, n, step)]
+
+    def life(draw: np.random.Generator, low: int, high: int) -> np.ndarray:
+        span = np.minimum(draw.exponential(1.0 / np.repeat(hazard[low:high], sims)), LTV_DAYS)
+        return span * np.repeat(active[low:high], sims)
+
+    life_states = []
+    for low, high in chunks:
+        life_states.append(sim.bit_generator.state)
+        life(sim, low, high)
+    count_states = []
+    for (low, high), state in zip(chunks, life_states, strict=True):
+        count_states.append(sim.bit_generator.state)
+        sim.poisson(np.repeat(lam[low:high], sims) * life(_restored(state), low, high))
+    shares = np.empty((n, 3))
+    for (low, high), life_state, count_state in zip(chunks, life_states, count_states, strict=True):
+        spans = life(_restored(life_state), low, high)
+        k = _restored(count_state).poisson(np.repeat(lam[low:high], sims) * spans)
+        size = (high - low) * sims
+        who = np.repeat(np.arange(size), k)
+        values = np.exp(sim.normal(np.repeat(log_mean[low:high], sims)[who], VALUE_SIGMA))
+        totals = np.bincount(who, weights=values, minlength=size)
+        tiers = tier_of(totals).reshape(high - low, sims)
+        for column, (name, _, _) in enumerate(TIERS):
+            shares[low:high, column] = (tiers == name).mean(axis=1)
+    return shares
+
+
+def _customer_data(seed: int, n: int, as_of: int) -> _CustomerData:
+    """Draw the customers, their orders and the oracle's answers (as :func:`generate_customers`)."""
     rng = np.random.default_rng([seed, 9001])
     ids = np.array([f"CU{i:07d}" for i in range(n)], dtype=object)
     joined = as_of - rng.uniform(ANCHOR_OFFSET_DAYS, HISTORY_DAYS, n) * DAY
@@ -156,14 +240,11 @@ def generate_customers(seed: int, n: int, as_of: int) -> dict[str, pd.DataFrame]
     times = times.astype(np.int64)
     log_mean = np.log(mu) - VALUE_SIGMA**2 / 2
     amounts = np.round(np.exp(rng.normal(log_mean[owner], VALUE_SIGMA)), 2)
-    orders = pd.DataFrame(
-        {
-            "order_id": [f"OR{i:09d}" for i in range(len(owner))],
-            "customer_id": ids[owner],
-            "ordered_at": times,
-            "amount": amounts,
-        }
-    ).sort_values(["ordered_at", "order_id"], ignore_index=True)
+    # Orders sort by (ordered_at, order_id); order_id "OR{i:09d}" sorts like i, which already
+    # increases, so a stable sort on the time is that order (without a string per order).
+    order = np.argsort(times, kind="stable")
+    o_owner, o_time, o_amount = owner[order], times[order], amounts[order]
+    del owner, times, amounts
     customers = pd.DataFrame(
         {
             "customer_id": ids,
@@ -177,15 +258,12 @@ def generate_customers(seed: int, n: int, as_of: int) -> dict[str, pd.DataFrame]
     )
     anchor = joined + ANCHOR_OFFSET_DAYS * DAY
     active = churn_at > anchor
-    # actual outcomes from the drawn orders
-    o_owner = pd.Categorical(orders["customer_id"], categories=ids).codes
-    o_time = orders["ordered_at"].to_numpy()
+    # actual outcomes from the drawn orders (summed in the sorted order, as always)
     in_ltv = (o_time >= anchor[o_owner]) & (o_time < anchor[o_owner] + LTV_DAYS * DAY)
     in_churn = (o_time >= anchor[o_owner]) & (o_time < anchor[o_owner] + CHURN_DAYS * DAY)
-    ltv_actual = np.bincount(
-        o_owner[in_ltv], weights=orders["amount"].to_numpy()[in_ltv], minlength=n
-    )
+    ltv_actual = np.bincount(o_owner[in_ltv], weights=o_amount[in_ltv], minlength=n)
     churn_orders = np.bincount(o_owner[in_churn], minlength=n)
+    del in_ltv, in_churn
 
     def expected_alive(days: float) -> np.ndarray:
         # E[min(T, days)] for T ~ Exp(hazard): memoryless from the anchor
@@ -196,14 +274,7 @@ def generate_customers(seed: int, n: int, as_of: int) -> dict[str, pd.DataFrame]
     p_no_order = hazard / total * (1 - np.exp(-total * CHURN_DAYS)) + np.exp(-total * CHURN_DAYS)
     p_churn = np.where(active, p_no_order, 1.0)
     # tier probabilities by simulation (same parameters; order values from the lognormal)
-    sim = np.random.default_rng([seed, 9002])
-    life = np.minimum(sim.exponential(1.0 / np.repeat(hazard, TIER_SIMULATIONS)), LTV_DAYS)
-    life = life * np.repeat(active, TIER_SIMULATIONS)
-    k = sim.poisson(np.repeat(lam, TIER_SIMULATIONS) * life)
-    who = np.repeat(np.arange(n * TIER_SIMULATIONS), k)
-    values = np.exp(sim.normal(np.repeat(log_mean, TIER_SIMULATIONS)[who], VALUE_SIGMA))
-    totals = np.bincount(who, weights=values, minlength=n * TIER_SIMULATIONS)
-    tiers = tier_of(totals).reshape(n, TIER_SIMULATIONS)
+    shares = _tier_shares(seed, hazard, lam, log_mean, active)
     truth = pd.DataFrame(
         {
             "customer_id": ids,
@@ -216,19 +287,60 @@ def generate_customers(seed: int, n: int, as_of: int) -> dict[str, pd.DataFrame]
             "ltv_actual": ltv_actual,
             "p_churn": p_churn,
             "churned": (churn_orders == 0).astype(int),
-            "p_bronze": (tiers == "BRONZE").mean(axis=1),
-            "p_silver": (tiers == "SILVER").mean(axis=1),
-            "p_gold": (tiers == "GOLD").mean(axis=1),
+            "p_bronze": shares[:, 0],
+            "p_silver": shares[:, 1],
+            "p_gold": shares[:, 2],
             "tier": tier_of(ltv_actual),
             "ltv_closed": (anchor + LTV_DAYS * DAY <= as_of).astype(int),
             "churn_closed": (anchor + CHURN_DAYS * DAY <= as_of).astype(int),
         }
     )
-    return {"customers": customers, "orders": orders, "truth": truth}
+    return _CustomerData(customers, truth, ids, o_owner, order, o_time, o_amount)
+
+
+def _order_rows(data: _CustomerData, low: int, high: int) -> list[tuple[Any, ...]]:
+    """Rows ``low:high`` of ``_customer_order`` as Python values."""
+    return list(
+        zip(
+            [f"OR{i:09d}" for i in data.order_number[low:high].tolist()],
+            data.ids[data.order_customer[low:high]].tolist(),
+            data.ordered_at[low:high].tolist(),
+            data.amount[low:high].tolist(),
+            strict=True,
+        )
+    )
+
+
+def generate_customers(seed: int, n: int, as_of: int) -> dict[str, pd.DataFrame]:
+    """Customers, orders and the oracle's answers.
+
+    Args:
+        seed: random seed.
+        n: customers.
+        as_of: end of the history, UTC epoch seconds.
+
+    Returns:
+        ``customers``, ``orders`` and ``truth`` frames (times in epoch seconds).
+    """
+    data = _customer_data(seed, n, as_of)
+    orders = pd.DataFrame(
+        _order_rows(data, 0, len(data.order_number)),
+        columns=["order_id", "customer_id", "ordered_at", "amount"],
+    )
+    return {"customers": data.customers, "orders": orders, "truth": data.truth}
+
+
+def _frame_rows(frame: pd.DataFrame, low: int, high: int) -> Iterator[tuple[Any, ...]]:
+    """Rows ``low:high`` of a frame as Python values, NaN as None."""
+    part = frame.iloc[low:high]
+    return part.astype(object).where(part.notna(), None).itertuples(index=False, name=None)
 
 
 def write_customers(conn: sqlite3.Connection, *, seed: int, leads: int, as_of: int) -> None:
     """Generate the customers of an org into its database (the generator's hook).
+
+    Orders stay numpy arrays until they are written, ``INSERT_ROWS`` at a time: a Python object
+    per value for every order at once is most of this step's memory.
 
     Args:
         conn: the sandbox database (the caller commits).
@@ -237,16 +349,22 @@ def write_customers(conn: sqlite3.Connection, *, seed: int, leads: int, as_of: i
         as_of: end of the history, UTC epoch seconds.
     """
     n = max(MIN_CUSTOMERS, int(leads * CUSTOMERS_PER_LEAD))
-    data = generate_customers(seed, n, as_of)
+    data = _customer_data(seed, n, as_of)
     _tables(conn)
-    for table, frame in (
-        ("_customer", data["customers"]),
-        ("_customer_order", data["orders"]),
-        ("_customer_truth", data["truth"]),
-    ):
+    for table, frame in (("_customer", data.customers), ("_customer_truth", data.truth)):
         marks = ", ".join("?" for _ in frame.columns)
-        rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
-        conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        for low in range(0, len(frame), INSERT_ROWS):
+            conn.executemany(
+                f"INSERT INTO {table} VALUES ({marks})",
+                _frame_rows(frame, low, low + INSERT_ROWS),
+            )
+        if table == "_customer":
+            orders = len(data.order_number)
+            for low in range(0, orders, INSERT_ROWS):
+                conn.executemany(
+                    "INSERT INTO _customer_order VALUES (?, ?, ?, ?)",
+                    _order_rows(data, low, min(orders, low + INSERT_ROWS)),
+                )
 
 
 def _read(db_path: Path, table: str) -> pd.DataFrame:
