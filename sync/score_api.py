@@ -393,7 +393,7 @@ class _Events:
         return PostedEvents(
             row=np.concatenate([np.array(self.own_rows, dtype=np.int64), rows]),
             name=[*self.own_names, *names],
-            at=np.concatenate([np.array(self.own_at, dtype="datetime64[us]"), at]),
+            at=np.concatenate([_datetimes(self.own_at), at]),
             value=np.concatenate([np.full(len(self.own_rows), math.nan), values]),
         )
 
@@ -439,6 +439,14 @@ _EVENT_NAME = operator.itemgetter("event")
 _EVENT_AT = operator.itemgetter("at")
 _ABSENT = object()  # no "value" key (None is a posted null)
 _VALUE_TYPES = frozenset({type(None), int, float, object})
+
+
+def _datetimes(values: list[datetime]) -> np.ndarray:
+    """Naive datetimes as ``datetime64[us]`` (pandas converts a list 10x faster than NumPy)."""
+    try:
+        return pd.DatetimeIndex(values).to_numpy().astype("datetime64[us]")
+    except (ValueError, OverflowError):  # beyond pandas' nanosecond range (years 1677-2262)
+        return np.array(values, dtype="datetime64[us]")
 
 
 def _finite_number(value: Any) -> bool:
