@@ -603,7 +603,9 @@ class HealthServer:
             def do_POST(self) -> None:
                 started = time.perf_counter()
                 status, answer = self._post()
-                self._send(status, json.dumps(answer).encode(), "application/json")
+                from sync.score_api import write_answer
+
+                self._send(status, write_answer(answer), "application/json")
                 outer.scored(status, time.perf_counter() - started)
 
             def _post(self) -> tuple[int, dict[str, Any]]:
@@ -627,8 +629,10 @@ class HealthServer:
                 if length > max_body_bytes or length < 0:
                     self.close_connection = True  # the body is not read
                     return 413, {"error": f"the body is over {max_body_bytes} bytes"}
+                from sync.score_api import read_body
+
                 try:
-                    body = json.loads(self.rfile.read(length) or b"null")
+                    body = read_body(self.rfile.read(length) or b"null")
                 except (ValueError, UnicodeDecodeError) as exc:
                     return 400, {"error": f"the body is not JSON: {exc}"}
                 try:
