@@ -16,6 +16,7 @@ Point-in-time rules:
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -85,6 +86,47 @@ def current_entity_ids(con: duckdb.DuckDBPyConnection, entity: Entity) -> pd.Ser
         f"WHERE {_not_deleted(con, entity)} AND x.{key} IS NOT NULL ORDER BY 1"
     ).fetchall()
     return pd.Series([r[0] for r in rows], dtype=object, name="entity_id")
+
+
+def current_entity_id_batches(
+    con: duckdb.DuckDBPyConnection,
+    entity: Entity,
+    size: int,
+    only: Collection[str] | None = None,
+) -> Iterator[pd.Series]:
+    """The ids of :func:`current_entity_ids`, sorted, ``size`` at a time.
+
+    Each batch is read after the previous one (keyset: ids after the last one read), so the ids
+    of a large org are never held together.
+
+    Args:
+        con: store connection.
+        entity: the entity.
+        size: ids per batch.
+        only: only these ids (read by key: a few leads of a large org); None: every entity.
+
+    Yields:
+        Sorted batches of ids as strings (nothing when there is none).
+    """
+    key = quote_identifier(entity.id_column)
+    wanted = None if only is None else sorted({str(i) for i in only})
+    last: str | None = None
+    while True:
+        rows = con.execute(
+            f"SELECT CAST(x.{key} AS VARCHAR) AS id FROM {quote_identifier(entity.table)} x "
+            f"WHERE {_not_deleted(con, entity)} AND x.{key} IS NOT NULL "
+            "AND (CAST(? AS VARCHAR) IS NULL OR CAST(x." + key + " AS VARCHAR) > ?) "
+            "AND (CAST(? AS VARCHAR[]) IS NULL OR CAST(x." + key + " AS VARCHAR) "
+            "IN (SELECT unnest(?))) ORDER BY 1 LIMIT ?",
+            [last, last, wanted, wanted, int(size)],
+        ).fetchall()
+        if not rows:
+            return
+        batch = pd.Series([r[0] for r in rows], dtype=object, name="entity_id")
+        yield batch
+        if len(rows) < size:
+            return
+        last = str(rows[-1][0])
 
 
 def anchor_times(

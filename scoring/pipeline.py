@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import catboost
@@ -38,7 +39,7 @@ from scoring.events import (
 )
 from scoring.explain import Labels, explain, read_labels
 from scoring.features import FeatureColumns, build_features, select_attributes
-from scoring.labels import build_examples, current_entity_ids
+from scoring.labels import build_examples, current_entity_id_batches
 from scoring.metrics import (
     best_f1_threshold,
     binary_metrics,
@@ -1398,14 +1399,13 @@ def score_batches(
     except SpecError as exc:
         raise ScoringError(f"prediction '{spec.name}': {exc}") from None
     columns = FeatureColumns(**metadata["features"])
-    ids = current_entity_ids(con, entity)
-    if entity_ids is not None:
-        wanted = {str(i) for i in entity_ids}
-        ids = ids[ids.isin(wanted)].reset_index(drop=True)
-    size = max(1, batch_size or len(ids) or 1)
     labels = read_labels(con) if reasons else None
-    for start in range(0, max(len(ids), 1), size):
-        part = ids.iloc[start : start + size].reset_index(drop=True)
+    # ids read batch by batch (keyset), and by key for a few entities: never the org's at once
+    batches = current_entity_id_batches(con, entity, max(1, batch_size or 1 << 62), entity_ids)
+    first = next(batches, None)
+    # no entity at all: one empty batch, so that callers always get the columns
+    parts = chain([first], batches) if first is not None else [pd.Series([], dtype=object)]
+    for part in parts:
         anchors = pd.DataFrame({"entity_id": part, "anchor_at": pd.Timestamp(score_time)})
         data = build_features(con, entity, anchors, columns)
         yield score_features(

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import duckdb
 import pandas as pd
 import pytest
 
 from connector.store import Store
-from scoring.events import SpecError, create_events_view, entity_sources, resolve_entity
+from scoring.events import (
+    Entity,
+    SpecError,
+    create_events_view,
+    entity_sources,
+    resolve_entity,
+)
 from scoring.features import FeatureColumns, build_features
-from scoring.labels import build_examples, classify
+from scoring.labels import (
+    build_examples,
+    classify,
+    current_entity_id_batches,
+    current_entity_ids,
+)
 from scoring.spec import ClassRange, PredictionSpec
 from tests.scoring.conftest import load_table
 
@@ -211,3 +223,21 @@ def test_spec_rejects_inconsistent_labels():
         spec(label={"event": "order"})
     with pytest.raises(ValueError, match="not built in"):
         PredictionSpec(name="x", entity="customer", label={"field": "y"})
+
+
+def test_current_ids_come_in_sorted_keyset_batches_and_by_key():
+    con = duckdb.connect()
+    con.execute("CREATE TABLE items (Id VARCHAR, IsDeleted BOOLEAN)")
+    con.execute(
+        "INSERT INTO items VALUES ('e', false), ('a', false), ('c', true), ('b', NULL), "
+        "('d', false), (NULL, false), ('f', false)"
+    )
+    entity = Entity("item", "items", "Id", None)
+    every = list(current_entity_ids(con, entity))
+    assert every == ["a", "b", "d", "e", "f"]
+    batches = [list(b) for b in current_entity_id_batches(con, entity, 2)]
+    assert batches == [["a", "b"], ["d", "e"], ["f"]]
+    assert [list(b) for b in current_entity_id_batches(con, entity, 5)] == [every]
+    some = [list(b) for b in current_entity_id_batches(con, entity, 10, only={"f", "c", "a", "z"})]
+    assert some == [["a", "f"]]
+    assert list(current_entity_id_batches(con, entity, 10, only=set())) == []
