@@ -202,9 +202,6 @@ class SalesforceWrite:
         diff: the diff against the ledger.
         records: request records (``{key: ..., field: value, ...}``), one per record to send.
         record_ids: write key -> the entity's record id (the ledger's ``record_id``).
-        in_flight: records with ledger rows still ``sending`` (an update push reads them back
-            before anything is sent; an upsert sends them again).
-        batch_size: records per write (a push sends one batch at a time; None: one write).
     """
 
     object: str
@@ -214,8 +211,6 @@ class SalesforceWrite:
     diff: Diff
     records: list[dict[str, Any]]
     record_ids: dict[str, str]
-    in_flight: int = 0
-    batch_size: int | None = None
 
 
 def _external_keys(
