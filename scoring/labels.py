@@ -80,12 +80,8 @@ def current_entity_ids(con: duckdb.DuckDBPyConnection, entity: Entity) -> pd.Ser
     Returns:
         Ids as strings, sorted.
     """
-    key = quote_identifier(entity.id_column)
-    rows = con.execute(
-        f"SELECT CAST(x.{key} AS VARCHAR) FROM {quote_identifier(entity.table)} x "
-        f"WHERE {_not_deleted(con, entity)} AND x.{key} IS NOT NULL ORDER BY 1"
-    ).fetchall()
-    return pd.Series([r[0] for r in rows], dtype=object, name="entity_id")
+    whole = next(current_entity_id_batches(con, entity, 1 << 62), None)
+    return whole if whole is not None else pd.Series([], dtype=object, name="entity_id")
 
 
 def current_entity_id_batches(

@@ -192,7 +192,7 @@ def reconcile_in_flight(
 
 @dataclass
 class SalesforceWrite:
-    """A prepared Salesforce write: the diff, the request records and what it will cost.
+    """A prepared Salesforce write: the diff and the request records of one batch.
 
     Attributes:
         object: object name (describe spelling).
