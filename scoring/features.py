@@ -424,7 +424,6 @@ def _event_features(
     events = list(dict.fromkeys(columns.events))
     codes = {event: code for code, event in enumerate(events)}
     values = [e for e in columns.values if e in codes]
-    longest = max(columns.windows_days) if columns.windows_days else 0
     wanted = ["a._row", "c.code", "epoch(a.anchor_at) - epoch(e.ts) AS age"]
     if "days_since_last_event" in columns.derived:
         # the old query's expression applied to each event: it falls as the event's time rises,
@@ -447,6 +446,31 @@ def _event_features(
                 JOIN (VALUES {lookup}) c(event, code) ON c.event = e.event""",
             list(codes),
         )
+    return aggregate_events(columns, rows, data)
+
+
+def aggregate_events(
+    columns: FeatureColumns, rows: int, data: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """The event features per row, from one line per counted event before its row's anchor.
+
+    Shared by batch scoring (lines from SQL) and the scoring endpoint (lines from posted events),
+    so both compute every feature with the same arithmetic.
+
+    Args:
+        columns: the features to compute.
+        rows: number of rows.
+        data: per event line: ``_row``, ``code`` (index into the distinct ``columns.events``),
+            ``age`` (seconds before the anchor), and where the features use them ``ago`` (days
+            before the anchor), ``day_offset`` (calendar days before the anchor's day), ``value``
+            and ``has_value``. Missing keys mean no lines.
+
+    Returns:
+        Feature name -> one value per row.
+    """
+    events = list(dict.fromkeys(columns.events))
+    codes = {event: code for code, event in enumerate(events)}
+    longest = max(columns.windows_days) if columns.windows_days else 0
     empty = np.zeros(0, dtype=np.int64)
     row = data.get("_row", empty).astype(np.int64)
     code = data.get("code", empty).astype(np.int64)
@@ -597,71 +621,28 @@ def features_from_records(
     for c in columns.numeric:
         data[c] = np.array([_as_float(r.get(c)) for r in records], dtype=float)
 
-    # The events that count: a feature's event, strictly before the anchor.
-    code_of = {name: k for k, name in enumerate(columns.events)}
+    # The lines aggregate_events reads, as the SQL computes them: every event of a counted type
+    # strictly before the anchor.
+    code_of = {name: k for k, name in enumerate(dict.fromkeys(columns.events))}
     codes = np.array([code_of.get(name, -1) for name in events.name], dtype=np.int64)
+    anchor = np.datetime64(anchor_at, "us")
     at = events.at.astype("datetime64[us]")
-    age_us = (np.datetime64(anchor_at, "us") - at).astype(np.int64)
+    age_us = (anchor - at).astype(np.int64)
     keep = (codes >= 0) & (age_us > 0)
-    row = events.row.astype(np.int64)[keep]
-    code, age_us, at = codes[keep], age_us[keep], at[keep]
     value = events.value.astype(float)[keep]
-    # seconds as timedelta.total_seconds() gives them (microseconds / 10**6)
-    age = age_us / 1e6
-    k = len(columns.events)
-    key = row * k + code
-    cells = n * k
-
-    def per_event(counts: np.ndarray) -> np.ndarray:
-        return counts.reshape(n, k) if k else np.zeros((n, 0))
-
-    for w in columns.windows_days:
-        inside = age <= w * 86400
-        counts = per_event(np.bincount(key[inside], minlength=cells).astype(float))
-        for j, event in enumerate(columns.events):
-            data[f"{event}_{w}d"] = counts[:, j]
-    valued = ~np.isnan(value)
-    everyone = per_event(np.bincount(key, minlength=cells).astype(float))
-    for event in columns.values:
-        j = code_of.get(event)
-        for w in columns.windows_days:
-            if j is None:  # not a counted event: no value ever counts (as the SQL)
-                stats = (np.zeros(n), np.full(n, nan), np.full(n, nan))
-            else:
-                inside = valued & (age <= w * 86400) & (code == j)
-                total = np.bincount(row[inside], weights=value[inside], minlength=n)
-                number = np.bincount(row[inside], minlength=n)
-                largest = np.full(n, -np.inf)
-                np.maximum.at(largest, row[inside], value[inside])
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = np.where(number > 0, total / np.maximum(number, 1), nan)
-                stats = (total, mean, np.where(number > 0, largest, nan))
-            for stat, values in zip(VALUE_STATS, stats, strict=True):
-                data[f"{event}_value_{stat}_{w}d"] = values
-        if j is None:
-            newest, oldest = np.full(n, nan), np.full(n, nan)
-            count, total = np.zeros(n), np.zeros(n)
-        else:
-            mine = code == j
-            newest = _group_extreme(row[mine], age_us[mine], n, np.minimum)
-            oldest = _group_extreme(row[mine], age_us[mine], n, np.maximum)
-            count = everyone[:, j]
-            sums = mine & valued
-            total = np.bincount(row[sums], weights=value[sums], minlength=n)
-        data[f"{event}_days_since_last"] = newest / 1e6 / 86400.0
-        data[f"{event}_days_since_first"] = oldest / 1e6 / 86400.0
-        data[f"{event}_count_all"] = count
-        data[f"{event}_value_sum_all"] = total
-    if columns.active_days:
-        longest = max(columns.windows_days) if columns.windows_days else 0
-        inside = age <= longest * 86400
-        days = at[inside].astype("datetime64[D]").astype(np.int64)
-        pairs = (
-            np.unique(np.stack([row[inside], days]), axis=1) if inside.any() else np.zeros((2, 0))
-        )
-        data[f"active_days_{longest}d"] = np.bincount(
-            pairs[0].astype(np.int64), minlength=n
-        ).astype(float)
+    age = age_us[keep] / 1e6  # seconds, as epoch() differences
+    lines = {
+        "_row": events.row.astype(np.int64)[keep],
+        "code": codes[keep],
+        "age": age,
+        "ago": age / 86400.0,
+        "day_offset": (anchor.astype("datetime64[D]") - at[keep].astype("datetime64[D]")).astype(
+            np.int64
+        ),
+        "value": value,
+        "has_value": ~np.isnan(value),  # posted values are finite: NaN is a null
+    }
+    data.update(aggregate_events(columns, n, lines))
     if "days_since_created" in columns.derived:
         created = [r.get(entity.created_column) if entity.created_column else None for r in records]
         data["days_since_created"] = np.array(
@@ -671,16 +652,6 @@ def features_from_records(
             ],
             dtype=float,
         )
-    if "days_since_last_event" in columns.derived:
-        data["days_since_last_event"] = _group_extreme(row, age_us, n, np.minimum) / 1e6 / 86400.0
     return pd.DataFrame(
         {c: data[c] for c in ["entity_id", "anchor_at", *columns.names]}, copy=False
     )
-
-
-def _group_extreme(groups: np.ndarray, values: np.ndarray, n: int, pick: np.ufunc) -> np.ndarray:
-    """Per group 0..n-1, the smallest or largest value (``pick``), NaN for an empty group."""
-    out = np.full(n, np.iinfo(np.int64).max if pick is np.minimum else np.iinfo(np.int64).min)
-    pick.at(out, groups, values)
-    present = np.bincount(groups, minlength=n) > 0
-    return np.where(present, out.astype(float), float("nan"))
