@@ -16,13 +16,18 @@ runs with 3 % of the scores changed each, ``leadscore vacuum`` after each, and t
 Targets: peak RSS of score, first push and 3 % push <= 1.5 GB each and within 10 % between the
 sizes; score_history < 2x one run after 30 hourly runs.
 
+``--sample-above N`` trains on a stratified sample above N training rows
+(``training.sample_above``); the holdout AUC of each size's model is printed under the table.
+``--keep DIR`` runs in DIR and leaves the org and the store there (to train again on them).
+
 Usage: nice -n 10 python benchmarks/scale.py --leads 50000 200000 [--history-runs 30]
-       [--tmp DIR] [--seed 42]
+       [--sample-above N] [--keep DIR | --tmp DIR] [--seed 42]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -131,7 +136,9 @@ def score_history_size(config: Path) -> tuple[int, int]:
     return total, latest
 
 
-def measure_size(leads: int, seed: int, workdir: Path) -> dict[str, dict[str, Any]]:
+def measure_size(
+    leads: int, seed: int, workdir: Path, sample_above: int | None = None
+) -> dict[str, dict[str, Any]]:
     """Every step on one org size."""
     print(f"== {leads:,} leads: generating the org", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -141,6 +148,10 @@ def measure_size(leads: int, seed: int, workdir: Path) -> dict[str, dict[str, An
     try:
         (workdir / "run").mkdir(parents=True, exist_ok=True)
         config = write_sandbox_files(workdir / "run", sandbox.info, command="benchmark")
+        if sample_above:
+            # a table after the prediction's last subtable belongs to that prediction
+            with config.open("a") as text:
+                text.write(f"\n[predictions.training]\nsample_above = {sample_above}\n")
         for step in STEPS:
             command = {"push_3pct": ["push"], "pull_incremental": ["pull"]}.get(step, [step])
             if step == "push_3pct":
@@ -243,13 +254,20 @@ def main() -> None:
     parser.add_argument("--tmp", type=Path, default=None)
     parser.add_argument("--save", type=Path, help="write each size's figures to this JSON file")
     parser.add_argument("--load", type=Path, nargs="*", default=[], help="add saved sizes")
+    parser.add_argument("--sample-above", type=int, default=None, help="training.sample_above")
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        context: Any = contextlib.nullcontext(str(args.keep))
+    else:
+        context = tempfile.TemporaryDirectory(dir=args.tmp)
+    with context as tmp:
         results: dict[int, dict[str, dict[str, Any]]] = {}
         for saved in args.load:
             results.update({int(k): v for k, v in json.loads(saved.read_text()).items()})
         for n in args.leads:
-            results[n] = measure_size(n, args.seed, Path(tmp) / f"org{n}")
+            results[n] = measure_size(n, args.seed, Path(tmp) / f"org{n}", args.sample_above)
         if args.save:
             args.save.write_text(json.dumps({n: results[n] for n in args.leads}, default=str))
         sizes = sorted(results)
@@ -291,6 +309,24 @@ def main() -> None:
                 spread = (max(peaks) / min(peaks) - 1) * 100
                 targets.append(
                     [f"{step} RSS between sizes", f"+{spread:.1f} %", "<= 10 %", verdict(flat)]
+                )
+        for n in sizes:
+            trained = results[n]["train"]["counts"].get("predictions", {})
+            for name, outcome in trained.items():
+                sampling = outcome.get("sampling") or {}
+                targets.append(
+                    [
+                        f"{name} holdout AUC @{n // 1000}k",
+                        f"{outcome.get('metrics', {}).get('auc', float('nan')):.4f}"
+                        + (
+                            f" (sample: {sampling['sampled_rows']:,} of "
+                            f"{sampling['train_rows']:,} rows)"
+                            if sampling
+                            else ""
+                        ),
+                        "-",
+                        "-",
+                    ]
                 )
         if args.history_runs:
             targets += measure_history(args.history_leads, args.history_runs, Path(tmp) / "history")

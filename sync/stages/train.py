@@ -154,6 +154,11 @@ def run_train(
                 "split": outcome.metadata["split"]["method"],
                 "split_reason": outcome.metadata["split"].get("reason"),
                 "deploy": outcome.metadata.get("deploy"),
+                **(
+                    {"sampling": outcome.metadata["sampling"]}
+                    if "sampling" in outcome.metadata
+                    else {}
+                ),
                 "seconds": outcome.metadata["seconds"],
                 "skipped_traits": outcome.metadata["traits"]["skipped"],
             }
