@@ -3,11 +3,11 @@
 For each ``--leads`` size a sandbox org is generated and served in this process, and every step
 runs as its own ``leadscore`` child process (``pull`` = first sync, ``train``, ``score``, the
 first ``push`` of every lead, a ``push`` after 3 % of the scores changed, and an incremental
-``pull``). Per step: wall time, peak RSS (the child's ``VmHWM`` from ``/proc``, sampled until it
-exits; not ``ru_maxrss``, which Linux carries over from this big parent into a vfork+exec child)
-and the API calls the job counted (its ``--json`` ``api_calls``). With two sizes or more, a fit of
-how each step grows: the exponent ``b`` of ``time ~ n^b`` and ``RSS ~ n^b`` between the smallest
-and the largest size.
+``pull``). Per step: wall time, CPU time (the child's own, from ``wait4``), peak RSS (the child's
+``VmHWM`` from ``/proc``, sampled until it exits; not ``ru_maxrss``, which Linux carries over
+from this big parent into a vfork+exec child) and the API calls the job counted (its ``--json``
+``api_calls``). With two sizes or more, a fit of how each step grows: the exponent ``b`` of
+``x ~ n^b`` for wall time, CPU time and RSS between the smallest and the largest size.
 
 ``--history-runs N`` then measures retention on the smallest org: N simulated hourly scoring
 runs with 3 % of the scores changed each, ``leadscore vacuum`` after each, and the size of
@@ -18,10 +18,11 @@ sizes; score_history < 2x one run after 30 hourly runs.
 
 ``--sample-above N`` trains on a stratified sample above N training rows
 (``training.sample_above``); the holdout AUC of each size's model is printed under the table.
-``--keep DIR`` runs in DIR and leaves the org and the store there (to train again on them).
+``--steps N`` runs only the first N steps (``--steps 1``: the first sync alone, for its CPU
+time). ``--keep DIR`` works in DIR and leaves the org and the store there.
 
 Usage: nice -n 10 python benchmarks/scale.py --leads 50000 200000 [--history-runs 30]
-       [--sample-above N] [--keep DIR | --tmp DIR] [--seed 42]
+       [--sample-above N] [--steps N] [--keep DIR | --tmp DIR] [--seed 42]
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def high_water_kb(pid: int) -> int:
 
 
 def run_step(config: Path, *command: str) -> dict[str, Any]:
-    """``leadscore COMMAND --config FILE --json`` in a child: its result, wall time and peak RSS."""
+    """``leadscore COMMAND --config FILE --json`` in a child: result, wall/CPU time, peak RSS."""
     started = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
         process = subprocess.Popen(
@@ -75,10 +76,16 @@ def run_step(config: Path, *command: str) -> dict[str, Any]:
             stderr=err,
             env={k: v for k, v in os.environ.items() if not k.startswith("LEADSCORE_")},
         )
-        peak_kb = 0
-        while process.poll() is None:
+        peak_kb, usage = 0, None
+        while usage is None:
             peak_kb = max(peak_kb, high_water_kb(process.pid))
-            time.sleep(0.05)
+            # wait4 reaps the child and returns its own CPU time (poll() would discard it)
+            pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                usage = rusage
+                process.returncode = os.waitstatus_to_exitcode(status)
+            else:
+                time.sleep(0.05)
         out.seek(0)
         err.seek(0)
         text, error = out.read(), err.read()
@@ -86,6 +93,7 @@ def run_step(config: Path, *command: str) -> dict[str, Any]:
         raise SystemExit(f"leadscore {' '.join(command)} failed: {text[-800:]} {error[-800:]}")
     result = json.loads(text)
     result["rss_mb"] = peak_kb / 1024
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     result["wall_seconds"] = time.perf_counter() - started
     return result
 
@@ -137,9 +145,13 @@ def score_history_size(config: Path) -> tuple[int, int]:
 
 
 def measure_size(
-    leads: int, seed: int, workdir: Path, sample_above: int | None = None
+    leads: int,
+    seed: int,
+    workdir: Path,
+    sample_above: int | None = None,
+    steps: tuple[str, ...] = STEPS,
 ) -> dict[str, dict[str, Any]]:
-    """Every step on one org size."""
+    """Every step (or the first ``steps``) on one org size."""
     print(f"== {leads:,} leads: generating the org", file=sys.stderr, flush=True)
     started = time.perf_counter()
     sandbox = Sandbox(workdir / "sandbox", leads=leads, seed=seed).start()
@@ -152,19 +164,21 @@ def measure_size(
             # a table after the prediction's last subtable belongs to that prediction
             with config.open("a") as text:
                 text.write(f"\n[predictions.training]\nsample_above = {sample_above}\n")
-        for step in STEPS:
+        for step in steps:
             command = {"push_3pct": ["push"], "pull_incremental": ["pull"]}.get(step, [step])
             if step == "push_3pct":
                 change_scores(config, 0.03, run=1)
             result = run_step(config, *command)
             out[step] = {
                 "wall": result["wall_seconds"],
+                "cpu": result["cpu_seconds"],
                 "rss": result["rss_mb"],
                 "calls": result.get("api_calls") or 0,
                 "counts": result.get("counts", {}),
             }
             print(
-                f"   {step:<17} {result['wall_seconds']:7.1f} s  {result['rss_mb']:7.0f} MB  "
+                f"   {step:<17} {result['wall_seconds']:7.1f} s  "
+                f"{result['cpu_seconds']:7.1f} CPU-s  {result['rss_mb']:7.0f} MB  "
                 f"{out[step]['calls']:5d} calls",
                 file=sys.stderr,
                 flush=True,
@@ -256,6 +270,9 @@ def main() -> None:
     parser.add_argument("--load", type=Path, nargs="*", default=[], help="add saved sizes")
     parser.add_argument("--sample-above", type=int, default=None, help="training.sample_above")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument(
+        "--steps", type=int, default=len(STEPS), help="run only the first N steps (1: pull)"
+    )
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -267,34 +284,39 @@ def main() -> None:
         for saved in args.load:
             results.update({int(k): v for k, v in json.loads(saved.read_text()).items()})
         for n in args.leads:
-            results[n] = measure_size(n, args.seed, Path(tmp) / f"org{n}", args.sample_above)
+            results[n] = measure_size(
+                n, args.seed, Path(tmp) / f"org{n}", args.sample_above, STEPS[: args.steps]
+            )
         if args.save:
             args.save.write_text(json.dumps({n: results[n] for n in args.leads}, default=str))
         sizes = sorted(results)
         rows = []
-        for step in STEPS if sizes else ():
+        measured = [s for s in STEPS if sizes and all(s in results[n] for n in sizes)]
+        for step in measured:
             row: list[object] = [step]
             for n in sizes:
                 r = results[n][step]
-                row += [f"{r['wall']:.1f}", f"{r['rss']:.0f}", r["calls"]]
+                cpu = f"{r['cpu']:.1f}" if r.get("cpu") is not None else "-"
+                row += [f"{r['wall']:.1f}", cpu, f"{r['rss']:.0f}", r["calls"]]
             if len(sizes) > 1:
                 lo, hi = results[sizes[0]][step], results[sizes[-1]][step]
                 row += [
                     growth(lo["wall"], hi["wall"], sizes[0], sizes[-1]),
+                    growth(lo.get("cpu") or 0, hi.get("cpu") or 0, sizes[0], sizes[-1]),
                     growth(lo["rss"], hi["rss"], sizes[0], sizes[-1]),
                 ]
             rows.append(row)
         columns = ["step"]
         for n in sizes:
             k = f"{n // 1000}k"
-            columns += [f"s@{k}", f"RSS MB@{k}", f"calls@{k}"]
+            columns += [f"s@{k}", f"CPU-s@{k}", f"RSS MB@{k}", f"calls@{k}"]
         if len(sizes) > 1:
-            columns += ["time b", "RSS b"]
+            columns += ["time b", "CPU b", "RSS b"]
         if rows:
             print_table(columns, rows)
             print()
         targets = []
-        for step in FLAT_STEPS if sizes else ():
+        for step in (s for s in FLAT_STEPS if s in measured):
             peaks = [results[n][step]["rss"] for n in sizes]
             flat = max(peaks) <= min(peaks) * 1.10
             targets.append(
@@ -311,7 +333,7 @@ def main() -> None:
                     [f"{step} RSS between sizes", f"+{spread:.1f} %", "<= 10 %", verdict(flat)]
                 )
         for n in sizes:
-            trained = results[n]["train"]["counts"].get("predictions", {})
+            trained = results[n].get("train", {}).get("counts", {}).get("predictions", {})
             for name, outcome in trained.items():
                 sampling = outcome.get("sampling") or {}
                 targets.append(
