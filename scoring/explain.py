@@ -27,6 +27,8 @@ from scoring.tree_shap import tree_shap
 MAX_REASON_CHARS = 255
 # Contributions (log-odds, or the regression's units relative to its spread) below this are noise.
 MIN_EFFECT = 0.02
+# rows whose leaf indexes are computed at once (see contributions)
+LEAF_BLOCK_ROWS = 8192
 _COUNT = re.compile(r"^(?P<event>.+)_(?P<days>\d+)d$")
 
 
@@ -256,9 +258,17 @@ def contributions(
     table = tree_shap(predictor.model, f)
     if table is not None:
         threads = small_frame_threads(n)
-        # uint32 as CatBoost returns them: 1 KB a row for a 270-tree model
-        leaves = np.asarray(predictor.model.calc_leaf_indexes(pool, thread_count=threads))
-        values = table.contributions(leaves, rows_class)
+        values = np.empty((n, f))
+        # Leaf indexes a block of rows at a time: they are uint32 per row and tree (2.5 KB a row
+        # for a 620-tree model, 124 MB for a 50,000-lead batch at once), and the tree count grows
+        # with the training data, so a whole batch's would grow with the org.
+        for start in range(0, n, LEAF_BLOCK_ROWS):
+            end = min(start + LEAF_BLOCK_ROWS, n)
+            part = pool if n <= LEAF_BLOCK_ROWS else pool.slice(np.arange(start, end))
+            leaves = np.asarray(predictor.model.calc_leaf_indexes(part, thread_count=threads))
+            values[start:end] = table.contributions(
+                leaves, rows_class[start:end] if rows_class is not None else None
+            )
     else:
         shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))
         values = shap[np.arange(n), rows_class, :f] if rows_class is not None else shap[:, :f]

@@ -218,6 +218,11 @@ def open_store(
                 log.warning("closing the store %s: %s", path, exc)
 
 
+BATCH_CACHE_MB = 64
+"""DuckDB's memory cap while a job loops over batches of entities (:meth:`Store.bounded_cache`):
+a batch's queries need well under it, and without it the block cache grows with the org."""
+
+
 def release_memory() -> None:
     """Give freed memory back to the OS between batches (glibc keeps it otherwise).
 

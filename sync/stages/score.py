@@ -14,7 +14,15 @@ from sync.capacity import apply_capacity_tiers
 from sync.config import PredictionConfig, Settings
 from sync.lock import lendable, lock_path
 from sync.progress import Reporter
-from sync.run import SILENT, JobResult, open_store, recorded, release_memory, scoring_error
+from sync.run import (
+    BATCH_CACHE_MB,
+    SILENT,
+    JobResult,
+    open_store,
+    recorded,
+    release_memory,
+    scoring_error,
+)
 from sync.stages.freshness import prediction_as_of
 from sync.stages.vacuum import vacuum_store
 
@@ -62,10 +70,12 @@ def run_score(
                     hint="run `leadscore train --config FILE` first",
                 )
             reporter.stage(f"{spec.name}: scoring with model {champion.version}")
-            scored[spec.name] = {
-                **_score_prediction(
+            with store.bounded_cache(BATCH_CACHE_MB):
+                outcome = _score_prediction(
                     store, settings, spec, champion, score_time, retier=retier, reporter=reporter
-                ),
+                )
+            scored[spec.name] = {
+                **outcome,
                 "score_time": score_time.isoformat(),
             }
         result.counts = {"scored": sum(s["scored"] for s in scored.values()), "predictions": scored}

@@ -135,3 +135,24 @@ def test_shared_values_counts_sharing_over_the_whole_table_for_a_few_keys(tmp_pa
         found = store.shared_values("people", "Id", "Email", ["a", "b", "d", "e", "zz"])
         assert found == {"a": ("x@e.com", 2), "b": ("y@e.com", 1)}
         assert store.shared_values("people", "Id", "Email", []) == {}
+
+
+def _memory_limit(store: Store) -> str:
+    return store.read_connection().execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
+@pytest.mark.parametrize("configured", [None, 80, 2048])
+def test_bounded_cache_caps_duckdb_memory_for_a_batch_loop_and_sets_it_back(tmp_path, configured):
+    with Store(tmp_path / "s.duckdb", memory_limit_mb=configured) as store:
+        before = _memory_limit(store)
+        with store.bounded_cache(100):
+            # the store's own lower limit wins; otherwise the cap
+            assert _memory_limit(store) == ("76.2 MiB" if configured == 80 else "95.3 MiB")
+            # a query bigger than the cap still runs (DuckDB evicts and spills)
+            total = (
+                store.read_connection()
+                .execute("SELECT count(DISTINCT i) FROM range(3000000) t(i)")
+                .fetchone()[0]
+            )
+            assert total == 3_000_000
+        assert _memory_limit(store) == before

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from catboost import CatBoostClassifier, CatBoostRegressor, Pool
 
+from scoring import explain
+from scoring.model import Predictor
 from scoring.tree_shap import MAX_DEPTH, build_tree_shap, tree_shap
 
 
@@ -75,3 +77,31 @@ def test_deeper_models_fall_back_and_tables_are_built_once():
     model = _fit("binary", frame)
     assert tree_shap(model, frame.shape[1]) is tree_shap(model, frame.shape[1])
     assert tree_shap(deep, frame.shape[1]) is None
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_contributions_in_row_blocks_equal_catboost_shap_values(kind, monkeypatch):
+    """A batch's leaf indexes are taken a block of rows at a time; the values stay CatBoost's."""
+    frame = _data(900)
+    model = _fit(kind, frame)
+    names = list(frame.columns)
+    predictor = Predictor(
+        kind,
+        model,
+        names,
+        [names[i] for i in CATS],
+        classes=["0", "1", "2"][: 3 if kind == "multiclass" else 2],
+    )
+    rows = frame.iloc[:250].reset_index(drop=True)
+    expected = np.asarray(
+        model.get_feature_importance(data=Pool(rows, cat_features=CATS), type="ShapValues")
+    )
+    monkeypatch.setattr(explain, "LEAF_BLOCK_ROWS", 64)  # 4 blocks, the last one short
+    if kind == "multiclass":
+        rows_class = np.arange(len(rows)) % 3
+        got = explain.contributions(predictor, rows, rows_class=rows_class)
+        want = expected[np.arange(len(rows)), rows_class, : len(names)]
+    else:
+        got = explain.contributions(predictor, rows)
+        want = expected[:, : len(names)]
+    np.testing.assert_allclose(got, want, atol=1e-5)
