@@ -230,7 +230,12 @@ def release_memory() -> None:
     its arenas, fragmented, so the peak creeps up batch after batch; ``malloc_trim`` returns them.
     A no-op where glibc is not the C library.
     """
+    import pyarrow  # imported by the batch jobs already; not at CLI start-up
+
     gc.collect()
+    # Arrow's own allocator (mimalloc or jemalloc) holds the freed buffers of a batch's query
+    # results the same way: https://arrow.apache.org/docs/python/generated/pyarrow.MemoryPool.html
+    pyarrow.default_memory_pool().release_unused()
     with suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
