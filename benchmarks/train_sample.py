@@ -57,7 +57,7 @@ def metadata_of(config: Path, name: str, version: str) -> dict[str, Any]:
 def one_run(config: Path) -> dict[str, Any]:
     """One ``leadscore train``: wall, RSS and the figures of its first prediction."""
     result = run_step(config, "train")
-    name, trained = next(iter(result["predictions"].items()))
+    name, trained = next(iter(result["counts"]["predictions"].items()))
     meta = metadata_of(config, name, trained["version"])
     split, sampling = meta["split"], meta.get("sampling") or {}
     train_rows = sampling.get("train_rows", split["train"]["n"])
