@@ -5,18 +5,23 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from scoring.events import ENTITIES, create_events_view
+from connector.store import Store
+from scoring import pipeline
+from scoring.events import ENTITIES, create_events_view, entity_sources, resolve_entity
 from scoring.features import FeatureColumns, build_features
 from scoring.labels import build_examples
-from scoring.model import split_by_time
+from scoring.model import split_by_time, split_examples, stratified_sample
 from scoring.pipeline import ScoringError, score_entities, train_prediction
 from scoring.registry import list_versions, load_champion, save_version
 from scoring.spec import PredictionSpec
 from scoring.tiers import assign_tiers, to_score
-from tests.scoring.conftest import build_store
+from tests.scoring.conftest import build_store, load_table
+from tests.scoring.test_drift import contact_spec, drifting_contacts
+from tests.scoring.test_tasks import FAST
 
 SPEC = PredictionSpec(
     name="lead_conversion",
@@ -201,3 +206,72 @@ def test_categories_of_rare_values_are_left_out_as_identifiers(org_store):
     assert "Industry" in categorical  # 4 values, 225 leads each
     # the distinct count is DuckDB's approximation (about 300)
     assert any(re.match(r"Company: left out \(\d+ values, [23]\.\d rows each", n) for n in notes)
+
+
+# -- the stratified training sample is drawn before features (issue 17) ------------------------
+
+
+@pytest.fixture(scope="module")
+def contacts_store(tmp_path_factory):
+    """6,000 contacts over 400 days, about 20 % won: 3,900 training rows, 780 of them won."""
+    store = Store(tmp_path_factory.mktemp("sample") / "contacts.duckdb")
+    load_table(store, "contacts", drifting_contacts(6000))
+    yield store
+    store.close()
+
+
+def test_a_sampled_training_computes_features_for_the_kept_rows_only(contacts_store):
+    spec = contact_spec(sample_above=1000)
+    stages: list[str] = []
+    outcome = train_prediction(contacts_store.con, spec, as_of=None, progress=stages.append)
+    # the same examples, split and sample drawn here with the public functions and the same seed
+    con = contacts_store.con
+    entity = resolve_entity(con, spec)
+    frame = build_examples(con, entity, spec, None, entity_sources(con, entity, spec)).frame
+    parts = split_examples(frame, "binary", spec.training)
+    y = parts.train["label"].to_numpy()
+    kept, _, rate = stratified_sample(parts.train, y, 1000, spec.training.random_seed)
+    sampling, split = outcome.metadata["sampling"], outcome.metadata["split"]
+    assert sampling["train_rows"] == len(parts.train) == 3900
+    assert sampling["sampled_rows"] == split["train"]["n"] == len(kept) < len(parts.train) / 2
+    assert sampling["positives"] == int(y.sum()) and sampling["negative_rate"] == round(rate, 6)
+    # features were computed once, for the sample, validation and the holdout: never for the
+    # 2,300-odd training rows left out
+    featured = [
+        int(re.search(r"for ([\d,]+) examples", s)[1].replace(",", ""))  # type: ignore[index]
+        for s in stages
+        if s.startswith("computing point-in-time features")
+    ]
+    assert featured == [len(kept) + len(parts.valid) + len(parts.test)]
+    assert featured[0] < outcome.metadata["examples"]["used"] - 2000
+    # the rows fitted are exactly the sample's (every positive of the training part) + validation
+    evaluated = set(outcome.fit_ids["evaluated_catboost"])
+    assert evaluated == set(kept["entity_id"]) | set(parts.valid["entity_id"])
+    assert set(parts.train.loc[y == 1, "entity_id"]) <= evaluated
+    assert set(outcome.fit_ids["deployed_catboost"]) == evaluated | set(parts.test["entity_id"])
+    assert outcome.metadata["deploy"]["rows"] == featured[0]
+    assert set(outcome.holdout["entity_id"]) == set(parts.test["entity_id"])
+    # the probe is still fitted whole and sampled, on features computed for its rows
+    assert sampling["probe_rows"] == 1000 and 0.5 < sampling["probe_auc_full"] <= 1
+    # the same seed draws the same sample and gives the same model
+    again = train_prediction(contacts_store.con, spec, as_of=None)
+    assert again.metadata["sampling"] == sampling
+    pd.testing.assert_frame_equal(again.holdout, outcome.holdout)
+
+
+def test_features_built_in_batches_train_the_same_model(org_store, monkeypatch):
+    spec = PredictionSpec(
+        name="lead_conversion",
+        label={"event": "converted", "within_days": 30},
+        anchor={"event": "campaign_response"},
+        exclude_fields=["Status"],
+        training=FAST,
+    )
+    args = {"as_of": datetime(2025, 6, 30), "exclude_fields": {"lead_score__c"}}
+    whole = train_prediction(org_store.con, spec, thread_count=1, **args)
+    # 585 training, 135 validation and 180 holdout examples: two to six batches each
+    monkeypatch.setattr(pipeline, "FEATURE_BATCH_ROWS", 100)
+    batched = train_prediction(org_store.con, spec, thread_count=1, **args)
+    assert batched.metadata["features"] == whole.metadata["features"]
+    assert batched.metadata["metrics"] == whole.metadata["metrics"]
+    pd.testing.assert_frame_equal(batched.holdout, whole.holdout)
