@@ -37,9 +37,15 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from connector.store import quote_identifier
-from scoring.events import SpecError, create_events_view, entity_sources, resolve_entity
+from scoring.events import (
+    Entity,
+    SpecError,
+    create_events_view,
+    entity_sources,
+    resolve_entity,
+)
 from scoring.features import MISSING, FeatureColumns, build_features
-from scoring.labels import current_entity_ids
+from scoring.labels import current_entity_id_batches
 from scoring.model import Predictor
 from scoring.spec import PredictionSpec
 
@@ -49,6 +55,11 @@ TOP_CATEGORIES = 20
 OTHER = "(other)"
 # Shares are floored at this value in the PSI so an empty bin does not make it infinite.
 PSI_FLOOR = 1e-4
+# Entities a population profile is computed from: deciles and category shares of 200,000 random
+# entities are within about 0.002 of the whole population's (standard error of a 10 % share),
+# far below the PSI alert levels, and the features of 5M leads at once would need gigabytes.
+POPULATION_SAMPLE = 200_000
+ID_BATCH = 50_000
 
 
 # -- profiles and PSI ------------------------------------------------------------------------------
@@ -279,8 +290,9 @@ def population(
     metadata: dict[str, Any],
     *,
     at: datetime,
+    limit: int = POPULATION_SAMPLE,
 ) -> tuple[pd.DataFrame, np.ndarray, FeatureColumns]:
-    """Every current entity's features as of ``at``, and the model's scores for them.
+    """Current entities' features as of ``at`` (every one, or a random ``limit``), and scores.
 
     The score is what ``score_history.probability`` holds for the task: P(positive) for binary,
     the predicted class's probability for multiclass, the predicted value for regression.
@@ -291,6 +303,8 @@ def population(
         predictor: the deployed predictor (CatBoost, blend, calibration).
         metadata: its metadata (feature columns).
         at: features use only data strictly before this time.
+        limit: above this many current entities, a random sample of this many (the same sample
+            on every call while the entities stay the same).
 
     Returns:
         Features, scores and the feature columns.
@@ -304,12 +318,39 @@ def population(
     except SpecError as exc:
         raise ValueError(str(exc)) from None
     columns = FeatureColumns(**metadata["features"])
-    ids = current_entity_ids(con, entity)
+    ids = sample_entity_ids(con, entity, limit)
     anchors = pd.DataFrame({"entity_id": ids, "anchor_at": pd.Timestamp(at)})
     data = build_features(con, entity, anchors, columns)
     out = np.asarray(predictor.predict(data) if len(data) else [], dtype=float)
     scores = out.max(axis=1) if out.ndim == 2 else out
     return data, scores, columns
+
+
+def sample_entity_ids(con: duckdb.DuckDBPyConnection, entity: Entity, limit: int) -> pd.Series:
+    """Every current entity's id, or a random ``limit`` of them, sorted.
+
+    Ids are read in keyset batches twice (a count, then the sample), so the ids of a large org are
+    never held together; the sample is drawn with a fixed seed from the count, so it is the same
+    while the entities are.
+
+    Args:
+        con: store connection.
+        entity: the entity.
+        limit: the most ids returned.
+
+    Returns:
+        Ids as strings, sorted.
+    """
+    total = sum(len(batch) for batch in current_entity_id_batches(con, entity, ID_BATCH))
+    keep = np.zeros(total, dtype=bool)
+    keep[np.random.default_rng(0).choice(total, min(limit, total), replace=False)] = True
+    parts, start = [], 0
+    for batch in current_entity_id_batches(con, entity, ID_BATCH):
+        parts.append(batch[keep[start : start + len(batch)]])
+        start += len(batch)
+    if not parts:
+        return pd.Series([], dtype=object, name="entity_id")
+    return pd.concat(parts, ignore_index=True)
 
 
 def reference_profile(

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from connector.store import Store
+from scoring.events import ENTITIES
 from scoring.features import FeatureColumns
 from scoring.production_metrics import (
     build_profile,
@@ -20,6 +21,7 @@ from scoring.production_metrics import (
     profile_shares,
     psi,
     realized_performance,
+    sample_entity_ids,
 )
 from sync.config import load_settings
 from sync.jobs import run_monitor
@@ -206,3 +208,16 @@ fields = {{ score = "Lead_Score__c" }}
     assert (
         run_monitor(settings).counts["predictions"]["lead_conversion"]["realized"]["evaluated"] == 0
     )
+
+
+def test_a_large_population_is_profiled_on_a_fixed_random_sample_of_its_entities(org_store):
+    con = org_store.read_connection()
+    entity = ENTITIES["lead"]
+    every = sample_entity_ids(con, entity, 10_000)
+    assert len(every) == 900 and every.is_monotonic_increasing
+    sample = sample_entity_ids(con, entity, 250)
+    assert len(sample) == 250 and sample.is_monotonic_increasing
+    assert set(sample) < set(every)
+    assert sample.tolist() == sample_entity_ids(con, entity, 250).tolist()  # same sample again
+    # spread over the whole id range, not the first 250 ids
+    assert sample.iloc[-1] > every.iloc[600]
