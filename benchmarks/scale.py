@@ -352,7 +352,8 @@ def main() -> None:
                 )
         if args.history_runs:
             targets += measure_history(args.history_leads, args.history_runs, Path(tmp) / "history")
-        print_table(["target", "measured", "goal", "verdict"], targets)
+        if targets:
+            print_table(["target", "measured", "goal", "verdict"], targets)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
 from sync.diff import Diff, changed_values, diff_outputs, output_values
 from sync.progress import Reporter
+from sync.run import BATCH_CACHE_MB
 from sync.writeback import (
     RecordOutcome,
     TargetCounts,
@@ -526,9 +527,16 @@ def push_salesforce(
     pending: list[dict[str, Any]] = []
     ids: dict[str, str] = {}
     with reporter.track(f"push {target.object}", total=None) as task:
-        for prepared in _prepared_batches(
+        batches = _prepared_batches(
             store, prediction, target, writeback or WritebackSettings(), batch_size, record_ids
-        ):
+        )
+        while True:
+            # Reading a batch is capped like score's (the block cache grows with the org); the
+            # ledger writes are not: the ledger's primary-key index must fit in DuckDB's memory.
+            with store.bounded_cache(BATCH_CACHE_MB):
+                prepared = next(batches, None)
+            if prepared is None:
+                break
             diff = prepared.diff
             counts.records += diff.records
             counts.unchanged += diff.unchanged

@@ -32,7 +32,7 @@ import re
 import shutil
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -383,6 +383,16 @@ def _owner_only(path: Path) -> None:
             pass  # not there yet (no WAL), or not ours to change: nothing to tighten
 
 
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a registered frame; in a transaction an error aborted, the rollback drops it.
+
+    Unregistering there raises "Current transaction is aborted", which would replace the error
+    that aborted it (an out-of-memory error, a constraint) in what the user sees.
+    """
+    with suppress(duckdb.TransactionException):
+        con.unregister(name)
+
+
 class Store:
     """One DuckDB file. Not safe for concurrent use from several threads; open one per job run."""
 
@@ -710,7 +720,7 @@ class Store:
                 )
                 self._advance_cursor(con, stream, newest)
             finally:
-                con.unregister("_page")
+                _unregister(con, "_page")
         return counts
 
     def upsert_csv(
@@ -1105,7 +1115,7 @@ class Store:
                     try:
                         self.con.execute(f"INSERT INTO _live_ids SELECT {k} FROM _live_page")
                     finally:
-                        self.con.unregister("_live_page")
+                        _unregister(self.con, "_live_page")
             # Ids compare in their 15-character form: the API may answer either form.
             absent = f"left({k}, 15) NOT IN (SELECT left(id, 15) FROM _live_ids)"
             with self.transaction() as con:
@@ -1278,7 +1288,7 @@ class Store:
                     "CAST(class_probabilities AS JSON), partial FROM _scores"
                 )
             finally:
-                con.unregister("_scores")
+                _unregister(con, "_scores")
             if whole:
                 self._record_run(con, score_run_id)
         return score_run_id
@@ -1423,7 +1433,7 @@ class Store:
                     [score_run_id],
                 ).df()
             finally:
-                self.con.unregister("_ids")
+                _unregister(self.con, "_ids")
 
     def score_run_tiers(self, score_run_id: int) -> tuple[int, dict[str, int]]:
         """Rows of a run and its rows per tier.
@@ -1760,7 +1770,7 @@ class Store:
                     changed=changed,
                 )
             finally:
-                con.unregister("_page")
+                _unregister(con, "_page")
         return counts
 
     # -- write-back ledger
@@ -1870,7 +1880,7 @@ class Store:
                     [target, sobject, utc_now()],
                 )
             finally:
-                con.unregister("_attempts")
+                _unregister(con, "_attempts")
 
     def record_outcomes(
         self,
@@ -1967,7 +1977,7 @@ class Store:
                     },
                 )
             finally:
-                con.unregister("_outcomes")
+                _unregister(con, "_outcomes")
 
     def revive_dead_letters(self, *, include_gone: bool = False) -> int:
         """Make dead ledger rows due again (``leadscore retry --dead``), once their cause is fixed.

@@ -18,7 +18,6 @@ from sync.config import Settings
 from sync.parts import finish_parts, run_part
 from sync.progress import Reporter
 from sync.run import (
-    BATCH_CACHE_MB,
     SILENT,
     JobResult,
     StopCheck,
@@ -113,7 +112,6 @@ def run_push(
     with (
         open_store(settings, "push", should_stop=should_stop, reporter=reporter) as store,
         recorded(store, "push", sf.counter if sf else None) as result,
-        store.bounded_cache(BATCH_CACHE_MB),
     ):
         pushed: dict[str, Any] = {}
         campaigns: dict[str, Any] = {}

@@ -156,3 +156,15 @@ def test_bounded_cache_caps_duckdb_memory_for_a_batch_loop_and_sets_it_back(tmp_
             )
             assert total == 3_000_000
         assert _memory_limit(store) == before
+
+
+def test_an_error_inside_a_write_is_reported_as_itself_not_as_an_aborted_transaction(tmp_path):
+    rows = [
+        {"record_id": f"00Q{i:015d}", "field": "Lead_Score__c", "value": i % 100, "success": True}
+        for i in range(50_000)
+    ]
+    with Store(tmp_path / "s.duckdb") as store:
+        with store.bounded_cache(1), pytest.raises(duckdb.OutOfMemoryException):
+            store.record_outcomes("salesforce", "Lead", rows)
+        store.record_outcomes("salesforce", "Lead", rows[:10])  # the store is usable after it
+        assert len(store.ledger("salesforce", "Lead")) == 10
