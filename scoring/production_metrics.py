@@ -329,9 +329,9 @@ def population(
 def sample_entity_ids(con: duckdb.DuckDBPyConnection, entity: Entity, limit: int) -> pd.Series:
     """Every current entity's id, or a random ``limit`` of them, sorted.
 
-    Ids are read in keyset batches twice (a count, then the sample), so the ids of a large org are
-    never held together; the sample is drawn with a fixed seed from the count, so it is the same
-    while the entities are.
+    Ids are read in keyset batches, so the ids of a large org are never held together: up to
+    ``limit`` of them are kept while counting, and only an org with more is read a second time
+    for its sample, drawn with a fixed seed from the count (the same while the entities are).
 
     Args:
         con: store connection.
@@ -341,15 +341,23 @@ def sample_entity_ids(con: duckdb.DuckDBPyConnection, entity: Entity, limit: int
     Returns:
         Ids as strings, sorted.
     """
-    total = sum(len(batch) for batch in current_entity_id_batches(con, entity, ID_BATCH))
+    held: list[pd.Series] = []
+    total = 0
+    for batch in current_entity_id_batches(con, entity, ID_BATCH):
+        total += len(batch)
+        if total <= limit:
+            held.append(batch)
+    if total <= limit:
+        if not held:
+            return pd.Series([], dtype=object, name="entity_id")
+        return pd.concat(held, ignore_index=True)
+    held.clear()
     keep = np.zeros(total, dtype=bool)
-    keep[np.random.default_rng(0).choice(total, min(limit, total), replace=False)] = True
+    keep[np.random.default_rng(0).choice(total, limit, replace=False)] = True
     parts, start = [], 0
     for batch in current_entity_id_batches(con, entity, ID_BATCH):
         parts.append(batch[keep[start : start + len(batch)]])
         start += len(batch)
-    if not parts:
-        return pd.Series([], dtype=object, name="entity_id")
     return pd.concat(parts, ignore_index=True)
 
 
