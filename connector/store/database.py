@@ -31,7 +31,7 @@ import json
 import re
 import shutil
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -433,6 +433,8 @@ class Store:
         # corrupt --json output; leadscore reports progress itself.
         self.con.execute("SET enable_progress_bar = false")
         self._memory_limit_mb = memory_limit_mb
+        # raw tables whose last merged page held only records they lacked (see _merge_page_into)
+        self._new_pages: dict[str, bool] = {}
         if memory_limit_mb is not None:
             self.con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
         self._lock = threading.RLock()
@@ -712,16 +714,27 @@ class Store:
         """
         if page.empty:
             return PageCounts(0, 0, 0)
-        with self.transaction() as con:
-            con.register("_page", page)
-            try:
-                counts, newest = self._merge(
-                    con, table, "_page", list(page.columns), key, cursor_field, deleted_field
-                )
-                self._advance_cursor(con, stream, newest)
-            finally:
-                _unregister(con, "_page")
-        return counts
+
+        def merge(new_only: bool) -> PageCounts:
+            with self.transaction() as con:
+                con.register("_page", page)
+                try:
+                    counts, newest = self._merge(
+                        con,
+                        table,
+                        "_page",
+                        list(page.columns),
+                        key,
+                        cursor_field,
+                        deleted_field,
+                        new_only=new_only,
+                    )
+                    self._advance_cursor(con, stream, newest)
+                finally:
+                    _unregister(con, "_page")
+            return counts
+
+        return self._merge_page_into(table, merge)
 
     def upsert_csv(
         self,
@@ -752,32 +765,68 @@ class Store:
         Returns:
             Counts of new, changed, unchanged and deleted rows.
         """
-        with self.transaction() as con:
-            # DuckDB reads the file itself: no row passes through Python.
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _csv_page AS SELECT * FROM {_READ_BULK_CSV}",
-                [str(path)],
-            )
-            try:
-                columns = [r[0] for r in con.execute("DESCRIBE _csv_page").fetchall()]
-                counts, newest = self._merge(
-                    con, table, "_csv_page", columns, key, cursor_field, deleted_field, text=True
+
+        def merge(new_only: bool) -> PageCounts:
+            with self.transaction() as con:
+                # DuckDB reads the file itself: no row passes through Python.
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE _csv_page AS SELECT * FROM {_READ_BULK_CSV}",
+                    [str(path)],
                 )
-            finally:
-                con.execute("DROP TABLE IF EXISTS _csv_page")
-            con.execute(
-                """UPDATE bulk_checkpoint SET locator = ?,
-                     max_cursor = greatest(max_cursor, CAST(? AS TIMESTAMP)),
-                     rows_stored = rows_stored + ?, updated_at = ?
-                   WHERE stream = ?""",
-                [
-                    locator,
-                    _py(newest),
-                    counts.inserted + counts.updated + counts.unchanged,
-                    utc_now(),
-                    stream,
-                ],
-            )
+                try:
+                    columns = [r[0] for r in con.execute("DESCRIBE _csv_page").fetchall()]
+                    counts, newest = self._merge(
+                        con,
+                        table,
+                        "_csv_page",
+                        columns,
+                        key,
+                        cursor_field,
+                        deleted_field,
+                        text=True,
+                        new_only=new_only,
+                    )
+                finally:
+                    with suppress(duckdb.TransactionException):
+                        con.execute("DROP TABLE IF EXISTS _csv_page")
+                con.execute(
+                    """UPDATE bulk_checkpoint SET locator = ?,
+                         max_cursor = greatest(max_cursor, CAST(? AS TIMESTAMP)),
+                         rows_stored = rows_stored + ?, updated_at = ?
+                       WHERE stream = ?""",
+                    [
+                        locator,
+                        _py(newest),
+                        counts.inserted + counts.updated + counts.unchanged,
+                        utc_now(),
+                        stream,
+                    ],
+                )
+            return counts
+
+        return self._merge_page_into(table, merge)
+
+    def _merge_page_into(self, table: str, merge: Callable[[bool], PageCounts]) -> PageCounts:
+        """Run a page's merge transaction, first as a plain insert while pages are all new.
+
+        Telling new records from changed ones joins the page with the whole table, a scan whose
+        cost grows with the table (a 50,000-row page: 0.04 s at 1M rows, 0.16 s at 5M), so a
+        first sync's pages together cost the square of the org's size. A plain INSERT checks the
+        page against the primary-key index instead, at a cost that does not grow (0.02 s). While
+        a table's pages hold only records it lacks (a first sync), a page is inserted as it is;
+        one that holds a record already stored (a record edited during the sync, a page fetched
+        again after a crash) fails on the key, is rolled back whole and is merged again the full
+        way, and so are the table's next pages until one is all new again.
+        """
+        if self._new_pages.get(table, True):
+            try:
+                counts = merge(True)
+            except duckdb.ConstraintException:
+                self._new_pages[table] = False
+            else:
+                return counts
+        counts = merge(False)
+        self._new_pages[table] = not (counts.updated or counts.unchanged or counts.deleted)
         return counts
 
     def _merge(
@@ -792,12 +841,17 @@ class Store:
         *,
         text: bool = False,
         changed: set[str] | None = None,
+        new_only: bool = False,
     ) -> tuple[PageCounts, Any]:
         """Merge a registered page into a raw table (caller holds the transaction).
 
         ``changed``, when given, receives the keys of rows inserted, deleted or updated in a
         column other than the bookkeeping ones (cursor, ``LastModifiedDate``...): a record whose
         only change is a write by leadscore itself (it moves ``SystemModstamp``) is not in it.
+
+        ``new_only`` inserts a page without deleted rows as it is, without looking for its
+        records in the table: a record the table holds fails the insert on the primary key
+        (``duckdb.ConstraintException``, the caller's transaction is then aborted).
 
         Returns:
             The counts and the page's newest cursor value (deleted rows included).
@@ -838,6 +892,17 @@ class Store:
                     PARTITION BY {k} ORDER BY {cursor} DESC NULLS LAST) = 1"""
         )
         try:
+            if new_only:
+                rows, any_deleted, newest = con.execute(
+                    f"SELECT count(*), coalesce(bool_or(_ls_deleted), false), max({cursor}) "
+                    "FROM _merge_page"
+                ).fetchall()[0]
+                if not any_deleted:
+                    con.execute(
+                        f"INSERT INTO {t} ({', '.join(quoted)}) "
+                        f"SELECT {', '.join(quoted)} FROM _merge_page"
+                    )
+                    return PageCounts(int(rows), 0, 0, 0), newest
             # Changed means any value changed: two edits within one second share a SystemModstamp
             # (Salesforce timestamps have second resolution), so the cursor alone cannot tell.
             differs = (
@@ -882,7 +947,8 @@ class Store:
                 f"SELECT {', '.join(quoted)} FROM _merge_page WHERE NOT _ls_deleted"
             )
         finally:
-            con.execute("DROP TABLE IF EXISTS _merge_page")
+            with suppress(duckdb.TransactionException):
+                con.execute("DROP TABLE IF EXISTS _merge_page")
         counts = PageCounts(int(inserted), int(updated), int(unchanged), int(deleted))
         return counts, newest
 

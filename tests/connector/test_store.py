@@ -81,6 +81,59 @@ def test_a_failed_page_rolls_back_rows_and_cursor_together(tmp_path):
         assert store.query_df("SELECT count(*) AS n FROM sf_lead")["n"].item() == 1
 
 
+DELETED = {**COLUMNS, "IsDeleted": ("boolean", "BOOLEAN")}
+
+
+def merge(store: Store, *rows: tuple[str, str | None, datetime, bool]):
+    frame = pd.DataFrame(rows, columns=["Id", "Industry", "SystemModstamp", "IsDeleted"])
+    return store.upsert_page(
+        "Lead", "sf_lead", frame, key="Id", cursor_field="SystemModstamp", deleted_field="IsDeleted"
+    )
+
+
+def stored(store: Store) -> list[tuple[str, str | None]]:
+    rows = store.query_records("SELECT Id, Industry FROM sf_lead ORDER BY Id")
+    return [(r["Id"], r["Industry"]) for r in rows]
+
+
+def test_pages_of_new_records_and_pages_that_hold_stored_ones_merge_alike(tmp_path):
+    # all-new pages are inserted without a join with the table; a page with a stored record
+    # fails that insert on the key and is merged again the full way, with nothing doubled
+    day = datetime(2024, 1, 1)
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ensure_table("Lead", "sf_lead", DELETED, key="Id")
+        assert merge(store, ("a", "x", day, False), ("b", "x", day, False)).inserted == 2
+        mixed = merge(store, ("c", "x", datetime(2024, 1, 2), False), ("a", "y", day, False))
+        assert (mixed.inserted, mixed.updated, mixed.unchanged) == (1, 1, 0)
+        assert merge(store, ("d", None, datetime(2024, 1, 3), False)).inserted == 1
+        gone = merge(store, ("b", None, datetime(2024, 1, 4), True))
+        assert (gone.inserted, gone.deleted) == (0, 1)
+        assert stored(store) == [("a", "y"), ("c", "x"), ("d", None)]
+        assert store.read_cursor("Lead") == datetime(2024, 1, 4)
+    # a new session starts with the fast path: a page of stored records falls back as well
+    with Store(tmp_path / "s.duckdb") as store:
+        again = merge(store, ("c", "x", datetime(2024, 1, 2), False), ("e", "z", day, False))
+        assert (again.inserted, again.updated, again.unchanged) == (1, 0, 1)
+        assert stored(store) == [("a", "y"), ("c", "x"), ("d", None), ("e", "z")]
+        assert store.read_cursor("Lead") == datetime(2024, 1, 4)
+
+
+def test_a_bulk_csv_page_with_stored_records_falls_back_to_the_full_merge(tmp_path):
+    csv = tmp_path / "page.csv"
+    with Store(tmp_path / "s.duckdb") as store:
+        store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")
+        for body, expected in (
+            ("a,x,2024-01-01T00:00:00.000Z\nb,,2024-01-02T00:00:00.000Z\n", (2, 0, 0)),
+            ("b,y,2024-01-03T00:00:00.000Z\nc,z,2024-01-03T00:00:00.000Z\n", (1, 1, 0)),
+        ):
+            csv.write_text("Id,Industry,SystemModstamp\n" + body)
+            counts = store.upsert_csv(
+                "Lead", "sf_lead", csv, key="Id", cursor_field="SystemModstamp"
+            )
+            assert (counts.inserted, counts.updated, counts.unchanged) == expected
+        assert stored(store) == [("a", "x"), ("b", "y"), ("c", "z")]
+
+
 def test_new_columns_are_added_to_existing_tables(tmp_path):
     with Store(tmp_path / "s.duckdb") as store:
         store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")
