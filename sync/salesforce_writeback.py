@@ -52,7 +52,7 @@ from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
 from sync.diff import Diff, changed_values, diff_outputs, output_values
 from sync.progress import Reporter
-from sync.run import BATCH_CACHE_MB
+from sync.run import BATCH_CACHE_MB, release_memory
 from sync.writeback import (
     RecordOutcome,
     TargetCounts,
@@ -548,6 +548,7 @@ def push_salesforce(
             pending += prepared.records
             ids.update(prepared.record_ids)
             del prepared, diff
+            release_memory()
             while len(pending) >= batch_size:
                 chunk, pending = pending[:batch_size], pending[batch_size:]
                 _write_chunk(

@@ -45,6 +45,7 @@ from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
 from sync.diff import Diff, diff_outputs, merge_diffs
 from sync.progress import Reporter
+from sync.run import BATCH_CACHE_MB, release_memory
 from sync.writeback import RecordOutcome, TargetCounts, record_batch
 
 TARGET = "segment"
@@ -453,9 +454,15 @@ def push_segment(
         Counts.
     """
     counts = SegmentPushCounts()
-    for built in segment_batches(
+    batches = segment_batches(
         store, prediction, writeback, batch_size=batch_size, counts=counts, record_ids=record_ids
-    ):
+    )
+    while True:
+        # capped while a batch is read, as the Salesforce push (see push_salesforce)
+        with store.bounded_cache(BATCH_CACHE_MB):
+            built = next(batches, None)
+        if built is None:
+            break
         _send(
             client,
             store,
@@ -467,6 +474,8 @@ def push_segment(
             "push Segment traits",
             writeback,
         )
+        del built
+        release_memory()
     return counts
 
 
