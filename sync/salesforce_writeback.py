@@ -532,7 +532,7 @@ def push_salesforce(
         )
         while True:
             # Reading a batch is capped like score's (the block cache grows with the org); the
-            # ledger writes are not: the ledger's primary-key index must fit in DuckDB's memory.
+            # ledger writes have their own cap (connector.store.database.LEDGER_CACHE_MB).
             with store.bounded_cache(BATCH_CACHE_MB):
                 prepared = next(batches, None)
             if prepared is None:

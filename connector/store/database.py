@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import re
 import shutil
 import threading
@@ -42,6 +43,8 @@ import duckdb
 
 from connector.clock import utc_now
 from connector.errors import ConfigError, LeadscoreError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pandas costs 0.3 s to import; `leadscore status` never needs it
     import numpy as np
@@ -81,6 +84,15 @@ _READ_BULK_CSV = (
 # table another module fills (identity_map is rebuilt by connector/store/identity.py).
 IDENTITY_MAP = "identity_map"
 FIELD_LABELS = "field_labels"
+
+LEDGER_CACHE_MB = 128
+"""DuckDB's memory cap while a batch of push attempts or outcomes is written to the ledger.
+
+Uncapped, DuckDB keeps every node of the ledger's primary-key index it has read, and a push of 3 %
+of the leads touches nodes all over it: the process grew with the org (1M leads: +200 MB against
+200k). Under a cap the unchanged nodes are evicted and read again when needed; 128 MB holds a
+batch's new nodes until they are written (a 64 MB cap ran out of memory inserting the first
+push's rows at 1M leads; 128 MB was measured flat up to a 25M-row ledger)."""
 """What reps read: each pulled field's label and type from describe (``Seniority__c`` ->
 ``Seniority``; ``currency:USD`` for amounts), for score reasons and drift tables."""
 """(entity, id_type, id_value, entity_id, profile_id, rule): every identity of every person."""
@@ -433,6 +445,7 @@ class Store:
         # corrupt --json output; leadscore reports progress itself.
         self.con.execute("SET enable_progress_bar = false")
         self._memory_limit_mb = memory_limit_mb
+        self._cache_cap_mb: int | None = None  # the innermost bounded_cache's
         # raw tables whose last merged page held only records they lacked (see _merge_page_into)
         self._new_pages: dict[str, bool] = {}
         if memory_limit_mb is not None:
@@ -527,22 +540,56 @@ class Store:
         cache) and spills operators to disk:
         https://duckdb.org/docs/stable/guides/performance/how_to_tune_workloads
 
+        Caps nest: inside another, the lower one holds.
+
         Args:
             limit_mb: the cap in MB.
 
         Yields:
             Nothing; the previous limit is set back on exit.
         """
-        configured = self._memory_limit_mb
-        cap = min(limit_mb, configured) if configured else limit_mb
-        self.con.execute(f"SET memory_limit = '{int(cap)}MB'")
+        outer = self._cache_cap_mb
+        limits = [m for m in (limit_mb, self._memory_limit_mb, outer) if m]
+        cap = int(min(limits))
+        self.con.execute(f"SET memory_limit = '{cap}MB'")
+        self._cache_cap_mb = cap
         try:
             yield
         finally:
-            if configured:
-                self.con.execute(f"SET memory_limit = '{int(configured)}MB'")
+            self._cache_cap_mb = outer
+            restore = outer or self._memory_limit_mb
+            if restore:
+                self.con.execute(f"SET memory_limit = '{int(restore)}MB'")
             else:
                 self.con.execute("RESET memory_limit")
+
+    def _write_ledger(self, write: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """Run one ledger write in a transaction under :data:`LEDGER_CACHE_MB`.
+
+        If DuckDB cannot fit the write under the cap (a store with unusually large batches), the
+        rolled back transaction runs again under the store's own limit only (any job-wide cap is
+        lifted for it): the cap saves memory, it must never fail a push whose records the target
+        has already confirmed.
+        """
+        try:
+            with self.bounded_cache(LEDGER_CACHE_MB), self.transaction() as con:
+                write(con)
+            return
+        except duckdb.OutOfMemoryException:
+            log.info("ledger write over %d MB: written again without DuckDB's cap", LEDGER_CACHE_MB)
+        outer, self._cache_cap_mb = self._cache_cap_mb, None
+        try:
+            # the store's own limit (store.memory_limit_mb), if any, still holds
+            if self._memory_limit_mb:
+                self.con.execute(f"SET memory_limit = '{int(self._memory_limit_mb)}MB'")
+            else:
+                self.con.execute("RESET memory_limit")
+            with self.transaction() as con:
+                write(con)
+        finally:
+            self._cache_cap_mb = outer
+            if outer:
+                self.con.execute(f"SET memory_limit = '{outer}MB'")
 
     def read_connection(self) -> duckdb.DuckDBPyConnection:
         """The connection ``scoring/`` reads the store through (its feature and label SQL).
@@ -1933,7 +1980,9 @@ class Store:
                 "value": [json.dumps(a["value"]) for a in attempts],
             }
         )
-        with self.transaction() as con:
+        now = utc_now()
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
             con.register("_attempts", frame)
             try:
                 con.execute(
@@ -1943,10 +1992,12 @@ class Store:
                        ON CONFLICT (target, object, record_id, field) DO UPDATE SET
                          attempted_value = excluded.attempted_value, status = 'sending',
                          last_attempt_at = excluded.last_attempt_at""",
-                    [target, sobject, utc_now()],
+                    [target, sobject, now],
                 )
             finally:
                 _unregister(con, "_attempts")
+
+        self._write_ledger(write)
 
     def record_outcomes(
         self,
@@ -1998,7 +2049,8 @@ class Store:
                          ELSE 'failed' END"""
         retry_at = """CASE WHEN {s}.success OR {s}.gone THEN NULL
                            ELSE $now + to_seconds(least($cap, $backoff * pow(2, {a}))) END"""
-        with self.transaction() as con:
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
             con.register("_outcomes", frame)
             try:
                 con.execute(
@@ -2044,6 +2096,8 @@ class Store:
                 )
             finally:
                 _unregister(con, "_outcomes")
+
+        self._write_ledger(write)
 
     def revive_dead_letters(self, *, include_gone: bool = False) -> int:
         """Make dead ledger rows due again (``leadscore retry --dead``), once their cause is fixed.

@@ -216,8 +216,33 @@ def test_an_error_inside_a_write_is_reported_as_itself_not_as_an_aborted_transac
         {"record_id": f"00Q{i:015d}", "field": "Lead_Score__c", "value": i % 100, "success": True}
         for i in range(50_000)
     ]
-    with Store(tmp_path / "s.duckdb") as store:
-        with store.bounded_cache(1), pytest.raises(duckdb.OutOfMemoryException):
+    # the store's own limit holds even for the ledger write that falls back from its cap
+    with Store(tmp_path / "s.duckdb", memory_limit_mb=1) as store:
+        with pytest.raises(duckdb.OutOfMemoryException):
             store.record_outcomes("salesforce", "Lead", rows)
-        store.record_outcomes("salesforce", "Lead", rows[:10])  # the store is usable after it
-        assert len(store.ledger("salesforce", "Lead")) == 10
+        assert len(store.ledger("salesforce", "Lead")) == 0  # usable after it; nothing half-done
+
+
+def test_bounded_caches_nest_and_the_lower_cap_holds(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store, store.bounded_cache(64):
+        with store.bounded_cache(200):
+            assert _memory_limit(store) == "61.0 MiB"
+        with store.bounded_cache(32):
+            assert _memory_limit(store) == "30.5 MiB"
+        assert _memory_limit(store) == "61.0 MiB"
+
+
+def test_a_ledger_write_too_big_for_its_cache_cap_is_written_uncapped(tmp_path, monkeypatch):
+    rows = [
+        {"record_id": f"00Q{i:015d}", "field": "Lead_Score__c", "value": i % 100, "success": True}
+        for i in range(50_000)
+    ]
+    monkeypatch.setattr("connector.store.database.LEDGER_CACHE_MB", 1)
+    with Store(tmp_path / "s.duckdb") as store:
+        with store.bounded_cache(64):
+            store.record_attempts("salesforce", "Lead", rows)
+            store.record_outcomes("salesforce", "Lead", rows)
+            assert _memory_limit(store) == "61.0 MiB"  # the job's cap is back
+        ledger = store.ledger("salesforce", "Lead")
+    assert len(ledger) == 50_000
+    assert set(ledger["status"]) == {"written"}
