@@ -52,7 +52,7 @@ from scoring.events import SpecError, resolve_entity
 from sync.config import AudienceConfig, PredictionConfig, WritebackSettings
 from sync.diff import Diff, changed_values, diff_outputs, output_values
 from sync.progress import Reporter
-from sync.run import BATCH_CACHE_MB, release_memory
+from sync.run import BATCH_CACHE_MB, map_large_buffers, release_memory
 from sync.writeback import (
     RecordOutcome,
     TargetCounts,
@@ -524,6 +524,7 @@ def push_salesforce(
         # rows as unconfirmed; sending them again is idempotent.
         _unconfirm_in_flight(store, target.object, policy)
     _check_first_push_space(store, prediction.name, target.object, len(target.fields))
+    map_large_buffers()
     pending: list[dict[str, Any]] = []
     ids: dict[str, str] = {}
     with reporter.track(f"push {target.object}", total=None) as task:

@@ -45,7 +45,7 @@ from scoring.audiences import score_frame
 from sync.config import PredictionConfig, WritebackSettings
 from sync.diff import Diff, diff_outputs, merge_diffs
 from sync.progress import Reporter
-from sync.run import BATCH_CACHE_MB, release_memory
+from sync.run import BATCH_CACHE_MB, map_large_buffers, release_memory
 from sync.writeback import RecordOutcome, TargetCounts, record_batch
 
 TARGET = "segment"
@@ -454,6 +454,7 @@ def push_segment(
         Counts.
     """
     counts = SegmentPushCounts()
+    map_large_buffers()
     batches = segment_batches(
         store, prediction, writeback, batch_size=batch_size, counts=counts, record_ids=record_ids
     )

@@ -18,6 +18,7 @@ from sync.run import (
     BATCH_CACHE_MB,
     SILENT,
     JobResult,
+    map_large_buffers,
     open_store,
     recorded,
     release_memory,
@@ -103,6 +104,7 @@ def _score_prediction(
     way is deleted, so that a push never takes a partial run for the latest one.
     """
     predictor = champion.load()
+    map_large_buffers()
     # rows of a run a kill -9 cut short: readers skip them already; they are deleted here, where
     # no other run can be in progress
     store.discard_unfinished_score_runs()
