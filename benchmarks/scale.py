@@ -14,7 +14,8 @@ runs with 3 % of the scores changed each, ``leadscore vacuum`` after each, and t
 ``score_history`` against one scoring run (target: under 2x after 30 runs).
 
 Targets: peak RSS of score, first push and 3 % push <= 1.5 GB each and within 10 % between the
-sizes; score_history < 2x one run after 30 hourly runs.
+sizes; the first sync's peak RSS <= 1 GB and its CPU exponent <= 1.1 between the two largest sizes
+(the issue's 500k -> 1M); score_history < 2x one run after 30 hourly runs.
 
 ``--sample-above N`` trains on a stratified sample above N training rows
 (``training.sample_above``); the holdout AUC of each size's model is printed under the table.
@@ -52,6 +53,8 @@ LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 STEPS = ("pull", "train", "score", "push", "push_3pct", "pull_incremental")
 FLAT_STEPS = ("score", "push", "push_3pct")
 RSS_LIMIT_MB = 1536
+PULL_RSS_LIMIT_MB = 1024
+PULL_CPU_EXPONENT = 1.1
 
 
 def high_water_kb(pid: int) -> int:
@@ -332,6 +335,28 @@ def main() -> None:
                 targets.append(
                     [f"{step} RSS between sizes", f"+{spread:.1f} %", "<= 10 %", verdict(flat)]
                 )
+        pulls = [n for n in sizes if (results[n].get("pull") or {}).get("cpu")]
+        if len(pulls) > 1:
+            # the first sync's CPU, linear in rows: between the two largest sizes
+            lo, hi = pulls[-2], pulls[-1]
+            b = growth(results[lo]["pull"]["cpu"], results[hi]["pull"]["cpu"], lo, hi)
+            targets.append(
+                [
+                    f"first sync CPU exponent {lo // 1000}k -> {hi // 1000}k",
+                    b,
+                    f"<= {PULL_CPU_EXPONENT}",
+                    verdict(float(b) <= PULL_CPU_EXPONENT) if b != "-" else "-",
+                ]
+            )
+            top = results[hi]["pull"]["rss"]
+            targets.append(
+                [
+                    f"first sync peak RSS @{hi // 1000}k",
+                    f"{top:.0f} MB",
+                    f"<= {PULL_RSS_LIMIT_MB} MB",
+                    verdict(top <= PULL_RSS_LIMIT_MB),
+                ]
+            )
         for n in sizes:
             trained = results[n].get("train", {}).get("counts", {}).get("predictions", {})
             for name, outcome in trained.items():
