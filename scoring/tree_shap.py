@@ -40,11 +40,10 @@ from threadpoolctl import ThreadpoolController
 # 2^depth subsets x 2^depth leaves per tree: depth 8 builds in about 2 ms a tree, depth 10 in
 # ~60 ms (a 1,000-tree model would take a minute to load), so deeper models keep CatBoost's way.
 MAX_DEPTH = 8
-# Memory for the rows explained at once: a row's gathered values are trees x slots floats, float32
-# then float64 in the product (12 bytes each), so the rows per block follow the model's size: a
-# fixed 2,048 rows held 78 MB for a 796-tree model against 35 MB for 360 trees, and the tree count
-# grows with the training data.
-CHUNK_BYTES = 24 * 1024 * 1024
+# Memory for the rows explained at once: a row's gathered values are trees x slots float32s, so
+# the rows per block follow the model's size (a fixed 2,048 rows held 26 MB for a 796-tree model
+# against 12 MB for 360 trees, and the tree count grows with the training data).
+CHUNK_BYTES = 8 * 1024 * 1024
 # Larger tables (trees x leaves x players x classes, 4 bytes each) are not worth the memory.
 MAX_TABLE_BYTES = 256 * 1024 * 1024
 
@@ -84,7 +83,7 @@ class TreeShap:
         with _BLAS.limit(limits=1, user_api="blas"):
             # blocks of rows: the gathered values are trees x slots floats a row (8 KB for a
             # 270-tree model), so a 50,000-lead batch at once would hold 430 MB (CHUNK_BYTES)
-            rows = max(64, CHUNK_BYTES // (12 * self.assign.shape[0]))
+            rows = max(64, CHUNK_BYTES // (self.values.itemsize * self.assign.shape[0]))
             for start in range(0, n, rows):
                 block = slice(start, min(start + rows, n))
                 if self.dimensions == 1:

@@ -235,7 +235,7 @@ def map_large_buffers() -> None:
     where they fragment and the peak creeps up batch after batch: score's grew by 100 MB over the
     20 batches of a 1M-lead org (``MALLOC_MMAP_THRESHOLD_`` documents the setting:
     https://www.gnu.org/software/libc/manual/html_node/Memory-Allocation-Tunables.html). A fixed
-    threshold turns that off; the extra ``mmap`` calls cost about 5 % of score's CPU. A no-op
+    threshold turns that off; the extra ``mmap`` calls cost 5-8 % of score's CPU. A no-op
     where glibc is not the C library.
     """
     with suppress(OSError, AttributeError):

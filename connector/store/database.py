@@ -84,6 +84,9 @@ _READ_BULK_CSV = (
 # table another module fills (identity_map is rebuilt by connector/store/identity.py).
 IDENTITY_MAP = "identity_map"
 FIELD_LABELS = "field_labels"
+"""What reps read: each pulled field's label and type from describe (``Seniority__c`` ->
+``Seniority``; ``currency:USD`` for amounts), for score reasons and drift tables."""
+"""(entity, id_type, id_value, entity_id, profile_id, rule): every identity of every person."""
 
 LEDGER_CACHE_MB = 128
 """DuckDB's memory cap while a batch of push attempts or outcomes is written to the ledger.
@@ -93,9 +96,6 @@ of the leads touches nodes all over it: the process grew with the org (1M leads:
 200k). Under a cap the unchanged nodes are evicted and read again when needed; 128 MB holds a
 batch's new nodes until they are written (a 64 MB cap ran out of memory inserting the first
 push's rows at 1M leads; 128 MB was measured flat up to a 25M-row ledger)."""
-"""What reps read: each pulled field's label and type from describe (``Seniority__c`` ->
-``Seniority``; ``currency:USD`` for amounts), for score reasons and drift tables."""
-"""(entity, id_type, id_value, entity_id, profile_id, rule): every identity of every person."""
 
 
 def raw_table_name(system: str, stream: str) -> str:
@@ -549,19 +549,21 @@ class Store:
             Nothing; the previous limit is set back on exit.
         """
         outer = self._cache_cap_mb
-        limits = [m for m in (limit_mb, self._memory_limit_mb, outer) if m]
-        cap = int(min(limits))
-        self.con.execute(f"SET memory_limit = '{cap}MB'")
-        self._cache_cap_mb = cap
+        self._set_cache_cap(int(min(m for m in (limit_mb, self._memory_limit_mb, outer) if m)))
         try:
             yield
         finally:
-            self._cache_cap_mb = outer
-            restore = outer or self._memory_limit_mb
-            if restore:
-                self.con.execute(f"SET memory_limit = '{int(restore)}MB'")
-            else:
-                self.con.execute("RESET memory_limit")
+            self._set_cache_cap(outer)
+
+    def _set_cache_cap(self, cap_mb: int | None) -> None:
+        """Set DuckDB's memory limit to ``cap_mb``, or (None) back to the store's own limit."""
+        limit = cap_mb or self._memory_limit_mb
+        # DuckDB refuses a limit below what it holds (an out-of-memory error): keep the old cap then
+        if limit:
+            self.con.execute(f"SET memory_limit = '{int(limit)}MB'")
+        else:
+            self.con.execute("RESET memory_limit")
+        self._cache_cap_mb = cap_mb
 
     def _write_ledger(self, write: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
         """Run one ledger write in a transaction under :data:`LEDGER_CACHE_MB`.
@@ -577,19 +579,14 @@ class Store:
             return
         except duckdb.OutOfMemoryException:
             log.info("ledger write over %d MB: written again without DuckDB's cap", LEDGER_CACHE_MB)
-        outer, self._cache_cap_mb = self._cache_cap_mb, None
+        outer = self._cache_cap_mb
+        # the store's own limit (store.memory_limit_mb), if any, still holds
+        self._set_cache_cap(None)
         try:
-            # the store's own limit (store.memory_limit_mb), if any, still holds
-            if self._memory_limit_mb:
-                self.con.execute(f"SET memory_limit = '{int(self._memory_limit_mb)}MB'")
-            else:
-                self.con.execute("RESET memory_limit")
             with self.transaction() as con:
                 write(con)
         finally:
-            self._cache_cap_mb = outer
-            if outer:
-                self.con.execute(f"SET memory_limit = '{outer}MB'")
+            self._set_cache_cap(outer)
 
     def read_connection(self) -> duckdb.DuckDBPyConnection:
         """The connection ``scoring/`` reads the store through (its feature and label SQL).
