@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import duckdb
@@ -246,3 +247,25 @@ def test_a_ledger_write_too_big_for_its_cache_cap_is_written_uncapped(tmp_path, 
         ledger = store.ledger("salesforce", "Lead")
     assert len(ledger) == 50_000
     assert set(ledger["status"]) == {"written"}
+
+
+def test_a_page_too_big_for_its_cache_cap_is_merged_uncapped(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("connector.store.database.PAGE_CACHE_MB", 1)
+    day = datetime(2024, 1, 1)
+    ids = [f"00Q{i:015d}" for i in range(50_000)]
+    page = pd.DataFrame({"Id": ids, "Industry": "x", "SystemModstamp": day})
+    with Store(tmp_path / "s.duckdb") as store, caplog.at_level(logging.INFO):
+        store.ensure_table("Lead", "sf_lead", COLUMNS, key="Id")
+        with store.bounded_cache(64):
+            first = store.upsert_page(
+                "Lead", "sf_lead", page, key="Id", cursor_field="SystemModstamp"
+            )
+            assert _memory_limit(store) == "61.0 MiB"  # the job's cap is back
+        # the same records again: the fast path fails on the key, the full merge runs
+        again = store.upsert_page(
+            "Lead", "sf_lead", page.assign(Industry="y"), key="Id", cursor_field="SystemModstamp"
+        )
+        industries = store.query_records("SELECT Industry, count(*) AS n FROM sf_lead GROUP BY 1")
+    assert (first.inserted, again.updated) == (50_000, 50_000)
+    assert industries == [{"Industry": "y", "n": 50_000}]
+    assert "page of sf_lead over 1 MB" in caplog.text
