@@ -46,8 +46,8 @@ from connector.sandbox.schema import (
 )
 from connector.sandbox.truth import write_customers
 
-GENERATOR_VERSION = "4"  # 2: Segment people (profiles.py); 3: customers and orders (truth.py)
-# 4: reps' first touches follow their habits (reps.py)
+GENERATOR_VERSION = "5"  # 2: Segment people (profiles.py); 3: customers and orders (truth.py)
+# 4: reps' first touches follow their habits (reps.py); 5: orgs over SHARD_LEADS made in shards
 DAY = 86_400
 HOUR = 3_600
 HISTORY_DAYS = 540
@@ -58,6 +58,13 @@ TASK_CHUNK_LEADS = 20_000
 """Leads per activity chunk: bounds memory and fixes the random streams (part of determinism)."""
 _INSERT_ROWS = 50_000
 """Rows turned into Python values and inserted at once (memory only: never changes a row)."""
+SHARD_LEADS = 200_000
+"""Leads generated together, with their companies, activities, conversions, memberships and
+customers; a bigger org is made of shards of this many leads written one after the other, so the
+generator's memory is that of one shard whatever the org's size. A shard holds its own companies
+(leads of one company are in one shard), draws from its own random streams and continues the
+previous shards' id sequences; every shard spans the whole history. Orgs of up to this many leads
+are a single shard, generated exactly as before shards existed (part of "one seed, one org")."""
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -700,8 +707,22 @@ class _OrgGenerator:
         self.conn = conn
         self.segment = SegmentGenerator(conn, seed, as_of) if segment else None
         self.seed = seed
+        self.total = n_leads
         self.n = n_leads
+        """Leads of the shard being generated."""
         self.as_of = as_of
+        # where the shard being generated starts in the org's numbering (see SHARD_LEADS)
+        self.shard = 0
+        self.first_lead = 0
+        self.first_company = 0
+        self.first_chunk = 0
+        self.contacts = 0
+        self.accounts = 0
+        self.members_written = 0
+        self.task_seq = 1
+        self.event_seq = 1
+        self.customers = 0
+        self.orders = 0
         self.start = as_of - HISTORY_DAYS * DAY
         self.progress = progress
         self.countries = tuple(COUNTRY_WEIGHTS)
@@ -710,8 +731,13 @@ class _OrgGenerator:
         )
 
     def rng(self, stream: int, chunk: int = 0) -> np.random.Generator:
-        """One independent random stream per (stream, chunk): the basis of determinism."""
-        return np.random.default_rng([self.seed, stream, chunk])
+        """One independent random stream per (stream, chunk, shard): the basis of determinism.
+
+        The first shard's streams are keyed as before shards existed, so an org of one shard
+        is unchanged.
+        """
+        key = [self.seed, stream, chunk]
+        return np.random.default_rng([*key, self.shard] if self.shard else key)
 
     # Users ------------------------------------------------------------------------------------
 
@@ -766,6 +792,9 @@ class _OrgGenerator:
         # Unique names: a shuffled walk through prefix x root x suffix, numbered once exhausted.
         slots = len(COMPANY_PREFIXES) * len(COMPANY_ROOTS) * len(COMPANY_SUFFIXES)
         order = rng.permutation(max(count, slots))[:count] if count <= slots else np.arange(count)
+        # later shards walk on from where the earlier ones' numbers end (names stay unique)
+        order = order + self.first_company
+        self.first_company += max(count, slots)
         return _Companies(order, industry, employees, revenue, country)
 
     def leads(self, companies: _Companies) -> _Leads:
@@ -838,7 +867,7 @@ class _OrgGenerator:
         deleted = ~responds & (unanchored_conversion > self.as_of) & (rng.random(n) < P_DELETED)
         deleted_at = created + (rng.random(n) * (self.as_of - created)).astype(np.int64)
         return _Leads(
-            ids=make_id_array("00Q", 1, n),
+            ids=make_id_array("00Q", self.first_lead + 1, n),
             created=created,
             company=company,
             first=first,
@@ -923,10 +952,11 @@ class _OrgGenerator:
                 created=leads.created,
                 anchor_at=leads.anchor_at,
                 responds=leads.responds,
+                number_from=self.first_lead,
             )
-        task_seq = 1
-        event_seq = 1
-        contact_seq = 0
+        task_seq = self.task_seq
+        event_seq = self.event_seq
+        contact_seq = self.contacts
         chunks = math.ceil(n / TASK_CHUNK_LEADS)
         for chunk in range(chunks):
             low, high = chunk * TASK_CHUNK_LEADS, min(n, (chunk + 1) * TASK_CHUNK_LEADS)
@@ -944,7 +974,8 @@ class _OrgGenerator:
             )
             if self.segment is not None and people is not None:
                 # The CDP side of the same people; its usage counts enter the hidden model.
-                for name, values in self.segment.chunk(chunk, people, low, high).items():
+                segment_chunk = self.first_chunk + chunk
+                for name, values in self.segment.chunk(segment_chunk, people, low, high).items():
                     outcome[name][low:high] = values
                     frame[name] = values
             p_true = sigmoid(hidden_logit(frame, self.org))
@@ -969,8 +1000,8 @@ class _OrgGenerator:
             task_seq, event_seq = self._write_activities(
                 rng, leads, outcome, marketing, sales, low, high, task_seq, event_seq
             )
-            self.progress("activities", high, n)
-        self.contact_count = contact_seq
+            self.progress("activities", self.first_lead + high, self.total)
+        self.task_seq, self.event_seq = task_seq, event_seq
         return outcome
 
     def _static_frame(
@@ -1283,10 +1314,15 @@ class _OrgGenerator:
             np.argsort(company_first.loc[account_companies].to_numpy(), kind="stable")
         ]
         account_seq = pd.Series(np.arange(len(account_order)), index=account_order)
-        account_ids = np.asarray(make_ids("001", 1, len(account_order)), dtype=object)
+        account_ids = np.asarray(
+            make_ids("001", self.accounts + 1, len(account_order)), dtype=object
+        )
+        self.accounts += len(account_order)
         lead_account = account_ids[account_seq.loc[company].to_numpy()]
-        contact_ids = np.asarray(make_ids("003", 1, count), dtype=object)
-        opportunity_ids = np.asarray(make_ids("006", 1, count), dtype=object)
+        # numbered on from the earlier shards' contacts, as the activities numbered them
+        contact_ids = np.asarray(make_ids("003", self.contacts + 1, count), dtype=object)
+        opportunity_ids = np.asarray(make_ids("006", self.contacts + 1, count), dtype=object)
+        self.contacts += count
         employees = companies.employees[company]
         amount = np.round(1200 * employees**0.55 * rng.lognormal(0, 0.35, count), -2)
         if self.org != "classic":
@@ -1496,7 +1532,7 @@ class _OrgGenerator:
             self.conn,
             "CampaignMember",
             {
-                "Id": _id_range("00v", 1),
+                "Id": _id_range("00v", self.members_written + 1),
                 "CampaignId": _lazy(lambda c: campaign_ids[c], member["campaign"]),
                 "LeadId": _id_column(leads, member["lead"]),
                 "ContactId": _lazy(lambda index: contact_ids[index], member["lead"]),
@@ -1513,6 +1549,7 @@ class _OrgGenerator:
                 "SystemModstamp": member["modified"],
             },
         )
+        self.members_written += len(member["lead"])
 
     def write_leads(
         self,
@@ -1618,21 +1655,39 @@ class _OrgGenerator:
             )
 
     def run(self) -> None:
-        """Generate the whole org."""
+        """Generate the whole org, one shard of ``SHARD_LEADS`` leads after the other."""
         self.progress("users", 0, 1)
         self.users()
+        campaigns = self.campaigns()
+        for shard, first in enumerate(range(0, self.total, SHARD_LEADS)):
+            self.shard, self.first_lead = shard, first
+            self.n = min(SHARD_LEADS, self.total - first)
+            self.generate_shard(campaigns)
+            self.first_chunk += math.ceil(self.n / TASK_CHUNK_LEADS)
+        self.progress("records", self.total, self.total)
+
+    def generate_shard(self, campaigns: _Campaigns) -> None:
+        """Generate the shard's leads and everything that follows from them."""
         companies = self.companies()
         leads = self.leads(companies)
-        self.progress("leads", self.n, self.n)
-        campaigns = self.campaigns()
+        self.progress("leads", self.first_lead + self.n, self.total)
         outcome = self.activities(leads, companies)
         converted_ids = self.conversions(leads, companies, outcome)
         self.members(leads, campaigns, outcome, converted_ids)
         self.write_leads(leads, companies, outcome, converted_ids)
         self.ground_truth(leads, outcome)
         # customers with known order values and churn, for the other predictions (truth.py)
-        write_customers(self.conn, seed=self.seed, leads=self.n, as_of=self.as_of)
-        self.progress("records", self.n, self.n)
+        customers, orders = write_customers(
+            self.conn,
+            seed=self.seed,
+            leads=self.n,
+            as_of=self.as_of,
+            shard=self.shard,
+            first_customer=self.customers,
+            first_order=self.orders,
+        )
+        self.customers += customers
+        self.orders += orders
 
 
 def _ids_for(prefix: str, sequence: np.ndarray, mask: np.ndarray) -> np.ndarray:

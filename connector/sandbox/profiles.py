@@ -129,6 +129,9 @@ class People:
     created: np.ndarray
     anchor_at: np.ndarray
     responds: np.ndarray
+    number_from: int = 0
+    """The org-wide number of the first of these leads (an org generated in shards numbers each
+    shard's user ids and personal emails on from the earlier shards')."""
 
 
 def _hex(rng: np.random.Generator, count: int, digits: int) -> list[str]:
@@ -216,7 +219,9 @@ class SegmentGenerator:
         device_ids = np.asarray(_uuid_like(rng, device_total), dtype=object)
         device_start = np.concatenate([[0], np.cumsum(devices)[:-1]])
         stray_ids = np.asarray(_uuid_like(rng, n), dtype=object)
-        user_ids = np.asarray([f"usr_{i + 1:07d}" for i in lead.tolist()], dtype=object)
+        user_ids = np.asarray(
+            [f"usr_{people.number_from + i + 1:07d}" for i in lead.tolist()], dtype=object
+        )
 
         # -- events of people: (local lead, time, kind, property draw)
         usage_start = signup_at - TRIAL_DAYS * DAY
@@ -470,7 +475,7 @@ class SegmentGenerator:
             for name, value in trait_values.items():
                 if name == "email" and second[i]:
                     # the personal email is identified later: the trait holds the latest email
-                    value = f"{first}.{last}.{g + 1}@mail.example".lower()
+                    value = f"{first}.{last}.{people.number_from + g + 1}@mail.example".lower()
                 traits.append((pid, name, json.dumps(value), first_seen))
             # identify at sign-up (user id + first device) or at the first form fill (device only)
             device0 = device_ids[device_start[i]]
@@ -485,7 +490,7 @@ class SegmentGenerator:
                 )
             )
             if second[i]:
-                other = f"{first}.{last}.{g + 1}@mail.example".lower()
+                other = f"{first}.{last}.{people.number_from + g + 1}@mail.example".lower()
                 later = at + int((self.as_of - at) * 0.5) if self.as_of > at else at
                 identities.append(("email", other, other, pid, later))
                 identifies.append(

@@ -143,6 +143,7 @@ def _tier_shares(
     log_mean: np.ndarray,
     active: np.ndarray,
     chunk: int | None = None,
+    shard: int = 0,
 ) -> np.ndarray:
     """Each customer's share of BRONZE, SILVER and GOLD over ``TIER_SIMULATIONS`` simulated lives.
 
@@ -162,13 +163,15 @@ def _tier_shares(
         active: whether each customer is active at its anchor.
         chunk: customers drawn at once, ``TIER_CHUNK_CUSTOMERS`` by default (changes the memory,
             never the result).
+        shard: the org's shard (``generator.SHARD_LEADS``); shards after the first have their own
+            stream ``[seed, 9002, shard]``.
 
     Returns:
         A (customers, 3) array of the BRONZE, SILVER and GOLD shares.
     """
     n = len(hazard)
     sims = TIER_SIMULATIONS
-    sim = np.random.default_rng([seed, 9002])
+    sim = np.random.default_rng(_stream(seed, 9002, shard))
     step = chunk or TIER_CHUNK_CUSTOMERS
     chunks = [(low, min(n, low + step)) for low in range(0, n, step)]
 
@@ -198,10 +201,21 @@ def _tier_shares(
     return shares
 
 
-def _customer_data(seed: int, n: int, as_of: int) -> _CustomerData:
-    """Draw the customers, their orders and the oracle's answers (as :func:`generate_customers`)."""
-    rng = np.random.default_rng([seed, 9001])
-    ids = np.array([f"CU{i:07d}" for i in range(n)], dtype=object)
+def _stream(seed: int, stream: int, shard: int) -> list[int]:
+    """The key of a random stream: the first shard's as it was before orgs had shards."""
+    return [seed, stream, shard] if shard else [seed, stream]
+
+
+def _customer_data(
+    seed: int, n: int, as_of: int, shard: int = 0, first_customer: int = 0, first_order: int = 0
+) -> _CustomerData:
+    """Draw the customers, their orders and the oracle's answers (as :func:`generate_customers`).
+
+    ``shard`` > 0 draws from that shard's own streams; customer and order numbers start at
+    ``first_customer`` and ``first_order``.
+    """
+    rng = np.random.default_rng(_stream(seed, 9001, shard))
+    ids = np.array([f"CU{i:07d}" for i in range(first_customer, first_customer + n)], dtype=object)
     joined = as_of - rng.uniform(ANCHOR_OFFSET_DAYS, HISTORY_DAYS, n) * DAY
     joined = (joined // 60 * 60).astype(np.int64)
     industries = np.array(list(INDUSTRY_RATE), dtype=object)
@@ -274,7 +288,7 @@ def _customer_data(seed: int, n: int, as_of: int) -> _CustomerData:
     p_no_order = hazard / total * (1 - np.exp(-total * CHURN_DAYS)) + np.exp(-total * CHURN_DAYS)
     p_churn = np.where(active, p_no_order, 1.0)
     # tier probabilities by simulation (same parameters; order values from the lognormal)
-    shares = _tier_shares(seed, hazard, lam, log_mean, active)
+    shares = _tier_shares(seed, hazard, lam, log_mean, active, shard=shard)
     truth = pd.DataFrame(
         {
             "customer_id": ids,
@@ -295,7 +309,7 @@ def _customer_data(seed: int, n: int, as_of: int) -> _CustomerData:
             "churn_closed": (anchor + CHURN_DAYS * DAY <= as_of).astype(int),
         }
     )
-    return _CustomerData(customers, truth, ids, o_owner, order, o_time, o_amount)
+    return _CustomerData(customers, truth, ids, o_owner, order + first_order, o_time, o_amount)
 
 
 def _order_rows(data: _CustomerData, low: int, high: int) -> list[tuple[Any, ...]]:
@@ -336,8 +350,17 @@ def _frame_rows(frame: pd.DataFrame, low: int, high: int) -> Iterator[tuple[Any,
     return part.astype(object).where(part.notna(), None).itertuples(index=False, name=None)
 
 
-def write_customers(conn: sqlite3.Connection, *, seed: int, leads: int, as_of: int) -> None:
-    """Generate the customers of an org into its database (the generator's hook).
+def write_customers(
+    conn: sqlite3.Connection,
+    *,
+    seed: int,
+    leads: int,
+    as_of: int,
+    shard: int = 0,
+    first_customer: int = 0,
+    first_order: int = 0,
+) -> tuple[int, int]:
+    """Generate the customers of an org (or of one shard of it) into its database.
 
     Orders stay numpy arrays until they are written, ``INSERT_ROWS`` at a time: a Python object
     per value for every order at once is most of this step's memory.
@@ -345,12 +368,24 @@ def write_customers(conn: sqlite3.Connection, *, seed: int, leads: int, as_of: i
     Args:
         conn: the sandbox database (the caller commits).
         seed: the org's seed.
-        leads: the org's lead count (customers are a tenth of it, at least ``MIN_CUSTOMERS``).
+        leads: the org's (or the shard's) lead count: customers are a tenth of it, and the first
+            shard has at least ``MIN_CUSTOMERS``.
         as_of: end of the history, UTC epoch seconds.
+        shard: the shard (``generator.SHARD_LEADS``); the first one creates the tables.
+        first_customer: the number of the shard's first customer (earlier shards' customers).
+        first_order: the number of the shard's first order (earlier shards' orders).
+
+    Returns:
+        The customers and the orders written.
     """
-    n = max(MIN_CUSTOMERS, int(leads * CUSTOMERS_PER_LEAD))
-    data = _customer_data(seed, n, as_of)
-    _tables(conn)
+    n = int(leads * CUSTOMERS_PER_LEAD)
+    if shard == 0:
+        n = max(MIN_CUSTOMERS, n)
+        _tables(conn)
+    if n == 0:
+        return 0, 0
+    data = _customer_data(seed, n, as_of, shard, first_customer, first_order)
+    orders = len(data.order_number)
     for table, frame in (("_customer", data.customers), ("_customer_truth", data.truth)):
         marks = ", ".join("?" for _ in frame.columns)
         for low in range(0, len(frame), INSERT_ROWS):
@@ -359,12 +394,12 @@ def write_customers(conn: sqlite3.Connection, *, seed: int, leads: int, as_of: i
                 _frame_rows(frame, low, low + INSERT_ROWS),
             )
         if table == "_customer":
-            orders = len(data.order_number)
             for low in range(0, orders, INSERT_ROWS):
                 conn.executemany(
                     "INSERT INTO _customer_order VALUES (?, ?, ?, ?)",
                     _order_rows(data, low, min(orders, low + INSERT_ROWS)),
                 )
+    return n, orders
 
 
 def _read(db_path: Path, table: str) -> pd.DataFrame:

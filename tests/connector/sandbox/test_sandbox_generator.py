@@ -108,6 +108,40 @@ def test_the_org_of_a_seed_is_pinned_and_batch_sizes_do_not_change_it(monkeypatc
     assert table_digests(generate(1500, seed=5)) == default
 
 
+def test_an_org_of_several_shards_starts_with_the_one_shard_org_and_holds_together(monkeypatch):
+    alone = generate(600, seed=5)
+    monkeypatch.setattr(generator, "SHARD_LEADS", 600)
+    org = generate(1500, seed=5)  # shards of 600, 600 and 300 leads
+    # the first shard is the 600-lead org, row for row (ids included)
+    for table in ("Lead", "Task", "Event", "Contact", "Opportunity", "Account", "CampaignMember"):
+        first = frame(alone, f'SELECT * FROM "{table}" ORDER BY rowid')
+        rows = frame(org, f'SELECT * FROM "{table}" ORDER BY rowid LIMIT {len(first)}')
+        pd.testing.assert_frame_equal(rows, first)
+    for table in [obj.table for obj in OBJECTS.values()] + ["_customer", "_customer_order"]:
+        key = "order_id" if table == "_customer_order" else "customer_id" if "_c" in table else "Id"
+        total, distinct = org.execute(
+            f'SELECT count(*), count(DISTINCT "{key}") FROM "{table}"'
+        ).fetchone()
+        assert total == distinct, table
+    leads = frame(org, "SELECT * FROM Lead ORDER BY Id")
+    assert len(leads) == 1500
+    # every shard holds its own companies, drawn from its own streams
+    shards = [set(leads["Company"][low : low + 600]) for low in (0, 600, 1200)]
+    assert not (shards[0] & shards[1]) and not (shards[1] & shards[2])
+    assert leads["FirstName"][:300].tolist() != leads["FirstName"][600:900].tolist()
+    # references across the shards' id ranges resolve
+    ids = {t: set(frame(org, f"SELECT Id FROM {t}")["Id"]) for t in ("Contact", "Account")}
+    converted = leads[leads["IsConverted"] == 1]
+    assert len(converted) > 60 and set(converted["ConvertedContactId"]) <= ids["Contact"]
+    assert set(converted["ConvertedAccountId"]) <= ids["Account"]
+    who = set(frame(org, "SELECT DISTINCT WhoId FROM Task")["WhoId"])
+    assert who <= set(leads["Id"]) | ids["Contact"]
+    assert set(frame(org, "SELECT LeadId FROM CampaignMember")["LeadId"]) <= set(leads["Id"])
+    truth_ids = frame(org, "SELECT lead_id FROM _ground_truth")["lead_id"]
+    assert truth_ids.is_unique and set(truth_ids) <= set(leads["Id"])
+    assert org.execute("SELECT count(*) FROM _customer").fetchone()[0] == 200 + 60 + 30
+
+
 def test_emails_are_numbered_like_a_count_of_equal_address_strings():
     rng = np.random.default_rng(0)
     n = 3000

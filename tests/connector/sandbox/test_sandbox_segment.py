@@ -185,3 +185,15 @@ def test_the_profile_api_pages_filters_and_answers_errors_like_segment(segment_o
     assert all(e["timestamp"] >= oldest for e in events)  # 14 days of history at most
     metadata = http.get(f"{base}/segment_id:{profile}/metadata", headers=auth).json()
     assert set(metadata["metadata"]) >= {"created_at", "updated_at", "first_message_id"}
+
+
+def test_an_org_of_several_shards_gives_every_lead_of_every_shard_its_own_people(monkeypatch):
+    from connector.sandbox import generator
+
+    monkeypatch.setattr(generator, "SHARD_LEADS", 500)
+    org = generate(1200, seed=13, segment=True)  # the tables' keys refuse a repeated id
+    people = frame(org, "SELECT lead_id FROM seg_profile WHERE kind = 'person'")["lead_id"]
+    leads = frame(org, "SELECT Id FROM Lead ORDER BY Id")["Id"]
+    assert people.is_unique and set(people) <= set(leads)
+    # every shard's leads have profiles
+    assert all(people.isin(leads[low : low + 500]).sum() > 100 for low in (0, 500, 1000))
