@@ -102,10 +102,11 @@ push's rows at 1M leads; 128 MB was measured flat up to a 25M-row ledger)."""
 PAGE_CACHE_MB = 256
 """DuckDB's memory cap while one pulled page is merged into its raw table.
 
-Uncapped, DuckDB keeps every block a sync writes (the table's and its primary-key index's) up to
-80 % of RAM, so a first sync's memory grew with the org (819 MB at 1M leads, 2,095 MB at 5M).
-Under a cap written blocks are evicted once on disk: a 20M-row table filled with 50,000-row pages
-held 330 MB of RSS from the 6M-th row on, in ids' order or shuffled, at the same speed."""
+Uncapped, DuckDB keeps every block a sync writes up to 80 % of RAM, so a first sync's memory grew
+with the org (819 MB at 1M leads, 2,095 MB at 5M). Under the cap, blocks already written are
+evicted: a 30M-row table filled with 50,000-row pages levels off at 620-636 MB from its 15M-th row
+on, where uncapped it grows 12.5 MB per 1M rows to 807 MB, at no more CPU
+(``benchmarks/page_cache.py``)."""
 
 
 def raw_table_name(system: str, stream: str) -> str:
