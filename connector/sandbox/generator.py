@@ -44,7 +44,7 @@ from connector.sandbox.schema import (
     SENIORITIES,
     get_object,
 )
-from connector.sandbox.truth import write_customers
+from connector.sandbox.truth import shard_stream, write_customers
 
 GENERATOR_VERSION = "5"  # 2: Segment people (profiles.py); 3: customers and orders (truth.py)
 # 4: reps' first touches follow their habits (reps.py); 5: orgs over SHARD_LEADS made in shards
@@ -736,8 +736,7 @@ class _OrgGenerator:
         The first shard's streams are keyed as before shards existed, so an org of one shard
         is unchanged.
         """
-        key = [self.seed, stream, chunk]
-        return np.random.default_rng([*key, self.shard] if self.shard else key)
+        return np.random.default_rng(shard_stream([self.seed, stream, chunk], self.shard))
 
     # Users ------------------------------------------------------------------------------------
 

@@ -171,7 +171,7 @@ def _tier_shares(
     """
     n = len(hazard)
     sims = TIER_SIMULATIONS
-    sim = np.random.default_rng(_stream(seed, 9002, shard))
+    sim = np.random.default_rng(shard_stream([seed, 9002], shard))
     step = chunk or TIER_CHUNK_CUSTOMERS
     chunks = [(low, min(n, low + step)) for low in range(0, n, step)]
 
@@ -201,9 +201,13 @@ def _tier_shares(
     return shares
 
 
-def _stream(seed: int, stream: int, shard: int) -> list[int]:
-    """The key of a random stream: the first shard's as it was before orgs had shards."""
-    return [seed, stream, shard] if shard else [seed, stream]
+def shard_stream(key: list[int], shard: int) -> list[int]:
+    """A random stream's key within a shard of the org (``generator.SHARD_LEADS``).
+
+    The first shard's key is ``key`` itself, as before orgs had shards (so an org of one shard
+    is unchanged); later shards append their number.
+    """
+    return [*key, shard] if shard else key
 
 
 def _customer_data(
@@ -214,7 +218,7 @@ def _customer_data(
     ``shard`` > 0 draws from that shard's own streams; customer and order numbers start at
     ``first_customer`` and ``first_order``.
     """
-    rng = np.random.default_rng(_stream(seed, 9001, shard))
+    rng = np.random.default_rng(shard_stream([seed, 9001], shard))
     ids = np.array([f"CU{i:07d}" for i in range(first_customer, first_customer + n)], dtype=object)
     joined = as_of - rng.uniform(ANCHOR_OFFSET_DAYS, HISTORY_DAYS, n) * DAY
     joined = (joined // 60 * 60).astype(np.int64)
