@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from connector.store import IDENTITY_MAP, quote_identifier, raw_table_name
+from connector.store import IDENTITY_MAP, is_row_order, quote_identifier, raw_table_name
 from scoring.spec import EventSourceSpec, PredictionSpec, ValueFilter
 
 
@@ -40,6 +40,8 @@ class Entity:
             lead's ``ConvertedContactId``; without the alias, a converted lead would lose its
             pre-conversion engagement.
         post_outcome: columns known to be filled after the outcome (leakage warning when used).
+        row_order: the creation column is a sequence number imported as ``row_order``: its times
+            order the rows but have no calendar, so no weekday, month or hour features.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Entity:
     deleted_column: str | None = "IsDeleted"
     alias_columns: tuple[str, ...] = ()
     post_outcome: tuple[str, ...] = ()
+    row_order: bool = False
 
     @property
     def events_view(self) -> str:
@@ -274,6 +277,7 @@ def resolve_entity(con: duckdb.DuckDBPyConnection, spec: PredictionSpec) -> Enti
         stream=None,
         deleted_column=None,
         post_outcome=tuple(spec.post_outcome_fields),
+        row_order=bool(time_column) and is_row_order(con, t.table, time_column),
     )
 
 

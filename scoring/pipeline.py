@@ -450,7 +450,7 @@ def _build_training_set(
     usable_traits, skipped_traits = check_traits(con, traits if examples.timed else ())
     if usable_traits:
         columns = replace(columns, traits=[t.model_dump() for t in usable_traits])
-    if examples.timed:
+    if examples.timed and not entity.row_order:
         columns = replace(columns, date_parts=_date_parts(frame["anchor_at"]))
     if not columns.names:
         raise ScoringError(

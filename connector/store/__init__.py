@@ -22,6 +22,7 @@ from connector.store.database import (
     raw_table_name,
     utc_now,
 )
+from connector.store.imports import is_row_order
 
 __all__ = [
     "FIELD_LABELS",
@@ -29,6 +30,7 @@ __all__ = [
     "MIGRATIONS",
     "PageCounts",
     "Store",
+    "is_row_order",
     "out_of_space",
     "quote_identifier",
     "raw_table_name",

@@ -343,6 +343,9 @@ TIME_FORMATS = (
 sequence number); it becomes a timestamp ``ROW_ORDER_ORIGIN`` + n seconds, so splits by time
 follow it, while windows of days cover every earlier row."""
 ROW_ORDER_ORIGIN = "2000-01-01"
+# The column comment that marks a converted row_order column, so that scoring knows its times
+# carry an order but no calendar (no weekday or hour features): see :func:`is_row_order`.
+ROW_ORDER_COMMENT = "leadscore:row_order"
 _TIME_SQL = {
     "timestamp": "try_cast({c} AS TIMESTAMP)",
     "date": "CAST(try_cast({c} AS DATE) AS TIMESTAMP)",
@@ -373,8 +376,10 @@ def convert_time_columns(
     target = quote_identifier(table)
     with store.transaction() as con:
         present = {r[0].lower(): r[0] for r in con.execute(f"DESCRIBE {target}").fetchall()}
-        exprs = {}
+        exprs, ordinal = {}, []
         for column, fmt in formats.items():
+            # the file's own spelling ("Lead Number") names the cleaned column (Lead_Number) too
+            column = column if column.lower() in present else clean_column_name(column)
             if column.lower() not in present:
                 raise ConfigError(
                     f"{path}: time_formats: column '{column}' not found",
@@ -382,6 +387,8 @@ def convert_time_columns(
                 )
             name = present[column.lower()]
             exprs[name] = _TIME_SQL[fmt].format(c=quote_identifier(name))
+            if fmt == "row_order":
+                ordinal.append(name)
             bad = con.execute(
                 f"SELECT n, CAST(v AS VARCHAR) FROM (SELECT row_number() OVER () AS n, "
                 f"{quote_identifier(name)} AS v, {exprs[name]} AS t FROM {target}) "
@@ -398,6 +405,34 @@ def convert_time_columns(
         con.execute(
             f"CREATE OR REPLACE TABLE {target} AS SELECT * REPLACE ({replaced}) FROM {target}"
         )
+        for name in ordinal:
+            _mark_row_order(con, table, name)
+
+
+def _mark_row_order(con: duckdb.DuckDBPyConnection, table: str, column: str) -> None:
+    con.execute(
+        f"COMMENT ON COLUMN {quote_identifier(table)}.{quote_identifier(column)} "
+        f"IS '{ROW_ORDER_COMMENT}'"
+    )
+
+
+def is_row_order(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    """Whether a time column was imported as ``row_order`` (a sequence number, no calendar).
+
+    Args:
+        con: store connection.
+        table: the table.
+        column: the time column.
+
+    Returns:
+        True for a column converted from ``row_order`` (or derived from one).
+    """
+    rows = con.execute(
+        "SELECT comment FROM duckdb_columns() WHERE schema_name = 'main' "
+        "AND lower(table_name) = lower(?) AND lower(column_name) = lower(?)",
+        [table, column],
+    ).fetchall()
+    return bool(rows) and rows[0][0] == ROW_ORDER_COMMENT
 
 
 def newest_time(store: Store, table: str) -> datetime | None:
@@ -464,4 +499,6 @@ def derive_entities(
             f"min(CAST({ts} AS TIMESTAMP)) AS first_event_at FROM {source} "
             f"WHERE {key} IS NOT NULL GROUP BY {key} ORDER BY first_event_at, {key}"
         )
+        if is_row_order(con, source_table, present[time_column.lower()]):
+            _mark_row_order(con, table, "first_event_at")
         return int(con.execute(f"SELECT count(*) FROM {quote_identifier(table)}").fetchall()[0][0])

@@ -175,6 +175,27 @@ def test_row_order_and_epoch_time_columns_give_a_time_split(tmp_path):
         paid = json.loads(trained.stdout)["counts"]["predictions"]["paid"]
         assert paid["split"] == "time", fmt
         assert "distinct anchor times" in paid["split_reason"]
+        meta = json.loads(
+            next((tmp_path / fmt / "models" / "paid").glob("*/metadata.json")).read_text()
+        )
+        # a sequence number orders the rows but has no calendar: no weekday or hour of it
+        parts = meta["features"]["date_parts"]
+        assert parts == [] if fmt == "row_order" else "weekday" in parts, (fmt, parts)
+
+
+def test_a_time_format_may_name_the_column_as_the_file_spells_it(tmp_path):
+    write_signups(tmp_path)
+    frame = pd.read_csv(tmp_path / "signups.csv").rename(columns={"seq": "Seq No"})
+    frame.to_csv(tmp_path / "signups.csv", index=False)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        EPOCH_CONFIG.format(column="Seq_No", fmt="row_order").replace(
+            '{ Seq_No = "row_order" }', '{ "Seq No" = "row_order" }'
+        )
+    )
+    trained = leadscore("train", "--config", str(config), "--json")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["counts"]["predictions"]["paid"]["split"] == "time"
 
 
 def test_a_wrong_time_format_is_refused_at_config_load(tmp_path):
