@@ -272,7 +272,10 @@ def contributions(
     else:
         shap = np.asarray(predictor.model.get_feature_importance(data=pool, type="ShapValues"))
         values = shap[np.arange(n), rows_class, :f] if rows_class is not None else shap[:, :f]
-    if predictor.weight < 1.0 and predictor.linear is not None:
+    if predictor.weight < 1.0 and predictor.repeat is not None:
+        # the textbook model's share is not itemised by feature: reasons are CatBoost's share
+        values = predictor.weight * values
+    elif predictor.weight < 1.0 and predictor.linear is not None:
         output = 0
         linear = (
             np.stack(

@@ -85,6 +85,10 @@ MISSING = "(missing)"
 # Statistics of an event's value over each window, and its RFM columns over all history.
 VALUE_STATS = ("sum", "mean", "max")
 RFM_PARTS = ("days_since_last", "days_since_first", "count_all", "value_sum_all")
+# ...and, for models trained since it was added (``FeatureColumns.repeat_days``), the distinct
+# calendar days with the event over all history: the "frequency" of repeat-purchase models
+# (several orders on one day are one purchase occasion).
+REPEAT_DAYS = "active_days_all"
 # Anchor-time parts as categoricals: DuckDB strftime formats.
 DATE_PARTS = {"weekday": "%a", "month": "%b", "hour": "%H"}
 
@@ -104,6 +108,8 @@ class FeatureColumns:
             the value over each window, plus RFM over all history before the anchor (days since
             the last and the first event, the count and the value sum).
         active_days: count the distinct days with any counted event over the longest window.
+        repeat_days: for each event in ``values``, also count its distinct days over all
+            history (``<event>_active_days_all``); False in models trained before it existed.
         date_parts: parts of the anchor time used as categoricals (``weekday``, ``month``,
             ``hour``).
         dropped: computed columns left out of the model because they were constant over the
@@ -122,6 +128,12 @@ class FeatureColumns:
     active_days: bool = False
     date_parts: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    repeat_days: bool = False
+
+    @property
+    def rfm_parts(self) -> tuple[str, ...]:
+        """The all-history columns of each valued event, as suffixes."""
+        return (*RFM_PARTS, REPEAT_DAYS) if self.repeat_days else RFM_PARTS
 
     @property
     def value_names(self) -> list[str]:
@@ -132,7 +144,7 @@ class FeatureColumns:
             for w in self.windows_days
             for stat in VALUE_STATS
         ]
-        rfm = [f"{e}_{part}" for e in self.values for part in RFM_PARTS]
+        rfm = [f"{e}_{part}" for e in self.values for part in self.rfm_parts]
         return [*windows, *rfm]
 
     @property
@@ -429,7 +441,7 @@ def _event_features(
         # the old query's expression applied to each event: it falls as the event's time rises,
         # so its minimum per row is exactly its value at the last event
         wanted.append("epoch(a.anchor_at - e.ts) / 86400.0 AS ago")
-    if columns.active_days:
+    if columns.active_days or (values and columns.repeat_days):
         wanted.append("CAST(a.anchor_at AS DATE) - CAST(e.ts AS DATE) AS day_offset")
     if values:
         # NULL and NaN differ (SQL aggregates skip NULLs, NaN propagates): keep both
@@ -505,6 +517,12 @@ def aggregate_events(
         out[f"{event}_value_sum_all"] = np.bincount(
             row[valued], weights=value[valued], minlength=rows
         )
+        if columns.repeat_days:
+            days = data.get("day_offset", empty)[mine].astype(np.int64)
+            span = int(days.max(initial=0)) + 1
+            # each distinct (row, day) pair once, encoded as one integer
+            occasions = np.unique(row[mine] * span + days) // span
+            out[f"{event}_{REPEAT_DAYS}"] = np.bincount(occasions, minlength=rows).astype(float)
     if columns.active_days:
         # An event counted over the longest window W is at most W calendar days before its
         # anchor's day (a whole number of days back from the anchor keeps its time of day), so

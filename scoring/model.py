@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from scoring.baselines import LinearModel
 from scoring.metrics import loss
+from scoring.repeat_purchase import RepeatPurchaseModel
 from scoring.spec import TrainingSpec
 
 EPS = 1e-7
@@ -772,10 +773,11 @@ def calibrate(calibrator: dict[str, Any] | None, p: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Predictor:
-    """What scoring applies: CatBoost, optionally blended with the linear model, then calibrated.
+    """What scoring applies: CatBoost, optionally blended with a partner, then calibrated.
 
-    ``p = calibrate(weight * catboost + (1 - weight) * linear)``; weight 1 is CatBoost alone,
-    weight 0 a fall-back to the linear model.
+    ``p = calibrate(weight * catboost + (1 - weight) * partner)``; weight 1 is CatBoost alone,
+    weight 0 a fall-back to the partner: the linear model, or for value regressions the textbook
+    BG/NBD x Gamma-Gamma model when ``repeat`` is set.
 
     Attributes:
         task: the task.
@@ -786,6 +788,7 @@ class Predictor:
         weight: CatBoost's weight in the blend.
         linear: the linear model (needed when weight < 1).
         calibrator: binary calibration, or None.
+        repeat: the textbook value model, when it is the blend partner instead of ``linear``.
     """
 
     task: str
@@ -796,6 +799,7 @@ class Predictor:
     weight: float = 1.0
     linear: LinearModel | None = None
     calibrator: dict[str, Any] | None = None
+    repeat: RepeatPurchaseModel | None = None
 
     def pool(self, frame: pd.DataFrame) -> Pool:
         """The CatBoost pool of a frame's feature columns (build once, predict and explain)."""
@@ -804,8 +808,11 @@ class Predictor:
     def raw(self, frame: pd.DataFrame, pool: Pool | None = None) -> np.ndarray:
         """The blend before calibration (``pool``: the frame's, when built already)."""
         out = catboost_predict(self.model, frame, self.features, self.cat_features, self.task, pool)
-        if self.weight < 1.0 and self.linear is not None and len(frame):
-            out = self.weight * out + (1 - self.weight) * self.linear.predict(frame)
+        if self.weight < 1.0 and len(frame):
+            if self.repeat is not None:
+                out = self.weight * out + (1 - self.weight) * self.repeat.predict(frame)
+            elif self.linear is not None:
+                out = self.weight * out + (1 - self.weight) * self.linear.predict(frame)
         return out
 
     def predict(self, frame: pd.DataFrame, pool: Pool | None = None) -> np.ndarray:

@@ -62,6 +62,9 @@ from scoring.model import (
     stratified_sample,
 )
 from scoring.production_metrics import build_profile, measure_drift
+from scoring.repeat_purchase import RepeatPurchaseModel
+from scoring.repeat_purchase import applies as repeat_purchase_applies
+from scoring.repeat_purchase import input_columns as repeat_purchase_inputs
 from scoring.spec import PredictionSpec
 from scoring.tiers import assign_tiers_by, to_score
 from scoring.traits import TraitSpec, check_traits
@@ -324,6 +327,7 @@ def _feature_columns(
         derived,
         values=values,
         active_days=bool(events),
+        repeat_days=bool(values),
     )
 
 
@@ -347,18 +351,22 @@ def _date_parts(anchors: pd.Series) -> list[str]:
 
 
 def _drop_constant(
-    columns: FeatureColumns, parts: Sequence[pd.DataFrame], notes: list[str]
+    columns: FeatureColumns,
+    parts: Sequence[pd.DataFrame],
+    notes: list[str],
+    *,
+    keep: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> FeatureColumns:
     """Leave out computed columns with one value over every example that has features.
 
     Those are the rows used (training or its sample, validation, holdout): a column constant
-    there carries nothing the model could learn or be judged on.
+    there carries nothing the model could learn or be judged on. Columns in ``keep`` stay.
     """
 
     def distinct(c: str) -> int:
         return pd.concat([part[c] for part in parts], ignore_index=True).nunique(dropna=False)
 
-    constant = [c for c in columns.names if distinct(c) <= 1]
+    constant = [c for c in columns.names if c not in keep and distinct(c) <= 1]
     for c in constant:
         notes.append(f"{c}: left out (one value over every labelled example)")
     return replace(columns, dropped=[*columns.dropped, *constant]) if constant else columns
@@ -392,6 +400,7 @@ class _Selection:
 
     fitted: Fitted
     linear: LinearModel
+    repeat: RepeatPurchaseModel | None
     tree_depth: int
     decision: dict[str, Any]
     calibration: str | None
@@ -408,6 +417,7 @@ class _Models:
     predictor: Predictor
     tree: Any = None
     rule_calibrator: dict[str, Any] | None = None
+    repeat: RepeatPurchaseModel | None = None
     fit_ids: dict[str, np.ndarray] = field(default_factory=dict)
     rows: int = 0
     fit_through: str | None = None
@@ -503,7 +513,11 @@ def _with_features(
     train, valid, test = (
         _features(con, training, p) for p in (split.train, split.valid, split.test)
     )
-    columns = _drop_constant(training.columns, (train, valid, test), training.notes)
+    # the textbook value model reads its inputs at scoring time even where they are constant
+    # over the examples (days since the first purchase, at an anchor a fixed time after it)
+    event = _repeat_purchase_event(spec)
+    keep = set(repeat_purchase_inputs(event).values()) if event else set()
+    columns = _drop_constant(training.columns, (train, valid, test), training.notes, keep=keep)
     if not columns.names:
         raise ScoringError(
             f"prediction '{spec.name}': every feature of '{training.entity.table}' has one value "
@@ -526,12 +540,79 @@ def _encode_split(spec: PredictionSpec, split: Split) -> _Labels:
     return _Labels(y_train, y_valid, y_test, classes)
 
 
+def _repeat_purchase_event(spec: PredictionSpec) -> str | None:
+    """The label's event when the textbook value model applies to the prediction, else None.
+
+    It applies to a regression on the sum (or count) of an event, over all of the event's rows
+    (no ``where``).
+    """
+    label = spec.label
+    if (
+        spec.task != "regression"
+        or not label.event
+        or label.where is not None
+        or label.aggregate not in ("sum", "count")
+    ):
+        return None
+    return label.event
+
+
+def _fit_repeat_purchase(
+    spec: PredictionSpec, rows: pd.DataFrame, y: np.ndarray
+) -> RepeatPurchaseModel | None:
+    """The textbook value model fitted on these rows, or None where it does not apply."""
+    event = _repeat_purchase_event(spec)
+    if event is None or not repeat_purchase_applies(rows.columns, event):
+        return None
+    return RepeatPurchaseModel.fit(
+        rows,
+        y,
+        event=event,
+        horizon_days=float(spec.label.within_days),
+        value=spec.label.aggregate == "sum",
+    )
+
+
 def _choose_blend(
-    spec: PredictionSpec, y_valid: np.ndarray, cb_valid: np.ndarray, lin_valid: np.ndarray
+    spec: PredictionSpec,
+    y_valid: np.ndarray,
+    cb_valid: np.ndarray,
+    lin_valid: np.ndarray,
+    repeat_valid: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """CatBoost alone, a blend with the linear model, or a fall-back to it, on validation."""
+    """CatBoost alone, a blend with the linear or the textbook value model, or a fall-back.
+
+    The linear model is blended in only when it beat CatBoost on validation. The textbook value
+    model (BG/NBD x Gamma-Gamma) is a different kind of model whose errors differ from CatBoost's
+    most on the heaviest buyers, so its blend weight is always chosen on validation (weight 1:
+    CatBoost alone).
+    """
     task = spec.task
     cb_loss, lin_loss = loss(task, y_valid, cb_valid), loss(task, y_valid, lin_valid)
+    if spec.training.blend and repeat_valid is not None:
+        rp_loss = loss(task, y_valid, repeat_valid)
+        if rp_loss <= lin_loss:
+            losses = {
+                w: loss(task, y_valid, w * cb_valid + (1 - w) * repeat_valid) for w in BLEND_WEIGHTS
+            }
+            weight = float(min(losses, key=losses.get))  # type: ignore[arg-type]
+            kind = "catboost" if weight == 1.0 else ("bg_nbd" if weight == 0.0 else "blend")
+            others = (
+                f"BG/NBD + Gamma-Gamma {rp_loss:.4f}, ridge {lin_loss:.4f}, all fitted on the "
+                "same training rows"
+            )
+            return {
+                "model": kind,
+                "weight": weight,
+                "partner": "bg_nbd" if weight < 1.0 else None,
+                "calibrator": None,
+                "reason": (
+                    f"CatBoost alone: validation loss {cb_loss:.4f} ({others}; no blend lowered it)"
+                    if weight == 1.0
+                    else f"CatBoost weight {weight:.1f} with BG/NBD + Gamma-Gamma: validation "
+                    f"loss {losses[weight]:.4f} (CatBoost {cb_loss:.4f}, {others})"
+                ),
+            }
     if spec.training.blend and lin_loss < cb_loss:
         losses = {w: loss(task, y_valid, w * cb_valid + (1 - w) * lin_valid) for w in BLEND_WEIGHTS}
         weight = float(min(losses, key=losses.get))  # type: ignore[arg-type]
@@ -540,6 +621,7 @@ def _choose_blend(
         return {
             "model": kind,
             "weight": weight,
+            "partner": "linear" if weight < 1.0 else None,
             "calibrator": None,
             "reason": (
                 f"{linear_name} beat CatBoost on validation (loss {lin_loss:.4f} vs "
@@ -550,6 +632,7 @@ def _choose_blend(
     return {
         "model": "catboost",
         "weight": 1.0,
+        "partner": None,
         "calibrator": None,
         "reason": (
             f"CatBoost beat the linear model on validation (loss {cb_loss:.4f} vs "
@@ -677,9 +760,12 @@ def _select_on_validation(
     )
     cb_valid = catboost_predict(fitted.model, split.valid, names, cats, task)
     lin_valid = linear.predict(split.valid)
-    decision = _choose_blend(spec, labels.valid, cb_valid, lin_valid)
+    repeat = _fit_repeat_purchase(spec, split.train, labels.train)
+    repeat_valid = repeat.predict(split.valid) if repeat is not None else None
+    decision = _choose_blend(spec, labels.valid, cb_valid, lin_valid, repeat_valid)
     weight = decision["weight"]
-    raw_valid = weight * cb_valid + (1 - weight) * lin_valid
+    partner_valid = repeat_valid if decision["partner"] == "bg_nbd" else lin_valid
+    raw_valid = weight * cb_valid + (1 - weight) * partner_valid
     method, trace = _choose_calibration(spec, labels.valid, raw_valid)
     # the selection model's own calibrator sets the threshold; the evaluated and deployed models
     # are calibrated on the most recent window each had not seen
@@ -692,6 +778,7 @@ def _select_on_validation(
     return _Selection(
         fitted,
         linear,
+        repeat,
         tree_depth,
         decision,
         method,
@@ -724,6 +811,11 @@ def _fit_on(
     linear = (
         LinearModel.fit(rows, y, names, cats, task, classes or None) if refit else selection.linear
     )
+    repeat = (
+        _fit_repeat_purchase(spec, rows, y)
+        if refit and selection.repeat is not None
+        else selection.repeat
+    )
     predictor = Predictor(
         task,
         model,
@@ -733,6 +825,7 @@ def _fit_on(
         weight=selection.decision["weight"],
         linear=linear,
         calibrator=calibrator,
+        repeat=repeat if selection.decision.get("partner") == "bg_nbd" else None,
     )
     ids = rows["entity_id"].to_numpy()
     tree = fit_tree_at(linear.encoder.transform(rows), y, task, selection.tree_depth)
@@ -742,11 +835,15 @@ def _fit_on(
         if np.ptp(points) > 0:
             rule_calibrator = fit_calibrator("platt", y, 1 / (1 + np.exp(-points)))
     through = rows["anchor_at"].max() if rows["anchor_at"].notna().any() else None
+    fit_ids = {"catboost": ids, "linear": ids, "tree": ids, "rule": ids}
+    if repeat is not None:
+        fit_ids["bg_nbd"] = ids
     return _Models(
         predictor,
         tree,
         rule_calibrator,
-        fit_ids={"catboost": ids, "linear": ids, "tree": ids, "rule": ids},
+        repeat,
+        fit_ids=fit_ids,
         rows=len(rows),
         fit_through=through.isoformat() if through is not None else None,
     )
@@ -792,6 +889,8 @@ def _baseline_predictions(
         out["prior"] = np.tile(prior, (len(test), 1))
     if task == "regression":
         out["mean"] = np.full(len(test), float(y_fit.mean()))
+        if models.repeat is not None:
+            out["bg_nbd"] = models.repeat.predict(test)
     return out
 
 

@@ -7,6 +7,8 @@ Each version holds:
   time, the blend weight and the probability calibrator (a few numbers);
 - ``linear.json``: the logistic/ridge regression as JSON (encoders and coefficients), used when
   the run blended with it or fell back to it;
+- ``repeat_purchase.json``: the BG/NBD x Gamma-Gamma parameters, when a value regression blended
+  with that textbook model instead;
 - ``holdout.parquet``: the holdout rows with the predictions of the model and of each baseline,
   from which the report draws its curves.
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.cbm"
 METADATA_FILE = "metadata.json"
 LINEAR_FILE = "linear.json"
+REPEAT_PURCHASE_FILE = "repeat_purchase.json"
 HOLDOUT_FILE = "holdout.parquet"
 CHAMPION_FILE = "champion.json"
 CHALLENGER_FILE = "challenger.json"
@@ -63,6 +66,7 @@ class ModelVersion:
         from scoring.baselines import LinearModel
         from scoring.features import FeatureColumns
         from scoring.model import Predictor
+        from scoring.repeat_purchase import RepeatPurchaseModel
 
         meta = self.metadata
         task = meta.get("task", "binary")
@@ -72,6 +76,12 @@ class ModelVersion:
         linear = (
             LinearModel.from_json(json.loads(linear_path.read_text()))
             if linear_path.exists()
+            else None
+        )
+        repeat_path = self.path / REPEAT_PURCHASE_FILE
+        repeat = (
+            RepeatPurchaseModel.from_json(json.loads(repeat_path.read_text()))
+            if repeat_path.exists()
             else None
         )
         deployed = meta.get("deployed", {})
@@ -86,6 +96,7 @@ class ModelVersion:
             weight=float(deployed.get("weight", 1.0)),
             linear=linear,
             calibrator=deployed.get("calibrator"),
+            repeat=repeat,
         )
 
     def holdout(self) -> pd.DataFrame | None:
@@ -144,6 +155,8 @@ def save_version(
     predictor.model.save_model(str(staging / MODEL_FILE))
     if predictor.linear is not None:
         _write_json(staging / LINEAR_FILE, predictor.linear.to_json())
+    if predictor.repeat is not None:
+        _write_json(staging / REPEAT_PURCHASE_FILE, predictor.repeat.to_json())
     if holdout is not None:
         holdout.to_parquet(staging / HOLDOUT_FILE, index=False)
     # the blend weight and calibrator are read back from here: take them from the predictor itself

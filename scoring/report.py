@@ -37,6 +37,7 @@ BASELINE_COLORS = {
     "tree": "#e08e0b",
     "prior": "#95a5a6",
     "mean": "#95a5a6",
+    "bg_nbd": "#8e44ad",
 }
 BASELINE_NAMES = {
     "rule": "hand-written rule",
@@ -45,6 +46,7 @@ BASELINE_NAMES = {
     "tree": "decision tree",
     "prior": "class shares",
     "mean": "average",
+    "bg_nbd": "BG/NBD + Gamma-Gamma",
 }
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from connector.store import quote_identifier
 from scoring.events import Entity
-from scoring.features import DATE_PARTS, MISSING, RFM_PARTS, FeatureColumns
+from scoring.features import DATE_PARTS, MISSING, FeatureColumns
 from scoring.traits import TraitSpec, compute_traits
 
 
@@ -63,11 +63,12 @@ def reference_features(
             "j.event = ?))) / 86400.0",
             "count_all": "count(*) FILTER (WHERE j.event = ?)",
             "value_sum_all": "sum(j.value) FILTER (WHERE j.event = ?)",
+            "active_days_all": "count(DISTINCT j.day) FILTER (WHERE j.event = ?)",
         }
-        for part in RFM_PARTS:
+        for part in columns.rfm_parts:
             name = q(f"{event}_{part}")
             counts.append(f"{rfm[part]} AS {name}")
-            default = "0" if part in ("count_all", "value_sum_all") else "NULL"
+            default = "0" if part in ("count_all", "value_sum_all", "active_days_all") else "NULL"
             outer.append(f"coalesce(agg.{name}, {default}) AS {name}")
             params.append(event)
     if columns.active_days:

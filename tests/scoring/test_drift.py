@@ -147,7 +147,15 @@ def _examples_and_features(store: Store, columns: FeatureColumns | None = None):
     create_events_view(store.con, entity, sources)
     frame = build_examples(store.con, entity, spec, AS_OF, sources).frame
     columns = columns or FeatureColumns(
-        [], [], ["order"], [30, 60], [], values=["order"], active_days=True, date_parts=["weekday"]
+        [],
+        [],
+        ["order"],
+        [30, 60],
+        [],
+        values=["order"],
+        active_days=True,
+        date_parts=["weekday"],
+        repeat_days=True,
     )
     return frame, build_features(store.con, entity, frame, columns), columns
 
@@ -172,6 +180,7 @@ def test_value_and_date_part_features_are_point_in_time(tmp_path):
     ]
     assert row["order_count_all"] == len(mine)
     assert row["order_value_sum_all"] == pytest.approx(mine["amount"].sum())
+    assert row["order_active_days_all"] == mine["ordered_at"].dt.date.nunique()
     assert row["order_days_since_last"] == pytest.approx(
         (row["anchor_at"] - mine["ordered_at"].max()).total_seconds() / 86400
     )

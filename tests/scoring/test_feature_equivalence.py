@@ -140,6 +140,7 @@ def test_value_and_rfm_features_are_unchanged(tmp_path, scoring):
         values=["order"],
         active_days=True,
         date_parts=["weekday"],
+        repeat_days=True,
     )
     new = build_features(store.con, entity, frame, columns)
     old = reference_features(store.con, entity, frame, columns)
@@ -147,4 +148,5 @@ def test_value_and_rfm_features_are_unchanged(tmp_path, scoring):
     assert new["order_value_max_60d"].notna().sum() > 20
     assert new["order_days_since_first"].notna().sum() > 100
     assert new["order_value_sum_all"].isna().any()  # a NaN amount reached the features
+    assert (new["order_active_days_all"] < new["order_count_all"]).any()  # two orders, one day
     store.close()

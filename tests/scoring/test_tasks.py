@@ -59,7 +59,11 @@ def test_regression_lifetime_value(customer_store, tmp_path):
     assert set(meta["metrics"]) >= {"mae", "rmse", "r2"}
     assert meta["metrics"]["r2"] > 0.2
     assert meta["metrics"]["rmse"] < meta["baselines"]["mean"]["rmse"]
-    assert set(meta["baselines"]) == {"ridge", "tree", "mean"}
+    # the textbook value model (BG/NBD x Gamma-Gamma) is a baseline fitted on the model's rows
+    assert set(meta["baselines"]) == {"ridge", "tree", "mean", "bg_nbd"}
+    fit = outcome.fit_ids
+    assert set(fit["evaluated_bg_nbd"]) == set(fit["evaluated_catboost"])
+    assert set(fit["deployed_bg_nbd"]) == set(fit["deployed_catboost"])
     assert len(meta["metrics"]["tables"]["deciles"]) == 10
     assert "region_code" in meta["features"]["categorical"]  # declared: a numeric-coded category
     assert meta["features"]["events"] == ["order"]  # past orders are features
