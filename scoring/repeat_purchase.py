@@ -191,7 +191,9 @@ class RepeatPurchaseModel:
             found = _fit(
                 _gamma_gamma_nll, np.log([1.0, 1.0, max(mean_value, 1e-3)]), (x[repeat], m[repeat])
             )
-            if found is not None and found[1] > 1:  # the expected value needs q > 1
+            # q <= 1 leaves the population's mean value undefined, but not a repeat buyer's
+            # conditional one (p x + q - 1 > 0 for x >= 1 when p > 1 - q), the only one used
+            if found is not None and found[0] + found[1] > 1:
                 gg = dict(zip(("p", "q", "v"), map(float, found), strict=True))
         return cls(
             event,

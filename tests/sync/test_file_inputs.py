@@ -204,3 +204,74 @@ def test_a_wrong_time_format_is_refused_at_config_load(tmp_path):
     config.write_text(EPOCH_CONFIG.format(column="seq", fmt="row-order"))
     result = leadscore("import", "--config", str(config))
     assert_one_line_error(result, "time_formats", "row_order")
+
+
+REPEAT_CONFIG = (
+    """[store]
+path = "store.duckdb"
+models_dir = "models"
+
+[[sources]]
+path = "purchases.txt"
+table = "purchases"
+delimiter = "whitespace"
+row_id = "row_id"
+time_formats = { day = "yyyymmdd" }
+entities = { table = "shoppers", id_column = "shopper", time_column = "day" }
+
+[[predictions]]
+name = "spend"
+entity = "shopper"
+entity_table = { table = "shoppers", id_column = "shopper", time_column = "first_event_at" }
+task = "regression"
+label = { event = "purchase", within_days = 180, aggregate = "sum" }
+anchor = { date = 2024-07-01T00:00:00Z }
+[[predictions.events]]
+table = "purchases"
+entity_column = "shopper"
+time_column = "day"
+event = "purchase"
+value_column = "amount"
+"""
+    + FAST
+)
+
+
+def write_repeat_buyers(tmp_path: Path, n: int = 1500) -> None:
+    """Shoppers who buy at their own Poisson rate and may drop out after each purchase, spending
+    around their own mean (the story BG/NBD and Gamma-Gamma tell), as a file without ids."""
+    rng = np.random.default_rng(21)
+    start, end = datetime(2024, 1, 1), datetime(2025, 1, 31)
+    lines = ["shopper day amount"]
+    for s in range(n):
+        rate = rng.gamma(0.7, 1 / 15.0)
+        drop = rng.beta(1.0, 4.0)
+        mean = 1 / rng.gamma(5.0, 1 / 200.0)
+        t = rng.uniform(0, 120)
+        while t < (end - start).days:
+            lines.append(
+                f"S{s:05d} {start + timedelta(days=t):%Y%m%d} {rng.gamma(4, mean / 4):.2f}"
+            )
+            if rng.random() < drop:
+                break
+            t += rng.exponential(1 / rate)
+    (tmp_path / "purchases.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_spend_of_repeat_buyers_blends_the_textbook_model_and_scores(tmp_path):
+    write_repeat_buyers(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(REPEAT_CONFIG)
+    trained = leadscore("train", "--config", str(config), "--json")
+    assert trained.returncode == 0, trained.stderr
+    spend = json.loads(trained.stdout)["counts"]["predictions"]["spend"]
+    assert "bg_nbd" in spend["baselines"]  # the textbook model is reported as a baseline
+    version = next((tmp_path / "models" / "spend").glob("*/metadata.json")).parent
+    meta = json.loads((version / "metadata.json").read_text())
+    # on data that follows its story, the textbook model is blended in and stored as JSON
+    assert meta["deployed"]["partner"] == "bg_nbd" and meta["deployed"]["weight"] < 1.0
+    stored = json.loads((version / "repeat_purchase.json").read_text())
+    assert stored["event"] == "purchase" and stored["horizon_days"] == 180
+    assert meta["features"]["repeat_days"]  # purchase_active_days_all, its frequency input
+    scored = leadscore("score", "--config", str(config), "--json")
+    assert scored.returncode == 0, scored.stderr
