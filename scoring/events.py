@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import duckdb
 
-from connector.store import IDENTITY_MAP, is_row_order, quote_identifier, raw_table_name
+from connector.store import (
+    IDENTITY_MAP,
+    is_row_order,
+    number_time_problem,
+    quote_identifier,
+    raw_table_name,
+)
 from scoring.spec import EventSourceSpec, PredictionSpec, ValueFilter
 
 
@@ -247,6 +253,21 @@ def require_column(con: duckdb.DuckDBPyConnection, table: str, column: str, *, s
     raise SpecError(f"{setting}: column '{column}' is not in table '{table}'{hint}")
 
 
+def require_time_column(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, *, setting: str
+) -> str:
+    """:func:`require_column` for a time column, which must not hold plain numbers.
+
+    Raises:
+        SpecError: the column is missing, or holds numbers without a declared time format.
+    """
+    name = require_column(con, table, column, setting=setting)
+    problem = number_time_problem(con, table, name)
+    if problem:
+        raise SpecError(f"{setting}: {problem}")
+    return name
+
+
 def resolve_entity(con: duckdb.DuckDBPyConnection, spec: PredictionSpec) -> Entity:
     """The entity of a prediction: built in, or the configured table (checked against the store).
 
@@ -265,7 +286,7 @@ def resolve_entity(con: duckdb.DuckDBPyConnection, spec: PredictionSpec) -> Enti
     t = spec.entity_table
     id_column = require_column(con, t.table, t.id_column, setting="entity_table.id_column")
     time_column = (
-        require_column(con, t.table, t.time_column, setting="entity_table.time_column")
+        require_time_column(con, t.table, t.time_column, setting="entity_table.time_column")
         if t.time_column
         else None
     )
@@ -286,7 +307,7 @@ def _configured_source(con: duckdb.DuckDBPyConnection, e: EventSourceSpec, i: in
     entity_column = require_column(
         con, e.table, e.entity_column, setting=f"{setting}.entity_column"
     )
-    time_column = require_column(con, e.table, e.time_column, setting=f"{setting}.time_column")
+    time_column = require_time_column(con, e.table, e.time_column, setting=f"{setting}.time_column")
     value_column = (
         require_column(con, e.table, e.value_column, setting=f"{setting}.value_column")
         if e.value_column

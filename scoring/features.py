@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connector.store import quote_identifier
+from connector.store import NUMERIC_DB_TYPES, quote_identifier
 from scoring.events import Entity
 from scoring.traits import TraitSpec, compute_traits
 
@@ -179,28 +179,13 @@ class FeatureColumns:
         return [c for c in (*self.categorical, *parts) if c not in dropped]
 
 
-_NUMERIC_DB = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "FLOAT",
-    "DOUBLE",
-    "REAL",
-    "DECIMAL",
-)
 # A text column whose values are numbers at least this often is numeric with a few stray values.
 NUMERIC_SHARE = 0.95
 
 
 def _db_kind(db_type: str) -> str | None:
     upper = db_type.upper()
-    if upper.startswith(_NUMERIC_DB):
+    if upper.startswith(NUMERIC_DB_TYPES):
         return "double"
     if upper in ("VARCHAR", "BOOLEAN") or upper.startswith("ENUM"):
         return "string" if upper != "BOOLEAN" else "boolean"

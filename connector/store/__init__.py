@@ -22,15 +22,17 @@ from connector.store.database import (
     raw_table_name,
     utc_now,
 )
-from connector.store.imports import is_row_order
+from connector.store.imports import NUMERIC_DB_TYPES, is_row_order, number_time_problem
 
 __all__ = [
     "FIELD_LABELS",
     "IDENTITY_MAP",
     "MIGRATIONS",
+    "NUMERIC_DB_TYPES",
     "PageCounts",
     "Store",
     "is_row_order",
+    "number_time_problem",
     "out_of_space",
     "quote_identifier",
     "raw_table_name",

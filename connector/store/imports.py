@@ -15,6 +15,23 @@ import duckdb
 from connector.errors import ConfigError
 from connector.store.database import Store, quote_identifier, utc_now
 
+# DuckDB's numeric type names (prefixes: DECIMAL(18,2) is a DECIMAL), shared with scoring/.
+NUMERIC_DB_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "REAL",
+    "DECIMAL",
+)
+
 
 @dataclass(frozen=True)
 class SegmentImportResult:
@@ -409,6 +426,46 @@ def convert_time_columns(
             _mark_row_order(con, table, name)
 
 
+def number_time_problem(con: duckdb.DuckDBPyConnection, table: str, column: str) -> str | None:
+    """Why a numeric column cannot be used as a time column as it is, with the fix; else None.
+
+    Numbers (``19970101``, ``1700000000``, a sequence number) only become times through a
+    declared ``time_formats`` entry; the format is guessed from the values' range for the hint.
+
+    Args:
+        con: store connection.
+        table: the table.
+        column: the configured time column (exact name).
+
+    Returns:
+        One sentence naming the column, a sample value and the ``time_formats`` entry to add, or
+        None when the column is not numeric.
+    """
+    kind = con.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_schema = 'main' "
+        "AND lower(table_name) = lower(?) AND lower(column_name) = lower(?)",
+        [table, column],
+    ).fetchall()
+    if not kind or not str(kind[0][0]).upper().startswith(NUMERIC_DB_TYPES):
+        return None
+    q = quote_identifier(column)
+    low, high = con.execute(f"SELECT min({q}), max({q}) FROM {quote_identifier(table)}").fetchall()[
+        0
+    ]
+    if low is None or (low >= 19000101 and high <= 21001231):
+        guess = "yyyymmdd"
+    elif low >= 1e8 and high < 1e11:
+        guess = "epoch_seconds"
+    elif low >= 1e11 and high < 1e14:
+        guess = "epoch_milliseconds"
+    else:
+        guess = "row_order"
+    return (
+        f"column '{column}' of table '{table}' holds numbers ({kind[0][0]}, e.g. {low}), not "
+        f'times: declare its format in the source\'s time_formats, e.g. {{ {column} = "{guess}" }}'
+    )
+
+
 def _mark_row_order(con: duckdb.DuckDBPyConnection, table: str, column: str) -> None:
     con.execute(
         f"COMMENT ON COLUMN {quote_identifier(table)}.{quote_identifier(column)} "
@@ -490,6 +547,9 @@ def derive_entities(
                     f"sources: entities.{key}: column '{column}' not in table '{source_table}'",
                     hint=f"columns are: {', '.join(list(present.values())[:20])}",
                 )
+        problem = number_time_problem(con, source_table, present[time_column.lower()])
+        if problem:
+            raise ConfigError(f"sources: entities.time_column: {problem}")
         key, ts = (
             quote_identifier(present[id_column.lower()]),
             quote_identifier(present[time_column.lower()]),

@@ -275,3 +275,24 @@ def test_spend_of_repeat_buyers_blends_the_textbook_model_and_scores(tmp_path):
     assert meta["features"]["repeat_days"]  # purchase_active_days_all, its frequency input
     scored = leadscore("score", "--config", str(config), "--json")
     assert scored.returncode == 0, scored.stderr
+
+
+def test_a_numeric_time_column_without_a_format_names_the_format_to_declare(tmp_path):
+    write_orders(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        ORDERS_CONFIG.format(threshold=2).replace('time_formats = { day = "yyyymmdd" }\n', "")
+    )
+    result = leadscore("import", "--config", str(config))
+    assert_one_line_error(result, "entities.time_column", "'day'", 'day = "yyyymmdd"')
+    # the entity's own time column: epoch seconds read as plain numbers
+    write_signups(tmp_path)
+    config.write_text(
+        EPOCH_CONFIG.format(column="signup_epoch", fmt="epoch_seconds").replace(
+            'time_formats = { signup_epoch = "epoch_seconds" }\n', ""
+        )
+    )
+    result = leadscore("train", "--config", str(config))
+    assert_one_line_error(
+        result, "entity_table.time_column", "'signup_epoch'", 'signup_epoch = "epoch_seconds"'
+    )
