@@ -122,7 +122,8 @@ def feature_label(feature: str, labels: Labels | None = None) -> str:
 
 _VALUE = re.compile(r"^(?P<event>.+)_value_(?P<stat>sum|mean|max)_(?P<days>\d+)d$")
 _RFM = re.compile(
-    r"^(?P<event>.+)_(?P<part>days_since_last|days_since_first|count_all|value_sum_all)$"
+    r"^(?P<event>.+)_(?P<part>days_since_last|days_since_first|count_all|value_sum_all"
+    r"|active_days_all)$"
 )
 _STAT_WORDS = {"sum": "total", "mean": "average", "max": "largest"}
 _RFM_WORDS = {
@@ -130,6 +131,7 @@ _RFM_WORDS = {
     "days_since_first": "days since the first",
     "count_all": "count, all time",
     "value_sum_all": "total, all time",
+    "active_days_all": "days with one, all time",
 }
 _DATE_PARTS = {"anchor_weekday": "Weekday", "anchor_month": "Month", "anchor_hour": "Hour"}
 # "Object Action" names of Segment's spec (Page Viewed, Order Completed): counted as times
@@ -204,6 +206,10 @@ def describe(feature: str, value: Any, counts: frozenset[str], labels: Labels | 
             return f"{_title(event)} total: {_money(value, labels.currency)}"
         if rfm["part"] == "count_all":
             return _count(rfm["event"], "all", value).replace(" in alld", " in all")
+        if rfm["part"] == "active_days_all":  # purchases on 6 days in all
+            n = float(value)
+            what = event if n == 1 else _event_words(rfm["event"], plural=True)
+            return f"{what} on {_number(n)} day{'' if n == 1 else 's'} in all"
         first = "first" if rfm["part"] == "days_since_first" else "last"
         return f"{first} {event} {_number(float(value))} days ago"
     if feature in counts:

@@ -25,6 +25,8 @@ def test_factors_read_like_a_sales_note():
     assert describe("NumberOfEmployees", 1200.0, counts) == "Number of employees: 1,200"
     assert describe("Industry", "(missing)", counts) == "Industry: unknown"
     assert describe("days_since_last_event", float("nan"), counts) == "no activity yet"
+    assert describe("order_active_days_all", 6.0, counts) == "orders on 6 days in all"
+    assert describe("order_active_days_all", 1.0, counts) == "order on 1 day in all"
     assert humanize("LeadSource") == "Lead source" and feature_label("order_30d") == "Orders in 30d"
 
 
