@@ -64,6 +64,15 @@ from sync.stages.imports import import_sources
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATASETS = HERE.parents[1] / "shared" / "datasets"
 ROWS: list[dict[str, Any]] = []
+DATASETS = (
+    "org",
+    "interacting",
+    "drifting",
+    "customers",
+    "x_education",
+    "online_shoppers",
+    "cdnow",
+)
 
 
 def median_time(runs: int, action: Callable[[], Any]) -> tuple[float, Any]:
@@ -520,30 +529,11 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=[
-            "org",
-            "interacting",
-            "drifting",
-            "customers",
-            "x_education",
-            "online_shoppers",
-            "cdnow",
-        ],
+        choices=DATASETS,
         help="run only these (repeatable); customers needs org",
     )
     args = parser.parse_args()
-    only = set(
-        args.only
-        or [
-            "org",
-            "interacting",
-            "drifting",
-            "customers",
-            "x_education",
-            "online_shoppers",
-            "cdnow",
-        ]
-    )
+    only = set(args.only or DATASETS)
     if only & {"x_education", "online_shoppers"} and not args.datasets.is_dir():
         sys.exit(
             f"error: datasets directory {args.datasets} not found; pass --datasets DIR "

@@ -573,6 +573,15 @@ def _fit_repeat_purchase(
     )
 
 
+def _best_weight(
+    task: str, y_valid: np.ndarray, cb_valid: np.ndarray, partner_valid: np.ndarray
+) -> tuple[float, float]:
+    """CatBoost's blend weight with the lowest validation loss, and that loss."""
+    losses = {w: loss(task, y_valid, w * cb_valid + (1 - w) * partner_valid) for w in BLEND_WEIGHTS}
+    weight = min(losses, key=losses.get)  # type: ignore[arg-type]
+    return float(weight), losses[weight]
+
+
 def _choose_blend(
     spec: PredictionSpec,
     y_valid: np.ndarray,
@@ -592,10 +601,7 @@ def _choose_blend(
     if spec.training.blend and repeat_valid is not None:
         rp_loss = loss(task, y_valid, repeat_valid)
         if rp_loss <= lin_loss:
-            losses = {
-                w: loss(task, y_valid, w * cb_valid + (1 - w) * repeat_valid) for w in BLEND_WEIGHTS
-            }
-            weight = float(min(losses, key=losses.get))  # type: ignore[arg-type]
+            weight, best = _best_weight(task, y_valid, cb_valid, repeat_valid)
             kind = "catboost" if weight == 1.0 else ("bg_nbd" if weight == 0.0 else "blend")
             others = (
                 f"BG/NBD + Gamma-Gamma {rp_loss:.4f}, ridge {lin_loss:.4f}, all fitted on the "
@@ -610,12 +616,11 @@ def _choose_blend(
                     f"CatBoost alone: validation loss {cb_loss:.4f} ({others}; no blend lowered it)"
                     if weight == 1.0
                     else f"CatBoost weight {weight:.1f} with BG/NBD + Gamma-Gamma: validation "
-                    f"loss {losses[weight]:.4f} (CatBoost {cb_loss:.4f}, {others})"
+                    f"loss {best:.4f} (CatBoost {cb_loss:.4f}, {others})"
                 ),
             }
     if spec.training.blend and lin_loss < cb_loss:
-        losses = {w: loss(task, y_valid, w * cb_valid + (1 - w) * lin_valid) for w in BLEND_WEIGHTS}
-        weight = float(min(losses, key=losses.get))  # type: ignore[arg-type]
+        weight, best = _best_weight(task, y_valid, cb_valid, lin_valid)
         kind = "catboost" if weight == 1.0 else ("logistic" if weight == 0.0 else "blend")
         linear_name = "ridge regression" if task == "regression" else "logistic regression"
         return {
@@ -626,7 +631,7 @@ def _choose_blend(
             "reason": (
                 f"{linear_name} beat CatBoost on validation (loss {lin_loss:.4f} vs "
                 f"{cb_loss:.4f}, both fitted on the same training rows); the blend with CatBoost "
-                f"weight {weight:.1f} has validation loss {losses[weight]:.4f}"
+                f"weight {weight:.1f} has validation loss {best:.4f}"
             ),
         }
     return {

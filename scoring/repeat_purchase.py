@@ -92,8 +92,18 @@ def _summary(frame: pd.DataFrame, event: str) -> pd.DataFrame:
         )
 
 
+def _finite(value: float) -> float:
+    # the optimiser wanders through parameters where a term over- or underflows: no step there
+    return value if np.isfinite(value) else np.inf
+
+
 def _bgnbd_nll(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> float:
-    r, alpha, a, b = np.exp(log_params)
+    with np.errstate(all="ignore"):
+        return _finite(_bgnbd_terms(np.exp(log_params), x, t_x, T))
+
+
+def _bgnbd_terms(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> float:
+    r, alpha, a, b = params
     a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
     a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
     a3 = -(r + x) * np.log(alpha + T)
@@ -104,11 +114,16 @@ def _bgnbd_nll(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.nda
         -np.inf,
     )
     ll = a1 + a2 + np.logaddexp(a3, a4)
-    return float(-ll.mean() + PENALTY * np.sum(np.exp(log_params) ** 2))
+    return float(-ll.mean() + PENALTY * np.sum(params**2))
 
 
 def _gamma_gamma_nll(log_params: np.ndarray, x: np.ndarray, m: np.ndarray) -> float:
-    p, q, v = np.exp(log_params)
+    with np.errstate(all="ignore"):
+        return _finite(_gamma_gamma_terms(np.exp(log_params), x, m))
+
+
+def _gamma_gamma_terms(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> float:
+    p, q, v = params
     ll = (
         gammaln(p * x + q)
         - gammaln(p * x)
@@ -118,7 +133,7 @@ def _gamma_gamma_nll(log_params: np.ndarray, x: np.ndarray, m: np.ndarray) -> fl
         + p * x * np.log(x)
         - (p * x + q) * np.log(x * m + v)
     )
-    return float(-ll.mean() + PENALTY * np.sum(np.exp(log_params) ** 2))
+    return float(-ll.mean() + PENALTY * np.sum(params**2))
 
 
 def _fit(nll: Any, start: np.ndarray, args: tuple[np.ndarray, ...]) -> np.ndarray | None:

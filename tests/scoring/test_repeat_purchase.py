@@ -105,3 +105,14 @@ def test_it_needs_its_columns_and_enough_repeat_buyers():
     assert not applies(frame.drop(columns="order_active_days_all").columns, "order")
     too_few = RepeatPurchaseModel.fit(frame, spend, event="order", horizon_days=HORIZON, value=True)
     assert too_few is None
+
+
+def test_refunds_missing_amounts_and_extreme_buyers_give_finite_predictions():
+    frame, spend, _ = buyers(600, seed=4)
+    frame.loc[:20, "order_value_sum_all"] = -50.0  # refunds larger than the purchases
+    frame.loc[21:40, "order_value_sum_all"] = np.nan  # amounts that were never filled in
+    frame.loc[41, ["order_active_days_all", "order_value_sum_all"]] = [5000.0, 1e9]
+    frame.loc[42, "order_days_since_first"] = 0.0  # bought for the first time just now
+    model = RepeatPurchaseModel.fit(frame, spend, event="order", horizon_days=HORIZON, value=True)
+    assert model is not None
+    assert np.isfinite(model.predict(frame)).all()
