@@ -22,6 +22,7 @@ COLUMNS = FeatureColumns(
     values=["order", "refund"],  # refund is valued but not counted: never a feature value
     active_days=True,
     date_parts=["weekday", "hour"],
+    repeat_days=True,
 )
 
 
