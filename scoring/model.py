@@ -808,11 +808,9 @@ class Predictor:
     def raw(self, frame: pd.DataFrame, pool: Pool | None = None) -> np.ndarray:
         """The blend before calibration (``pool``: the frame's, when built already)."""
         out = catboost_predict(self.model, frame, self.features, self.cat_features, self.task, pool)
-        if self.weight < 1.0 and len(frame):
-            if self.repeat is not None:
-                out = self.weight * out + (1 - self.weight) * self.repeat.predict(frame)
-            elif self.linear is not None:
-                out = self.weight * out + (1 - self.weight) * self.linear.predict(frame)
+        partner = self.repeat if self.repeat is not None else self.linear
+        if self.weight < 1.0 and partner is not None and len(frame):
+            out = self.weight * out + (1 - self.weight) * partner.predict(frame)
         return out
 
     def predict(self, frame: pd.DataFrame, pool: Pool | None = None) -> np.ndarray:

@@ -92,17 +92,7 @@ def _summary(frame: pd.DataFrame, event: str) -> pd.DataFrame:
         )
 
 
-def _finite(value: float) -> float:
-    # the optimiser wanders through parameters where a term over- or underflows: no step there
-    return value if np.isfinite(value) else np.inf
-
-
-def _bgnbd_nll(log_params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> float:
-    with np.errstate(all="ignore"):
-        return _finite(_bgnbd_terms(np.exp(log_params), x, t_x, T))
-
-
-def _bgnbd_terms(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> float:
+def _bgnbd_nll(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> float:
     r, alpha, a, b = params
     a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
     a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
@@ -117,12 +107,7 @@ def _bgnbd_terms(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarr
     return float(-ll.mean() + PENALTY * np.sum(params**2))
 
 
-def _gamma_gamma_nll(log_params: np.ndarray, x: np.ndarray, m: np.ndarray) -> float:
-    with np.errstate(all="ignore"):
-        return _finite(_gamma_gamma_terms(np.exp(log_params), x, m))
-
-
-def _gamma_gamma_terms(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> float:
+def _gamma_gamma_nll(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> float:
     p, q, v = params
     ll = (
         gammaln(p * x + q)
@@ -137,7 +122,16 @@ def _gamma_gamma_terms(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> floa
 
 
 def _fit(nll: Any, start: np.ndarray, args: tuple[np.ndarray, ...]) -> np.ndarray | None:
-    result = minimize(nll, start, args=args, method="Nelder-Mead", options={"maxiter": 4000})
+    """Minimise a negative log-likelihood of the parameters over their logarithms."""
+
+    def objective(log_params: np.ndarray, *data: np.ndarray) -> float:
+        # the optimiser wanders through parameters where a term over- or underflows: no step
+        # there
+        with np.errstate(all="ignore"):
+            value = nll(np.exp(log_params), *data)
+        return value if np.isfinite(value) else np.inf
+
+    result = minimize(objective, start, args=args, method="Nelder-Mead", options={"maxiter": 4000})
     if not np.all(np.isfinite(result.x)) or not np.isfinite(result.fun):
         return None
     return np.exp(result.x)
