@@ -363,7 +363,7 @@ def fresh(
 
 @app.command()
 def vacuum(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
-    """Apply [store.retention] (score history, run log, import rejects) and reclaim the space."""
+    r"""Apply \[store.retention] (score history, run log, import rejects) and reclaim the space."""
     _job_command("vacuum", config, as_json)
 
 

@@ -1006,6 +1006,10 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+# A table with at most this many keys lists them when an unknown key resembles none of them.
+UNKNOWN_KEY_LIST_MAX = 12
+
+
 def _describe_error(error: dict[str, Any], *, hide_value: bool = False) -> str:
     loc = tuple(error["loc"])
     kind = error["type"]
@@ -1015,7 +1019,11 @@ def _describe_error(error: dict[str, Any], *, hide_value: bool = False) -> str:
         model = _model_at(loc)
         names = list(model.model_fields) if model else []
         close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-        return "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+        if close:
+            return f"unknown key (did you mean '{close[0]}'?)"
+        if 0 < len(names) <= UNKNOWN_KEY_LIST_MAX:
+            return "unknown key (keys here: " + ", ".join(names) + ")"
+        return "unknown key"
     if kind == "path_type":
         return f"must be a path string (got {error.get('input')!r})"
     message = str(error["msg"]).removeprefix("Value error, ")

@@ -83,6 +83,11 @@ def test_non_secret_in_secrets_toml_is_rejected(tmp_path):
             r"salesforce\.streams\.Lead\.cursor: unknown key \(did you mean 'cursor_field'\?\)",
         ),
         (
+            MINIMAL.replace("within_days = 30", 'within_days = 30, in = ["yes"]'),
+            r"predictions\[0\]\.label\.in: unknown key \(keys here: event, within_days, where, "
+            r"aggregate, threshold, comparison, field, positive, classes\)",
+        ),
+        (
             MINIMAL.replace("within_days = 30", 'within_days = "thirty"'),
             r"predictions\[0\]\.label\.within_days: Input should be a valid integer",
         ),
